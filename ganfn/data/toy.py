@@ -1,0 +1,56 @@
+"""Synthetic 2-D mixtures of Gaussians: the classic mode-collapse benchmarks.
+
+ring8: 8 Gaussians evenly spaced on a circle of radius 2, std 0.02.
+grid25: 25 Gaussians on the 5x5 grid {-4,-2,0,2,4}^2, std 0.05.
+
+Every component is equally likely. The centres and stds here must match the ones
+the mode-coverage metric counts against (``ganfn.metrics.modes``);
+``tests/test_data.py`` checks that they agree whenever that module exists.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor
+
+__all__ = ["RING8_STD", "GRID25_STD", "ring8_centers", "grid25_centers", "ring8", "grid25", "mixture"]
+
+RING8_STD = 0.02
+GRID25_STD = 0.05
+
+
+def ring8_centers() -> Tensor:
+    """The 8 ring centres, [8, 2] float32, at angles 2*pi*k/8 on radius 2."""
+    angles = torch.arange(8, dtype=torch.float64) * (2 * math.pi / 8)
+    return (2.0 * torch.stack([angles.cos(), angles.sin()], dim=1)).float()
+
+
+def grid25_centers() -> Tensor:
+    """The 25 grid centres, [25, 2] float32, row-major over {-4,-2,0,2,4}^2."""
+    ticks = torch.tensor([-4.0, -2.0, 0.0, 2.0, 4.0])
+    xs, ys = torch.meshgrid(ticks, ticks, indexing="ij")
+    return torch.stack([xs.reshape(-1), ys.reshape(-1)], dim=1)
+
+
+def mixture(centers: Tensor, std: float, n: int, generator: torch.Generator) -> Tensor:
+    """``n`` samples, [n, d], from an equal-weight mixture of isotropic Gaussians.
+
+    ``centers`` is [K, d]. Both draws (component, then offset) use ``generator``
+    on the CPU, so the same generator state always gives the same samples.
+    """
+    if n < 0:
+        raise ValueError(f"n must be >= 0, got {n}")
+    k = torch.randint(centers.shape[0], (n,), generator=generator)
+    noise = torch.randn(n, centers.shape[1], generator=generator)
+    return centers[k] + std * noise
+
+
+def ring8(n: int, generator: torch.Generator) -> Tensor:
+    """``n`` samples, [n, 2] float32, from the 8-Gaussian ring."""
+    return mixture(ring8_centers(), RING8_STD, n, generator)
+
+
+def grid25(n: int, generator: torch.Generator) -> Tensor:
+    """``n`` samples, [n, 2] float32, from the 25-Gaussian grid."""
+    return mixture(grid25_centers(), GRID25_STD, n, generator)
