@@ -1,0 +1,70 @@
+"""ganfn.metrics: offline quality figures for GAN runs.
+
+Feature-matrix metrics (inputs [N, d], float64 inside, tensors out):
+``frechet_distance``, ``kernel_inception_distance``, ``precision_recall``;
+``inception_score`` on class probabilities [N, K]; ``mode_coverage`` for
+2-D Gaussian mixtures. Extractors turn images into features:
+``lenet_extractor`` (trained by ganfn on scikit-learn digits, cached) and
+``inception_extractor`` (user-supplied weights file, never downloaded).
+``evaluate_images`` / ``evaluate_stacked_images`` put them together with
+honest names (``FD-LeNet(digits)``; ``FID`` only for Inception features).
+"""
+
+from .evaluate import evaluate_features, evaluate_images
+from .extractor import Extractor, Features, FunctionExtractor, metric_names
+from .frechet import feature_stats, frechet_distance, frechet_distance_from_stats
+from .inception import InceptionExtractor, WeightsChecksumError, inception_extractor
+from .inception_score import inception_score
+from .kid import kernel_inception_distance
+from .lenet import CacheChecksumError, LeNetExtractor, digits_split, lenet_extractor
+from .modes import (
+    GRID25_CENTERS,
+    GRID25_STD,
+    RING8_CENTERS,
+    RING8_STD,
+    ModeCoverage,
+    grid25_centers,
+    mode_coverage,
+    ring8_centers,
+)
+from .precision_recall import precision_recall
+from .stacked import (
+    evaluate_stacked_images,
+    stacked_frechet_distance,
+    stacked_kernel_inception_distance,
+    stacked_mode_coverage,
+)
+
+__all__ = [
+    "frechet_distance",
+    "frechet_distance_from_stats",
+    "feature_stats",
+    "kernel_inception_distance",
+    "inception_score",
+    "precision_recall",
+    "mode_coverage",
+    "ModeCoverage",
+    "ring8_centers",
+    "grid25_centers",
+    "RING8_CENTERS",
+    "RING8_STD",
+    "GRID25_CENTERS",
+    "GRID25_STD",
+    "Features",
+    "Extractor",
+    "FunctionExtractor",
+    "metric_names",
+    "lenet_extractor",
+    "LeNetExtractor",
+    "digits_split",
+    "CacheChecksumError",
+    "inception_extractor",
+    "InceptionExtractor",
+    "WeightsChecksumError",
+    "evaluate_features",
+    "evaluate_images",
+    "evaluate_stacked_images",
+    "stacked_frechet_distance",
+    "stacked_kernel_inception_distance",
+    "stacked_mode_coverage",
+]

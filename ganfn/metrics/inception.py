@@ -1,0 +1,203 @@
+"""Inception-v3 feature extractor for FID / KID / IS, from a weights file the
+user supplies. ganfn never downloads anything.
+
+Where to get a weights file (text only; fetch it yourself, then pass its path):
+- pytorch-fid's FID network, ``pt_inception-2015-12-05-6726825d.pth``, from
+  the pytorch-fid GitHub releases: the TensorFlow FID graph converted to a
+  PyTorch state_dict (1008 classes, no auxiliary head). This is the one whose
+  figures are comparable with published FIDs.
+- torchvision's ``inception_v3_google-0cc3c7bd.pth`` (what
+  ``torchvision.models.Inception_V3_Weights.IMAGENET1K_V1`` downloads; 1000
+  classes, with an auxiliary head that we load and ignore). FIDs computed with
+  it are *not* comparable with published numbers, only with each other.
+- Either file re-saved with ``safetensors`` (``.safetensors``) if that package
+  is installed.
+In torch.hub file names the 8 hex digits before ``.pth`` are the start of the
+file's SHA-256; pass them (or the full digest) as ``sha256=`` to have the file
+checked before it is read.
+
+Configuration: torchvision's ``inception_v3`` architecture built with
+``weights=None, init_weights=False, transform_input=False`` (the weights are
+overwritten anyway; skipping the init keeps construction fast); the number of
+classes and the auxiliary head are inferred from the state dict. With the
+1008-class FID weights the pooling in the Mixed_5*/6*/7* blocks is switched to
+the FID network's (average pools that exclude padding, a max pool in the last
+block), as pytorch-fid does; ``fid_variant`` overrides the automatic choice.
+Inputs: images [N, C, H, W] in [-1, 1] (1 channel is repeated to 3), resized
+to 299x299 bilinearly; the network takes [-1, 1] input directly. Features:
+pool3, [N, 2048]; probabilities: softmax of the logits, [N, K].
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import types
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .extractor import Features
+
+__all__ = ["InceptionExtractor", "inception_extractor", "load_inception_state_dict", "WeightsChecksumError"]
+
+
+class WeightsChecksumError(ValueError):
+    """The weights file's SHA-256 does not match the one given."""
+
+
+def _file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def load_inception_state_dict(path: str | os.PathLike, sha256: str | None = None) -> dict[str, Tensor]:
+    """Read a state dict without executing code from the file.
+
+    ``.safetensors`` files go through safetensors; anything else through
+    ``torch.load(weights_only=True)``. ``sha256``: full hex digest or a prefix
+    of at least 8 hex digits (torch.hub style), checked before loading.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"Inception weights not found at {path}. ganfn does not download them; "
+            "see the ganfn.metrics.inception docstring for where to get the file."
+        )
+    if sha256 is not None:
+        want = sha256.lower().strip()
+        if len(want) < 8 or any(c not in "0123456789abcdef" for c in want):
+            raise ValueError(f"sha256 must be a hex digest or a prefix of >= 8 hex digits, got {sha256!r}")
+        got = _file_sha256(path)
+        if not got.startswith(want):
+            raise WeightsChecksumError(f"{path}: SHA-256 is {got}, expected {want}; wrong or corrupted weights file")
+    if path.suffix == ".safetensors":
+        try:
+            from safetensors.torch import load_file
+        except ImportError as e:  # pragma: no cover - depends on the environment
+            raise ImportError("reading .safetensors needs the 'safetensors' package") from e
+        sd = load_file(str(path))
+    else:
+        sd = torch.load(path, map_location="cpu", weights_only=True)
+    if isinstance(sd, dict) and "state_dict" in sd and isinstance(sd["state_dict"], dict):
+        sd = sd["state_dict"]
+    if not isinstance(sd, dict) or "fc.weight" not in sd:
+        raise ValueError(f"{path} does not hold an Inception-v3 state_dict (no 'fc.weight' entry)")
+    # Checkpoints saved from DataParallel/DDP prefix every key with "module.".
+    return {k.removeprefix("module."): v for k, v in sd.items()}
+
+
+# --- FID-network pooling (pytorch-fid's FIDInception* blocks), as _forward replacements.
+def _fid_a(self, x: Tensor) -> list[Tensor]:
+    b5 = self.branch5x5_2(self.branch5x5_1(x))
+    b3 = self.branch3x3dbl_3(self.branch3x3dbl_2(self.branch3x3dbl_1(x)))
+    bp = self.branch_pool(F.avg_pool2d(x, 3, stride=1, padding=1, count_include_pad=False))
+    return [self.branch1x1(x), b5, b3, bp]
+
+
+def _fid_c(self, x: Tensor) -> list[Tensor]:
+    b7 = self.branch7x7_3(self.branch7x7_2(self.branch7x7_1(x)))
+    bd = self.branch7x7dbl_1(x)
+    for m in (self.branch7x7dbl_2, self.branch7x7dbl_3, self.branch7x7dbl_4, self.branch7x7dbl_5):
+        bd = m(bd)
+    bp = self.branch_pool(F.avg_pool2d(x, 3, stride=1, padding=1, count_include_pad=False))
+    return [self.branch1x1(x), b7, bd, bp]
+
+
+def _fid_e(pool):
+    def forward(self, x: Tensor) -> list[Tensor]:
+        b3 = self.branch3x3_1(x)
+        b3 = torch.cat([self.branch3x3_2a(b3), self.branch3x3_2b(b3)], 1)
+        bd = self.branch3x3dbl_2(self.branch3x3dbl_1(x))
+        bd = torch.cat([self.branch3x3dbl_3a(bd), self.branch3x3dbl_3b(bd)], 1)
+        return [self.branch1x1(x), b3, bd, self.branch_pool(pool(x))]
+
+    return forward
+
+
+def _use_fid_pooling(net: nn.Module) -> None:
+    for name in ("Mixed_5b", "Mixed_5c", "Mixed_5d"):
+        m = getattr(net, name)
+        m._forward = types.MethodType(_fid_a, m)
+    for name in ("Mixed_6b", "Mixed_6c", "Mixed_6d", "Mixed_6e"):
+        m = getattr(net, name)
+        m._forward = types.MethodType(_fid_c, m)
+    avg = lambda x: F.avg_pool2d(x, 3, stride=1, padding=1, count_include_pad=False)  # noqa: E731
+    mx = lambda x: F.max_pool2d(x, 3, stride=1, padding=1)  # noqa: E731
+    net.Mixed_7b._forward = types.MethodType(_fid_e(avg), net.Mixed_7b)
+    net.Mixed_7c._forward = types.MethodType(_fid_e(mx), net.Mixed_7c)
+
+
+class InceptionExtractor:
+    """images [N, C, H, W] in [-1, 1] -> Features(pool3 [N, 2048], probs [N, K])."""
+
+    kind = "inception"
+    name = "Inception"
+
+    def __init__(self, net: nn.Module, fc: nn.Linear, device: torch.device | str = "cpu", batch_size: int = 64):
+        self.net, self.fc, self.device, self.batch_size = net, fc, torch.device(device), batch_size
+
+    def __call__(self, images: Tensor) -> Features:
+        if images.dim() != 4 or images.shape[1] not in (1, 3):
+            raise ValueError(f"images must be [N, 1 or 3, H, W], got {tuple(images.shape)}")
+        feats, probs = [], []
+        with torch.no_grad():
+            for chunk in torch.split(images, self.batch_size):
+                x = chunk.detach().to(self.device, torch.float32)
+                if x.shape[1] == 1:
+                    x = x.expand(-1, 3, -1, -1)
+                if x.shape[-2:] != (299, 299):
+                    x = F.interpolate(x, size=(299, 299), mode="bilinear", align_corners=False)
+                pool3 = self.net(x)  # fc replaced by Identity: the forward ends at pool3
+                feats.append(pool3.cpu())
+                probs.append(self.fc(pool3).softmax(1).cpu())
+        return Features(torch.cat(feats), torch.cat(probs))
+
+
+def inception_extractor(
+    weights: str | os.PathLike,
+    *,
+    sha256: str | None = None,
+    fid_variant: bool | None = None,
+    strict: bool = True,
+    device: torch.device | str = "cpu",
+    batch_size: int = 64,
+) -> InceptionExtractor:
+    """Build the Inception-v3 extractor from a user-supplied weights file.
+
+    weights: path to a state_dict (.pth/.pt via torch.load(weights_only=True),
+    or .safetensors). sha256: expected digest or >= 8-hex-digit prefix.
+    fid_variant: FID-network pooling; default on iff the file has 1008 classes.
+    strict: passed to load_state_dict (missing/unexpected keys are errors).
+    """
+    from torchvision.models import inception_v3
+
+    sd = load_inception_state_dict(weights, sha256)
+    num_classes = sd["fc.weight"].shape[0]
+    aux = any(k.startswith("AuxLogits.") for k in sd)
+    net = inception_v3(
+        weights=None, aux_logits=aux, init_weights=False, transform_input=False, num_classes=num_classes
+    )
+    result = net.load_state_dict(sd, strict=strict)
+    if not strict and (result.missing_keys or result.unexpected_keys):
+        import warnings
+
+        warnings.warn(
+            f"Inception weights: {len(result.missing_keys)} missing and "
+            f"{len(result.unexpected_keys)} unexpected keys (strict=False)",
+            stacklevel=2,
+        )
+    if fid_variant is None:
+        fid_variant = num_classes == 1008
+    if fid_variant:
+        _use_fid_pooling(net)
+    fc = net.fc
+    net.fc = nn.Identity()
+    net.eval().to(device)
+    fc.eval().to(device)
+    return InceptionExtractor(net, fc, device=device, batch_size=batch_size)

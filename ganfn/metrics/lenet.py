@@ -1,0 +1,328 @@
+"""A small LeNet-style classifier that ganfn trains itself, offline and
+deterministically, to give Fréchet distance / KID / classifier score on its
+features (as the KID paper and TF-GAN's MNIST examples do). Figures made
+with it are named ``FD-LeNet(digits)`` etc., never FID.
+
+Data: scikit-learn's bundled ``load_digits`` (1,797 8x8 images, no download),
+scaled to [-1, 1] and split by a fixed permutation (numpy's legacy
+``RandomState(0)``, whose stream is frozen) into the first 1,400 for training
+and the remaining 397 held out. ``digits_split`` exposes exactly that split so
+that other code (data loaders, baselines) uses the same one. Fashion-MNIST is
+supported from IDX files when installed under /usr/share/datasets/fashion-mnist.
+
+Determinism: parameters are initialised and batches shuffled from an explicit
+``torch.Generator`` with a fixed seed, and training runs with one intra-op
+thread (restored afterwards), so the weights do not depend on the caller's
+``torch.set_num_threads``; they can still differ in the last bits across CPU
+types or torch builds, which is why the cache stores a checksum of the file it
+wrote rather than a hard-coded one.
+
+Cache: ``<cache_dir>/lenet-<dataset>-<config hash>.pt`` plus a ``.sha256``
+sidecar. ``cache_dir`` is the argument if given, else ``$GANFN_CACHE``, else
+``~/.cache/ganfn``. Files are written atomically (temporary file +
+``os.replace``), loaded with ``torch.load(weights_only=True)`` and verified
+against the sidecar; a mismatch raises ``CacheChecksumError``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gzip
+import hashlib
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from .extractor import Features, resize, to_gray
+
+__all__ = [
+    "digits_split",
+    "fashion_mnist_split",
+    "read_idx",
+    "lenet_init",
+    "lenet_apply",
+    "train_lenet",
+    "accuracy",
+    "LeNetExtractor",
+    "lenet_extractor",
+    "default_cache_dir",
+    "CacheChecksumError",
+    "FASHION_MNIST_ROOT",
+]
+
+DIGITS_TRAIN_SIZE = 1400
+FASHION_MNIST_ROOT = Path("/usr/share/datasets/fashion-mnist")
+FEATURE_DIM = 32  # small against the few hundred held-out digits (FD is biased at small n/d)
+_ARCH_VERSION = 1  # bump when the architecture or training recipe changes (changes the cache name)
+
+
+class CacheChecksumError(ValueError):
+    """A cached weights file does not match its recorded SHA-256 checksum."""
+
+
+# ----------------------------------------------------------------------------- data
+
+
+def digits_split(split: str) -> tuple[Tensor, Tensor]:
+    """scikit-learn digits, fixed split. split: "train" (1,400) or "test" (397).
+
+    Returns images float32 [N, 1, 8, 8] in [-1, 1] and labels int64 [N].
+    """
+    from sklearn.datasets import load_digits
+
+    if split not in ("train", "test"):
+        raise ValueError(f"split must be 'train' or 'test', got {split!r}")
+    d = load_digits()
+    perm = np.random.RandomState(0).permutation(len(d.target))
+    idx = perm[:DIGITS_TRAIN_SIZE] if split == "train" else perm[DIGITS_TRAIN_SIZE:]
+    # Pixel values are integers 0..16: map to [-1, 1] like tanh generator outputs.
+    images = torch.tensor(d.images[idx], dtype=torch.float32).unsqueeze(1) / 8.0 - 1.0
+    return images, torch.tensor(d.target[idx], dtype=torch.int64)
+
+
+def read_idx(path: str | os.PathLike) -> np.ndarray:
+    """Read an IDX file (MNIST format; ``.gz`` allowed) into a numpy array."""
+    path = Path(path)
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rb") as f:
+        data = f.read()
+    if len(data) < 4 or data[0] != 0 or data[1] != 0:
+        raise ValueError(f"{path} is not an IDX file (bad magic number)")
+    dtypes = {0x08: ">u1", 0x09: ">i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
+    if data[2] not in dtypes:
+        raise ValueError(f"{path}: unknown IDX element type 0x{data[2]:02x}")
+    ndim = data[3]
+    shape = tuple(int.from_bytes(data[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
+    arr = np.frombuffer(data, dtype=dtypes[data[2]], offset=4 + 4 * ndim)
+    if arr.size != int(np.prod(shape)):
+        raise ValueError(f"{path}: expected {int(np.prod(shape))} elements, found {arr.size}")
+    return arr.reshape(shape)
+
+
+def _find(root: Path, stem: str) -> Path | None:
+    for name in (stem, stem + ".gz", stem.replace("-idx", ".idx")):
+        if (root / name).exists():
+            return root / name
+    return None
+
+
+def fashion_mnist_split(split: str, root: str | os.PathLike = FASHION_MNIST_ROOT) -> tuple[Tensor, Tensor]:
+    """Fashion-MNIST from IDX files in ``root`` (standard file names, optionally gzipped).
+
+    Returns images float32 [N, 1, 28, 28] in [-1, 1] and labels int64 [N].
+    Raises FileNotFoundError when the files are not installed (nothing is downloaded).
+    """
+    prefix = {"train": "train", "test": "t10k"}.get(split)
+    if prefix is None:
+        raise ValueError(f"split must be 'train' or 'test', got {split!r}")
+    root = Path(root)
+    img = _find(root, f"{prefix}-images-idx3-ubyte")
+    lab = _find(root, f"{prefix}-labels-idx1-ubyte")
+    if img is None or lab is None:
+        raise FileNotFoundError(f"Fashion-MNIST IDX files not found under {root}")
+    images = torch.tensor(read_idx(img).astype(np.float32)).unsqueeze(1) / 127.5 - 1.0
+    return images, torch.tensor(read_idx(lab).astype(np.int64))
+
+
+_DATASETS = {
+    # name: (loader, image size, epochs)
+    "digits": (digits_split, 8, 25),
+    "fashion-mnist": (fashion_mnist_split, 28, 3),
+}
+
+# ----------------------------------------------------------------------------- model
+
+
+def lenet_init(generator: torch.Generator, n_classes: int = 10, feature_dim: int = FEATURE_DIM) -> dict[str, Tensor]:
+    """Parameters of the LeNet-style net, drawn from ``generator`` (He-uniform)."""
+
+    def he(shape: tuple[int, ...], fan_in: int) -> Tensor:
+        bound = (6.0 / fan_in) ** 0.5
+        return (torch.rand(shape, generator=generator) * 2 - 1) * bound
+
+    return {
+        "conv1.weight": he((16, 1, 3, 3), 9),
+        "conv1.bias": torch.zeros(16),
+        "conv2.weight": he((32, 16, 3, 3), 144),
+        "conv2.bias": torch.zeros(32),
+        "fc1.weight": he((feature_dim, 32 * 4 * 4), 512),
+        "fc1.bias": torch.zeros(feature_dim),
+        "fc2.weight": he((n_classes, feature_dim), feature_dim) / 2,
+        "fc2.bias": torch.zeros(n_classes),
+    }
+
+
+def lenet_apply(params: dict[str, Tensor], x: Tensor) -> tuple[Tensor, Tensor]:
+    """Pure forward: x [N, 1, H, W] -> (features [N, feature_dim], logits [N, K]).
+
+    conv3x3(16)-relu-conv3x3(32)-relu-adaptive max pool to 4x4 (so 8x8 and
+    28x28 inputs share the architecture)-fc(feature_dim)-relu-fc(K).
+    """
+    h = F.relu(F.conv2d(x, params["conv1.weight"], params["conv1.bias"], padding=1))
+    h = F.relu(F.conv2d(h, params["conv2.weight"], params["conv2.bias"], padding=1))
+    h = F.adaptive_max_pool2d(h, 4).flatten(1)
+    feats = F.relu(F.linear(h, params["fc1.weight"], params["fc1.bias"]))
+    return feats, F.linear(feats, params["fc2.weight"], params["fc2.bias"])
+
+
+@contextlib.contextmanager
+def _one_thread() -> Iterator[None]:
+    # A fixed thread count makes float reductions happen in a fixed order.
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(old)
+
+
+def train_lenet(
+    images: Tensor,
+    labels: Tensor,
+    *,
+    epochs: int = 25,
+    batch_size: int = 64,
+    lr: float = 2e-3,
+    seed: int = 0,
+) -> dict[str, Tensor]:
+    """Train from a fixed seed with Adam on (images [N, 1, H, W], labels [N]); returns params."""
+    g = torch.Generator().manual_seed(seed)
+    n_classes = int(labels.max()) + 1
+    with _one_thread():
+        params = {k: v.requires_grad_() for k, v in lenet_init(g, max(n_classes, 10)).items()}
+        opt = torch.optim.Adam(params.values(), lr=lr)
+        n = images.shape[0]
+        for _ in range(epochs):
+            perm = torch.randperm(n, generator=g)
+            for start in range(0, n, batch_size):
+                idx = perm[start : start + batch_size]
+                _, logits = lenet_apply(params, images[idx])
+                loss = F.cross_entropy(logits, labels[idx])
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+    return {k: v.detach() for k, v in params.items()}
+
+
+def accuracy(params: dict[str, Tensor], images: Tensor, labels: Tensor) -> float:
+    """Top-1 accuracy of the classifier on (images, labels)."""
+    with torch.no_grad():
+        return float((lenet_apply(params, images)[1].argmax(1) == labels).float().mean())
+
+
+# ----------------------------------------------------------------------------- cache
+
+
+def default_cache_dir(cache_dir: str | os.PathLike | None = None) -> Path:
+    """The argument, else $GANFN_CACHE, else ~/.cache/ganfn."""
+    if cache_dir is not None:
+        return Path(cache_dir)
+    env = os.environ.get("GANFN_CACHE")
+    return Path(env) if env else Path.home() / ".cache" / "ganfn"
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _atomic_write(path: Path, write) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)  # atomic on POSIX: readers see the old or the new file, never half of one
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+def _config_hash(dataset: str, epochs: int, seed: int) -> str:
+    cfg = {"arch": _ARCH_VERSION, "dataset": dataset, "epochs": epochs, "seed": seed, "feature_dim": FEATURE_DIM}
+    return hashlib.sha256(json.dumps(cfg, sort_keys=True).encode()).hexdigest()[:12]
+
+
+def save_weights(params: dict[str, Tensor], path: Path) -> str:
+    """Atomically write params and a ``.sha256`` sidecar; returns the hex digest."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    _atomic_write(path, lambda f: torch.save(params, f))
+    digest = _sha256(path)
+    _atomic_write(path.with_name(path.name + ".sha256"), lambda f: f.write(digest.encode()))
+    return digest
+
+
+def load_weights(path: Path) -> dict[str, Tensor]:
+    """Load params after checking the file against its sidecar checksum."""
+    sidecar = path.with_name(path.name + ".sha256")
+    if not sidecar.exists():
+        raise CacheChecksumError(f"{path}: checksum file {sidecar} is missing; delete the cache file to retrain")
+    expected = sidecar.read_text().strip()
+    actual = _sha256(path)
+    if actual != expected:
+        raise CacheChecksumError(
+            f"{path} is corrupted: SHA-256 {actual} does not match the recorded {expected}. "
+            "Delete it (and its .sha256 file) to retrain."
+        )
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+# ----------------------------------------------------------------------------- extractor
+
+
+class LeNetExtractor:
+    """Extractor: images [N, C, H, W] in [-1, 1] (1 or 3 channels, any size) ->
+    Features(features [N, 32], probs [N, 10]). Inputs are converted to gray and
+    resized (bilinear, antialiased) to the classifier's training size."""
+
+    kind = "classifier"
+
+    def __init__(self, params: dict[str, Tensor], image_size: int, dataset: str, batch_size: int = 2048):
+        self.params, self.image_size, self.batch_size = params, image_size, batch_size
+        self.name = f"LeNet({dataset})"
+
+    def __call__(self, images: Tensor) -> Features:
+        feats, probs = [], []
+        with torch.no_grad():
+            for chunk in torch.split(images, self.batch_size):
+                x = resize(to_gray(chunk.detach().float().cpu()), self.image_size)
+                f, logits = lenet_apply(self.params, x)
+                feats.append(f)
+                probs.append(logits.softmax(1))
+        return Features(torch.cat(feats), torch.cat(probs))
+
+
+def lenet_extractor(
+    dataset: str = "digits",
+    *,
+    cache_dir: str | os.PathLike | None = None,
+    seed: int = 0,
+    epochs: int | None = None,
+) -> LeNetExtractor:
+    """Load (or train once and cache) the LeNet for ``dataset`` ("digits" or
+    "fashion-mnist") and return its extractor. Training digits takes a few
+    seconds on 2 CPU cores."""
+    if dataset not in _DATASETS:
+        raise ValueError(f"unknown dataset {dataset!r}; choose from {sorted(_DATASETS)}")
+    loader, size, default_epochs = _DATASETS[dataset]
+    epochs = default_epochs if epochs is None else epochs
+    path = default_cache_dir(cache_dir) / f"lenet-{dataset}-{_config_hash(dataset, epochs, seed)}.pt"
+    if path.exists():
+        params = load_weights(path)
+    else:
+        images, labels = loader("train")
+        params = train_lenet(images, labels, epochs=epochs, seed=seed)
+        save_weights(params, path)
+    return LeNetExtractor(params, size, dataset)
