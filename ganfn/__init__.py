@@ -1,0 +1,25 @@
+"""ganfn: functional GAN training for PyTorch on torch.func.
+
+Models are stateless functions of explicit parameter pytrees; every training
+step is a pure function ``(state, real, noise) -> (state, metrics)`` that can be
+vmapped over many seeds or hyperparameter settings.
+"""
+from . import losses, optim, penalties
+from .errors import NonFiniteLossError, check_finite
+from .gan import GAN, TrainState
+from .tree import global_norm, tree_index, tree_map
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "GAN",
+    "TrainState",
+    "losses",
+    "optim",
+    "penalties",
+    "NonFiniteLossError",
+    "check_finite",
+    "global_norm",
+    "tree_index",
+    "tree_map",
+]

@@ -1,0 +1,72 @@
+"""``nn.Module`` -> pure function of explicit parameter and buffer pytrees.
+
+A user's module is never changed: ``extract`` copies its parameters and buffers
+into plain dicts, and ``make_apply`` returns ``apply(params, buffers, *args)``
+that runs the module through ``torch.func.functional_call`` and returns the
+output together with the *new* buffers (BatchNorm running statistics), so a
+forward pass never writes into the state it was given.
+"""
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import torch
+from torch import Tensor, nn
+from torch.func import functional_call
+
+Params = dict[str, Tensor]
+Buffers = dict[str, Tensor]
+Apply = Callable[..., tuple[Any, Buffers]]
+
+__all__ = ["extract", "make_apply", "has_batch_stats", "Params", "Buffers", "Apply"]
+
+
+def extract(module: nn.Module) -> tuple[Params, Buffers]:
+    """Detached copies of ``module``'s parameters and buffers, keyed by name."""
+    params = {k: v.detach().clone() for k, v in module.named_parameters()}
+    buffers = {k: v.detach().clone() for k, v in module.named_buffers()}
+    return params, buffers
+
+
+def has_batch_stats(module: nn.Module) -> bool:
+    """True when a training-mode forward mixes samples (batch-statistic norms).
+
+    Such a module forbids two shortcuts: one forward over concatenated real and
+    fake batches, and per-sample input gradients from ``grad(D(x).sum())``.
+    """
+    return any(
+        isinstance(m, (nn.modules.batchnorm._BatchNorm, nn.SyncBatchNorm))
+        for m in module.modules()
+    )
+
+
+def make_apply(module: nn.Module, *, tie_weights: bool | None = None) -> Apply:
+    """``apply(params, buffers, *args, train=True) -> (output, new_buffers)``.
+
+    ``train`` selects the module's mode for this call only (the user's module is
+    put back in the mode it was in). Buffers are cloned before the call because
+    ``functional_call`` lets in-place buffer updates (running statistics) write
+    into the tensors it is given; the clones, updated, come back as
+    ``new_buffers``.
+    """
+    if tie_weights is None:
+        # Tied-weight bookkeeping costs ~30us a call; only pay it when needed.
+        names = {id(p) for _, p in module.named_parameters(remove_duplicate=False)}
+        n_all = sum(1 for _ in module.named_parameters(remove_duplicate=False))
+        tie_weights = len(names) != n_all
+
+    def apply(params: Params, buffers: Buffers, *args: Any, train: bool = True) -> tuple[Any, Buffers]:
+        new_buffers = {k: v.clone() for k, v in buffers.items()} if (buffers and train) else buffers
+        was_training = module.training
+        if was_training != train:
+            module.train(train)
+        try:
+            out = functional_call(
+                module, (params, new_buffers), args, tie_weights=tie_weights, strict=False
+            )
+        finally:
+            if was_training != train:
+                module.train(was_training)
+        return out, new_buffers
+
+    return apply

@@ -1,0 +1,194 @@
+"""Adversarial losses as pure functions of the discriminator's outputs.
+
+Every loss is a :class:`LossPair`: ``d_parts(real_out, fake_out, ...)`` gives the
+discriminator's loss on real and on fake outputs, ``d`` their sum, and
+``g(fake_out, ...)`` the generator's loss. Outputs are raw, unbounded scores
+(logits for the BCE forms): no loss here applies a sigmoid and takes a log of it,
+so every form is finite for logits of any magnitude.
+
+Targets (``real_target``, ``fake_target``) are floats or 0-d tensors, so label
+smoothing can differ per ensemble member. One-sided label smoothing
+(Salimans et al., 2016) is ``real_target=0.9``; the generator's target stays 1.
+
+``reduction`` is ``"mean"`` (default), ``"sum"`` or ``"none"`` (per-sample).
+"""
+from __future__ import annotations
+
+from typing import Callable, NamedTuple
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+Target = float | Tensor
+
+__all__ = [
+    "LossPair",
+    "minimax",
+    "non_saturating",
+    "wasserstein",
+    "hinge",
+    "least_squares",
+    "get",
+    "LOSSES",
+    "bce_with_logits",
+]
+
+
+class LossPair(NamedTuple):
+    """A discriminator loss and a generator loss on D's outputs.
+
+    ``threshold`` is the output value that separates "judged real" from "judged
+    fake", used for D's accuracy metrics.
+    """
+
+    name: str
+    d_parts: Callable[..., tuple[Tensor, Tensor]]
+    g: Callable[..., Tensor]
+    threshold: float
+    hparams: dict[str, float] = {}
+    """Extra hyperparameters (name -> default) that ``GAN`` keeps in the state and
+    passes to ``d_parts`` and ``g`` as keyword arguments (e.g. a mixing weight)."""
+
+    def d(self, real_out: Tensor, fake_out: Tensor, **kw) -> Tensor:
+        """The discriminator's total loss: real part + fake part."""
+        r, f = self.d_parts(real_out, fake_out, **kw)
+        return r + f
+
+
+def _reduce(x: Tensor, reduction: str) -> Tensor:
+    if reduction == "mean":
+        return x.mean()
+    if reduction == "sum":
+        return x.sum()
+    if reduction == "none":
+        return x
+    raise ValueError(f"reduction must be 'mean', 'sum' or 'none', got {reduction!r}")
+
+
+def _per_sample(x: Tensor) -> Tensor:
+    # D outputs are [B] or [B, 1] (or [B, ...] for patch discriminators):
+    # a sample's score is the mean over its non-batch elements.
+    return x.reshape(x.shape[0], -1).mean(1) if x.dim() > 1 else x
+
+
+def bce_with_logits(logits: Tensor, target: Target) -> Tensor:
+    """Elementwise binary cross-entropy of ``sigmoid(logits)`` against ``target``.
+
+    ``softplus(x) - t*x`` equals ``-t log s(x) - (1-t) log(1-s(x))`` exactly and
+    never evaluates ``log(sigmoid(x))``, which underflows to ``-inf`` for
+    ``x < -104`` in float32.
+    """
+    return F.softplus(logits) - target * logits
+
+
+# -- minimax / non-saturating (Goodfellow et al., 2014) ----------------------------
+
+
+def _bce_d_parts(real_out, fake_out, *, real_target: Target = 1.0, fake_target: Target = 0.0, reduction="mean"):
+    r = bce_with_logits(_per_sample(real_out), real_target)
+    f = bce_with_logits(_per_sample(fake_out), fake_target)
+    return _reduce(r, reduction), _reduce(f, reduction)
+
+
+def _minimax_g(fake_out: Tensor, *, reduction: str = "mean", **_) -> Tensor:
+    """G minimises log(1 - D(G(z))) = -softplus(logit): saturates when D wins."""
+    return _reduce(-F.softplus(_per_sample(fake_out)), reduction)
+
+
+def _non_saturating_g(fake_out: Tensor, *, g_target: Target = 1.0, reduction: str = "mean", **_) -> Tensor:
+    """G minimises -log D(G(z)) = BCE(logit, 1) = softplus(-logit)."""
+    return _reduce(bce_with_logits(_per_sample(fake_out), g_target), reduction)
+
+
+minimax = LossPair("minimax", _bce_d_parts, _minimax_g, 0.0)
+"""The original saturating game (Goodfellow et al., 2014, eq. 1).
+
+D: BCE(real, real_target) + BCE(fake, fake_target); G: log(1 - sigmoid(fake)).
+"""
+
+non_saturating = LossPair("non_saturating", _bce_d_parts, _non_saturating_g, 0.0)
+"""The non-saturating heuristic (Goodfellow et al., 2014, sec. 3).
+
+D as in :data:`minimax`; G: BCE(fake, 1) = -log sigmoid(fake). Equal to
+``torch.nn.BCEWithLogitsLoss`` with the same targets.
+"""
+
+
+# -- Wasserstein (Arjovsky et al., 2017) ------------------------------------------
+
+
+def _wasserstein_d_parts(real_out, fake_out, *, reduction="mean", **_):
+    return _reduce(-_per_sample(real_out), reduction), _reduce(_per_sample(fake_out), reduction)
+
+
+def _wasserstein_g(fake_out, *, reduction="mean", **_):
+    return _reduce(-_per_sample(fake_out), reduction)
+
+
+wasserstein = LossPair("wasserstein", _wasserstein_d_parts, _wasserstein_g, 0.0)
+"""WGAN critic loss (Arjovsky et al., 2017): D: E[f(fake)] - E[f(real)]; G: -E[f(fake)].
+
+Targets do not apply and are ignored. Needs a Lipschitz constraint on the
+critic: ``penalties.weight_clip`` (WGAN) or ``penalties.gradient_penalty`` (WGAN-GP).
+"""
+
+
+# -- hinge (Lim & Ye, 2017; Miyato et al., 2018) -----------------------------------
+
+
+def _hinge_d_parts(real_out, fake_out, *, reduction="mean", **_):
+    r = F.relu(1.0 - _per_sample(real_out))
+    f = F.relu(1.0 + _per_sample(fake_out))
+    return _reduce(r, reduction), _reduce(f, reduction)
+
+
+hinge = LossPair("hinge", _hinge_d_parts, _wasserstein_g, 0.0)
+"""Hinge loss (Geometric GAN, Lim & Ye 2017; used by SNGAN, Miyato et al. 2018).
+
+D: E[relu(1 - real)] + E[relu(1 + fake)]; G: -E[fake]. Zero for D once every
+real output is >= 1 and every fake output <= -1. Targets are ignored.
+"""
+
+
+# -- least squares (Mao et al., 2017) -----------------------------------------------
+
+
+def _ls_d_parts(real_out, fake_out, *, real_target: Target = 1.0, fake_target: Target = 0.0, reduction="mean"):
+    r = 0.5 * torch.square(_per_sample(real_out) - real_target)
+    f = 0.5 * torch.square(_per_sample(fake_out) - fake_target)
+    return _reduce(r, reduction), _reduce(f, reduction)
+
+
+def _ls_g(fake_out, *, g_target: Target = 1.0, reduction="mean", **_):
+    return _reduce(0.5 * torch.square(_per_sample(fake_out) - g_target), reduction)
+
+
+least_squares = LossPair("least_squares", _ls_d_parts, _ls_g, 0.5)
+"""LSGAN (Mao et al., 2017) with the a-b-c = 0-1-1 coding.
+
+D: 0.5 E[(real - b)^2] + 0.5 E[(fake - a)^2]; G: 0.5 E[(fake - c)^2], with
+b = ``real_target``, a = ``fake_target``, c = ``g_target``. Accuracy threshold 0.5
+assumes the default targets.
+"""
+
+LOSSES: dict[str, LossPair] = {
+    lp.name: lp for lp in (minimax, non_saturating, wasserstein, hinge, least_squares)
+}
+_ALIASES = {"bce": non_saturating, "ns": non_saturating, "wgan": wasserstein, "lsgan": least_squares, "ls": least_squares}
+
+
+def get(loss: str | LossPair) -> LossPair:
+    """A :class:`LossPair` by name (or itself). Unknown names raise ``ValueError``."""
+    if isinstance(loss, LossPair):
+        return loss
+    if isinstance(loss, str):
+        key = loss.lower().replace("-", "_")
+        if key in LOSSES:
+            return LOSSES[key]
+        if key in _ALIASES:
+            return _ALIASES[key]
+    raise ValueError(
+        f"unknown loss {loss!r}: expected one of {sorted(LOSSES)} "
+        f"(aliases {sorted(_ALIASES)}) or a ganfn.losses.LossPair"
+    )

@@ -1,0 +1,313 @@
+"""Pure optimizers over parameter pytrees, in the style of optax.
+
+An :class:`Optimizer` is a pair of pure functions::
+
+    opt_state = opt.init(params)
+    new_params, new_opt_state = opt.update(grads, opt_state, params)
+
+Nothing is written in place. Hyperparameters live *in the optimizer state*
+(``opt_state["hp"]``) as 0-d float64 tensors, so stacking the states of several
+ensemble members gives each member its own learning rate, betas, ... and a
+vmapped update reads them as ordinary tensors (optax's ``inject_hyperparams``
+idea). Constructors accept Python floats or 0-d tensors.
+
+Learning-rate schedules are pure functions of the update count returning a
+multiplier of the base learning rate; :func:`clip_by_global_norm` wraps any
+optimizer. Results match ``torch.optim`` (see ``tests/test_optim.py``).
+"""
+from __future__ import annotations
+
+import math
+from typing import Any, Callable, NamedTuple
+
+import torch
+from torch import Tensor
+
+from .tree import PyTree, global_norm, tree_map
+
+Schedule = Callable[[Tensor], Tensor]
+Hyper = float | Tensor
+
+__all__ = [
+    "Optimizer",
+    "sgd",
+    "adam",
+    "adamw",
+    "rmsprop",
+    "clip_by_global_norm",
+    "constant",
+    "exponential_decay",
+    "linear_warmup",
+    "linear_decay",
+    "get",
+]
+
+
+class Optimizer(NamedTuple):
+    """``init(params) -> state``; ``update(grads, state, params) -> (params, state)``;
+    ``lr(state) -> Tensor``, the learning rate the next update will use."""
+
+    init: Callable[[PyTree], dict]
+    update: Callable[[PyTree, dict, PyTree], tuple[PyTree, dict]]
+    lr: Callable[[dict], Tensor]
+    name: str = "optimizer"
+
+
+# -- schedules ---------------------------------------------------------------------
+
+
+def constant() -> Schedule:
+    """Multiplier 1 at every step."""
+    return lambda count: torch.ones((), dtype=torch.float64, device=count.device)
+
+
+def exponential_decay(gamma: float, every: int = 1) -> Schedule:
+    """``gamma ** (count // every)``: ``torch.optim.lr_scheduler.ExponentialLR``
+    stepped once every ``every`` updates (once per epoch in reference 000)."""
+    _check_range("gamma", gamma, 0.0, 1.0, low_open=True)
+    if every < 1:
+        raise ValueError(f"every must be >= 1, got {every}")
+    return lambda count: torch.pow(
+        torch.tensor(gamma, dtype=torch.float64, device=count.device),
+        torch.div(count, every, rounding_mode="floor").to(torch.float64),
+    )
+
+
+def linear_warmup(steps: int) -> Schedule:
+    """Rises linearly from 1/steps at the first update to 1 at update ``steps``, then 1."""
+    if steps < 1:
+        raise ValueError(f"warm-up steps must be >= 1, got {steps}")
+    return lambda count: torch.clamp((count.to(torch.float64) + 1.0) / steps, max=1.0)
+
+
+def linear_decay(total_steps: int, end: float = 0.0) -> Schedule:
+    """Falls linearly from 1 at update 0 to ``end`` at update ``total_steps``, then ``end``."""
+    if total_steps < 1:
+        raise ValueError(f"total_steps must be >= 1, got {total_steps}")
+    return lambda count: 1.0 - (1.0 - end) * torch.clamp(count.to(torch.float64) / total_steps, max=1.0)
+
+
+# -- hyperparameter handling ----------------------------------------------------------
+
+
+def _is_concrete(x: Tensor) -> bool:
+    """False for tensors traced by vmap/grad/compile, whose values cannot be read."""
+    if torch.compiler.is_compiling():
+        return False
+    return not torch._C._functorch.is_functorch_wrapped_tensor(x)
+
+
+def _check_range(name: str, value: Hyper, low: float, high: float = math.inf, *, low_open: bool = False, high_open: bool = False) -> None:
+    if isinstance(value, Tensor):
+        if not _is_concrete(value):
+            return
+        if value.dim() != 0:
+            raise ValueError(f"hyperparameter {name} must be a 0-d tensor or float, got shape {tuple(value.shape)}")
+        vals = [float(value)]
+    else:
+        vals = [float(value)]
+    for v in vals:
+        bad = not math.isfinite(v) or v < low or v > high or (low_open and v == low) or (high_open and v == high)
+        if bad:
+            lo = "(" if low_open else "["
+            hi = ")" if high_open else "]"
+            raise ValueError(f"hyperparameter {name}={v} is outside its valid range {lo}{low}, {high}{hi}")
+
+
+def _hp(value: Hyper, like: Tensor | None) -> Tensor:
+    device = like.device if like is not None else None
+    if isinstance(value, Tensor):
+        return value.detach().to(device=device, dtype=torch.float64).clone()
+    return torch.tensor(float(value), dtype=torch.float64, device=device)
+
+
+def _first_leaf(params: PyTree) -> Tensor | None:
+    import optree
+
+    ls = optree.tree_leaves(params)
+    return ls[0] if ls else None
+
+
+def _make(name: str, hypers: dict[str, Hyper], slots: tuple[str, ...], step: Callable, schedule: Schedule | None) -> Optimizer:
+    schedule = schedule or constant()
+
+    def init(params: PyTree) -> dict:
+        like = _first_leaf(params)
+        state = {
+            "count": torch.zeros((), dtype=torch.int64, device=like.device if like is not None else None),
+            "hp": {k: _hp(v, like) for k, v in hypers.items()},
+        }
+        for s in slots:
+            state[s] = tree_map(torch.zeros_like, params)
+        return state
+
+    def lr(state: dict) -> Tensor:
+        return state["hp"]["lr"] * schedule(state["count"])
+
+    def update(grads: PyTree, state: dict, params: PyTree) -> tuple[PyTree, dict]:
+        hp = dict(state["hp"])
+        hp["lr"] = lr(state)
+        new_params, new_slots = step(grads, params, {s: state[s] for s in slots}, hp, state["count"])
+        new_state = {"count": state["count"] + 1, "hp": state["hp"], **new_slots}
+        return new_params, new_state
+
+    return Optimizer(init, update, lr, name)
+
+
+def _unzip(tree_of_tuples: PyTree, like: PyTree, n: int) -> list[PyTree]:
+    import optree
+
+    treedef = optree.tree_structure(like)
+    flat = treedef.flatten_up_to(tree_of_tuples)
+    return [optree.tree_unflatten(treedef, [t[i] for t in flat]) for i in range(n)]
+
+
+# -- the optimizers ----------------------------------------------------------------------
+
+
+def sgd(lr: Hyper, momentum: Hyper = 0.0, *, nesterov: bool = False, dampening: Hyper = 0.0, weight_decay: Hyper = 0.0, schedule: Schedule | None = None) -> Optimizer:
+    """SGD with optional (Nesterov) momentum, as ``torch.optim.SGD``.
+
+    The momentum buffer starts as the first gradient, as in torch.
+    """
+    _check_range("lr", lr, 0.0)
+    _check_range("momentum", momentum, 0.0, 1.0)
+    _check_range("dampening", dampening, 0.0, 1.0)
+    _check_range("weight_decay", weight_decay, 0.0)
+    if nesterov and not isinstance(momentum, Tensor) and (momentum <= 0 or dampening != 0):
+        raise ValueError("nesterov momentum requires momentum > 0 and dampening = 0")
+    use_momentum = isinstance(momentum, Tensor) or momentum != 0
+
+    def step(grads, params, slots, hp, count):
+        def leaf(g, p, buf):
+            g = g + hp["weight_decay"] * p
+            if use_momentum:
+                buf = torch.where(count == 0, g, hp["momentum"] * buf + (1 - hp["dampening"]) * g)
+                g = g + hp["momentum"] * buf if nesterov else buf
+            return p - hp["lr"] * g, buf
+
+        bufs = slots.get("momentum_buffer", tree_map(lambda p: p, params))
+        out = tree_map(leaf, grads, params, bufs)
+        new_p, new_b = _unzip(out, params, 2)
+        return new_p, ({"momentum_buffer": new_b} if use_momentum else {})
+
+    hypers = {"lr": lr, "momentum": momentum, "dampening": dampening, "weight_decay": weight_decay}
+    return _make("sgd", hypers, ("momentum_buffer",) if use_momentum else (), step, schedule)
+
+
+def _adam_like(name: str, lr, b1, b2, eps, weight_decay, decoupled: bool, schedule) -> Optimizer:
+    _check_range("lr", lr, 0.0)
+    _check_range("beta1", b1, 0.0, 1.0, high_open=True)
+    _check_range("beta2", b2, 0.0, 1.0, high_open=True)
+    _check_range("eps", eps, 0.0)
+    _check_range("weight_decay", weight_decay, 0.0)
+
+    def step(grads, params, slots, hp, count):
+        t = (count + 1).to(torch.float64)
+        b1, b2 = hp["b1"], hp["b2"]
+        step_size = hp["lr"] / (1 - b1**t)
+        bc2_sqrt = torch.sqrt(1 - b2**t)
+
+        def leaf(g, p, m, v):
+            if decoupled:
+                p = p * (1 - hp["lr"] * hp["weight_decay"])
+            else:
+                g = g + hp["weight_decay"] * p
+            m = torch.lerp(m, g, (1 - b1).to(m.dtype))
+            v = v * b2 + (1 - b2) * g * g
+            denom = torch.sqrt(v) / bc2_sqrt + hp["eps"]
+            return p - step_size * (m / denom), m, v
+
+        out = tree_map(leaf, grads, params, slots["mu"], slots["nu"])
+        new_p, mu, nu = _unzip(out, params, 3)
+        return new_p, {"mu": mu, "nu": nu}
+
+    hypers = {"lr": lr, "b1": b1, "b2": b2, "eps": eps, "weight_decay": weight_decay}
+    return _make(name, hypers, ("mu", "nu"), step, schedule)
+
+
+def adam(lr: Hyper = 2e-4, betas: tuple[Hyper, Hyper] = (0.5, 0.999), eps: Hyper = 1e-8, weight_decay: Hyper = 0.0, *, schedule: Schedule | None = None) -> Optimizer:
+    """Adam (Kingma & Ba, 2015) as ``torch.optim.Adam`` (L2 weight decay added to
+    the gradient). Defaults are the DCGAN setting, betas (0.5, 0.999)."""
+    return _adam_like("adam", lr, betas[0], betas[1], eps, weight_decay, False, schedule)
+
+
+def adamw(lr: Hyper = 2e-4, betas: tuple[Hyper, Hyper] = (0.5, 0.999), eps: Hyper = 1e-8, weight_decay: Hyper = 1e-2, *, schedule: Schedule | None = None) -> Optimizer:
+    """AdamW (Loshchilov & Hutter, 2019) as ``torch.optim.AdamW``: decoupled decay
+    ``p *= 1 - lr * weight_decay`` before the Adam step."""
+    return _adam_like("adamw", lr, betas[0], betas[1], eps, weight_decay, True, schedule)
+
+
+def rmsprop(lr: Hyper = 5e-5, alpha: Hyper = 0.99, eps: Hyper = 1e-8, weight_decay: Hyper = 0.0, momentum: Hyper = 0.0, *, centered: bool = False, schedule: Schedule | None = None) -> Optimizer:
+    """RMSprop as ``torch.optim.RMSprop``. Default lr 5e-5 is WGAN's (Arjovsky et al.)."""
+    _check_range("lr", lr, 0.0)
+    _check_range("alpha", alpha, 0.0, 1.0)
+    _check_range("eps", eps, 0.0)
+    _check_range("weight_decay", weight_decay, 0.0)
+    _check_range("momentum", momentum, 0.0, 1.0)
+    use_momentum = isinstance(momentum, Tensor) or momentum != 0
+    slots = ("square_avg",) + (("grad_avg",) if centered else ()) + (("momentum_buffer",) if use_momentum else ())
+
+    def step(grads, params, st, hp, count):
+        def leaf(g, p, sq, ga, buf):
+            g = g + hp["weight_decay"] * p
+            sq = sq * hp["alpha"] + (1 - hp["alpha"]) * g * g
+            if centered:
+                ga = torch.lerp(ga, g, (1 - hp["alpha"]).to(ga.dtype))
+                avg = torch.sqrt(sq - ga * ga) + hp["eps"]
+            else:
+                avg = torch.sqrt(sq) + hp["eps"]
+            if use_momentum:
+                buf = buf * hp["momentum"] + g / avg
+                p = p - hp["lr"] * buf
+            else:
+                p = p - hp["lr"] * (g / avg)
+            return p, sq, ga, buf
+
+        ga = st.get("grad_avg", params)
+        buf = st.get("momentum_buffer", params)
+        out = tree_map(leaf, grads, params, st["square_avg"], ga, buf)
+        new_p, sq, ga2, buf2 = _unzip(out, params, 4)
+        new = {"square_avg": sq}
+        if centered:
+            new["grad_avg"] = ga2
+        if use_momentum:
+            new["momentum_buffer"] = buf2
+        return new_p, new
+
+    hypers = {"lr": lr, "alpha": alpha, "eps": eps, "weight_decay": weight_decay, "momentum": momentum}
+    return _make("rmsprop", hypers, slots, step, schedule)
+
+
+def clip_by_global_norm(opt: Optimizer, max_norm: Hyper) -> Optimizer:
+    """``opt`` applied to gradients rescaled so their global norm is at most
+    ``max_norm`` (``torch.nn.utils.clip_grad_norm_``'s rule: scale by
+    ``min(1, max_norm / (norm + 1e-6))``)."""
+    _check_range("max_norm", max_norm, 0.0, low_open=True)
+
+    def init(params):
+        state = opt.init(params)
+        like = _first_leaf(params)
+        return {**state, "hp": {**state["hp"], "max_norm": _hp(max_norm, like)}}
+
+    def update(grads, state, params):
+        norm = global_norm(grads)
+        scale = torch.clamp(state["hp"]["max_norm"] / (norm + 1e-6), max=1.0)
+        grads = tree_map(lambda g: g * scale.to(g.dtype), grads)
+        inner = {**state, "hp": {k: v for k, v in state["hp"].items() if k != "max_norm"}}
+        new_params, new_state = opt.update(grads, inner, params)
+        return new_params, {**new_state, "hp": state["hp"]}
+
+    return Optimizer(init, update, opt.lr, f"clip({opt.name})")
+
+
+_BUILDERS = {"sgd": sgd, "adam": adam, "adamw": adamw, "rmsprop": rmsprop}
+
+
+def get(name: str | Optimizer, **kwargs: Any) -> Optimizer:
+    """An optimizer by name (``sgd``, ``adam``, ``adamw``, ``rmsprop``) or itself."""
+    if isinstance(name, Optimizer):
+        return name
+    if name not in _BUILDERS:
+        raise ValueError(f"unknown optimizer {name!r}: expected one of {sorted(_BUILDERS)}")
+    return _BUILDERS[name](**kwargs)

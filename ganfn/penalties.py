@@ -1,0 +1,147 @@
+"""Penalties and constraints on the discriminator.
+
+A :class:`Penalty` may add a ``term`` to D's loss (gradient penalty, R1, R2) and
+may ``project`` D's parameters after each update (weight clipping). Its weight is
+a hyperparameter stored in the training state under ``weight_key`` (so each
+ensemble member can have its own) and passed in as a tensor.
+
+Gradients with respect to D's *inputs* are taken with ``torch.func.grad``; when
+the D loss is itself differentiated (by ``torch.func.grad`` or autograd) this is
+a grad inside a grad, with no ``autograd.grad(create_graph=True)`` on module
+state. Per-sample input gradients come from ``grad(sum_i D(x_i))``, valid because
+ganfn refuses these penalties for discriminators with batch statistics.
+
+Spectral normalisation is a parameter transform with state: see
+:mod:`ganfn.spectral` and ``GAN(spectral_norm=True)``.
+"""
+from __future__ import annotations
+
+from typing import Callable, NamedTuple
+
+import torch
+from torch import Tensor
+
+from .spectral import sn_apply, sn_init, sn_step
+
+DFn = Callable[[Tensor], Tensor]
+
+__all__ = [
+    "Penalty",
+    "gradient_penalty",
+    "r1",
+    "r2",
+    "weight_clip",
+    "input_grad_norms",
+    "sn_init",
+    "sn_step",
+    "sn_apply",
+    "get",
+]
+
+
+class Penalty(NamedTuple):
+    """A D-side regulariser.
+
+    ``term(d_fn, real, fake, eps, weight) -> Tensor`` (0-d) is added to D's loss
+    (``None``: no loss term); ``project(d_params, weight) -> d_params`` is applied
+    after each D update (``None``: no projection). ``needs_eps``: the term reads
+    one uniform random number per sample (interpolation weights), which
+    ``GAN.draw_noise`` supplies.
+    """
+
+    name: str
+    weight_key: str
+    weight: float | Tensor
+    term: Callable[..., Tensor] | None = None
+    project: Callable[[dict, Tensor], dict] | None = None
+    needs_eps: bool = False
+
+
+def input_grad_norms(d_fn: DFn, x: Tensor) -> Tensor:
+    """Per-sample L2 norms ``||grad_x D(x_i)||`` for ``x`` of shape [B, ...] -> [B].
+
+    A tiny constant inside the square root keeps the gradient of the norm finite
+    where the input gradient is exactly zero.
+    """
+    g = torch.func.grad(lambda inp: d_fn(inp).sum())(x)
+    return torch.sqrt(torch.sum(torch.square(g.reshape(g.shape[0], -1)), dim=1) + 1e-12)
+
+
+def _broadcast(eps: Tensor, x: Tensor) -> Tensor:
+    return eps.reshape(eps.shape[0], *([1] * (x.dim() - 1))).to(x.dtype)
+
+
+def _gp_term(target: float):
+    def term(d_fn: DFn, real: Tensor, fake: Tensor, eps: Tensor, weight: Tensor) -> Tensor:
+        e = _broadcast(eps, real)
+        x_hat = e * real + (1 - e) * fake
+        norms = input_grad_norms(d_fn, x_hat)
+        return weight * torch.mean(torch.square(norms - target))
+
+    return term
+
+
+def gradient_penalty(weight: float | Tensor = 10.0, *, target: float = 1.0) -> Penalty:
+    """WGAN-GP (Gulrajani et al., 2017): ``weight * E[(||grad D(x_hat)|| - target)^2]``
+    at ``x_hat = eps * real + (1 - eps) * fake`` with ``eps ~ U[0, 1]`` per sample,
+    supplied explicitly by the noise. Stored under hyperparameter ``gp_weight``."""
+    _check_weight("gradient_penalty weight", weight)
+    return Penalty("gp", "gp_weight", weight, term=_gp_term(target), needs_eps=True)
+
+
+def _zero_centred(on_real: bool):
+    def term(d_fn: DFn, real: Tensor, fake: Tensor, eps: Tensor, weight: Tensor) -> Tensor:
+        x = real if on_real else fake
+        return 0.5 * weight * torch.mean(torch.square(input_grad_norms(d_fn, x)))
+
+    return term
+
+
+def r1(gamma: float | Tensor = 10.0) -> Penalty:
+    """R1 (Mescheder et al., 2018): ``gamma / 2 * E_real[||grad D(x)||^2]``.
+    Stored under hyperparameter ``r1_weight``."""
+    _check_weight("r1 gamma", gamma)
+    return Penalty("r1", "r1_weight", gamma, term=_zero_centred(True))
+
+
+def r2(gamma: float | Tensor = 10.0) -> Penalty:
+    """R2 (Mescheder et al., 2018): ``gamma / 2 * E_fake[||grad D(x)||^2]``.
+    Stored under hyperparameter ``r2_weight``."""
+    _check_weight("r2 gamma", gamma)
+    return Penalty("r2", "r2_weight", gamma, term=_zero_centred(False))
+
+
+def weight_clip(clip: float | Tensor = 0.01) -> Penalty:
+    """WGAN weight clipping (Arjovsky et al., 2017): after every D update, every D
+    parameter is clamped to ``[-clip, clip]``. Stored as ``clip_value``."""
+    _check_weight("weight_clip clip", clip, positive=True)
+
+    def project(d_params: dict, c: Tensor) -> dict:
+        return {k: torch.clamp(v, -c.to(v.dtype), c.to(v.dtype)) for k, v in d_params.items()}
+
+    return Penalty("weight_clip", "clip_value", clip, project=project)
+
+
+def _check_weight(name: str, w: float | Tensor, positive: bool = False) -> None:
+    import math
+
+    if isinstance(w, Tensor):
+        if torch._C._functorch.is_functorch_wrapped_tensor(w) or w.numel() != 1:
+            return
+        w = float(w)
+    if not math.isfinite(w) or w < 0 or (positive and w == 0):
+        raise ValueError(f"{name} must be a finite number {'> 0' if positive else '>= 0'}, got {w}")
+
+
+_BUILDERS = {"gp": gradient_penalty, "wgan-gp": gradient_penalty, "gradient_penalty": gradient_penalty,
+             "r1": r1, "r2": r2, "weight_clip": weight_clip, "clip": weight_clip}
+
+
+def get(spec: str | Penalty, weight: float | None = None) -> Penalty:
+    """A penalty by name (``gp``, ``r1``, ``r2``, ``weight_clip``) or itself."""
+    if isinstance(spec, Penalty):
+        return spec
+    key = str(spec).lower().replace("-", "_") if spec != "wgan-gp" else spec
+    if key not in _BUILDERS:
+        raise ValueError(f"unknown penalty {spec!r}: expected one of {sorted(_BUILDERS)}")
+    return _BUILDERS[key]() if weight is None else _BUILDERS[key](weight)

@@ -1,0 +1,91 @@
+"""The few pytree helpers ganfn needs beyond optree.
+
+All helpers are pure: they return new containers and never write into the
+tensors they are given. Containers are dicts, lists, tuples and NamedTuples,
+which both optree and ``torch.utils._pytree`` (used by ``torch.func.vmap``)
+understand. Never pair a flatten from one library with an unflatten from the
+other: optree sorts dict keys, torch's pytree keeps insertion order.
+"""
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import optree
+import torch
+from torch import Tensor
+
+PyTree = Any
+
+__all__ = [
+    "PyTree",
+    "tree_map",
+    "leaves",
+    "global_norm",
+    "tree_add",
+    "tree_scale",
+    "tree_zeros_like",
+    "tree_where",
+    "tree_index",
+    "tree_clone",
+    "tree_all_finite",
+]
+
+
+def tree_map(fn: Callable[..., Any], tree: PyTree, *rest: PyTree) -> PyTree:
+    """``fn`` applied leaf-wise over one or more trees of the same structure."""
+    return optree.tree_map(fn, tree, *rest, none_is_leaf=False)
+
+
+def leaves(tree: PyTree) -> list[Tensor]:
+    """The tensors of ``tree`` in optree's (sorted-key) order."""
+    return optree.tree_leaves(tree)
+
+
+def global_norm(tree: PyTree) -> Tensor:
+    """sqrt of the sum of squares of every element of every leaf (a 0-d tensor).
+
+    Computed in float32 at least so that bf16 gradients do not overflow.
+    """
+    ls = leaves(tree)
+    if not ls:
+        return torch.zeros(())
+    sq = [torch.sum(torch.square(x.to(torch.promote_types(x.dtype, torch.float32)))) for x in ls]
+    return torch.sqrt(torch.stack(sq).sum())
+
+
+def tree_add(a: PyTree, b: PyTree) -> PyTree:
+    return tree_map(torch.add, a, b)
+
+
+def tree_scale(tree: PyTree, s: float | Tensor) -> PyTree:
+    return tree_map(lambda x: x * s, tree)
+
+
+def tree_zeros_like(tree: PyTree) -> PyTree:
+    return tree_map(torch.zeros_like, tree)
+
+
+def tree_where(cond: Tensor, a: PyTree, b: PyTree) -> PyTree:
+    """Leaf-wise ``torch.where(cond, a, b)`` with a scalar (0-d) ``cond``.
+
+    Used to freeze diverged ensemble members without data-dependent control flow,
+    so it stays valid under ``vmap`` and ``torch.compile``.
+    """
+    return tree_map(lambda x, y: torch.where(cond, x, y), a, b)
+
+
+def tree_index(tree: PyTree, i: int | slice | Tensor) -> PyTree:
+    """Every leaf indexed along its leading axis."""
+    return tree_map(lambda x: x[i], tree)
+
+
+def tree_clone(tree: PyTree) -> PyTree:
+    return tree_map(torch.clone, tree)
+
+
+def tree_all_finite(tree: PyTree) -> Tensor:
+    """A 0-d bool tensor: every floating leaf of ``tree`` is finite."""
+    flags = [torch.isfinite(x).all() for x in leaves(tree) if x.is_floating_point()]
+    if not flags:
+        return torch.tensor(True)
+    return torch.stack(flags).all()
