@@ -4,10 +4,12 @@ features (as the KID paper and TF-GAN's MNIST examples do). Figures made
 with it are named ``FD-LeNet(digits)`` etc., never FID.
 
 Data: scikit-learn's bundled ``load_digits`` (1,797 8x8 images, no download),
-scaled to [-1, 1] and split by a fixed permutation (numpy's legacy
-``RandomState(0)``, whose stream is frozen) into the first 1,400 for training
-and the remaining 397 held out. ``digits_split`` exposes exactly that split so
-that other code (data loaders, baselines) uses the same one. Fashion-MNIST is
+scaled to [-1, 1] and split by a fixed permutation
+(``torch.randperm(1797, generator=torch.Generator().manual_seed(0))``) into the
+first 1,400 for training and the remaining 397 held out -- the same rule as
+``ganfn.data.digits_split`` (a test checks they agree), so a generator trained
+on the data module's "train" split is scored against held-out "test" digits
+the classifier never saw either. Fashion-MNIST is
 supported from IDX files when installed under /usr/share/datasets/fashion-mnist.
 
 Determinism: parameters are initialised and batches shuffled from an explicit
@@ -80,7 +82,7 @@ def digits_split(split: str) -> tuple[Tensor, Tensor]:
     if split not in ("train", "test"):
         raise ValueError(f"split must be 'train' or 'test', got {split!r}")
     d = load_digits()
-    perm = np.random.RandomState(0).permutation(len(d.target))
+    perm = torch.randperm(len(d.target), generator=torch.Generator().manual_seed(0)).numpy()
     idx = perm[:DIGITS_TRAIN_SIZE] if split == "train" else perm[DIGITS_TRAIN_SIZE:]
     # Pixel values are integers 0..16: map to [-1, 1] like tanh generator outputs.
     images = torch.tensor(d.images[idx], dtype=torch.float32).unsqueeze(1) / 8.0 - 1.0
@@ -251,7 +253,14 @@ def _atomic_write(path: Path, write) -> None:
 
 
 def _config_hash(dataset: str, epochs: int, seed: int) -> str:
-    cfg = {"arch": _ARCH_VERSION, "dataset": dataset, "epochs": epochs, "seed": seed, "feature_dim": FEATURE_DIM}
+    cfg = {
+        "split": "randperm0-1400",
+        "arch": _ARCH_VERSION,
+        "dataset": dataset,
+        "epochs": epochs,
+        "seed": seed,
+        "feature_dim": FEATURE_DIM,
+    }
     return hashlib.sha256(json.dumps(cfg, sort_keys=True).encode()).hexdigest()[:12]
 
 
