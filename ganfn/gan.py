@@ -47,7 +47,9 @@ class TrainState(NamedTuple):
     """The whole training state: a pytree of tensors (dicts of tensors inside).
 
     ``g_ema`` is ``{}`` without EMA and ``d_sn`` is ``{}`` without spectral
-    normalisation; ``replay`` is ``{}`` without a replay buffer. ``hparams``
+    normalisation; ``replay`` is ``{}`` without a replay buffer. ``diverged_at``
+    is -1 while training is healthy; ensemble steps set it to the step at which a
+    member's loss became non-finite and freeze that member. ``hparams``
     holds the loss/penalty/EMA hyperparameters as 0-d tensors (optimizer
     hyperparameters live in ``g_opt["hp"]`` / ``d_opt["hp"]``) so each stacked
     member can carry its own values.
@@ -64,6 +66,7 @@ class TrainState(NamedTuple):
     d_sn: dict
     replay: dict
     hparams: dict
+    diverged_at: Tensor
 
 
 def in_transform(*tensors: Tensor) -> bool:
@@ -305,6 +308,7 @@ class GAN:
             d_sn=d_sn,
             replay=replay,
             hparams=hp,
+            diverged_at=torch.full((), -1, dtype=torch.int64, device=like.device),
         )
 
     def _check_compatible(self, g_params, g_buffers, d_params, d_buffers) -> None:
