@@ -62,11 +62,22 @@ def feature_stats(x: Tensor) -> tuple[Tensor, Tensor]:
     return mu, sigma
 
 
+def _clean_eigenvalues(w: Tensor) -> Tensor:
+    """Zero eigenvalues [d] below the round-off floor d * eps * max|w|.
+
+    Singular covariances (N <= d, dead features) have eigenvalues that are 0 up
+    to round-off, i.e. +-1e-16 * scale; their square roots (1e-8 * scale)
+    would otherwise leak into the trace term and break symmetry at 1e-8.
+    """
+    tol = w.abs().max() * w.shape[-1] * torch.finfo(w.dtype).eps
+    return torch.where(w > tol, w, torch.zeros_like(w))
+
+
 def _sqrt_psd(s: Tensor) -> Tensor:
     """Symmetric PSD square root via eigh, eigenvalues clamped at 0. s: [d, d]."""
     s = 0.5 * (s + s.T)  # remove round-off asymmetry before eigh
     w, v = torch.linalg.eigh(s)
-    return (v * w.clamp_min(0).sqrt()) @ v.T
+    return (v * _clean_eigenvalues(w).sqrt()) @ v.T
 
 
 def trace_sqrt_product(s1: Tensor, s2: Tensor) -> Tensor:
@@ -75,7 +86,7 @@ def trace_sqrt_product(s1: Tensor, s2: Tensor) -> Tensor:
     m = r1 @ s2 @ r1
     m = 0.5 * (m + m.T)
     w = torch.linalg.eigvalsh(m)
-    return w.clamp_min(0).sqrt().sum()
+    return _clean_eigenvalues(w).sqrt().sum()
 
 
 def frechet_distance_from_stats(mu1: Tensor, s1: Tensor, mu2: Tensor, s2: Tensor) -> Tensor:
