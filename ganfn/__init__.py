@@ -7,6 +7,7 @@ vmapped over many seeds or hyperparameter settings.
 from . import losses, optim, penalties
 from .errors import NonFiniteLossError, check_finite
 from .gan import GAN, TrainState
+from .ensemble import stack, unstack
 from .tree import global_norm, tree_index, tree_map
 
 __version__ = "0.1.0"
@@ -14,6 +15,8 @@ __version__ = "0.1.0"
 __all__ = [
     "GAN",
     "TrainState",
+    "stack",
+    "unstack",
     "losses",
     "optim",
     "penalties",

@@ -192,3 +192,38 @@ def get(loss: str | LossPair) -> LossPair:
         f"unknown loss {loss!r}: expected one of {sorted(LOSSES)} "
         f"(aliases {sorted(_ALIASES)}) or a ganfn.losses.LossPair"
     )
+
+
+# -- per-member mixtures (for sweeps over the loss) ---------------------------------
+
+
+def mixture(a: str | LossPair, b: str | LossPair, weight: float = 0.5) -> LossPair:
+    """``(1 - w) * a + w * b`` for D and for G, with ``w`` the hyperparameter
+    ``loss_mix`` (default ``weight``) kept in the training state.
+
+    Because ``w`` lives in ``state.hparams``, stacked ensemble members can each
+    carry their own weight: ``w = 0`` is exactly ``a`` and ``w = 1`` exactly ``b``
+    in value (both parts are always computed), so a sweep over
+    ``loss_mix in [0, 1]`` is a sweep over the loss choice. Both losses must take
+    D outputs of the same shape (every loss here does). Targets are passed to
+    both (the Wasserstein and hinge losses ignore them). D's accuracy metrics
+    use ``a``'s threshold.
+    """
+    a, b = get(a), get(b)
+    if a.hparams or b.hparams:
+        raise ValueError("mixture: nested loss hyperparameters are not supported; mix two plain losses")
+    if not 0.0 <= float(weight) <= 1.0:
+        raise ValueError(f"mixture weight must be in [0, 1], got {weight!r}")
+
+    def d_parts(real_out, fake_out, *, loss_mix: Target = weight, **kw):
+        ra, fa = a.d_parts(real_out, fake_out, **kw)
+        rb, fb = b.d_parts(real_out, fake_out, **kw)
+        w = torch.as_tensor(loss_mix, device=ra.device).to(ra.dtype)
+        return torch.lerp(ra, rb, w), torch.lerp(fa, fb, w)
+
+    def g(fake_out, *, loss_mix: Target = weight, **kw):
+        la, lb = a.g(fake_out, **kw), b.g(fake_out, **kw)
+        return torch.lerp(la, lb, torch.as_tensor(loss_mix, device=la.device).to(la.dtype))
+
+    return LossPair(f"mixture({a.name},{b.name})", d_parts, g, a.threshold, {"loss_mix": float(weight)})
+__all__ += ["mixture"]
