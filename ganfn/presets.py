@@ -1,0 +1,271 @@
+"""Run configurations: the settings of ``ganfn train`` and the reference setups as named presets.
+
+A :class:`Config` holds every setting of a run (the same names are the
+``ganfn train`` options, with ``-`` for ``_``, and the keys of a ``--config``
+TOML file). :func:`build` turns it into ``(gan, data, evaluator)`` using only
+public pieces (``ganfn.models.build``, ``ganfn.data.load``, ``ganfn.GAN``).
+
+Presets (:data:`PRESETS`) reproduce the reference material's setups:
+
+- ``lightning-bce`` (000): BCE (non-saturating) loss, AdamW for G and D with
+  exponential learning-rate decay, gradient clipping, DCGAN on digits.
+- ``mlp-mnist`` (003): the MLP GAN (latent 100, one hidden layer of 128) on
+  MNIST, Adam 2e-4 with betas (0.5, 0.999), batch 64, one-sided label
+  smoothing (real label 0.9).
+- ``wgan-gp`` (002): Wasserstein loss with gradient penalty 10, 5 critic
+  steps per G step, Adam 1e-4 betas (0.0, 0.9) (Gulrajani et al.).
+- ``wgan-clip`` (002): Wasserstein loss with weight clipping at 0.01,
+  RMSprop 5e-5, 5 critic steps per G step (Arjovsky et al.).
+- ``lsgan`` (002): least-squares loss, Adam 2e-4 betas (0.5, 0.999).
+- ``dcgan-dogs`` (004): DCGAN at 64x64 on an image folder (the Stanford Dogs
+  layout; give its path with ``--data``), classic batch-normalised D, soft real
+  labels (0.5, as the reference sets ``real_label``) and separate learning
+  rates for G (2e-4) and D (1e-4).
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+import torch
+from torch import Tensor
+
+from . import data as gdata
+from . import models, optim
+from .gan import GAN
+from .loop import Evaluator
+
+__all__ = ["Config", "PRESETS", "DEFAULT_STEPS", "build", "build_gan", "load_data", "make_evaluator", "from_preset", "load_toml", "merge"]
+
+DEFAULT_STEPS = 3000
+
+
+@dataclass
+class Config:
+    """Every setting of a training run (see ``ganfn train --help`` for each one)."""
+
+    # data and model
+    data: str = "digits"
+    image_size: int | None = None
+    data_root: str | None = None
+    model: str = "dcgan"
+    width: int = 64
+    latent_dim: int | None = 32
+    g_norm: str = "batch"
+    d_norm: str = "none"
+    # objective
+    loss: str = "non_saturating"
+    penalty: str | None = None
+    penalty_weight: float | None = None
+    spectral_norm: bool = False
+    real_label: float = 1.0
+    fake_label: float = 0.0
+    # optimisation
+    optimizer: str = "adam"
+    lr_g: float = 2e-4
+    lr_d: float = 2e-4
+    beta1: float = 0.5
+    beta2: float = 0.999
+    weight_decay: float = 0.0
+    lr_decay: float | None = None
+    lr_decay_every: int = 1
+    grad_clip: float | None = None
+    ema_decay: float | None = None
+    # balancing
+    n_critic: int = 1
+    n_gen: int = 1
+    d_skip_accuracy: float | None = None
+    g_skip_accuracy: float | None = None
+    replay_size: int = 0
+    replay_fraction: float = 0.5
+    instance_noise: float = 0.0
+    instance_noise_anneal: int | None = None
+    # run
+    steps: int = DEFAULT_STEPS
+    batch_size: int = 64
+    seed: int = 0
+    seeds: int = 1
+    grid: str | None = None
+    device: str = "cpu"
+    precision: str = "fp32"
+    compile: bool = False
+    log_every: int = 50
+    image_every: int = 500
+    eval_every: int = 500
+    n_eval: int = 1000
+    checkpoint_every: int | None = 1000
+    keep: int = 3
+    patience: int | None = None
+    on_nonfinite: str = "stop"
+    run_dir: str | None = None
+    preset: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+FIELDS = {f.name: f for f in dataclasses.fields(Config)}
+
+PRESETS: dict[str, dict[str, Any]] = {
+    "lightning-bce": dict(
+        data="digits", model="dcgan", loss="non_saturating", optimizer="adamw", lr_g=2e-4, lr_d=2e-4,
+        beta1=0.5, beta2=0.999, weight_decay=1e-2, lr_decay=0.99, lr_decay_every=100, grad_clip=10.0,
+    ),
+    "mlp-mnist": dict(
+        data="mnist", model="mlp", latent_dim=100, loss="non_saturating", optimizer="adam", lr_g=2e-4, lr_d=2e-4,
+        beta1=0.5, beta2=0.999, real_label=0.9, batch_size=64,
+    ),
+    "wgan-gp": dict(
+        data="digits", model="dcgan", d_norm="none", loss="wasserstein", penalty="gp", penalty_weight=10.0,
+        n_critic=5, optimizer="adam", lr_g=1e-4, lr_d=1e-4, beta1=0.0, beta2=0.9,
+    ),
+    "wgan-clip": dict(
+        data="digits", model="dcgan", d_norm="none", loss="wasserstein", penalty="weight_clip", penalty_weight=0.01,
+        n_critic=5, optimizer="rmsprop", lr_g=5e-5, lr_d=5e-5,
+    ),
+    "lsgan": dict(
+        data="digits", model="dcgan", loss="least_squares", optimizer="adam", lr_g=2e-4, lr_d=2e-4, beta1=0.5, beta2=0.999,
+    ),
+    "dcgan-dogs": dict(
+        data="data/dogs", image_size=64, model="dcgan", width=64, latent_dim=100, g_norm="batch", d_norm="batch",
+        loss="non_saturating", real_label=0.5, optimizer="adam", lr_g=2e-4, lr_d=1e-4, beta1=0.5, beta2=0.999,
+        batch_size=64, steps=20000,
+    ),
+}
+
+
+def merge(base: Config, overrides: Mapping[str, Any], source: str = "settings") -> Config:
+    """``base`` with ``overrides`` applied; keys may use ``-`` or ``_``. Unknown keys raise ``ValueError``."""
+    clean = {}
+    for k, v in overrides.items():
+        key = k.replace("-", "_")
+        if key not in FIELDS:
+            raise ValueError(f"unknown setting {k!r} in {source}; known settings: {', '.join(sorted(FIELDS))}")
+        clean[key] = v
+    return dataclasses.replace(base, **clean)
+
+
+def from_preset(name: str) -> Config:
+    """The :class:`Config` of preset ``name``."""
+    if name not in PRESETS:
+        raise ValueError(f"unknown preset {name!r}: choose one of {', '.join(sorted(PRESETS))}")
+    return merge(Config(), {**PRESETS[name], "preset": name}, f"preset {name}")
+
+
+def load_toml(path: str | Path) -> dict[str, Any]:
+    """Settings from a TOML file (top-level keys, or a ``[train]`` table)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"config file not found: {path}")
+    if sys.version_info >= (3, 11):
+        import tomllib
+    else:  # pragma: no cover - Python 3.10
+        try:
+            import tomli as tomllib
+        except ImportError as e:
+            raise RuntimeError("reading a TOML config on Python 3.10 needs the 'tomli' package (pip install tomli)") from e
+    try:
+        with path.open("rb") as f:
+            doc = tomllib.load(f)
+    except tomllib.TOMLDecodeError as e:
+        raise ValueError(f"{path} is not valid TOML: {e}") from e
+    return dict(doc.get("train", doc))
+
+
+# ----------------------------------------------------------------------------------- building
+
+
+def load_data(cfg: Config) -> Tensor | Any:
+    """The training data: a tensor [N, *sample] or, for ring8/grid25, a sampler."""
+    if cfg.data in gdata.SAMPLERS:
+        return gdata.SAMPLERS[cfg.data]
+    if cfg.data == "digits":
+        return gdata.digits("train", cfg.image_size or 8)
+    if cfg.data in gdata.NAMES:
+        return gdata.load(cfg.data, size=cfg.image_size, root=cfg.data_root)
+    path = Path(cfg.data).expanduser()
+    if not path.exists():
+        raise FileNotFoundError(
+            f"--data {cfg.data!r}: not one of {', '.join(gdata.NAMES)} and no such folder: {path.resolve()}")
+    return gdata.image_folder(path, cfg.image_size or 64)
+
+
+def _sample_shape(data: Any) -> tuple[int, ...]:
+    if isinstance(data, Tensor):
+        return tuple(data.shape[1:])
+    return tuple(data(1, torch.Generator().manual_seed(0)).shape[1:])
+
+
+def build_gan(cfg: Config, sample_shape: tuple[int, ...]) -> GAN:
+    """The :class:`GAN` a config describes, for data of ``sample_shape``."""
+    kw: dict[str, Any] = {}
+    if cfg.model in ("dcgan", "sngan"):
+        kw.update(width=cfg.width, g_norm=cfg.g_norm, d_norm=cfg.d_norm)
+    G, D, latent = models.build(cfg.model, sample_shape, latent_dim=cfg.latent_dim, **kw)
+
+    def opt(lr: float) -> optim.Optimizer:
+        schedule = optim.exponential_decay(cfg.lr_decay, cfg.lr_decay_every) if cfg.lr_decay is not None else None
+        name = cfg.optimizer
+        if name in ("adam", "adamw"):
+            wd = {"weight_decay": cfg.weight_decay} if (cfg.weight_decay or name == "adam") else {}
+            o = optim.get(name, lr=lr, betas=(cfg.beta1, cfg.beta2), schedule=schedule, **wd)
+        elif name == "rmsprop":
+            o = optim.rmsprop(lr, weight_decay=cfg.weight_decay, schedule=schedule)
+        elif name == "sgd":
+            o = optim.sgd(lr, momentum=cfg.beta1, weight_decay=cfg.weight_decay, schedule=schedule)
+        else:
+            raise ValueError(f"unknown optimizer {name!r}: choose adam, adamw, rmsprop or sgd")
+        return optim.clip_by_global_norm(o, cfg.grad_clip) if cfg.grad_clip else o
+
+    penalty = None
+    if cfg.penalty not in (None, "", "none"):
+        from . import penalties
+
+        penalty = penalties.get(cfg.penalty, cfg.penalty_weight)
+    return GAN(
+        G, D, latent_dim=latent, loss=cfg.loss, g_optimizer=opt(cfg.lr_g), d_optimizer=opt(cfg.lr_d),
+        penalty=penalty, n_critic=cfg.n_critic, n_gen=cfg.n_gen, ema_decay=cfg.ema_decay,
+        spectral_norm=cfg.spectral_norm or cfg.model == "sngan", real_label=cfg.real_label, fake_label=cfg.fake_label,
+        instance_noise=cfg.instance_noise, replay_size=cfg.replay_size, replay_fraction=cfg.replay_fraction,
+        d_skip_accuracy=cfg.d_skip_accuracy, g_skip_accuracy=cfg.g_skip_accuracy,
+    )
+
+
+def make_evaluator(cfg: Config, n_samples: int | None = None) -> Evaluator | None:
+    """The quality figure for ``cfg.data``: mode coverage for ring8 / grid25,
+    ``FD-LeNet(digits)`` (against the 397 held-out digits) for digits; None for
+    other data (no offline feature extractor fits them)."""
+    from . import metrics
+
+    n = n_samples or cfg.n_eval
+    if cfg.data in ("ring8", "grid25"):
+        centers = gdata.ring8_centers() if cfg.data == "ring8" else gdata.grid25_centers()
+        std = gdata.RING8_STD if cfg.data == "ring8" else gdata.GRID25_STD
+
+        def modes(samples: Tensor) -> dict[str, float]:
+            mc = metrics.mode_coverage(samples.double(), centers.double(), std)
+            return {"modes": float(mc.modes), "high_quality": float(mc.high_quality), "kl": float(mc.kl)}
+
+        return Evaluator(modes, "modes", higher_is_better=True, n_samples=n, reference=centers)
+    if cfg.data == "digits":
+        ext = metrics.lenet_extractor("digits")
+        real = ext(gdata.digits("test", 8))
+
+        def fd(samples: Tensor) -> dict[str, float]:
+            out = metrics.evaluate_images(samples, real, ext, kid_subsets=20, kid_subset_size=min(300, samples.shape[0]),
+                                          generator=torch.Generator().manual_seed(0))
+            return {k: float(v) for k, v in out.items()}
+
+        return Evaluator(fd, "FD-LeNet(digits)", higher_is_better=False, n_samples=n)
+    return None
+
+
+def build(cfg: Config) -> tuple[GAN, Any, Evaluator | None]:
+    """``(gan, data, evaluator)`` for a config (loads the data; may train and cache the LeNet)."""
+    data = load_data(cfg)
+    gan = build_gan(cfg, _sample_shape(data))
+    return gan, data, make_evaluator(cfg)
