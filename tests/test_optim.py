@@ -1,0 +1,169 @@
+"""ganfn.optim equals torch.optim over training loops (float64), schedules, clipping, tensor hyperparameters."""
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from hypothesis import given
+from hypothesis import strategies as st
+
+import ganfn
+from ganfn import optim
+from ganfn.testing import assert_pure, assert_trees_close, assert_trees_equal, stack_states, unstack_states
+from ganfn.testing import strategies as gst
+
+TORCH = {"sgd": torch.optim.SGD, "adam": torch.optim.Adam, "adamw": torch.optim.AdamW, "rmsprop": torch.optim.RMSprop}
+STEPS = 6
+
+
+def init_params(seed: int) -> dict[str, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    return {"w": torch.randn(4, 3, generator=g, dtype=torch.float64), "b": torch.randn(3, generator=g, dtype=torch.float64)}
+
+
+def loss_fn(p: dict[str, torch.Tensor], step: int) -> torch.Tensor:
+    # Non-quadratic and step-dependent, so trajectories depend on every update.
+    x = torch.linspace(-1, 1, 12, dtype=torch.float64).reshape(3, 4) * (1 + 0.1 * step)
+    return torch.sum(torch.tanh(x @ p["w"] + p["b"]) ** 2) + 0.1 * torch.sum(p["w"] ** 4)
+
+
+def ganfn_ctor(name: str, hp: dict, **extra):
+    hp = dict(hp)
+    if name == "sgd":
+        return optim.sgd(hp.pop("lr"), hp.pop("momentum"), **hp, **extra)
+    if name == "rmsprop":
+        return optim.rmsprop(**hp, **extra)
+    return getattr(optim, name)(**hp, **extra)
+
+
+def run_ganfn(opt, seed: int, steps: int = STEPS):
+    p = init_params(seed)
+    s = opt.init(p)
+    traj, lrs = [], []
+    for t in range(steps):
+        lrs.append(float(opt.lr(s)))
+        grads = torch.func.grad(loss_fn)(p, t)
+        p, s = opt.update(grads, s, p)
+        traj.append(p)
+    return traj, lrs
+
+
+def run_torch(name: str, hp: dict, seed: int, steps: int = STEPS, scheduler=None, every: int = 1, clip: float | None = None):
+    p = {k: torch.nn.Parameter(v.clone()) for k, v in init_params(seed).items()}
+    o = TORCH[name](list(p.values()), **hp)
+    sched = scheduler(o) if scheduler else None
+    traj, lrs = [], []
+    for t in range(steps):
+        lrs.append(o.param_groups[0]["lr"])
+        o.zero_grad()
+        loss_fn(p, t).backward()
+        if clip is not None:
+            torch.nn.utils.clip_grad_norm_(list(p.values()), clip)
+        o.step()
+        if sched is not None and (t + 1) % every == 0:
+            sched.step()
+        traj.append({k: v.detach().clone() for k, v in p.items()})
+    return traj, lrs
+
+
+def compare(traj_a, traj_b, what):
+    for t, (a, b) in enumerate(zip(traj_a, traj_b)):
+        assert_trees_close(a, b, f"{what} after update {t + 1}", rtol=1e-9, atol=1e-11)
+
+
+@pytest.mark.parametrize("name", sorted(TORCH))
+@given(data=st.data())
+def test_equals_torch_optim_over_a_loop(name, data):
+    hp = data.draw(gst.optimizer_hparams(name))
+    seed = data.draw(gst.seeds(1000))
+    compare(run_ganfn(ganfn_ctor(name, hp), seed)[0], run_torch(name, hp, seed)[0], f"{name}{hp}")
+
+
+@pytest.mark.parametrize("name", sorted(TORCH))
+@given(data=st.data())
+def test_tensor_hyperparameters_equal_float_ones(name, data):
+    hp = data.draw(gst.optimizer_hparams(name))
+    f64 = lambda v: torch.tensor(v, dtype=torch.float64)  # noqa: E731 - float32 would round 0.1
+    as_tensors = {k: (tuple(f64(b) for b in v) if k == "betas" else v if isinstance(v, bool) else f64(v)) for k, v in hp.items()}
+    a = run_ganfn(ganfn_ctor(name, hp), 0)[0]
+    b = run_ganfn(ganfn_ctor(name, as_tensors), 0)[0]
+    assert_trees_equal(a, b, "float vs tensor hyperparameters")
+
+
+@given(st.floats(0.5, 0.999), st.integers(1, 3), gst.learning_rates(1e-3, 1e-1))
+def test_exponential_decay_equals_exponential_lr(gamma, every, lr):
+    ours, ours_lr = run_ganfn(optim.sgd(lr, schedule=optim.exponential_decay(gamma, every)), 0)
+    ref, ref_lr = run_torch("sgd", {"lr": lr}, 0, scheduler=lambda o: torch.optim.lr_scheduler.ExponentialLR(o, gamma), every=every)
+    assert ours_lr == pytest.approx(ref_lr, rel=1e-12)
+    compare(ours, ref, "ExponentialLR")
+
+
+@given(st.integers(2, 5), gst.learning_rates(1e-3, 1e-1))
+def test_linear_warmup_equals_linear_lr(steps, lr):
+    ours, ours_lr = run_ganfn(optim.adam(lr, (0.5, 0.999), schedule=optim.linear_warmup(steps)), 0)
+    ref, ref_lr = run_torch("adam", {"lr": lr, "betas": (0.5, 0.999)}, 0,
+                            scheduler=lambda o: torch.optim.lr_scheduler.LinearLR(o, 1 / steps, 1.0, total_iters=steps - 1))
+    assert ours_lr == pytest.approx(ref_lr, rel=1e-12)
+    compare(ours, ref, "LinearLR warm-up")
+
+
+@given(st.integers(1, 5), st.floats(0.01, 1.0))
+def test_linear_decay_equals_linear_lr(total, end):
+    ours, ours_lr = run_ganfn(optim.sgd(0.05, schedule=optim.linear_decay(total, end)), 0)
+    ref, ref_lr = run_torch("sgd", {"lr": 0.05}, 0, scheduler=lambda o: torch.optim.lr_scheduler.LinearLR(o, 1.0, end, total_iters=total))
+    assert ours_lr == pytest.approx(ref_lr, rel=1e-9)
+    compare(ours, ref, "LinearLR decay")
+
+
+@given(st.floats(1e-3, 10.0), st.sampled_from(["sgd", "adam"]))
+def test_clip_by_global_norm_equals_clip_grad_norm(max_norm, name):
+    hp = {"lr": 0.01} if name == "sgd" else {"lr": 0.01, "betas": (0.5, 0.999)}
+    ours = run_ganfn(optim.clip_by_global_norm(ganfn_ctor(name, {"momentum": 0.0, **hp} if name == "sgd" else hp), max_norm), 0)[0]
+    ref = run_torch(name, hp, 0, clip=max_norm)[0]
+    compare(ours, ref, f"clip_by_global_norm({max_norm})")
+
+
+def test_update_is_pure():
+    p = init_params(0)
+    for opt in (optim.adam(1e-2), optim.sgd(0.1, 0.9, nesterov=True), optim.rmsprop(centered=True, momentum=0.5),
+                optim.clip_by_global_norm(optim.adamw(1e-2), 1.0)):
+        s = opt.init(p)
+        g = torch.func.grad(loss_fn)(p, 0)
+        p1, s1 = assert_pure(opt.update, g, s, p)
+        assert_pure(opt.update, g, s1, p1)
+
+
+@given(st.lists(gst.learning_rates(), min_size=2, max_size=4), st.lists(gst.betas(), min_size=4, max_size=4))
+def test_vmapped_update_with_per_member_hyperparameters(lrs, betas):
+    """A stack of optimizer states, each with its own lr and betas, updated by one vmapped call."""
+    n = len(lrs)
+    opts = [optim.adam(lr, b) for lr, b in zip(lrs, betas[:n])]
+    params = [init_params(i) for i in range(n)]
+    states = [o.init(p) for o, p in zip(opts, params)]
+    grads = [torch.func.grad(loss_fn)(p, 0) for p in params]
+    singles = [o.update(g, s, p) for o, g, s, p in zip(opts, grads, states, params)]
+    # Any member's optimizer works for all: the hyperparameters live in the state.
+    out = torch.func.vmap(opts[0].update)(stack_states(grads), stack_states(states), stack_states(params))
+    for i, (p_i, s_i) in enumerate(zip(*[unstack_states(x, n) for x in out])):
+        assert_trees_close(singles[i], (p_i, s_i), f"member {i}", rtol=1e-12, atol=1e-14)
+
+
+@pytest.mark.parametrize("bad", [dict(lr=-1e-3), dict(lr=float("nan")), dict(lr=float("inf")), dict(betas=(0.5, 1.0)), dict(eps=-1.0)])
+def test_invalid_hyperparameters_raise(bad):
+    with pytest.raises(ValueError, match=r"hyperparameter (lr|beta2|eps)=.*valid range"):
+        optim.adam(**bad)
+
+
+def test_other_invalid_settings_raise():
+    with pytest.raises(ValueError, match="nesterov"):
+        optim.sgd(0.1, 0.0, nesterov=True)
+    with pytest.raises(ValueError, match="momentum"):
+        optim.rmsprop(momentum=1.5)
+    with pytest.raises(ValueError, match="max_norm"):
+        optim.clip_by_global_norm(optim.sgd(0.1), 0.0)
+    with pytest.raises(ValueError, match="gamma"):
+        optim.exponential_decay(0.0)
+    with pytest.raises(ValueError, match="unknown optimizer"):
+        optim.get("adamax")
+    assert math.isclose(float(optim.adam(3e-4).lr(optim.adam(3e-4).init(init_params(0)))), 3e-4)
