@@ -57,24 +57,29 @@ def _sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
-def time_steps(step, gan, state, real, rng, batch, device, steps, warmup, shard: bool) -> float:
-    """Seconds per step (median of 3 timed blocks after warm-up)."""
-    def one(state):
-        noise = gd.draw_noise_shard(gan, rng, batch) if shard else gan.draw_noise(rng, batch)
-        noise = ganfn.tree_map(lambda t: t.to(device), noise)
-        return step(state, real, noise)[0]
-
-    for _ in range(warmup):
-        state = one(state)
-    _sync(device)
-    blocks = []
-    for _ in range(3):
-        t0 = time.perf_counter()
-        for _ in range(steps):
-            state = one(state)
+def time_steps(variants: dict, gan, state, real, batch, device, steps, warmup) -> dict[str, float]:
+    """Seconds per step of each ``name -> (step, shard)`` variant: the median of
+    5 timed blocks, the variants' blocks interleaved so that load changes on a
+    shared machine hit all of them alike."""
+    def block(step, shard, state, rng, n):
+        for _ in range(n):
+            noise = gd.draw_noise_shard(gan, rng, batch) if shard else gan.draw_noise(rng, batch)
+            noise = ganfn.tree_map(lambda t: t.to(device), noise)
+            state = step(state, real, noise)[0]
         _sync(device)
-        blocks.append((time.perf_counter() - t0) / steps)
-    return sorted(blocks)[1]
+        return state
+
+    states = {k: state for k in variants}
+    rngs = {k: torch.Generator().manual_seed(1) for k in variants}
+    for k, (step, shard) in variants.items():
+        states[k] = block(step, shard, states[k], rngs[k], warmup)
+    times: dict[str, list[float]] = {k: [] for k in variants}
+    for _ in range(5):
+        for k, (step, shard) in variants.items():
+            t0 = time.perf_counter()
+            states[k] = block(step, shard, states[k], rngs[k], steps)
+            times[k].append((time.perf_counter() - t0) / steps)
+    return {k: sorted(v)[len(v) // 2] for k, v in times.items()}
 
 
 def _rank(rank: int, world: int, port: int, args: argparse.Namespace, out: str) -> None:
@@ -89,13 +94,30 @@ def _rank(rank: int, world: int, port: int, args: argparse.Namespace, out: str) 
         gan = build(args.model, device)
         state = gan.init(0)
         real = _batches(gan, args.batch, device)
-        rng = torch.Generator().manual_seed(1)
-        step = gd.make_train_step(gan)
-        sec = time_steps(step, gan, state, real, rng, args.batch, device, args.steps, args.warmup, shard=True)
+        variants = {"distributed": (gd.make_train_step(gan), True)}
+        if world == 1:  # the plain step in the same process, for the overhead
+            variants["plain"] = (gan.train_step, False)
+        secs = time_steps(variants, gan, state, real, args.batch, device, args.steps, args.warmup)
+        # The collectives alone: one step's n_critic D and n_gen G all-reduces
+        # (flatten, all_reduce, divide, unflatten) on gradient-sized trees.
+        reps = []
+        for _ in range(5):
+            gd.barrier()
+            _sync(device)
+            t0 = time.perf_counter()
+            for _ in range(args.steps):
+                for _ in range(gan.n_critic):
+                    gd.all_reduce_mean(state.d_params)
+                for _ in range(gan.n_gen):
+                    gd.all_reduce_mean(state.g_params)
+            _sync(device)
+            reps.append((time.perf_counter() - t0) / args.steps)
+        secs["allreduce"] = sorted(reps)[2]
+        secs["numel"] = sum(v.numel() for v in (*state.d_params.values(), *state.g_params.values()))
         gd.barrier()
         if gd.is_main():
             with open(out, "w") as f:
-                json.dump({"sec": sec}, f)
+                json.dump(secs, f)
     finally:
         gd.teardown()
 
@@ -105,7 +127,7 @@ def main() -> None:
     p.add_argument("--world", type=int, nargs="+", default=[1, 2], help="world sizes to run")
     p.add_argument("--model", default="mlp", choices=["mlp", "mlp_gp", "dcgan"])
     p.add_argument("--batch", type=int, default=64, help="per-rank batch size")
-    p.add_argument("--steps", type=int, default=30, help="steps per timed block (3 blocks)")
+    p.add_argument("--steps", type=int, default=30, help="steps per timed block (5 blocks)")
     p.add_argument("--warmup", type=int, default=5)
     p.add_argument("--threads", type=int, default=1, help="torch threads per rank")
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
@@ -118,13 +140,6 @@ def main() -> None:
 
     results = {"model": args.model, "batch_per_rank": args.batch, "device": args.device,
                "threads_per_rank": args.threads, "cpus": os.cpu_count(), "torch": torch.__version__}
-    # The plain, non-distributed step in this process.
-    device = "cuda:0" if args.device == "cuda" else "cpu"
-    gan = build(args.model, device)
-    sec = time_steps(gan.train_step, gan, gan.init(0), _batches(gan, args.batch, device),
-                     torch.Generator().manual_seed(1), args.batch, device, args.steps, args.warmup, shard=False)
-    results["plain"] = {"steps_per_s": 1 / sec, "samples_per_s": args.batch / sec, "ms_per_step": 1e3 * sec}
-    print(f"plain train_step        batch {args.batch:4d}: {1 / sec:8.2f} steps/s  {1e3 * sec:8.2f} ms/step", flush=True)
     for world in args.world:
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
@@ -133,12 +148,19 @@ def main() -> None:
             out = os.path.join(tmp, "r.json")
             mp.start_processes(_rank, args=(world, port, args, out), nprocs=world, join=True, start_method="spawn")
             with open(out) as f:
-                sec = json.load(f)["sec"]
+                secs = json.load(f)
+        sec = secs["distributed"]
+        if "plain" in secs:
+            p_ = secs["plain"]
+            results["plain"] = {"steps_per_s": 1 / p_, "samples_per_s": args.batch / p_, "ms_per_step": 1e3 * p_}
+            print(f"plain gan.train_step (no all-reduce), batch {args.batch:4d}: {1 / p_:8.2f} steps/s  {1e3 * p_:8.2f} ms/step", flush=True)
         backend = "nccl" if args.device == "cuda" else "gloo"
         results[f"world{world}"] = {"backend": backend, "steps_per_s": 1 / sec, "samples_per_s": world * args.batch / sec,
-                                    "ms_per_step": 1e3 * sec}
-        print(f"distributed {backend:5s} world {world}: {1 / sec:8.2f} steps/s  {1e3 * sec:8.2f} ms/step "
-              f"(global batch {world * args.batch}, {world * args.batch / sec:9.1f} samples/s)", flush=True)
+                                    "ms_per_step": 1e3 * sec,
+                                    "allreduce_ms_per_step": 1e3 * secs["allreduce"], "parameters": secs["numel"]}
+        print(f"distributed {backend:5s} world {world}               : {1 / sec:8.2f} steps/s  {1e3 * sec:8.2f} ms/step "
+              f"(global batch {world * args.batch}, {world * args.batch / sec:9.1f} samples/s; "
+              f"all-reduces alone {1e3 * secs['allreduce']:.2f} ms/step for {secs['numel'] / 1e6:.2f}M parameters)", flush=True)
     print(json.dumps(results))
 
 
