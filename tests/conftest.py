@@ -27,7 +27,9 @@ settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "dev"))
 def small_gan_modules(latent: int = 3, data: int = 2, hidden: int = 8, *, d_norm: nn.Module | None = None,
                       g_batchnorm: bool = False) -> tuple[nn.Module, nn.Module]:
     """A tiny MLP generator and discriminator (seconds-fast on CPU)."""
-    g_layers = [nn.Linear(latent, hidden)]
+    # No bias before BatchNorm (as in DCGAN): its true gradient is exactly zero, and
+    # Adam turns the rounding noise of a zero gradient into full-size steps.
+    g_layers = [nn.Linear(latent, hidden, bias=not g_batchnorm)]
     if g_batchnorm:
         g_layers.append(nn.BatchNorm1d(hidden))
     g_layers += [nn.Tanh(), nn.Linear(hidden, data)]
