@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import sys
 import time
 from pathlib import Path
@@ -206,13 +207,21 @@ def _run_train(cfg: P.Config, resume: str | None, progress: bool, parser: argpar
         members = _members(cfg)
     except (ValueError, TypeError) as e:
         parser.error(f"--grid: {e}")
+    from . import distributed as gd
+
+    world = gd.world()
+    if world.distributed and world.rank != 0:
+        gd.barrier()  # rank 0 builds first, so only it trains and caches the LeNet evaluator
     try:
         gan, data, evaluator = P.build(cfg)
     except (FileNotFoundError, NotADirectoryError, ValueError) as e:
         parser.error(str(e))
+    if world.distributed and world.rank == 0:
+        gd.barrier()
     if cfg.run_dir is None:
         name = Path(cfg.data).name if cfg.data not in P.gdata.NAMES else cfg.data
         cfg.run_dir = str(Path("runs") / f"{time.strftime('%Y%m%d-%H%M%S')}-{cfg.preset or name}")
+    cfg.run_dir = gd.broadcast_object(cfg.run_dir)  # the clock may differ across ranks: rank 0's name
     run_dir = Path(cfg.run_dir)
     n_members = len(members[0]) if members else 1
     print(f"ganfn train: {cfg.model} on {cfg.data} {tuple(gan.sample_shape)}, loss {cfg.loss}"
@@ -315,7 +324,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _run_eval(args, parser)
     sub = parser._subparsers._group_actions[0].choices[args.command]  # the subcommand's parser, for its errors
     cfg, resume = _config_from_args(args, sub)
-    return _run_train(cfg, resume, progress=not args.no_progress and sys.stderr.isatty(), parser=sub)
+    from . import distributed as gd
+
+    # Under torchrun (WORLD_SIZE set) join the process group: gloo on CPU, NCCL
+    # on GPU; each rank trains on its shard and rank 0 alone prints and writes.
+    joined = not gd.is_distributed()
+    world = gd.setup()
+    try:
+        if world.rank != 0:
+            sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - closed with the process
+        return _run_train(cfg, resume, progress=not args.no_progress and sys.stderr.isatty(), parser=sub)
+    finally:
+        if joined:  # leave only a group this call joined
+            gd.teardown()
 
 
 if __name__ == "__main__":

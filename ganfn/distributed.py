@@ -77,6 +77,7 @@ __all__ = [
     "flatten",
     "all_reduce_mean",
     "broadcast",
+    "broadcast_object",
     "max_divergence",
     "shard_noise",
     "draw_noise_shard",
@@ -240,6 +241,16 @@ def broadcast(tree: PyTree, src: int = 0, group: Any = None) -> PyTree:
         for i, x in zip(idx, unflatten(flat)):
             out[i] = x
     return optree.tree_unflatten(treedef, out)
+
+
+def broadcast_object(obj: Any, src: int = 0, group: Any = None) -> Any:
+    """A picklable Python object as held by rank ``src`` (e.g. a run directory
+    name made from the clock), on every rank. Without a process group: ``obj``."""
+    if not is_distributed():
+        return obj
+    box = [obj]
+    dist.broadcast_object_list(box, src, group=group)
+    return box[0]
 
 
 def max_divergence(tree: PyTree, group: Any = None) -> float:

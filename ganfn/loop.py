@@ -32,6 +32,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from . import checkpoint as ckpt
+from . import distributed as gd
 from . import ensemble
 from . import tensorboard as tb
 from .data import loader_init, next_batch
@@ -202,7 +203,14 @@ def fit(
     device = torch.device(device)
     if device.type == "cuda" and not torch.cuda.is_available():
         raise RuntimeError("device 'cuda' was requested but CUDA is not available on this machine")
-    say = print_fn or tqdm.write
+    # Data parallel (under torchrun / ganfn.dask_launch, see ganfn.distributed):
+    # every rank runs this loop on its shard with identical states; rank 0
+    # alone writes files and prints.
+    world = gd.world()
+    main = world.rank == 0
+    if world.distributed and device.type == "cuda" and device.index is None:
+        device = gd.device(world)
+    say = (print_fn or tqdm.write) if main else (lambda _msg: None)
 
     stacked = seeds is not None
     if stacked:
@@ -215,7 +223,7 @@ def fit(
             raise ValueError(f"got {S} seeds but {len(hp_list)} hyperparameter dicts")
         state = ensemble.init_many(gan, seeds, hp_list)
         rngs = ensemble.rngs(seeds, device)
-        step_fn = ensemble.make_step(gan, compile=compile)
+        step_fn = gd.make_train_step(gan, stacked=True) if world.distributed else ensemble.make_step(gan, compile=compile)
         data_seed = seeds[0] if data_seed is None else data_seed
     else:
         if isinstance(hparams, Sequence):
@@ -223,7 +231,7 @@ def fit(
         hp_list = [dict(hparams or {})]
         state = gan.init(int(seed), **hp_list[0])
         rngs = [torch.Generator(device=device).manual_seed(int(seed))]
-        step_fn = _compiled_single(gan) if compile else gan.train_step
+        step_fn = gd.make_train_step(gan) if world.distributed else (_compiled_single(gan) if compile else gan.train_step)
         data_seed = seed if data_seed is None else data_seed
     state = tree_map(lambda t: t.to(device), state)
     like = state.g_params[next(iter(state.g_params))]
@@ -266,8 +274,8 @@ def fit(
     eval_z = None
     if evaluator is not None:
         eval_z = gan.draw_latents(torch.Generator().manual_seed(4321), evaluator.n_samples).to(device=device, dtype=like.dtype)
-    logger = tb.Logger(run_path / "tb", S if stacked else None) if run_path is not None else None
-    if run_path is not None and config is not None:
+    logger = tb.Logger(run_path / "tb", S if stacked else None) if run_path is not None and main else None
+    if run_path is not None and config is not None and main:
         run_path.mkdir(parents=True, exist_ok=True)
         (run_path / "config.json").write_text(json.dumps(dict(config), indent=2, default=str))
 
@@ -281,7 +289,7 @@ def fit(
         return outs
 
     def save_checkpoint(st: TrainState, step: int) -> None:
-        if manager is None:
+        if manager is None or not main:
             return
         extra = {"history": history, "best": best, "bad_evals": bad_evals,
                  "noise_base": noise_base.cpu() if noise_base is not None else None}
@@ -292,14 +300,19 @@ def fit(
         history["initial"] = {"step": 0, "figures": evaluate(state)}
         say(_eval_line(0, {}, history["initial"]["figures"], evaluator.primary) + "  (untrained generator)")
     t0 = time.perf_counter()
-    bar = tqdm(total=steps, initial=start, disable=not progress, unit="step", dynamic_ncols=True)
+    bar = tqdm(total=steps, initial=start, disable=not progress or not main, unit="step", dynamic_ncols=True)
     step = start
     last_metrics: dict[str, Tensor] = {}
     try:
         while step < steps:
-            real, position_next = next_batch(data, position, batch_size, leading=leading)
+            if world.distributed:  # this rank's slice of the global batch (batch_size per rank)
+                real, position_next = gd.next_shard(data, position, batch_size, leading=leading)
+            else:
+                real, position_next = next_batch(data, position, batch_size, leading=leading)
             real = real.to(device=device, dtype=like.dtype)
-            if stacked:
+            if world.distributed:
+                noise = gd.draw_noise_shard(gan, rngs if stacked else rngs[0], batch_size, dtype=like.dtype, device=device)
+            elif stacked:
                 noise = ensemble.draw_noise_many(gan, rngs, batch_size, dtype=like.dtype, device=device)
             else:
                 noise = gan.draw_noise(rngs[0], batch_size, dtype=like.dtype, device=device)
@@ -377,7 +390,7 @@ def fit(
     history["steps_run"] = step - start
     history["wall_time_s"] = wall
     history["steps_per_s"] = (step - start) / wall if wall > 0 else None
-    if run_path is not None:
+    if run_path is not None and main:
         save_checkpoint(state, step)
         _write_outputs(run_path, gan, state, stacked, fixed_z, history, evaluator, config, hp_list, seeds if stacked else [seed])
     if logger is not None:
