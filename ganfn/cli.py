@@ -244,7 +244,7 @@ def _run_train(cfg: P.Config, resume: str | None, progress: bool, parser: argpar
     wall = time.perf_counter() - t0
     primary = evaluator.primary if evaluator else None
     final = (hist.get("final") or {}).get("figures")
-    last = hist["train"][-1] if hist["train"] else {}
+    last = hist.get("last") or {}
     if members:
         rows_metrics = []
         for i in range(n_members):
@@ -257,12 +257,10 @@ def _run_train(cfg: P.Config, resume: str | None, progress: bool, parser: argpar
             da = hist.get("diverged_at")
             m["diverged"] = bool(da is not None and isinstance(da, list) and da[i] >= 0)
             rows_metrics.append(m)
-        cols = {"seed": None}
         table_members = [{"seed": s, **hp} for s, hp in zip(*members)]
         sort = primary if (primary and cfg.grid) else None
         print(sweep.table(table_members, rows_metrics, sort_by=sort,
                           descending=bool(evaluator and evaluator.higher_is_better), with_summary=True))
-        del cols
     else:
         parts = [f"{k} {last[k]:.4f}" for k in ("d_loss", "g_loss") if k in last]
         if final and primary:

@@ -298,6 +298,7 @@ def fit(
     if evaluator is not None and start == 0:
         # The untrained generator's figures: the baseline a run is judged against.
         history["initial"] = {"step": 0, "figures": evaluate(state)}
+        best, _ = _update_best(None, history["initial"]["figures"], evaluator)
         say(_eval_line(0, {}, history["initial"]["figures"], evaluator.primary) + "  (untrained generator)")
     t0 = time.perf_counter()
     bar = tqdm(total=steps, initial=start, disable=not progress or not main, unit="step", dynamic_ncols=True)
@@ -348,7 +349,9 @@ def fit(
             step += 1
             last_metrics = metrics
             bar.update(1)
-            if step % log_every == 0 or step == steps:
+            if step % log_every == 0:
+                # Only at multiples of log_every (never "at the end"): a run
+                # stopped and resumed must keep exactly the history of one that was not.
                 rec = {"step": step, **{k: _to_float(v) for k, v in metrics.items()}}
                 history["train"].append(rec)
                 if logger is not None:
@@ -357,7 +360,7 @@ def fit(
             if logger is not None and (step % image_every == 0 or step == steps):
                 pics = [_picture(s, evaluator.reference if evaluator else None) for s in sample_members(gan, state, fixed_z, stacked)]
                 logger.images(step, "samples", pics)
-            if evaluator is not None and (step % eval_every == 0 or step == steps):
+            if evaluator is not None and step % eval_every == 0:
                 figs = evaluate(state)
                 history["eval"].append({"step": step, "figures": figs})
                 if logger is not None:
@@ -387,6 +390,8 @@ def fit(
             history["final"] = {"step": step, "figures": history["eval"][-1]["figures"]}
         else:
             history["final"] = {"step": step, "figures": evaluate(state)}
+    if last_metrics:
+        history["last"] = {"step": step, **{k: _to_float(v) for k, v in last_metrics.items()}}
     history["steps_run"] = step - start
     history["wall_time_s"] = wall
     history["steps_per_s"] = (step - start) / wall if wall > 0 else None

@@ -1,0 +1,109 @@
+"""Checkpoints: round trip, code-free loading, atomic writes, pruning, RNG state."""
+import os
+import pickle
+
+import pytest
+import torch
+from hypothesis import given, settings, strategies as st
+
+import ganfn
+from ganfn import checkpoint as ckpt
+from ganfn import models
+from ganfn.tree import leaves
+
+torch.set_num_threads(1)
+
+
+def _gan(**kw):
+    G, D, latent = models.build("mlp", (2,), hidden=8, depth=1)
+    return ganfn.GAN(G, D, latent_dim=latent, **kw)
+
+
+def _assert_same(a, b):
+    la, lb = leaves(a), leaves(b)
+    assert len(la) == len(lb)
+    for x, y in zip(la, lb):
+        assert x.dtype == y.dtype and torch.equal(x, y)
+
+
+def test_round_trip_keeps_every_leaf(tmp_path):
+    gan = _gan(ema_decay=0.99, replay_size=4, spectral_norm=True, penalty="gp")
+    state = gan.init(3, lr_d=1e-3, gp_weight=5.0)
+    rng = torch.Generator().manual_seed(0)
+    state, _ = gan.train_step(state, torch.randn(8, 2), gan.draw_noise(rng, 8))
+    pos = {"n": None, "seed": 1, "epoch": 0, "index": 7, "rank": 0, "world_size": 1}
+    path = ckpt.save(tmp_path / "a.pt", state, step=1, position=pos, rngs=[rng], extra={"history": [{"x": 1.5}]})
+    # A plain weights_only load works: the file holds no code.
+    raw = torch.load(path, weights_only=True)
+    assert raw["format"] == "ganfn-checkpoint"
+    c = ckpt.load(path)
+    assert isinstance(c["state"], ganfn.TrainState)
+    _assert_same(c["state"], state)
+    assert c["position"] == pos and c["step"] == 1 and c["extra"] == {"history": [{"x": 1.5}]}
+    fresh = torch.Generator()
+    ckpt.set_rng_states([fresh], c["rngs"])
+    assert torch.equal(torch.rand(5, generator=fresh), torch.rand(5, generator=rng))
+
+
+class Evil:
+    def __reduce__(self):
+        return (os.system, ("echo pwned",))
+
+
+def test_load_refuses_pickled_code(tmp_path):
+    path = tmp_path / "evil.pt"
+    torch.save({"format": "ganfn-checkpoint", "version": 1, "evil": Evil()}, path)
+    with pytest.raises(ValueError, match="not a readable ganfn checkpoint"):
+        ckpt.load(path)
+
+
+def test_load_errors_name_the_path(tmp_path):
+    with pytest.raises(FileNotFoundError, match="nope.pt"):
+        ckpt.load(tmp_path / "nope.pt")
+    torch.save({"a": torch.zeros(1)}, tmp_path / "other.pt")
+    with pytest.raises(ValueError, match="not a ganfn checkpoint"):
+        ckpt.load(tmp_path / "other.pt")
+
+
+@pytest.mark.parametrize("exc", [RuntimeError, KeyboardInterrupt])
+def test_interrupted_write_leaves_previous_checkpoint(tmp_path, monkeypatch, exc):
+    gan = _gan()
+    s0 = gan.init(0)
+    mgr = ckpt.CheckpointManager(tmp_path, keep=1)
+    first = mgr.save(s0, step=1)
+    real_save = torch.save
+
+    def dying_save(obj, f, *a, **k):
+        # Write part of the bytes, then die, like a kill mid-write.
+        real_save({"partial": torch.zeros(1000)}, f)
+        f.flush()
+        raise exc("killed mid-write")
+
+    monkeypatch.setattr(torch, "save", dying_save)
+    with pytest.raises(exc):
+        mgr.save(gan.init(1), step=2)
+    monkeypatch.setattr(torch, "save", real_save)
+    assert mgr.list() == [first]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [first.name]  # no temporary file left
+    _assert_same(ckpt.load(first)["state"], s0)
+
+
+@settings(max_examples=8, deadline=None)
+@given(keep=st.integers(1, 4), n=st.integers(1, 7))
+def test_manager_keeps_newest(tmp_path_factory, keep, n):
+    d = tmp_path_factory.mktemp("ck")
+    gan = _gan()
+    s = gan.init(0)
+    mgr = ckpt.CheckpointManager(d, keep=keep)
+    for step in range(1, n + 1):
+        mgr.save(s, step=step * 10)
+    steps = [int(p.stem.split("-")[1]) for p in mgr.list()]
+    assert steps == [10 * k for k in range(max(1, n - keep + 1), n + 1)]
+    assert mgr.latest() == mgr.path(n * 10)
+
+
+def test_state_dict_rejects_wrong_input():
+    with pytest.raises(TypeError):
+        ckpt.state_to_dict({"step": torch.zeros(())})
+    with pytest.raises(ValueError, match="lacks fields"):
+        ckpt.state_from_dict({"step": torch.zeros(())})

@@ -1,0 +1,194 @@
+"""fit(): bit-identical resume (single and stacked), divergence handling, early
+stopping, balancing schedules, mixed precision."""
+import math
+
+import pytest
+import torch
+from hypothesis import given, settings, strategies as st
+
+import ganfn
+from ganfn import data, models
+from ganfn.loop import Evaluator, anneal_instance_noise, fit
+from ganfn.tree import leaves
+
+torch.set_num_threads(1)
+QUIET = dict(progress=False, print_fn=lambda s: None)
+
+
+def _gan(**kw):
+    G, D, latent = models.build("mlp", (2,), hidden=16, depth=1)
+    return ganfn.GAN(G, D, latent_dim=latent, **kw)
+
+
+def _digits_gan(**kw):
+    G, D, latent = models.build("mlp", (1, 8, 8), hidden=16, depth=1, latent_dim=8)
+    return ganfn.GAN(G, D, latent_dim=latent, **kw)
+
+
+def _same(a, b):
+    la, lb = leaves(a), leaves(b)
+    assert len(la) == len(lb)
+    return all(torch.equal(x, y) for x, y in zip(la, lb))
+
+
+def _strip(history):
+    return {k: v for k, v in history.items() if k not in ("wall_time_s", "steps_per_s", "steps_run")}
+
+
+@pytest.mark.parametrize("stacked", [False, True])
+def test_resume_is_bit_identical(tmp_path, stacked):
+    # Tensor data (digits: epochs of a seeded permutation, 1400 samples / 200 per batch
+    # crosses an epoch boundary) plus penalty noise, replay draws and instance noise.
+    x = data.digits("train", 8)
+    gan = _digits_gan(penalty="r1", replay_size=32, instance_noise=0.1)
+    kw = dict(steps=10, batch_size=200, log_every=1, eval_every=3, **QUIET,
+              evaluator=Evaluator(lambda s: {"m": float(s.mean())}, "m", n_samples=16))
+    if stacked:
+        kw.update(seeds=[3, 4], hparams=[{"lr_d": 1e-3}, {"lr_d": 3e-4}])
+    else:
+        kw.update(seed=3)
+    full, hist_full = fit(gan, x, run_dir=tmp_path / "full", checkpoint_every=None, **kw)
+    kw_half = {**kw, "steps": 4}
+    fit(gan, x, run_dir=tmp_path / "half", checkpoint_every=None, **kw_half)
+    resumed, hist_res = fit(gan, x, run_dir=tmp_path / "half", resume=True, checkpoint_every=None, **kw)
+    assert int(resumed.step.reshape(-1)[0]) == 10
+    assert _same(full, resumed)
+    assert _strip(hist_full) == _strip(hist_res)
+    # ...and a run that did not resume differs (the comparison can fail).
+    other, _ = fit(gan, x, run_dir=tmp_path / "other", checkpoint_every=None, data_seed=99, **kw)
+    assert not _same(full, other)
+
+
+def test_resume_from_sampler_data_and_explicit_path(tmp_path):
+    gan = _gan(penalty="gp", n_critic=2)
+    kw = dict(steps=6, batch_size=16, **QUIET)
+    full, _ = fit(gan, data.ring8, **kw)
+    fit(gan, data.ring8, run_dir=tmp_path, checkpoint_every=2, **{**kw, "steps": 5}, keep=10)
+    resumed, _ = fit(gan, data.ring8, resume=tmp_path / "checkpoints" / "ckpt-00000002.pt", **kw)
+    assert _same(full, resumed)
+
+
+class NaNAfter:
+    """A sampler whose batches turn NaN from the k-th call on (to force a divergence)."""
+
+    def __init__(self, k):
+        self.k, self.calls = k, 0
+
+    def __call__(self, n, gen):
+        self.calls += 1
+        x = data.ring8(n, gen)
+        return x * float("nan") if self.calls > self.k else x
+
+
+def test_nonfinite_stop_rollback_raise(tmp_path):
+    gan = _gan()
+    ok, _ = fit(gan, data.ring8, steps=5, batch_size=8, **QUIET)
+    st, hist = fit(gan, NaNAfter(5), steps=10, batch_size=8, on_nonfinite="stop", **QUIET)
+    assert _same(st, ok) and hist["diverged_at"] == 5 and "non-finite" in hist["stopped"]
+    at3, _ = fit(gan, data.ring8, steps=3, batch_size=8, **QUIET)
+    st, hist = fit(gan, NaNAfter(5), steps=10, batch_size=8, run_dir=tmp_path, checkpoint_every=3,
+                   on_nonfinite="rollback", **QUIET)
+    assert _same(st, at3) and "rolled back to checkpoint step 3" in hist["stopped"]
+    with pytest.raises(ganfn.NonFiniteLossError, match="step 5"):
+        fit(gan, NaNAfter(5), steps=10, batch_size=8, on_nonfinite="raise", **QUIET)
+
+
+def test_stacked_run_stops_only_when_every_member_diverged():
+    gan = _gan()
+    st, hist = fit(gan, NaNAfter(2), steps=10, batch_size=8, seeds=[0, 1], **QUIET)
+    assert hist["stopped"] == "all members diverged" and hist["diverged_at"] == [2, 2]
+    assert all(torch.isfinite(t).all() for t in leaves(st.g_params))  # frozen at the last finite state
+
+
+@settings(max_examples=4, deadline=None)
+@given(patience=st.integers(1, 3), every=st.integers(1, 3))
+def test_early_stopping_after_patience_evaluations(patience, every):
+    gan = _gan()
+    flat = Evaluator(lambda s: {"q": 1.0}, "q", n_samples=8)
+    _, hist = fit(gan, data.ring8, steps=100, batch_size=8, evaluator=flat, eval_every=every, patience=patience, **QUIET)
+    # The initial evaluation sets the best; evaluation k after it is the k-th without improvement.
+    assert hist["steps_run"] == every * patience
+    assert "no improvement" in hist["stopped"]
+    improving = Evaluator(lambda s, c=[0]: {"q": float(c.__setitem__(0, c[0] - 1) or c[0])}, "q", n_samples=8)
+    _, hist = fit(gan, data.ring8, steps=6, batch_size=8, evaluator=improving, eval_every=1, patience=1, **QUIET)
+    assert hist["steps_run"] == 6 and hist["stopped"] == "steps"
+
+
+# ---------------------------------------------------------------------------------------- balancing
+
+
+def test_update_frequencies_n_critic_n_gen():
+    gan = _gan(n_critic=3, n_gen=2)
+    st, _ = fit(gan, data.ring8, steps=4, batch_size=8, **QUIET)
+    assert int(st.d_opt["count"]) == 12 and int(st.g_opt["count"]) == 8
+
+
+@pytest.mark.parametrize("thr", [0.5, 0.8])
+def test_d_skip_accuracy_skips_exactly_when_d_is_too_accurate(thr):
+    gan = _gan(d_skip_accuracy=thr)
+    st, hist = fit(gan, data.ring8, steps=30, batch_size=8, log_every=1, **QUIET)
+    recs = hist["train"]
+    for r in recs:
+        acc = 0.5 * (r["d_acc_real"] + r["d_acc_fake"])
+        assert r["d_skipped"] == float(acc > thr)
+    skipped = sum(r["d_skipped"] for r in recs)
+    assert int(st.d_opt["count"]) == 30 - skipped
+    assert int(st.g_opt["count"]) == 30
+
+
+def test_g_skip_accuracy_skips_exactly_when_d_is_weak():
+    gan = _gan(g_skip_accuracy=0.6)
+    st, hist = fit(gan, data.ring8, steps=30, batch_size=8, log_every=1, **QUIET)
+    recs = hist["train"]
+    for r in recs:
+        assert r["g_skipped"] == float(0.5 * (r["d_acc_real"] + r["d_acc_fake"]) < 0.6)
+    assert int(st.g_opt["count"]) == 30 - sum(r["g_skipped"] for r in recs)
+    assert 0 < sum(r["g_skipped"] for r in recs)  # an untrained D is weak at first
+
+
+def test_replay_buffer_fills_and_changes_training():
+    gan = _gan(replay_size=20, replay_fraction=0.5)
+    st, _ = fit(gan, data.ring8, steps=5, batch_size=8, **QUIET)
+    assert int(st.replay["count"]) == 5 * 8
+    plain, _ = fit(_gan(), data.ring8, steps=5, batch_size=8, **QUIET)
+    assert not torch.equal(leaves(st.d_params)[0], leaves(plain.d_params)[0])
+
+
+@settings(max_examples=10, deadline=None)
+@given(base=st.floats(0.01, 2.0), step=st.integers(0, 50), k=st.integers(1, 40))
+def test_anneal_instance_noise_is_linear(base, step, k):
+    gan = _gan(instance_noise=base)
+    s = gan.init(0)
+    out = anneal_instance_noise(s, s.hparams["instance_noise"], step, k)
+    want = base * max(0.0, 1 - step / k)
+    assert math.isclose(float(out.hparams["instance_noise"]), want, rel_tol=1e-9, abs_tol=1e-12)
+    assert float(s.hparams["instance_noise"]) == pytest.approx(base)  # input untouched
+
+
+def test_fit_anneals_instance_noise_and_label_smoothing_is_in_state():
+    gan = _gan(instance_noise=0.5, real_label=0.9)
+    st, _ = fit(gan, data.ring8, steps=4, batch_size=8, instance_noise_anneal=8, **QUIET)
+    # The last step (index 3) ran with 0.5 * (1 - 3/8).
+    assert float(st.hparams["instance_noise"]) == pytest.approx(0.5 * (1 - 3 / 8))
+    assert float(st.hparams["real_label"]) == pytest.approx(0.9)
+    with pytest.raises(ValueError, match="instance_noise > 0"):
+        fit(_gan(), data.ring8, steps=1, instance_noise_anneal=8, **QUIET)
+
+
+def test_bf16_autocast_keeps_fp32_state():
+    gan = _gan()
+    st, hist = fit(gan, data.ring8, steps=3, batch_size=8, precision="bf16", log_every=1, **QUIET)
+    assert all(t.dtype == torch.float32 for t in leaves(st.g_params))
+    assert all(math.isfinite(r["d_loss"]) for r in hist["train"])
+
+
+def test_bad_arguments_are_clear():
+    gan = _gan()
+    with pytest.raises(ValueError, match="precision"):
+        fit(gan, data.ring8, steps=1, precision="fp8", **QUIET)
+    with pytest.raises(ValueError, match="sample"):
+        fit(gan, torch.zeros(10, 3), steps=1, **QUIET)
+    with pytest.raises(ValueError, match="resume=True needs run_dir"):
+        fit(gan, data.ring8, steps=1, resume=True, **QUIET)
+    with pytest.raises(FileNotFoundError, match="no-such-run"):
+        fit(gan, data.ring8, steps=1, resume="/tmp/no-such-run", **QUIET)
