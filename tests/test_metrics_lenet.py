@@ -134,16 +134,6 @@ def test_fd_lenet_orders_real_vs_noise(extractor):
     assert good["CS-LeNet(digits)"] > 8 > bad["CS-LeNet(digits)"]
 
 
-def test_read_idx_round_trip(tmp_path):
-    arr = np.arange(2 * 3 * 4, dtype=np.uint8).reshape(2, 3, 4)
-    raw = bytes([0, 0, 0x08, 3]) + b"".join(int(s).to_bytes(4, "big") for s in arr.shape) + arr.tobytes()
-    (tmp_path / "a-idx3-ubyte").write_bytes(raw)
-    assert np.array_equal(L.read_idx(tmp_path / "a-idx3-ubyte"), arr)
-    (tmp_path / "bad").write_bytes(raw[:-1])
-    with pytest.raises(ValueError):
-        L.read_idx(tmp_path / "bad")
-
-
 def test_fashion_mnist_absent_is_clean(tmp_path):
     with pytest.raises(FileNotFoundError):
         L.fashion_mnist_split("train", root=tmp_path)

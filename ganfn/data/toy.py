@@ -3,9 +3,8 @@
 ring8: 8 Gaussians evenly spaced on a circle of radius 2, std 0.02.
 grid25: 25 Gaussians on the 5x5 grid {-4,-2,0,2,4}^2, std 0.05.
 
-Every component is equally likely. The centres and stds here must match the ones
-the mode-coverage metric counts against (``ganfn.metrics.modes``);
-``tests/test_data.py`` checks that they agree whenever that module exists.
+Every component is equally likely. These centres and stds are the single source
+of truth: the mode-coverage metric (``ganfn.metrics.modes``) counts against them.
 """
 from __future__ import annotations
 
@@ -20,15 +19,15 @@ RING8_STD = 0.02
 GRID25_STD = 0.05
 
 
-def ring8_centers() -> Tensor:
-    """The 8 ring centres, [8, 2] float32, at angles 2*pi*k/8 on radius 2."""
+def ring8_centers(dtype: torch.dtype = torch.float32) -> Tensor:
+    """The 8 ring centres, [8, 2], at angles 2*pi*k/8 on radius 2 (computed in float64)."""
     angles = torch.arange(8, dtype=torch.float64) * (2 * math.pi / 8)
-    return (2.0 * torch.stack([angles.cos(), angles.sin()], dim=1)).float()
+    return (2.0 * torch.stack([angles.cos(), angles.sin()], dim=1)).to(dtype)
 
 
-def grid25_centers() -> Tensor:
-    """The 25 grid centres, [25, 2] float32, row-major over {-4,-2,0,2,4}^2."""
-    ticks = torch.tensor([-4.0, -2.0, 0.0, 2.0, 4.0])
+def grid25_centers(dtype: torch.dtype = torch.float32) -> Tensor:
+    """The 25 grid centres, [25, 2], row-major over {-4,-2,0,2,4}^2."""
+    ticks = torch.tensor([-4.0, -2.0, 0.0, 2.0, 4.0], dtype=dtype)
     xs, ys = torch.meshgrid(ticks, ticks, indexing="ij")
     return torch.stack([xs.reshape(-1), ys.reshape(-1)], dim=1)
 

@@ -30,7 +30,6 @@ against the sidecar; a mismatch raises ``CacheChecksumError``.
 from __future__ import annotations
 
 import contextlib
-import gzip
 import hashlib
 import json
 import os
@@ -38,7 +37,6 @@ import tempfile
 from pathlib import Path
 from typing import Iterator
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -49,7 +47,6 @@ __all__ = [
     "digits_split",
     "fashion_mnist_split",
     "mnist5k_split",
-    "read_idx",
     "lenet_init",
     "lenet_apply",
     "train_lenet",
@@ -77,62 +74,27 @@ class CacheChecksumError(ValueError):
 def digits_split(split: str) -> tuple[Tensor, Tensor]:
     """scikit-learn digits, fixed split. split: "train" (1,400) or "test" (397).
 
-    Returns images float32 [N, 1, 8, 8] in [-1, 1] and labels int64 [N].
+    Returns images float32 [N, 1, 8, 8] in [-1, 1] and labels int64 [N]; the
+    split rule is ``ganfn.data.digits_split``'s.
     """
-    from sklearn.datasets import load_digits
+    from ganfn.data import digits
 
     if split not in ("train", "test"):
         raise ValueError(f"split must be 'train' or 'test', got {split!r}")
-    d = load_digits()
-    perm = torch.randperm(len(d.target), generator=torch.Generator().manual_seed(0)).numpy()
-    idx = perm[:DIGITS_TRAIN_SIZE] if split == "train" else perm[DIGITS_TRAIN_SIZE:]
-    # Pixel values are integers 0..16: map to [-1, 1] like tanh generator outputs.
-    images = torch.tensor(d.images[idx], dtype=torch.float32).unsqueeze(1) / 8.0 - 1.0
-    return images, torch.tensor(d.target[idx], dtype=torch.int64)
-
-
-def read_idx(path: str | os.PathLike) -> np.ndarray:
-    """Read an IDX file (MNIST format; ``.gz`` allowed) into a numpy array."""
-    path = Path(path)
-    opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rb") as f:
-        data = f.read()
-    if len(data) < 4 or data[0] != 0 or data[1] != 0:
-        raise ValueError(f"{path} is not an IDX file (bad magic number)")
-    dtypes = {0x08: ">u1", 0x09: ">i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
-    if data[2] not in dtypes:
-        raise ValueError(f"{path}: unknown IDX element type 0x{data[2]:02x}")
-    ndim = data[3]
-    shape = tuple(int.from_bytes(data[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
-    arr = np.frombuffer(data, dtype=dtypes[data[2]], offset=4 + 4 * ndim)
-    if arr.size != int(np.prod(shape)):
-        raise ValueError(f"{path}: expected {int(np.prod(shape))} elements, found {arr.size}")
-    return arr.reshape(shape)
-
-
-def _find(root: Path, stem: str) -> Path | None:
-    for name in (stem, stem + ".gz", stem.replace("-idx", ".idx")):
-        if (root / name).exists():
-            return root / name
-    return None
+    return digits(split, labels=True)
 
 
 def fashion_mnist_split(split: str, root: str | os.PathLike = FASHION_MNIST_ROOT) -> tuple[Tensor, Tensor]:
-    """Fashion-MNIST from IDX files in ``root`` (standard file names, optionally gzipped).
+    """Fashion-MNIST from IDX files in ``root`` (read by ``ganfn.data.fashion_mnist``).
 
     Returns images float32 [N, 1, 28, 28] in [-1, 1] and labels int64 [N].
     Raises FileNotFoundError when the files are not installed (nothing is downloaded).
     """
-    prefix = {"train": "train", "test": "t10k"}.get(split)
-    if prefix is None:
+    from ganfn.data import fashion_mnist
+
+    if split not in ("train", "test"):
         raise ValueError(f"split must be 'train' or 'test', got {split!r}")
-    root = Path(root)
-    img = _find(root, f"{prefix}-images-idx3-ubyte")
-    lab = _find(root, f"{prefix}-labels-idx1-ubyte")
-    if img is None or lab is None:
-        raise FileNotFoundError(f"Fashion-MNIST IDX files not found under {root}")
-    images = torch.tensor(read_idx(img).astype(np.float32)).unsqueeze(1) / 127.5 - 1.0
-    return images, torch.tensor(read_idx(lab).astype(np.int64))
+    return fashion_mnist(root, split, labels=True)
 
 
 def mnist5k_split(split: str) -> tuple[Tensor, Tensor]:

@@ -14,8 +14,8 @@ Rules (all computed from samples [N, 2], centres [M, 2] and the mixture std):
   histogram h of high-quality samples over modes: 0 for perfect balance,
   log(M) when everything is in one mode, NaN when no sample is high quality.
 
-The centres here are the conventional ones and are the single source of truth:
-the data module draws its mixtures from them, so data and metric agree.
+The centres and stds are those of ``ganfn.data.toy``, which draws the data, so
+data and metric agree by construction.
 """
 
 from __future__ import annotations
@@ -25,6 +25,8 @@ from typing import NamedTuple
 
 import torch
 from torch import Tensor
+
+from ganfn.data.toy import GRID25_STD, RING8_STD, grid25_centers, ring8_centers
 
 __all__ = [
     "RING8_RADIUS",
@@ -41,27 +43,10 @@ __all__ = [
     "sample_mixture",
 ]
 
+# The mixtures are defined once, in the data module that draws them.
 RING8_RADIUS: float = 2.0
-RING8_STD: float = 0.02
-GRID25_STD: float = 0.05
-
-# Immutable (tuple) copies of the centres; use the functions to get tensors.
-RING8_CENTERS: tuple[tuple[float, float], ...] = tuple(
-    (RING8_RADIUS * math.cos(2 * math.pi * i / 8), RING8_RADIUS * math.sin(2 * math.pi * i / 8)) for i in range(8)
-)
-GRID25_CENTERS: tuple[tuple[float, float], ...] = tuple(
-    (float(a), float(b)) for a in (-4, -2, 0, 2, 4) for b in (-4, -2, 0, 2, 4)
-)
-
-
-def ring8_centers(dtype: torch.dtype = torch.float32) -> Tensor:
-    """The 8 ring centres [8, 2]: radius 2, angles 2*pi*i/8 (i = 0..7)."""
-    return torch.tensor(RING8_CENTERS, dtype=dtype)
-
-
-def grid25_centers(dtype: torch.dtype = torch.float32) -> Tensor:
-    """The 25 grid centres [25, 2] at {-4, -2, 0, 2, 4}^2 (row-major in x, then y)."""
-    return torch.tensor(GRID25_CENTERS, dtype=dtype)
+RING8_CENTERS: tuple[tuple[float, float], ...] = tuple(map(tuple, ring8_centers(torch.float64).tolist()))
+GRID25_CENTERS: tuple[tuple[float, float], ...] = tuple(map(tuple, grid25_centers(torch.float64).tolist()))
 
 
 class ModeCoverage(NamedTuple):
