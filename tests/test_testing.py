@@ -125,6 +125,15 @@ def test_assert_pure_catches_nondeterminism():
         assert_pure(bad, torch.zeros(3))
 
 
+def test_assert_pure_catches_consumed_generator():
+    def draws(g):
+        return torch.rand(2, generator=g)
+
+    with pytest.raises(AssertionError, match="changed"):
+        assert_pure(draws, torch.Generator().manual_seed(0))
+    assert_pure(lambda g: torch.rand(2, generator=g.clone_state()), torch.Generator().manual_seed(0))
+
+
 def test_assert_pure_catches_grad_on_module():
     lin = torch.nn.Linear(2, 1)
 

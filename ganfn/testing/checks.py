@@ -91,6 +91,9 @@ def _describe(a: Any, b: Any) -> str:
 def _leaf_equal(a: Any, b: Any) -> bool:
     if isinstance(a, Tensor) or isinstance(b, Tensor):
         return isinstance(a, Tensor) and isinstance(b, Tensor) and _same_tensor(a.detach(), b.detach())
+    if isinstance(a, torch.Generator) and isinstance(b, torch.Generator):
+        # Drawing from a generator passed in advances it: that is a changed input.
+        return torch.equal(a.get_state(), b.get_state())
     try:
         return bool(a == b)
     except Exception:  # noqa: BLE001 - objects without a usable ==
