@@ -126,9 +126,21 @@ def _worker(rank: int, port: int, out: str, names: list[str]) -> None:
         results = {n: _run_dp(n) for n in names}
         results["batchnorm_nosync"] = _run_dp("batchnorm", sync_buffers=False)
         results["world"] = tuple(gd.world())
+        results["fit"] = _fit_rank(rank, out)
         torch.save(results, os.path.join(out, f"rank{rank}.pt"))
     finally:
         gd.teardown()
+
+
+def _fit_rank(rank: int, out: str):
+    """ganfn.loop.fit under the process group, each rank given its own run_dir:
+    only rank 0's may receive files."""
+    from ganfn import loop
+    gan = _gan("wgan_gp")
+    state, hist = loop.fit(gan, _data(), steps=4, batch_size=B, run_dir=os.path.join(out, f"fit_rank{rank}"),
+                           seed=0, log_every=2, image_every=2, checkpoint_every=2, progress=False,
+                           print_fn=lambda _m: None)
+    return state, gd.max_divergence(state)
 
 
 @pytest.fixture(scope="module")
@@ -137,7 +149,10 @@ def spawned(tmp_path_factory):
     out = tmp_path_factory.mktemp("dp")
     names = [*SCENARIOS, "stacked", "batchnorm"]
     mp.start_processes(_worker, args=(_free_port(), str(out), names), nprocs=WORLD, join=True, start_method="spawn")
-    return [torch.load(out / f"rank{r}.pt", weights_only=False) for r in range(WORLD)]
+    results = [torch.load(out / f"rank{r}.pt", weights_only=False) for r in range(WORLD)]
+    for r in results:
+        r["out"] = str(out)
+    return results
 
 
 def _assert_close(a, b, what: str, atol: float = 1e-9) -> None:
@@ -203,6 +218,28 @@ def test_batchnorm_running_stats_are_synchronised_only_with_sync_buffers(spawned
     ref, _ = _run_single("batchnorm")
     synced, _, _ = spawned[0]["batchnorm"]
     assert not torch.allclose(synced.g_params["0.weight"], ref.g_params["0.weight"], atol=1e-9)
+
+
+def test_fit_writes_files_on_rank_0_only(spawned, tmp_path_factory):
+    s0, div = spawned[0]["fit"]
+    s1, _ = spawned[1]["fit"]
+    assert div == 0.0
+    for x, y in zip(optree.tree_leaves(s0), optree.tree_leaves(s1)):
+        assert torch.equal(x, y)
+    out = Path(spawned[0]["out"])
+    written = sorted(p.relative_to(out / "fit_rank0").as_posix() for p in (out / "fit_rank0").rglob("*") if p.is_file())
+    assert "metrics.json" in written and "samples.png" in written
+    assert any(w.startswith("checkpoints/") for w in written) and any(w.startswith("tb/") for w in written)
+    assert not (out / "fit_rank1").exists(), "rank 1 wrote files"
+    # fit under 2 ranks (batch B each) trained like one process with batch 2B.
+    ref, _ = _run_single_fit()
+    _assert_close(s0, ref, "fit state", atol=1e-9)
+
+
+def _run_single_fit():
+    from ganfn import loop
+    return loop.fit(_gan("wgan_gp"), _data(), steps=4, batch_size=WORLD * B, seed=0, progress=False,
+                    print_fn=lambda _m: None)
 
 
 def test_world_reported_by_each_rank(spawned):
@@ -342,3 +379,44 @@ def test_dask_local_cluster_two_workers():
         assert len(r["records"]) == STEPS
         for rec, mr in zip(r["records"], ref_hist):
             assert rec["d_loss"] == pytest.approx(float(mr["d_loss"]), rel=1e-9, abs=1e-12)
+
+
+# -- torchrun: the command line, end to end --------------------------------------------------------------
+
+
+def _latest_state(run_dir: Path):
+    from ganfn import checkpoint
+    c = checkpoint.load(checkpoint.CheckpointManager(run_dir / "checkpoints").latest())
+    return c["step"], c["state"]
+
+
+@pytest.mark.slow
+def test_torchrun_train_matches_one_process_and_resumes(tmp_path):
+    """``torchrun --nproc_per_node 2 -m ganfn train`` for 6 steps, then resumed
+    to 12 under torchrun again, ends where ``ganfn train`` in one process with
+    twice the batch ends."""
+    env = {**os.environ, "GLOO_SOCKET_IFNAME": "lo", "OMP_NUM_THREADS": "1"}
+    common = ["train", "--data", "ring8", "--model", "mlp", "--log-every", "3", "--eval-every", "1000",
+              "--n-eval", "100", "--checkpoint-every", "3", "--no-progress", "--seed", "5"]
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+                "--master_addr", "127.0.0.1", "--master_port", str(_free_port()), "-m", "ganfn"]
+    dp = tmp_path / "dp"
+    for args in (["--batch-size", "16", "--steps", "6", "--run-dir", str(dp)], ["--resume", str(dp), "--steps", "12"]):
+        torchrun[-3] = str(_free_port())
+        r = subprocess.run(torchrun + common + args, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=120)
+        assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-3000:]
+        assert r.stdout.count("ganfn train:") == 1  # rank 0 alone prints
+    one = tmp_path / "one"
+    r = subprocess.run([sys.executable, "-m", "ganfn", *common, "--batch-size", "32", "--steps", "12", "--run-dir", str(one)],
+                       env=env, cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr[-3000:]
+    (step_dp, s_dp), (step_one, s_one) = _latest_state(dp), _latest_state(one)
+    assert step_dp == step_one == 12
+    for p, x, y in zip(optree.tree_paths(s_one), optree.tree_leaves(s_dp), optree.tree_leaves(s_one)):
+        assert torch.allclose(x.double(), y.double(), rtol=1e-4, atol=1e-5), f"{p}: {float((x.double() - y.double()).abs().max())}"
+    # Training really moved the state between the resumed checkpoints.
+    from ganfn import checkpoint
+    ckpts = sorted((dp / "checkpoints").glob("ckpt-*.pt"))
+    first = checkpoint.load(ckpts[0])["state"]
+    k = next(iter(first.g_params))
+    assert int(first.step) < 12 and not torch.equal(first.g_params[k], s_dp.g_params[k])
