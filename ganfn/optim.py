@@ -183,7 +183,10 @@ def sgd(lr: Hyper, momentum: Hyper = 0.0, *, nesterov: bool = False, dampening: 
             g = g + hp["weight_decay"] * p
             if use_momentum:
                 buf = torch.where(count == 0, g, hp["momentum"] * buf + (1 - hp["dampening"]) * g)
-                g = g + hp["momentum"] * buf if nesterov else buf
+                d = g + hp["momentum"] * buf if nesterov else buf
+                # A tensor momentum of 0 (a sweep member without momentum) must be
+                # plain SGD as in torch, where dampening then has no effect.
+                g = torch.where(hp["momentum"] == 0, g, d)
             return p - hp["lr"] * g, buf
 
         bufs = slots.get("momentum_buffer", tree_map(lambda p: p, params))
