@@ -91,6 +91,7 @@ class Config:
     seeds: int = 1
     grid: str | None = None
     device: str = "cpu"
+    threads: int | None = 1
     precision: str = "fp32"
     compile: bool = False
     log_every: int = 50

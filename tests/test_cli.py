@@ -1,0 +1,131 @@
+"""`ganfn train / sweep / eval` through ganfn.cli.main, with tiny runs."""
+import json
+
+import pytest
+import torch
+
+from ganfn import cli
+from ganfn import presets as P
+
+torch.set_num_threads(1)
+TINY = ["--steps", "4", "--batch-size", "16", "--n-eval", "200", "--eval-every", "2", "--log-every", "1", "--no-progress"]
+
+
+def _run(argv, capsys):
+    code = cli.main(argv)
+    out = capsys.readouterr()
+    assert code == 0, out.err
+    return out.out
+
+
+def _error(argv, capsys):
+    with pytest.raises(SystemExit) as e:
+        cli.main(argv)
+    assert e.value.code == 2
+    return capsys.readouterr().err
+
+
+def test_help_documents_every_option(capsys):
+    with pytest.raises(SystemExit):
+        cli.main(["train", "--help"])
+    text = capsys.readouterr().out
+    for name in P.FIELDS:
+        if name in ("preset", "grid"):
+            continue
+        assert "--" + name.replace("_", "-") in text, name
+    for flag in ("--preset", "--config", "--resume", "--seeds", "--device", "--compile"):
+        assert flag in text
+    for preset in P.PRESETS:
+        assert preset in text
+
+
+def test_no_arguments_means_digits_dcgan():
+    parser = cli.make_parser()
+    args = parser.parse_args(["train"])
+    cfg, resume = cli._config_from_args(args, parser)
+    assert resume is None and cfg == P.Config()
+    assert (cfg.data, cfg.model, cfg.image_size or 8) == ("digits", "dcgan", 8)
+
+
+def test_train_ring8_writes_outputs(tmp_path, capsys):
+    run = tmp_path / "run"
+    out = _run(["train", "--data", "ring8", "--model", "mlp", "--penalty", "gp", "--loss", "wasserstein",
+                "--n-critic", "2", "--lr-g", "1e-4", "--lr-d", "3e-4", "--run-dir", str(run), *TINY], capsys)
+    assert "modes" in out and "final:" in out
+    for f in ("samples.png", "losses.png", "metrics.json", "config.json"):
+        assert (run / f).is_file(), f
+    m = json.loads((run / "metrics.json").read_text())
+    assert m["config"]["n_critic"] == 2 and m["config"]["lr_d"] == 3e-4
+    assert "modes" in m["final"]["figures"][0]
+    assert [r["step"] for r in m["train"]] == [1, 2, 3, 4]
+    assert abs(m["train"][0]["lr_d"] - 3e-4) < 1e-9 and abs(m["train"][0]["lr_g"] - 1e-4) < 1e-9
+
+
+def test_digits_default_model_runs(tmp_path, capsys):
+    out = _run(["train", "--run-dir", str(tmp_path), *TINY], capsys)
+    assert "FD-LeNet(digits)" in out and "untrained generator" in out
+
+
+def test_seeds_prints_per_seed_table_and_eval(tmp_path, capsys):
+    out = _run(["train", "--data", "ring8", "--model", "mlp", "--seeds", "3", "--run-dir", str(tmp_path), *TINY], capsys)
+    assert "| member | seed |" in out and "mean ± std" in out and "diverged" in out
+    assert all(f"| {i} | {i} |" in out for i in range(3))
+    assert (tmp_path / "samples_member02.png").is_file()
+    out = _run(["eval", str(tmp_path), "--n-eval", "100"], capsys)
+    assert all(f"member {i}: modes" in out for i in range(3))
+
+
+def test_sweep_sorts_by_quality(tmp_path, capsys):
+    out = _run(["sweep", "--grid", "lr_d=1e-4,1e-3;lr_g=1e-4,2e-4", "--data", "ring8", "--model", "mlp",
+                "--run-dir", str(tmp_path), *TINY], capsys)
+    rows = [l for l in out.splitlines() if l.startswith("| ") and "member" not in l and "mean" not in l]
+    assert len(rows) == 4
+    header = next(l for l in out.splitlines() if l.startswith("| member"))
+    cols = [c.strip() for c in header.strip("|").split("|")]
+    i = cols.index("modes")
+    modes = [float(r.strip("|").split("|")[i]) for r in rows]
+    assert modes == sorted(modes, reverse=True)
+
+
+def test_resume_continues_a_run(tmp_path, capsys):
+    _run(["train", "--data", "ring8", "--model", "mlp", "--run-dir", str(tmp_path), *TINY], capsys)
+    out = _run(["train", "--resume", str(tmp_path), "--steps", "6", "--no-progress"], capsys)
+    assert "resumed from" in out and "at step 4" in out
+    m = json.loads((tmp_path / "metrics.json").read_text())
+    assert m["last"]["step"] == 6
+
+
+def test_config_file_and_precedence(tmp_path, capsys):
+    cfg = tmp_path / "c.toml"
+    cfg.write_text('data = "ring8"\nmodel = "mlp"\nlr-d = 5e-4\nn_critic = 3\nreal_label = 0.9\n')
+    parser = cli.make_parser()
+    sub = parser._subparsers._group_actions[0].choices["train"]
+    c, _ = cli._config_from_args(parser.parse_args(["train", "--config", str(cfg), "--n-critic", "2"]), sub)
+    assert (c.data, c.model, c.lr_d, c.n_critic, c.real_label) == ("ring8", "mlp", 5e-4, 2, 0.9)
+    c, _ = cli._config_from_args(parser.parse_args(["train", "--preset", "wgan-clip", "--config", str(cfg)]), sub)
+    assert (c.optimizer, c.penalty, c.n_critic, c.lr_d) == ("rmsprop", "weight_clip", 3, 5e-4)
+    bad = tmp_path / "bad.toml"
+    bad.write_text("learning_rate = 1\n")
+    assert "unknown setting 'learning_rate'" in _error(["train", "--config", str(bad)], capsys)
+    assert "config file not found" in _error(["train", "--config", str(tmp_path / "none.toml")], capsys)
+    broken = tmp_path / "broken.toml"
+    broken.write_text("data = \n")
+    assert "not valid TOML" in _error(["train", "--config", str(broken)], capsys)
+
+
+def test_bad_options_give_clear_errors(tmp_path, capsys):
+    assert "invalid choice: 'bogus'" in _error(["train", "--loss", "bogus"], capsys)
+    assert "invalid int value" in _error(["train", "--steps", "many"], capsys)
+    assert "--lr-g must be a positive number" in _error(["train", "--lr-g", "-1"], capsys)
+    assert "--batch-size must be an integer >= 1" in _error(["train", "--batch-size", "0"], capsys)
+    missing = tmp_path / "no" / "such" / "folder"
+    assert str(missing) in _error(["train", "--data", str(missing)], capsys)
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert "no images" in _error(["train", "--data", str(empty)], capsys)
+    assert "--resume" in _error(["train", "--resume", str(tmp_path / "nothing")], capsys)
+    assert "parse_grid" in _error(["sweep", "--grid", "lr_d"], capsys)
+    assert "no such run directory" in _error(["eval", str(tmp_path / "nothing")], capsys)
+    assert "the following arguments are required: --grid" in _error(["sweep"], capsys)
+    assert "unknown hyperparameter" in _error(["sweep", "--grid", "lr_x=1,2", "--data", "ring8", "--model", "mlp",
+                                               "--run-dir", str(tmp_path / "s"), *TINY], capsys)
