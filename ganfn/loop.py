@@ -92,7 +92,7 @@ def _picture(samples: Tensor, reference: Tensor | None) -> Tensor:
     if samples.dim() == 2 and samples.shape[1] == 2:
         return tb.scatter_image(samples, reference=reference)
     if samples.dim() == 4:
-        return tb.image_grid(samples)
+        return tb.image_grid(samples, pad=1)
     raise ValueError(f"cannot draw samples of shape {tuple(samples.shape)}")
 
 

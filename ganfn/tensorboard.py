@@ -27,20 +27,24 @@ __all__ = ["image_grid", "scatter_image", "curve_image", "save_png", "Logger", "
 _COLORS = [(31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40), (148, 103, 189), (140, 86, 75)]
 
 
-def image_grid(images: Tensor, cols: int | None = None) -> Tensor:
-    """Tile ``images`` [N, C, H, W] (values in [-1, 1]) into [C, rows*H, cols*W] in [0, 1].
+def image_grid(images: Tensor, cols: int | None = None, pad: int = 0, pad_value: float = 0.0) -> Tensor:
+    """Tile ``images`` [N, C, H, W] (values in [-1, 1]) into [C, rows*(H+2p), cols*(W+2p)] in [0, 1].
 
     ``cols`` defaults to ceil(sqrt(N)); missing cells are filled with black (-1).
+    ``pad`` pixels of ``pad_value`` (in [-1, 1]; 0 is mid-grey) frame each
+    image so that neighbouring samples do not run into each other.
     """
     if images.dim() != 4:
         raise ValueError(f"images must be [N, C, H, W], got {tuple(images.shape)}")
     n = images.shape[0]
     cols = cols or max(1, math.ceil(math.sqrt(n)))
     rows = math.ceil(n / cols)
-    pad = rows * cols - n
+    missing = rows * cols - n
     x = images.detach().float().cpu().clamp(-1, 1)
+    if missing:
+        x = torch.cat([x, torch.full((missing, *x.shape[1:]), -1.0)])
     if pad:
-        x = torch.cat([x, torch.full((pad, *x.shape[1:]), -1.0)])
+        x = torch.nn.functional.pad(x, (pad, pad, pad, pad), value=pad_value)
     grid = rearrange(x, "(r c) ch h w -> ch (r h) (c w)", r=rows, c=cols)
     return (grid + 1.0) / 2.0
 

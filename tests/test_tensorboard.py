@@ -25,6 +25,9 @@ def test_image_grid_places_each_image(n, c, h, w, cols):
         r, q = divmod(i, ncol)
         assert torch.allclose(grid[:, r * h:(r + 1) * h, q * w:(q + 1) * w], (imgs[i] + 1) / 2)
     assert grid.min() >= 0 and grid.max() <= 1
+    padded = tb.image_grid(imgs, cols, pad=1, pad_value=1.0)
+    assert padded.shape == (c, nrow * (h + 2), ncol * (w + 2))
+    assert torch.allclose(padded[:, 1:h + 1, 1:w + 1], (imgs[0] + 1) / 2) and bool((padded[:, 0, :] == 1).all())
 
 
 def test_scatter_and_curve_images():
