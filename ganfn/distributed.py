@@ -51,6 +51,7 @@ collective is the identity, so the same code runs unchanged in one process.
 from __future__ import annotations
 
 import datetime
+import functools
 import os
 from typing import Any, Callable, NamedTuple, Sequence
 
@@ -316,7 +317,10 @@ def draw_noise_shard(gan: GAN, rng: torch.Generator | Sequence[torch.Generator],
     return optree.tree_map(lambda *xs: torch.stack(xs), *members, none_is_leaf=False)
 
 
-_ARANGE: dict[int, Tensor] = {}
+@functools.lru_cache(maxsize=4)
+def _arange(n: int) -> Tensor:
+    # Cached: every batch of a run indexes the same range; callers never write to it.
+    return torch.arange(n)
 
 
 def next_shard(data: Tensor | Sampler, position: Position, batch_size: int, *, leading: int | None = None,
@@ -350,10 +354,7 @@ def next_shard(data: Tensor | Sampler, position: Position, batch_size: int, *, l
         raise ValueError(f"position is for n={N} samples but data has {data.shape[0]}")
     # Run the data module's batching on the index range [0, N): the same global
     # order, but only this rank's samples are gathered.
-    ar = _ARANGE.get(N)
-    if ar is None:
-        ar = _ARANGE[N] = torch.arange(N)
-    idx, new = next_batch(ar, position, batch_size * n, leading=leading)
+    idx, new = next_batch(_arange(N), position, batch_size * n, leading=leading)
     mine = _slice(idx, axis, r, n)
     return data[mine.to(data.device)], new
 

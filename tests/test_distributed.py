@@ -162,7 +162,7 @@ def _assert_close(a, b, what: str, atol: float = 1e-9) -> None:
     paths = optree.tree_paths(a, none_is_leaf=False)
     for p, x, y in zip(paths, la, lb):
         assert x.shape == y.shape, f"{what} {p}: shapes {x.shape} vs {y.shape}"
-        assert torch.allclose(x.double(), y.double(), rtol=1e-7, atol=atol), \
+        assert torch.allclose(x.double(), y.double(), rtol=1e-7, atol=atol, equal_nan=True), \
             f"{what} {p}: max diff {float((x.double() - y.double()).abs().max())}"
 
 
@@ -420,3 +420,23 @@ def test_torchrun_train_matches_one_process_and_resumes(tmp_path):
     first = checkpoint.load(ckpts[0])["state"]
     k = next(iter(first.g_params))
     assert int(first.step) < 12 and not torch.equal(first.g_params[k], s_dp.g_params[k])
+
+
+def test_stacked_step_equals_ensemble_step_in_one_process_and_isolates_nan():
+    from ganfn import ensemble
+    gan = _gan("stacked")
+    # Member 1's learning rate is absurd: its numbers overflow and it must be frozen
+    # without touching member 0, exactly as ganfn.ensemble does.
+    state = ensemble.init_many(gan, [0, 1], [{"lr_d": 1e-3}, {"lr_d": 1e300}])
+    ours, theirs = gd.make_train_step(gan, stacked=True), ensemble.make_step(gan)
+    a = b = state
+    rngs_a, rngs_b = ensemble.rngs([0, 1]), ensemble.rngs([0, 1])
+    x = _data()
+    for t in range(4):
+        real = x[t * 8:(t + 1) * 8].expand(gan.n_critic, 8, 2)
+        a, ma = ours(a, real, gd.draw_noise_shard(gan, rngs_a, 8, dtype=torch.float64))
+        b, mb = theirs(b, real, ensemble.draw_noise_many(gan, rngs_b, 8, dtype=torch.float64))
+        _assert_close(ma, mb, f"metrics step {t}", atol=1e-12)
+    _assert_close(a, b, "stacked state", atol=1e-12)
+    assert a.diverged_at.tolist()[0] == -1 and a.diverged_at.tolist()[1] >= 0
+    assert torch.isfinite(a.d_params["0.weight"][1]).all()  # frozen at its last finite state
