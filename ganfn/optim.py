@@ -20,6 +20,7 @@ from __future__ import annotations
 import math
 from typing import Any, Callable, NamedTuple
 
+import optree
 import torch
 from torch import Tensor
 
@@ -162,6 +163,39 @@ def _unzip(tree_of_tuples: PyTree, like: PyTree, n: int) -> list[PyTree]:
     return [optree.tree_unflatten(treedef, [t[i] for t in flat]) for i in range(n)]
 
 
+# Set False to force the per-leaf path everywhere (tests compare the two).
+FOREACH = True
+
+
+def _foreach_lists(params: PyTree, others: tuple[PyTree, ...], hp: dict):
+    """``(treedef, param_leaves, [leaves of each of others])`` when the foreach fast
+    path applies, else None.
+
+    It applies outside torch.func transforms and torch.compile (which want the
+    per-leaf path: compile fuses it anyway), when every leaf shares one dtype and
+    device and every hyperparameter is 0-d. Eagerly it removes the per-tensor
+    Python and dispatch cost, which dominated a small model's update on CPU
+    (Adam on the 784-128 MLP: ~1.3 ms per-leaf vs ~0.2 ms foreach).
+    """
+    import optree
+
+    if not FOREACH or torch.compiler.is_compiling() or torch._C._functorch.peek_interpreter_stack() is not None:
+        return None
+    ps, treedef = optree.tree_flatten(params)
+    if not ps:
+        return None
+    lists = [treedef.flatten_up_to(o) for o in others]
+    first = ps[0]
+    for x in [*ps, *(t for lst in lists for t in lst), *hp.values()]:
+        if not isinstance(x, Tensor) or x.device != first.device or torch._C._functorch.is_functorch_wrapped_tensor(x):
+            return None
+    # 0-d leaves are left to the per-leaf path: there a 0-d float64 hyperparameter
+    # times a 0-d leaf promotes the leaf to float64, which foreach would not copy.
+    if any(x.dtype != first.dtype or x.dim() == 0 for lst in (ps, *lists) for x in lst) or any(v.dim() != 0 for v in hp.values()):
+        return None
+    return treedef, ps, lists
+
+
 # -- the optimizers ----------------------------------------------------------------------
 
 
@@ -220,6 +254,30 @@ def _adam_like(name: str, lr, b1, b2, eps, weight_decay, decoupled: bool, schedu
             v = v * b2 + (1 - b2) * g * g
             denom = torch.sqrt(v) / bc2_sqrt + hp["eps"]
             return p - step_size * (m / denom), m, v
+
+        flat = _foreach_lists(params, (grads, slots["mu"], slots["nu"]), hp)
+        if flat is not None:
+            # The same arithmetic as `leaf`, op for op, as foreach calls over the
+            # whole leaf list (bit-identical: tests/test_optim_foreach.py). In-place
+            # ops touch only fresh temporaries, never an input.
+            treedef, p, (g, m, v) = flat
+            if decoupled:
+                p = torch._foreach_mul(p, 1 - hp["lr"] * hp["weight_decay"])
+            else:
+                g = torch._foreach_add(g, torch._foreach_mul(p, hp["weight_decay"]))
+            m = torch._foreach_lerp(m, g, [(1 - b1).to(m[0].dtype)] * len(m))
+            gg = torch._foreach_mul(g, 1 - b2)
+            torch._foreach_mul_(gg, g)
+            v = torch._foreach_mul(v, b2)
+            torch._foreach_add_(v, gg)
+            denom = torch._foreach_sqrt(v)
+            torch._foreach_div_(denom, bc2_sqrt)
+            torch._foreach_add_(denom, hp["eps"])
+            upd = torch._foreach_div(m, denom)
+            torch._foreach_mul_(upd, step_size)
+            new_p = torch._foreach_sub(p, upd)
+            unflat = lambda xs: optree.tree_unflatten(treedef, xs)  # noqa: E731
+            return unflat(new_p), {"mu": unflat(m), "nu": unflat(v)}
 
         out = tree_map(leaf, grads, params, slots["mu"], slots["nu"])
         new_p, mu, nu = _unzip(out, params, 3)
