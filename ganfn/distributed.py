@@ -282,18 +282,18 @@ def _slice(x: Tensor, axis: int, r: int, w: int) -> Tensor:
     return x.narrow(axis, r * b, b)
 
 
-def shard_noise(noise: Noise, rank_: int | None = None, world_size_: int | None = None, *, batch_axis: int = 1) -> Noise:
-    """Rank ``rank_``'s slice of a global batch's noise (every leaf cut along
+def shard_noise(noise: Noise, rank: int | None = None, world_size: int | None = None, *, batch_axis: int = 1) -> Noise:
+    """Rank ``rank``'s slice of a global batch's noise (every leaf cut along
     ``batch_axis``: 1 for ``gan.draw_noise`` output, ``[n_critic, B, ...]``; 2 for
     stacked noise ``[S, n_critic, B, ...]``). Defaults: this process's rank/size."""
-    w = world() if rank_ is None or world_size_ is None else None
-    r = w.rank if rank_ is None else rank_
-    n = w.size if world_size_ is None else world_size_
+    w = world() if rank is None or world_size is None else None
+    r = w.rank if rank is None else rank
+    n = w.size if world_size is None else world_size
     return tree_map(lambda x: _slice(x, batch_axis, r, n), noise)
 
 
 def draw_noise_shard(gan: GAN, rng: torch.Generator | Sequence[torch.Generator], batch_size: int, *,
-                     rank_: int | None = None, world_size_: int | None = None,
+                     rank: int | None = None, world_size: int | None = None,
                      dtype: torch.dtype = torch.float32, device: torch.device | str | None = None) -> Noise:
     """This rank's noise for a step with ``batch_size`` samples per rank.
 
@@ -306,8 +306,8 @@ def draw_noise_shard(gan: GAN, rng: torch.Generator | Sequence[torch.Generator],
     ``ganfn.ensemble.rngs``): the result is then stacked, leaves ``[S, ...]``.
     """
     w = world()
-    r = w.rank if rank_ is None else rank_
-    n = w.size if world_size_ is None else world_size_
+    r = w.rank if rank is None else rank
+    n = w.size if world_size is None else world_size
     if isinstance(rng, torch.Generator):
         full = gan.draw_noise(rng, batch_size * n, dtype=dtype, device=device)
         return shard_noise(full, r, n, batch_axis=1)
@@ -324,7 +324,7 @@ def _arange(n: int) -> Tensor:
 
 
 def next_shard(data: Tensor | Sampler, position: Position, batch_size: int, *, leading: int | None = None,
-               rank_: int | None = None, world_size_: int | None = None) -> tuple[Tensor, Position]:
+               rank: int | None = None, world_size: int | None = None) -> tuple[Tensor, Position]:
     """This rank's ``batch_size`` samples of the next global batch, and the new
     position (identical on every rank).
 
@@ -340,8 +340,8 @@ def next_shard(data: Tensor | Sampler, position: Position, batch_size: int, *, l
     ``[k, batch_size, ...]`` (one batch per critic update), sliced on axis 1.
     """
     w = world()
-    r = w.rank if rank_ is None else rank_
-    n = w.size if world_size_ is None else world_size_
+    r = w.rank if rank is None else rank
+    n = w.size if world_size is None else world_size
     if position.get("world_size", 1) != 1:
         raise ValueError("next_shard takes a single-process position (loader_init(n, seed) without rank/world_size); "
                          "it computes the rank's slice itself")

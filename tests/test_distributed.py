@@ -288,14 +288,14 @@ def test_step_equals_train_step_in_one_process(name, seed):
 def test_noise_shards_concatenate_to_the_global_draw(world, b, seed, n_critic):
     gan = ganfn.GAN(_mlp(3, 2), _mlp(2, 1), latent_dim=3, penalty="gp", n_critic=n_critic)
     full = gan.draw_noise(torch.Generator().manual_seed(seed), world * b)
-    parts = [gd.draw_noise_shard(gan, torch.Generator().manual_seed(seed), b, rank_=r, world_size_=world)
+    parts = [gd.draw_noise_shard(gan, torch.Generator().manual_seed(seed), b, rank=r, world_size=world)
              for r in range(world)]
     glued = optree.tree_map(lambda *xs: torch.cat(xs, dim=1), *parts)
     _assert_close(glued, full, "noise", atol=0)
     # Stacked: a list of generators, batch axis 2.
     rngs = [torch.Generator().manual_seed(seed + i) for i in range(2)]
     st_parts = [gd.draw_noise_shard(gan, [torch.Generator().manual_seed(seed + i) for i in range(2)], b,
-                                    rank_=r, world_size_=world) for r in range(world)]
+                                    rank=r, world_size=world) for r in range(world)]
     glued = optree.tree_map(lambda *xs: torch.cat(xs, dim=2), *st_parts)
     for i, g in enumerate(rngs):
         _assert_close(optree.tree_map(lambda x: x[i], glued), gan.draw_noise(g, world * b), f"member {i}", atol=0)
@@ -311,7 +311,7 @@ def test_shards_are_disjoint_slices_of_the_global_batch(world, b, n, seed, leadi
     seen_per_epoch: list[list[int]] = []
     for _ in range(4):
         ref, ref_pos = gdata.next_batch(x, ref_pos, world * b, leading=leading)
-        outs = [gd.next_shard(x, pos[r], b, leading=leading, rank_=r, world_size_=world) for r in range(world)]
+        outs = [gd.next_shard(x, pos[r], b, leading=leading, rank=r, world_size=world) for r in range(world)]
         assert all(p == ref_pos for _, p in outs)  # every rank holds the same position
         pos = [p for _, p in outs]
         glued = torch.cat([o for o, _ in outs], dim=0 if leading is None else 1)
@@ -324,7 +324,7 @@ def test_shards_are_disjoint_slices_of_the_global_batch(world, b, n, seed, leadi
 
 def test_next_shard_rejects_a_sharded_position():
     with pytest.raises(ValueError, match="single-process position"):
-        gd.next_shard(torch.zeros(8, 2), gdata.loader_init(8, 0, rank=1, world_size=2), 2, rank_=1, world_size_=2)
+        gd.next_shard(torch.zeros(8, 2), gdata.loader_init(8, 0, rank=1, world_size=2), 2, rank=1, world_size=2)
 
 
 def test_noise_shard_rejects_uneven_split():
