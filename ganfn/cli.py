@@ -48,7 +48,8 @@ HELP: dict[str, str] = {
     "lr_decay": "exponential learning-rate decay factor, applied every --lr-decay-every updates",
     "lr_decay_every": "updates between two learning-rate decays",
     "grad_clip": "clip each network's gradient to this global norm",
-    "ema_decay": "keep an exponential moving average of G's weights with this decay (samples use it)",
+    "ema_decay": "keep an exponential moving average of G's weights with this decay; samples and figures use it "
+                 "(default 0.999; 0 turns it off; the presets follow their references and keep none)",
     "n_critic": "D updates per train step (each on its own batch)",
     "n_gen": "G updates per train step",
     "d_skip_accuracy": "skip a D update while D's accuracy on the batch is above this (reference 002 uses 0.8)",

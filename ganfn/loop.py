@@ -482,7 +482,7 @@ def _write_outputs(run_path: Path, gan: GAN, state: TrainState, stacked: bool, f
     samples = sample_members(gan, state, fixed_z, stacked)
     ref = evaluator.reference if evaluator else None
     pics = [_picture(s, ref) for s in samples]
-    scale = max(1, 256 // max(pics[0].shape[-1], 1)) if samples[0].dim() == 4 else 1
+    scale = max(1, 480 // max(pics[0].shape[-1], 1)) if samples[0].dim() == 4 else 1
     if len(pics) == 1:
         tb.save_png(pics[0], run_path / "samples.png", scale=scale)
     else:

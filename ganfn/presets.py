@@ -41,7 +41,7 @@ from .loop import Evaluator
 
 __all__ = ["Config", "PRESETS", "DEFAULT_STEPS", "build", "build_gan", "load_data", "make_evaluator", "from_preset", "load_toml", "merge"]
 
-DEFAULT_STEPS = 3000
+DEFAULT_STEPS = 5000
 
 
 @dataclass
@@ -74,7 +74,7 @@ class Config:
     lr_decay: float | None = None
     lr_decay_every: int = 1
     grad_clip: float | None = None
-    ema_decay: float | None = None
+    ema_decay: float | None = 0.999
     # balancing
     n_critic: int = 1
     n_gen: int = 1
@@ -113,26 +113,26 @@ FIELDS = {f.name: f for f in dataclasses.fields(Config)}
 
 PRESETS: dict[str, dict[str, Any]] = {
     "lightning-bce": dict(
-        data="digits", model="dcgan", loss="non_saturating", optimizer="adamw", lr_g=2e-4, lr_d=2e-4,
+        ema_decay=None, data="digits", model="dcgan", loss="non_saturating", optimizer="adamw", lr_g=2e-4, lr_d=2e-4,
         beta1=0.5, beta2=0.999, weight_decay=1e-2, lr_decay=0.99, lr_decay_every=100, grad_clip=10.0,
     ),
     "mlp-mnist": dict(
-        data="mnist", model="mlp", latent_dim=100, loss="non_saturating", optimizer="adam", lr_g=2e-4, lr_d=2e-4,
+        ema_decay=None, data="mnist", model="mlp", latent_dim=100, loss="non_saturating", optimizer="adam", lr_g=2e-4, lr_d=2e-4,
         beta1=0.5, beta2=0.999, real_label=0.9, batch_size=64,
     ),
     "wgan-gp": dict(
-        data="digits", model="dcgan", d_norm="none", loss="wasserstein", penalty="gp", penalty_weight=10.0,
+        ema_decay=None, data="digits", model="dcgan", d_norm="none", loss="wasserstein", penalty="gp", penalty_weight=10.0,
         n_critic=5, optimizer="adam", lr_g=1e-4, lr_d=1e-4, beta1=0.0, beta2=0.9,
     ),
     "wgan-clip": dict(
-        data="digits", model="dcgan", d_norm="none", loss="wasserstein", penalty="weight_clip", penalty_weight=0.01,
+        ema_decay=None, data="digits", model="dcgan", d_norm="none", loss="wasserstein", penalty="weight_clip", penalty_weight=0.01,
         n_critic=5, optimizer="rmsprop", lr_g=5e-5, lr_d=5e-5,
     ),
     "lsgan": dict(
-        data="digits", model="dcgan", loss="least_squares", optimizer="adam", lr_g=2e-4, lr_d=2e-4, beta1=0.5, beta2=0.999,
+        ema_decay=None, data="digits", model="dcgan", loss="least_squares", optimizer="adam", lr_g=2e-4, lr_d=2e-4, beta1=0.5, beta2=0.999,
     ),
     "dcgan-dogs": dict(
-        data="data/dogs", image_size=64, model="dcgan", width=64, latent_dim=100, g_norm="batch", d_norm="batch",
+        ema_decay=None, data="data/dogs", image_size=64, model="dcgan", width=64, latent_dim=100, g_norm="batch", d_norm="batch",
         loss="non_saturating", real_label=0.5, optimizer="adam", lr_g=2e-4, lr_d=1e-4, beta1=0.5, beta2=0.999,
         batch_size=64, steps=20000,
     ),
@@ -229,7 +229,7 @@ def build_gan(cfg: Config, sample_shape: tuple[int, ...]) -> GAN:
         penalty = penalties.get(cfg.penalty, cfg.penalty_weight)
     return GAN(
         G, D, latent_dim=latent, loss=cfg.loss, g_optimizer=opt(cfg.lr_g), d_optimizer=opt(cfg.lr_d),
-        penalty=penalty, n_critic=cfg.n_critic, n_gen=cfg.n_gen, ema_decay=cfg.ema_decay,
+        penalty=penalty, n_critic=cfg.n_critic, n_gen=cfg.n_gen, ema_decay=cfg.ema_decay or None,  # 0: no EMA
         spectral_norm=cfg.spectral_norm or cfg.model == "sngan", real_label=cfg.real_label, fake_label=cfg.fake_label,
         instance_noise=cfg.instance_noise, replay_size=cfg.replay_size, replay_fraction=cfg.replay_fraction,
         d_skip_accuracy=cfg.d_skip_accuracy, g_skip_accuracy=cfg.g_skip_accuracy,
