@@ -129,3 +129,14 @@ def test_bad_options_give_clear_errors(tmp_path, capsys):
     assert "the following arguments are required: --grid" in _error(["sweep"], capsys)
     assert "unknown hyperparameter" in _error(["sweep", "--grid", "lr_x=1,2", "--data", "ring8", "--model", "mlp",
                                                "--run-dir", str(tmp_path / "s"), *TINY], capsys)
+
+
+@pytest.mark.slow
+def test_default_digits_run_beats_a_quarter_of_the_untrained_fd(tmp_path, capsys):
+    # The default settings, shortened to 1000 of their 5000 steps (about 40 s):
+    # FD-LeNet(digits) must already be below a quarter of the untrained generator's.
+    _run(["train", "--steps", "1000", "--eval-every", "1000", "--run-dir", str(tmp_path), "--no-progress"], capsys)
+    m = json.loads((tmp_path / "metrics.json").read_text())
+    fd0 = m["initial"]["figures"][0]["FD-LeNet(digits)"]
+    fd = m["final"]["figures"][0]["FD-LeNet(digits)"]
+    assert fd < fd0 / 4, (fd, fd0)
