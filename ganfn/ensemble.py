@@ -118,24 +118,56 @@ def draw_noise_many(gan: GAN, rngs: Sequence[torch.Generator], batch_size: int, 
     return stack([gan.draw_noise(r, batch_size, dtype=dtype, device=device) for r in rngs])
 
 
+def _finite(metrics: dict[str, Tensor]) -> Tensor:
+    return torch.stack([torch.isfinite(metrics[k]) for k in _WATCHED]).all()
+
+
 def _isolated(gan: GAN) -> Callable:
-    """``gan.train_step`` for one member, with non-finite members frozen."""
+    """``gan.train_step`` for one member, with non-finite members frozen in-graph."""
 
     def step(state: TrainState, real: Tensor, noise: Noise):
         new, metrics = gan.train_step(state, real, noise)
-        finite = torch.stack([torch.isfinite(metrics[k]) for k in _WATCHED]).all()
+        finite = _finite(metrics)
         healthy_before = state.diverged_at < 0
         ok = finite & healthy_before
         # Leaf-wise select: the frozen member keeps every tensor of its state
         # (step count included); no data-dependent control flow, so this stays
-        # valid under vmap and torch.compile and never syncs with the host.
-        out = optree.tree_map(lambda a, b: torch.where(ok, a, b), new, state, none_is_leaf=False)
+        # valid under vmap and torch.compile and never syncs with the host
+        # (inductor fuses the select into the optimizer's update kernels).
+        out = optree.tree_map(lambda a, b: a if a is b else torch.where(ok, a, b), new, state, none_is_leaf=False)
         diverged_at = torch.where(healthy_before & ~finite, state.step, state.diverged_at)
         out = out._replace(diverged_at=diverged_at)
         metrics = {**metrics, "diverged": diverged_at >= 0}
         return out, metrics
 
     return step
+
+
+def _flagged(gan: GAN) -> Callable:
+    """``gan.train_step`` for one member, returning its finiteness flag for the
+    caller to freeze it outside vmap (see ``_lazy_freeze``)."""
+
+    def step(state: TrainState, real: Tensor, noise: Noise):
+        new, metrics = gan.train_step(state, real, noise)
+        return new, metrics, _finite(metrics)
+
+    return step
+
+
+def _lazy_freeze(state: TrainState, new: TrainState, metrics: dict, finite: Tensor) -> tuple[TrainState, dict]:
+    """The same result as ``_isolated``, computed on stacked tensors: the
+    leaf-wise select (a full copy of the state) runs only when some member is
+    not healthy. Reading that flag is a host synchronisation, which costs
+    nothing on CPU, where every op has already finished."""
+    healthy_before = state.diverged_at < 0
+    ok = finite & healthy_before
+    if not bool(ok.all()):
+        def sel(a: Tensor, b: Tensor) -> Tensor:
+            return a if a is b else torch.where(ok.reshape(-1, *([1] * (a.dim() - 1))), a, b)
+
+        new = optree.tree_map(sel, new, state, none_is_leaf=False)
+    diverged_at = torch.where(healthy_before & ~finite, state.step, state.diverged_at)
+    return new._replace(diverged_at=diverged_at), {**metrics, "diverged": diverged_at >= 0}
 
 
 def _plain(gan: GAN) -> Callable:
@@ -191,8 +223,15 @@ def make_step(gan: GAN, *, shared_data: bool = True, compile: bool | str = False
             raise ValueError(f"noise must be stacked for {S} members (ensemble.draw_noise_many), got d-latents of shape {None if z is None else tuple(z.shape)}")
 
     if not compile or os.environ.get("GANFN_NO_COMPILE", "") not in ("", "0"):
+        flagged = torch.func.vmap(_flagged(gan), in_dims=(0, None if shared_data else 0, 0)) if isolate else None
+
         def eager_step(state, real, noise):
             check(state, real, noise)
+            if flagged is not None and state.step.device.type == "cpu":
+                # Eager on CPU: freeze outside vmap, only when needed (saves a
+                # copy of the whole state per step; same numbers).
+                new, metrics, finite = flagged(state, real, noise)
+                return _lazy_freeze(state, new, metrics, finite)
             return vmapped(state, real, noise)
 
         return eager_step
