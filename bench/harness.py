@@ -55,6 +55,10 @@ def main(argv=None) -> None:
     from bench.jax_workloads import configure_threads
 
     configure_threads(args.threads)  # before anything imports jax
+    if args.threads == 1 and hasattr(os, "sched_setaffinity"):
+        # XLA's CPU runtime keeps helper threads whatever its flags say: pin the
+        # whole process to one core so every variant gets the same hardware.
+        os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})
     import torch
 
     torch.set_num_threads(args.threads)
@@ -75,7 +79,8 @@ def main(argv=None) -> None:
             print(f"# skipping {v}: {why}")
 
     print(f"# torch {torch.__version__}, device {_device_name(device)}, dtype {args.dtype}, "
-          f"torch.get_num_threads()={torch.get_num_threads()}, python {platform.python_version()}")
+          f"torch.get_num_threads()={torch.get_num_threads()}, "
+          f"cores pinned {sorted(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity') else '?'}, python {platform.python_version()}")
     _versions(variants)
     print(f"# command: python bench/harness.py {' '.join(sys.argv[1:] if argv is None else argv)}")
     peak = _matmul_peak(device, dtype) if args.flops else None
