@@ -155,6 +155,21 @@ def _make(name: str, hypers: dict[str, Hyper], slots: tuple[str, ...], step: Cal
     return Optimizer(init, update, lr, name)
 
 
+def _no_0d(leaf: Callable) -> Callable:
+    """``leaf`` applied to 0-d tensors as 1-element tensors.
+
+    With 0-d leaves every operand would be 0-d, and then the 0-d float64
+    hyperparameters would promote the result to float64.
+    """
+
+    def wrapped(*xs: Tensor):
+        if xs[0].dim() != 0:
+            return leaf(*xs)
+        return tuple(o.reshape(()) for o in leaf(*(x.reshape(1) for x in xs)))
+
+    return wrapped
+
+
 def _unzip(tree_of_tuples: PyTree, like: PyTree, n: int) -> list[PyTree]:
     import optree
 
@@ -224,7 +239,7 @@ def sgd(lr: Hyper, momentum: Hyper = 0.0, *, nesterov: bool = False, dampening: 
             return p - hp["lr"] * g, buf
 
         bufs = slots.get("momentum_buffer", tree_map(lambda p: p, params))
-        out = tree_map(leaf, grads, params, bufs)
+        out = tree_map(_no_0d(leaf), grads, params, bufs)
         new_p, new_b = _unzip(out, params, 2)
         return new_p, ({"momentum_buffer": new_b} if use_momentum else {})
 
@@ -279,7 +294,7 @@ def _adam_like(name: str, lr, b1, b2, eps, weight_decay, decoupled: bool, schedu
             unflat = lambda xs: optree.tree_unflatten(treedef, xs)  # noqa: E731
             return unflat(new_p), {"mu": unflat(m), "nu": unflat(v)}
 
-        out = tree_map(leaf, grads, params, slots["mu"], slots["nu"])
+        out = tree_map(_no_0d(leaf), grads, params, slots["mu"], slots["nu"])
         new_p, mu, nu = _unzip(out, params, 3)
         return new_p, {"mu": mu, "nu": nu}
 
@@ -327,7 +342,7 @@ def rmsprop(lr: Hyper = 5e-5, alpha: Hyper = 0.99, eps: Hyper = 1e-8, weight_dec
 
         ga = st.get("grad_avg", params)
         buf = st.get("momentum_buffer", params)
-        out = tree_map(leaf, grads, params, st["square_avg"], ga, buf)
+        out = tree_map(_no_0d(leaf), grads, params, st["square_avg"], ga, buf)
         new_p, sq, ga2, buf2 = _unzip(out, params, 4)
         new = {"square_avg": sq}
         if centered:

@@ -167,3 +167,26 @@ def test_other_invalid_settings_raise():
     with pytest.raises(ValueError, match="unknown optimizer"):
         optim.get("adamax")
     assert math.isclose(float(optim.adam(3e-4).lr(optim.adam(3e-4).init(init_params(0)))), 3e-4)
+
+
+@pytest.mark.parametrize("make,ref", [
+    (lambda: optim.adam(1e-2, (0.9, 0.99)), lambda p: torch.optim.Adam(p, 1e-2, (0.9, 0.99))),
+    (lambda: optim.sgd(1e-2, 0.9), lambda p: torch.optim.SGD(p, 1e-2, 0.9)),
+    (lambda: optim.rmsprop(1e-2, momentum=0.5, centered=True), lambda p: torch.optim.RMSprop(p, 1e-2, momentum=0.5, centered=True)),
+])
+def test_zero_dim_float32_parameters_keep_their_dtype(make, ref):
+    # 0-d leaves (a learned temperature, a scalar gain) must not be promoted to
+    # float64 by the 0-d float64 hyperparameters.
+    opt = make()
+    params = {"s": torch.tensor(0.7), "w": torch.tensor([0.3, -0.2])}
+    state = opt.init(params)
+    tp = [v.clone().requires_grad_() for v in params.values()]
+    to = ref(tp)
+    for i in range(3):
+        g = {"s": torch.tensor(0.1 * (i + 1)), "w": torch.tensor([0.2, -0.1 * i])}
+        params, state = opt.update(g, state, params)
+        for t, k in zip(tp, g):
+            t.grad = g[k].clone()
+        to.step()
+    assert params["s"].dtype == torch.float32 and params["s"].dim() == 0
+    torch.testing.assert_close(params["s"], tp[0].detach(), rtol=1e-6, atol=1e-7)
