@@ -16,7 +16,7 @@ from ganfn import data, models, optim, presets
 from ganfn.loop import fit
 
 parser = argparse.ArgumentParser()
-parser.add_argument("--steps", type=int, default=4000)
+parser.add_argument("--steps", type=int, default=10000)
 parser.add_argument("--run-dir", default="runs/digits-example")
 args = parser.parse_args()
 

@@ -41,7 +41,7 @@ from .loop import Evaluator
 
 __all__ = ["Config", "PRESETS", "DEFAULT_STEPS", "build", "build_gan", "load_data", "make_evaluator", "from_preset", "load_toml", "merge"]
 
-DEFAULT_STEPS = 5000
+DEFAULT_STEPS = 10000
 
 
 @dataclass

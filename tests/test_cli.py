@@ -133,7 +133,7 @@ def test_bad_options_give_clear_errors(tmp_path, capsys):
 
 @pytest.mark.slow
 def test_default_digits_run_beats_a_quarter_of_the_untrained_fd(tmp_path, capsys):
-    # The default settings, shortened to 1000 of their 5000 steps (about 40 s):
+    # The default settings, shortened to 1000 of their 10000 steps (10-40 s):
     # FD-LeNet(digits) must already be below a quarter of the untrained generator's.
     _run(["train", "--steps", "1000", "--eval-every", "1000", "--run-dir", str(tmp_path), "--no-progress"], capsys)
     m = json.loads((tmp_path / "metrics.json").read_text())
