@@ -49,6 +49,10 @@ def global_norm(tree: PyTree) -> Tensor:
     ls = leaves(tree)
     if not ls:
         return torch.zeros(())
+    if not (torch.compiler.is_compiling() or torch._C._functorch.peek_interpreter_stack() is not None
+            or any(torch._C._functorch.is_functorch_wrapped_tensor(x) for x in ls)) and all(x.dtype == ls[0].dtype for x in ls):
+        # Eager: one fused kernel per dtype instead of a square and a sum per leaf.
+        return torch.linalg.vector_norm(torch.stack(torch._foreach_norm(ls)).to(torch.promote_types(ls[0].dtype, torch.float32)))
     sq = [torch.sum(torch.square(x.to(torch.promote_types(x.dtype, torch.float32)))) for x in ls]
     return torch.sqrt(torch.stack(sq).sum())
 
