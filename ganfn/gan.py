@@ -92,6 +92,8 @@ def _value_and_grad(fn: Callable, params: Params, *args: Any) -> tuple[Tensor, P
 
 
 def _mean(xs: Sequence[dict]) -> dict:
+    if len(xs) == 1:
+        return dict(xs[0])
     return {k: torch.stack([x[k] for x in xs]).mean(0) for k in xs[0]}
 
 
@@ -282,6 +284,11 @@ class GAN:
                 name = _HP_ALIASES[key[:-2]]
                 if name not in opt["hp"]:
                     raise ValueError(f"hyperparameter {key!r}: the {'G' if key.endswith('_g') else 'D'} optimizer has no {name!r} (it has {sorted(opt['hp'])})")
+                fixed_by = self.g_optimizer if key.endswith("_g") else self.d_optimizer
+                if name in fixed_by.fixed and float(t) != float(opt["hp"][name]):
+                    raise ValueError(
+                        f"hyperparameter {key!r}: the optimizer was built with {name}=0.0, which removes its "
+                        f"arithmetic; build it with a tensor (e.g. {name}=torch.tensor(0.0)) to sweep {name}")
                 if name == "lr" and float(t) < 0:
                     raise ValueError(f"hyperparameter {key}={float(t)} must be >= 0")
                 opt["hp"][name] = t

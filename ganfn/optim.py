@@ -52,6 +52,10 @@ class Optimizer(NamedTuple):
     update: Callable[[PyTree, dict, PyTree], tuple[PyTree, dict]]
     lr: Callable[[dict], Tensor]
     name: str = "optimizer"
+    fixed: frozenset = frozenset()
+    """Hyperparameters whose zero value was fixed at construction (a Python 0.0
+    removes their arithmetic); changing them in the state has no effect, so
+    ``GAN.init`` refuses to. Pass a tensor to make one sweepable."""
 
 
 # -- schedules ---------------------------------------------------------------------
@@ -115,6 +119,10 @@ def _check_range(name: str, value: Hyper, low: float, high: float = math.inf, *,
             raise ValueError(f"hyperparameter {name}={v} is outside its valid range {lo}{low}, {high}{hi}")
 
 
+def _is_zero(x: Hyper) -> bool:
+    return not isinstance(x, Tensor) and x == 0
+
+
 def _hp(value: Hyper, like: Tensor | None) -> Tensor:
     device = like.device if like is not None else None
     if isinstance(value, Tensor):
@@ -129,7 +137,8 @@ def _first_leaf(params: PyTree) -> Tensor | None:
     return ls[0] if ls else None
 
 
-def _make(name: str, hypers: dict[str, Hyper], slots: tuple[str, ...], step: Callable, schedule: Schedule | None) -> Optimizer:
+def _make(name: str, hypers: dict[str, Hyper], slots: tuple[str, ...], step: Callable, schedule: Schedule | None,
+          fixed: frozenset = frozenset()) -> Optimizer:
     schedule = schedule or constant()
 
     def init(params: PyTree) -> dict:
@@ -152,7 +161,7 @@ def _make(name: str, hypers: dict[str, Hyper], slots: tuple[str, ...], step: Cal
         new_state = {"count": state["count"] + 1, "hp": state["hp"], **new_slots}
         return new_params, new_state
 
-    return Optimizer(init, update, lr, name)
+    return Optimizer(init, update, lr, name, fixed)
 
 
 def _no_0d(leaf: Callable) -> Callable:
@@ -244,7 +253,8 @@ def sgd(lr: Hyper, momentum: Hyper = 0.0, *, nesterov: bool = False, dampening: 
         return new_p, ({"momentum_buffer": new_b} if use_momentum else {})
 
     hypers = {"lr": lr, "momentum": momentum, "dampening": dampening, "weight_decay": weight_decay}
-    return _make("sgd", hypers, ("momentum_buffer",) if use_momentum else (), step, schedule)
+    fixed = frozenset(k for k in ("momentum",) if _is_zero(hypers[k]))
+    return _make("sgd", hypers, ("momentum_buffer",) if use_momentum else (), step, schedule, fixed)
 
 
 def _adam_like(name: str, lr, b1, b2, eps, weight_decay, decoupled: bool, schedule) -> Optimizer:
@@ -253,6 +263,7 @@ def _adam_like(name: str, lr, b1, b2, eps, weight_decay, decoupled: bool, schedu
     _check_range("beta2", b2, 0.0, 1.0, high_open=True)
     _check_range("eps", eps, 0.0)
     _check_range("weight_decay", weight_decay, 0.0)
+    use_wd = not _is_zero(weight_decay)
 
     def step(grads, params, slots, hp, count):
         t = (count + 1).to(torch.float64)
@@ -261,9 +272,9 @@ def _adam_like(name: str, lr, b1, b2, eps, weight_decay, decoupled: bool, schedu
         bc2_sqrt = torch.sqrt(1 - b2**t)
 
         def leaf(g, p, m, v):
-            if decoupled:
+            if use_wd and decoupled:
                 p = p * (1 - hp["lr"] * hp["weight_decay"])
-            else:
+            elif use_wd:
                 g = g + hp["weight_decay"] * p
             m = torch.lerp(m, g, (1 - b1).to(m.dtype))
             v = v * b2 + (1 - b2) * g * g
@@ -276,9 +287,9 @@ def _adam_like(name: str, lr, b1, b2, eps, weight_decay, decoupled: bool, schedu
             # whole leaf list (bit-identical: tests/test_optim_foreach.py). In-place
             # ops touch only fresh temporaries, never an input.
             treedef, p, (g, m, v) = flat
-            if decoupled:
+            if use_wd and decoupled:
                 p = torch._foreach_mul(p, 1 - hp["lr"] * hp["weight_decay"])
-            else:
+            elif use_wd:
                 g = torch._foreach_add(g, torch._foreach_mul(p, hp["weight_decay"]))
             m = torch._foreach_lerp(m, g, [(1 - b1).to(m[0].dtype)] * len(m))
             gg = torch._foreach_mul(g, 1 - b2)
@@ -299,7 +310,7 @@ def _adam_like(name: str, lr, b1, b2, eps, weight_decay, decoupled: bool, schedu
         return new_p, {"mu": mu, "nu": nu}
 
     hypers = {"lr": lr, "b1": b1, "b2": b2, "eps": eps, "weight_decay": weight_decay}
-    return _make(name, hypers, ("mu", "nu"), step, schedule)
+    return _make(name, hypers, ("mu", "nu"), step, schedule, frozenset() if use_wd else frozenset({"weight_decay"}))
 
 
 def adam(lr: Hyper = 2e-4, betas: tuple[Hyper, Hyper] = (0.5, 0.999), eps: Hyper = 1e-8, weight_decay: Hyper = 0.0, *, schedule: Schedule | None = None) -> Optimizer:
@@ -352,7 +363,7 @@ def rmsprop(lr: Hyper = 5e-5, alpha: Hyper = 0.99, eps: Hyper = 1e-8, weight_dec
         return new_p, new
 
     hypers = {"lr": lr, "alpha": alpha, "eps": eps, "weight_decay": weight_decay, "momentum": momentum}
-    return _make("rmsprop", hypers, slots, step, schedule)
+    return _make("rmsprop", hypers, slots, step, schedule, frozenset(k for k in ("momentum",) if _is_zero(momentum)))
 
 
 def clip_by_global_norm(opt: Optimizer, max_norm: Hyper) -> Optimizer:
@@ -374,7 +385,7 @@ def clip_by_global_norm(opt: Optimizer, max_norm: Hyper) -> Optimizer:
         new_params, new_state = opt.update(grads, inner, params)
         return new_params, {**new_state, "hp": state["hp"]}
 
-    return Optimizer(init, update, opt.lr, f"clip({opt.name})")
+    return Optimizer(init, update, opt.lr, f"clip({opt.name})", opt.fixed)
 
 
 _BUILDERS = {"sgd": sgd, "adam": adam, "adamw": adamw, "rmsprop": rmsprop}

@@ -395,3 +395,23 @@ def test_mlp_gan_covers_ring8_modes():
     samples = gan.sample(state, gan.draw_latents(torch.Generator().manual_seed(3), 2000))
     cov = mode_coverage(samples, ring8_centers(), RING8_STD)
     assert int(cov.modes) >= 7, f"covered {int(cov.modes)} of 8 modes; counts {cov.counts.tolist()}"
+
+
+@pytest.mark.parametrize("opt,key", [(optim.sgd(0.1), "momentum_d"), (optim.adam(1e-3), "weight_decay_d"),
+                                     (optim.rmsprop(1e-3), "momentum_d")])
+def test_hyperparameter_fixed_at_zero_cannot_be_overridden_silently(opt, key):
+    # A Python 0.0 removes that arithmetic from the update: overriding it in the
+    # state would be silently ignored, so init refuses and says how to sweep it.
+    gan = make("plain", d_optimizer=opt)
+    with pytest.raises(ValueError, match="build it with a tensor"):
+        gan.init(0, **{key: 0.5})
+    gan.init(0, **{key: 0.0})  # the value it already has is fine
+
+
+def test_weight_decay_built_as_tensor_is_sweepable():
+    gan = make("plain", d_optimizer=optim.adam(1e-2, weight_decay=torch.tensor(0.0)))
+    rng = torch.Generator().manual_seed(0)
+    real, noise = real_batch(gan), gan.draw_noise(rng, B)
+    a, _ = gan.train_step(gan.init(0), real, noise)
+    b, _ = gan.train_step(gan.init(0, weight_decay_d=0.5), real, noise)
+    assert any(not torch.equal(a.d_params[k], b.d_params[k]) for k in a.d_params)
