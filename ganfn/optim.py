@@ -267,19 +267,30 @@ def _adam_like(name: str, lr, b1, b2, eps, weight_decay, decoupled: bool, schedu
 
     def step(grads, params, slots, hp, count):
         t = (count + 1).to(torch.float64)
-        b1, b2 = hp["b1"], hp["b2"]
-        step_size = hp["lr"] / (1 - b1**t)
-        bc2_sqrt = torch.sqrt(1 - b2**t)
+        # Every scalar is derived in float64, then cast to the parameters' dtype
+        # once: exactly the cast a float64 0-d operand gets inside each op, so
+        # the numbers are the same, without a cast per op and per tensor.
+        sc = {
+            "decay": 1 - hp["lr"] * hp["weight_decay"],
+            "wd": hp["weight_decay"],
+            "w1": 1 - hp["b1"],
+            "b2": hp["b2"],
+            "w2": 1 - hp["b2"],
+            "bc2_sqrt": torch.sqrt(1 - hp["b2"] ** t),
+            "eps": hp["eps"],
+            "step_size": hp["lr"] / (1 - hp["b1"] ** t),
+        }
 
         def leaf(g, p, m, v):
+            c = {k: x.to(p.dtype) for k, x in sc.items()}
             if use_wd and decoupled:
-                p = p * (1 - hp["lr"] * hp["weight_decay"])
+                p = p * c["decay"]
             elif use_wd:
-                g = g + hp["weight_decay"] * p
-            m = torch.lerp(m, g, (1 - b1).to(m.dtype))
-            v = v * b2 + (1 - b2) * g * g
-            denom = torch.sqrt(v) / bc2_sqrt + hp["eps"]
-            return p - step_size * (m / denom), m, v
+                g = g + c["wd"] * p
+            m = torch.lerp(m, g, c["w1"])
+            v = v * c["b2"] + c["w2"] * g * g
+            denom = torch.sqrt(v) / c["bc2_sqrt"] + c["eps"]
+            return p - c["step_size"] * (m / denom), m, v
 
         flat = _foreach_lists(params, (grads, slots["mu"], slots["nu"]), hp)
         if flat is not None:
@@ -287,20 +298,21 @@ def _adam_like(name: str, lr, b1, b2, eps, weight_decay, decoupled: bool, schedu
             # whole leaf list (bit-identical: tests/test_optim_foreach.py). In-place
             # ops touch only fresh temporaries, never an input.
             treedef, p, (g, m, v) = flat
+            c = {k: x.to(p[0].dtype) for k, x in sc.items()}
             if use_wd and decoupled:
-                p = torch._foreach_mul(p, 1 - hp["lr"] * hp["weight_decay"])
+                p = torch._foreach_mul(p, c["decay"])
             elif use_wd:
-                g = torch._foreach_add(g, torch._foreach_mul(p, hp["weight_decay"]))
-            m = torch._foreach_lerp(m, g, [(1 - b1).to(m[0].dtype)] * len(m))
-            gg = torch._foreach_mul(g, 1 - b2)
+                g = torch._foreach_add(g, torch._foreach_mul(p, c["wd"]))
+            m = torch._foreach_lerp(m, g, [c["w1"]] * len(m))
+            gg = torch._foreach_mul(g, c["w2"])
             torch._foreach_mul_(gg, g)
-            v = torch._foreach_mul(v, b2)
+            v = torch._foreach_mul(v, c["b2"])
             torch._foreach_add_(v, gg)
             denom = torch._foreach_sqrt(v)
-            torch._foreach_div_(denom, bc2_sqrt)
-            torch._foreach_add_(denom, hp["eps"])
+            torch._foreach_div_(denom, c["bc2_sqrt"])
+            torch._foreach_add_(denom, c["eps"])
             upd = torch._foreach_div(m, denom)
-            torch._foreach_mul_(upd, step_size)
+            torch._foreach_mul_(upd, c["step_size"])
             new_p = torch._foreach_sub(p, upd)
             unflat = lambda xs: optree.tree_unflatten(treedef, xs)  # noqa: E731
             return unflat(new_p), {"mu": unflat(m), "nu": unflat(v)}
