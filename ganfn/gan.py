@@ -91,6 +91,13 @@ def _value_and_grad(fn: Callable, params: Params, *args: Any) -> tuple[Tensor, P
     return loss.detach(), grads, tree_map(lambda t: t.detach(), aux)
 
 
+def _scores(out: Tensor) -> Tensor:
+    """One detached score per sample: D's output, averaged over any non-batch
+    elements (patch discriminators); [B] and [B, 1] outputs need no reduction."""
+    out = out.detach()
+    return out if out.dim() == 1 or out[0].numel() == 1 else out.reshape(out.shape[0], -1).mean(1)
+
+
 def _mean(xs: Sequence[dict]) -> dict:
     if len(xs) == 1:
         return dict(xs[0])
@@ -399,8 +406,8 @@ class GAN:
             "d_loss_real": lr_.detach(),
             "d_loss_fake": lf_.detach(),
             "penalty": pen.detach(),
-            "d_acc_real": (out_r.detach().reshape(out_r.shape[0], -1).mean(1) > thr).to(lr_.dtype).mean(),
-            "d_acc_fake": (out_f.detach().reshape(out_f.shape[0], -1).mean(1) < thr).to(lr_.dtype).mean(),
+            "d_acc_real": (_scores(out_r) > thr).to(lr_.dtype).mean(),
+            "d_acc_fake": (_scores(out_f) < thr).to(lr_.dtype).mean(),
         }
         return lr_ + lf_ + pen, aux
 

@@ -139,7 +139,6 @@ def _first_leaf(params: PyTree) -> Tensor | None:
 
 def _make(name: str, hypers: dict[str, Hyper], slots: tuple[str, ...], step: Callable, schedule: Schedule | None,
           fixed: frozenset = frozenset()) -> Optimizer:
-    schedule = schedule or constant()
 
     def init(params: PyTree) -> dict:
         like = _first_leaf(params)
@@ -152,7 +151,8 @@ def _make(name: str, hypers: dict[str, Hyper], slots: tuple[str, ...], step: Cal
         return state
 
     def lr(state: dict) -> Tensor:
-        return state["hp"]["lr"] * schedule(state["count"])
+        # No schedule: the base rate itself (a constant() schedule gives the same numbers, with two more ops).
+        return state["hp"]["lr"] if schedule is None else state["hp"]["lr"] * schedule(state["count"])
 
     def update(grads: PyTree, state: dict, params: PyTree) -> tuple[PyTree, dict]:
         hp = dict(state["hp"])
@@ -271,8 +271,7 @@ def _adam_like(name: str, lr, b1, b2, eps, weight_decay, decoupled: bool, schedu
         # once: exactly the cast a float64 0-d operand gets inside each op, so
         # the numbers are the same, without a cast per op and per tensor.
         sc = {
-            "decay": 1 - hp["lr"] * hp["weight_decay"],
-            "wd": hp["weight_decay"],
+            **({"decay": 1 - hp["lr"] * hp["weight_decay"], "wd": hp["weight_decay"]} if use_wd else {}),
             "w1": 1 - hp["b1"],
             "b2": hp["b2"],
             "w2": 1 - hp["b2"],
