@@ -30,7 +30,6 @@ pool3, [N, 2048]; probabilities: softmax of the logits, [N, K].
 
 from __future__ import annotations
 
-import hashlib
 import os
 import types
 from pathlib import Path
@@ -39,6 +38,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ganfn.atomic import sha256_file
+
 from .extractor import Features
 
 __all__ = ["InceptionExtractor", "inception_extractor", "load_inception_state_dict", "WeightsChecksumError"]
@@ -46,14 +47,6 @@ __all__ = ["InceptionExtractor", "inception_extractor", "load_inception_state_di
 
 class WeightsChecksumError(ValueError):
     """The weights file's SHA-256 does not match the one given."""
-
-
-def _file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def load_inception_state_dict(path: str | os.PathLike, sha256: str | None = None) -> dict[str, Tensor]:
@@ -73,7 +66,7 @@ def load_inception_state_dict(path: str | os.PathLike, sha256: str | None = None
         want = sha256.lower().strip()
         if len(want) < 8 or any(c not in "0123456789abcdef" for c in want):
             raise ValueError(f"sha256 must be a hex digest or a prefix of >= 8 hex digits, got {sha256!r}")
-        got = _file_sha256(path)
+        got = sha256_file(path)
         if not got.startswith(want):
             raise WeightsChecksumError(f"{path}: SHA-256 is {got}, expected {want}; wrong or corrupted weights file")
     if path.suffix == ".safetensors":

@@ -33,13 +33,14 @@ import contextlib
 import hashlib
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Iterator
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+
+from ganfn.atomic import atomic_write, sha256_file
 
 from .extractor import Features, resize, to_gray
 
@@ -230,28 +231,6 @@ def default_cache_dir(cache_dir: str | os.PathLike | None = None) -> Path:
     return Path(env) if env else Path.home() / ".cache" / "ganfn"
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
-def _atomic_write(path: Path, write) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)  # atomic on POSIX: readers see the old or the new file, never half of one
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-
-
 def _config_hash(dataset: str, epochs: int, seed: int) -> str:
     cfg = {
         "split": "randperm0-1400",
@@ -267,9 +246,9 @@ def _config_hash(dataset: str, epochs: int, seed: int) -> str:
 def save_weights(params: dict[str, Tensor], path: Path) -> str:
     """Atomically write params and a ``.sha256`` sidecar; returns the hex digest."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    _atomic_write(path, lambda f: torch.save(params, f))
-    digest = _sha256(path)
-    _atomic_write(path.with_name(path.name + ".sha256"), lambda f: f.write(digest.encode()))
+    atomic_write(path, lambda f: torch.save(params, f))
+    digest = sha256_file(path)
+    atomic_write(path.with_name(path.name + ".sha256"), lambda f: f.write(digest.encode()))
     return digest
 
 
@@ -279,7 +258,7 @@ def load_weights(path: Path) -> dict[str, Tensor]:
     if not sidecar.exists():
         raise CacheChecksumError(f"{path}: checksum file {sidecar} is missing; delete the cache file to retrain")
     expected = sidecar.read_text().strip()
-    actual = _sha256(path)
+    actual = sha256_file(path)
     if actual != expected:
         raise CacheChecksumError(
             f"{path} is corrupted: SHA-256 {actual} does not match the recorded {expected}. "
