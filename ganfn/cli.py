@@ -66,7 +66,7 @@ HELP: dict[str, str] = {
     "device": "cpu, cuda or cuda:N",
     "threads": "CPU threads for torch (default 1: ganfn's small GAN steps are overhead-bound, and two threads on a busy "
                "2-core machine ran 20x slower in our measurements; raise it for large models on an idle machine)",
-    "precision": "fp32, bf16 (autocast) or fp16 (autocast, no loss scaling: prefer bf16)",
+    "precision": "fp32, bf16 (autocast) or fp16 (autocast with dynamic loss scaling: optim.loss_scaled)",
     "compile": "torch.compile the train step (first compile takes 10-60 s)",
     "log_every": "steps between TensorBoard scalar logs",
     "image_every": "steps between TensorBoard sample grids (fixed noise)",

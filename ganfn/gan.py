@@ -76,19 +76,47 @@ def in_transform(*tensors: Tensor) -> bool:
     return any(torch._C._functorch.is_functorch_wrapped_tensor(t) for t in tensors)
 
 
+def _scaled(fn: Callable, opt_state: dict) -> Callable:
+    """``fn`` with its loss multiplied by the optimizer state's ``loss_scale``
+    (``optim.loss_scaled``); the optimizer divides the gradients again."""
+    if "loss_scale" not in opt_state:
+        return fn
+    scale = opt_state["loss_scale"]
+
+    def scaled(params, *args):
+        loss, aux = fn(params, *args)
+        return loss * scale.to(loss.dtype), {**aux, "unscaled_loss": loss.detach()}
+
+    return scaled
+
+
 def _value_and_grad(fn: Callable, params: Params, *args: Any) -> tuple[Tensor, Params, Any]:
-    """``(loss, grads, aux)`` of ``fn(params, *args) -> (loss, aux)`` w.r.t. ``params``."""
+    """``(loss, grads, aux)`` of ``fn(params, *args) -> (loss, aux)`` w.r.t. ``params``.
+
+    With loss scaling (see :func:`_scaled`) the returned loss is the unscaled one."""
     leaf = next(iter(params.values()), None)
     if leaf is not None and in_transform(leaf):
         grads, (loss, aux) = torch.func.grad_and_value(fn, has_aux=True)(params, *args)
-        return loss, grads, aux
+        return aux.pop("unscaled_loss", loss) if isinstance(aux, dict) else loss, grads, aux
     # Fresh leaves: the caller's tensors never get requires_grad or .grad.
     leaves = {k: v.detach().requires_grad_(True) for k, v in params.items()}
     with torch.enable_grad():
         loss, aux = fn(leaves, *args)
         gs = torch.autograd.grad(loss, list(leaves.values()), allow_unused=True)
     grads = {k: (g if g is not None else torch.zeros_like(v)) for (k, v), g in zip(leaves.items(), gs)}
-    return loss.detach(), grads, tree_map(lambda t: t.detach(), aux)
+    aux = tree_map(lambda t: t.detach(), aux)
+    return aux.pop("unscaled_loss", loss.detach()) if isinstance(aux, dict) else loss.detach(), grads, aux
+
+
+def _grad_norm(net: str, grads: Params, opt_state: dict) -> dict[str, Tensor]:
+    """``{net}_grad_norm``; with loss scaling the norm of the unscaled gradients,
+    0 on an overflow step (which the optimizer skips), plus ``{net}_loss_scale``."""
+    norm = global_norm(grads)
+    if "loss_scale" not in opt_state:
+        return {f"{net}_grad_norm": norm}
+    scale = opt_state["loss_scale"]
+    norm = norm / scale.to(norm.dtype)
+    return {f"{net}_grad_norm": torch.where(torch.isfinite(norm), norm, torch.zeros_like(norm)), f"{net}_loss_scale": scale}
 
 
 def _scores(out: Tensor) -> Tensor:
@@ -455,13 +483,13 @@ class GAN:
             real_in, fake_in = real, fake
         eps = noise_d.get("eps")
         if k == 1:
-            loss, grads, aux = _value_and_grad(self._d_loss, state.d_params, state, real_in, fake_in, eps)
+            loss, grads, aux = _value_and_grad(_scaled(self._d_loss, state.d_opt), state.d_params, state, real_in, fake_in, eps)
         else:
             m = B // k
             results, st = [], state
             for j in range(k):
                 sl = slice(j * m, (j + 1) * m)
-                out = _value_and_grad(self._d_loss, state.d_params, st, real_in[sl], fake_in[sl], None if eps is None else eps[sl])
+                out = _value_and_grad(_scaled(self._d_loss, state.d_opt), state.d_params, st, real_in[sl], fake_in[sl], None if eps is None else eps[sl])
                 results.append(out)
                 st = st._replace(d_buffers=out[2]["d_buffers"])
             loss = torch.stack([r[0] for r in results]).mean()
@@ -506,11 +534,11 @@ class GAN:
         self._check_batch(state, None, z, "g")
         k = self.accumulation_steps
         if k == 1:
-            return _value_and_grad(self._g_loss, state.g_params, state, z)
+            return _value_and_grad(_scaled(self._g_loss, state.g_opt), state.g_params, state, z)
         m = z.shape[0] // k
         results, st = [], state
         for j in range(k):
-            out = _value_and_grad(self._g_loss, state.g_params, st, z[j * m:(j + 1) * m])
+            out = _value_and_grad(_scaled(self._g_loss, state.g_opt), state.g_params, st, z[j * m:(j + 1) * m])
             results.append(out)
             st = st._replace(g_buffers=out[2]["g_buffers"], d_buffers=out[2]["d_buffers"])
         loss = torch.stack([r[0] for r in results]).mean()
@@ -550,7 +578,7 @@ class GAN:
             loss, grads, aux = self.d_grads(state, r, nd)
             new = self.d_update(state, grads, aux)
             m = {"d_loss": loss, **{k: aux[k] for k in ("d_loss_real", "d_loss_fake", "penalty", "d_acc_real", "d_acc_fake")},
-                 "d_grad_norm": global_norm(grads)}
+                 **_grad_norm("d", grads, state.d_opt)}
             acc = 0.5 * (aux["d_acc_real"] + aux["d_acc_fake"])
             if self.d_skip_accuracy is not None:
                 skip = acc > self.d_skip_accuracy
@@ -564,7 +592,7 @@ class GAN:
         for j in range(self.n_gen):
             loss, grads, aux = self.g_grads(state, tree_index(noise["g"], j))
             new = self.g_update(state, grads, aux)
-            m = {"g_loss": loss, "g_grad_norm": global_norm(grads)}
+            m = {"g_loss": loss, **_grad_norm("g", grads, state.g_opt)}
             if self.g_skip_accuracy is not None:
                 acc = 0.5 * (d_metrics[-1]["d_acc_real"] + d_metrics[-1]["d_acc_fake"])
                 skip = acc < self.g_skip_accuracy

@@ -158,9 +158,10 @@ def fit(
             a checkpoint file or a run directory.
         precision: ``"fp32"``, ``"bf16"`` or ``"fp16"``: ``torch.autocast``
             around the (pure) step; parameters and optimizer state stay fp32.
-            fp16 has no loss scaling (the pure step computes its gradients
-            inside; see the README): prefer bf16, and a run whose losses
-            overflow stops as non-finite.
+            For fp16, build the GAN's optimizers with ``optim.loss_scaled``
+            (dynamic loss scaling inside the pure step; ``ganfn train
+            --precision fp16`` does this): without it small fp16 gradients
+            flush to zero.
         compile: ``torch.compile`` the step (stacked runs: the vmapped step).
         patience: stop when the evaluator's primary figure has not improved
             for this many evaluations (stacked: for no member).

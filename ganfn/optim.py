@@ -36,6 +36,7 @@ __all__ = [
     "adamw",
     "rmsprop",
     "clip_by_global_norm",
+    "loss_scaled",
     "constant",
     "exponential_decay",
     "linear_warmup",
@@ -397,6 +398,51 @@ def clip_by_global_norm(opt: Optimizer, max_norm: Hyper) -> Optimizer:
         return new_params, {**new_state, "hp": state["hp"]}
 
     return Optimizer(init, update, opt.lr, f"clip({opt.name})", opt.fixed)
+
+
+def loss_scaled(opt: Optimizer, init_scale: float = 2.0**16, *, growth_interval: int = 2000,
+                growth_factor: float = 2.0, backoff_factor: float = 0.5) -> Optimizer:
+    """Dynamic loss scaling for fp16 training, as a pure wrapper (``torch.amp.GradScaler``'s rule).
+
+    The state gains ``loss_scale`` (float32) and ``good_steps`` (int64). ``GAN``
+    multiplies the loss by ``loss_scale`` before differentiating whenever the
+    network's optimizer state has one, so small fp16 gradients do not flush to
+    zero; ``update`` divides the gradients by it again. If any gradient is
+    non-finite the update is skipped (parameters and inner state kept) and the
+    scale is multiplied by ``backoff_factor``; after ``growth_interval``
+    finite updates in a row it is multiplied by ``growth_factor``. All of it
+    is ``torch.where``: no host sync, valid under vmap and compile.
+    """
+    _check_range("init_scale", init_scale, 0.0, low_open=True)
+    _check_range("growth_factor", growth_factor, 1.0)
+    _check_range("backoff_factor", backoff_factor, 0.0, 1.0, low_open=True)
+    if growth_interval < 1:
+        raise ValueError(f"growth_interval must be >= 1, got {growth_interval}")
+
+    def init(params):
+        state = opt.init(params)
+        like = _first_leaf(params)
+        device = like.device if like is not None else None
+        return {**state, "loss_scale": torch.tensor(float(init_scale), dtype=torch.float32, device=device),
+                "good_steps": torch.zeros((), dtype=torch.int64, device=device)}
+
+    def update(grads, state, params):
+        scale = state["loss_scale"]
+        grads = tree_map(lambda g: g / scale.to(g.dtype), grads)
+        finite = torch.stack([torch.isfinite(g).all() for g in optree.tree_leaves(grads)]).all()
+        inner = {k: v for k, v in state.items() if k not in ("loss_scale", "good_steps")}
+        # Non-finite gradients would poison the inner state: zero them, then keep the old values.
+        safe = tree_map(lambda g: torch.where(finite, g, torch.zeros_like(g)), grads)
+        new_params, new_inner = opt.update(safe, inner, params)
+        new_params = tree_map(lambda n, o: torch.where(finite, n, o), new_params, params)
+        new_inner = tree_map(lambda n, o: torch.where(finite, n, o), new_inner, inner)
+        good = torch.where(finite, state["good_steps"] + 1, torch.zeros_like(state["good_steps"]))
+        grow = good >= growth_interval
+        new_scale = torch.where(finite, torch.where(grow, scale * growth_factor, scale), scale * backoff_factor)
+        good = torch.where(grow, torch.zeros_like(good), good)
+        return new_params, {**new_inner, "loss_scale": new_scale, "good_steps": good}
+
+    return Optimizer(init, update, opt.lr, f"loss_scaled({opt.name})", opt.fixed)
 
 
 _BUILDERS = {"sgd": sgd, "adam": adam, "adamw": adamw, "rmsprop": rmsprop}

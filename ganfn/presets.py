@@ -220,7 +220,9 @@ def build_gan(cfg: Config, sample_shape: tuple[int, ...]) -> GAN:
             o = optim.sgd(lr, momentum=cfg.beta1, weight_decay=cfg.weight_decay, schedule=schedule)
         else:
             raise ValueError(f"unknown optimizer {name!r}: choose adam, adamw, rmsprop or sgd")
-        return optim.clip_by_global_norm(o, cfg.grad_clip) if cfg.grad_clip else o
+        o = optim.clip_by_global_norm(o, cfg.grad_clip) if cfg.grad_clip else o
+        # fp16 autocast needs loss scaling, which lives in the (pure) optimizer state.
+        return optim.loss_scaled(o) if cfg.precision == "fp16" else o
 
     penalty = None
     if cfg.penalty not in (None, "", "none"):

@@ -140,3 +140,12 @@ def test_default_digits_run_beats_a_quarter_of_the_untrained_fd(tmp_path, capsys
     fd0 = m["initial"]["figures"][0]["FD-LeNet(digits)"]
     fd = m["final"]["figures"][0]["FD-LeNet(digits)"]
     assert fd < fd0 / 4, (fd, fd0)
+
+
+def test_fp16_precision_builds_loss_scaled_optimizers():
+    from ganfn import presets as P
+
+    cfg = P.merge(P.Config(), {"data": "ring8", "model": "mlp", "precision": "fp16"})
+    gan = P.build_gan(cfg, (2,))
+    state = gan.init(0)
+    assert "loss_scale" in state.g_opt and "loss_scale" in state.d_opt

@@ -190,3 +190,57 @@ def test_zero_dim_float32_parameters_keep_their_dtype(make, ref):
         to.step()
     assert params["s"].dtype == torch.float32 and params["s"].dim() == 0
     torch.testing.assert_close(params["s"], tp[0].detach(), rtol=1e-6, atol=1e-7)
+
+
+def _scaled_gan(scale_g, scale_d, dtype=torch.float64, **kw):
+    from torch import nn
+
+    torch.manual_seed(0)
+    G = nn.Sequential(nn.Linear(4, 16), nn.ReLU(), nn.Linear(16, 2)).to(dtype)
+    D = nn.Sequential(nn.Linear(2, 16), nn.LeakyReLU(0.2), nn.Linear(16, 1)).to(dtype)
+    wrap = lambda o, s: o if s is None else optim.loss_scaled(o, s, **kw)  # noqa: E731
+    return ganfn.GAN(G, D, latent_dim=4, g_optimizer=wrap(optim.adam(1e-3), scale_g), d_optimizer=wrap(optim.adam(1e-3), scale_d))
+
+
+@given(log2_scale=st.integers(0, 40), seed=st.integers(0, 100))
+def test_loss_scaling_by_a_power_of_two_changes_nothing(log2_scale, seed):
+    plain, scaled = _scaled_gan(None, None), _scaled_gan(2.0**log2_scale, 2.0**log2_scale, growth_interval=10**6)
+    a, b = plain.init(seed), scaled.init(seed)
+    rng = torch.Generator().manual_seed(seed)
+    for _ in range(3):
+        real = torch.randn(8, 2, dtype=torch.float64, generator=rng)
+        noise = plain.draw_noise(rng, 8, dtype=torch.float64)
+        a, ma = plain.train_step(a, real, noise)
+        b, mb = scaled.train_step(b, real, noise)
+    for k in a.d_params:
+        assert torch.equal(a.d_params[k], b.d_params[k])
+    for k in ("d_loss", "g_loss", "d_grad_norm", "g_grad_norm"):
+        assert torch.allclose(ma[k], mb[k], rtol=1e-12), k
+
+
+def test_loss_scaling_skips_overflowing_updates_and_backs_off_then_grows():
+    gan = _scaled_gan(2.0**10, 2.0**10, growth_interval=2, backoff_factor=0.25)
+    state = gan.init(0)
+    rng = torch.Generator().manual_seed(0)
+    real, noise = torch.randn(8, 2, dtype=torch.float64, generator=rng), gan.draw_noise(rng, 8, dtype=torch.float64)
+    # A non-finite gradient (what an fp16 overflow produces): one NaN in the batch.
+    big = state
+    bad_real = real.clone()
+    bad_real[0, 0] = float("nan")
+    new, m = gan.train_step(big, bad_real, noise)
+    for k in big.d_params:
+        assert torch.equal(new.d_params[k], big.d_params[k]), "an overflowing update must be skipped"
+    assert torch.equal(new.d_opt["mu"][k], big.d_opt["mu"][k]) and int(new.d_opt["count"]) == int(big.d_opt["count"])
+    assert float(new.d_opt["loss_scale"]) == 2.0**8
+    assert float(m["d_grad_norm"]) == 0.0
+    s = state
+    for _ in range(2):
+        s, _ = gan.train_step(s, real, noise)
+    assert float(s.d_opt["loss_scale"]) == 2.0**11 and int(s.d_opt["good_steps"]) == 0
+
+
+def test_loss_scaled_rejects_bad_settings():
+    with pytest.raises(ValueError, match="init_scale"):
+        optim.loss_scaled(optim.adam(1e-3), 0.0)
+    with pytest.raises(ValueError, match="growth_interval"):
+        optim.loss_scaled(optim.adam(1e-3), growth_interval=0)
