@@ -268,29 +268,31 @@ def _adam_like(name: str, lr, b1, b2, eps, weight_decay, decoupled: bool, schedu
 
     def step(grads, params, slots, hp, count):
         t = (count + 1).to(torch.float64)
-        # Every scalar is derived in float64, then cast to the parameters' dtype
-        # once: exactly the cast a float64 0-d operand gets inside each op, so
-        # the numbers are the same, without a cast per op and per tensor.
+        bc2_sqrt = torch.sqrt(1 - hp["b2"] ** t)
+        # torch.optim.Adam's p -= s * m / (sqrt(v) / c + eps), with s = lr / (1 - b1^t)
+        # and c = sqrt(1 - b2^t), rewritten as p -= (s c) * m / (sqrt(v) + eps c), and
+        # v = b2 v + (1 - b2) g^2 as lerp(v, g^2, 1 - b2): equal up to round-off, and
+        # 8 passes over the parameters instead of 11 (CPU has no fused foreach kernels).
         sc = {
             **({"decay": 1 - hp["lr"] * hp["weight_decay"], "wd": hp["weight_decay"]} if use_wd else {}),
             "w1": 1 - hp["b1"],
-            "b2": hp["b2"],
             "w2": 1 - hp["b2"],
-            "bc2_sqrt": torch.sqrt(1 - hp["b2"] ** t),
-            "eps": hp["eps"],
-            "step_size": hp["lr"] / (1 - hp["b1"] ** t),
+            "eps_c": hp["eps"] * bc2_sqrt,
+            "step_c": hp["lr"] / (1 - hp["b1"] ** t) * bc2_sqrt,
         }
 
         def leaf(g, p, m, v):
+            # Scalars are derived in float64, then cast to the parameters' dtype once:
+            # the cast a float64 0-d operand would get inside each op anyway.
             c = {k: x.to(p.dtype) for k, x in sc.items()}
             if use_wd and decoupled:
                 p = p * c["decay"]
             elif use_wd:
                 g = g + c["wd"] * p
             m = torch.lerp(m, g, c["w1"])
-            v = v * c["b2"] + c["w2"] * g * g
-            denom = torch.sqrt(v) / c["bc2_sqrt"] + c["eps"]
-            return p - c["step_size"] * (m / denom), m, v
+            v = torch.lerp(v, g * g, c["w2"])
+            denom = torch.sqrt(v) + c["eps_c"]
+            return p - c["step_c"] * (m / denom), m, v
 
         flat = _foreach_lists(params, (grads, slots["mu"], slots["nu"]), hp)
         if flat is not None:
@@ -304,15 +306,11 @@ def _adam_like(name: str, lr, b1, b2, eps, weight_decay, decoupled: bool, schedu
             elif use_wd:
                 g = torch._foreach_add(g, torch._foreach_mul(p, c["wd"]))
             m = torch._foreach_lerp(m, g, [c["w1"]] * len(m))
-            gg = torch._foreach_mul(g, c["w2"])
-            torch._foreach_mul_(gg, g)
-            v = torch._foreach_mul(v, c["b2"])
-            torch._foreach_add_(v, gg)
+            v = torch._foreach_lerp(v, torch._foreach_mul(g, g), [c["w2"]] * len(v))
             denom = torch._foreach_sqrt(v)
-            torch._foreach_div_(denom, c["bc2_sqrt"])
-            torch._foreach_add_(denom, c["eps"])
+            torch._foreach_add_(denom, c["eps_c"])
             upd = torch._foreach_div(m, denom)
-            torch._foreach_mul_(upd, c["step_size"])
+            torch._foreach_mul_(upd, c["step_c"])
             new_p = torch._foreach_sub(p, upd)
             unflat = lambda xs: optree.tree_unflatten(treedef, xs)  # noqa: E731
             return unflat(new_p), {"mu": unflat(m), "nu": unflat(v)}
