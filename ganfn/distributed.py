@@ -61,8 +61,9 @@ import torch.distributed as dist
 from torch import Tensor
 
 from .data.batching import Position, Sampler, next_batch
-from .gan import GAN, Noise, TrainState
-from .tree import PyTree, global_norm, tree_map
+from .ensemble import _WATCHED
+from .gan import GAN, Noise, TrainState, grad_norm_metrics
+from .tree import PyTree, tree_map
 
 __all__ = [
     "World",
@@ -88,7 +89,6 @@ __all__ = [
 ]
 
 _D_SCALARS = ("d_loss_real", "d_loss_fake", "penalty", "d_acc_real", "d_acc_fake")
-_WATCHED = ("d_loss", "g_loss", "d_grad_norm", "g_grad_norm")
 
 
 # -- who am I ----------------------------------------------------------------------------
@@ -407,12 +407,12 @@ def make_train_step(gan: GAN, *, stacked: bool = False, shared_data: bool = True
         d_grads = vm(gan.d_grads, in_dims=(0, None if shared_data else 0, 0))
         g_grads = vm(gan.g_grads)
         d_update, g_update = vm(gan.d_update), vm(gan.g_update)
-        norm = vm(global_norm)
+        norm = vm(grad_norm_metrics, in_dims=(None, 0, 0))
         lr_d, lr_g = vm(gan.d_optimizer.lr), vm(gan.g_optimizer.lr)
         batch_axis = 2
     else:
         d_grads, g_grads, d_update, g_update = gan.d_grads, gan.g_grads, gan.d_update, gan.g_update
-        norm, lr_d, lr_g = global_norm, gan.d_optimizer.lr, gan.g_optimizer.lr
+        norm, lr_d, lr_g = grad_norm_metrics, gan.d_optimizer.lr, gan.g_optimizer.lr
         batch_axis = 1
     real_axis = 0 if (not stacked or shared_data) else 1  # where n_critic sits in real
 
@@ -439,7 +439,7 @@ def make_train_step(gan: GAN, *, stacked: bool = False, shared_data: bool = True
             scal = {"d_loss": loss, **{k: aux[k] for k in _D_SCALARS}}
             grads, scal, aux = reduce(grads, scal, aux)
             new = d_update(state, grads, aux)
-            m = {**scal, "d_grad_norm": norm(grads)}
+            m = {**scal, **norm("d", grads, state.d_opt)}
             if gan.d_skip_accuracy is not None:
                 skip = 0.5 * (scal["d_acc_real"] + scal["d_acc_fake"]) > gan.d_skip_accuracy
                 new = new._replace(**{f: _select(skip, getattr(state, f), getattr(new, f)) for f in ("d_params", "d_opt", "d_sn")})
@@ -452,7 +452,7 @@ def make_train_step(gan: GAN, *, stacked: bool = False, shared_data: bool = True
             loss, grads, aux = g_grads(state, ngz)
             grads, scal, aux = reduce(grads, {"g_loss": loss}, aux)
             new = g_update(state, grads, aux)
-            m = {**scal, "g_grad_norm": norm(grads)}
+            m = {**scal, **norm("g", grads, state.g_opt)}
             if gan.g_skip_accuracy is not None:
                 acc = 0.5 * (d_metrics[-1]["d_acc_real"] + d_metrics[-1]["d_acc_fake"])
                 skip = acc < gan.g_skip_accuracy

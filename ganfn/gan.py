@@ -38,7 +38,7 @@ from .functional import Buffers, Params, extract, has_batch_stats, make_apply
 from .spectral import sn_apply, sn_init, sn_step
 from .tree import global_norm, tree_index, tree_map
 
-__all__ = ["GAN", "TrainState", "in_transform"]
+__all__ = ["GAN", "TrainState", "in_transform", "grad_norm_metrics"]
 
 Noise = dict[str, Any]
 
@@ -108,7 +108,7 @@ def _value_and_grad(fn: Callable, params: Params, *args: Any) -> tuple[Tensor, P
     return aux.pop("unscaled_loss", loss.detach()) if isinstance(aux, dict) else loss.detach(), grads, aux
 
 
-def _grad_norm(net: str, grads: Params, opt_state: dict) -> dict[str, Tensor]:
+def grad_norm_metrics(net: str, grads: Params, opt_state: dict) -> dict[str, Tensor]:
     """``{net}_grad_norm``; with loss scaling the norm of the unscaled gradients,
     0 on an overflow step (which the optimizer skips), plus ``{net}_loss_scale``."""
     norm = global_norm(grads)
@@ -578,7 +578,7 @@ class GAN:
             loss, grads, aux = self.d_grads(state, r, nd)
             new = self.d_update(state, grads, aux)
             m = {"d_loss": loss, **{k: aux[k] for k in ("d_loss_real", "d_loss_fake", "penalty", "d_acc_real", "d_acc_fake")},
-                 **_grad_norm("d", grads, state.d_opt)}
+                 **grad_norm_metrics("d", grads, state.d_opt)}
             acc = 0.5 * (aux["d_acc_real"] + aux["d_acc_fake"])
             if self.d_skip_accuracy is not None:
                 skip = acc > self.d_skip_accuracy
@@ -592,7 +592,7 @@ class GAN:
         for j in range(self.n_gen):
             loss, grads, aux = self.g_grads(state, tree_index(noise["g"], j))
             new = self.g_update(state, grads, aux)
-            m = {"g_loss": loss, **_grad_norm("g", grads, state.g_opt)}
+            m = {"g_loss": loss, **grad_norm_metrics("g", grads, state.g_opt)}
             if self.g_skip_accuracy is not None:
                 acc = 0.5 * (d_metrics[-1]["d_acc_real"] + d_metrics[-1]["d_acc_fake"])
                 skip = acc < self.g_skip_accuracy
