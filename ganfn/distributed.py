@@ -64,6 +64,7 @@ from .data.batching import Position, Sampler, next_batch
 from .ensemble import _WATCHED
 from .gan import GAN, Noise, TrainState, grad_norm_metrics
 from .tree import PyTree, tree_map
+from .tree import replace as _nt_replace
 
 __all__ = [
     "World",
@@ -442,7 +443,7 @@ def make_train_step(gan: GAN, *, stacked: bool = False, shared_data: bool = True
             m = {**scal, **norm("d", grads, state.d_opt)}
             if gan.d_skip_accuracy is not None:
                 skip = 0.5 * (scal["d_acc_real"] + scal["d_acc_fake"]) > gan.d_skip_accuracy
-                new = new._replace(**{f: _select(skip, getattr(state, f), getattr(new, f)) for f in ("d_params", "d_opt", "d_sn")})
+                new = _nt_replace(new, **{f: _select(skip, getattr(state, f), getattr(new, f)) for f in ("d_params", "d_opt", "d_sn")})
                 m["d_skipped"] = skip.to(loss.dtype)
             d_metrics.append(m)
             state = new
@@ -456,20 +457,20 @@ def make_train_step(gan: GAN, *, stacked: bool = False, shared_data: bool = True
             if gan.g_skip_accuracy is not None:
                 acc = 0.5 * (d_metrics[-1]["d_acc_real"] + d_metrics[-1]["d_acc_fake"])
                 skip = acc < gan.g_skip_accuracy
-                new = new._replace(**{f: _select(skip, getattr(state, f), getattr(new, f)) for f in ("g_params", "g_opt", "g_ema")})
+                new = _nt_replace(new, **{f: _select(skip, getattr(state, f), getattr(new, f)) for f in ("g_params", "g_opt", "g_ema")})
                 m["g_skipped"] = skip.to(loss.dtype)
             g_metrics.append(m)
             state = new
         metrics = {k: torch.stack([m[k] for m in d_metrics]).mean(0) for k in d_metrics[0]}
         metrics.update({k: torch.stack([m[k] for m in g_metrics]).mean(0) for k in g_metrics[0]})
         metrics["lr_d"], metrics["lr_g"] = lr_d(state.d_opt), lr_g(state.g_opt)
-        state = state._replace(step=state.step + 1)
+        state = _nt_replace(state, step=state.step + 1)
         if stacked:
             finite = torch.stack([torch.isfinite(metrics[k]) for k in _WATCHED]).all(0)
             healthy = start.diverged_at < 0
             if isolate:
                 state = _select(finite & healthy, state, start)
-                state = state._replace(diverged_at=torch.where(healthy & ~finite, start.step, start.diverged_at))
+                state = _nt_replace(state, diverged_at=torch.where(healthy & ~finite, start.step, start.diverged_at))
             metrics["diverged"] = state.diverged_at >= 0
         return state, metrics
 

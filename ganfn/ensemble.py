@@ -39,6 +39,7 @@ import torch
 from torch import Tensor
 
 from .gan import GAN, Noise, TrainState
+from .tree import replace as _nt_replace
 
 __all__ = ["stack", "unstack", "init_many", "rngs", "draw_noise_many", "make_step", "num_members", "Step"]
 
@@ -136,7 +137,7 @@ def _isolated(gan: GAN) -> Callable:
         # (inductor fuses the select into the optimizer's update kernels).
         out = optree.tree_map(lambda a, b: a if a is b else torch.where(ok, a, b), new, state, none_is_leaf=False)
         diverged_at = torch.where(healthy_before & ~finite, state.step, state.diverged_at)
-        out = out._replace(diverged_at=diverged_at)
+        out = _nt_replace(out, diverged_at=diverged_at)
         metrics = {**metrics, "diverged": diverged_at >= 0}
         return out, metrics
 
@@ -167,7 +168,7 @@ def _lazy_freeze(state: TrainState, new: TrainState, metrics: dict, finite: Tens
 
         new = optree.tree_map(sel, new, state, none_is_leaf=False)
     diverged_at = torch.where(healthy_before & ~finite, state.step, state.diverged_at)
-    return new._replace(diverged_at=diverged_at), {**metrics, "diverged": diverged_at >= 0}
+    return _nt_replace(new, diverged_at=diverged_at), {**metrics, "diverged": diverged_at >= 0}
 
 
 def _plain(gan: GAN) -> Callable:

@@ -37,6 +37,7 @@ from . import penalties as _penalties
 from .functional import Buffers, Params, extract, has_batch_stats, make_apply
 from .spectral import sn_apply, sn_init, sn_step
 from .tree import global_norm, tree_index, tree_map
+from .tree import replace as _nt_replace
 
 __all__ = ["GAN", "TrainState", "in_transform", "grad_norm_metrics"]
 
@@ -491,7 +492,7 @@ class GAN:
                 sl = slice(j * m, (j + 1) * m)
                 out = _value_and_grad(_scaled(self._d_loss, state.d_opt), state.d_params, st, real_in[sl], fake_in[sl], None if eps is None else eps[sl])
                 results.append(out)
-                st = st._replace(d_buffers=out[2]["d_buffers"])
+                st = _nt_replace(st, d_buffers=out[2]["d_buffers"])
             loss = torch.stack([r[0] for r in results]).mean()
             grads = tree_map(lambda *gs: torch.stack(gs).mean(0), *[r[1] for r in results])
             aux = {**_mean([{kk: v for kk, v in r[2].items() if kk != "d_buffers"} for r in results]), "d_buffers": st.d_buffers}
@@ -512,7 +513,7 @@ class GAN:
             n = min(fake.shape[0], self.replay_size)
             pos = (replay["count"] + torch.arange(n, device=fake.device)) % self.replay_size
             replay = {"samples": replay["samples"].index_copy(0, pos, fake[:n].to(replay["samples"].dtype)), "count": replay["count"] + n}
-        return state._replace(d_params=new_p, d_opt=new_opt, d_buffers=aux["d_buffers"], g_buffers=aux["g_buffers"], d_sn=d_sn, replay=replay)
+        return _nt_replace(state, d_params=new_p, d_opt=new_opt, d_buffers=aux["d_buffers"], g_buffers=aux["g_buffers"], d_sn=d_sn, replay=replay)
 
     # -- the G side -------------------------------------------------------------------
 
@@ -540,7 +541,7 @@ class GAN:
         for j in range(k):
             out = _value_and_grad(_scaled(self._g_loss, state.g_opt), state.g_params, st, z[j * m:(j + 1) * m])
             results.append(out)
-            st = st._replace(g_buffers=out[2]["g_buffers"], d_buffers=out[2]["d_buffers"])
+            st = _nt_replace(st, g_buffers=out[2]["g_buffers"], d_buffers=out[2]["d_buffers"])
         loss = torch.stack([r[0] for r in results]).mean()
         grads = tree_map(lambda *gs: torch.stack(gs).mean(0), *[r[1] for r in results])
         return loss, grads, {"g_buffers": st.g_buffers, "d_buffers": st.d_buffers}
@@ -552,7 +553,7 @@ class GAN:
         if self.ema_decay is not None:
             w = 1.0 - state.hparams["ema_decay"]
             ema = {k: torch.lerp(e, new_p[k], w.to(e.dtype)) for k, e in ema.items()}
-        return state._replace(g_params=new_p, g_opt=new_opt, g_buffers=aux["g_buffers"], d_buffers=aux["d_buffers"], g_ema=ema)
+        return _nt_replace(state, g_params=new_p, g_opt=new_opt, g_buffers=aux["g_buffers"], d_buffers=aux["d_buffers"], g_ema=ema)
 
     # -- the full step -------------------------------------------------------------------
 
@@ -584,7 +585,7 @@ class GAN:
                 skip = acc > self.d_skip_accuracy
                 # Buffers still advance as in the imperative loop (the forward ran);
                 # parameters and optimizer state are kept.
-                new = new._replace(**{f: _where(skip, getattr(state, f), getattr(new, f)) for f in ("d_params", "d_opt", "d_sn")})
+                new = _nt_replace(new, **{f: _where(skip, getattr(state, f), getattr(new, f)) for f in ("d_params", "d_opt", "d_sn")})
                 m["d_skipped"] = skip.to(loss.dtype)
             d_metrics.append(m)
             state = new
@@ -596,14 +597,14 @@ class GAN:
             if self.g_skip_accuracy is not None:
                 acc = 0.5 * (d_metrics[-1]["d_acc_real"] + d_metrics[-1]["d_acc_fake"])
                 skip = acc < self.g_skip_accuracy
-                new = new._replace(**{f: _where(skip, getattr(state, f), getattr(new, f)) for f in ("g_params", "g_opt", "g_ema")})
+                new = _nt_replace(new, **{f: _where(skip, getattr(state, f), getattr(new, f)) for f in ("g_params", "g_opt", "g_ema")})
                 m["g_skipped"] = skip.to(loss.dtype)
             g_metrics.append(m)
             state = new
         metrics = {**_mean(d_metrics), **_mean(g_metrics)}
         metrics["lr_d"] = self.d_optimizer.lr(state.d_opt)
         metrics["lr_g"] = self.g_optimizer.lr(state.g_opt)
-        return state._replace(step=state.step + 1), metrics
+        return _nt_replace(state, step=state.step + 1), metrics
 
     def sample(self, state: TrainState, noise: Tensor, *, ema: bool | None = None, train: bool = False) -> Tensor:
         """Generated samples ``[N, *sample]`` for latents ``noise`` [N, *latent].

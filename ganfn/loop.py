@@ -39,6 +39,7 @@ from .data import loader_init, next_batch
 from .errors import NonFiniteLossError, check_finite
 from .gan import GAN, TrainState
 from .tree import tree_map
+from .tree import replace as _nt_replace
 
 __all__ = ["fit", "Evaluator", "anneal_instance_noise", "PRECISIONS", "sample_members"]
 
@@ -71,7 +72,7 @@ def anneal_instance_noise(state: TrainState, base: Tensor, step: int, anneal_ste
     after ``anneal_steps``. ``base`` is the initial level ([] or [S]).
     """
     frac = max(0.0, 1.0 - step / anneal_steps)
-    return state._replace(hparams={**state.hparams, "instance_noise": base * frac})
+    return _nt_replace(state, hparams={**state.hparams, "instance_noise": base * frac})
 
 
 def sample_members(gan: GAN, state: TrainState, z: Tensor, stacked: bool) -> list[Tensor]:

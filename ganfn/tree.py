@@ -28,6 +28,7 @@ __all__ = [
     "tree_index",
     "tree_clone",
     "tree_all_finite",
+    "replace",
 ]
 
 
@@ -93,3 +94,10 @@ def tree_all_finite(tree: PyTree) -> Tensor:
     if not flags:
         return torch.tensor(True)
     return torch.stack(flags).all()
+
+
+def replace(nt: Any, **changes: Any) -> Any:
+    """``nt._replace(**changes)`` for a NamedTuple, in a form ``torch.compile``
+    traces correctly on every supported torch (torch 2.11's Dynamo returns an
+    empty tuple from a compiled ``_replace``)."""
+    return type(nt)(**{**nt._asdict(), **changes})
