@@ -29,6 +29,8 @@ HELP: dict[str, str] = {
     "image_size": "resize images to SIZE x SIZE (a power of two >= 8 for the conv models; digits default 8, folders 64)",
     "data_root": "folder holding torchvision's MNIST / CIFAR-10 files, or the Fashion-MNIST IDX files",
     "model": "network pair: mlp (reference 003), dcgan (reference 004; scaled to the image size), sngan (spectral-norm D)",
+    "hidden": "hidden units of the mlp model (default: 128 for images, 256 for 2-D data)",
+    "depth": "hidden layers of the mlp model (default: 1 for images, 3 for 2-D data)",
     "width": "channel width of the conv models (DCGAN's ngf/ndf)",
     "latent_dim": "size of G's latent vector",
     "g_norm": "normalisation in G: batch, layer or none",
@@ -46,6 +48,7 @@ HELP: dict[str, str] = {
     "beta2": "Adam beta2",
     "weight_decay": "weight decay (decoupled for adamw)",
     "lr_decay": "exponential learning-rate decay factor, applied every --lr-decay-every updates",
+    "lr_linear_decay": "decay both learning rates linearly to 0 over the run (G over steps x n_gen updates, D over steps x n_critic)",
     "lr_decay_every": "updates between two learning-rate decays",
     "grad_clip": "clip each network's gradient to this global norm",
     "ema_decay": "keep an exponential moving average of G's weights with this decay; samples and figures use it "

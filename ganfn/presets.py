@@ -21,6 +21,9 @@ Presets (:data:`PRESETS`) reproduce the reference material's setups:
   layout; give its path with ``--data``), classic batch-normalised D, soft real
   labels (0.5, as the reference sets ``real_label``) and separate learning
   rates for G (2e-4) and D (1e-4).
+- ``ring8-hinge``: the ring8 setup of ``bench/quality.py`` that meets issue 6's
+  mode-coverage target: MLP (latent 2, 2 x 128), hinge + R1 0.1, Adam 2e-3
+  (0.5, 0.9) decayed linearly to 0, EMA 0.999, batch 256, 8,000 steps.
 """
 from __future__ import annotations
 
@@ -55,6 +58,8 @@ class Config:
     model: str = "dcgan"
     width: int = 64
     latent_dim: int | None = 32
+    hidden: int | None = None
+    depth: int | None = None
     g_norm: str = "batch"
     d_norm: str = "none"
     # objective
@@ -73,6 +78,7 @@ class Config:
     weight_decay: float = 0.0
     lr_decay: float | None = None
     lr_decay_every: int = 1
+    lr_linear_decay: bool = False
     grad_clip: float | None = None
     ema_decay: float | None = 0.999
     # balancing
@@ -130,6 +136,13 @@ PRESETS: dict[str, dict[str, Any]] = {
     ),
     "lsgan": dict(
         ema_decay=None, data="digits", model="dcgan", loss="least_squares", optimizer="adam", lr_g=2e-4, lr_d=2e-4, beta1=0.5, beta2=0.999,
+    ),
+    "ring8-hinge": dict(
+        # The setup bench/quality.py checks issue 6's ring8 target with: 16/16 seeds
+        # at 8/8 modes and >= 90% high-quality samples (bench/README_quality.md).
+        data="ring8", model="mlp", latent_dim=2, hidden=128, depth=2, loss="hinge", penalty="r1", penalty_weight=0.1,
+        optimizer="adam", lr_g=2e-3, lr_d=2e-3, beta1=0.5, beta2=0.9, lr_linear_decay=True, ema_decay=0.999,
+        batch_size=256, steps=8000,
     ),
     "dcgan-dogs": dict(
         ema_decay=None, data="data/dogs", image_size=64, model="dcgan", width=64, latent_dim=100, g_norm="batch", d_norm="batch",
@@ -206,10 +219,16 @@ def build_gan(cfg: Config, sample_shape: tuple[int, ...]) -> GAN:
     kw: dict[str, Any] = {}
     if cfg.model in ("dcgan", "sngan"):
         kw.update(width=cfg.width, g_norm=cfg.g_norm, d_norm=cfg.d_norm)
+    else:
+        kw.update(hidden=cfg.hidden, depth=cfg.depth)
     G, D, latent = models.build(cfg.model, sample_shape, latent_dim=cfg.latent_dim, **kw)
 
-    def opt(lr: float) -> optim.Optimizer:
+    def opt(lr: float, updates: int) -> optim.Optimizer:
+        if cfg.lr_decay is not None and cfg.lr_linear_decay:
+            raise ValueError("choose one learning-rate schedule: --lr-decay (exponential) or --lr-linear-decay")
         schedule = optim.exponential_decay(cfg.lr_decay, cfg.lr_decay_every) if cfg.lr_decay is not None else None
+        if cfg.lr_linear_decay:
+            schedule = optim.linear_decay(updates)
         name = cfg.optimizer
         if name in ("adam", "adamw"):
             wd = {"weight_decay": cfg.weight_decay} if (cfg.weight_decay or name == "adam") else {}
@@ -230,7 +249,7 @@ def build_gan(cfg: Config, sample_shape: tuple[int, ...]) -> GAN:
 
         penalty = penalties.get(cfg.penalty, cfg.penalty_weight)
     return GAN(
-        G, D, latent_dim=latent, loss=cfg.loss, g_optimizer=opt(cfg.lr_g), d_optimizer=opt(cfg.lr_d),
+        G, D, latent_dim=latent, loss=cfg.loss, g_optimizer=opt(cfg.lr_g, cfg.steps * cfg.n_gen), d_optimizer=opt(cfg.lr_d, cfg.steps * cfg.n_critic),
         penalty=penalty, n_critic=cfg.n_critic, n_gen=cfg.n_gen, ema_decay=cfg.ema_decay or None,  # 0: no EMA
         spectral_norm=cfg.spectral_norm or cfg.model == "sngan", real_label=cfg.real_label, fake_label=cfg.fake_label,
         instance_noise=cfg.instance_noise, replay_size=cfg.replay_size, replay_fraction=cfg.replay_fraction,

@@ -87,3 +87,17 @@ def test_unknown_preset_and_missing_folder(capsys, tmp_path):
     with pytest.raises(SystemExit):
         cli.main(["train", "--preset", "dcgan-dogs", "--data", str(tmp_path / "dogs"), *FEW])
     assert str(tmp_path / "dogs") in capsys.readouterr().err
+
+
+def test_ring8_hinge_preset_is_the_quality_benchmark_setup():
+    # bench/quality.py measures issue 6's ring8 target with exactly this preset.
+    cfg = P.from_preset("ring8-hinge")
+    gan = P.build_gan(cfg, (2,))
+    assert gan.loss.name == "hinge" and [p.name for p in gan.penalties] == ["r1"] and gan.ema_decay == 0.999
+    state = gan.init(0)
+    assert float(state.hparams["r1_weight"]) == 0.1 and float(state.d_opt["hp"]["lr"]) == 2e-3
+    # linear decay to 0 over the run: half-way the learning rate is halved
+    half = {**state.d_opt, "count": torch.tensor(cfg.steps // 2)}
+    assert float(gan.d_optimizer.lr(half)) == pytest.approx(1e-3)
+    with pytest.raises(ValueError, match="one learning-rate schedule"):
+        P.build_gan(P.merge(cfg, {"lr_decay": 0.99}), (2,))
