@@ -63,7 +63,7 @@ from torch import Tensor
 from .data.batching import Position, Sampler, next_batch
 from .ensemble import _WATCHED
 from .gan import GAN, Noise, TrainState, grad_norm_metrics
-from .tree import PyTree, tree_map
+from .tree import PyTree, tree_map, tree_where
 from .tree import replace as _nt_replace
 
 __all__ = [
@@ -367,14 +367,6 @@ def _float_only(buffers: dict) -> dict:
     return {k: v for k, v in buffers.items() if v.is_floating_point()}
 
 
-def _select(keep: Tensor, old: PyTree, new: PyTree) -> PyTree:
-    """Leaf-wise ``where(keep, old, new)``; ``keep`` is 0-d or [S] (stacked)."""
-    def sel(a: Tensor, b: Tensor) -> Tensor:
-        k = keep.reshape(keep.shape + (1,) * (a.dim() - keep.dim()))
-        return torch.where(k, a, b)
-    return optree.tree_map(sel, old, new, none_is_leaf=False)
-
-
 def make_train_step(gan: GAN, *, stacked: bool = False, shared_data: bool = True, sync_buffers: bool = True,
                     isolate: bool = True, group: Any = None) -> Callable[[TrainState, Tensor, Noise], tuple[TrainState, dict[str, Tensor]]]:
     """A data-parallel ``step(state, real, noise) -> (state, metrics)``.
@@ -443,7 +435,7 @@ def make_train_step(gan: GAN, *, stacked: bool = False, shared_data: bool = True
             m = {**scal, **norm("d", grads, state.d_opt)}
             if gan.d_skip_accuracy is not None:
                 skip = 0.5 * (scal["d_acc_real"] + scal["d_acc_fake"]) > gan.d_skip_accuracy
-                new = _nt_replace(new, **{f: _select(skip, getattr(state, f), getattr(new, f)) for f in ("d_params", "d_opt", "d_sn")})
+                new = _nt_replace(new, **{f: tree_where(skip, getattr(state, f), getattr(new, f)) for f in ("d_params", "d_opt", "d_sn")})
                 m["d_skipped"] = skip.to(loss.dtype)
             d_metrics.append(m)
             state = new
@@ -457,7 +449,7 @@ def make_train_step(gan: GAN, *, stacked: bool = False, shared_data: bool = True
             if gan.g_skip_accuracy is not None:
                 acc = 0.5 * (d_metrics[-1]["d_acc_real"] + d_metrics[-1]["d_acc_fake"])
                 skip = acc < gan.g_skip_accuracy
-                new = _nt_replace(new, **{f: _select(skip, getattr(state, f), getattr(new, f)) for f in ("g_params", "g_opt", "g_ema")})
+                new = _nt_replace(new, **{f: tree_where(skip, getattr(state, f), getattr(new, f)) for f in ("g_params", "g_opt", "g_ema")})
                 m["g_skipped"] = skip.to(loss.dtype)
             g_metrics.append(m)
             state = new
@@ -469,7 +461,7 @@ def make_train_step(gan: GAN, *, stacked: bool = False, shared_data: bool = True
             finite = torch.stack([torch.isfinite(metrics[k]) for k in _WATCHED]).all(0)
             healthy = start.diverged_at < 0
             if isolate:
-                state = _select(finite & healthy, state, start)
+                state = tree_where(finite & healthy, state, start)
                 state = _nt_replace(state, diverged_at=torch.where(healthy & ~finite, start.step, start.diverged_at))
             metrics["diverged"] = state.diverged_at >= 0
         return state, metrics

@@ -39,7 +39,7 @@ import torch
 from torch import Tensor
 
 from .gan import GAN, Noise, TrainState
-from .tree import replace as _nt_replace
+from .tree import replace as _nt_replace, tree_where
 
 __all__ = ["stack", "unstack", "init_many", "rngs", "draw_noise_many", "make_step", "num_members", "Step"]
 
@@ -135,7 +135,7 @@ def _isolated(gan: GAN) -> Callable:
         # (step count included); no data-dependent control flow, so this stays
         # valid under vmap and torch.compile and never syncs with the host
         # (inductor fuses the select into the optimizer's update kernels).
-        out = optree.tree_map(lambda a, b: a if a is b else torch.where(ok, a, b), new, state, none_is_leaf=False)
+        out = tree_where(ok, new, state)
         diverged_at = torch.where(healthy_before & ~finite, state.step, state.diverged_at)
         out = _nt_replace(out, diverged_at=diverged_at)
         metrics = {**metrics, "diverged": diverged_at >= 0}
@@ -163,10 +163,7 @@ def _lazy_freeze(state: TrainState, new: TrainState, metrics: dict, finite: Tens
     healthy_before = state.diverged_at < 0
     ok = finite & healthy_before
     if not bool(ok.all()):
-        def sel(a: Tensor, b: Tensor) -> Tensor:
-            return a if a is b else torch.where(ok.reshape(-1, *([1] * (a.dim() - 1))), a, b)
-
-        new = optree.tree_map(sel, new, state, none_is_leaf=False)
+        new = tree_where(ok, new, state)
     diverged_at = torch.where(healthy_before & ~finite, state.step, state.diverged_at)
     return _nt_replace(new, diverged_at=diverged_at), {**metrics, "diverged": diverged_at >= 0}
 

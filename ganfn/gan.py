@@ -36,7 +36,7 @@ from . import optim as _optim
 from . import penalties as _penalties
 from .functional import Buffers, Params, extract, has_batch_stats, make_apply
 from .spectral import sn_apply, sn_init, sn_step
-from .tree import global_norm, tree_index, tree_map
+from .tree import global_norm, tree_index, tree_map, tree_where
 from .tree import replace as _nt_replace
 
 __all__ = ["GAN", "TrainState", "in_transform", "grad_norm_metrics"]
@@ -585,7 +585,7 @@ class GAN:
                 skip = acc > self.d_skip_accuracy
                 # Buffers still advance as in the imperative loop (the forward ran);
                 # parameters and optimizer state are kept.
-                new = _nt_replace(new, **{f: _where(skip, getattr(state, f), getattr(new, f)) for f in ("d_params", "d_opt", "d_sn")})
+                new = _nt_replace(new, **{f: tree_where(skip, getattr(state, f), getattr(new, f)) for f in ("d_params", "d_opt", "d_sn")})
                 m["d_skipped"] = skip.to(loss.dtype)
             d_metrics.append(m)
             state = new
@@ -597,7 +597,7 @@ class GAN:
             if self.g_skip_accuracy is not None:
                 acc = 0.5 * (d_metrics[-1]["d_acc_real"] + d_metrics[-1]["d_acc_fake"])
                 skip = acc < self.g_skip_accuracy
-                new = _nt_replace(new, **{f: _where(skip, getattr(state, f), getattr(new, f)) for f in ("g_params", "g_opt", "g_ema")})
+                new = _nt_replace(new, **{f: tree_where(skip, getattr(state, f), getattr(new, f)) for f in ("g_params", "g_opt", "g_ema")})
                 m["g_skipped"] = skip.to(loss.dtype)
             g_metrics.append(m)
             state = new
@@ -663,10 +663,6 @@ class GAN:
 _HP_ALIASES = {"lr": "lr", "b1": "b1", "b2": "b2", "beta1": "b1", "beta2": "b2", "eps": "eps",
                "weight_decay": "weight_decay", "momentum": "momentum", "alpha": "alpha",
                "dampening": "dampening", "max_norm": "max_norm"}
-
-
-def _where(cond: Tensor, a: Any, b: Any) -> Any:
-    return tree_map(lambda x, y: torch.where(cond, x, y), a, b)
 
 
 def _check(name: str, value: float | Tensor, low: float = -math.inf, high: float = math.inf) -> None:

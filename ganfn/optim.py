@@ -24,7 +24,7 @@ import optree
 import torch
 from torch import Tensor
 
-from .tree import PyTree, global_norm, tree_map
+from .tree import PyTree, global_norm, tree_map, tree_where
 
 Schedule = Callable[[Tensor], Tensor]
 Hyper = float | Tensor
@@ -432,8 +432,8 @@ def loss_scaled(opt: Optimizer, init_scale: float = 2.0**16, *, growth_interval:
         # Non-finite gradients would poison the inner state: zero them, then keep the old values.
         safe = tree_map(lambda g: torch.where(finite, g, torch.zeros_like(g)), grads)
         new_params, new_inner = opt.update(safe, inner, params)
-        new_params = tree_map(lambda n, o: torch.where(finite, n, o), new_params, params)
-        new_inner = tree_map(lambda n, o: torch.where(finite, n, o), new_inner, inner)
+        new_params = tree_where(finite, new_params, params)
+        new_inner = tree_where(finite, new_inner, inner)
         good = torch.where(finite, state["good_steps"] + 1, torch.zeros_like(state["good_steps"]))
         grow = good >= growth_interval
         new_scale = torch.where(finite, torch.where(grow, scale * growth_factor, scale), scale * backoff_factor)

@@ -71,12 +71,20 @@ def tree_zeros_like(tree: PyTree) -> PyTree:
 
 
 def tree_where(cond: Tensor, a: PyTree, b: PyTree) -> PyTree:
-    """Leaf-wise ``torch.where(cond, a, b)`` with a scalar (0-d) ``cond``.
+    """Leaf-wise ``torch.where(cond, a, b)``.
 
-    Used to freeze diverged ensemble members without data-dependent control flow,
-    so it stays valid under ``vmap`` and ``torch.compile``.
+    ``cond`` is 0-d, or [S] for stacked trees (broadcast over each leaf's
+    trailing axes). A leaf that is the same tensor in ``a`` and ``b`` is returned
+    as it is. No data-dependent control flow: valid under ``vmap`` and
+    ``torch.compile``; used to skip updates and freeze diverged members.
     """
-    return tree_map(lambda x, y: torch.where(cond, x, y), a, b)
+
+    def sel(x: Tensor, y: Tensor) -> Tensor:
+        if x is y:
+            return x
+        return torch.where(cond.reshape(cond.shape + (1,) * (x.dim() - cond.dim())), x, y)
+
+    return tree_map(sel, a, b)
 
 
 def tree_index(tree: PyTree, i: int | slice | Tensor) -> PyTree:
