@@ -36,7 +36,7 @@ from . import optim as _optim
 from . import penalties as _penalties
 from .functional import Buffers, Params, extract, has_batch_stats, make_apply
 from .spectral import sn_apply, sn_init, sn_step
-from .tree import global_norm, tree_index, tree_map, tree_where
+from .tree import global_norm, in_transform, tree_index, tree_map, tree_where
 from .tree import replace as _nt_replace
 
 __all__ = ["GAN", "TrainState", "in_transform", "grad_norm_metrics"]
@@ -68,13 +68,6 @@ class TrainState(NamedTuple):
     replay: dict
     hparams: dict
     diverged_at: Tensor
-
-
-def in_transform(*tensors: Tensor) -> bool:
-    """True under ``torch.compile`` or a ``torch.func`` transform (vmap, grad, ...)."""
-    if torch.compiler.is_compiling() or torch._C._functorch.peek_interpreter_stack() is not None:
-        return True
-    return any(torch._C._functorch.is_functorch_wrapped_tensor(t) for t in tensors)
 
 
 def _scaled(fn: Callable, opt_state: dict) -> Callable:

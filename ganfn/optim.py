@@ -24,7 +24,7 @@ import optree
 import torch
 from torch import Tensor
 
-from .tree import PyTree, global_norm, tree_map, tree_where
+from .tree import PyTree, global_norm, in_transform, tree_map, tree_where
 
 Schedule = Callable[[Tensor], Tensor]
 Hyper = float | Tensor
@@ -96,16 +96,9 @@ def linear_decay(total_steps: int, end: float = 0.0) -> Schedule:
 # -- hyperparameter handling ----------------------------------------------------------
 
 
-def _is_concrete(x: Tensor) -> bool:
-    """False for tensors traced by vmap/grad/compile, whose values cannot be read."""
-    if torch.compiler.is_compiling():
-        return False
-    return not torch._C._functorch.is_functorch_wrapped_tensor(x)
-
-
 def _check_range(name: str, value: Hyper, low: float, high: float = math.inf, *, low_open: bool = False, high_open: bool = False) -> None:
     if isinstance(value, Tensor):
-        if not _is_concrete(value):
+        if in_transform(value):
             return
         if value.dim() != 0:
             raise ValueError(f"hyperparameter {name} must be a 0-d tensor or float, got shape {tuple(value.shape)}")
@@ -204,16 +197,16 @@ def _foreach_lists(params: PyTree, others: tuple[PyTree, ...], hp: dict):
     """
     import optree
 
-    if not FOREACH or torch.compiler.is_compiling() or torch._C._functorch.peek_interpreter_stack() is not None:
+    if not FOREACH or in_transform():
         return None
     ps, treedef = optree.tree_flatten(params)
     if not ps:
         return None
     lists = [treedef.flatten_up_to(o) for o in others]
     first = ps[0]
-    for x in [*ps, *(t for lst in lists for t in lst), *hp.values()]:
-        if not isinstance(x, Tensor) or x.device != first.device or torch._C._functorch.is_functorch_wrapped_tensor(x):
-            return None
+    every = [*ps, *(t for lst in lists for t in lst), *hp.values()]
+    if any(not isinstance(x, Tensor) or x.device != first.device for x in every) or in_transform(*every):
+        return None
     # 0-d leaves are left to the per-leaf path: there a 0-d float64 hyperparameter
     # times a 0-d leaf promotes the leaf to float64, which foreach would not copy.
     if any(x.dtype != first.dtype or x.dim() == 0 for lst in (ps, *lists) for x in lst) or any(v.dim() != 0 for v in hp.values()):

@@ -22,6 +22,7 @@ import torch
 from torch import Tensor
 
 from .spectral import sn_apply, sn_init, sn_step
+from .tree import in_transform
 
 DFn = Callable[[Tensor], Tensor]
 
@@ -126,7 +127,7 @@ def _check_weight(name: str, w: float | Tensor, positive: bool = False) -> None:
     import math
 
     if isinstance(w, Tensor):
-        if torch._C._functorch.is_functorch_wrapped_tensor(w) or w.numel() != 1:
+        if in_transform(w) or w.numel() != 1:
             return
         w = float(w)
     if not math.isfinite(w) or w < 0 or (positive and w == 0):

@@ -18,6 +18,7 @@ PyTree = Any
 
 __all__ = [
     "PyTree",
+    "in_transform",
     "tree_map",
     "leaves",
     "global_norm",
@@ -30,6 +31,15 @@ __all__ = [
     "tree_all_finite",
     "replace",
 ]
+
+
+def in_transform(*tensors: Tensor) -> bool:
+    """True under ``torch.compile`` or a ``torch.func`` transform (vmap, grad, ...),
+    or when any of ``tensors`` is a transform's wrapped tensor: then values cannot
+    be read and torch.func paths are required."""
+    if torch.compiler.is_compiling() or torch._C._functorch.peek_interpreter_stack() is not None:
+        return True
+    return any(torch._C._functorch.is_functorch_wrapped_tensor(t) for t in tensors)
 
 
 def tree_map(fn: Callable[..., Any], tree: PyTree, *rest: PyTree) -> PyTree:
@@ -50,8 +60,7 @@ def global_norm(tree: PyTree) -> Tensor:
     ls = leaves(tree)
     if not ls:
         return torch.zeros(())
-    if not (torch.compiler.is_compiling() or torch._C._functorch.peek_interpreter_stack() is not None
-            or any(torch._C._functorch.is_functorch_wrapped_tensor(x) for x in ls)) and all(x.dtype == ls[0].dtype for x in ls):
+    if not in_transform(*ls) and all(x.dtype == ls[0].dtype for x in ls):
         # Eager: one fused kernel per dtype instead of a square and a sum per leaf.
         return torch.linalg.vector_norm(torch.stack(torch._foreach_norm(ls)).to(torch.promote_types(ls[0].dtype, torch.float32)))
     sq = [torch.sum(torch.square(x.to(torch.promote_types(x.dtype, torch.float32)))) for x in ls]
