@@ -40,7 +40,7 @@ from torch import Tensor
 from . import data as gdata
 from . import models, optim
 from .gan import GAN
-from .loop import Evaluator
+from .evaluation import Evaluator
 
 __all__ = ["Config", "PRESETS", "DEFAULT_STEPS", "build", "build_gan", "load_data", "make_evaluator", "from_preset", "load_toml", "merge"]
 
