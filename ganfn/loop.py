@@ -36,10 +36,10 @@ from .data import next_batch
 from .errors import NonFiniteLossError, check_finite
 from .evaluation import Evaluator, evaluate_members, sample_members, update_best
 from .gan import GAN, TrainState
-from .loop_setup import PRECISIONS, FinishedRunError, Run, check_args, setup
+from .loop_setup import PRECISIONS, FinishedRunError, Run, check_args, default_print, setup
 from .tree import replace as _nt_replace
 
-__all__ = ["fit", "setup", "Run", "Evaluator", "anneal_instance_noise", "PRECISIONS", "sample_members", "FinishedRunError"]
+__all__ = ["fit", "setup", "Run", "Evaluator", "anneal_instance_noise", "PRECISIONS", "sample_members", "FinishedRunError", "default_print"]
 
 def anneal_instance_noise(state: TrainState, base: Tensor, step: int, anneal_steps: int) -> TrainState:
     """``state`` with ``hparams["instance_noise"] = base * max(0, 1 - step / anneal_steps)``.
