@@ -274,7 +274,7 @@ def _size_note(cfg: P.Config, gan: Any) -> str:
 
 
 def _run_train(cfg: P.Config, resume: str | None, progress: bool, parser: argparse.ArgumentParser) -> int:
-    from . import loop, sweep
+    from . import checkpoint, loop, sweep
 
     _check(cfg, parser)
     _grid_penalty(cfg, parser, say)
@@ -304,6 +304,9 @@ def _run_train(cfg: P.Config, resume: str | None, progress: bool, parser: argpar
         cfg.run_dir = str(Path("runs") / f"{time.strftime('%Y%m%d-%H%M%S')}-{cfg.preset or name}")
     cfg.run_dir = gd.broadcast_object(cfg.run_dir)  # the clock may differ across ranks: rank 0's name
     run_dir = Path(cfg.run_dir)
+    if not resume and checkpoint.CheckpointManager(run_dir / "checkpoints").latest() is not None:
+        parser.error(f"--run-dir {run_dir} already holds a run (checkpoints in {run_dir / 'checkpoints'}); "
+                     f"continue it with --resume {run_dir}, or choose another --run-dir: a new run would overwrite it")
     n_members = len(members[0]) if members else 1
     say(f"{parser.prog}: {cfg.model} on {cfg.data} {tuple(gan.sample_shape)}{_size_note(cfg, gan)}, loss {cfg.loss}"
         f"{', penalty ' + cfg.penalty if cfg.penalty else ''}, {cfg.steps} steps x batch {cfg.batch_size}"

@@ -220,6 +220,8 @@ def test_resume_with_fewer_steps_refuses_and_changes_nothing(tmp_path, capsys):
     assert "at step 4 and the run was asked for 2 steps: nothing was trained and no file was changed" in err
     out = _run(["train", "--resume", str(tmp_path), "--no-progress"], capsys)  # the same steps: a finished run
     assert "at step 4 and the run was asked for 4 steps" in out
+    err = _error(["train", "--data", "ring8", "--run-dir", str(tmp_path), *TINY], capsys)  # a new run on top of it
+    assert "already holds a run" in err and f"--resume {tmp_path}" in err
     assert {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()} == before
 
 
