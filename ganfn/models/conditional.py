@@ -171,7 +171,26 @@ class CondDCGANGenerator(nn.Module):
         return torch.tanh(self.out(h))
 
 
-class ProjectionDiscriminator(nn.Module):
+class _SNGANBodyDiscriminator(nn.Module):
+    """The SNGAN conv body ``phi`` and a linear score head ``psi``; subclasses
+    add their class-dependent part. Meant for spectral normalisation."""
+
+    wants_spectral_norm = True
+
+    def __init__(self, size: int, channels: int, width: int, num_classes: int, negative_slope: float) -> None:
+        super().__init__()
+        self.sample_shape, self.num_classes = (channels, size, size), _check_classes(num_classes)
+        layers, self.features = sngan_conv_body(size, channels, width, negative_slope)
+        self.body = nn.Sequential(*layers)
+        self.head = nn.Linear(self.features, 1)
+
+    def _phi_psi(self, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
+        check_labels_arg(y, x.shape[0], self.num_classes)
+        h = self.body(x)
+        return h, self.head(h).reshape(x.shape[0])
+
+
+class ProjectionDiscriminator(_SNGANBodyDiscriminator):
     """SNGAN-projection discriminator (Miyato & Koyama 2018), SNGAN conv body.
 
     (images [B, channels, size, size], y [B]) -> logits [B]:
@@ -182,33 +201,18 @@ class ProjectionDiscriminator(nn.Module):
     does (``sn_weight_names``).
     """
 
-    wants_spectral_norm = True
-
-    def __init__(
-        self,
-        size: int = 32,
-        channels: int = 3,
-        width: int = 64,
-        num_classes: int = 10,
-        negative_slope: float = 0.1,
-        *,
-        generator: torch.Generator | None = None,
-    ) -> None:
-        super().__init__()
-        self.sample_shape, self.num_classes = (channels, size, size), _check_classes(num_classes)
-        layers, features = sngan_conv_body(size, channels, width, negative_slope)
-        self.body = nn.Sequential(*layers)
-        self.head = nn.Linear(features, 1)
-        self.embed = nn.Embedding(num_classes, features)
+    def __init__(self, size: int = 32, channels: int = 3, width: int = 64, num_classes: int = 10,
+                 negative_slope: float = 0.1, *, generator: torch.Generator | None = None) -> None:
+        super().__init__(size, channels, width, num_classes, negative_slope)
+        self.embed = nn.Embedding(num_classes, self.features)
         dcgan_init(self, generator)
 
     def forward(self, x: Tensor, y: Tensor) -> Tensor:
-        check_labels_arg(y, x.shape[0], self.num_classes)
-        h = self.body(x)
-        return self.head(h).reshape(x.shape[0]) + (self.embed(y).to(h.dtype) * h).sum(1)
+        h, score = self._phi_psi(x, y)
+        return score + (self.embed(y).to(h.dtype) * h).sum(1)
 
 
-class ACGANDiscriminator(nn.Module):
+class ACGANDiscriminator(_SNGANBodyDiscriminator):
     """Auxiliary-classifier discriminator (Odena et al. 2017), SNGAN conv body.
 
     (images [B, channels, size, size], y [B]) -> (scores [B], class logits
@@ -217,27 +221,12 @@ class ACGANDiscriminator(nn.Module):
     the class. Pair it with ``ganfn.losses.acgan``.
     """
 
-    wants_spectral_norm = True
-
-    def __init__(
-        self,
-        size: int = 32,
-        channels: int = 3,
-        width: int = 64,
-        num_classes: int = 10,
-        negative_slope: float = 0.1,
-        *,
-        generator: torch.Generator | None = None,
-    ) -> None:
-        super().__init__()
-        self.sample_shape, self.num_classes = (channels, size, size), _check_classes(num_classes)
-        layers, features = sngan_conv_body(size, channels, width, negative_slope)
-        self.body = nn.Sequential(*layers)
-        self.head = nn.Linear(features, 1)
-        self.classifier = nn.Linear(features, num_classes)
+    def __init__(self, size: int = 32, channels: int = 3, width: int = 64, num_classes: int = 10,
+                 negative_slope: float = 0.1, *, generator: torch.Generator | None = None) -> None:
+        super().__init__(size, channels, width, num_classes, negative_slope)
+        self.classifier = nn.Linear(self.features, num_classes)
         dcgan_init(self, generator)
 
     def forward(self, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
-        check_labels_arg(y, x.shape[0], self.num_classes)
-        h = self.body(x)
-        return self.head(h).reshape(x.shape[0]), self.classifier(h)
+        h, score = self._phi_psi(x, y)
+        return score, self.classifier(h)
