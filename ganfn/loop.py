@@ -9,7 +9,7 @@ small periodic actions of :mod:`ganfn.loop_actions` (log, images, evaluation,
 checkpoint); around the pure step it adds the side effects: a tqdm progress
 bar, TensorBoard logging, early stopping, atomic checkpoints that resume
 bit-identically, optional mixed precision, and the end-of-run files
-``samples.png``, ``losses.png`` and ``metrics.json``.
+``samples.png``, ``losses.png`` (``ganfn.figures``) and ``metrics.json``.
 
 Randomness: the run's only random sources are explicit ``torch.Generator``s
 (one per member, seeded with the member's seed) for the step noise, and the

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, Mapping
 import torch
 from torch import Tensor
 
+from . import figures
 from . import tensorboard as tb
 from .evaluation import evaluate_members, sample_members, update_best
 
@@ -155,7 +156,8 @@ def _postfix(rec: Mapping[str, Any]) -> dict[str, str]:
 
 
 def write_outputs(run: "Run", config: Mapping | None) -> None:
-    """``samples.png`` (stacked: one labelled panel per member and a mosaic), ``losses.png``, ``metrics.json``."""
+    """``samples.png`` (stacked: one labelled panel per member and a mosaic), the figures of
+    :func:`ganfn.figures.run_figures` (``losses.png``, ...), and ``metrics.json``."""
     path = run.run_path
     path.mkdir(parents=True, exist_ok=True)
     samples = sample_members(run.gan, run.state, run.fixed_z, run.stacked)
@@ -173,18 +175,9 @@ def write_outputs(run: "Run", config: Mapping | None) -> None:
         small = [tb.labelled(tb.upscale(p, max(1, scale // 2)), labels[i]) for i, p in enumerate(pics)]
         tb.save_png(tb.image_grid(torch.stack([torch.nn.functional.pad(p, (2, 2, 2, 2), value=1.0) for p in small]) * 2 - 1),
                     path / "samples.png")
-    tb.save_png(tb.curve_image(_loss_series(run.history, run.stacked)), path / "losses.png")
+    ev = run.evaluator
+    figures.run_figures(path, run.history, primary=ev.primary if ev else None, n_samples=ev.n_samples if ev else None,
+                        higher_is_better=ev.higher_is_better if ev else None, samples=samples,
+                        hparams=run.hp_list if run.stacked else None, seeds=run.seeds if run.stacked else None)
     out = {"config": dict(config) if config else None, "seeds": run.seeds, "hparams": run.hp_list, **run.history}
     write_json(path / "metrics.json", out)
-
-
-def _loss_series(history: Mapping, stacked: bool) -> dict[str, list[tuple[int, float]]]:
-    series: dict[str, list[tuple[int, float]]] = {}
-    for rec in history["train"]:
-        for k in ("d_loss", "g_loss"):
-            v = rec.get(k)
-            if v is None:
-                continue
-            v = v if isinstance(v, float) else sum(x for x in v if math.isfinite(x)) / max(1, sum(math.isfinite(x) for x in v))
-            series.setdefault(k + (" (member mean)" if stacked else ""), []).append((rec["step"], v))
-    return series
