@@ -274,7 +274,7 @@ def _size_note(cfg: P.Config, gan: Any) -> str:
 
 
 def _run_train(cfg: P.Config, resume: str | None, progress: bool, parser: argparse.ArgumentParser) -> int:
-    from . import checkpoint, loop, sweep
+    from . import checkpoint, loop
 
     _check(cfg, parser)
     _grid_penalty(cfg, parser, say)
@@ -330,13 +330,20 @@ def _run_train(cfg: P.Config, resume: str | None, progress: bool, parser: argpar
         parser.error(str(e))
     except ValueError as e:
         parser.error(str(e))
-    wall = time.perf_counter() - t0
+    _report(cfg, hist, evaluator, members, time.perf_counter() - t0, run_dir)
+    return 0
+
+
+def _report(cfg: P.Config, hist: dict, evaluator: Any, members: Any, wall: float, run_dir: Path) -> None:
+    """The end-of-run lines: the per-member table (stacked) or the final figures, the stop reason, the files."""
+    from . import sweep
+
     primary = evaluator.primary if evaluator else None
     final = (hist.get("final") or {}).get("figures")
     last = hist.get("last") or {}
     if members:
         rows_metrics = []
-        for i in range(n_members):
+        for i in range(len(members[0])):
             m: dict[str, Any] = {}
             for k in ("d_loss", "g_loss"):
                 if k in last:
@@ -362,7 +369,6 @@ def _run_train(cfg: P.Config, resume: str | None, progress: bool, parser: argpar
         f"({hist['steps_per_s'] or 0:.1f} steps/s of training)")
     say(f"wrote {run_dir}/samples.png, losses.png, metrics.json, checkpoints/, tb/ "
         f"(tensorboard --logdir {run_dir / 'tb'})")
-    return 0
 
 
 def _run_eval(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:

@@ -168,13 +168,14 @@ def write_outputs(run: "Run", config: Mapping | None) -> None:
         tb.save_png(pics[0], path / "samples.png", scale=scale)
     else:
         labels = member_labels(run)
-        big = [tb.upscale(p, scale) for p in pics]
-        for i, p in enumerate(big):
-            tb.save_png(tb.labelled(p, labels[i]), path / f"samples_member{i:02d}.png")
-        # All members' grids tiled into one picture, member 0 top left, each captioned.
+        for i, p in enumerate(pics):
+            tb.save_png(tb.labelled(tb.upscale(p, scale), labels[i]), path / f"samples_member{i:02d}.png")
+        # All members' grids tiled into one picture, member 0 top left, each captioned
+        # (captions may wrap to different heights: pad each panel to the tallest).
         small = [tb.labelled(tb.upscale(p, max(1, scale // 2)), labels[i]) for i, p in enumerate(pics)]
-        tb.save_png(tb.image_grid(torch.stack([torch.nn.functional.pad(p, (2, 2, 2, 2), value=1.0) for p in small]) * 2 - 1),
-                    path / "samples.png")
+        h = max(p.shape[-2] for p in small)
+        small = [torch.nn.functional.pad(p, (2, 2, 2 + h - p.shape[-2], 2), value=1.0) for p in small]
+        tb.save_png(tb.image_grid(torch.stack(small) * 2 - 1), path / "samples.png")
     ev = run.evaluator
     figures.run_figures(path, run.history, primary=ev.primary if ev else None, n_samples=ev.n_samples if ev else None,
                         higher_is_better=ev.higher_is_better if ev else None, samples=samples,

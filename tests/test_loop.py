@@ -283,3 +283,11 @@ def test_presets_do_not_import_the_training_loop():
 
     code = "import sys, ganfn.presets; assert 'ganfn.loop' not in sys.modules, sorted(m for m in sys.modules if 'ganfn' in m)"
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_stacked_panels_with_captions_of_different_lengths_tile(tmp_path):
+    # Long and short captions wrap to different heights; the mosaic still tiles.
+    hps = [{"lr_d": 1e-4, "lr_g": 1e-4, "gp_weight": 1.0, "real_label": 0.9}, {"lr_d": 1e-3}]
+    fit(_digits_gan(penalty="gp"), data.digits("train", 8), steps=2, batch_size=32, run_dir=tmp_path,
+        seeds=[0, 1], hparams=hps, **QUIET)
+    assert (tmp_path / "samples.png").is_file() and (tmp_path / "samples_member01.png").is_file()
