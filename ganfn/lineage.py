@@ -19,7 +19,7 @@ from torch import Tensor
 
 from . import population as pop
 
-__all__ = ["Lineage", "Schedule"]
+__all__ = ["Lineage", "Schedule", "space_from_grid"]
 
 
 def _floats(t: Tensor) -> list[float]:
@@ -134,6 +134,7 @@ class Schedule:
             raise ValueError(f"halving steps (--halving-at) must be >= 1, got {halving_at}")
         if every is None and not halving_at:
             raise ValueError("a population schedule needs every (PBT) or halving_at (successive halving)")
+        pop.check_space(space)
         self.space, self.every, self.fraction, self.halving_at = dict(space), every, float(fraction), halving_at
         self.metrics = [pop.metric(m) for m in metrics]
         if not self.metrics:
@@ -178,3 +179,18 @@ class Schedule:
     def load_state_dict(self, d: Mapping[str, Any]) -> None:
         self.rng.set_state(d["rng"])
         self.lineage = Lineage.from_dict(d["lineage"]) if d.get("lineage") else None
+
+
+def space_from_grid(spec: Mapping[str, Sequence[float]]) -> dict[str, pop.Bounds]:
+    """PBT bounds from a grid (``sweep.parse_grid``'s output): each key with at
+    least two values explores ``[min, max]`` (log-uniform redraws when min > 0);
+    single-valued keys stay fixed. Raises ``ValueError`` when nothing varies."""
+    out = {}
+    for k, vals in spec.items():
+        lo, hi = min(vals), max(vals)
+        if lo < hi:
+            out[k] = pop.Bounds(float(lo), float(hi), log=lo > 0)
+    if not out:
+        raise ValueError("the grid has no hyperparameter with two different values to explore: "
+                         "give bounds with --pbt-space \"lr_d=1e-4,1e-2\"")
+    return out

@@ -153,15 +153,15 @@ def scores_from_figures(figures: Sequence[Mapping[str, float]], metrics: Sequenc
     return torch.tensor(rows, dtype=torch.float64).reshape(len(rows), len(ms)), [m.higher_is_better for m in ms]
 
 
-def check_space(space: Mapping[str, Bounds | Sequence[float]], state: Any) -> dict[str, Bounds]:
-    """``space`` as ``name -> Bounds``, checked against the hyperparameters of
-    ``state``; raises ``ValueError`` naming an unknown name or bad bounds."""
+def check_space(space: Mapping[str, Bounds | Sequence[float]], state: Any = None) -> dict[str, Bounds]:
+    """``space`` as ``name -> Bounds``, checked (and, given ``state``, against
+    its hyperparameters); raises ``ValueError`` naming an unknown name or bad bounds."""
     if not isinstance(space, Mapping) or not space:
         raise ValueError("space must map at least one hyperparameter name to its (low, high) bounds")
-    known = hyperparameters(state)
+    known = hyperparameters(state) if state is not None else None
     out = {}
     for name, b in space.items():
-        if name not in known:
+        if known is not None and name not in known:
             raise ValueError(f"unknown hyperparameter {name!r} in space; this state has {sorted(known)}")
         b = Bounds(*b)
         if not (math.isfinite(b.low) and math.isfinite(b.high)) or b.low > b.high:
