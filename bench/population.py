@@ -118,13 +118,11 @@ def main(argv=None) -> int:
           f"median: PBT strictly better (modes, then high-quality): {'met' if median_ok else 'MISSED'}")
 
     out = Path(args.out)
-    figures.save(figures.population_curves(evals, "high_quality", events=sched.lineage.events,
-                                           title="PBT on ring8: high-quality fraction per member"), out / "curves.png")
-    n = len(lrs)
+    figures.population_curves(evals, "high_quality", out / "curves.png", events=sched.lineage.events,
+                              title="PBT on ring8: high-quality fraction per member (o- -: copy; x: halved)")
     for name, fin in (("grid", grid_final), ("pbt", pbt_final)):
-        vals = [[fin[r * n + c]["high_quality"] for c in range(n)] for r in range(n)]
-        figures.save(figures.heatmap(vals, lrs, lrs, row_name="lr_g", col_name="lr_d",
-                                     title=f"final high-quality fraction ({name}, by starting cell)"), out / f"heatmap_{name}.png")
+        figures.sweep_heatmap(members, [f["high_quality"] for f in fin], out / f"heatmap_{name}.png", keys=("lr_g", "lr_d"),
+                              value_name=f"final high-quality fraction ({name}, by starting cell)", higher_is_better=True)
     print(f"wrote {out}/curves.png, heatmap_grid.png, heatmap_pbt.png")
     return 0 if verdict else 1
 

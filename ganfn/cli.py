@@ -242,29 +242,6 @@ def _population(cfg: P.Config, evaluator: Any, parser: argparse.ArgumentParser) 
         parser.error(str(e))
 
 
-def _sweep_figures(run_dir: Path, hist: dict, members: tuple[list[int], list[dict]], primary: str, higher: bool) -> list[str]:
-    """population.png (each member's figure over steps, copy events marked) for
-    a population run; heatmap.png of the final figure for a 2-D grid."""
-    from . import figures
-
-    written = []
-    if hist.get("population") and hist.get("eval"):
-        fig = figures.population_curves(hist["eval"], primary, events=hist["population"]["events"])
-        written.append(figures.save(fig, run_dir / "population.png").name)
-    final = (hist.get("final") or {}).get("figures")
-    keys = [k for k in members[1][0] if len({m[k] for m in members[1]}) > 1]
-    if final and len(keys) == 2:
-        rows, cols = (sorted({m[k] for m in members[1]}) for k in keys)
-        cells: dict[tuple, list[float]] = {}
-        for m, f in zip(members[1], final):
-            cells.setdefault((m[keys[0]], m[keys[1]]), []).append(f.get(primary, math.nan))
-        vals = [[sum(cells.get((r, c), [math.nan])) / len(cells.get((r, c), [1])) for c in cols] for r in rows]
-        fig = figures.heatmap(vals, rows, cols, row_name=keys[0], col_name=keys[1], higher_is_better=higher,
-                              title=f"final {primary} (mean over seeds, by starting configuration)")
-        written.append(figures.save(fig, run_dir / "heatmap.png").name)
-    return written
-
-
 def _run_train(cfg: P.Config, resume: str | None, progress: bool, parser: argparse.ArgumentParser) -> int:
     from . import loop, sweep
 
@@ -343,10 +320,9 @@ def _run_train(cfg: P.Config, resume: str | None, progress: bool, parser: argpar
             if init and math.isfinite(init[0].get(primary, math.nan)):
                 parts.append(f"(untrained generator: {init[0][primary]:.4g})")
         print("final: " + ", ".join(parts))
-    extra_files = _sweep_figures(run_dir, hist, members, primary, evaluator.higher_is_better) if members and primary else []
     print(f"stopped: {hist['stopped']}; {hist['steps_run']} steps in {wall:.1f} s "
           f"({hist['steps_per_s'] or 0:.1f} steps/s of training)")
-    print(f"wrote {run_dir}/samples.png, losses.png, {''.join(f + ', ' for f in extra_files)}metrics.json, checkpoints/, tb/ "
+    print(f"wrote {run_dir}/samples.png, losses.png, metrics.json, checkpoints/, tb/ "
           f"(tensorboard --logdir {run_dir / 'tb'})")
     return 0
 

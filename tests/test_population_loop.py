@@ -89,7 +89,7 @@ def test_sweep_with_pbt_and_halving_prints_schedules_and_draws_figures(tmp_path,
     header = next(line for line in out.splitlines() if line.startswith("| member"))
     assert "schedule" in header and "lineage" in header
     assert "halved@2" in out and "lr_d" in out
-    assert (tmp_path / "population.png").stat().st_size > 0 and (tmp_path / "heatmap.png").stat().st_size > 0
+    assert (tmp_path / "population.png").stat().st_size > 0 and (tmp_path / "sweep_heatmap.png").stat().st_size > 0
     m = json.loads((tmp_path / "metrics.json").read_text())
     assert len(m["population"]["retired"]) == 2
 
@@ -115,13 +115,9 @@ def test_train_has_no_population_options(capsys):
     assert "unrecognized arguments" in capsys.readouterr().err
 
 
-def test_figures_heatmap_and_curves(tmp_path):
-    fig = figures.heatmap([[0.1, float("nan")], [0.5, 0.9]], [1e-4, 1e-3], ["a", "b"], row_name="lr_g", col_name="x")
-    assert figures.save(fig, tmp_path / "h.png").stat().st_size > 0
-    with pytest.raises(ValueError, match="do not match"):
-        figures.heatmap([[1.0, 2.0]], [1, 2], [1, 2])
+def test_population_curves_figure(tmp_path):
     evals = [{"step": s, "figures": [{"m": s * 0.1 + i} for i in range(3)]} for s in (0, 2, 4)]
     events = [{"step": 2, "kind": "copy", "member": 0, "source": 2}, {"step": 2, "kind": "halved", "member": 1, "source": None}]
-    assert figures.save(figures.population_curves(evals, "m", events=events), tmp_path / "c.png").stat().st_size > 0
+    assert figures.population_curves(evals, "m", tmp_path / "c.png", events=events).stat().st_size > 0
     with pytest.raises(ValueError, match="at least one"):
-        figures.population_curves([], "m")
+        figures.population_curves([], "m", tmp_path / "d.png")
