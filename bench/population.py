@@ -1,12 +1,13 @@
 """Population-based training vs the plain grid on ring8, at the same total steps.
 
-    python bench/population.py                    # 16 members, 2000 steps, PBT every 250
+    python bench/population.py                    # 16 members, 1500 steps, PBT every 250
     python bench/population.py --steps 300 --every 100 --members-per-axis 2   # a quick look
 
 A 4 x 4 grid of (lr_g, lr_d) in {1e-3, 2e-3, 1e-2, 2e-2}: half of each axis is
 10x the ring8-hinge preset's good learning rates. Both runs start from the same
-16 members (seeds 0..15, same data and noise); the grid trains them unchanged,
-PBT runs ``ganfn.lineage.Schedule`` (ranking by modes, then high-quality
+16 members (seeds 0..15, same data and noise) and train as one vmapped program
+of 32 members; the grid half trains unchanged,
+PBT runs ``ganfn.population.exploit_explore`` (ranking by modes, then high-quality
 fraction; the worst quarter copies a member of the best quarter and perturbs
 lr_g / lr_d x0.8 / x1.2 or redraws them within [1e-3, 2e-2]). Target: PBT's
 best final modes and high-quality fraction >= the grid's best, and PBT's median
@@ -24,8 +25,8 @@ from pathlib import Path
 
 import torch
 
-from ganfn import data, ensemble, figures, metrics, presets, sweep
-from ganfn.lineage import Schedule
+from ganfn import data, ensemble, figures, metrics, population, presets, sweep
+from ganfn.lineage import Lineage
 
 
 def evaluate(gan, state, z) -> list[dict[str, float]]:
@@ -40,26 +41,36 @@ def evaluate(gan, state, z) -> list[dict[str, float]]:
     return out
 
 
-def run(gan, members, steps, batch, every, schedule=None):
-    """Train the members as one vmapped run; returns (final figures, eval history)."""
+def run(gan, members, steps, batch, every, space, fraction):
+    """The grid and its PBT copy as ONE vmapped run of 2S members: members
+    0..S-1 are the plain grid (``retired`` for exploit_explore, so PBT never
+    touches them), S..2S-1 the PBT population; member i and S+i share seed,
+    data and noise, so they are identical until the first PBT round.
+    Returns (grid final figures, PBT final figures, PBT eval history, lineage)."""
     S = len(members)
-    state = ensemble.init_many(gan, list(range(S)), members)
-    rngs, data_rng = ensemble.rngs([1000 + s for s in range(S)]), torch.Generator().manual_seed(7)
+    state = ensemble.init_many(gan, list(range(S)) * 2, list(members) * 2)
+    rngs, data_rng = ensemble.rngs([1000 + s for s in range(S)] * 2), torch.Generator().manual_seed(7)
     step = ensemble.make_step(gan, shared_data=False)
     z_eval = gan.draw_latents(torch.Generator().manual_seed(4321), 1000)
-    if schedule is not None:
-        schedule.start(state)
-    evals = [{"step": 0, "figures": evaluate(gan, state, z_eval)}]
+    pbt_rng, grid_half = torch.Generator().manual_seed(0), list(range(S))
+    hp = population.hyperparameters(state)
+    lin = Lineage.start(0, {k: hp[k] for k in sorted(space)})
+    evals = [{"step": 0, "figures": evaluate(gan, state, z_eval)[S:]}]
     for t in range(1, steps + 1):
-        real = data.ring8(S * batch, data_rng).reshape(S, batch, 2)
+        real = data.ring8(S * batch, data_rng).reshape(S, batch, 2).repeat(2, 1, 1)
         state, _ = step(state, real, ensemble.draw_noise_many(gan, rngs, batch))
         if t % every == 0:
             figs = evaluate(gan, state, z_eval)
-            evals.append({"step": t, "figures": figs})
-            if schedule is not None and t < steps:
-                state = schedule(t, state, figs)
+            evals.append({"step": t, "figures": figs[S:]})
+            if t < steps:
+                scores, dirs = population.scores_from_figures(figs, ("modes", "high_quality"))
+                state, rep = population.exploit_explore(state, scores, pbt_rng, space=space, fraction=fraction,
+                                                        higher_is_better=dirs, retired=grid_half)
+                lin.record_exploit(t, rep)
     final = evaluate(gan, state, gan.draw_latents(torch.Generator().manual_seed(5), 2500))
-    return final, evals
+    # Shift the lineage to the PBT half's own numbering (member S+i is PBT member i).
+    events = [{**e, "member": e["member"] - S, "source": e["source"] - S} for e in lin.events]
+    return final[:S], final[S:], evals, Lineage(lin.hparams[S:], events, [])
 
 
 def key(f):
@@ -69,10 +80,10 @@ def key(f):
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--steps", type=int, default=2000)
+    ap.add_argument("--steps", type=int, default=1500)
     ap.add_argument("--every", type=int, default=250, help="evaluate (and run PBT) every this many steps")
     ap.add_argument("--fraction", type=float, default=0.25)
-    ap.add_argument("--batch", type=int, default=128)
+    ap.add_argument("--batch", type=int, default=64)
     ap.add_argument("--members-per-axis", type=int, default=4, choices=[2, 4])
     ap.add_argument("--ema-decay", type=float, default=0.99,
                     help="EMA of G (the preset's 0.999 averages over ~1000 steps, longer than a PBT interval)")
@@ -84,21 +95,19 @@ def main(argv=None) -> int:
     cfg = presets.merge(presets.from_preset("ring8-hinge"), dict(steps=args.steps, batch_size=args.batch, ema_decay=args.ema_decay))
     gan = presets.build_gan(cfg, (2,))
     t0 = time.time()
-    grid_final, _ = run(gan, members, args.steps, args.batch, args.every)
-    t1 = time.time()
-    sched = Schedule({"lr_g": (min(lrs), max(lrs)), "lr_d": (min(lrs), max(lrs))}, every=args.every,
-                     fraction=args.fraction, metrics=("modes", "high_quality"), seed=0)
-    pbt_final, evals = run(gan, members, args.steps, args.batch, args.every, sched)
-    t2 = time.time()
+    lo, hi = min(lrs), max(lrs)
+    grid_final, pbt_final, evals, lineage = run(gan, members, args.steps, args.batch, args.every,
+                                                {"lr_g": (lo, hi), "lr_d": (lo, hi)}, args.fraction)
+    wall = time.time() - t0
 
     print(f"ring8-hinge, {len(members)} members (lr_g x lr_d in {lrs}), {args.steps} steps, batch {args.batch}, "
-          f"EMA {args.ema_decay}, PBT every {args.every} steps, fraction {args.fraction}; grid {t1 - t0:.0f}s, PBT {t2 - t1:.0f}s, torch {torch.__version__}")
+          f"EMA {args.ema_decay}, PBT every {args.every} steps, fraction {args.fraction}; both as one vmapped run of {2 * len(members)} members, {wall:.0f}s, torch {torch.__version__}")
     print("\n| member | start lr_g | start lr_d | grid modes | grid high-q | PBT modes | PBT high-q | PBT schedule | PBT lineage |")
     print("|---|---|---|---|---|---|---|---|---|")
     for i, m in enumerate(members):
         g, p = grid_final[i], pbt_final[i]
         print(f"| {i} | {m['lr_g']:g} | {m['lr_d']:g} | {g['modes']:.0f}/8 | {g['high_quality']:.3f} | {p['modes']:.0f}/8 | "
-              f"{p['high_quality']:.3f} | {sched.lineage.schedule_text(i)} | {sched.lineage.lineage_text(i)} |")
+              f"{p['high_quality']:.3f} | {lineage.schedule_text(i)} | {lineage.lineage_text(i)} |")
     rows = []
     verdict = True
     for name, fin in (("grid", grid_final), ("PBT", pbt_final)):
@@ -118,7 +127,7 @@ def main(argv=None) -> int:
           f"median: PBT strictly better (modes, then high-quality): {'met' if median_ok else 'MISSED'}")
 
     out = Path(args.out)
-    figures.population_curves(evals, "high_quality", out / "curves.png", events=sched.lineage.events,
+    figures.population_curves(evals, "high_quality", out / "curves.png", events=lineage.events,
                               title="PBT on ring8: high-quality fraction per member (o- -: copy; x: halved)")
     for name, fin in (("grid", grid_final), ("pbt", pbt_final)):
         figures.sweep_heatmap(members, [f["high_quality"] for f in fin], out / f"heatmap_{name}.png", keys=("lr_g", "lr_d"),
