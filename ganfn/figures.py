@@ -276,9 +276,18 @@ def population_curves(
     colors = matplotlib.colormaps["tab20" if S > 10 else "tab10"]
     fig = Figure(figsize=(8.0, 4.5), layout="constrained")
     ax = fig.add_subplot()
-    for i in range(S):
-        ax.plot(steps, ys[i], color=colors(i % colors.N), lw=1.2, label=f"member {i}")
     at = {s: k for k, s in enumerate(steps)}
+    copied_at = {(int(e["member"]), at[int(e["step"])]) for e in events if e["kind"] == "copy" and int(e["step"]) in at}
+    for i in range(S):
+        # A copied member's own line breaks at the copy: it continues from the source's state.
+        xs, vs = [], []
+        for k, (x, v) in enumerate(zip(steps, ys[i])):
+            xs.append(x)
+            vs.append(v)
+            if (i, k) in copied_at:
+                xs.append(x)
+                vs.append(math.nan)
+        ax.plot(xs, vs, color=colors(i % colors.N), lw=1.2, label=f"member {i}")
     for e in events:
         k, i = at.get(int(e["step"])), int(e["member"])
         if k is None:
