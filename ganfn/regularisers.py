@@ -10,6 +10,9 @@ math only, as pure functions of explicit tensors.
   2017, discussed; Petzka et al., 2018), which penalises only gradient norms above 1.
 - :func:`bcr_term`: balanced consistency regularisation (bCR; Zhao et al., 2020,
   "Improved Consistency Regularization for GANs"), built on :mod:`ganfn.augment`.
+- :func:`lazy`, :func:`lazy_adam_compensation`: lazy regularisation (Karras et
+  al., 2020, StyleGAN2, sec. 3.1): a penalty every ``k`` D updates with its
+  weight scaled by ``k``.
 
 Every random input (perturbations, interpolation weights, augmentation noise)
 is an argument, so these run under ``torch.func.vmap``/``grad`` and
@@ -36,6 +39,8 @@ __all__ = [
     "dragan_term",
     "one_sided_gp_term",
     "bcr_term",
+    "lazy",
+    "lazy_adam_compensation",
 ]
 
 DFn = Callable[[Tensor], Tensor]
@@ -153,3 +158,31 @@ def bcr_term(d_fn: DFn, real: Tensor, fake: Tensor, noise_real: dict[str, Tensor
     lr_ = torch.mean(torch.square(_scores(real_out) - _scores(ra)))
     lf_ = torch.mean(torch.square(_scores(fake_out) - _scores(fa)))
     return weight_real * lr_ + weight_fake * lf_
+
+
+# -- lazy regularisation (Karras et al., 2020, StyleGAN2, sec. 3.1) ---------------------------
+
+
+def lazy(value: Tensor, count: Tensor, every: int) -> tuple[Tensor, Tensor]:
+    """``(every * value if due else 0, due)`` with ``due = count % every == 0``.
+
+    ``count`` is the number of D updates before this one (0-d int tensor), so the
+    penalty runs on updates 0, k, 2k, ...; scaling by ``k`` keeps its average
+    strength. The selection is a ``torch.where``, not a Python branch, so it is
+    valid under vmap and compile (``torch.cond`` cannot hold the nested input
+    gradient a penalty takes).
+    """
+    if not isinstance(every, int) or every < 1:
+        raise ValueError(f"lazy regularisation needs every= an int >= 1, got {every!r}")
+    due = torch.remainder(count, every) == 0
+    return torch.where(due, value * every, torch.zeros_like(value)), due
+
+
+def lazy_adam_compensation(lr: float, betas: tuple[float, float], every: int) -> tuple[float, tuple[float, float]]:
+    """StyleGAN2's optimizer compensation for a penalty taken every ``k`` updates
+    as a separate step: with ``c = k / (k + 1)``, ``lr * c`` and ``betas ** c``, so
+    ``k + 1`` updates move and forget as ``k`` plain ones would."""
+    if not isinstance(every, int) or every < 1:
+        raise ValueError(f"lazy regularisation needs every= an int >= 1, got {every!r}")
+    c = every / (every + 1)
+    return lr * c, (betas[0] ** c, betas[1] ** c)

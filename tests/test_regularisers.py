@@ -152,3 +152,36 @@ def test_bcr_zero_for_an_augmentation_invariant_critic_and_at_p_zero():
     mean = lambda t: t.flatten(1).mean(1)  # noqa: E731
     assert float(R.bcr_term(mean, x, x, n, n, 10.0, 10.0, policy="translation,cutout", p=0.0)) == 0.0
     assert float(R.bcr_term(mean, x, x, n, n, 10.0, 10.0, policy="translation,cutout")) > 0.0
+
+
+# -- lazy regularisation ----------------------------------------------------------------------
+
+
+@given(st.integers(1, 20), st.floats(0.0, 100.0))
+def test_lazy_is_due_on_every_kth_update_with_weight_times_k(every, v):
+    value = torch.tensor(v, dtype=f64)
+    outs = [R.lazy(value, torch.tensor(c), every) for c in range(3 * every)]
+    assert [c for c, (_, due) in enumerate(outs) if due] == [0, every, 2 * every]
+    for c, (val, due) in enumerate(outs):
+        assert float(val) == (every * v if c % every == 0 else 0.0)
+    # the time average equals the eager penalty
+    assert sum(float(x) for x, _ in outs) / (3 * every) == pytest.approx(v)
+    if every == 1:
+        assert all(torch.equal(x, value) for x, _ in outs)
+
+
+def test_lazy_under_vmap_with_members_at_different_counts():
+    vals, counts = torch.tensor([1.0, 2.0, 3.0]), torch.tensor([0, 5, 16])
+    out, due = torch.func.vmap(lambda v, c: R.lazy(v, c, 16))(vals, counts)
+    assert due.tolist() == [True, False, True] and out.tolist() == [16.0, 0.0, 48.0]
+    with pytest.raises(ValueError, match="every= an int >= 1"):
+        R.lazy(vals[0], counts[0], 0)
+
+
+def test_lazy_adam_compensation_matches_stylegan2():
+    lr, (b1, b2) = R.lazy_adam_compensation(0.0025, (0.0, 0.99), 16)
+    c = 16 / 17
+    assert lr == pytest.approx(0.0025 * c) and b1 == 0.0 and b2 == pytest.approx(0.99 ** c)
+    assert R.lazy_adam_compensation(1e-3, (0.5, 0.9), 1) == (0.5e-3, (0.5 ** 0.5, 0.9 ** 0.5))
+    with pytest.raises(ValueError, match="every="):
+        R.lazy_adam_compensation(1e-3, (0.5, 0.9), 0)
