@@ -27,10 +27,10 @@ from ganfn.tree import replace, tree_map
 POLICY = "color,translation,cutout"
 
 
-def build(width: int, latent: int):
+def build(width: int, latent: int, lr: float):
     G = models.DCGANGenerator(latent, size=8, channels=1, width=width, norm="batch")
     D = models.DCGANDiscriminator(size=8, channels=1, width=width, norm="none")
-    adam = optim.adam(2e-4, (0.5, 0.999))
+    adam = optim.adam(lr, (0.5, 0.999))
     return ganfn.GAN(G, D, latent_dim=latent, loss="non_saturating", g_optimizer=adam, d_optimizer=adam)
 
 
@@ -74,25 +74,31 @@ def noise(gen: torch.Generator, B: int, latent: int) -> dict:
             "a_real": augment.draw(gen, B, POLICY), "a_fake": augment.draw(gen, B, POLICY), "a_gen": augment.draw(gen, B, POLICY)}
 
 
-def run_arm(arm: str, args, train: torch.Tensor, ext, real_test) -> dict:
-    gan = build(args.width, args.latent)
-    seeds = list(range(args.seeds))
-    state = ensemble.init_many(gan, seeds)
-    p0 = {"none": 0.0, "diffaugment": 1.0, "ada": 0.0}[arm]
-    ada = augment.AdaState(*[torch.stack([t] * len(seeds)) for t in augment.ada_init(p0)])
-    step = make_step(gan, arm, ada_target=args.ada_target, ada_interval=4, ada_speed=args.ada_speed)
-    gens = ensemble.rngs([1000 + s for s in seeds])
-    t0 = time.time()
-    for _ in range(args.steps):
-        # Each member draws its own batch of the 300 images and its own noise.
-        idx = torch.stack([torch.randint(0, train.shape[0], (args.batch,), generator=g) for g in gens])
-        nz = ensemble.stack([noise(g, args.batch, args.latent) for g in gens])
-        state, ada, m = step(state, ada, train[idx], nz)
-    secs = time.time() - t0
-    z = torch.randn(args.n_eval, args.latent, generator=torch.Generator().manual_seed(7))
-    fake = torch.stack([gan.sample(s, z) for s in ensemble.unstack(state)])  # never augmented
-    fd = metrics.evaluate_stacked_images(fake, real_test, ext, kid_subsets=10, kid_subset_size=min(300, args.n_eval))
-    return {"fd": fd["FD-LeNet(digits)"], "p": ada.p, "rt": m["rt"], "secs": secs}
+class Arm:
+    """One arm: a stacked state of S seeds, its ADA state and its vmapped step."""
+
+    def __init__(self, name: str, args) -> None:
+        self.name, self.gan = name, build(args.width, args.latent, args.lr)
+        seeds = list(range(args.seeds))
+        self.state = ensemble.init_many(self.gan, seeds)
+        p0 = {"none": 0.0, "diffaugment": 1.0, "ada": 0.0}[name]
+        self.ada = augment.AdaState(*[torch.stack([t] * len(seeds)) for t in augment.ada_init(p0)])
+        self.step = make_step(self.gan, name, ada_target=args.ada_target, ada_interval=4, ada_speed=args.ada_speed)
+        # Every arm sees the same batches and latents: seed s's generator.
+        self.gens = ensemble.rngs([1000 + s for s in seeds])
+        self.secs = 0.0
+
+    def advance(self, train: torch.Tensor, B: int, latent: int) -> None:
+        t0 = time.time()
+        idx = torch.stack([torch.randint(0, train.shape[0], (B,), generator=g) for g in self.gens])
+        nz = ensemble.stack([noise(g, B, latent) for g in self.gens])
+        self.state, self.ada, _ = self.step(self.state, self.ada, train[idx], nz)
+        self.secs += time.time() - t0
+
+    def fd(self, ext, real_test, n: int, latent: int) -> torch.Tensor:
+        z = torch.randn(n, latent, generator=torch.Generator().manual_seed(7))
+        fake = torch.stack([self.gan.sample(s, z) for s in ensemble.unstack(self.state)])  # never augmented
+        return metrics.evaluate_stacked_images(fake, real_test, ext, kid_subsets=10, kid_subset_size=min(300, n))["FD-LeNet(digits)"]
 
 
 def main() -> None:
@@ -102,27 +108,33 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=64)
     ap.add_argument("--width", type=int, default=32)
     ap.add_argument("--latent", type=int, default=32)
+    ap.add_argument("--lr", type=float, default=2e-4)
     ap.add_argument("--subset", type=int, default=300)
     ap.add_argument("--n-eval", type=int, default=1000)
     ap.add_argument("--ada-target", type=float, default=0.6)
     ap.add_argument("--ada-speed", type=float, default=20_000.0, help="real images for p to move by 1 (ADA: 500k on long runs)")
     ap.add_argument("--arms", default="none,diffaugment,ada")
+    ap.add_argument("--eval-every", type=int, default=1000)
     args = ap.parse_args()
     torch.set_num_threads(1)
     full = data.digits("train", 8)
     train = full[torch.randperm(full.shape[0], generator=torch.Generator().manual_seed(0))[: args.subset]]
     ext = metrics.lenet_extractor("digits")
     real_test = ext(data.digits("test", 8))
-    print(f"digits subset {args.subset}, DCGAN width {args.width}, {args.steps} steps, batch {args.batch}, "
+    print(f"digits subset {args.subset}, DCGAN width {args.width}, Adam {args.lr:g} (0.5, 0.999), {args.steps} steps, batch {args.batch}, "
           f"{args.seeds} seeds per arm (one vmapped run each), torch {torch.__version__}, 1 thread")
-    print("| arm | FD-LeNet(digits) mean ± std | per seed | final p | time |")
-    print("|---|---|---|---|---|")
-    for arm in args.arms.split(","):
-        r = run_arm(arm, args, train, ext, real_test)
-        fd = r["fd"]
-        per = " ".join(f"{v:.2f}" for v in fd.tolist())
-        ps = f"{float(r['p'].mean()):.2f}" if arm != "none" else "-"
-        print(f"| {arm} | {float(fd.mean()):.3f} ± {float(fd.std()):.3f} | {per} | {ps} | {r['secs']:.0f}s |", flush=True)
+    arms = [Arm(a, args) for a in args.arms.split(",")]
+    print("| step | arm | FD-LeNet(digits) mean ± std | per seed | mean p | time |")
+    print("|---|---|---|---|---|---|")
+    for t in range(1, args.steps + 1):
+        for arm in arms:
+            arm.advance(train, args.batch, args.latent)
+        if t % args.eval_every == 0 or t == args.steps:
+            for arm in arms:
+                fd = arm.fd(ext, real_test, args.n_eval, args.latent)
+                per = " ".join(f"{v:.2f}" for v in fd.tolist())
+                ps = f"{float(arm.ada.p.mean()):.2f}" if arm.name != "none" else "-"
+                print(f"| {t} | {arm.name} | {float(fd.mean()):.3f} ± {float(fd.std()):.3f} | {per} | {ps} | {arm.secs:.0f}s |", flush=True)
 
 
 if __name__ == "__main__":
