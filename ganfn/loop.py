@@ -90,6 +90,7 @@ def fit(
     print_fn: Callable[[str], None] | None = None,
     config: Mapping[str, Any] | None = None,
     n_fixed: int = 64,
+    population: Any = None,
 ) -> tuple[TrainState, dict[str, Any]]:
     """Train ``gan`` on ``data`` for ``steps`` steps; return ``(state, history)``.
 
@@ -138,6 +139,11 @@ def fit(
             printed every ``eval_every`` steps when there is no evaluator.
         print_fn: where lines go (default: through tqdm, flushed at once).
         config: recorded in ``config.json``, ``metrics.json`` and as TensorBoard hparams.
+        population: a :class:`ganfn.lineage.Schedule` (stacked runs with an
+            evaluator): at its steps the members' figures drive successive
+            halving and population-based training; the lineage goes into every
+            checkpoint (a resumed run is bit-identical), ``metrics.json``
+            (``population``) and TensorBoard (``hparams/<name>`` per member).
 
     Returns ``(state, history)``: history is a JSON-able dict with ``train``
     (every ``log_every`` steps: step and each metric, lists for stacked runs),
@@ -147,14 +153,20 @@ def fit(
     check_args(gan, steps, batch_size, precision, on_nonfinite,
                 {"log_every": log_every, "image_every": image_every, "eval_every": eval_every},
                 checkpoint_every, instance_noise_anneal, resume, run_dir)
+    if population is not None and (seeds is None or evaluator is None):
+        raise ValueError("population (PBT / successive halving) needs a stacked run (seeds=...) and an evaluator for its scores")
     run = setup(gan, data, steps=steps, device=device, run_dir=run_dir, seed=seed, seeds=seeds, hparams=hparams,
                 data_seed=data_seed, evaluator=evaluator, keep=keep, resume=resume, compile=compile,
-                print_fn=print_fn, n_fixed=n_fixed)
+                print_fn=print_fn, n_fixed=n_fixed, population=population)
     if run.run_path is not None and run.main:
         run.logger = tb.Logger(run.run_path / "tb", len(run.seeds) if run.stacked else None)
         if config is not None:
             run.run_path.mkdir(parents=True, exist_ok=True)
             act.write_json(run.run_path / "config.json", dict(config))
+    if population is not None:
+        population.start(run.state, run.start)
+        if run.logger is not None and run.start == 0:
+            run.logger.scalars(0, act.population_hparams(population, run.state), prefix="hparams/")
     if evaluator is not None and run.start == 0:
         # The untrained generator's figures: the baseline a run is judged against.
         run.history["initial"] = {"step": 0, "figures": evaluate_members(evaluator, gan, run.state, run.eval_z, run.stacked)}
@@ -239,6 +251,8 @@ def _train(run: Run, steps: int, batch_size: int, precision: str, on_nonfinite: 
                 break
             if run.evaluator is None and (not progress or run.bar.disable):
                 run.say(act.progress_line(run, step, steps, metrics))
+        if run.population is not None and run.population.due(step) and step < steps:
+            act.population_round(run, step)
         if checkpoint_every is not None and step % checkpoint_every == 0 and step < steps:
             act.checkpoint(run, step)
     return step, last_metrics
@@ -256,6 +270,8 @@ def _finish(run: Run, step: int, last_metrics: Mapping[str, Tensor], wall: float
             h["final"] = {"step": step, "figures": evaluate_members(run.evaluator, run.gan, run.state, run.eval_z, run.stacked)}
     if last_metrics:
         h["last"] = {"step": step, **{k: act.to_float(v) for k, v in last_metrics.items()}}
+    if run.population is not None:
+        h["population"] = run.population.lineage.to_dict()
     h["steps_run"] = step - run.start
     h["wall_time_s"] = wall
     h["steps_per_s"] = (step - run.start) / wall if wall > 0 else None

@@ -19,11 +19,12 @@ from torch import Tensor
 from . import figures
 from . import tensorboard as tb
 from .evaluation import evaluate_members, sample_members, update_best
+from .population import hyperparameters
 
 if TYPE_CHECKING:  # pragma: no cover
     from .loop import Run
 
-__all__ = ["log", "images", "evaluate", "checkpoint", "write_outputs", "to_float", "strict_json", "eval_line", "KID_NOTE"]
+__all__ = ["log", "images", "evaluate", "checkpoint", "population_round", "write_outputs", "to_float", "strict_json", "eval_line", "KID_NOTE"]
 
 KID_NOTE = ("KID is an unbiased estimate: around 0 (slightly negative values included) the two sample sets "
             "cannot be told apart at this sample size")
@@ -119,8 +120,25 @@ def checkpoint(run: "Run", step: int) -> None:
     if run.manager is None or not run.main:
         return
     extra = {"history": run.history, "best": run.best, "bad_evals": run.bad_evals,
-             "noise_base": run.noise_base.cpu() if run.noise_base is not None else None}
+             "noise_base": run.noise_base.cpu() if run.noise_base is not None else None,
+             "population": run.population.state_dict() if run.population is not None else None}
     run.manager.save(run.state, step=step, position=run.position, rngs=run.rngs, extra=extra)
+
+
+def population_round(run: "Run", step: int) -> None:
+    """A PBT / successive-halving round on the members' latest figures (evaluated now if not at this step)."""
+    h = run.history
+    figs = h["eval"][-1]["figures"] if h["eval"] and h["eval"][-1]["step"] == step else \
+        evaluate_members(run.evaluator, run.gan, run.state, run.eval_z, run.stacked)
+    run.state = run.population(step, run.state, figs)
+    if run.logger is not None:
+        run.logger.scalars(step, population_hparams(run.population, run.state), prefix="hparams/")
+
+
+def population_hparams(population: Any, state: Any) -> dict[str, Tensor]:
+    """The members' current values of the hyperparameters a population schedule explores."""
+    hp = hyperparameters(state)
+    return {k: hp[k] for k in sorted(population.space)}
 
 
 def progress_line(run: "Run", step: int, steps: int, metrics: Mapping[str, Tensor]) -> str:

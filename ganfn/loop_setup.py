@@ -76,6 +76,7 @@ class Run:
     logger: tb.Logger | None = None
     bar: Any = None
     resumed_from: Path | None = None
+    population: Any = None
     extra: dict = field(default_factory=dict)
 
 
@@ -149,6 +150,8 @@ def _restore(run: Run, resume: Any, steps: int) -> None:
     extra = c["extra"]
     run.history = extra["history"]
     run.best, run.bad_evals = extra.get("best"), int(extra.get("bad_evals", 0))
+    if run.population is not None and extra.get("population") is not None:
+        run.population.load_state_dict(extra["population"])
     if extra.get("noise_base") is not None:
         run.noise_base = extra["noise_base"].to(run.device)
     run.start, run.resumed_from = start, src
@@ -171,7 +174,7 @@ def setup(gan: GAN, data: Tensor | Callable, *, steps: int, device: str | torch.
           run_dir: str | os.PathLike | None = None, seed: int = 0, seeds: Sequence[int] | None = None,
           hparams: Any = None, data_seed: int | None = None, evaluator: Evaluator | None = None, keep: int = 3,
           resume: bool | str | os.PathLike = False, compile: bool = False, print_fn: Callable[[str], None] | None = None,
-          n_fixed: int = 64) -> Run:
+          n_fixed: int = 64, population: Any = None) -> Run:
     """A :class:`Run` ready to train: state (fresh or resumed), RNGs, step function, data position, fixed latents.
 
     Writes nothing. Raises :class:`FinishedRunError` when resuming a run already
@@ -212,6 +215,7 @@ def setup(gan: GAN, data: Tensor | Callable, *, steps: int, device: str | torch.
         fixed_z=gan.draw_latents(torch.Generator().manual_seed(1234), n_fixed).to(device=device, dtype=like.dtype),
         history={"train": [], "eval": [], "final": {}, "stopped": "steps", "diverged_at": None,
                  "members": len(seeds) if stacked else None},
+        population=population,
     )
     if resume:
         _restore(run, resume, steps)

@@ -30,13 +30,18 @@ def test_help_documents_every_option(capsys):
         cli.main(["train", "--help"])
     text = capsys.readouterr().out
     for name in P.FIELDS:
-        if name in ("preset", "grid"):
+        if name == "preset" or name in cli._SWEEP_ONLY:
             continue
         assert "--" + name.replace("_", "-") in text, name
     for flag in ("--preset", "--config", "--resume", "--seeds", "--device", "--compile"):
         assert flag in text
     for preset in P.PRESETS:
         assert preset in text
+    with pytest.raises(SystemExit):
+        cli.main(["sweep", "--help"])
+    sweep_text = capsys.readouterr().out
+    for name in cli._SWEEP_ONLY:  # the grid and the population options belong to ganfn sweep
+        assert "--" + name.replace("_", "-") in sweep_text, name
 
 
 def test_no_arguments_means_digits_dcgan():
@@ -193,7 +198,7 @@ def test_help_shows_every_default_without_noise(capsys, command):
     text = " ".join(capsys.readouterr().out.split())
     assert "(default: None)" not in text and "SUPPRESS" not in text and "(default: False)" not in text
     for name, f in P.FIELDS.items():
-        if name in ("preset", "grid") or f.type in ("bool", bool):
+        if name in ("preset", "grid") or f.type in ("bool", bool) or (command == "train" and name in cli._SWEEP_ONLY):
             continue
         help_text = " ".join(cli._help(name).split())
         assert help_text in text and "(default" in help_text, name

@@ -212,8 +212,13 @@ def test_resume_skips_a_damaged_newest_checkpoint(tmp_path):
     gan = _gan()
     fit(gan, data.ring8, steps=4, batch_size=16, run_dir=tmp_path, checkpoint_every=2, **QUIET)
     newest = tmp_path / "checkpoints" / "ckpt-00000004.pt"
+    from ganfn import checkpoint as ckpt
+
+    w = next(iter(ckpt.load(newest)["state"].d_params.values()))
     raw = bytearray(newest.read_bytes())
-    raw[len(raw) // 2] ^= 0x01  # may hit tensor data or the zip's structure: either way it must not load
+    at = raw.find(w.contiguous().view(torch.uint8).numpy().tobytes())
+    assert at >= 0
+    raw[at + 5] ^= 0x01  # one bit inside D's first weight: torch.load would read it without complaint
     newest.write_bytes(bytes(raw))
     lines = []
     with pytest.warns(RuntimeWarning, match="ckpt-00000004.pt is damaged.*ckpt-00000002.pt"):
