@@ -71,7 +71,7 @@ HELP: dict[str, str] = {
                "2-core machine ran 20x slower in our measurements; raise it for large models on an idle machine)",
     "precision": "fp32, bf16 (autocast) or fp16 (autocast with dynamic loss scaling: optim.loss_scaled)",
     "compile": "torch.compile the train step (first compile takes 10-60 s). Default: compile a stacked run of "
-               "at least 4 members training at least 1000 steps (faster there; its members then match single runs "
+               "at least 4 members training at least 2000 steps (faster there; its members then match single runs "
                "to round-off instead of bit for bit); --no-compile: never",
     "log_every": "steps between TensorBoard scalar logs",
     "image_every": "steps between TensorBoard sample grids (fixed noise)",
@@ -195,16 +195,16 @@ def _check(cfg: P.Config, parser: argparse.ArgumentParser) -> None:
         parser.error(f"--device {cfg.device}: CUDA is not available on this machine (use --device cpu)")
 
 
-AUTO_COMPILE_MEMBERS, AUTO_COMPILE_STEPS = 4, 1000
+AUTO_COMPILE_MEMBERS, AUTO_COMPILE_STEPS = 4, 2000
 
 
 def auto_compile(n_members: int, steps: int) -> bool:
     """Whether ``ganfn train`` compiles when neither --compile nor --no-compile is given.
 
-    A stacked run of >= 4 members for >= 1000 steps: on the default DCGAN/digits
-    run (2-core CPU, bench/README_vmap.md) the compiled vmapped step ran 1.4-2.4x
+    A stacked run of >= 4 members for >= 2000 steps: on the default DCGAN/digits
+    run (2-core CPU, bench/README_vmap.md) the compiled vmapped step ran 1.25-2.4x
     the eager one at 4-16 members, and the 20-60 s compile is paid back within
-    about 1000 steps. Short or single runs stay eager (no compile wait).
+    1000-2000 steps. Short or single runs stay eager (no compile wait).
     """
     return n_members >= AUTO_COMPILE_MEMBERS and steps >= AUTO_COMPILE_STEPS
 
