@@ -148,7 +148,8 @@ def fit(
     Returns ``(state, history)``: history is a JSON-able dict with ``train``
     (every ``log_every`` steps: step and each metric, lists for stacked runs),
     ``eval`` (step and figures), ``final`` (the last figures), ``stopped``
-    (why training ended) and ``diverged_at``.
+    (why training ended), ``diverged_at`` and timings: ``wall_time_s``,
+    ``steps_per_s`` and ``first_step_s`` (the first step, which includes any compile).
     """
     check_args(gan, steps, batch_size, precision, on_nonfinite,
                 {"log_every": log_every, "image_every": image_every, "eval_every": eval_every},
@@ -172,7 +173,7 @@ def fit(
         run.history["initial"] = {"step": 0, "figures": evaluate_members(evaluator, gan, run.state, run.eval_z, run.stacked)}
         run.best, _ = update_best(None, run.history["initial"]["figures"], evaluator)
         run.say(act.eval_line(0, {}, run.history["initial"]["figures"], evaluator.primary) + "  (untrained generator)")
-    t0 = time.perf_counter()
+    t0 = run.t0 = time.perf_counter()
     run.bar = tqdm(total=steps, initial=run.start, disable=not progress or not run.main, unit="step", dynamic_ncols=True)
     try:
         step, last_metrics = _train(run, steps, batch_size, precision, on_nonfinite, instance_noise_anneal, patience,
@@ -240,6 +241,8 @@ def _train(run: Run, steps: int, batch_size: int, precision: str, on_nonfinite: 
             step += int(run.stacked)
             break
         run.state, step, last_metrics = new_state, step + 1, metrics
+        if step == run.start + 1:  # the first step carries any compile: reported apart
+            run.history["first_step_s"] = time.perf_counter() - run.t0
         run.bar.update(1)
         if step % log_every == 0:
             act.log(run, step, metrics)

@@ -77,6 +77,7 @@ class Run:
     bar: Any = None
     resumed_from: Path | None = None
     population: Any = None
+    t0: float = 0.0
     extra: dict = field(default_factory=dict)
 
 

@@ -156,18 +156,18 @@ def test_fp16_precision_builds_loss_scaled_optimizers():
     assert "loss_scale" in state.g_opt and "loss_scale" in state.d_opt
 
 
-def _cfg(argv):
+def _cfg_of(argv):
     parser = cli.make_parser()
     sub = parser._subparsers._group_actions[0].choices[argv[0]]
     return cli._config_from_args(parser.parse_args(argv), sub)[0]
 
 
 def test_default_model_follows_the_data():
-    assert _cfg(["train", "--data", "ring8"]).model == "mlp"
-    assert _cfg(["train", "--data", "grid25"]).model == "mlp"
-    assert _cfg(["train"]).model == "dcgan"
-    assert _cfg(["train", "--data", "ring8", "--model", "dcgan"]).model == "dcgan"  # an explicit choice stays
-    assert _cfg(["train", "--preset", "ring8-hinge"]).model == "mlp"
+    assert _cfg_of(["train", "--data", "ring8"]).model == "mlp"
+    assert _cfg_of(["train", "--data", "grid25"]).model == "mlp"
+    assert _cfg_of(["train"]).model == "dcgan"
+    assert _cfg_of(["train", "--data", "ring8", "--model", "dcgan"]).model == "dcgan"  # an explicit choice stays
+    assert _cfg_of(["train", "--preset", "ring8-hinge"]).model == "mlp"
 
 
 def test_ring8_with_no_other_flags_trains(tmp_path, capsys):
@@ -201,7 +201,7 @@ def test_help_shows_every_default_without_noise(capsys, command):
         if name in ("preset", "grid") or f.type in ("bool", bool) or (command == "train" and name in cli._SWEEP_ONLY):
             continue
         help_text = " ".join(cli._help(name).split())
-        assert help_text in text and "(default" in help_text, name
+        assert help_text in text and "default" in help_text.lower(), name
     assert "(default: 0.999)" in text and f"(default: {P.DEFAULT_STEPS})" in text
 
 
@@ -262,3 +262,22 @@ def test_log_lines_reach_a_pipe_as_they_happen(tmp_path):
     finally:
         proc.kill()
         proc.wait()
+
+
+def _cfg(argv):
+    parser = cli.make_parser()
+    return cli._config_from_args(parser.parse_args(["train", *argv]), parser)[0]
+
+
+def test_compile_is_chosen_by_the_run_size_unless_given():
+    assert cli.auto_compile(4, 2000) and cli.auto_compile(16, P.DEFAULT_STEPS)
+    assert not cli.auto_compile(1, 10**6) and not cli.auto_compile(3, 10**6) and not cli.auto_compile(16, 1999)
+    assert _cfg([]).compile is None  # not given: auto
+    assert _cfg(["--compile"]).compile is True and _cfg(["--no-compile"]).compile is False
+
+
+def test_speed_line_reports_member_steps_and_the_compile_apart():
+    hist = {"steps_per_s": 10.0, "first_step_s": 30.0, "steps_run": 401, "wall_time_s": 40.0}
+    assert cli._rates(hist, 4, compiled=True) == ("10.0 steps/s of training = 40.0 member-steps/s; first step 30.0 s "
+                                                  "(compile included), then 40.0 steps/s = 160.0 member-steps/s")
+    assert cli._rates(hist, 1, compiled=False) == "10.0 steps/s of training"
