@@ -33,8 +33,6 @@ from .checks import (
     assert_trees_close,
     assert_trees_equal,
     assert_vmap_equivalent,
-    stack_states,
-    unstack_states,
 )
 
 __all__ = [
@@ -47,8 +45,6 @@ __all__ = [
     "assert_penalty_invariants",
     "assert_trees_close",
     "assert_trees_equal",
-    "stack_states",
-    "unstack_states",
 ]
 
 

@@ -28,6 +28,8 @@ import optree
 import torch
 from torch import Tensor, nn
 
+from ..ensemble import stack, unstack
+
 __all__ = [
     "assert_pure",
     "assert_grads_isolated",
@@ -37,8 +39,6 @@ __all__ = [
     "assert_penalty_invariants",
     "assert_trees_close",
     "assert_trees_equal",
-    "stack_states",
-    "unstack_states",
 ]
 
 
@@ -147,23 +147,6 @@ def assert_trees_close(a: Any, b: Any, what: str = "trees", *, rtol: float = 1e-
                              f"worst {bad[0][1] or '<root>'}: {bad[0][2]} (rtol={rtol}, atol={atol})")
 
 
-# -- stacking ----------------------------------------------------------------------------
-
-
-def stack_states(states: Sequence[Any]) -> Any:
-    """Stack pytrees leaf-wise on a new leading axis (``ganfn.stack`` when available)."""
-    try:
-        from ganfn.ensemble import stack
-    except Exception:  # noqa: BLE001 - the ensemble module is optional here
-        return optree.tree_map(lambda *xs: torch.stack(xs), *states, none_is_leaf=False)
-    return stack(list(states))
-
-
-def unstack_states(stacked: Any, n: int) -> list[Any]:
-    """The inverse of :func:`stack_states` for ``n`` members."""
-    return [optree.tree_map(lambda x: x[i], stacked, none_is_leaf=False) for i in range(n)]
-
-
 # -- purity ----------------------------------------------------------------------------------
 
 
@@ -261,8 +244,6 @@ def assert_pure(fn: Callable, *args: Any, modules: nn.Module | Iterable[nn.Modul
 
 # -- gradient isolation -------------------------------------------------------------------------
 
-_G_FIELDS = ("g_params", "g_opt", "g_ema")
-_D_FIELDS = ("d_params", "d_opt", "d_sn", "replay")
 
 
 def _first_real(gan: Any, real: Tensor) -> Tensor:
@@ -284,11 +265,11 @@ def assert_grads_isolated(gan: Any, state: Any, real: Tensor, noise: dict) -> No
     """Assert that D's step never moves G and G's step never moves D.
 
     ``noise`` is ``gan.draw_noise(rng, B)``. Checks: ``gan.d_grads`` returns
-    gradients with exactly ``state.d_params``' keys and ``gan.d_update`` leaves
-    G's parameters, optimizer state and EMA bit-identical; ``gan.g_grads``
-    returns exactly ``state.g_params``' keys and ``gan.g_update`` leaves D's
-    parameters, optimizer state, spectral-norm vectors and replay buffer
-    bit-identical; no ``.grad`` appears on the GAN's modules. This is the
+    gradients with exactly ``state.d.params``' keys and ``gan.d_update`` leaves
+    G's parameters and optimizer state and the G-side parts' states (the EMA)
+    bit-identical; ``gan.g_grads`` returns exactly ``state.g.params``' keys and
+    ``gan.g_update`` leaves D's parameters, optimizer state and the D-side
+    parts' states (spectral-norm vectors, replay buffer) bit-identical; no ``.grad`` appears on the GAN's modules. This is the
     classic accumulation bug (G's backward leaving gradients on D, the next D
     step applying them) stated as a property.
     """
@@ -296,24 +277,29 @@ def assert_grads_isolated(gan: Any, state: Any, real: Tensor, noise: dict) -> No
 
     mods = _modules_of(gan)
     before = _grads_of(mods)
-    loss, grads, aux = gan.d_grads(state, _first_real(gan, real), tree_index(noise["d"], 0))
-    msg = _keys_msg("d_grads", grads, state.d_params)
+    loss, grads, aux = gan.d_grads(state, _first_real(gan, real), tree_index(noise.d, 0))
+    msg = _keys_msg("d_grads", grads, state.d.params)
     if msg:
         raise AssertionError(msg)
     new = gan.d_update(state, grads, aux)
-    for f in _G_FIELDS:
+    parts = getattr(gan, "parts", ())
+    g_side = [p.name for p in parts if p.after_g is not None and p.after_d is None and p.name in state.parts]
+    d_side = [p.name for p in parts if p.after_d is not None and p.after_g is None and p.name in state.parts]
+    for f, x, y in [("g.params", state.g.params, new.g.params), ("g.opt", state.g.opt, new.g.opt),
+                    *((f"parts[{n!r}]", state.parts[n], new.parts[n]) for n in g_side)]:
         try:
-            assert_trees_equal(getattr(state, f), getattr(new, f), f"G's {f}", root=f)
+            assert_trees_equal(x, y, f"G's {f}", root=f)
         except AssertionError as e:
             raise AssertionError(f"a D update moved the generator: {e}") from None
-    loss, grads, aux = gan.g_grads(state, tree_index(noise["g"], 0))
-    msg = _keys_msg("g_grads", grads, state.g_params)
+    loss, grads, aux = gan.g_grads(state, tree_index(noise.g, 0))
+    msg = _keys_msg("g_grads", grads, state.g.params)
     if msg:
         raise AssertionError(msg)
     new = gan.g_update(state, grads, aux)
-    for f in _D_FIELDS:
+    for f, x, y in [("d.params", state.d.params, new.d.params), ("d.opt", state.d.opt, new.d.opt),
+                    *((f"parts[{n!r}]", state.parts[n], new.parts[n]) for n in d_side)]:
         try:
-            assert_trees_equal(getattr(state, f), getattr(new, f), f"D's {f}", root=f)
+            assert_trees_equal(x, y, f"D's {f}", root=f)
         except AssertionError as e:
             raise AssertionError(f"a G update moved the discriminator: {e}") from None
     after = _grads_of(mods)
@@ -355,7 +341,7 @@ def assert_accumulation_equivalent(gan: Any, state: Any, batch: Tensor, k: int, 
     if noise is None:
         noise = gan.draw_noise(rng if rng is not None else torch.Generator().manual_seed(0), B)
     full, acc = _with_accumulation(gan, 1), _with_accumulation(gan, k)
-    nd, ng = tree_index(noise["d"], 0), tree_index(noise["g"], 0)
+    nd, ng = tree_index(noise.d, 0), tree_index(noise.g, 0)
     lf, gf, _ = full.d_grads(state, real, nd)
     la, ga, _ = acc.d_grads(state, real, nd)
     tol = dict(rtol=rtol, atol=atol)
@@ -425,18 +411,18 @@ def assert_vmap_equivalent(gan: Any, seeds: Sequence[int], steps: int = 2, *, ba
             ms.append(m)
         singles.append(st)
         single_metrics.append(ms)
-    stacked = stack_states(states)
+    stacked = stack(states)
     vstep = torch.func.vmap(gan.train_step)
     for t in range(steps):
         real = torch.stack([inputs[t][i][0] for i in range(len(seeds))])
-        noise = stack_states([inputs[t][i][1] for i in range(len(seeds))])
+        noise = stack([inputs[t][i][1] for i in range(len(seeds))])
         stacked, m = vstep(stacked, real, noise)
         for i in range(len(seeds)):
             try:
                 assert_trees_close(single_metrics[i][t], {k: v[i] for k, v in m.items()}, "metrics", rtol=rtol, atol=atol, root="metrics")
             except AssertionError as e:
                 raise AssertionError(f"vmapped step {t + 1} differs from the single run of member {i} (seed {seeds[i]}): {e}") from None
-    for i, st in enumerate(unstack_states(stacked, len(seeds))):
+    for i, st in enumerate(unstack(stacked)):
         try:
             assert_trees_close(singles[i], st, "states", rtol=rtol, atol=atol, root="state")
         except AssertionError as e:
