@@ -7,7 +7,7 @@ for a stacked (vmapped) run of several seeds or a hyperparameter sweep. Around
 the pure step it adds the side effects: a tqdm progress bar, TensorBoard
 logging, periodic evaluation with early stopping, atomic checkpoints that
 resume bit-identically, optional mixed precision, and the end-of-run files
-``samples.png``, ``losses.png`` and ``metrics.json``.
+``samples.png``, ``losses.png`` (``ganfn.figures``) and ``metrics.json``.
 
 Randomness: the run's only random sources are explicit ``torch.Generator``s
 (one per member, seeded with the member's seed) for the step noise, and the
@@ -33,7 +33,7 @@ from tqdm.auto import tqdm
 
 from . import checkpoint as ckpt
 from . import distributed as gd
-from . import ensemble
+from . import ensemble, figures
 from . import tensorboard as tb
 from .data import loader_init, next_batch
 from .errors import NonFiniteLossError, check_finite
@@ -468,15 +468,10 @@ def _write_outputs(run_path: Path, gan: GAN, state: TrainState, stacked: bool, f
         # All members' grids tiled into one picture, member 0 top left.
         mosaic = tb.image_grid(torch.stack([torch.nn.functional.pad(p, (2, 2, 2, 2), value=1.0) for p in pics]) * 2 - 1)
         tb.save_png(mosaic, run_path / "samples.png", scale=max(1, scale // 2))
-    series: dict[str, list[tuple[int, float]]] = {}
-    for rec in history["train"]:
-        for k in ("d_loss", "g_loss"):
-            v = rec.get(k)
-            if v is None:
-                continue
-            v = v if isinstance(v, float) else sum(x for x in v if math.isfinite(x)) / max(1, sum(math.isfinite(x) for x in v))
-            series.setdefault(k + (" (member mean)" if stacked else ""), []).append((rec["step"], v))
-    tb.save_png(tb.curve_image(series), run_path / "losses.png")
+    figures.run_figures(run_path, history, primary=evaluator.primary if evaluator else None,
+                        n_samples=evaluator.n_samples if evaluator else None,
+                        higher_is_better=evaluator.higher_is_better if evaluator else None,
+                        samples=samples, hparams=hp_list if stacked else None, seeds=seeds if stacked else None)
     out = {"config": dict(config) if config else None, "seeds": seeds, "hparams": hp_list, **history}
     (run_path / "metrics.json").write_text(json.dumps(out, indent=2, default=_json_default, allow_nan=True))
 

@@ -36,7 +36,8 @@ from torch import Tensor
 __all__ = ["Position", "Sampler", "loader_init", "epoch_indices", "next_batch"]
 
 Position = dict[str, Union[int, None]]
-Sampler = Callable[[int, torch.Generator], Tensor]
+Data = Union[Tensor, tuple[Tensor, ...]]
+Sampler = Callable[[int, torch.Generator], Data]
 
 _MASK64 = (1 << 64) - 1
 
@@ -88,11 +89,13 @@ def epoch_indices(n: int, seed: int, epoch: int, rank: int = 0, world_size: int 
 
 
 def next_batch(
-    data: Tensor | Sampler, position: Position, batch_size: int, *, leading: int | None = None
-) -> tuple[Tensor, Position]:
+    data: Data | Sampler, position: Position, batch_size: int, *, leading: int | None = None
+) -> tuple[Data, Position]:
     """The next batch and the position after it.
 
-    ``data`` is a tensor [N, ...] (N must equal ``position["n"]``) or a sampler.
+    ``data`` is a tensor [N, ...] (N must equal ``position["n"]``), a labelled
+    pair ``(images [N, ...], labels [N])`` (both indexed alike; the batch is a
+    pair too), or a sampler (returning a tensor or such a pair).
     Returns ``[batch_size, ...]``, or with ``leading=k`` ``[k, batch_size, ...]``:
     k consecutive batches at once, e.g. one per critic update when
     ``n_critic > 1``, or one per member of a stacked run. The batch is on
@@ -111,8 +114,8 @@ def next_batch(
         batch = data(total, gen)
         new = {**position, "index": position["index"] + 1}
     else:
-        if n is None or data.shape[0] != n:
-            raise ValueError(f"position is for n={n} samples but data has {data.shape[0]}")
+        if n is None or _length(data) != n:
+            raise ValueError(f"position is for n={n} samples but data has {_length(data)}")
         epoch, index = position["epoch"], position["index"]
         m = n // ws
         pieces = []
@@ -126,8 +129,22 @@ def next_batch(
             if index == m:  # epoch finished: the next draw starts the next order
                 epoch, index = epoch + 1, 0
         idx = torch.cat(pieces)
-        batch = data[idx.to(data.device)]
+        batch = _map(lambda t: t[idx.to(t.device)], data)
         new = {**position, "epoch": epoch, "index": index}
     if leading is not None:
-        batch = batch.reshape(leading, batch_size, *batch.shape[1:])
+        batch = _map(lambda t: t.reshape(leading, batch_size, *t.shape[1:]), batch)
     return batch, new
+
+
+def _map(fn: Callable[[Tensor], Tensor], data: Data) -> Data:
+    # A labelled data set is an (images, labels) pair indexed alike.
+    return tuple(fn(t) for t in data) if isinstance(data, tuple) else fn(data)
+
+
+def _length(data: Data) -> int:
+    if isinstance(data, tuple):
+        sizes = {t.shape[0] for t in data}
+        if len(sizes) != 1:
+            raise ValueError(f"the tensors of a labelled data set must have equal lengths, got {[t.shape[0] for t in data]}")
+        return sizes.pop()
+    return data.shape[0]

@@ -32,6 +32,7 @@ __all__ = [
     "fashion_mnist",
     "mnist5k",
     "image_folder",
+    "folder_labels",
     "torchvision_dataset",
 ]
 
@@ -265,8 +266,8 @@ def _load_square(path: Path, size: int, mode: str) -> np.ndarray:
 
 
 def image_folder(
-    path: PathLike, size: int = 64, *, channels: int = 3, max_images: int | None = None
-) -> Tensor:
+    path: PathLike, size: int = 64, *, channels: int = 3, max_images: int | None = None, labels: bool = False
+) -> Tensor | tuple[Tensor, Tensor]:
     """Every image under ``path`` (recursively): [N, channels, size, size] in [-1, 1].
 
     Fits the Stanford Dogs layout (one sub-folder of JPEGs per class) and flat
@@ -275,6 +276,8 @@ def image_folder(
     bilinearly. ``channels`` is 3 (RGB) or 1 (greyscale); ``max_images`` keeps
     the first that many files (quick runs on a large folder). Whole data set
     lives in memory: 20,000 RGB images at 64x64 are about 1 GB as float32.
+    With ``labels=True`` also int64 class labels [N]: the index of each image's
+    top-level sub-folder among the sorted sub-folder names (:func:`folder_labels`).
     """
     root = Path(path)
     if not root.exists():
@@ -288,9 +291,32 @@ def image_folder(
         files = files[:max_images]
     if not files:
         raise ValueError(f"no images ({', '.join(IMAGE_EXTENSIONS)}) found under {root}")
+    y = folder_labels(root, files)[0] if labels else None  # before decoding: a bad layout fails fast
     mode = "RGB" if channels == 3 else "L"
     arr = np.stack([_load_square(p, size, mode) for p in files])  # [N, size, size, C] uint8
-    return to_unit_range(torch.from_numpy(arr).permute(0, 3, 1, 2).contiguous())
+    images = to_unit_range(torch.from_numpy(arr).permute(0, 3, 1, 2).contiguous())
+    return (images, y) if labels else images
+
+
+def folder_labels(root: PathLike, files: list[Path]) -> tuple[Tensor, list[str]]:
+    """Class labels of image ``files`` under ``root``: the index of each file's
+    top-level sub-folder in the sorted list of those sub-folders' names.
+
+    Returns (labels int64 [len(files)], class names). Raises ``ValueError`` when
+    an image lies directly in ``root`` (no class) or there are fewer than 2 classes.
+    """
+    root = Path(root)
+    parts = [Path(f).relative_to(root).parts for f in files]
+    loose = [str(f) for f, p in zip(files, parts) if len(p) < 2]
+    if loose:
+        raise ValueError(f"labels come from class sub-folders of {root}, but {len(loose)} image(s) lie directly in it "
+                         f"(e.g. {loose[0]}): move each image into a folder named after its class")
+    names = sorted({p[0] for p in parts})
+    if len(names) < 2:
+        raise ValueError(f"labels come from class sub-folders of {root}, but it has {len(names)} ({names}); "
+                         "a conditional run needs at least 2 classes")
+    index = {n: i for i, n in enumerate(names)}
+    return torch.tensor([index[p[0]] for p in parts], dtype=torch.int64), names
 
 
 # ----------------------------------------------------------- torchvision ----

@@ -8,8 +8,17 @@ Feature-matrix metrics (inputs [N, d], float64 inside, tensors out):
 ``inception_extractor`` (user-supplied weights file, never downloaded).
 ``evaluate_images`` / ``evaluate_stacked_images`` put them together with
 honest names (``FD-LeNet(digits)``; ``FID`` only for Inception features).
+Conditional generators: ``intra_class_frechet_distance`` and ``class_accuracy``
+(``evaluate_conditional_images``, ``evaluate_stacked_conditional_images``).
 """
 
+from .conditional import (
+    class_accuracy,
+    conditional_names,
+    evaluate_conditional_images,
+    evaluate_stacked_conditional_images,
+    intra_class_frechet_distance,
+)
 from .evaluate import evaluate_features, evaluate_images
 from .extractor import Extractor, Features, FunctionExtractor, metric_names
 from .frechet import feature_stats, frechet_distance, frechet_distance_from_stats
@@ -36,6 +45,11 @@ from .stacked import (
 )
 
 __all__ = [
+    "intra_class_frechet_distance",
+    "class_accuracy",
+    "conditional_names",
+    "evaluate_conditional_images",
+    "evaluate_stacked_conditional_images",
     "frechet_distance",
     "frechet_distance_from_stats",
     "feature_stats",

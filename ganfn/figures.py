@@ -1,0 +1,288 @@
+"""Figures a person reads at a glance, drawn with matplotlib.
+
+- :func:`curves`: one quantity over the steps on an axis; for a stacked run
+  ([T, S] values) each member's thin line, the member mean and a ±1 std band.
+- :func:`training_figure`: losses and the quality figure of a run's history
+  (``ganfn.loop.fit``'s ``history`` or ``metrics.json``) over the steps, with
+  labelled axes, a legend and the number of samples behind the quality figure
+  (Fréchet distances are biased by it: figures are only comparable at equal n).
+- :func:`heatmap`: any [R, C] grid of numbers with labelled rows and columns;
+  :func:`sweep_heatmap` puts a sweep's final figure on its 2-D grid with it.
+- :func:`member_rows`: a sample grid with one row per member of a stacked run.
+- :func:`run_figures`: what ``fit`` writes at the end of a run.
+
+Figures are built on a bare :class:`matplotlib.figure.Figure` with the Agg
+canvas, never through ``pyplot``: no global state, no backend switch, safe in
+threads and notebooks. Every function saves a PNG and returns its path.
+"""
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from torch import Tensor
+
+__all__ = ["curves", "training_figure", "heatmap", "sweep_heatmap", "member_rows", "run_figures", "series"]
+
+LOSS_KEYS = ("d_loss", "g_loss")
+
+
+def _save(fig: Figure, path: str | os.PathLike) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    FigureCanvasAgg(fig)
+    fig.savefig(path, dpi=100)
+    return path
+
+
+def curves(ax: Any, steps: Sequence[int], values: Any, label: str, *, color: str | None = None) -> None:
+    """Draw ``values`` ([T] or [T, S]) against ``steps`` [T] on a matplotlib axis.
+
+    [T]: one line. [T, S] with S > 1: each member as a thin translucent line,
+    the mean over members as a thick line labelled ``label (mean of S)`` and a
+    shaded mean ± std band. Non-finite values (a diverged member) are left out
+    of the mean and the band, and drawn as gaps.
+    """
+    v = np.asarray(values, dtype=np.float64)
+    x = np.asarray(steps, dtype=np.float64)
+    if v.ndim == 2 and v.shape[1] == 1:
+        v = v[:, 0]
+    if v.ndim not in (1, 2) or v.shape[0] != x.shape[0]:
+        raise ValueError(f"values must be [T] or [T, S] with T = len(steps) = {x.shape[0]}, got shape {v.shape}")
+    if v.ndim == 1:
+        ax.plot(x, v, label=label, color=color)
+        return
+    line = None
+    for s in range(v.shape[1]):
+        (line,) = ax.plot(x, v[:, s], lw=0.7, alpha=0.35, color=color if line is None else line.get_color())
+    c = line.get_color()
+    finite = np.isfinite(v)
+    count = finite.sum(1)
+    safe = np.where(finite, v, 0.0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean = np.where(count > 0, safe.sum(1) / np.maximum(count, 1), np.nan)
+        std = np.sqrt(np.where(count > 0, (np.where(finite, v - mean[:, None], 0.0) ** 2).sum(1) / np.maximum(count, 1), np.nan))
+    ax.plot(x, mean, lw=2.0, color=c, label=f"{label} (mean of {v.shape[1]})")
+    ax.fill_between(x, mean - std, mean + std, color=c, alpha=0.2, lw=0, label=f"{label} ± std")
+
+
+def series(records: Sequence[Mapping[str, Any]], key: str) -> tuple[list[int], list[Any]]:
+    """Steps and values of ``key`` from history records ``{"step": t, key: v}``
+    (v a float, or a list of floats for a stacked run); records without it are skipped."""
+    steps, vals = [], []
+    for rec in records:
+        if rec.get(key) is not None:
+            steps.append(int(rec["step"]))
+            vals.append(rec[key])
+    return steps, vals
+
+
+def _quality_records(history: Mapping[str, Any], primary: str) -> list[dict[str, Any]]:
+    recs = []
+    for entry in ([history["initial"]] if history.get("initial") else []) + list(history.get("eval") or []):
+        figs = entry["figures"]
+        vals = [f.get(primary, math.nan) for f in figs]
+        recs.append({"step": entry["step"], primary: vals[0] if len(vals) == 1 else vals})
+    return recs
+
+
+def training_figure(
+    history: Mapping[str, Any],
+    path: str | os.PathLike,
+    *,
+    primary: str | None = None,
+    n_samples: int | None = None,
+    title: str | None = None,
+) -> Path:
+    """Losses (and the quality figure ``primary``, if the history has it) over the steps.
+
+    ``history`` is ``fit``'s: ``train`` records (``d_loss``/``g_loss``, floats
+    or per-member lists) and ``initial``/``eval`` records of figures.
+    ``n_samples``: generated samples behind each quality value, shown on its axis.
+    """
+    quality = _quality_records(history, primary) if primary else []
+    panels = 2 if quality else 1
+    fig = Figure(figsize=(6.4 * panels, 4.0), layout="constrained")
+    ax = fig.add_subplot(1, panels, 1)
+    drawn = False
+    for k in LOSS_KEYS:
+        steps, vals = series(history.get("train") or [], k)
+        if steps:
+            curves(ax, steps, vals, k)
+            drawn = True
+    ax.set(xlabel="step", ylabel="loss", title="losses")
+    if drawn:
+        ax.legend(fontsize="small")
+    else:
+        ax.text(0.5, 0.5, "no losses logged yet", ha="center", va="center", transform=ax.transAxes)
+    if quality:
+        qa = fig.add_subplot(1, panels, 2)
+        steps, vals = series(quality, primary)
+        curves(qa, steps, vals, primary, color="tab:green")
+        n_txt = f" (n = {n_samples} samples)" if n_samples else ""
+        qa.set(xlabel="step", ylabel=primary + n_txt, title=f"{primary} over training")
+        qa.legend(fontsize="small")
+    if title:
+        fig.suptitle(title)
+    return _save(fig, path)
+
+
+def _fmt(v: float) -> str:
+    return "nan" if not math.isfinite(v) else f"{v:.3g}"
+
+
+def heatmap(
+    values: Any,
+    row_labels: Sequence[Any],
+    col_labels: Sequence[Any],
+    path: str | os.PathLike,
+    *,
+    row_name: str,
+    col_name: str,
+    value_name: str,
+    higher_is_better: bool | None = None,
+) -> Path:
+    """A heatmap of ``values`` [R, C] with each cell's number written in it.
+
+    Rows are labelled ``row_labels`` [R] under the axis name ``row_name``,
+    columns likewise; the colour bar is ``value_name``. With
+    ``higher_is_better`` the best cell is outlined. NaN cells (a diverged
+    member, a missing combination) are grey.
+    """
+    v = np.asarray(values, dtype=np.float64)
+    if v.ndim != 2 or v.shape != (len(row_labels), len(col_labels)):
+        raise ValueError(
+            f"values must be [R, C] = [{len(row_labels)}, {len(col_labels)}] (one row per row label, one column "
+            f"per column label), got shape {v.shape}"
+        )
+    fig = Figure(figsize=(1.2 + 1.1 * max(3, v.shape[1]), 1.0 + 0.7 * max(3, v.shape[0])), layout="constrained")
+    ax = fig.add_subplot()
+    masked = np.ma.masked_invalid(v)
+    import matplotlib
+
+    cmap = matplotlib.colormaps["viridis" if higher_is_better in (None, True) else "viridis_r"].with_extremes(bad="lightgrey")
+    im = ax.imshow(masked, cmap=cmap, aspect="auto")
+    ax.set_xticks(range(v.shape[1]), [str(c) for c in col_labels])
+    ax.set_yticks(range(v.shape[0]), [str(r) for r in row_labels])
+    ax.set(xlabel=col_name, ylabel=row_name, title=value_name)
+    for (r, c), x in np.ndenumerate(v):
+        # White text on dark cells: the cell colour's luma decides.
+        red, green, blue, _ = cmap(im.norm(x)) if math.isfinite(x) else (1.0, 1.0, 1.0, 1.0)
+        dark = 0.299 * red + 0.587 * green + 0.114 * blue < 0.5
+        ax.text(c, r, _fmt(x), ha="center", va="center", color="white" if dark else "black", fontsize="small")
+    if higher_is_better is not None and masked.count():
+        r, c = np.unravel_index(int(np.ma.argmax(masked) if higher_is_better else np.ma.argmin(masked)), v.shape)
+        ax.add_patch(_outline(c, r))
+    fig.colorbar(im, ax=ax, label=value_name)
+    return _save(fig, path)
+
+
+def _outline(c: int, r: int) -> Any:
+    from matplotlib.patches import Rectangle
+
+    return Rectangle((c - 0.5, r - 0.5), 1, 1, fill=False, edgecolor="red", lw=2.5)
+
+
+def sweep_heatmap(
+    hparams: Sequence[Mapping[str, float]],
+    finals: Sequence[float],
+    path: str | os.PathLike,
+    *,
+    value_name: str,
+    keys: tuple[str, str] | None = None,
+    higher_is_better: bool | None = None,
+) -> Path:
+    """The final figure of a sweep over a 2-D grid: ``hparams[i]`` and ``finals[i]`` per member.
+
+    ``keys`` = (row key, column key); default: the two hyperparameters that
+    vary across members. Members sharing a cell (several seeds) are averaged
+    over their finite values.
+    """
+    if len(hparams) != len(finals):
+        raise ValueError(f"{len(hparams)} hyperparameter dicts but {len(finals)} final figures")
+    if keys is None:
+        varying = [k for k in hparams[0] if len({h.get(k) for h in hparams}) > 1] if hparams else []
+        if len(varying) != 2:
+            raise ValueError(f"a sweep heatmap needs exactly 2 varying hyperparameters, found {varying}; pass keys=")
+        keys = (varying[0], varying[1])
+    rows = sorted({h[keys[0]] for h in hparams})
+    cols = sorted({h[keys[1]] for h in hparams})
+    cells: dict[tuple[int, int], list[float]] = {}
+    for h, f in zip(hparams, finals):
+        cells.setdefault((rows.index(h[keys[0]]), cols.index(h[keys[1]])), []).append(float(f))
+    grid = np.full((len(rows), len(cols)), np.nan)
+    for (r, c), fs in cells.items():
+        ok = [f for f in fs if math.isfinite(f)]
+        grid[r, c] = sum(ok) / len(ok) if ok else math.nan
+    return heatmap(grid, rows, cols, path, row_name=keys[0], col_name=keys[1], value_name=value_name,
+                   higher_is_better=higher_is_better)
+
+
+def member_rows(
+    samples: Sequence[Tensor], path: str | os.PathLike, *, labels: Sequence[str] | None = None, per_row: int = 8
+) -> Path:
+    """One row of ``per_row`` images per member: ``samples[i]`` [N, C, H, W] in [-1, 1].
+
+    Rows are labelled ``labels[i]`` (default ``member i``), so a collapsed or
+    diverged seed stands out next to the healthy ones.
+    """
+    if not samples or any(s.dim() != 4 for s in samples):
+        raise ValueError("samples must be a non-empty list of image batches [N, C, H, W]")
+    labels = list(labels) if labels is not None else [f"member {i}" for i in range(len(samples))]
+    if len(labels) != len(samples):
+        raise ValueError(f"{len(samples)} members but {len(labels)} labels")
+    k = min(per_row, min(s.shape[0] for s in samples))
+    rows = []
+    for s in samples:
+        x = ((s[:k].detach().float().cpu().nan_to_num(0.0).clamp(-1, 1) + 1) / 2).permute(0, 2, 3, 1).numpy()
+        x = np.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)), constant_values=1.0)
+        rows.append(np.concatenate(list(x), axis=1))
+    h = rows[0].shape[0]
+    fig = Figure(figsize=(1.5 + 0.9 * k, 0.3 + 0.9 * len(samples)), layout="constrained")
+    for i, (row, lab) in enumerate(zip(rows, labels)):
+        ax = fig.add_subplot(len(rows), 1, i + 1)
+        ax.imshow(row[..., 0] if row.shape[-1] == 1 else row, cmap="gray", vmin=0, vmax=1, interpolation="nearest")
+        ax.set_xticks([])
+        ax.set_yticks([h / 2], [lab])
+        ax.tick_params(length=0)
+    return _save(fig, path)
+
+
+def run_figures(
+    run_path: str | os.PathLike,
+    history: Mapping[str, Any],
+    *,
+    primary: str | None = None,
+    n_samples: int | None = None,
+    higher_is_better: bool | None = None,
+    samples: Sequence[Tensor] | None = None,
+    hparams: Sequence[Mapping[str, float]] | None = None,
+    seeds: Sequence[int] | None = None,
+) -> list[Path]:
+    """The end-of-run figures in ``run_path``: ``losses.png`` always; for a stacked
+    run of images ``samples_members.png`` (one row per member); for a sweep over
+    exactly two hyperparameters with a final figure, ``sweep_heatmap.png``."""
+    run_path = Path(run_path)
+    title = f"{primary} on n = {n_samples} samples" if primary and n_samples else None
+    out = [training_figure(history, run_path / "losses.png", primary=primary, n_samples=n_samples, title=title)]
+    if samples is not None and len(samples) > 1 and samples[0].dim() == 4:
+        labels = None
+        if seeds is not None:
+            labels = [f"seed {s}" + "".join(f"\n{k}={v:g}" for k, v in (hparams[i] if hparams else {}).items()
+                                             if isinstance(v, (int, float)))
+                      for i, s in enumerate(seeds)]
+        out.append(member_rows(samples, run_path / "samples_members.png", labels=labels))
+    finals = (history.get("final") or {}).get("figures")
+    if primary and finals and hparams and len(hparams) > 1:
+        varying = [k for k in hparams[0] if len({h.get(k) for h in hparams}) > 1]
+        if len(varying) == 2:
+            name = primary + (f" (n = {n_samples})" if n_samples else "")
+            out.append(sweep_heatmap(hparams, [f.get(primary, math.nan) for f in finals], run_path / "sweep_heatmap.png",
+                                     value_name=name, keys=(varying[0], varying[1]), higher_is_better=higher_is_better))
+    return out
+
