@@ -97,38 +97,38 @@ def _mean(xs: Sequence[dict]) -> dict:
     return {k: torch.stack([x[k] for x in xs]).mean(0) for k in xs[0]}
 
 
+def _update(o: Ops, net: str, state: TrainState, out: tuple, reduce: Reduce | None, gate_aux: Any):
+    """One update of network ``net`` from its ``(loss, grads, aux)``: reduce, apply,
+    measure, and undo it where a part's gate (seeing ``gate_aux``) says skip."""
+    loss, grads, aux = out if reduce is None else reduce(net, *out)
+    d = net == "d"
+    new = (o.d_update if d else o.g_update)(state, grads, aux)
+    m = (o.d_metrics if d else o.g_metrics)(loss, grads, aux, state)
+    gate = o.d_skip if d else o.g_skip
+    if gate is not None:
+        skip = gate(state, aux if d else gate_aux)
+        new, m[f"{net}_skipped"] = keep(skip, state, new, net), skip.to(loss.dtype)
+    return new, m, aux
+
+
 def run(o: Ops, state: TrainState, real: Tensor, noise: Noise, *, reduce: Reduce | None = None,
         real_axis: int = 0, noise_axis: int = 0) -> tuple[TrainState, dict[str, Tensor]]:
     """One train step: ``o.n_critic`` D updates (update ``i`` sees ``real`` indexed
     ``i`` on ``real_axis`` when ``n_critic > 1``, and ``noise.d`` indexed ``i`` on
     ``noise_axis``), then ``o.n_gen`` G updates, each ``grads -> reduce -> update``.
-    A part's gate skips an update (:func:`keep`). Returns the new state (step + 1)
-    and the metrics: each update's values averaged over the step's updates."""
-    d_ms, last_aux = [], None
+    A part's gate skips an update (:func:`keep`; G's gate sees the last D update's
+    aux). Returns the new state (step + 1) and the metrics: each update's values
+    averaged over the step's updates."""
+    d_ms, g_ms, d_aux = [], [], None
     for i in range(o.n_critic):
         r = real if o.n_critic == 1 else real.select(real_axis, i)
-        loss, grads, aux = o.d_grads(state, r, tree_map(lambda x: x.select(noise_axis, i), noise.d))
-        if reduce is not None:
-            loss, grads, aux = reduce("d", loss, grads, aux)
-        new = o.d_update(state, grads, aux)
-        m = o.d_metrics(loss, grads, aux, state)
-        if o.d_skip is not None:
-            skip = o.d_skip(state, aux)
-            new, m["d_skipped"] = keep(skip, state, new, "d"), skip.to(loss.dtype)
+        out = o.d_grads(state, r, tree_map(lambda x: x.select(noise_axis, i), noise.d))
+        state, m, d_aux = _update(o, "d", state, out, reduce, None)
         d_ms.append(m)
-        state, last_aux = new, aux
-    g_ms = []
     for j in range(o.n_gen):
-        loss, grads, aux = o.g_grads(state, tree_map(lambda x: x.select(noise_axis, j), noise.g))
-        if reduce is not None:
-            loss, grads, aux = reduce("g", loss, grads, aux)
-        new = o.g_update(state, grads, aux)
-        m = o.g_metrics(loss, grads, aux, state)
-        if o.g_skip is not None:
-            skip = o.g_skip(state, last_aux)
-            new, m["g_skipped"] = keep(skip, state, new, "g"), skip.to(loss.dtype)
+        out = o.g_grads(state, tree_map(lambda x: x.select(noise_axis, j), noise.g))
+        state, m, _ = _update(o, "g", state, out, reduce, d_aux)
         g_ms.append(m)
-        state = new
     metrics = {**_mean(d_ms), **_mean(g_ms), **o.lrs(state)}
     return _replace(state, step=state.step + 1), metrics
 
