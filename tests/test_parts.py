@@ -3,6 +3,7 @@ built-in one; the built-in parts' own rules (EMA warm-up, instance-noise anneali
 from __future__ import annotations
 
 import math
+import warnings
 
 import pytest
 import torch
@@ -15,7 +16,7 @@ import ganfn
 from ganfn import data, parts
 from ganfn.loop import fit
 from ganfn.parts import Ctx, DTerm, Hyper, InitCtx, Part, PartError
-from ganfn.testing import assert_grads_isolated, assert_pure, assert_trees_equal, assert_vmap_equivalent
+from ganfn.testing import assert_grads_isolated, assert_pure, assert_trees_close, assert_trees_equal, assert_vmap_equivalent
 from ganfn.tree import leaves
 
 torch.set_num_threads(1)
@@ -96,6 +97,45 @@ def test_user_part_resumes_bit_identically(tmp_path):
     resumed, _ = fit(gan, data.ring8, run_dir=tmp_path / "half", resume=True, **kw)
     assert_trees_equal(full, resumed, "resumed vs uninterrupted state")
     assert int(resumed.step) == 6 and float(resumed.parts["lecam"]["fake"]) != 0.0
+
+
+def test_user_part_in_the_data_parallel_step_equals_train_step():
+    # Without a process group the all-reduce is the identity: the data-parallel
+    # step is the same orchestration and must give the same numbers, stacked too.
+    from ganfn import distributed as gd
+    from ganfn import ensemble
+
+    gan = _gan()
+    state, real, noise = _inputs(gan)
+    a, ma = gan.train_step(state, real, noise)
+    b, mb = gd.make_train_step(gan)(state, real, noise)
+    assert_trees_equal((a, ma), (b, mb), "data-parallel step vs train_step")
+    stacked = ensemble.init_many(gan, [0, 1], [{"lecam_weight": 0.1}, {}])
+    noises = ensemble.draw_noise_many(gan, ensemble.rngs([0, 1]), B)
+    c, mc = ensemble.make_step(gan)(stacked, real, noises)
+    d, md = gd.make_train_step(gan, stacked=True)(stacked, real, noises)
+    assert_trees_close((c, mc), (d, md), "stacked data-parallel step vs ensemble step", rtol=1e-6, atol=1e-7)
+
+
+@pytest.mark.slow
+def test_user_part_under_torch_compile_equals_eager():
+    from ganfn import ensemble
+
+    torch._dynamo.reset()
+    gan = _gan(ema_decay=0.9)
+    state = ensemble.init_many(gan, [0, 1], [{"lecam_weight": 1.0}, {}])
+    rng = torch.Generator().manual_seed(5)
+    reals = [torch.randn(B, 2, generator=rng) for _ in range(3)]
+    out = []
+    for compile_ in (True, False):
+        st_, rngs = state, ensemble.rngs([0, 1])
+        step = ensemble.make_step(gan, compile=compile_)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", RuntimeWarning)  # no silent fallback to eager
+            for r in reals:
+                st_, m = step(st_, r, ensemble.draw_noise_many(gan, rngs, B))
+        out.append((st_, m))
+    assert_trees_close(out[0], out[1], "compiled vs eager", rtol=1e-4, atol=1e-5)
 
 
 def _broken(hook: str) -> Part:
