@@ -4,7 +4,7 @@ Models are stateless functions of explicit parameter pytrees; every training
 step is a pure function ``(state, real, noise) -> (state, metrics)`` that can be
 vmapped over many seeds or hyperparameter settings.
 """
-from . import losses, optim, parts, penalties
+from . import augment, losses, optim, parts, penalties, regularisers, sampling
 from .errors import NonFiniteLossError, check_finite
 from .gan import GAN
 from .state import DAux, GAux, NetState, Noise, TrainState, UpdateNoise
@@ -24,7 +24,10 @@ __all__ = [
     "parts",
     "stack",
     "unstack",
+    "augment",
     "losses",
+    "regularisers",
+    "sampling",
     "optim",
     "penalties",
     "NonFiniteLossError",
