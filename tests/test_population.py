@@ -48,7 +48,7 @@ def leaves(state):
 
 
 def clone(state):
-    return tree.tree_clone(state)
+    return tree.tree_map(torch.clone, state)
 
 
 def same(a, b) -> bool:
