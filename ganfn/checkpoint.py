@@ -3,8 +3,8 @@
 A checkpoint is one ``torch.save`` file holding only plain containers (dicts,
 lists, ints, floats, strings, None) and tensors::
 
-    {"format": "ganfn-checkpoint", "version": 1, "step": int,
-     "state": TrainState as a dict of dicts of tensors,
+    {"format": "ganfn-checkpoint", "version": 2, "step": int,
+     "state": TrainState.to_dict(): nested dicts of tensors,
      "position": the data position (``ganfn.data.loader_init``: a dict of ints),
      "rngs": [ByteTensor, ...]  (``torch.Generator.get_state()`` of every RNG),
      "extra": {...}}            (the loop's own bookkeeping: history, best figure, ...)
@@ -26,7 +26,7 @@ import torch
 from torch import Tensor
 
 from .atomic import atomic_write
-from .gan import TrainState
+from .state import TrainState
 
 __all__ = [
     "state_to_dict",
@@ -40,23 +40,21 @@ __all__ = [
 ]
 
 FORMAT = "ganfn-checkpoint"
-VERSION = 1
+# 2: per-network state {g, d: {params, buffers, opt}} and part states under their names.
+VERSION = 2
 _NAME = re.compile(r"^ckpt-(\d{8,})\.pt$")
 
 
 def state_to_dict(state: TrainState) -> dict[str, Any]:
-    """A :class:`TrainState` as a plain dict (fields -> dicts of tensors / tensors)."""
+    """A :class:`TrainState` as plain nested dicts of tensors."""
     if not isinstance(state, TrainState):
         raise TypeError(f"expected a ganfn.TrainState, got {type(state).__name__}")
-    return {k: v for k, v in state._asdict().items()}
+    return state.to_dict()
 
 
 def state_from_dict(d: dict[str, Any]) -> TrainState:
     """Rebuild a :class:`TrainState` from :func:`state_to_dict`'s output."""
-    missing = set(TrainState._fields) - set(d)
-    if missing:
-        raise ValueError(f"checkpoint state lacks fields {sorted(missing)} (written by an incompatible ganfn?)")
-    return TrainState(**{k: d[k] for k in TrainState._fields})
+    return TrainState.from_dict(d)
 
 
 def rng_states(rngs: Sequence[torch.Generator]) -> list[Tensor]:

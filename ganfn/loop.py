@@ -37,11 +37,11 @@ from . import ensemble, figures
 from . import tensorboard as tb
 from .data import loader_init, next_batch
 from .errors import NonFiniteLossError, check_finite
-from .gan import GAN, TrainState
+from .gan import GAN
+from .state import TrainState
 from .tree import tree_map
-from .tree import replace as _nt_replace
 
-__all__ = ["fit", "Evaluator", "anneal_instance_noise", "PRECISIONS", "sample_members"]
+__all__ = ["fit", "Evaluator", "PRECISIONS", "sample_members"]
 
 PRECISIONS = ("fp32", "bf16", "fp16")
 ON_NONFINITE = ("stop", "rollback", "raise")
@@ -62,17 +62,6 @@ class Evaluator:
     higher_is_better: bool = False
     n_samples: int = 1000
     reference: Tensor | None = None
-
-
-def anneal_instance_noise(state: TrainState, base: Tensor, step: int, anneal_steps: int) -> TrainState:
-    """``state`` with ``hparams["instance_noise"] = base * max(0, 1 - step / anneal_steps)``.
-
-    A pure function of its arguments (a new state; the old one is untouched):
-    instance noise (Sønderby et al., 2016) is strongest at the start and gone
-    after ``anneal_steps``. ``base`` is the initial level ([] or [S]).
-    """
-    frac = max(0.0, 1.0 - step / anneal_steps)
-    return _nt_replace(state, hparams={**state.hparams, "instance_noise": base * frac})
 
 
 def sample_members(gan: GAN, state: TrainState, z: Tensor, stacked: bool) -> list[Tensor]:
@@ -127,7 +116,6 @@ def fit(
     compile: bool = False,
     patience: int | None = None,
     on_nonfinite: str = "stop",
-    instance_noise_anneal: int | None = None,
     progress: bool = True,
     print_fn: Callable[[str], None] | None = None,
     config: Mapping[str, Any] | None = None,
@@ -171,8 +159,6 @@ def fit(
             checkpoint's state) or ``"raise"``. Stacked runs freeze the
             diverged member (``ensemble.make_step(isolate=True)``) and stop
             only when every member has diverged.
-        instance_noise_anneal: linearly anneal ``instance_noise`` to 0 over
-            this many steps (see :func:`anneal_instance_noise`).
         config: recorded in ``metrics.json`` and as TensorBoard hparams.
 
     Returns ``(state, history)``: history is a JSON-able dict with ``train``
@@ -195,11 +181,6 @@ def fit(
             raise ValueError(f"{name} must be an int >= 1, got {v!r}")
     if checkpoint_every is not None and checkpoint_every < 1:
         raise ValueError(f"checkpoint_every must be >= 1 or None, got {checkpoint_every!r}")
-    if instance_noise_anneal is not None:
-        if instance_noise_anneal < 1:
-            raise ValueError(f"instance_noise_anneal must be >= 1 steps, got {instance_noise_anneal}")
-        if gan.instance_noise <= 0:
-            raise ValueError("instance_noise_anneal needs a GAN built with instance_noise > 0")
     if resume and run_dir is None and not isinstance(resume, (str, os.PathLike)):
         raise ValueError("resume=True needs run_dir (where the checkpoints are)")
     device = torch.device(device)
@@ -236,7 +217,7 @@ def fit(
         step_fn = gd.make_train_step(gan) if world.distributed else (_compiled_single(gan) if compile else gan.train_step)
         data_seed = seed if data_seed is None else data_seed
     state = tree_map(lambda t: t.to(device), state)
-    like = state.g_params[next(iter(state.g_params))]
+    like = state.g.params[next(iter(state.g.params))]
 
     is_sampler = callable(data) and not isinstance(data, Tensor)
     if not is_sampler:
@@ -250,7 +231,6 @@ def fit(
 
     run_path = Path(run_dir) if run_dir is not None else None
     manager = ckpt.CheckpointManager(run_path / "checkpoints", keep) if run_path is not None else None
-    noise_base = state.hparams.get("instance_noise")
 
     history: dict[str, Any] = {"train": [], "eval": [], "final": {}, "stopped": "steps", "diverged_at": None,
                                "members": S if stacked else None}
@@ -267,8 +247,6 @@ def fit(
             extra = c["extra"]
             history = extra["history"]
             best, bad_evals = extra.get("best"), int(extra.get("bad_evals", 0))
-            if "noise_base" in extra and extra["noise_base"] is not None:
-                noise_base = extra["noise_base"].to(device)
             start = int(c["step"])
             say(f"resumed from {src} at step {start}")
 
@@ -293,8 +271,7 @@ def fit(
     def save_checkpoint(st: TrainState, step: int) -> None:
         if manager is None or not main:
             return
-        extra = {"history": history, "best": best, "bad_evals": bad_evals,
-                 "noise_base": noise_base.cpu() if noise_base is not None else None}
+        extra = {"history": history, "best": best, "bad_evals": bad_evals}
         manager.save(st, step=step, position=position, rngs=rngs, extra=extra)
 
     if evaluator is not None and start == 0:
@@ -319,8 +296,6 @@ def fit(
                 noise = ensemble.draw_noise_many(gan, rngs, batch_size, dtype=like.dtype, device=device)
             else:
                 noise = gan.draw_noise(rngs[0], batch_size, dtype=like.dtype, device=device)
-            if instance_noise_anneal is not None:
-                state = anneal_instance_noise(state, noise_base, step, instance_noise_anneal)
             with _autocast(device, precision):
                 new_state, metrics = step_fn(state, real, noise)
             position = position_next
