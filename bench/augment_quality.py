@@ -22,9 +22,9 @@ from torch.func import grad_and_value, vmap
 import ganfn
 from ganfn import augment, data, ensemble, losses, metrics, models, optim
 from ganfn.functional import make_apply
-from ganfn.tree import replace, tree_map
+from ganfn.state import NetState
+from ganfn.tree import replace
 
-POLICY = "color,translation,cutout"
 
 
 def build(width: int, latent: int, lr: float):
@@ -34,44 +34,44 @@ def build(width: int, latent: int, lr: float):
     return ganfn.GAN(G, D, latent_dim=latent, loss="non_saturating", g_optimizer=adam, d_optimizer=adam)
 
 
-def make_step(gan: ganfn.GAN, arm: str, *, ada_target: float, ada_interval: int, ada_speed: float):
+def make_step(gan: ganfn.GAN, arm: str, policy: str, *, ada_target: float, ada_interval: int, ada_speed: float):
     g_apply, d_apply = make_apply(gan.generator), make_apply(gan.discriminator)
     loss = losses.non_saturating
 
     def aug(x, n, p):
-        return x if arm == "none" else augment.apply(x, n, POLICY, p)
+        return x if arm == "none" else augment.apply(x, n, policy, p)
 
     def step(state, ada, real, nz):
         p = ada.p
         B = real.shape[0]
         with torch.no_grad():
-            fake, g_buf = g_apply(state.g_params, state.g_buffers, nz["z_d"])
+            fake, g_buf = g_apply(state.g.params, state.g.buffers, nz["z_d"])
 
         def d_loss(dp):
-            out, _ = d_apply(dp, state.d_buffers, torch.cat([aug(real, nz["a_real"], p), aug(fake, nz["a_fake"], p)]))
+            out, _ = d_apply(dp, state.d.buffers, torch.cat([aug(real, nz["a_real"], p), aug(fake, nz["a_fake"], p)]))
             return loss.d(out[:B], out[B:]), out[:B].detach()
 
-        gd, (ld, real_out) = grad_and_value(d_loss, has_aux=True)(state.d_params)
-        d_params, d_opt = gan.d_optimizer.update(gd, state.d_opt, state.d_params)
+        gd, (ld, real_out) = grad_and_value(d_loss, has_aux=True)(state.d.params)
+        d_params, d_opt = gan.d_optimizer.update(gd, state.d.opt, state.d.params)
         if arm == "ada":
             ada = augment.ada_update(ada, real_out, target=ada_target, interval=ada_interval, speed_images=ada_speed)
 
         def g_loss(gp):
             f, gb = g_apply(gp, g_buf, nz["z_g"])
-            out, _ = d_apply(d_params, state.d_buffers, aug(f, nz["a_gen"], p))
+            out, _ = d_apply(d_params, state.d.buffers, aug(f, nz["a_gen"], p))
             return loss.g(out), gb
 
-        gg, (lg, g_buf2) = grad_and_value(g_loss, has_aux=True)(state.g_params)
-        g_params, g_opt = gan.g_optimizer.update(gg, state.g_opt, state.g_params)
-        new = replace(state, d_params=d_params, d_opt=d_opt, g_params=g_params, g_opt=g_opt, g_buffers=g_buf2, step=state.step + 1)
+        gg, (lg, g_buf2) = grad_and_value(g_loss, has_aux=True)(state.g.params)
+        g_params, g_opt = gan.g_optimizer.update(gg, state.g.opt, state.g.params)
+        new = replace(state, d=NetState(d_params, state.d.buffers, d_opt), g=NetState(g_params, g_buf2, g_opt), step=state.step + 1)
         return new, ada, {"d_loss": ld, "g_loss": lg, "p": ada.p, "rt": ada.rt}
 
     return vmap(step)
 
 
-def noise(gen: torch.Generator, B: int, latent: int) -> dict:
+def noise(gen: torch.Generator, B: int, latent: int, policy: str) -> dict:
     return {"z_d": torch.randn(B, latent, generator=gen), "z_g": torch.randn(B, latent, generator=gen),
-            "a_real": augment.draw(gen, B, POLICY), "a_fake": augment.draw(gen, B, POLICY), "a_gen": augment.draw(gen, B, POLICY)}
+            "a_real": augment.draw(gen, B, policy), "a_fake": augment.draw(gen, B, policy), "a_gen": augment.draw(gen, B, policy)}
 
 
 class Arm:
@@ -83,7 +83,8 @@ class Arm:
         self.state = ensemble.init_many(self.gan, seeds)
         p0 = {"none": 0.0, "diffaugment": 1.0, "ada": 0.0}[name]
         self.ada = augment.AdaState(*[torch.stack([t] * len(seeds)) for t in augment.ada_init(p0)])
-        self.step = make_step(self.gan, name, ada_target=args.ada_target, ada_interval=4, ada_speed=args.ada_speed)
+        self.policy = args.policy
+        self.step = make_step(self.gan, name, args.policy, ada_target=args.ada_target, ada_interval=4, ada_speed=args.ada_speed)
         # Every arm sees the same batches and latents: seed s's generator.
         self.gens = ensemble.rngs([1000 + s for s in seeds])
         self.secs = 0.0
@@ -91,7 +92,7 @@ class Arm:
     def advance(self, train: torch.Tensor, B: int, latent: int) -> None:
         t0 = time.time()
         idx = torch.stack([torch.randint(0, train.shape[0], (B,), generator=g) for g in self.gens])
-        nz = ensemble.stack([noise(g, B, latent) for g in self.gens])
+        nz = ensemble.stack([noise(g, B, latent, self.policy) for g in self.gens])
         self.state, self.ada, _ = self.step(self.state, self.ada, train[idx], nz)
         self.secs += time.time() - t0
 
@@ -114,6 +115,7 @@ def main() -> None:
     ap.add_argument("--ada-target", type=float, default=0.6)
     ap.add_argument("--ada-speed", type=float, default=20_000.0, help="real images for p to move by 1 (ADA: 500k on long runs)")
     ap.add_argument("--arms", default="none,diffaugment,ada")
+    ap.add_argument("--policy", default="color,translation,cutout")
     ap.add_argument("--eval-every", type=int, default=1000)
     args = ap.parse_args()
     torch.set_num_threads(1)
@@ -121,7 +123,7 @@ def main() -> None:
     train = full[torch.randperm(full.shape[0], generator=torch.Generator().manual_seed(0))[: args.subset]]
     ext = metrics.lenet_extractor("digits")
     real_test = ext(data.digits("test", 8))
-    print(f"digits subset {args.subset}, DCGAN width {args.width}, Adam {args.lr:g} (0.5, 0.999), {args.steps} steps, batch {args.batch}, "
+    print(f"digits subset {args.subset}, DCGAN width {args.width}, Adam {args.lr:g} (0.5, 0.999), {args.steps} steps, batch {args.batch}, policy {args.policy}, "
           f"{args.seeds} seeds per arm (one vmapped run each), torch {torch.__version__}, 1 thread")
     arms = [Arm(a, args) for a in args.arms.split(",")]
     print("| step | arm | FD-LeNet(digits) mean ± std | per seed | mean p | time |")

@@ -31,12 +31,13 @@ k updates keeps a counter in its state and multiplies its term by
 ``k * (count % k == 0)``. ``GAN`` checks every hook's output structure and
 shapes (metadata only) and names the part when they are wrong.
 
-Built-in parts: :func:`ema`, :func:`instance_noise`, :func:`replay`,
+Built-in parts: :func:`diffaugment`, :func:`ada`, :func:`ema`, :func:`instance_noise`, :func:`replay`,
 :func:`balance`, :func:`spectral_norm`, and every penalty through
 :func:`ganfn.penalties.as_part`. ``GAN``'s keyword options (``penalty=``,
 ``ema_decay=``, ...) are a short-hand that builds these; ``GAN(parts=[...])``
 adds any others (see ``examples/custom_part.py``).
 """
+from .augment import ada, diffaugment
 from .balance import balance
 from .base import Ctx, Draw, DTerm, GTerm, Hyper, InitCtx, Part, PartError, check_like, check_part
 from .ema import ema, ema_decay
@@ -46,5 +47,5 @@ from .spectral_norm import spectral_norm
 
 __all__ = [
     "Part", "Hyper", "Ctx", "InitCtx", "Draw", "DTerm", "GTerm", "PartError", "check_part", "check_like",
-    "ema", "ema_decay", "instance_noise", "instance_noise_level", "replay", "balance", "spectral_norm",
+    "diffaugment", "ada", "ema", "ema_decay", "instance_noise", "instance_noise_level", "replay", "balance", "spectral_norm",
 ]
