@@ -88,8 +88,8 @@ def test_ada_p_rises_when_d_overfits_a_tiny_training_set():
     gan = _gan(parts.ada("translation", interval=2, speed_images=60.0),
                d_optimizer=ganfn.optim.adam(1e-2, (0.5, 0.99)), g_optimizer=ganfn.optim.adam(0.0, (0.5, 0.99)))
     state = _train(gan, gan.init(0), _real(), 40)
-    assert float(state.parts["ada"].rt) > 0.6
-    assert float(state.parts["ada"].p) > 0.5
+    assert float(state.parts["ada"]["rt"]) > 0.6
+    assert float(state.parts["ada"]["p"]) > 0.5
 
 
 def test_ada_p_falls_when_d_does_not_overfit():
@@ -99,12 +99,12 @@ def test_ada_p_falls_when_d_does_not_overfit():
     state = gan.init(0)
     last = [k for k in state.d.params if k.endswith("bias")][-1]
     state = state._replace(d=state.d._replace(params={**state.d.params, last: torch.full_like(state.d.params[last], -50.0)}))
-    p = [float(state.parts["ada"].p)]
+    p = [float(state.parts["ada"]["p"])]
     for i in range(3):
         state = _train(gan, state, _real(), 2, seed=i)
-        p.append(float(state.parts["ada"].p))
+        p.append(float(state.parts["ada"]["p"]))
     assert p == pytest.approx([0.5, 0.3, 0.1, 0.0])  # 2 updates x 6 images / 60 per adjustment, clamped at 0
-    assert float(state.parts["ada"].rt) == -1.0
+    assert float(state.parts["ada"]["rt"]) == -1.0
 
 
 @settings(max_examples=5)
@@ -119,7 +119,7 @@ def test_no_augmentation_reaches_samples(kind, seed):
     raw = gan.g_apply(state.g.params, state.g.buffers, z, train=False)[0]
     assert torch.equal(gan.sample(state, z), raw)
     # and the training did use the augmentation (p = 1): it is the hooks, not a no-op part, that sampling skips
-    assert float(state.hparams["augment_p"] if kind == "diffaugment" else state.parts["ada"].p) == 1.0
+    assert float(state.hparams["augment_p"] if kind == "diffaugment" else state.parts["ada"]["p"]) == 1.0
 
 
 def test_part_errors():
@@ -134,3 +134,16 @@ def test_part_errors():
     gan = _gan(parts.diffaugment())
     with pytest.raises(ValueError, match="augment_p"):
         gan.init(0, augment_p=-0.1)
+
+
+def test_ada_state_checkpoints_and_resumes_bit_identically(tmp_path):
+    from ganfn.loop import fit
+
+    gan = _gan(parts.ada("translation", interval=1, speed_images=100.0, p=0.5))
+    images = lambda n, g: torch.rand(n, 1, 8, 8, generator=g) * 2 - 1  # noqa: E731
+    kw = dict(steps=4, batch_size=B, log_every=1, checkpoint_every=None, seed=3, progress=False, print_fn=lambda s: None)
+    full, _ = fit(gan, images, run_dir=tmp_path / "full", **kw)
+    fit(gan, images, run_dir=tmp_path / "half", **{**kw, "steps": 2})
+    resumed, _ = fit(gan, images, run_dir=tmp_path / "half", resume=True, **kw)
+    assert_trees_equal(full, resumed, "resumed vs uninterrupted state")
+    assert float(resumed.parts["ada"]["p"]) != 0.5  # it moved, and the move was checkpointed

@@ -60,7 +60,8 @@ def diffaugment(policy: str | Sequence[str] = "color,translation,cutout", p: flo
 def ada(policy: str | Sequence[str] = "color,translation,cutout", *, target: float | Tensor = 0.6, interval: int = 4,
         speed_images: float | Tensor = 500_000.0, threshold: float = 0.0, p: float = 0.0) -> Part:
     """ADA (Karras et al., 2020): DiffAugment's operations with a probability ``p``
-    kept in the state (``state.parts["ada"].p``, one per member) and adapted
+    kept in the state (``state.parts["ada"]["p"]``, one per member; the state is
+    the fields of :class:`~ganfn.augment.AdaState` as a dict, which checkpoints) and adapted
     from D's outputs on the augmented real images.
 
     Every D update adds ``sign(D(x_real) - threshold)`` to a running sum (a zero
@@ -77,19 +78,19 @@ def ada(policy: str | Sequence[str] = "color,translation,cutout", *, target: flo
         raise ValueError(f"ADA interval must be an int >= 1, got {interval!r}")
     _aug.check_probability(p, "ADA's initial p")
 
-    def init(ctx: InitCtx) -> _aug.AdaState:
-        return _aug.ada_init(p, dtype=torch.float64, device=ctx.device)
+    def init(ctx: InitCtx) -> dict:
+        return _aug.ada_init(p, dtype=torch.float64, device=ctx.device)._asdict()
 
     def d_term(x: DTerm, ctx: Ctx) -> tuple[Tensor, dict]:
         s = x.d_real.detach().reshape(x.d_real.shape[0], -1).mean(1)
         sign = torch.sign(s - threshold).mean().to(torch.float64)
         return torch.zeros((), dtype=x.d_real.dtype, device=s.device), {"sign": sign, "n": torch.full_like(sign, s.shape[0])}
 
-    def after_d(d_params, ctx: Ctx, aux) -> tuple[dict, _aug.AdaState]:
+    def after_d(d_params, ctx: Ctx, aux) -> tuple[dict, dict]:
         a = aux.parts["ada"]
-        new = _aug.ada_accumulate(ctx.state, a["sign"] * a["n"], a["n"], target=ctx.hp["ada_target"], interval=interval,
-                                  speed_images=ctx.hp["ada_speed"])
-        return d_params, new
+        new = _aug.ada_accumulate(_aug.AdaState(**ctx.state), a["sign"] * a["n"], a["n"], target=ctx.hp["ada_target"],
+                                  interval=interval, speed_images=ctx.hp["ada_speed"])
+        return d_params, new._asdict()
 
     hparams = {"ada_target": Hyper(target, Range(-1.0, 1.0)), "ada_speed": Hyper(speed_images, Range(0.0, low_open=True))}
-    return Part("ada", hparams, init=init, d_term=d_term, after_d=after_d, **_hooks(ops, lambda ctx: ctx.state.p))
+    return Part("ada", hparams, init=init, d_term=d_term, after_d=after_d, **_hooks(ops, lambda ctx: ctx.state["p"]))
