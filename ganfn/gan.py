@@ -429,16 +429,9 @@ class GAN:
         check_step_inputs(self, state, real, noise)
         return _step.run(self._ops, state, real, noise)
 
-    def sample(self, state: TrainState, z: Tensor, *, ema: bool | None = None, train: bool = False) -> Tensor:
-        """Generated samples ``[N, *sample]`` for latents ``z`` ``[N, *latent]``
-        (from :meth:`draw_latents`).
-
-        Uses the parts' sampling weights (G's EMA) when the setup keeps them
-        (``ema=None``; ``ema=False``: G's own parameters), and G in eval mode
-        (``train=False``: BatchNorm uses running statistics).
-        """
-        if tuple(z.shape[1:]) != self.latent_shape:
-            raise ValueError(f"latents must have shape [N, {', '.join(map(str, self.latent_shape))}], got {tuple(z.shape)}")
+    def sample_params(self, state: TrainState, *, ema: bool | None = None) -> Params:
+        """The G weights :meth:`sample` uses: the parts' sampling weights (G's EMA)
+        when the setup keeps them (``ema=None``; ``ema=False``: G's own parameters)."""
         hooks = self._hooks["sample_weights"]
         use = bool(hooks) if ema is None else ema
         if use and not hooks:
@@ -446,5 +439,18 @@ class GAN:
         params = state.g.params
         for p in hooks if use else ():
             params = p.sample_weights(params, self._ctx(p, state))
-        out, _ = self.g_apply(params, state.g.buffers, z, train=train)
+        return params
+
+    def sample(self, state: TrainState, z: Tensor, *, ema: bool | None = None, train: bool = False) -> Tensor:
+        """Generated samples ``[N, *sample]`` for latents ``z`` ``[N, *latent]``
+        (from :meth:`draw_latents`).
+
+        Uses :meth:`sample_params` (G's EMA when the setup keeps one), and G in
+        eval mode (``train=False``: BatchNorm uses running statistics; see
+        :func:`ganfn.sampling.standing_stats` for statistics of the EMA weights).
+        No part's input hook runs here: augmentation never reaches samples.
+        """
+        if tuple(z.shape[1:]) != self.latent_shape:
+            raise ValueError(f"latents must have shape [N, {', '.join(map(str, self.latent_shape))}], got {tuple(z.shape)}")
+        out, _ = self.g_apply(self.sample_params(state, ema=ema), state.g.buffers, z, train=train)
         return out
