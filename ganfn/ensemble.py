@@ -40,9 +40,9 @@ from torch import Tensor
 
 from .gan import GAN
 from .state import Noise, TrainState
-from .step import freeze_diverged
+from .step import freeze, freeze_diverged, frozen
 
-__all__ = ["stack", "unstack", "init_many", "rngs", "draw_noise_many", "make_step", "num_members", "Step"]
+__all__ = ["stack", "unstack", "init_many", "rngs", "draw_noise_many", "make_step", "num_members", "frozen", "freeze", "Step"]
 
 Step = Callable[[TrainState, Tensor, Noise], tuple[TrainState, dict[str, Tensor]]]
 
@@ -129,7 +129,7 @@ def _isolated(gan: GAN) -> Callable:
 def _plain(gan: GAN) -> Callable:
     def step(state: TrainState, real: Tensor, noise: Noise):
         new, metrics = gan.train_step(state, real, noise)
-        return new, {**metrics, "diverged": new.diverged_at >= 0}
+        return new, {**metrics, "diverged": frozen(new)}
 
     return step
 

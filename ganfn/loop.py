@@ -38,6 +38,7 @@ from . import tensorboard as tb
 from .data import loader_init, next_batch
 from .errors import NonFiniteLossError, check_finite
 from .gan import GAN
+from .population import hyperparameters
 from .state import TrainState
 from .tree import tree_map
 
@@ -120,6 +121,7 @@ def fit(
     print_fn: Callable[[str], None] | None = None,
     config: Mapping[str, Any] | None = None,
     n_fixed: int = 64,
+    population: Any = None,
 ) -> tuple[TrainState, dict[str, Any]]:
     """Train ``gan`` on ``data`` for ``steps`` steps; return ``(state, history)``.
 
@@ -160,6 +162,11 @@ def fit(
             diverged member (``ensemble.make_step(isolate=True)``) and stop
             only when every member has diverged.
         config: recorded in ``metrics.json`` and as TensorBoard hparams.
+        population: a :class:`ganfn.lineage.Schedule` (stacked runs with an
+            evaluator): at its steps the members' figures drive successive
+            halving and population-based training; the lineage goes into every
+            checkpoint (a resumed run is bit-identical), ``metrics.json``
+            (``population``) and TensorBoard (``hparams/<name>`` per member).
 
     Returns ``(state, history)``: history is a JSON-able dict with ``train``
     (every ``log_every`` steps: step and each metric, lists for stacked runs),
@@ -181,6 +188,8 @@ def fit(
             raise ValueError(f"{name} must be an int >= 1, got {v!r}")
     if checkpoint_every is not None and checkpoint_every < 1:
         raise ValueError(f"checkpoint_every must be >= 1 or None, got {checkpoint_every!r}")
+    if population is not None and (seeds is None or evaluator is None):
+        raise ValueError("population (PBT / successive halving) needs a stacked run (seeds=...) and an evaluator for its scores")
     if resume and run_dir is None and not isinstance(resume, (str, os.PathLike)):
         raise ValueError("resume=True needs run_dir (where the checkpoints are)")
     device = torch.device(device)
@@ -247,6 +256,8 @@ def fit(
             extra = c["extra"]
             history = extra["history"]
             best, bad_evals = extra.get("best"), int(extra.get("bad_evals", 0))
+            if population is not None and extra.get("population") is not None:
+                population.load_state_dict(extra["population"])
             start = int(c["step"])
             say(f"resumed from {src} at step {start}")
 
@@ -271,9 +282,14 @@ def fit(
     def save_checkpoint(st: TrainState, step: int) -> None:
         if manager is None or not main:
             return
-        extra = {"history": history, "best": best, "bad_evals": bad_evals}
+        extra = {"history": history, "best": best, "bad_evals": bad_evals,
+                 "population": population.state_dict() if population is not None else None}
         manager.save(st, step=step, position=position, rngs=rngs, extra=extra)
 
+    if population is not None:
+        population.start(state, start)
+        if logger is not None and start == 0:
+            logger.scalars(0, _population_hparams(population, state), prefix="hparams/")
     if evaluator is not None and start == 0:
         # The untrained generator's figures: the baseline a run is judged against.
         history["initial"] = {"step": 0, "figures": evaluate(state)}
@@ -353,6 +369,11 @@ def fit(
                     say(f"step {step}: {history['stopped']}; stopping early")
                     save_checkpoint(state, step)
                     break
+            if population is not None and population.due(step) and step < steps:
+                figs = history["eval"][-1]["figures"] if history["eval"] and history["eval"][-1]["step"] == step else evaluate(state)
+                state = population(step, state, figs)
+                if logger is not None:
+                    logger.scalars(step, _population_hparams(population, state), prefix="hparams/")
             if checkpoint_every is not None and step % checkpoint_every == 0 and step < steps:
                 save_checkpoint(state, step)
     finally:
@@ -369,6 +390,8 @@ def fit(
             history["final"] = {"step": step, "figures": evaluate(state)}
     if last_metrics:
         history["last"] = {"step": step, **{k: _to_float(v) for k, v in last_metrics.items()}}
+    if population is not None:
+        history["population"] = population.lineage.to_dict()
     history["steps_run"] = step - start
     history["wall_time_s"] = wall
     history["steps_per_s"] = (step - start) / wall if wall > 0 else None
@@ -382,6 +405,11 @@ def fit(
         logger.hparams(hp_rows, fin)
         logger.close()
     return state, history
+
+
+def _population_hparams(population: Any, state: TrainState) -> dict[str, Tensor]:
+    hp = hyperparameters(state)
+    return {k: hp[k] for k in sorted(population.space)}
 
 
 def _compiled_single(gan: GAN) -> Callable:

@@ -22,7 +22,7 @@ from .state import NetState, Noise, TrainState
 from .tree import global_norm, tree_map, tree_where
 from .tree import replace as _replace
 
-__all__ = ["Ops", "ops", "run", "Reduce", "finite", "freeze_diverged", "keep", "grad_norm_metrics"]
+__all__ = ["Ops", "ops", "run", "Reduce", "finite", "frozen", "freeze", "freeze_diverged", "keep", "grad_norm_metrics"]
 
 # reduce(net, loss, grads, aux) -> (loss, grads, aux); net is "d" or "g".
 Reduce = Callable[[str, Tensor, Any, Any], tuple[Tensor, Any, Any]]
@@ -143,19 +143,36 @@ def finite(metrics: dict[str, Tensor]) -> Tensor:
     return torch.stack([torch.isfinite(metrics[k]) for k in WATCHED if k in metrics]).all(0)
 
 
+def frozen(state: TrainState) -> Tensor:
+    """Bool tensor (``state.step``'s shape: [] or [S]): the member is frozen, i.e.
+    its ``diverged_at`` is set. A frozen member's train step (ensemble,
+    data-parallel) keeps its state unchanged."""
+    return state.diverged_at >= 0
+
+
+def freeze(state: TrainState, members: Tensor) -> TrainState:
+    """``state`` with the members where ``members`` (bool, shaped like
+    ``state.step``) is True frozen at their current step, exactly as a member
+    whose numbers turned non-finite is frozen; already frozen members keep their
+    ``diverged_at``. Pure, no host synchronisation."""
+    members = members.to(device=state.diverged_at.device, dtype=torch.bool)
+    if members.shape != state.diverged_at.shape:
+        raise ValueError(f"freeze: the member mask has shape {tuple(members.shape)} but the state's members are {tuple(state.diverged_at.shape)}")
+    return _replace(state, diverged_at=torch.where(members & ~frozen(state), state.step, state.diverged_at))
+
+
 def freeze_diverged(old: TrainState, new: TrainState, metrics: dict[str, Tensor], *,
                     lazy: bool = False) -> tuple[TrainState, dict[str, Tensor]]:
     """The step's result with diverged members frozen: a member whose metrics are
-    not :func:`finite`, or that diverged before, keeps ``old`` (every tensor,
-    step count included) and ``diverged_at`` records the step it diverged at.
-    Works per member under vmap (0-d) and on stacked states ([S]) alike; no
-    data-dependent control flow unless ``lazy``, which skips the leaf-wise
-    select when every member is healthy (a host sync: eager CPU only).
+    not :func:`finite`, or that was :func:`frozen` before, keeps ``old`` (every
+    tensor, step count included), and one that diverges now is :func:`freeze`-d
+    at ``old.step``. Works per member under vmap (0-d) and on stacked states
+    ([S]) alike; no data-dependent control flow unless ``lazy``, which skips the
+    leaf-wise select when every member is healthy (a host sync: eager CPU only).
     Adds ``metrics["diverged"]``."""
     ok_now = finite(metrics)
-    healthy = old.diverged_at < 0
-    ok = ok_now & healthy
+    ok = ok_now & ~frozen(old)
     if not (lazy and bool(ok.all())):
         new = tree_where(ok, new, old)
-    diverged_at = torch.where(healthy & ~ok_now, old.step, old.diverged_at)
-    return _replace(new, diverged_at=diverged_at), {**metrics, "diverged": diverged_at >= 0}
+    out = _replace(new, diverged_at=freeze(old, ~ok_now).diverged_at)
+    return out, {**metrics, "diverged": frozen(out)}
