@@ -30,6 +30,7 @@ from typing import Any, Callable, Sequence
 import torch
 from torch import Tensor, nn
 
+from . import diagnose
 from . import losses as _losses
 from . import optim as _optim
 from . import penalties as _penalties
@@ -46,12 +47,6 @@ from .tree import replace as _replace
 from .validate import Range, check_range
 
 __all__ = ["GAN", "TrainState", "Noise", "UpdateNoise", "in_transform"]
-
-
-def _scores(out: Tensor) -> Tensor:
-    """One detached score per sample (patch discriminators averaged)."""
-    out = out.detach()
-    return out if out.dim() == 1 or out[0].numel() == 1 else out.reshape(out.shape[0], -1).mean(1)
 
 
 def _mean(xs: Sequence[Any]) -> Any:
@@ -289,9 +284,8 @@ class GAN:
                 val, a = pt.d_term(term, self._ctx(pt, state, noise))
                 check_like(pt.name, "d_term (loss)", val, pen, dtype=False)
                 pen, part_aux[pt.name] = pen + val, a
-        thr = self.loss.threshold
-        aux = (buf, lr_.detach(), lf_.detach(), pen.detach(), (_scores(out_r) > thr).to(lr_.dtype).mean(),
-               (_scores(out_f) < thr).to(lr_.dtype).mean(), part_aux)
+        acc_r, acc_f = diagnose.d_accuracy(self.loss, out_r, out_f, hp["real_label"], hp["fake_label"])
+        aux = (buf, lr_.detach(), lf_.detach(), pen.detach(), acc_r.to(lr_.dtype), acc_f.to(lr_.dtype), part_aux)
         return lr_ + lf_ + pen, aux
 
     def _loss_hp(self, hp: dict) -> dict:

@@ -6,6 +6,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from . import diagnose
 from .state import Noise, TrainState
 
 __all__ = ["check_batch", "check_step_inputs", "check_compatible"]
@@ -75,4 +76,5 @@ def check_compatible(gan: Any, g_params: dict, g_buffers: dict, d_params: dict, 
                          f"(sample shape {tuple(fake.shape[1:])}): {e}") from e
     if out.dim() == 0 or out.shape[0] != 2:
         raise ValueError(f"the discriminator must return scores with a leading batch axis ([B] or [B, 1]), got shape {tuple(out.shape)} for a batch of 2")
+    diagnose.check_discriminator(gan.discriminator, lambda x: gan.d_apply(d_params, d_buffers, x, train=False)[0], fake, gan.loss.name)
     return tuple(fake.shape[1:])
