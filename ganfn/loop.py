@@ -35,7 +35,7 @@ from . import checkpoint as ckpt
 from . import distributed as gd
 from . import ensemble, figures
 from . import tensorboard as tb
-from .data import loader_init, next_batch
+from .data import ImageSource, loader_init, next_batch
 from .errors import NonFiniteLossError, check_finite
 from .gan import GAN, TrainState
 from .tree import tree_map
@@ -138,8 +138,9 @@ def fit(
     Args:
         gan: the setup. Its modules are only templates; the state is created
             on the CPU and moved to ``device``.
-        data: samples [N, *sample] (iterated in epochs of a seeded permutation)
-            or a sampler ``f(n, generator)`` (``ganfn.data.ring8``...). With
+        data: samples [N, *sample] (iterated in epochs of a seeded permutation),
+            an image source (``ganfn.data.images_source``: a folder or zip
+            streamed by workers, or uint8 in memory), or a sampler ``f(n, generator)`` (``ganfn.data.ring8``...). With
             ``n_critic > 1`` each step takes ``[n_critic, B, ...]``.
         steps: total number of train steps (a resumed run continues up to it).
         seed: the run's seed (parameters and noise) for a single run.
@@ -240,11 +241,13 @@ def fit(
 
     is_sampler = callable(data) and not isinstance(data, Tensor)
     if not is_sampler:
-        if not isinstance(data, Tensor):
-            raise TypeError(f"data must be a tensor [N, ...] or a sampler f(n, generator), got {type(data).__name__}")
+        if not isinstance(data, (Tensor, ImageSource)):
+            raise TypeError(f"data must be a tensor [N, ...], an image source (ganfn.data.images_source) "
+                            f"or a sampler f(n, generator), got {type(data).__name__}")
         if tuple(data.shape[1:]) != gan.sample_shape:
             raise ValueError(f"data samples have shape {tuple(data.shape[1:])} but the generator makes {gan.sample_shape}")
-        data = data.to(device=device, dtype=like.dtype)
+        if isinstance(data, Tensor):  # an image source stays where it is (uint8 or on disk)
+            data = data.to(device=device, dtype=like.dtype)
     position = loader_init(None if is_sampler else data.shape[0], data_seed)
     leading = gan.n_critic if gan.n_critic > 1 else None
 
