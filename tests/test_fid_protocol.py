@@ -13,7 +13,7 @@ from hypothesis import given, strategies as st
 from PIL import Image
 
 from ganfn import metrics as M
-from ganfn.metrics import fid as FID
+from ganfn.metrics import fid_protocol as FID
 from ganfn.metrics.inception import quantize
 
 torch.set_num_threads(1)
@@ -170,3 +170,31 @@ def test_kid_equals_torch_fidelity():
     # A different seed gives different subsets (the comparison can fail).
     other, _ = M.kernel_inception_distance(x, y, subsets=7, subset_size=40, generator=1)
     assert not math.isclose(float(other), float(mean), rel_tol=1e-6)
+
+
+@pytest.mark.slow
+def test_cli_eval_with_fid_weights_caches_reference_stats(tmp_path, fid_weights, capsys):
+    from ganfn import cli
+
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(6):
+        Image.fromarray(rng.integers(0, 256, size=(10, 12, 3), dtype=np.uint8)).save(folder / f"{i}.png")
+    run = tmp_path / "run"
+    assert cli.main(["train", "--data", str(folder), "--image-size", "8", "--model", "mlp", "--steps", "2",
+                     "--batch-size", "4", "--data-workers", "0", "--flip", "--no-progress", "--run-dir", str(run)]) == 0
+    stats = tmp_path / "ref.npz"
+    argv = ["eval", str(run), "--fid-weights", str(fid_weights), "--fid-ref-stats", str(stats), "--n-eval", "3"]
+    assert cli.main(argv) == 0
+    out = capsys.readouterr().out
+    assert "FID " in out and "n 3" in out and "n_ref 6" in out and "KID " in out
+    mu, sigma = pfid_score.compute_statistics_of_path(str(stats), None, 50, 2048, "cpu")  # pytorch-fid reads it
+    assert mu.shape == (2048,) and sigma.shape == (2048, 2048)
+    before = stats.stat().st_mtime_ns
+    assert cli.main(argv) == 0  # the second eval reads the cached statistics
+    assert stats.stat().st_mtime_ns == before
+    assert capsys.readouterr().out.split("FID ")[1][:8] == out.split("FID ")[1][:8]
+    with pytest.raises(SystemExit):
+        cli.main(["eval", str(run), "--fid-weights", str(tmp_path / "missing.pth")])
+    assert "Inception weights not found" in capsys.readouterr().err

@@ -23,7 +23,7 @@ from torch import Tensor
 
 from .batching import Position, Sampler, batch_indices, epoch_indices, flip_bits, loader_init, next_batch
 from .folder import ImageFiles
-from .sources import ImageSource, InMemoryImages, StreamingImages, images_source, preload
+from .sources import ImageSource, InMemoryImages, StreamingImages, images_source, in_order, preload
 from .images import (
     DIGITS_TRAIN_SIZE,
     IMAGE_EXTENSIONS,
@@ -56,6 +56,7 @@ __all__ = [
     "StreamingImages",
     "images_source",
     "preload",
+    "in_order",
     "DIGITS_TRAIN_SIZE",
     "IMAGE_EXTENSIONS",
     "digits",

@@ -26,7 +26,7 @@ from .batching import Position, batch_indices
 from .folder import ImageFiles
 from .images import to_unit_range
 
-__all__ = ["ImageSource", "InMemoryImages", "StreamingImages", "images_source", "preload"]
+__all__ = ["ImageSource", "InMemoryImages", "StreamingImages", "images_source", "preload", "in_order"]
 
 
 def _one_thread(_worker_id: int) -> None:
@@ -38,10 +38,8 @@ def _one_thread(_worker_id: int) -> None:
 def preload(files: ImageFiles, workers: int = 0, batch_size: int = 256) -> Tensor:
     """Decode every image of ``files`` into one uint8 tensor [N, C, size, size] (with ``workers`` processes)."""
     out = torch.empty((len(files), files.channels, files.size, files.size), dtype=torch.uint8)
-    loader = torch.utils.data.DataLoader(files, batch_size=batch_size, num_workers=workers,
-                                         worker_init_fn=_one_thread if workers else None)
     start = 0
-    for batch in loader:
+    for batch in in_order(StreamingImages(files, workers=workers), batch_size, workers):
         out[start : start + batch.shape[0]] = batch
         start += batch.shape[0]
     return out
@@ -128,6 +126,24 @@ class StreamingImages:
 
 
 ImageSource = (InMemoryImages, StreamingImages)  # for isinstance checks
+
+
+def in_order(data: Tensor | InMemoryImages | StreamingImages, batch_size: int = 256, workers: int = 0) -> Iterator[Tensor]:
+    """Every sample of ``data`` once, in storage order, unflipped, in batches of ``batch_size``.
+
+    A tensor yields its own slices; an image source yields uint8 [b, C, H, W]
+    (streamed from disk with ``workers`` processes). This is how reference
+    statistics for FID see a training set: each real image exactly once.
+    """
+    if isinstance(data, Tensor):
+        yield from torch.split(data, batch_size)
+    elif isinstance(data, InMemoryImages):
+        yield from torch.split(data.images, batch_size)
+    elif isinstance(data, StreamingImages):
+        yield from torch.utils.data.DataLoader(data.files, batch_size=batch_size, num_workers=workers,
+                                               worker_init_fn=_one_thread if workers else None)
+    else:
+        raise TypeError(f"in_order needs images (a tensor or an image source), got {type(data).__name__}")
 
 
 def _check(position: Position, n: int) -> None:

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Iterable, NamedTuple
+from typing import Callable, Iterable, NamedTuple
 
 import numpy as np
 import torch
@@ -30,7 +30,7 @@ from torch import Tensor
 from .extractor import Extractor
 from .frechet import check_features, feature_stats, frechet_distance_from_stats
 
-__all__ = ["FIDStats", "fid_stats", "save_stats", "load_stats", "fid"]
+__all__ = ["FIDStats", "fid_stats", "save_stats", "load_stats", "fid", "reference_stats"]
 
 
 class FIDStats(NamedTuple):
@@ -76,7 +76,7 @@ def load_stats(path: str | os.PathLike) -> FIDStats:
     """
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"FID statistics file not found: {path} (write one with ganfn.metrics.fid.save_stats "
+        raise FileNotFoundError(f"FID statistics file not found: {path} (write one with ganfn.metrics.save_stats "
                                 "or `python -m pytorch_fid --save-stats DIR OUT.npz`)")
     with np.load(path, allow_pickle=False) as f:
         if "mu" not in f or "sigma" not in f:
@@ -111,3 +111,20 @@ def fid(
     key = "FID" if getattr(extractor, "kind", "") == "inception" else f"FD-{getattr(extractor, 'name', 'custom')}"
     value = float(frechet_distance_from_stats(fs.mu, fs.sigma, rs.mu, rs.sigma))
     return {key: value, "n": fs.n, "n_ref": rs.n}
+
+
+def reference_stats(
+    path: str | os.PathLike | None, real: Callable[[], Iterable[Tensor]], extractor: Extractor
+) -> FIDStats:
+    """Reference statistics, cached in ``path``: read it if it exists, else compute
+    them from the batches ``real()`` yields and (with a path) write them there.
+
+    The cache holds no record of which network made it: keep one file per
+    weights file (a mismatch in feature size is caught by :func:`fid`).
+    """
+    if path is not None and Path(path).is_file():
+        return load_stats(path)
+    stats = fid_stats(real(), extractor)
+    if path is not None:
+        save_stats(path, stats)
+    return stats
