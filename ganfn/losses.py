@@ -14,7 +14,7 @@ smoothing can differ per ensemble member. One-sided label smoothing
 """
 from __future__ import annotations
 
-from typing import Callable, NamedTuple
+from typing import Any, Callable, NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -35,6 +35,10 @@ __all__ = [
 ]
 
 
+def _identity(out: Any) -> Any:
+    return out
+
+
 class LossPair(NamedTuple):
     """A discriminator loss and a generator loss on D's outputs.
 
@@ -49,6 +53,12 @@ class LossPair(NamedTuple):
     hparams: dict[str, float] = {}
     """Extra hyperparameters (name -> default) that ``GAN`` keeps in the state and
     passes to ``d_parts`` and ``g`` as keyword arguments (e.g. a mixing weight)."""
+    takes_labels: bool = False
+    """The loss reads class labels: ``d_parts(..., real_labels=[B], fake_labels=[B])``
+    and ``g(..., fake_labels=[B])`` (ACGAN's auxiliary classifier)."""
+    scores: Callable[[Any], Tensor] = _identity
+    """D's adversarial scores [B] from D's output (the output itself, or the score
+    part of a (scores, class logits) pair); penalties and accuracies use these."""
 
     def d(self, real_out: Tensor, fake_out: Tensor, **kw) -> Tensor:
         """The discriminator's total loss: real part + fake part."""
@@ -188,9 +198,11 @@ def get(loss: str | LossPair) -> LossPair:
             return LOSSES[key]
         if key in _ALIASES:
             return _ALIASES[key]
+        if key == "acgan":
+            return acgan()
     raise ValueError(
         f"unknown loss {loss!r}: expected one of {sorted(LOSSES)} "
-        f"(aliases {sorted(_ALIASES)}) or a ganfn.losses.LossPair"
+        f"(aliases {sorted(_ALIASES)}), 'acgan', or a ganfn.losses.LossPair"
     )
 
 
@@ -227,3 +239,56 @@ def mixture(a: str | LossPair, b: str | LossPair, weight: float = 0.5) -> LossPa
 
     return LossPair(f"mixture({a.name},{b.name})", d_parts, g, a.threshold, {"loss_mix": float(weight)})
 __all__ += ["mixture"]
+
+
+# -- ACGAN's auxiliary classifier (Odena et al., 2017) -----------------------------
+
+
+def _scores_of_pair(out: tuple[Tensor, Tensor]) -> Tensor:
+    return out[0]
+
+
+def _class_loss(logits: Tensor, labels: Tensor, reduction: str) -> Tensor:
+    return _reduce(F.cross_entropy(logits.reshape(labels.shape[0], -1), labels, reduction="none"), reduction)
+
+
+def acgan(base: str | LossPair = "non_saturating", d_weight: float = 1.0, g_weight: float = 1.0) -> LossPair:
+    """ACGAN (Odena et al. 2017, "Conditional image synthesis with auxiliary classifier GANs").
+
+    D returns ``(scores [B], class logits [B, K])`` (e.g. ``ganfn.models.ACGANDiscriminator``).
+    The adversarial part is ``base`` on the scores; the auxiliary part is the
+    cross-entropy of the class logits against the labels. As in the paper, D
+    minimises both parts on real *and* generated samples (``L_S + L_C`` maximised),
+    and G minimises its adversarial loss plus the class loss on its samples
+    (``L_C - L_S`` maximised):
+
+    - D: ``base.d(real, fake) + d_weight * (CE(real_logits, real_labels) + CE(fake_logits, fake_labels))``
+      (each class term added to its side: ``d_parts`` returns real and fake parts);
+    - G: ``base.g(fake) + g_weight * CE(fake_logits, fake_labels)``.
+
+    The weights are hyperparameters ``acgan_d_weight`` / ``acgan_g_weight`` kept
+    in the training state, so stacked members can each carry their own.
+    """
+    base = get(base)
+    if base.hparams or base.takes_labels:
+        raise ValueError(f"acgan: the base loss must be a plain loss (no hyperparameters or labels of its own), got {base.name}")
+    for name, w in (("d_weight", d_weight), ("g_weight", g_weight)):
+        if not isinstance(w, (int, float)) or not 0.0 <= float(w) < float("inf"):
+            raise ValueError(f"acgan {name} must be a finite number >= 0, got {w!r}")
+
+    def d_parts(real_out, fake_out, *, real_labels: Tensor, fake_labels: Tensor, acgan_d_weight: Target = d_weight,
+                acgan_g_weight: Target = g_weight, reduction: str = "mean", **kw):
+        r, f = base.d_parts(real_out[0], fake_out[0], reduction=reduction, **kw)
+        w = torch.as_tensor(acgan_d_weight, dtype=r.dtype, device=r.device)
+        return r + w * _class_loss(real_out[1], real_labels, reduction), f + w * _class_loss(fake_out[1], fake_labels, reduction)
+
+    def g(fake_out, *, fake_labels: Tensor, acgan_d_weight: Target = d_weight, acgan_g_weight: Target = g_weight,
+          reduction: str = "mean", **kw):
+        adv = base.g(fake_out[0], reduction=reduction, **kw)
+        return adv + torch.as_tensor(acgan_g_weight, dtype=adv.dtype, device=adv.device) * _class_loss(fake_out[1], fake_labels, reduction)
+
+    hp = {"acgan_d_weight": float(d_weight), "acgan_g_weight": float(g_weight)}
+    return LossPair(f"acgan({base.name})", d_parts, g, base.threshold, hp, True, _scores_of_pair)
+
+
+__all__ += ["acgan"]

@@ -30,6 +30,7 @@ from .images import (
     digits,
     digits_split,
     fashion_mnist,
+    folder_labels,
     image_folder,
     mnist5k,
     read_idx,
@@ -37,11 +38,16 @@ from .images import (
     to_unit_range,
     torchvision_dataset,
 )
-from .toy import GRID25_STD, RING8_STD, grid25, grid25_centers, mixture, ring8, ring8_centers
+from .toy import GRID25_STD, RING8_STD, grid25, grid25_centers, grid25_labelled, mixture, ring8, ring8_centers, ring8_labelled
 
 __all__ = [
     "NAMES",
     "SAMPLERS",
+    "LABELLED_SAMPLERS",
+    "NUM_CLASSES",
+    "folder_labels",
+    "ring8_labelled",
+    "grid25_labelled",
     "load",
     "Position",
     "Sampler",
@@ -78,7 +84,10 @@ __all__ = [
 ]
 
 SAMPLERS: dict[str, Sampler] = {"ring8": ring8, "grid25": grid25}
+LABELLED_SAMPLERS: dict[str, Sampler] = {"ring8": ring8_labelled, "grid25": grid25_labelled}
 NAMES = ("ring8", "grid25", "digits", "mnist", "fashion_mnist", "cifar10", "mnist5k")
+NUM_CLASSES = {"ring8": 8, "grid25": 25, "digits": 10, "mnist": 10, "fashion_mnist": 10, "cifar10": 10, "mnist5k": 10}
+"""Classes of each named data set's labels (a folder has one per sub-folder)."""
 
 
 def load(
@@ -89,7 +98,8 @@ def load(
     root: str | os.PathLike | None = None,
     n: int = 10_000,
     seed: int = 0,
-) -> Tensor:
+    labels: bool = False,
+) -> Tensor | tuple[Tensor, Tensor]:
     """Resolve a data name or a folder path to a tensor of samples [N, ...].
 
     - ``ring8`` / ``grid25``: ``n`` samples [n, 2] drawn with ``seed`` (for an
@@ -102,21 +112,24 @@ def load(
     - anything else: a folder of images, ``size`` defaults to 64.
 
     ``size`` resizes images (bilinear); ``split`` is train / test / all where a
-    source has splits.
+    source has splits. With ``labels=True`` the result is a pair
+    ``(samples, labels int64 [N])``: the class of each image (the mode index of
+    a mixture sample, the sub-folder of a folder image).
     """
     name = str(spec)
     if name in SAMPLERS:
-        return SAMPLERS[name](n, torch.Generator().manual_seed(seed))
+        return SAMPLERS[name](n, torch.Generator().manual_seed(seed), labels=labels)
     if name == "digits":
-        return digits(split, size or 8)
+        return digits(split, size or 8, labels=labels)
     if name == "fashion_mnist":
-        x = fashion_mnist(root, split) if root is not None else fashion_mnist(split=split)
-        return resize(x, size)
-    if name in ("mnist", "cifar10"):
-        return resize(torchvision_dataset(name, root if root is not None else "data", split), size)
-    if name == "mnist5k":
-        return resize(mnist5k(root), size)
-    path = Path(name).expanduser()
-    if path.exists():
-        return image_folder(path, size or 64)
-    raise FileNotFoundError(f"unknown data {name!r}: not one of {', '.join(NAMES)} and no such folder: {path.resolve()}")
+        out = fashion_mnist(root, split, labels=labels) if root is not None else fashion_mnist(split=split, labels=labels)
+    elif name in ("mnist", "cifar10"):
+        out = torchvision_dataset(name, root if root is not None else "data", split, labels=labels)
+    elif name == "mnist5k":
+        out = mnist5k(root, labels=labels)
+    else:
+        path = Path(name).expanduser()
+        if path.exists():
+            return image_folder(path, size or 64, labels=labels)
+        raise FileNotFoundError(f"unknown data {name!r}: not one of {', '.join(NAMES)} and no such folder: {path.resolve()}")
+    return (resize(out[0], size), out[1]) if labels else resize(out, size)

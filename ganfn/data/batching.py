@@ -36,7 +36,8 @@ from torch import Tensor
 __all__ = ["Position", "Sampler", "loader_init", "epoch_indices", "next_batch", "batch_indices", "flip_bits"]
 
 Position = dict[str, Union[int, None]]
-Sampler = Callable[[int, torch.Generator], Tensor]
+Data = Union[Tensor, tuple[Tensor, ...]]
+Sampler = Callable[[int, torch.Generator], Data]
 
 _MASK64 = (1 << 64) - 1
 _FLIP_STREAM = 0x464C4950  # "FLIP": the flip decisions' own stream, apart from the order
@@ -132,13 +133,15 @@ def batch_indices(position: Position, total: int, *, flips: bool = False) -> tup
 
 
 def next_batch(
-    data: Tensor | Sampler, position: Position, batch_size: int, *, leading: int | None = None
-) -> tuple[Tensor, Position]:
+    data: Data | Sampler, position: Position, batch_size: int, *, leading: int | None = None
+) -> tuple[Data, Position]:
     """The next batch and the position after it.
 
-    ``data`` is a tensor [N, ...] (N must equal ``position["n"]``), a sampler,
-    or an image source (``ganfn.data.images_source``: uint8 in memory or
-    streamed from disk by worker processes; it yields float32 in [-1, 1]).
+    ``data`` is a tensor [N, ...] (N must equal ``position["n"]``), a labelled
+    pair ``(images [N, ...], labels [N])`` (both indexed alike; the batch is a
+    pair too), a sampler (returning a tensor or such a pair), or an image
+    source (``ganfn.data.images_source``: uint8 in memory or streamed from
+    disk by worker processes; it yields float32 in [-1, 1]).
     Returns ``[batch_size, ...]``, or with ``leading=k`` ``[k, batch_size, ...]``:
     k consecutive batches at once, e.g. one per critic update when
     ``n_critic > 1``, or one per member of a stacked run. The batch is on
@@ -156,13 +159,27 @@ def next_batch(
         gen = torch.Generator().manual_seed(_mix(seed, rank, position["index"]))
         batch = data(total, gen)
         new = {**position, "index": position["index"] + 1}
-    elif isinstance(data, Tensor):
-        if n is None or data.shape[0] != n:
-            raise ValueError(f"position is for n={n} samples but data has {data.shape[0]}")
+    elif isinstance(data, (Tensor, tuple)):
+        if n is None or _length(data) != n:
+            raise ValueError(f"position is for n={n} samples but data has {_length(data)}")
         idx, _, new = batch_indices(position, total)
-        batch = data[idx.to(data.device)]
+        batch = _map(lambda t: t[idx.to(t.device)], data)
     else:  # an image source (ganfn.data.sources): it gathers, decodes and flips itself
         batch, new = data.batch_at(position, total)
     if leading is not None:
-        batch = batch.reshape(leading, batch_size, *batch.shape[1:])
+        batch = _map(lambda t: t.reshape(leading, batch_size, *t.shape[1:]), batch)
     return batch, new
+
+
+def _map(fn: Callable[[Tensor], Tensor], data: Data) -> Data:
+    # A labelled data set is an (images, labels) pair indexed alike.
+    return tuple(fn(t) for t in data) if isinstance(data, tuple) else fn(data)
+
+
+def _length(data: Data) -> int:
+    if isinstance(data, tuple):
+        sizes = {t.shape[0] for t in data}
+        if len(sizes) != 1:
+            raise ValueError(f"the tensors of a labelled data set must have equal lengths, got {[t.shape[0] for t in data]}")
+        return sizes.pop()
+    return data.shape[0]

@@ -34,6 +34,7 @@ __all__ = [
     "fashion_mnist",
     "mnist5k",
     "image_folder",
+    "folder_labels",
     "torchvision_dataset",
 ]
 
@@ -249,8 +250,14 @@ def mnist5k(path: PathLike | None = None, *, labels: bool = False) -> Tensor | t
 
 
 def image_folder(
-    path: PathLike, size: int = 64, *, channels: int = 3, max_images: int | None = None, workers: int = 0
-) -> Tensor:
+    path: PathLike,
+    size: int = 64,
+    *,
+    channels: int = 3,
+    max_images: int | None = None,
+    labels: bool = False,
+    workers: int = 0,
+) -> Tensor | tuple[Tensor, Tensor]:
     """Every image under ``path`` (a folder, recursively, or a ``.zip``): [N, channels, size, size] in [-1, 1].
 
     Fits the Stanford Dogs layout (one sub-folder of JPEGs per class) and flat
@@ -260,11 +267,38 @@ def image_folder(
     (greyscale); ``max_images`` keeps the first that many files. The whole data
     set is returned as float32: 20,000 RGB images at 64x64 are 983 MB. For
     large folders use :func:`ganfn.data.images_source` instead (uint8 in
-    memory, or streamed from disk).
+    memory, or streamed from disk). With ``labels=True`` also int64 class
+    labels [N]: the index of each image's top-level sub-folder among the sorted
+    sub-folder names (:func:`folder_labels`).
     """
     from .sources import preload
 
-    return to_unit_range(preload(ImageFiles(path, size, channels=channels, max_images=max_images), workers))
+    files = ImageFiles(path, size, channels=channels, max_images=max_images)
+    # Labels before decoding: a bad layout fails fast.
+    y = folder_labels(files.root, [files.root / n for n in files.names])[0] if labels else None
+    images = to_unit_range(preload(files, workers))
+    return (images, y) if labels else images
+
+
+def folder_labels(root: PathLike, files: list[Path]) -> tuple[Tensor, list[str]]:
+    """Class labels of image ``files`` under ``root``: the index of each file's
+    top-level sub-folder in the sorted list of those sub-folders' names.
+
+    Returns (labels int64 [len(files)], class names). Raises ``ValueError`` when
+    an image lies directly in ``root`` (no class) or there are fewer than 2 classes.
+    """
+    root = Path(root)
+    parts = [Path(f).relative_to(root).parts for f in files]
+    loose = [str(f) for f, p in zip(files, parts) if len(p) < 2]
+    if loose:
+        raise ValueError(f"labels come from class sub-folders of {root}, but {len(loose)} image(s) lie directly in it "
+                         f"(e.g. {loose[0]}): move each image into a folder named after its class")
+    names = sorted({p[0] for p in parts})
+    if len(names) < 2:
+        raise ValueError(f"labels come from class sub-folders of {root}, but it has {len(names)} ({names}); "
+                         "a conditional run needs at least 2 classes")
+    index = {n: i for i, n in enumerate(names)}
+    return torch.tensor([index[p[0]] for p in parts], dtype=torch.int64), names
 
 
 # ----------------------------------------------------------- torchvision ----

@@ -13,7 +13,8 @@ import math
 import torch
 from torch import Tensor
 
-__all__ = ["RING8_STD", "GRID25_STD", "ring8_centers", "grid25_centers", "ring8", "grid25", "mixture"]
+__all__ = ["RING8_STD", "GRID25_STD", "ring8_centers", "grid25_centers", "ring8", "grid25", "mixture",
+           "ring8_labelled", "grid25_labelled"]
 
 RING8_STD = 0.02
 GRID25_STD = 0.05
@@ -32,24 +33,39 @@ def grid25_centers(dtype: torch.dtype = torch.float32) -> Tensor:
     return torch.stack([xs.reshape(-1), ys.reshape(-1)], dim=1)
 
 
-def mixture(centers: Tensor, std: float, n: int, generator: torch.Generator) -> Tensor:
+def mixture(
+    centers: Tensor, std: float, n: int, generator: torch.Generator, *, labels: bool = False
+) -> Tensor | tuple[Tensor, Tensor]:
     """``n`` samples, [n, d], from an equal-weight mixture of isotropic Gaussians.
 
     ``centers`` is [K, d]. Both draws (component, then offset) use ``generator``
     on the CPU, so the same generator state always gives the same samples.
+    With ``labels=True`` also the component (mode) index of each sample, int64
+    [n]: the class label of a conditional run. The samples are the same either way.
     """
     if n < 0:
         raise ValueError(f"n must be >= 0, got {n}")
     k = torch.randint(centers.shape[0], (n,), generator=generator)
     noise = torch.randn(n, centers.shape[1], generator=generator)
-    return centers[k] + std * noise
+    x = centers[k] + std * noise
+    return (x, k) if labels else x
 
 
-def ring8(n: int, generator: torch.Generator) -> Tensor:
-    """``n`` samples, [n, 2] float32, from the 8-Gaussian ring."""
-    return mixture(ring8_centers(), RING8_STD, n, generator)
+def ring8(n: int, generator: torch.Generator, *, labels: bool = False) -> Tensor | tuple[Tensor, Tensor]:
+    """``n`` samples, [n, 2] float32, from the 8-Gaussian ring (labels: mode k at angle 2*pi*k/8)."""
+    return mixture(ring8_centers(), RING8_STD, n, generator, labels=labels)
 
 
-def grid25(n: int, generator: torch.Generator) -> Tensor:
-    """``n`` samples, [n, 2] float32, from the 25-Gaussian grid."""
-    return mixture(grid25_centers(), GRID25_STD, n, generator)
+def grid25(n: int, generator: torch.Generator, *, labels: bool = False) -> Tensor | tuple[Tensor, Tensor]:
+    """``n`` samples, [n, 2] float32, from the 25-Gaussian grid (labels: row-major mode index)."""
+    return mixture(grid25_centers(), GRID25_STD, n, generator, labels=labels)
+
+
+def ring8_labelled(n: int, generator: torch.Generator) -> tuple[Tensor, Tensor]:
+    """A labelled sampler: ``ring8(n, generator, labels=True)``."""
+    return ring8(n, generator, labels=True)
+
+
+def grid25_labelled(n: int, generator: torch.Generator) -> tuple[Tensor, Tensor]:
+    """A labelled sampler: ``grid25(n, generator, labels=True)``."""
+    return grid25(n, generator, labels=True)

@@ -10,8 +10,17 @@ Feature-matrix metrics (inputs [N, d], float64 inside, tensors out):
 pytorch-fid's protocol and its ``.npz`` reference statistics.
 ``evaluate_images`` / ``evaluate_stacked_images`` put them together with
 honest names (``FD-LeNet(digits)``; ``FID`` only for Inception features).
+Conditional generators: ``intra_class_frechet_distance`` and ``class_accuracy``
+(``evaluate_conditional_images``, ``evaluate_stacked_conditional_images``).
 """
 
+from .conditional import (
+    class_accuracy,
+    conditional_names,
+    evaluate_conditional_images,
+    evaluate_stacked_conditional_images,
+    intra_class_frechet_distance,
+)
 from .evaluate import evaluate_features, evaluate_images
 from .extractor import Extractor, Features, FunctionExtractor, metric_names
 from .fid_protocol import FIDStats, fid, fid_stats, load_stats, save_stats
@@ -39,6 +48,11 @@ from .stacked import (
 )
 
 __all__ = [
+    "intra_class_frechet_distance",
+    "class_accuracy",
+    "conditional_names",
+    "evaluate_conditional_images",
+    "evaluate_stacked_conditional_images",
     "frechet_distance",
     "frechet_distance_from_stats",
     "feature_stats",

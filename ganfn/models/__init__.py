@@ -14,6 +14,10 @@ alike (and so users can drop in their own modules that follow them too):
   ``dcgan_init(module, generator)`` or ``default_init(module, generator)``,
   or ``generator=`` in any constructor.
 
+Class-conditional models (:mod:`ganfn.models.conditional`, and the ResNets of
+:mod:`ganfn.models.resnet` with ``num_classes``) take int64 labels [B] as a
+second argument: ``G(z, y)``, ``D(x, y)``, and have a ``num_classes`` attribute.
+
 Discriminators contain no BatchNorm unless asked (``norm="batch"`` in
 ``DCGANDiscriminator``), as the reference material advises: batch statistics
 leak information between samples and break per-sample gradient penalties.
@@ -37,108 +41,25 @@ __all__ = [
     "sn_weight_names",
     "build",
     "MODELS",
+    "CondMLPGenerator",
+    "CondMLPDiscriminator",
+    "CondDCGANGenerator",
+    "ProjectionDiscriminator",
+    "ACGANDiscriminator",
+    "ConditionalBatchNorm2d",
+    "ResNetGenerator",
+    "ResNetDiscriminator",
 ]
 
-Shape = int | Sequence[int]
-
-
-def _shape(s: Shape) -> tuple[int, ...]:
-    return (int(s),) if isinstance(s, int) else tuple(int(v) for v in s)
-
-
-def _act(name: str | None) -> nn.Module:
-    acts = {"tanh": nn.Tanh, "sigmoid": nn.Sigmoid, None: nn.Identity}
-    if name not in acts:
-        raise ValueError(f"out_act must be 'tanh', 'sigmoid' or None, got {name!r}")
-    return acts[name]()
-
-
-NORMS = ("batch", "layer", "none")
-
-
-def _check_norm(kind: str) -> None:
-    # Checked up front: small models may build no normalisation layer at all.
-    if kind not in NORMS:
-        raise ValueError(f"norm must be 'batch', 'layer' or 'none', got {kind!r}")
-
-
-def _norm2d(kind: str, channels: int) -> nn.Module:
-    if kind == "batch":
-        return nn.BatchNorm2d(channels)
-    if kind == "layer":
-        # LayerNorm over (C, H, W) with a per-channel affine; unlike nn.LayerNorm it
-        # needs no spatial size, and it is per-sample, so vmap and penalties are safe.
-        return nn.GroupNorm(1, channels)
-    if kind == "none":
-        return nn.Identity()
-    raise ValueError(f"norm must be 'batch', 'layer' or 'none', got {kind!r}")
-
-
-def _n_doublings(size: int) -> int:
-    # Every conv model starts or ends at 4x4 and changes resolution by 2x per layer.
-    n = int(round(math.log2(size))) - 2 if size > 0 else -1
-    if n < 1 or 4 * 2**n != size:
-        raise ValueError(f"size must be a power of two >= 8 (8, 16, 32, 64, 128, ...), got {size}")
-    return n
-
-
-# ----------------------------------------------------------------- init -----
-
-
-@torch.no_grad()
-def dcgan_init(module: nn.Module, generator: torch.Generator | None = None) -> nn.Module:
-    """DCGAN initialisation (Radford et al. 2016), in place; returns ``module``.
-
-    Conv / transposed-conv / linear weights ~ N(0, 0.02), their biases 0;
-    normalisation scales ~ N(1, 0.02), shifts 0. Draws only from ``generator``
-    (``None`` falls back to torch's global RNG, like any ``nn.init``).
-    """
-    for m in module.modules():
-        if isinstance(m, (nn.Conv1d, nn.Conv2d, nn.ConvTranspose2d, nn.Linear)):
-            nn.init.normal_(m.weight, 0.0, 0.02, generator=generator)
-            if m.bias is not None:
-                nn.init.zeros_(m.bias)
-        elif isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d, nn.GroupNorm, nn.LayerNorm)):
-            if getattr(m, "weight", None) is not None:
-                nn.init.normal_(m.weight, 1.0, 0.02, generator=generator)
-                nn.init.zeros_(m.bias)
-    return module
-
-
-@torch.no_grad()
-def default_init(module: nn.Module, generator: torch.Generator | None = None) -> nn.Module:
-    """PyTorch's default initialisation of linear / conv layers, from ``generator``.
-
-    The same distribution as ``reset_parameters()`` (Kaiming-uniform weights with
-    a=sqrt(5), biases U(+-1/sqrt(fan_in))), but with an explicit generator;
-    normalisation layers get scale 1, shift 0 and fresh running statistics.
-    """
-    for m in module.modules():
-        if isinstance(m, (nn.Conv1d, nn.Conv2d, nn.ConvTranspose2d, nn.Linear)):
-            nn.init.kaiming_uniform_(m.weight, a=math.sqrt(5), generator=generator)
-            if m.bias is not None:
-                fan_in, _ = nn.init._calculate_fan_in_and_fan_out(m.weight)
-                bound = 1 / math.sqrt(fan_in) if fan_in > 0 else 0.0
-                nn.init.uniform_(m.bias, -bound, bound, generator=generator)
-        elif isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d, nn.GroupNorm, nn.LayerNorm)):
-            if hasattr(m, "reset_parameters"):
-                m.reset_parameters()  # deterministic: ones, zeros, running stats reset
-    return module
-
-
-def sn_weight_names(module: nn.Module) -> list[str]:
-    """Names (as in ``named_parameters``) of the weights spectral norm applies to.
-
-    Every conv / transposed-conv / linear weight; biases and normalisation
-    parameters are left alone. ganfn's core normalises these as a pure parameter
-    transform (``torch.nn.utils.spectral_norm`` keeps state in hooks and fails
-    under ``vmap``).
-    """
-    names = []
-    for prefix, m in module.named_modules():
-        if isinstance(m, (nn.Conv1d, nn.Conv2d, nn.ConvTranspose2d, nn.Linear)):
-            names.append(f"{prefix}.weight" if prefix else "weight")
-    return names
+from .layers import NORMS, Shape, dcgan_init, default_init, sn_weight_names, sngan_conv_body
+from .layers import activation as _act
+from .layers import as_shape as _shape
+from .layers import check_norm as _check_norm
+from .layers import n_doublings as _n_doublings
+from .layers import norm2d as _norm2d
+from .conditional import ACGANDiscriminator, CondDCGANGenerator, CondMLPDiscriminator, CondMLPGenerator, ProjectionDiscriminator
+from .layers import ConditionalBatchNorm2d
+from .resnet import ResNetDiscriminator, ResNetGenerator
 
 
 # ------------------------------------------------------------------ MLP -----
@@ -331,16 +252,9 @@ class SNDiscriminator(nn.Module):
         generator: torch.Generator | None = None,
     ) -> None:
         super().__init__()
-        n = _n_doublings(size)
         self.sample_shape = (channels, size, size)
-        act = lambda: nn.LeakyReLU(negative_slope)  # noqa: E731
-        layers: list[nn.Module] = []
-        c_in, ch = channels, width
-        for _ in range(n):
-            layers += [nn.Conv2d(c_in, ch, 3, 1, 1), act(), nn.Conv2d(ch, ch, 4, 2, 1), act()]
-            c_in, ch = ch, ch * 2
-        layers += [nn.Conv2d(c_in, ch, 3, 1, 1), act(), nn.Flatten(), nn.Linear(ch * 16, 1)]
-        self.net = nn.Sequential(*layers)
+        layers, features = sngan_conv_body(size, channels, width, negative_slope)
+        self.net = nn.Sequential(*layers, nn.Linear(features, 1))
         dcgan_init(self, generator)
 
     def forward(self, x: Tensor) -> Tensor:
@@ -349,7 +263,7 @@ class SNDiscriminator(nn.Module):
 
 # ------------------------------------------------------------- registry -----
 
-MODELS = ("mlp", "dcgan", "sngan")
+MODELS = ("mlp", "dcgan", "sngan", "resnet", "acgan")
 
 
 def build(
@@ -362,6 +276,7 @@ def build(
     depth: int | None = None,
     g_norm: str = "batch",
     d_norm: str = "none",
+    num_classes: int | None = None,
     generator: torch.Generator | None = None,
 ) -> tuple[nn.Module, nn.Module, int]:
     """Build ``(generator, discriminator, latent_dim)`` for data of ``data_shape``.
@@ -376,27 +291,52 @@ def build(
       default ``"none"``: no batch statistics in D, as the reference advises;
       pass ``"batch"`` for the classic DCGAN), latent 100, ``width``.
     - ``sngan``: DCGANGenerator / SNDiscriminator (``wants_spectral_norm``).
+    - ``resnet``: the SNGAN ResNet pair (:mod:`ganfn.models.resnet`), latent 128,
+      ``width`` for both networks.
+    - ``acgan``: CondDCGANGenerator / ACGANDiscriminator (needs ``num_classes``).
+
+    With ``num_classes`` the pair is class-conditional (``G(z, y)``, ``D(x, y)``):
+    ``mlp`` -> CondMLPGenerator / CondMLPDiscriminator (label embeddings
+    concatenated); ``dcgan`` and ``sngan`` -> CondDCGANGenerator (conditional
+    batch norm) / ProjectionDiscriminator; ``resnet`` -> conditional batch norm
+    in G and the projection in D.
 
     ``generator`` makes the initial weights independent of the global RNG.
     """
     shape = _shape(data_shape)
+    if name not in MODELS:
+        raise ValueError(f"unknown model {name!r}: choose one of {', '.join(MODELS)}")
+    if name == "acgan" and num_classes is None:
+        raise ValueError("model 'acgan' is class-conditional: pass num_classes (ganfn train --conditional)")
     if name == "mlp":
-        image = len(shape) > 1
-        latent = latent_dim or (100 if image else 16)
-        h = hidden or (128 if image else 256)
-        dp = depth or (1 if image else 3)
-        g = MLPGenerator(latent, shape, h, dp, out_act="tanh" if image else None, generator=generator)
-        d = MLPDiscriminator(shape, h, dp, generator=generator)
-        return g, d, latent
-    if name in ("dcgan", "sngan"):
-        if len(shape) != 3 or shape[1] != shape[2]:
-            raise ValueError(f"model {name!r} needs square images (C, S, S), got data shape {shape}; use 'mlp'")
-        c, s = shape[0], shape[1]
-        latent = latent_dim or 100
-        g = DCGANGenerator(latent, s, c, width, g_norm, generator=generator)
-        if name == "dcgan":
-            d: nn.Module = DCGANDiscriminator(s, c, width, d_norm, generator=generator)
-        else:
-            d = SNDiscriminator(s, c, width, generator=generator)
-        return g, d, latent
-    raise ValueError(f"unknown model {name!r}: choose one of {', '.join(MODELS)}")
+        return _build_mlp(shape, latent_dim, hidden, depth, num_classes, generator)
+    if len(shape) != 3 or shape[1] != shape[2]:
+        raise ValueError(f"model {name!r} needs square images (C, S, S), got data shape {shape}; use 'mlp'")
+    c, s = shape[0], shape[1]
+    if name == "resnet":
+        latent = latent_dim or 128
+        return (ResNetGenerator(latent, s, c, width, num_classes, generator=generator),
+                ResNetDiscriminator(s, c, width, num_classes, generator=generator), latent)
+    latent = latent_dim or 100
+    if num_classes is not None:
+        g: nn.Module = CondDCGANGenerator(latent, num_classes, s, c, width, generator=generator)
+        head = ACGANDiscriminator if name == "acgan" else ProjectionDiscriminator
+        return g, head(s, c, width, num_classes, generator=generator), latent
+    g = DCGANGenerator(latent, s, c, width, g_norm, generator=generator)
+    if name == "dcgan":
+        d: nn.Module = DCGANDiscriminator(s, c, width, d_norm, generator=generator)
+    else:
+        d = SNDiscriminator(s, c, width, generator=generator)
+    return g, d, latent
+
+
+def _build_mlp(shape, latent_dim, hidden, depth, num_classes, generator) -> tuple[nn.Module, nn.Module, int]:
+    image = len(shape) > 1
+    latent = latent_dim or (100 if image else 16)
+    h = hidden or (128 if image else 256)
+    dp = depth or (1 if image else 3)
+    act = "tanh" if image else None
+    if num_classes is None:
+        return MLPGenerator(latent, shape, h, dp, out_act=act, generator=generator), MLPDiscriminator(shape, h, dp, generator=generator), latent
+    return (CondMLPGenerator(latent, shape, num_classes, h, dp, out_act=act, generator=generator),
+            CondMLPDiscriminator(shape, num_classes, h, dp, generator=generator), latent)

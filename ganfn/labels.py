@@ -1,0 +1,80 @@
+"""Class labels of a conditional GAN: their distribution, their draws and their checks.
+
+A conditional setup (``GAN(..., num_classes=K)``) calls ``G(z, y)`` and
+``D(x, y)`` with int64 labels ``y`` [B]. Real labels come with the data (the
+real batch is an ``(images, labels)`` pair); the fake batches' labels are part
+of the step's noise, drawn here from an explicit ``torch.Generator``: uniform
+over the K classes, or with given class frequencies (e.g. the data set's).
+"""
+from __future__ import annotations
+
+import math
+from typing import NamedTuple, Sequence
+
+import torch
+from torch import Tensor
+
+from .tree import in_transform
+
+__all__ = ["ClassLabels", "class_labels", "draw_labels", "check_labels", "class_rows", "rows_for"]
+
+
+class ClassLabels(NamedTuple):
+    """The label distribution of a conditional setup: ``num_classes`` K and the
+    class frequencies ``probs`` (float64 [K], summing to 1; ``None``: uniform)."""
+
+    num_classes: int
+    probs: Tensor | None = None
+
+
+def class_labels(num_classes: int, class_probs: Sequence[float] | Tensor | None = None) -> ClassLabels:
+    """A checked :class:`ClassLabels`. ``class_probs`` are relative frequencies
+    (non-negative, finite, not all zero; normalised here), one per class."""
+    if not isinstance(num_classes, int) or isinstance(num_classes, bool) or num_classes < 2:
+        raise ValueError(f"num_classes must be an int >= 2 (a conditional GAN needs at least 2 classes), got {num_classes!r}")
+    if class_probs is None:
+        return ClassLabels(num_classes)
+    p = torch.as_tensor(class_probs, dtype=torch.float64).detach().cpu()
+    if p.shape != (num_classes,):
+        raise ValueError(f"class_probs must have one frequency per class, shape [{num_classes}], got {tuple(p.shape)}")
+    if not bool(torch.isfinite(p).all()) or bool((p < 0).any()) or float(p.sum()) <= 0:
+        raise ValueError(f"class_probs must be finite, non-negative and not all zero, got {p.tolist()}")
+    return ClassLabels(num_classes, p / p.sum())
+
+
+def draw_labels(spec: ClassLabels, rng: torch.Generator, n: int, batch_size: int) -> Tensor:
+    """Labels int64 [n, batch_size] from ``rng`` only: uniform, or i.i.d. from ``spec.probs``."""
+    if spec.probs is None:
+        return torch.randint(spec.num_classes, (n, batch_size), generator=rng, device=rng.device)
+    probs = spec.probs.to(rng.device)
+    return torch.multinomial(probs.expand(n, -1), batch_size, replacement=True, generator=rng)
+
+
+def check_labels(y: object, num_classes: int, batch_shape: tuple[int, ...], what: str) -> None:
+    """Raise a clear error unless ``y`` is an integer tensor of ``batch_shape`` with
+    values in [0, num_classes). The value check reads the data (a host sync), so
+    it runs only outside ``torch.func`` transforms and ``torch.compile``; the
+    metadata checks run everywhere."""
+    if not isinstance(y, Tensor):
+        raise TypeError(f"{what} must be an int64 tensor of class labels, got {type(y).__name__}")
+    if y.dtype.is_floating_point or y.dtype.is_complex or y.dtype == torch.bool:
+        raise TypeError(f"{what} must be integer class labels (int64) in [0, {num_classes}), got dtype {y.dtype}; "
+                        "convert with labels.long() (float labels are usually one-hot or soft targets by mistake)")
+    if tuple(y.shape) != tuple(batch_shape):
+        raise ValueError(f"{what} must have shape {list(batch_shape)} (one label per sample), got {list(y.shape)}")
+    if in_transform(y) or y.numel() == 0:
+        return
+    lo, hi = int(y.min()), int(y.max())
+    if lo < 0 or hi >= num_classes:
+        raise ValueError(f"{what} has values in [{lo}, {hi}] but num_classes={num_classes}: labels must lie in [0, {num_classes})")
+
+
+def class_rows(num_classes: int, per_class: int, device: torch.device | str | None = None) -> Tensor:
+    """Labels [num_classes * per_class] in class-major order (0, 0, ..., 1, 1, ...):
+    tiled ``per_class`` to a row, the samples make one row per class."""
+    return torch.arange(num_classes, device=device).repeat_interleave(per_class)
+
+
+def rows_for(n: int, num_classes: int) -> int:
+    """Samples per class row so that about ``n`` samples fill ``num_classes`` rows."""
+    return max(1, math.ceil(n / num_classes))
