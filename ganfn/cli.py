@@ -69,6 +69,13 @@ HELP: dict[str, str] = {
     "seed": "random seed (parameters, noise and batch order)",
     "seeds": "train N seeds (seed, seed+1, ...) at once as one vmapped run; ends with a per-seed table",
     "grid": "hyperparameter grid, e.g. \"lr_d=1e-4,2e-4;gp_weight=1,10\": every combination is a member of one vmapped run",
+    "pbt_every": "population-based training: every N steps the worst --pbt-fraction of the members copy the whole state "
+                 "of a better member and perturb the grid's hyperparameters (x0.8/x1.2 or a redraw within bounds)",
+    "pbt_fraction": "fraction of the members replaced (and copied from) per PBT round, in (0, 0.5]",
+    "pbt_space": "PBT bounds per hyperparameter, e.g. \"lr_d=1e-4,1e-2;lr_g=1e-4,1e-2\" (default: each grid key's min..max)",
+    "pbt_metric": "quality figures that rank members, compared in order, e.g. modes,high_quality "
+                  "(default: the data's figure; modes then high_quality for ring8/grid25)",
+    "halving_at": "successive halving: at these steps (e.g. 1000,2000) freeze the worst half of the active members",
     "device": "cpu, cuda or cuda:N",
     "threads": "CPU threads for torch (default 1: ganfn's small GAN steps are overhead-bound, and two threads on a busy "
                "2-core machine ran 20x slower in our measurements; raise it for large models on an idle machine)",
@@ -94,7 +101,9 @@ _CHOICES = {
     "g_norm": ["batch", "layer", "none"],
     "d_norm": ["batch", "layer", "none"],
 }
-_METAVAR = {"data": "NAME|PATH", "seeds": "N", "run_dir": "DIR", "grid": "SPEC"}
+_METAVAR = {"data": "NAME|PATH", "seeds": "N", "run_dir": "DIR", "grid": "SPEC", "pbt_every": "N", "pbt_space": "SPEC",
+            "halving_at": "STEPS", "pbt_metric": "NAMES"}
+_SWEEP_ONLY = ("grid", "pbt_every", "pbt_fraction", "pbt_space", "pbt_metric", "halving_at")
 _TYPES = {"int": int, "float": float, "str": str}
 
 
@@ -116,7 +125,7 @@ def _add_train_options(p: argparse.ArgumentParser, *, sweep: bool) -> None:
     for name in P.FIELDS:
         if name in ("preset",):
             continue
-        if name == "grid" and not sweep:
+        if name in _SWEEP_ONLY and not sweep:
             continue
         flag = "--" + name.replace("_", "-")
         kw: dict[str, Any] = {"default": argparse.SUPPRESS, "help": HELP.get(name, name)}
@@ -212,6 +221,34 @@ def _members(cfg: P.Config) -> tuple[list[int], list[dict[str, float]]] | None:
     return seeds, hps
 
 
+def _population(cfg: P.Config, evaluator: Any, parser: argparse.ArgumentParser) -> Any:
+    """The PBT / successive-halving schedule the options ask for, or None."""
+    if cfg.pbt_every is None and not cfg.halving_at:
+        return None
+    from . import lineage, sweep
+
+    if not cfg.grid:
+        parser.error("--pbt-every / --halving-at need a --grid (the population and the hyperparameters to explore)")
+    if evaluator is None:
+        parser.error(f"--pbt-every / --halving-at rank members by a quality figure; data {cfg.data!r} has none (use ring8, grid25 or digits)")
+    try:
+        if cfg.pbt_space:
+            spec = sweep.parse_grid(cfg.pbt_space)
+            bad = [k for k, v in spec.items() if len(v) != 2]
+            if bad:
+                raise ValueError(f"--pbt-space: give exactly two values (low,high) for {bad}")
+            space = {k: (min(v), max(v)) if v[0] <= v[1] else tuple(v) for k, v in spec.items()}
+        else:
+            space = lineage.space_from_grid(sweep.parse_grid(cfg.grid))
+        halving = [int(x) for x in cfg.halving_at.split(",") if x.strip()] if cfg.halving_at else []
+        default = [evaluator.primary] + (["high_quality"] if evaluator.primary == "modes" else [])
+        names = [m.strip() for m in cfg.pbt_metric.split(",") if m.strip()] if cfg.pbt_metric else default
+        return lineage.Schedule(space, every=cfg.pbt_every, fraction=cfg.pbt_fraction, halving_at=halving,
+                                metrics=names, seed=cfg.seed)
+    except ValueError as e:
+        parser.error(str(e))
+
+
 def _run_train(cfg: P.Config, resume: str | None, progress: bool, parser: argparse.ArgumentParser) -> int:
     from . import loop, sweep
 
@@ -235,6 +272,7 @@ def _run_train(cfg: P.Config, resume: str | None, progress: bool, parser: argpar
         parser.error(str(e))
     if world.distributed and world.rank == 0:
         gd.barrier()
+    population = _population(cfg, evaluator, parser)
     if cfg.run_dir is None:
         name = Path(cfg.data).name if cfg.data not in P.gdata.NAMES else cfg.data
         cfg.run_dir = str(Path("runs") / f"{time.strftime('%Y%m%d-%H%M%S')}-{cfg.preset or name}")
@@ -254,7 +292,7 @@ def _run_train(cfg: P.Config, resume: str | None, progress: bool, parser: argpar
             checkpoint_every=cfg.checkpoint_every or None, keep=cfg.keep, resume=resume or False,
             precision=cfg.precision, compile=cfg.compile, patience=cfg.patience, on_nonfinite=cfg.on_nonfinite,
             instance_noise_anneal=cfg.instance_noise_anneal, progress=progress, print_fn=print,
-            config=cfg.to_dict(),
+            config=cfg.to_dict(), population=population,
         )
     except ValueError as e:
         parser.error(str(e))
@@ -273,6 +311,9 @@ def _run_train(cfg: P.Config, resume: str | None, progress: bool, parser: argpar
                 m.update({k: v for k, v in final[i].items() if k == primary or k in ("high_quality", "kl")})
             da = hist.get("diverged_at")
             m["diverged"] = bool(da is not None and isinstance(da, list) and da[i] >= 0)
+            if population is not None:
+                m["schedule"] = population.lineage.schedule_text(i)
+                m["lineage"] = population.lineage.lineage_text(i)
             rows_metrics.append(m)
         table_members = [{"seed": s, **hp} for s, hp in zip(*members)]
         sort = primary if (primary and cfg.grid) else None

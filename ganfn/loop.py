@@ -38,6 +38,7 @@ from . import tensorboard as tb
 from .data import ImageSource, loader_init, next_batch
 from .errors import NonFiniteLossError, check_finite
 from .gan import GAN, TrainState
+from .population import hyperparameters
 from .tree import tree_map
 from .tree import replace as _nt_replace
 
@@ -132,6 +133,7 @@ def fit(
     print_fn: Callable[[str], None] | None = None,
     config: Mapping[str, Any] | None = None,
     n_fixed: int = 64,
+    population: Any = None,
 ) -> tuple[TrainState, dict[str, Any]]:
     """Train ``gan`` on ``data`` for ``steps`` steps; return ``(state, history)``.
 
@@ -175,6 +177,11 @@ def fit(
         instance_noise_anneal: linearly anneal ``instance_noise`` to 0 over
             this many steps (see :func:`anneal_instance_noise`).
         config: recorded in ``metrics.json`` and as TensorBoard hparams.
+        population: a :class:`ganfn.lineage.Schedule` (stacked runs with an
+            evaluator): at its steps the members' figures drive successive
+            halving and population-based training; the lineage goes into every
+            checkpoint (a resumed run is bit-identical), ``metrics.json``
+            (``population``) and TensorBoard (``hparams/<name>`` per member).
 
     Returns ``(state, history)``: history is a JSON-able dict with ``train``
     (every ``log_every`` steps: step and each metric, lists for stacked runs),
@@ -201,6 +208,8 @@ def fit(
             raise ValueError(f"instance_noise_anneal must be >= 1 steps, got {instance_noise_anneal}")
         if gan.instance_noise <= 0:
             raise ValueError("instance_noise_anneal needs a GAN built with instance_noise > 0")
+    if population is not None and (seeds is None or evaluator is None):
+        raise ValueError("population (PBT / successive halving) needs a stacked run (seeds=...) and an evaluator for its scores")
     if resume and run_dir is None and not isinstance(resume, (str, os.PathLike)):
         raise ValueError("resume=True needs run_dir (where the checkpoints are)")
     device = torch.device(device)
@@ -270,6 +279,8 @@ def fit(
             extra = c["extra"]
             history = extra["history"]
             best, bad_evals = extra.get("best"), int(extra.get("bad_evals", 0))
+            if population is not None and extra.get("population") is not None:
+                population.load_state_dict(extra["population"])
             if "noise_base" in extra and extra["noise_base"] is not None:
                 noise_base = extra["noise_base"].to(device)
             start = int(c["step"])
@@ -297,9 +308,14 @@ def fit(
         if manager is None or not main:
             return
         extra = {"history": history, "best": best, "bad_evals": bad_evals,
-                 "noise_base": noise_base.cpu() if noise_base is not None else None}
+                 "noise_base": noise_base.cpu() if noise_base is not None else None,
+                 "population": population.state_dict() if population is not None else None}
         manager.save(st, step=step, position=position, rngs=rngs, extra=extra)
 
+    if population is not None:
+        population.start(state, start)
+        if logger is not None and start == 0:
+            logger.scalars(0, _population_hparams(population, state), prefix="hparams/")
     if evaluator is not None and start == 0:
         # The untrained generator's figures: the baseline a run is judged against.
         history["initial"] = {"step": 0, "figures": evaluate(state)}
@@ -381,6 +397,11 @@ def fit(
                     say(f"step {step}: {history['stopped']}; stopping early")
                     save_checkpoint(state, step)
                     break
+            if population is not None and population.due(step) and step < steps:
+                figs = history["eval"][-1]["figures"] if history["eval"] and history["eval"][-1]["step"] == step else evaluate(state)
+                state = population(step, state, figs)
+                if logger is not None:
+                    logger.scalars(step, _population_hparams(population, state), prefix="hparams/")
             if checkpoint_every is not None and step % checkpoint_every == 0 and step < steps:
                 save_checkpoint(state, step)
     finally:
@@ -397,6 +418,8 @@ def fit(
             history["final"] = {"step": step, "figures": evaluate(state)}
     if last_metrics:
         history["last"] = {"step": step, **{k: _to_float(v) for k, v in last_metrics.items()}}
+    if population is not None:
+        history["population"] = population.lineage.to_dict()
     history["steps_run"] = step - start
     history["wall_time_s"] = wall
     history["steps_per_s"] = (step - start) / wall if wall > 0 else None
@@ -410,6 +433,11 @@ def fit(
         logger.hparams(hp_rows, fin)
         logger.close()
     return state, history
+
+
+def _population_hparams(population: Any, state: TrainState) -> dict[str, Tensor]:
+    hp = hyperparameters(state)
+    return {k: hp[k] for k in sorted(population.space)}
 
 
 def _compiled_single(gan: GAN) -> Callable:

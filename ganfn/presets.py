@@ -99,6 +99,11 @@ class Config:
     seed: int = 0
     seeds: int = 1
     grid: str | None = None
+    pbt_every: int | None = None
+    pbt_fraction: float = 0.25
+    pbt_space: str | None = None
+    pbt_metric: str | None = None
+    halving_at: str | None = None
     device: str = "cpu"
     threads: int | None = 1
     precision: str = "fp32"

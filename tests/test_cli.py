@@ -30,13 +30,18 @@ def test_help_documents_every_option(capsys):
         cli.main(["train", "--help"])
     text = capsys.readouterr().out
     for name in P.FIELDS:
-        if name in ("preset", "grid"):
+        if name == "preset" or name in cli._SWEEP_ONLY:
             continue
         assert "--" + name.replace("_", "-") in text, name
     for flag in ("--preset", "--config", "--resume", "--seeds", "--device", "--compile"):
         assert flag in text
     for preset in P.PRESETS:
         assert preset in text
+    with pytest.raises(SystemExit):
+        cli.main(["sweep", "--help"])
+    sweep_text = capsys.readouterr().out
+    for name in cli._SWEEP_ONLY:  # the grid and the population options belong to ganfn sweep
+        assert "--" + name.replace("_", "-") in sweep_text, name
 
 
 def test_no_arguments_means_digits_dcgan():
