@@ -255,6 +255,9 @@ def fit(
                             f"or a sampler f(n, generator), got {type(data).__name__}")
         if tuple(data.shape[1:]) != gan.sample_shape:
             raise ValueError(f"data samples have shape {tuple(data.shape[1:])} but the generator makes {gan.sample_shape}")
+        if world.distributed and isinstance(data, ImageSource):
+            raise ValueError("data-parallel training does not shard an image source yet: pass the images as a tensor "
+                             "(ganfn.data.image_folder) or train in one process")
         if isinstance(data, Tensor):  # an image source stays where it is (uint8 or on disk)
             data = data.to(device=device, dtype=like.dtype)
     position = loader_init(None if is_sampler else data.shape[0], data_seed)
