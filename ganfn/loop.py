@@ -32,11 +32,7 @@ from . import distributed as gd
 from . import ensemble
 from . import loop_actions as act
 from . import tensorboard as tb
-<<<<<<< HEAD
-from .data import ImageSource, loader_init, next_batch
-=======
 from .data import next_batch
->>>>>>> main
 from .errors import NonFiniteLossError, check_finite
 from .evaluation import Evaluator, evaluate_members, sample_members, update_best
 from .gan import GAN, TrainState
@@ -161,113 +157,6 @@ def fit(
                 checkpoint_every, instance_noise_anneal, resume, run_dir)
     if population is not None and (seeds is None or evaluator is None):
         raise ValueError("population (PBT / successive halving) needs a stacked run (seeds=...) and an evaluator for its scores")
-<<<<<<< HEAD
-    if resume and run_dir is None and not isinstance(resume, (str, os.PathLike)):
-        raise ValueError("resume=True needs run_dir (where the checkpoints are)")
-    device = torch.device(device)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("device 'cuda' was requested but CUDA is not available on this machine")
-    # Data parallel (under torchrun / ganfn.dask_launch, see ganfn.distributed):
-    # every rank runs this loop on its shard with identical states; rank 0
-    # alone writes files and prints.
-    world = gd.world()
-    main = world.rank == 0
-    if world.distributed and device.type == "cuda" and device.index is None:
-        device = gd.device(world)
-    say = (print_fn or tqdm.write) if main else (lambda _msg: None)
-
-    stacked = seeds is not None
-    if stacked:
-        seeds = [int(s) for s in seeds]
-        if not seeds:
-            raise ValueError("seeds must name at least one seed")
-        S = len(seeds)
-        hp_list = [dict(h) for h in hparams] if isinstance(hparams, Sequence) else [dict(hparams or {})] * S
-        if len(hp_list) != S:
-            raise ValueError(f"got {S} seeds but {len(hp_list)} hyperparameter dicts")
-        state = ensemble.init_many(gan, seeds, hp_list)
-        rngs = ensemble.rngs(seeds, device)
-        step_fn = gd.make_train_step(gan, stacked=True) if world.distributed else ensemble.make_step(gan, compile=compile)
-        data_seed = seeds[0] if data_seed is None else data_seed
-    else:
-        if isinstance(hparams, Sequence):
-            raise ValueError("one hyperparameter dict per member needs seeds= (a stacked run)")
-        hp_list = [dict(hparams or {})]
-        state = gan.init(int(seed), **hp_list[0])
-        rngs = [torch.Generator(device=device).manual_seed(int(seed))]
-        step_fn = gd.make_train_step(gan) if world.distributed else (_compiled_single(gan) if compile else gan.train_step)
-        data_seed = seed if data_seed is None else data_seed
-    state = tree_map(lambda t: t.to(device), state)
-    like = state.g_params[next(iter(state.g_params))]
-
-    is_sampler = callable(data) and not isinstance(data, Tensor)
-    if not is_sampler:
-        if not isinstance(data, (Tensor, ImageSource)):
-            raise TypeError(f"data must be a tensor [N, ...], an image source (ganfn.data.images_source) "
-                            f"or a sampler f(n, generator), got {type(data).__name__}")
-        if tuple(data.shape[1:]) != gan.sample_shape:
-            raise ValueError(f"data samples have shape {tuple(data.shape[1:])} but the generator makes {gan.sample_shape}")
-        if world.distributed and isinstance(data, ImageSource):
-            raise ValueError("data-parallel training does not shard an image source yet: pass the images as a tensor "
-                             "(ganfn.data.image_folder) or train in one process")
-        if isinstance(data, Tensor):  # an image source stays where it is (uint8 or on disk)
-            data = data.to(device=device, dtype=like.dtype)
-    position = loader_init(None if is_sampler else data.shape[0], data_seed)
-    leading = gan.n_critic if gan.n_critic > 1 else None
-
-    run_path = Path(run_dir) if run_dir is not None else None
-    manager = ckpt.CheckpointManager(run_path / "checkpoints", keep) if run_path is not None else None
-    noise_base = state.hparams.get("instance_noise")
-
-    history: dict[str, Any] = {"train": [], "eval": [], "final": {}, "stopped": "steps", "diverged_at": None,
-                               "members": S if stacked else None}
-    best: list[float] | None = None
-    bad_evals = 0
-    start = 0
-    if resume:
-        src = _resolve_resume(resume, manager)
-        if src is not None:
-            c = ckpt.load(src, map_location=device)
-            state = c["state"]
-            position = c["position"]
-            ckpt.set_rng_states(rngs, c["rngs"])
-            extra = c["extra"]
-            history = extra["history"]
-            best, bad_evals = extra.get("best"), int(extra.get("bad_evals", 0))
-            if population is not None and extra.get("population") is not None:
-                population.load_state_dict(extra["population"])
-            if "noise_base" in extra and extra["noise_base"] is not None:
-                noise_base = extra["noise_base"].to(device)
-            start = int(c["step"])
-            say(f"resumed from {src} at step {start}")
-
-    fixed_z = gan.draw_latents(torch.Generator().manual_seed(1234), n_fixed).to(device=device, dtype=like.dtype)
-    eval_z = None
-    if evaluator is not None:
-        eval_z = gan.draw_latents(torch.Generator().manual_seed(4321), evaluator.n_samples).to(device=device, dtype=like.dtype)
-    logger = tb.Logger(run_path / "tb", S if stacked else None) if run_path is not None and main else None
-    if run_path is not None and config is not None and main:
-        run_path.mkdir(parents=True, exist_ok=True)
-        (run_path / "config.json").write_text(json.dumps(dict(config), indent=2, default=str))
-
-    def evaluate(st: TrainState) -> list[dict[str, float]]:
-        outs = []
-        for smp in sample_members(gan, st, eval_z, stacked):
-            if not torch.isfinite(smp).all():
-                outs.append({evaluator.primary: math.nan})
-                continue
-            outs.append({k: float(v) for k, v in evaluator.fn(smp).items()})
-        return outs
-
-    def save_checkpoint(st: TrainState, step: int) -> None:
-        if manager is None or not main:
-            return
-        extra = {"history": history, "best": best, "bad_evals": bad_evals,
-                 "noise_base": noise_base.cpu() if noise_base is not None else None,
-                 "population": population.state_dict() if population is not None else None}
-        manager.save(st, step=step, position=position, rngs=rngs, extra=extra)
-
-=======
     run = setup(gan, data, steps=steps, device=device, run_dir=run_dir, seed=seed, seeds=seeds, hparams=hparams,
                 data_seed=data_seed, evaluator=evaluator, keep=keep, resume=resume, compile=compile,
                 print_fn=print_fn, n_fixed=n_fixed, population=population)
@@ -276,7 +165,6 @@ def fit(
         if config is not None:
             run.run_path.mkdir(parents=True, exist_ok=True)
             act.write_json(run.run_path / "config.json", dict(config))
->>>>>>> main
     if population is not None:
         population.start(run.state, run.start)
         if run.logger is not None and run.start == 0:
