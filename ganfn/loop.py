@@ -86,8 +86,9 @@ def fit(
     Args:
         gan: the setup. Its modules are only templates; the state is created
             on the CPU and moved to ``device``.
-        data: samples [N, *sample] (iterated in epochs of a seeded permutation)
-            or a sampler ``f(n, generator)`` (``ganfn.data.ring8``...). With
+        data: samples [N, *sample] (iterated in epochs of a seeded permutation),
+            an image source (``ganfn.data.images_source``: a folder or zip
+            streamed by workers, or uint8 in memory), or a sampler ``f(n, generator)`` (``ganfn.data.ring8``...). With
             ``n_critic > 1`` each step takes ``[n_critic, B, ...]``.
         steps: total number of train steps (a resumed run continues up to it).
         seed: the run's seed (parameters and noise) for a single run.

@@ -19,7 +19,7 @@ from . import checkpoint as ckpt
 from . import distributed as gd
 from . import ensemble
 from . import tensorboard as tb
-from .data import loader_init
+from .data import ImageSource, loader_init
 from .evaluation import Evaluator
 from .gan import GAN, TrainState
 from .tree import tree_map
@@ -189,11 +189,16 @@ def setup(gan: GAN, data: Tensor | Callable, *, steps: int, device: str | torch.
     like = state.g.params[next(iter(state.g.params))]
     is_sampler = callable(data) and not isinstance(data, Tensor)
     if not is_sampler:
-        if not isinstance(data, Tensor):
-            raise TypeError(f"data must be a tensor [N, ...] or a sampler f(n, generator), got {type(data).__name__}")
+        if not isinstance(data, (Tensor, ImageSource)):
+            raise TypeError(f"data must be a tensor [N, ...], an image source (ganfn.data.images_source) "
+                            f"or a sampler f(n, generator), got {type(data).__name__}")
         if tuple(data.shape[1:]) != gan.sample_shape:
             raise ValueError(f"data samples have shape {tuple(data.shape[1:])} but the generator makes {gan.sample_shape}")
-        data = data.to(device=device, dtype=like.dtype)
+        if world.distributed and isinstance(data, ImageSource):
+            raise ValueError("data-parallel training does not shard an image source yet: pass the images as a tensor "
+                             "(ganfn.data.image_folder) or train in one process")
+        if isinstance(data, Tensor):  # an image source stays where it is (uint8 or on disk)
+            data = data.to(device=device, dtype=like.dtype)
     data_seed = seeds[0] if data_seed is None else data_seed
     run_path = Path(run_dir) if run_dir is not None else None
     eval_z = None

@@ -57,6 +57,9 @@ class Config:
     data: str = "digits"
     image_size: int | None = None
     data_root: str | None = None
+    data_workers: int = 2
+    preload: bool = False
+    flip: bool = False
     model: str = "dcgan"
     width: int = 64
     latent_dim: int | None = 32
@@ -220,7 +223,8 @@ def conv_size(size: int) -> int:
 
 
 def load_data(cfg: Config) -> Tensor | Any:
-    """The training data: a tensor [N, *sample] or, for ring8/grid25, a sampler.
+    """The training data: a tensor [N, *sample], an image source for a folder or
+    zip archive (``ganfn.data.images_source``) or, for ring8/grid25, a sampler.
 
     Without ``image_size``, images keep their own size, except that the conv
     models get the next power of two (28 -> 32, :func:`conv_size`)."""
@@ -234,12 +238,13 @@ def load_data(cfg: Config) -> Tensor | Any:
     path = Path(cfg.data).expanduser()
     if not path.exists():
         raise FileNotFoundError(
-            f"--data {cfg.data!r}: not one of {', '.join(gdata.NAMES)} and no such folder: {path.resolve()}")
-    return gdata.image_folder(path, cfg.image_size or 64)
+            f"--data {cfg.data!r}: not one of {', '.join(gdata.NAMES)} and no such folder or zip archive: {path.resolve()}")
+    # Folders larger than memory: streamed by worker processes, or preloaded as uint8.
+    return gdata.images_source(path, cfg.image_size or 64, stream=not cfg.preload, workers=cfg.data_workers, flip=cfg.flip)
 
 
 def _sample_shape(data: Any) -> tuple[int, ...]:
-    if isinstance(data, Tensor):
+    if isinstance(data, (Tensor, *gdata.ImageSource)):
         return tuple(data.shape[1:])
     return tuple(data(1, torch.Generator().manual_seed(0)).shape[1:])
 
@@ -320,8 +325,9 @@ def _extra_parts(cfg: Config) -> list:
 
 def make_evaluator(cfg: Config, n_samples: int | None = None) -> Evaluator | None:
     """The quality figure for ``cfg.data``: mode coverage for ring8 / grid25,
-    ``FD-LeNet(digits)`` (against the 397 held-out digits) for digits; None for
-    other data (no offline feature extractor fits them)."""
+    ``FD-LeNet(digits)`` (against the 397 held-out digits) for digits,
+    ``FD-LeNet(fashion-mnist)`` (against the 10,000 test images) for
+    fashion_mnist; None for other data (no offline feature extractor fits them)."""
     from . import metrics
 
     n = n_samples or cfg.n_eval
@@ -344,6 +350,16 @@ def make_evaluator(cfg: Config, n_samples: int | None = None) -> Evaluator | Non
             return {k: float(v) for k, v in out.items()}
 
         return Evaluator(fd, "FD-LeNet(digits)", higher_is_better=False, n_samples=n)
+    if cfg.data == "fashion_mnist":
+        root = cfg.data_root or metrics.lenet.FASHION_MNIST_ROOT
+        ext = metrics.lenet_extractor("fashion-mnist", root=root)
+        real = metrics.fid_stats(gdata.fashion_mnist(root, "test"), ext)  # the 10,000 test images
+
+        def fd_fashion(samples: Tensor) -> dict[str, float]:
+            out = metrics.fid(samples, real, ext)
+            return {out_key: float(v) for out_key, v in out.items() if v is not None}
+
+        return Evaluator(fd_fashion, "FD-LeNet(fashion-mnist)", higher_is_better=False, n_samples=n)
     return None
 
 

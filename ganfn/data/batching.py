@@ -33,13 +33,14 @@ from typing import Callable, Union
 import torch
 from torch import Tensor
 
-__all__ = ["Position", "Sampler", "loader_init", "epoch_indices", "next_batch"]
+__all__ = ["Position", "Sampler", "loader_init", "epoch_indices", "next_batch", "batch_indices", "flip_bits"]
 
 Position = dict[str, Union[int, None]]
 Data = Union[Tensor, tuple[Tensor, ...]]
 Sampler = Callable[[int, torch.Generator], Data]
 
 _MASK64 = (1 << 64) - 1
+_FLIP_STREAM = 0x464C4950  # "FLIP": the flip decisions' own stream, apart from the order
 
 
 def _splitmix64(x: int) -> int:
@@ -88,6 +89,49 @@ def epoch_indices(n: int, seed: int, epoch: int, rank: int = 0, world_size: int 
     return _permutation(n, seed, epoch)[rank * m : (rank + 1) * m].clone()
 
 
+def flip_bits(n: int, seed: int, epoch: int) -> Tensor:
+    """Horizontal-flip decisions (bool [n], one per sample) of ``epoch``.
+
+    Drawn from the data position's own seed, like the order: a resumed run
+    flips exactly the samples an uninterrupted one would, whatever the workers.
+    """
+    return _flips(n, seed, epoch)
+
+
+@functools.lru_cache(maxsize=8)
+def _flips(n: int, seed: int, epoch: int) -> Tensor:
+    gen = torch.Generator().manual_seed(_mix(seed, epoch, _FLIP_STREAM))
+    return torch.randint(0, 2, (n,), generator=gen, dtype=torch.uint8).bool()
+
+
+def batch_indices(position: Position, total: int, *, flips: bool = False) -> tuple[Tensor, Tensor | None, Position]:
+    """The next ``total`` sample indices (int64 [total]) of a position over n samples,
+    their flip decisions (bool [total], with ``flips=True``) and the position after them.
+
+    A batch that runs past the end of an epoch takes the rest from the next
+    epoch's order (see the module docstring).
+    """
+    n, seed, rank, ws = position["n"], position["seed"], position["rank"], position["world_size"]
+    if n is None:
+        raise ValueError("batch_indices needs a position over n samples (loader_init(n, seed)), not a sampler's")
+    epoch, index = position["epoch"], position["index"]
+    m = n // ws
+    pieces, flip_pieces = [], []
+    need = total
+    while need > 0:
+        take = min(need, m - index)
+        start = rank * m + index
+        piece = _permutation(n, seed, epoch)[start : start + take]
+        pieces.append(piece)
+        if flips:
+            flip_pieces.append(_flips(n, seed, epoch)[piece])
+        need -= take
+        index += take
+        if index == m:  # epoch finished: the next draw starts the next order
+            epoch, index = epoch + 1, 0
+    return torch.cat(pieces), torch.cat(flip_pieces) if flips else None, {**position, "epoch": epoch, "index": index}
+
+
 def next_batch(
     data: Data | Sampler, position: Position, batch_size: int, *, leading: int | None = None
 ) -> tuple[Data, Position]:
@@ -95,7 +139,9 @@ def next_batch(
 
     ``data`` is a tensor [N, ...] (N must equal ``position["n"]``), a labelled
     pair ``(images [N, ...], labels [N])`` (both indexed alike; the batch is a
-    pair too), or a sampler (returning a tensor or such a pair).
+    pair too), a sampler (returning a tensor or such a pair), or an image
+    source (``ganfn.data.images_source``: uint8 in memory or streamed from
+    disk by worker processes; it yields float32 in [-1, 1]).
     Returns ``[batch_size, ...]``, or with ``leading=k`` ``[k, batch_size, ...]``:
     k consecutive batches at once, e.g. one per critic update when
     ``n_critic > 1``, or one per member of a stacked run. The batch is on
@@ -106,31 +152,20 @@ def next_batch(
     if leading is not None and leading < 1:
         raise ValueError(f"leading must be >= 1 or None, got {leading}")
     total = batch_size * (leading or 1)
-    n, seed, rank, ws = position["n"], position["seed"], position["rank"], position["world_size"]
+    n, seed, rank = position["n"], position["seed"], position["rank"]
     if callable(data) and not isinstance(data, Tensor):
         if n is not None:
             raise ValueError("position was made for a tensor of n samples; use loader_init(None, seed) for a sampler")
         gen = torch.Generator().manual_seed(_mix(seed, rank, position["index"]))
         batch = data(total, gen)
         new = {**position, "index": position["index"] + 1}
-    else:
+    elif isinstance(data, (Tensor, tuple)):
         if n is None or _length(data) != n:
             raise ValueError(f"position is for n={n} samples but data has {_length(data)}")
-        epoch, index = position["epoch"], position["index"]
-        m = n // ws
-        pieces = []
-        need = total
-        while need > 0:
-            take = min(need, m - index)
-            start = rank * m + index
-            pieces.append(_permutation(n, seed, epoch)[start : start + take])
-            need -= take
-            index += take
-            if index == m:  # epoch finished: the next draw starts the next order
-                epoch, index = epoch + 1, 0
-        idx = torch.cat(pieces)
+        idx, _, new = batch_indices(position, total)
         batch = _map(lambda t: t[idx.to(t.device)], data)
-        new = {**position, "epoch": epoch, "index": index}
+    else:  # an image source (ganfn.data.sources): it gathers, decodes and flips itself
+        batch, new = data.batch_at(position, total)
     if leading is not None:
         batch = _map(lambda t: t.reshape(leading, batch_size, *t.shape[1:]), batch)
     return batch, new

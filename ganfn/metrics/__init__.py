@@ -6,6 +6,8 @@ Feature-matrix metrics (inputs [N, d], float64 inside, tensors out):
 2-D Gaussian mixtures. Extractors turn images into features:
 ``lenet_extractor`` (trained by ganfn on scikit-learn digits, cached) and
 ``inception_extractor`` (user-supplied weights file, never downloaded).
+``fid`` / ``fid_stats`` / ``save_stats`` / ``load_stats``: FID with
+pytorch-fid's protocol and its ``.npz`` reference statistics.
 ``evaluate_images`` / ``evaluate_stacked_images`` put them together with
 honest names (``FD-LeNet(digits)``; ``FID`` only for Inception features).
 Conditional generators: ``intra_class_frechet_distance`` and ``class_accuracy``
@@ -21,8 +23,9 @@ from .conditional import (
 )
 from .evaluate import evaluate_features, evaluate_images
 from .extractor import Extractor, Features, FunctionExtractor, metric_names
+from .fid_protocol import FIDStats, fid, fid_stats, load_stats, save_stats
 from .frechet import feature_stats, frechet_distance, frechet_distance_from_stats
-from .inception import InceptionExtractor, WeightsChecksumError, inception_extractor
+from .inception import InceptionExtractor, WeightsChecksumError, inception_extractor, quantize
 from .inception_score import inception_score
 from .kid import kernel_inception_distance
 from .lenet import CacheChecksumError, LeNetExtractor, digits_split, lenet_extractor
@@ -53,6 +56,11 @@ __all__ = [
     "frechet_distance",
     "frechet_distance_from_stats",
     "feature_stats",
+    "fid",
+    "fid_stats",
+    "FIDStats",
+    "load_stats",
+    "save_stats",
     "kernel_inception_distance",
     "inception_score",
     "precision_recall",
@@ -74,6 +82,7 @@ __all__ = [
     "CacheChecksumError",
     "inception_extractor",
     "InceptionExtractor",
+    "quantize",
     "WeightsChecksumError",
     "evaluate_features",
     "evaluate_images",

@@ -23,9 +23,14 @@ classes and the auxiliary head are inferred from the state dict. With the
 1008-class FID weights the pooling in the Mixed_5*/6*/7* blocks is switched to
 the FID network's (average pools that exclude padding, a max pool in the last
 block), as pytorch-fid does; ``fid_variant`` overrides the automatic choice.
-Inputs: images [N, C, H, W] in [-1, 1] (1 channel is repeated to 3), resized
-to 299x299 bilinearly; the network takes [-1, 1] input directly. Features:
-pool3, [N, 2048]; probabilities: softmax of the logits, [N, K].
+Inputs follow pytorch-fid's protocol exactly, so that with its weights file
+the figures are comparable with published ones: images [N, C, H, W] as uint8
+(what a PNG holds) or as floats in [-1, 1], which are first quantised to uint8
+exactly as ``torchvision.utils.save_image`` does when writing a PNG
+(:func:`quantize`); then ``uint8 / 255`` (``ToTensor``), 1 channel repeated to
+3 (``convert("RGB")``), a bilinear resize to 299x299 (``align_corners=False``,
+no antialiasing) and ``2 x - 1``. Features: pool3, [N, 2048]; probabilities:
+softmax of the logits, [N, K].
 """
 
 from __future__ import annotations
@@ -42,7 +47,7 @@ from ganfn.atomic import sha256_file
 
 from .extractor import Features
 
-__all__ = ["InceptionExtractor", "inception_extractor", "load_inception_state_dict", "WeightsChecksumError"]
+__all__ = ["InceptionExtractor", "inception_extractor", "load_inception_state_dict", "WeightsChecksumError", "quantize"]
 
 
 class WeightsChecksumError(ValueError):
@@ -126,8 +131,33 @@ def _use_fid_pooling(net: nn.Module) -> None:
     net.Mixed_7c._forward = types.MethodType(_fid_e(mx), net.Mixed_7c)
 
 
+def quantize(images: Tensor) -> Tensor:
+    """Images [N, C, H, W] in [-1, 1] -> uint8, as when saved to PNG.
+
+    The rule of ``torchvision.utils.save_image``: ``x01 = (x + 1) / 2``, then
+    ``(255 x01 + 0.5)`` clamped to [0, 255] and truncated (round half up).
+    uint8 input is returned unchanged. Published FIDs are computed on PNG
+    files, so generated floats must go through this step to be comparable.
+    """
+    if images.dtype == torch.uint8:
+        return images
+    if not images.is_floating_point():
+        raise TypeError(f"images must be uint8 or floating point in [-1, 1], got {images.dtype}")
+    x01 = (images.detach().float() + 1.0) / 2.0
+    return x01.mul(255).add_(0.5).clamp_(0, 255).to(torch.uint8)
+
+
+def fid_inputs(images: Tensor) -> Tensor:
+    """pytorch-fid's network input for uint8 or [-1, 1] images [N, C, H, W] -> float32 [N, 3, 299, 299]."""
+    x = quantize(images).float().div(255)  # ToTensor on the PNG's bytes
+    if x.shape[1] == 1:
+        x = x.expand(-1, 3, -1, -1)  # PIL convert("RGB") repeats the grey channel
+    x = F.interpolate(x, size=(299, 299), mode="bilinear", align_corners=False)
+    return 2 * x - 1
+
+
 class InceptionExtractor:
-    """images [N, C, H, W] in [-1, 1] -> Features(pool3 [N, 2048], probs [N, K])."""
+    """images [N, C, H, W] (uint8, or float in [-1, 1]) -> Features(pool3 [N, 2048], probs [N, K])."""
 
     kind = "inception"
     name = "Inception"
@@ -141,11 +171,7 @@ class InceptionExtractor:
         feats, probs = [], []
         with torch.no_grad():
             for chunk in torch.split(images, self.batch_size):
-                x = chunk.detach().to(self.device, torch.float32)
-                if x.shape[1] == 1:
-                    x = x.expand(-1, 3, -1, -1)
-                if x.shape[-2:] != (299, 299):
-                    x = F.interpolate(x, size=(299, 299), mode="bilinear", align_corners=False)
+                x = fid_inputs(chunk.to(self.device))
                 pool3 = self.net(x)  # fc replaced by Identity: the forward ends at pool3
                 feats.append(pool3.cpu())
                 probs.append(self.fc(pool3).softmax(1).cpu())

@@ -3,12 +3,22 @@ cubic polynomial kernel k(a, b) = (a.b / d + 1)^3, averaged over random subsets.
 
 Unlike the Fréchet distance, the estimator is unbiased, so its expectation does
 not depend on the sample count; the spread over subsets gives a standard
-deviation to report with it. Subset draws use an explicit ``torch.Generator``
-(never the global RNG), so a figure is reproducible from (data, seed).
+deviation to report with it.
+
+Subsets follow torch-fidelity's convention, so figures are comparable with
+its ``calculate_metrics(kid=True)``: 100 subsets of 1,000 samples; subset i
+takes ``choice(N, m, replace=False)`` rows of x, then of y, from one
+``numpy.random.RandomState(2020)``; the figure is the mean of the per-subset
+estimates and its std the population std. torch-fidelity refuses sets smaller
+than the subset size; ganfn shrinks the subset to min(subset_size, N, M)
+instead (training-time evaluations use a few hundred samples), which is the
+same draw whenever torch-fidelity would accept the input. Passing a
+``torch.Generator`` draws with it instead (never the global RNG either way).
 """
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -16,7 +26,7 @@ from .frechet import check_features
 
 __all__ = ["kernel_inception_distance", "mmd2_unbiased", "kid_subset_indices"]
 
-DEFAULT_SEED = 0
+DEFAULT_SEED = 2020  # torch-fidelity's rng_seed
 
 
 def mmd2_unbiased(x: Tensor, y: Tensor) -> Tensor:
@@ -37,16 +47,22 @@ def mmd2_unbiased(x: Tensor, y: Tensor) -> Tensor:
 
 
 def kid_subset_indices(
-    n_x: int, n_y: int, subsets: int, subset_size: int, generator: torch.Generator
+    n_x: int, n_y: int, subsets: int, subset_size: int, generator: torch.Generator | int | None = None
 ) -> tuple[Tensor, Tensor]:
     """Index draws [subsets, m] into x and y, each row without replacement.
 
-    m = min(subset_size, n_x, n_y) so that small sets still work.
+    m = min(subset_size, n_x, n_y) so that small sets still work. ``generator``:
+    an int seed or None (``DEFAULT_SEED``) draws as torch-fidelity does (see the
+    module docstring); a ``torch.Generator`` draws with ``torch.randperm``.
     """
     m = min(subset_size, n_x, n_y)
-    ix = torch.stack([torch.randperm(n_x, generator=generator)[:m] for _ in range(subsets)])
-    iy = torch.stack([torch.randperm(n_y, generator=generator)[:m] for _ in range(subsets)])
-    return ix, iy
+    if isinstance(generator, torch.Generator):
+        ix = torch.stack([torch.randperm(n_x, generator=generator)[:m] for _ in range(subsets)])
+        iy = torch.stack([torch.randperm(n_y, generator=generator)[:m] for _ in range(subsets)])
+        return ix, iy
+    rng = np.random.RandomState(DEFAULT_SEED if generator is None else int(generator))
+    rows = [(rng.choice(n_x, m, replace=False), rng.choice(n_y, m, replace=False)) for _ in range(subsets)]
+    return torch.from_numpy(np.stack([r[0] for r in rows])), torch.from_numpy(np.stack([r[1] for r in rows]))
 
 
 def kid_from_indices(x: Tensor, y: Tensor, ix: Tensor, iy: Tensor) -> Tensor:
@@ -64,15 +80,15 @@ def kernel_inception_distance(
     *,
     subsets: int = 100,
     subset_size: int = 1000,
-    generator: torch.Generator | None = None,
+    generator: torch.Generator | int | None = None,
 ) -> tuple[Tensor, Tensor]:
     """KID between feature sets x [N, d] and y [M, d] (same d, N, M >= 2).
 
     Returns (mean, std) float64 scalar tensors over ``subsets`` subsets of
     size min(subset_size, N, M). ``std`` is the population standard deviation
     of the per-subset estimates (as in the KID paper's code and torchmetrics).
-    ``generator`` drives the subset draws; default: a fresh generator seeded
-    with 0, so repeated calls on the same data give the same figure.
+    ``generator`` drives the subset draws (see :func:`kid_subset_indices`);
+    the default reproduces torch-fidelity's figure.
     The mean can be slightly negative (it is unbiased, not clamped).
     """
     x = check_features(x, "x")
@@ -81,8 +97,6 @@ def kernel_inception_distance(
         raise ValueError(f"feature dimensions differ: x has d={x.shape[1]}, y has d={y.shape[1]}")
     if subsets < 1 or subset_size < 2:
         raise ValueError(f"need subsets >= 1 and subset_size >= 2, got {subsets}, {subset_size}")
-    if generator is None:
-        generator = torch.Generator().manual_seed(DEFAULT_SEED)
     ix, iy = kid_subset_indices(x.shape[0], y.shape[0], subsets, subset_size, generator)
     est = kid_from_indices(x, y, ix, iy)
     return est.mean(), est.std(correction=0)

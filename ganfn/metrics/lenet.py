@@ -295,12 +295,18 @@ class LeNetExtractor:
 
 
 def cache_path(dataset: str = "digits", *, cache_dir: str | os.PathLike | None = None, seed: int = 0,
-               epochs: int | None = None) -> Path:
-    """Where :func:`lenet_extractor` caches (and looks for) the LeNet trained on ``dataset``."""
+               epochs: int | None = None, root: str | os.PathLike | None = None) -> Path:
+    """Where :func:`lenet_extractor` caches (and looks for) the LeNet trained on ``dataset``
+    (Fashion-MNIST from a ``root`` other than Debian's folder gets its own entry)."""
     if dataset not in _DATASETS:
         raise ValueError(f"unknown dataset {dataset!r}; choose from {sorted(_DATASETS)}")
+    if root is not None and dataset != "fashion-mnist":
+        raise ValueError(f"root= names the Fashion-MNIST files; {dataset!r} is found on its own")
     epochs = _DATASETS[dataset][2] if epochs is None else epochs
-    return default_cache_dir(cache_dir) / f"lenet-{dataset}-{_config_hash(dataset, epochs, seed)}.pt"
+    tag = _config_hash(dataset, epochs, seed)
+    if root is not None and Path(root).resolve() != FASHION_MNIST_ROOT.resolve():
+        tag += "-" + hashlib.sha256(str(Path(root).resolve()).encode()).hexdigest()[:8]
+    return default_cache_dir(cache_dir) / f"lenet-{dataset}-{tag}.pt"
 
 
 def lenet_extractor(
@@ -309,18 +315,21 @@ def lenet_extractor(
     cache_dir: str | os.PathLike | None = None,
     seed: int = 0,
     epochs: int | None = None,
+    root: str | os.PathLike | None = None,
 ) -> LeNetExtractor:
     """Load (or train once and cache) the LeNet for ``dataset`` ("digits",
     "fashion-mnist" or "mnist5k") and return its extractor. The optional data
     sets raise FileNotFoundError / ModuleNotFoundError when not installed. Training digits takes a few
-    seconds on 2 CPU cores."""
+    seconds on 2 CPU cores, Fashion-MNIST (60,000 images, 3 epochs) a few minutes.
+    ``root``: folder of the Fashion-MNIST IDX files (default: Debian's
+    ``dataset-fashion-mnist``); another folder gets its own cache entry."""
     loader, size, _ = _DATASETS[dataset] if dataset in _DATASETS else (None, None, None)
-    path = cache_path(dataset, cache_dir=cache_dir, seed=seed, epochs=epochs)
+    path = cache_path(dataset, cache_dir=cache_dir, seed=seed, epochs=epochs, root=root)
     epochs = _DATASETS[dataset][2] if epochs is None else epochs
     if path.exists():
         params = load_weights(path)
     else:
-        images, labels = loader("train")
+        images, labels = loader("train", root) if root is not None else loader("train")
         params = train_lenet(images, labels, epochs=epochs, seed=seed)
         save_weights(params, path)
     return LeNetExtractor(params, size, dataset)

@@ -21,7 +21,7 @@ from torch.func import vmap
 from .extractor import Extractor, Features, metric_names
 from .frechet import check_features, feature_stats, frechet_distance_from_stats_core
 from .inception_score import inception_score
-from .kid import DEFAULT_SEED, kid_from_indices, kid_subset_indices
+from .kid import kid_from_indices, kid_subset_indices
 from .modes import ModeCoverage, default_min_count, mode_coverage_core
 
 __all__ = [
@@ -66,8 +66,6 @@ def stacked_kernel_inception_distance(
     """KID per member: fake [S, N, d] vs real [M, d] -> (mean [S], std [S]) float64."""
     _check_stack(fake, "fake")
     real = check_features(real, "real")
-    if generator is None:
-        generator = torch.Generator().manual_seed(DEFAULT_SEED)
     ix, iy = kid_subset_indices(fake.shape[1], real.shape[0], subsets, subset_size, generator)
     est = vmap(kid_from_indices, in_dims=(0, None, None, None))(fake.to(torch.float64), real, ix, iy)
     return est.mean(1), est.std(1, correction=0)
