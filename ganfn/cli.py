@@ -176,9 +176,9 @@ def make_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ganfn", description="Functional GAN training on torch.func.")
     sub = parser.add_subparsers(dest="command", metavar="{train,sweep,eval}")
     sub.required = True
-    t = sub.add_parser("train", help="train a GAN (no options: a DCGAN on scikit-learn's digits, about 2 minutes on a CPU)",
+    t = sub.add_parser("train", help="train a GAN (no options: a DCGAN on scikit-learn's digits, 3.5 minutes on a loaded 2-core CPU)",
                        description="Train a GAN. With no options: a small DCGAN on scikit-learn's 8x8 digits "
-                                   f"({P.DEFAULT_STEPS} steps, about 2 minutes on an idle 2-core CPU), writing TensorBoard logs, "
+                                   f"({P.DEFAULT_STEPS} steps, 3.5 minutes on a loaded 2-core CPU), writing TensorBoard logs, "
                                    "samples.png, losses.png, metrics.json and checkpoints under runs/.")
     _add_train_options(t, sweep=False)
     s = sub.add_parser("sweep", help="train every combination of a hyperparameter grid as one vmapped run",
