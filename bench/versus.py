@@ -3,7 +3,7 @@
     python bench/versus.py                       # against fa4bc11 (before the parts redesign)
     python bench/versus.py --base fa4bc11 --alternations 4 --vmap-rounds 3
 
-The older commit is checked out into a temporary git worktree. Each alternation
+The older commit is exported (``git archive``) into a temporary directory. Each alternation
 runs, in fresh subprocesses and alternating which goes first, the *same*
 benchmarks from each tree with that tree on ``PYTHONPATH`` (each tree's own
 ``bench/`` code, so each measures its own API):
@@ -75,17 +75,16 @@ def main(argv: list[str] | None = None) -> None:
     args = ap.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="ganfn-base-") as tmp:
         base = Path(tmp) / "base"
-        subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--detach", str(base), args.base], check=True, capture_output=True)
-        try:
-            res: dict[str, dict[str, list[float]]] = {"new": {}, "old": {}}
-            for a in range(args.alternations):
-                order = [("new", ROOT), ("old", base)] if a % 2 == 0 else [("old", base), ("new", ROOT)]
-                for name, tree in order:
-                    for k, v in measure(tree, args).items():
-                        res[name].setdefault(k, []).append(v)
-                print(f"alternation {a + 1}/{args.alternations} done", file=sys.stderr, flush=True)
-        finally:
-            subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(base)], check=False, capture_output=True)
+        base.mkdir()
+        tar = subprocess.run(["git", "-C", str(ROOT), "archive", args.base], check=True, capture_output=True).stdout
+        subprocess.run(["tar", "-x", "-C", str(base)], input=tar, check=True)
+        res: dict[str, dict[str, list[float]]] = {"new": {}, "old": {}}
+        for a in range(args.alternations):
+            order = [("new", ROOT), ("old", base)] if a % 2 == 0 else [("old", base), ("new", ROOT)]
+            for name, tree in order:
+                for k, v in measure(tree, args).items():
+                    res[name].setdefault(k, []).append(v)
+            print(f"alternation {a + 1}/{args.alternations} done", file=sys.stderr, flush=True)
     head = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
     print(f"# new = {head} (+ working tree), old = {args.base}; median of {args.alternations} alternations; "
           f"command: python bench/versus.py {' '.join(sys.argv[1:] if argv is None else argv)}")
