@@ -14,6 +14,8 @@ budget; the whole check is planned for under 8 minutes on one H100/H200):
                     graphs, on the MLP GAN and DCGAN 32x32 / 64x64;
 - ``vmap``        : ``bench/vmap.py --device cuda`` on the 003 MLP GAN at
                     S = 1, 16, 64, 256 against S sequential runs, memory per member;
+- ``noise``       : ``bench/noise.py --device cuda``: drawing S members' noise from
+                    S generators, against one draw and the vmapped step;
 - ``flops``       : DCGAN 64x64 in bfloat16, achieved FLOP/s against the
                     measured bf16 matmul rate.
 
@@ -53,6 +55,7 @@ def sections(smoke: bool) -> list[Section]:
             Section("harness_mlp", h + ["--workloads", "mlp_b64", "--variants", "imperative,ganfn,ganfn_cudagraphs"], 60),
             Section("vmap", [py, "bench/vmap.py", "--workload", "ring8", "--members", "1", "2", "--rounds", "1",
                              "--steps", "1", "--no-compile", "--no-jax"], 60),
+            Section("noise", [py, "bench/noise.py", "--workload", "ring8", "--members", "2", "4", "--rounds", "1"], 60),
             Section("flops", h + ["--workloads", "mlp_b64", "--variants", "imperative,ganfn", "--flops", "--dtype", "bfloat16"], 60),
             Section("hang", [py, "-c", "import time; print('| a | b |'); print('|---|---|'); print('| 1 | 2 |', flush=True); time.sleep(60)"], 3),
         ]
@@ -64,7 +67,8 @@ def sections(smoke: bool) -> list[Section]:
         Section("harness_dcgan32", h + ["--workloads", "dcgan32_b128", "--variants", every], 75),
         Section("harness_dcgan64", h + ["--workloads", "dcgan64_b64", "--variants", every], 75),
         Section("vmap", [py, "bench/vmap.py", "--device", "cuda", "--workload", "003", "--members", "1", "16", "64", "256",
-                         "--rounds", "3", "--steps", "8", "--no-jax"], 110),
+                         "--rounds", "3", "--steps", "8", "--no-jax"], 100),
+        Section("noise", [py, "bench/noise.py", "--device", "cuda", "--workload", "003", "--rounds", "3"], 20),
         Section("flops", h + ["--workloads", "dcgan64_b64", "--variants", "imperative,ganfn,ganfn_compiled", "--flops",
                               "--dtype", "bfloat16", "--no-memory"], 80),
     ]

@@ -79,7 +79,9 @@ HELP: dict[str, str] = {
     "threads": "CPU threads for torch (default 1: ganfn's small GAN steps are overhead-bound, and two threads on a busy "
                "2-core machine ran 20x slower in our measurements; raise it for large models on an idle machine)",
     "precision": "fp32, bf16 (autocast) or fp16 (autocast with dynamic loss scaling: optim.loss_scaled)",
-    "compile": "torch.compile the train step (first compile takes 10-60 s)",
+    "compile": "torch.compile the train step (first compile takes 10-60 s). Default: compile a stacked run of "
+               "at least 4 members training at least 2000 steps (faster there; its members then match single runs "
+               "to round-off instead of bit for bit); --no-compile: never",
     "log_every": "steps between TensorBoard scalar logs",
     "image_every": "steps between TensorBoard sample grids (fixed noise)",
     "eval_every": "steps between quality evaluations (FD-LeNet(digits) or mode coverage)",
@@ -130,6 +132,9 @@ def _add_train_options(p: argparse.ArgumentParser, *, sweep: bool) -> None:
         kw: dict[str, Any] = {"default": argparse.SUPPRESS, "help": HELP.get(name, name)}
         if P.FIELDS[name].type in ("bool", bool):
             p.add_argument(flag, action="store_true", **kw)
+            continue
+        if name == "compile":  # on, off, or (not given) chosen by the run's size
+            p.add_argument(flag, action=argparse.BooleanOptionalAction, **kw)
             continue
         kw["type"] = _field_type(name)
         if name in _CHOICES:
@@ -199,6 +204,20 @@ def _check(cfg: P.Config, parser: argparse.ArgumentParser) -> None:
             parser.error(f"--{name.replace('_', '-')} must be a positive number, got {v!r}")
     if cfg.device.startswith("cuda") and not torch.cuda.is_available():
         parser.error(f"--device {cfg.device}: CUDA is not available on this machine (use --device cpu)")
+
+
+AUTO_COMPILE_MEMBERS, AUTO_COMPILE_STEPS = 4, 2000
+
+
+def auto_compile(n_members: int, steps: int) -> bool:
+    """Whether ``ganfn train`` compiles when neither --compile nor --no-compile is given.
+
+    A stacked run of >= 4 members for >= 2000 steps: on the default DCGAN/digits
+    run (2-core CPU, bench/README_vmap.md) the compiled vmapped step ran 1.25-2.4x
+    the eager one at 4-16 members, and the 20-60 s compile is paid back within
+    1000-2000 steps. Short or single runs stay eager (no compile wait).
+    """
+    return n_members >= AUTO_COMPILE_MEMBERS and steps >= AUTO_COMPILE_STEPS
 
 
 def _members(cfg: P.Config) -> tuple[list[int], list[dict[str, float]]] | None:
@@ -277,9 +296,13 @@ def _run_train(cfg: P.Config, resume: str | None, progress: bool, parser: argpar
     cfg.run_dir = gd.broadcast_object(cfg.run_dir)  # the clock may differ across ranks: rank 0's name
     run_dir = Path(cfg.run_dir)
     n_members = len(members[0]) if members else 1
+    compile_ = auto_compile(n_members, cfg.steps) if cfg.compile is None else cfg.compile
     print(f"ganfn train: {cfg.model} on {cfg.data} {tuple(gan.sample_shape)}, loss {cfg.loss}"
           f"{', penalty ' + cfg.penalty if cfg.penalty else ''}, {cfg.steps} steps x batch {cfg.batch_size}"
           f"{f', {n_members} members (vmapped)' if members else ''}, device {cfg.device} -> {run_dir}", flush=True)
+    if compile_:
+        print(f"compiling the {'vmapped ' if members else ''}step with torch.compile{'' if cfg.compile else ' (chosen for this run size; --no-compile to skip)'}: "
+              "the first step includes the compile", flush=True)
     t0 = time.perf_counter()
     try:
         state, hist = loop.fit(
@@ -288,7 +311,7 @@ def _run_train(cfg: P.Config, resume: str | None, progress: bool, parser: argpar
             hparams=members[1] if members else None, data_seed=cfg.seed, evaluator=evaluator,
             log_every=cfg.log_every, image_every=cfg.image_every, eval_every=cfg.eval_every,
             checkpoint_every=cfg.checkpoint_every or None, keep=cfg.keep, resume=resume or False,
-            precision=cfg.precision, compile=cfg.compile, patience=cfg.patience, on_nonfinite=cfg.on_nonfinite,
+            precision=cfg.precision, compile=compile_, patience=cfg.patience, on_nonfinite=cfg.on_nonfinite,
             instance_noise_anneal=cfg.instance_noise_anneal, progress=progress, print_fn=print,
             config=cfg.to_dict(), population=population,
         )
@@ -325,11 +348,22 @@ def _run_train(cfg: P.Config, resume: str | None, progress: bool, parser: argpar
             if init and math.isfinite(init[0].get(primary, math.nan)):
                 parts.append(f"(untrained generator: {init[0][primary]:.4g})")
         print("final: " + ", ".join(parts))
-    print(f"stopped: {hist['stopped']}; {hist['steps_run']} steps in {wall:.1f} s "
-          f"({hist['steps_per_s'] or 0:.1f} steps/s of training)")
+    print(f"stopped: {hist['stopped']}; {hist['steps_run']} steps in {wall:.1f} s ({_rates(hist, n_members, compile_)})")
     print(f"wrote {run_dir}/samples.png, losses.png, metrics.json, checkpoints/, tb/ "
           f"(tensorboard --logdir {run_dir / 'tb'})")
     return 0
+
+
+def _rates(hist: dict[str, Any], n_members: int, compiled: bool) -> str:
+    """Training speed: steps/s, member-steps/s for a stacked run, and the
+    compile's share (the first step) when compiled."""
+    rate, first, n = hist["steps_per_s"] or 0.0, hist.get("first_step_s"), hist["steps_run"]
+    out = f"{rate:.1f} steps/s of training" + (f" = {rate * n_members:.1f} member-steps/s" if n_members > 1 else "")
+    if compiled and first is not None and n > 1 and hist["wall_time_s"] > first:
+        after = (n - 1) / (hist["wall_time_s"] - first)
+        out += f"; first step {first:.1f} s (compile included), then {after:.1f} steps/s"
+        out += f" = {after * n_members:.1f} member-steps/s" if n_members > 1 else ""
+    return out
 
 
 def _run_eval(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:

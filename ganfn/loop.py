@@ -185,7 +185,8 @@ def fit(
     Returns ``(state, history)``: history is a JSON-able dict with ``train``
     (every ``log_every`` steps: step and each metric, lists for stacked runs),
     ``eval`` (step and figures), ``final`` (the last figures), ``stopped``
-    (why training ended) and ``diverged_at``.
+    (why training ended), ``diverged_at`` and timings: ``wall_time_s``,
+    ``steps_per_s`` and ``first_step_s`` (the first step, which includes any compile).
     """
     if not isinstance(gan, GAN):
         raise TypeError(f"fit needs a ganfn.GAN, got {type(gan).__name__}")
@@ -365,6 +366,8 @@ def fit(
                     break
             state = new_state
             step += 1
+            if step == start + 1:  # the first step carries any compile: reported apart
+                history["first_step_s"] = time.perf_counter() - t0
             last_metrics = metrics
             bar.update(1)
             if step % log_every == 0:

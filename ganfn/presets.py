@@ -105,7 +105,7 @@ class Config:
     device: str = "cpu"
     threads: int | None = 1
     precision: str = "fp32"
-    compile: bool = False
+    compile: bool | None = None
     log_every: int = 50
     image_every: int = 500
     eval_every: int = 500

@@ -154,3 +154,22 @@ def test_fp16_precision_builds_loss_scaled_optimizers():
     gan = P.build_gan(cfg, (2,))
     state = gan.init(0)
     assert "loss_scale" in state.g_opt and "loss_scale" in state.d_opt
+
+
+def _cfg(argv):
+    parser = cli.make_parser()
+    return cli._config_from_args(parser.parse_args(["train", *argv]), parser)[0]
+
+
+def test_compile_is_chosen_by_the_run_size_unless_given():
+    assert cli.auto_compile(4, 2000) and cli.auto_compile(16, P.DEFAULT_STEPS)
+    assert not cli.auto_compile(1, 10**6) and not cli.auto_compile(3, 10**6) and not cli.auto_compile(16, 1999)
+    assert _cfg([]).compile is None  # not given: auto
+    assert _cfg(["--compile"]).compile is True and _cfg(["--no-compile"]).compile is False
+
+
+def test_speed_line_reports_member_steps_and_the_compile_apart():
+    hist = {"steps_per_s": 10.0, "first_step_s": 30.0, "steps_run": 401, "wall_time_s": 40.0}
+    assert cli._rates(hist, 4, compiled=True) == ("10.0 steps/s of training = 40.0 member-steps/s; first step 30.0 s "
+                                                  "(compile included), then 40.0 steps/s = 160.0 member-steps/s")
+    assert cli._rates(hist, 1, compiled=False) == "10.0 steps/s of training"
