@@ -14,6 +14,10 @@ functions the CLI uses. Per training step of N members, contenders:
 - ``vmap``         : ``ensemble.make_step(gan)`` over N stacked members, eager;
 - ``vmap+compile`` : the same with ``compile=True`` (compile time reported apart).
 
+``--plain-convs`` adds each contender again with the DCGAN's end layers run as
+``nn.Conv2d`` / ``nn.ConvTranspose2d`` (before ``ganfn.models.FullConv2d``):
+``x seq`` stays relative to ``seq`` with the current layers.
+
 Every contender draws its noise every step (``noise ms`` is that share of the
 vmapped step) and trains on one shared real batch, as ``loop.fit`` does.
 Contenders run interleaved, round by round, so load hits them alike; figures
@@ -34,6 +38,16 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import torch  # noqa: E402
 
 from ganfn import ensemble, presets  # noqa: E402
+from ganfn.models import FullConv2d, FullConvTranspose2d  # noqa: E402
+
+_FULL = {FullConv2d: FullConv2d.forward, FullConvTranspose2d: FullConvTranspose2d.forward}
+
+
+def plain_convs(on: bool) -> None:
+    """Make the DCGAN's end layers run as the plain convolutions (``on``) or as
+    matrix products (ganfn's default): for the before/after columns."""
+    for cls, fwd in _FULL.items():
+        cls.forward = cls.__mro__[1].forward if on else fwd
 
 
 def default_gan(**overrides):
@@ -44,6 +58,7 @@ def default_gan(**overrides):
 
 class Seq:
     name = "seq"
+    plain = False
 
     def __init__(self, gan, real, N):
         self.gan, self.real = gan, real
@@ -51,12 +66,15 @@ class Seq:
         self.rngs = ensemble.rngs(range(N))
 
     def step(self):
+        plain_convs(self.plain)
         B = self.real.shape[0]
         for i, r in enumerate(self.rngs):
             self.states[i], _ = self.gan.train_step(self.states[i], self.real, self.gan.draw_noise(r, B))
 
 
 class Vmap:
+    plain = False
+
     def __init__(self, gan, real, N, compile):
         self.name = "vmap+compile" if compile else "vmap"
         self.gan, self.real = gan, real
@@ -66,6 +84,7 @@ class Vmap:
         self.noise_s: list[float] = []
 
     def step(self):
+        plain_convs(self.plain)
         t0 = time.perf_counter()
         noise = ensemble.draw_noise_many(self.gan, self.rngs, self.real.shape[0])
         self.noise_s.append(time.perf_counter() - t0)
@@ -78,6 +97,11 @@ def bench(N: int, args) -> None:
     cs = [Seq(gan, real, N), Vmap(gan, real, N, False)]
     if not args.no_compile:
         cs.append(Vmap(gan, real, N, True))
+    if args.plain_convs:  # the same contenders with the end layers as convolutions
+        # (eager only: a compiled step would keep the graph of the layers it was traced with)
+        for c in [Seq(gan, real, N), Vmap(gan, real, N, False)]:
+            c.plain, c.name = True, f"{c.name} (plain convs)"
+            cs.append(c)
     setup = {}
     for c in cs:  # warm-up; the compiled contender compiles here
         t0 = time.perf_counter()
@@ -95,7 +119,7 @@ def bench(N: int, args) -> None:
     base = med["seq"]
     for c in cs:
         noise = f"{statistics.median(c.noise_s) * 1e3:.2f} ({100 * statistics.median(c.noise_s) / med[c.name]:.1f}%)" if hasattr(c, "noise_s") else ""
-        comp = f"{setup[c.name]:.1f}" if c.name == "vmap+compile" else ""
+        comp = f"{setup[c.name]:.1f}" if c.name.startswith("vmap+compile") else ""
         print(f"| {N} | {c.name} | {med[c.name] * 1e3:.1f} | {N / med[c.name]:.1f} | {base / med[c.name]:.2f} | {noise} | {comp} |", flush=True)
 
 
@@ -120,6 +144,8 @@ def main(argv=None) -> None:
     ap.add_argument("--steps", type=int, default=5, help="steps per contender per round")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--no-compile", action="store_true")
+    ap.add_argument("--plain-convs", action="store_true",
+                    help="also time every contender with the DCGAN end layers as plain convolutions (before/after)")
     ap.add_argument("--profile", type=int, default=None, metavar="N", help="profile the eager vmapped step at N members and exit")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)

@@ -38,6 +38,8 @@ __all__ = [
     "SNDiscriminator",
     "dcgan_init",
     "default_init",
+    "FullConv2d",
+    "FullConvTranspose2d",
     "sn_weight_names",
     "build",
     "MODELS",
@@ -51,7 +53,7 @@ __all__ = [
     "ResNetDiscriminator",
 ]
 
-from .layers import NORMS, Shape, dcgan_init, default_init, sn_weight_names, sngan_conv_body
+from .layers import NORMS, FullConv2d, FullConvTranspose2d, Shape, dcgan_init, default_init, sn_weight_names, sngan_conv_body
 from .layers import activation as _act
 from .layers import as_shape as _shape
 from .layers import check_norm as _check_norm
@@ -171,7 +173,7 @@ class DCGANGenerator(nn.Module):
         bias = norm == "none"  # a bias right before a normalisation layer is redundant
         ch = width * 2 ** (n - 1)
         layers: list[nn.Module] = [
-            nn.ConvTranspose2d(latent_dim, ch, 4, 1, 0, bias=bias),  # 1x1 -> 4x4
+            FullConvTranspose2d(latent_dim, ch, 4, 1, 0, bias=bias),  # 1x1 -> 4x4
             _norm2d(norm, ch),
             nn.ReLU(),
         ]
@@ -216,7 +218,7 @@ class DCGANDiscriminator(nn.Module):
         for _ in range(n - 1):
             layers += [nn.Conv2d(ch, ch * 2, 4, 2, 1, bias=bias), _norm2d(norm, ch * 2), nn.LeakyReLU(negative_slope)]
             ch *= 2
-        layers.append(nn.Conv2d(ch, 1, 4, 1, 0))  # 4x4 -> 1x1
+        layers.append(FullConv2d(ch, 1, 4, 1, 0))  # 4x4 -> 1x1
         self.net = nn.Sequential(*layers)
         dcgan_init(self, generator)
 
