@@ -19,7 +19,7 @@ Class-conditional models (:mod:`ganfn.models.conditional`, and the ResNets of
 second argument: ``G(z, y)``, ``D(x, y)``, and have a ``num_classes`` attribute.
 
 Discriminators contain no BatchNorm unless asked (``norm="batch"`` in
-``DCGANDiscriminator``), as the reference material advises: batch statistics
+``DCGANDiscriminator``), as Radford et al. (2016) and Gulrajani et al. (2017) advise: batch statistics
 leak information between samples and break per-sample gradient penalties.
 """
 from __future__ import annotations
@@ -68,7 +68,7 @@ from .resnet import ResNetDiscriminator, ResNetGenerator
 
 
 class MLPGenerator(nn.Module):
-    """MLP generator (reference 003): Linear-ReLU, ``depth`` times, then Linear-Tanh.
+    """MLP generator (Goodfellow et al., 2014): Linear-ReLU, ``depth`` times, then Linear-Tanh.
 
     latents [B, latent_dim] -> samples [B, *out_shape]; ``out_shape`` is an int
     (vectors, e.g. 2 for the toy mixtures) or a shape such as (1, 28, 28), in
@@ -106,7 +106,7 @@ class MLPGenerator(nn.Module):
 
 
 class MLPDiscriminator(nn.Module):
-    """MLP discriminator (reference 003): Linear-LeakyReLU, ``depth`` times, then Linear.
+    """MLP discriminator (Goodfellow et al., 2014): Linear-LeakyReLU, ``depth`` times, then Linear.
 
     samples [B, *in_shape] (flattened internally) -> logits [B]. No batch norm
     and no sigmoid.
@@ -143,7 +143,7 @@ class MLPDiscriminator(nn.Module):
 
 
 class DCGANGenerator(nn.Module):
-    """DCGAN generator (reference 004): transposed convs, BatchNorm + ReLU, tanh.
+    """DCGAN generator (Radford et al., 2016): transposed convs, BatchNorm + ReLU, tanh.
 
     latents [B, latent_dim] -> images [B, channels, size, size]. The latent is
     projected to a 4x4 map of ``width * 2**(n-1)`` channels, then ``n`` =
@@ -189,7 +189,7 @@ class DCGANGenerator(nn.Module):
 
 
 class DCGANDiscriminator(nn.Module):
-    """DCGAN discriminator (reference 004): strided convs with LeakyReLU(0.2).
+    """DCGAN discriminator (Radford et al., 2016): strided convs with LeakyReLU(0.2).
 
     images [B, channels, size, size] -> logits [B]. ``n`` = log2(size) - 2
     stride-2 convs halve the resolution down to 4x4 while doubling the channels
@@ -286,11 +286,11 @@ def build(
     ``data_shape`` is the shape of one sample: ``(2,)`` for the toy mixtures,
     ``(C, H, W)`` for images.
 
-    - ``mlp``: MLPGenerator / MLPDiscriminator (reference 003). Images: latent
+    - ``mlp``: MLPGenerator / MLPDiscriminator (Goodfellow et al., 2014). Images: latent
       100, hidden 128, depth 1, tanh output. Vector data (toy mixtures): latent 16,
       hidden 256, depth 3, unbounded output (the modes lie outside [-1, 1]).
     - ``dcgan``: DCGANGenerator (``g_norm``) / DCGANDiscriminator (``d_norm``,
-      default ``"none"``: no batch statistics in D, as the reference advises;
+      default ``"none"``: no batch statistics in D, as gradient penalties need;
       pass ``"batch"`` for the classic DCGAN), latent 100, ``width``.
     - ``sngan``: DCGANGenerator / SNDiscriminator (``wants_spectral_norm``).
     - ``resnet``: the SNGAN ResNet pair (:mod:`ganfn.models.resnet`), latent 128,
