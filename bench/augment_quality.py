@@ -22,6 +22,7 @@ from torch.func import grad_and_value, vmap
 import ganfn
 from ganfn import augment, data, ensemble, losses, metrics, models, optim
 from ganfn.functional import make_apply
+from ganfn.state import NetState
 from ganfn.tree import replace, tree_map
 
 POLICY = "color,translation,cutout"
@@ -45,25 +46,25 @@ def make_step(gan: ganfn.GAN, arm: str, *, ada_target: float, ada_interval: int,
         p = ada.p
         B = real.shape[0]
         with torch.no_grad():
-            fake, g_buf = g_apply(state.g_params, state.g_buffers, nz["z_d"])
+            fake, g_buf = g_apply(state.g.params, state.g.buffers, nz["z_d"])
 
         def d_loss(dp):
-            out, _ = d_apply(dp, state.d_buffers, torch.cat([aug(real, nz["a_real"], p), aug(fake, nz["a_fake"], p)]))
+            out, _ = d_apply(dp, state.d.buffers, torch.cat([aug(real, nz["a_real"], p), aug(fake, nz["a_fake"], p)]))
             return loss.d(out[:B], out[B:]), out[:B].detach()
 
-        gd, (ld, real_out) = grad_and_value(d_loss, has_aux=True)(state.d_params)
-        d_params, d_opt = gan.d_optimizer.update(gd, state.d_opt, state.d_params)
+        gd, (ld, real_out) = grad_and_value(d_loss, has_aux=True)(state.d.params)
+        d_params, d_opt = gan.d_optimizer.update(gd, state.d.opt, state.d.params)
         if arm == "ada":
             ada = augment.ada_update(ada, real_out, target=ada_target, interval=ada_interval, speed_images=ada_speed)
 
         def g_loss(gp):
             f, gb = g_apply(gp, g_buf, nz["z_g"])
-            out, _ = d_apply(d_params, state.d_buffers, aug(f, nz["a_gen"], p))
+            out, _ = d_apply(d_params, state.d.buffers, aug(f, nz["a_gen"], p))
             return loss.g(out), gb
 
-        gg, (lg, g_buf2) = grad_and_value(g_loss, has_aux=True)(state.g_params)
-        g_params, g_opt = gan.g_optimizer.update(gg, state.g_opt, state.g_params)
-        new = replace(state, d_params=d_params, d_opt=d_opt, g_params=g_params, g_opt=g_opt, g_buffers=g_buf2, step=state.step + 1)
+        gg, (lg, g_buf2) = grad_and_value(g_loss, has_aux=True)(state.g.params)
+        g_params, g_opt = gan.g_optimizer.update(gg, state.g.opt, state.g.params)
+        new = replace(state, d=NetState(d_params, state.d.buffers, d_opt), g=NetState(g_params, g_buf2, g_opt), step=state.step + 1)
         return new, ada, {"d_loss": ld, "g_loss": lg, "p": ada.p, "rt": ada.rt}
 
     return vmap(step)

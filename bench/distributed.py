@@ -107,13 +107,13 @@ def _rank(rank: int, world: int, port: int, args: argparse.Namespace, out: str) 
             t0 = time.perf_counter()
             for _ in range(args.steps):
                 for _ in range(gan.n_critic):
-                    gd.all_reduce_mean(state.d_params)
+                    gd.all_reduce_mean(state.d.params)
                 for _ in range(gan.n_gen):
-                    gd.all_reduce_mean(state.g_params)
+                    gd.all_reduce_mean(state.g.params)
             _sync(device)
             reps.append((time.perf_counter() - t0) / args.steps)
         secs["allreduce"] = sorted(reps)[2]
-        secs["numel"] = sum(v.numel() for v in (*state.d_params.values(), *state.g_params.values()))
+        secs["numel"] = sum(v.numel() for v in (*state.d.params.values(), *state.g.params.values()))
         gd.barrier()
         if gd.is_main():
             with open(out, "w") as f:

@@ -196,7 +196,7 @@ class JaxVariant(Variant):
             return (gp_, gb, dp, db, og, od), {"d_loss": ld, "g_loss": lg}
 
         self.fn = jax.jit(step, donate_argnums=0)
-        self.jpool = [(_to_jax(r), _to_jax(n["d"]["z"]), _to_jax(n["d"]["eps"]) if "eps" in n["d"] else None, _to_jax(n["g"]["z"]))
+        self.jpool = [(_to_jax(r), _to_jax(n.d.z), _to_jax(n.d.parts["gp"]["eps"]) if "gp" in n.d.parts else None, _to_jax(n.g.z))
                       for r, n in self.pool]
         self.note = "jax.jit(step, donate_argnums=0) + optax.adam"
         init = self.state

@@ -240,12 +240,12 @@ class Imperative(Variant):
         for k in range(nc):
             r = real if nc == 1 else real[k]
             self.opt_d.zero_grad()
-            fake = self.G(noise["d"]["z"][k])
-            loss_d = self.d_loss(r, fake.detach(), noise["d"]["eps"][k] if self.wl.gp is not None else None)
+            fake = self.G(noise.d.z[k])
+            loss_d = self.d_loss(r, fake.detach(), noise.d.parts["gp"]["eps"][k] if self.wl.gp is not None else None)
             loss_d.backward()
             self.opt_d.step()
         self.opt_g.zero_grad()
-        loss_g = self.g_loss(noise["g"]["z"][0])
+        loss_g = self.g_loss(noise.g.z[0])
         loss_g.backward()
         self.opt_g.step()
 
@@ -269,7 +269,7 @@ class GanfnEager(Variant):
 
     def params(self):
         s = self.state
-        return {**{f"G.{k}": v for k, v in s.g_params.items()}, **{f"D.{k}": v for k, v in s.d_params.items()}}
+        return {**{f"G.{k}": v for k, v in s.g.params.items()}, **{f"D.{k}": v for k, v in s.d.params.items()}}
 
 
 class GanfnCompiled(GanfnEager):
@@ -351,13 +351,13 @@ class LightningVariant(Variant):
                     real, noise = pool[int(batch) % len(pool)]
                     for k in range(wl.n_critic):
                         r = real if wl.n_critic == 1 else real[k]
-                        fake = self.generator(noise["d"]["z"][k])
-                        disc_loss = imp.d_loss(r, fake.detach(), noise["d"]["eps"][k] if wl.gp is not None else None)
+                        fake = self.generator(noise.d.z[k])
+                        disc_loss = imp.d_loss(r, fake.detach(), noise.d.parts["gp"]["eps"][k] if wl.gp is not None else None)
                         self.log("disc_loss", disc_loss)
                         d_opt.zero_grad()
                         self.manual_backward(disc_loss)
                         d_opt.step()
-                    gen_loss = imp.g_loss(noise["g"]["z"][0])
+                    gen_loss = imp.g_loss(noise.g.z[0])
                     self.log("gen_loss", gen_loss)
                     g_opt.zero_grad()
                     self.manual_backward(gen_loss)

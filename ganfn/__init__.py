@@ -4,9 +4,10 @@ Models are stateless functions of explicit parameter pytrees; every training
 step is a pure function ``(state, real, noise) -> (state, metrics)`` that can be
 vmapped over many seeds or hyperparameter settings.
 """
-from . import augment, losses, optim, penalties, regularisers, sampling
+from . import augment, losses, optim, parts, penalties, regularisers, sampling
 from .errors import NonFiniteLossError, check_finite
-from .gan import GAN, TrainState
+from .gan import GAN
+from .state import DAux, GAux, NetState, Noise, TrainState, UpdateNoise
 from .ensemble import stack, unstack
 from .tree import global_norm, tree_index, tree_map
 
@@ -15,6 +16,12 @@ __version__ = "0.1.0"
 __all__ = [
     "GAN",
     "TrainState",
+    "NetState",
+    "Noise",
+    "UpdateNoise",
+    "DAux",
+    "GAux",
+    "parts",
     "stack",
     "unstack",
     "augment",

@@ -3,8 +3,8 @@
 A checkpoint is one ``torch.save`` file holding only plain containers (dicts,
 lists, ints, floats, strings, None) and tensors::
 
-    {"format": "ganfn-checkpoint", "version": 2, "sha256": str, "step": int,
-     "state": TrainState as a dict of dicts of tensors,
+    {"format": "ganfn-checkpoint", "version": 3, "sha256": str, "step": int,
+     "state": TrainState.to_dict(): nested dicts of tensors,
      "position": the data position (``ganfn.data.loader_init``: a dict of ints),
      "rngs": [ByteTensor, ...]  (``torch.Generator.get_state()`` of every RNG),
      "extra": {...}}            (the loop's own bookkeeping: history, best figure, ...)
@@ -21,7 +21,8 @@ disk inside tensor data, which ``torch.load`` reads without complaint, raises
 :class:`CorruptCheckpointError`. :meth:`CheckpointManager.load_latest` then
 falls back to the newest checkpoint that verifies, with a warning naming both.
 
-Format versions: 1 had no checksum; 2 adds ``sha256``. A file of another
+Format versions: 1 had no checksum; 2 adds ``sha256``; 3 stores the state per
+network (``g``/``d``: params, buffers, opt) with the parts' states under ``parts``. A file of another
 version is refused with an error naming both versions.
 """
 from __future__ import annotations
@@ -37,7 +38,7 @@ import torch
 from torch import Tensor
 
 from .atomic import atomic_write
-from .gan import TrainState
+from .state import TrainState
 
 __all__ = [
     "state_to_dict",
@@ -53,7 +54,7 @@ __all__ = [
 ]
 
 FORMAT = "ganfn-checkpoint"
-VERSION = 2
+VERSION = 3
 _NAME = re.compile(r"^ckpt-(\d{8,})\.pt$")
 
 
@@ -88,18 +89,15 @@ def digest(obj: Any) -> str:
 
 
 def state_to_dict(state: TrainState) -> dict[str, Any]:
-    """A :class:`TrainState` as a plain dict (fields -> dicts of tensors / tensors)."""
+    """A :class:`TrainState` as plain nested dicts of tensors."""
     if not isinstance(state, TrainState):
         raise TypeError(f"expected a ganfn.TrainState, got {type(state).__name__}")
-    return {k: v for k, v in state._asdict().items()}
+    return state.to_dict()
 
 
 def state_from_dict(d: dict[str, Any]) -> TrainState:
     """Rebuild a :class:`TrainState` from :func:`state_to_dict`'s output."""
-    missing = set(TrainState._fields) - set(d)
-    if missing:
-        raise ValueError(f"checkpoint state lacks fields {sorted(missing)} (written by an incompatible ganfn?)")
-    return TrainState(**{k: d[k] for k in TrainState._fields})
+    return TrainState.from_dict(d)
 
 
 def rng_states(rngs: Sequence[torch.Generator]) -> list[Tensor]:

@@ -388,7 +388,7 @@ def _run_train(cfg: P.Config, resume: str | None, progress: bool, parser: argpar
             log_every=cfg.log_every, image_every=cfg.image_every, eval_every=cfg.eval_every,
             checkpoint_every=cfg.checkpoint_every or None, keep=cfg.keep, resume=resume or False,
             precision=cfg.precision, compile=compile_, patience=cfg.patience, on_nonfinite=cfg.on_nonfinite,
-            instance_noise_anneal=cfg.instance_noise_anneal, progress=progress, print_fn=say,
+            progress=progress, print_fn=say,
             config=cfg.to_dict(), population=population,
         )
     except loop.FinishedRunError as e:

@@ -38,17 +38,13 @@ import optree
 import torch
 from torch import Tensor
 
-from .gan import GAN, Noise, TrainState
-from .tree import replace as _nt_replace, tree_where
+from .gan import GAN
+from .state import Noise, TrainState
+from .step import freeze, freeze_diverged, frozen
 
 __all__ = ["stack", "unstack", "init_many", "rngs", "draw_noise_many", "make_step", "num_members", "frozen", "freeze", "Step"]
 
 Step = Callable[[TrainState, Tensor, Noise], tuple[TrainState, dict[str, Tensor]]]
-
-# Metrics whose non-finite value marks a member as diverged: the losses (the
-# penalty is inside d_loss) and the gradient norms (an inf gradient poisons the
-# parameters even when the loss that produced it is finite).
-_WATCHED = ("d_loss", "g_loss", "d_grad_norm", "g_grad_norm")
 
 
 def stack(states: Sequence[Any]) -> Any:
@@ -85,24 +81,6 @@ def num_members(stacked: TrainState) -> int:
     return int(stacked.step.shape[0])
 
 
-def frozen(state: TrainState) -> Tensor:
-    """Bool tensor (state.step's shape: [] or [S]): the member is frozen, i.e.
-    its ``diverged_at`` is set. The one definition of "diverged / frozen": a
-    frozen member's train step keeps its state unchanged (see :func:`make_step`)."""
-    return state.diverged_at >= 0
-
-
-def freeze(state: TrainState, members: Tensor) -> TrainState:
-    """``state`` with the members where ``members`` (bool, shaped like
-    ``state.step``) is True frozen at their current step, exactly as a member
-    whose loss turned non-finite is frozen; already frozen members keep their
-    ``diverged_at``. Pure, no host synchronisation."""
-    members = members.to(device=state.diverged_at.device, dtype=torch.bool)
-    if members.shape != state.diverged_at.shape:
-        raise ValueError(f"freeze: the member mask has shape {tuple(members.shape)} but the state's members are {tuple(state.diverged_at.shape)}")
-    return _nt_replace(state, diverged_at=torch.where(members & ~frozen(state), state.step, state.diverged_at))
-
-
 def init_many(gan: GAN, seeds: Sequence[int], hparams: Sequence[dict[str, Any]] | None = None) -> TrainState:
     """The stacked state of ``len(seeds)`` members: member i is
     ``gan.init(seeds[i], **hparams[i])``.
@@ -137,54 +115,15 @@ def draw_noise_many(gan: GAN, rngs: Sequence[torch.Generator], batch_size: int, 
     return stack([gan.draw_noise(r, batch_size, dtype=dtype, device=device) for r in rngs])
 
 
-def _finite(metrics: dict[str, Tensor]) -> Tensor:
-    return torch.stack([torch.isfinite(metrics[k]) for k in _WATCHED]).all()
-
-
 def _isolated(gan: GAN) -> Callable:
-    """``gan.train_step`` for one member, with non-finite members frozen in-graph."""
+    """``gan.train_step`` for one member, with a diverged member frozen in-graph
+    (``ganfn.step.freeze_diverged``: no host sync, valid under vmap and compile)."""
 
     def step(state: TrainState, real: Tensor, noise: Noise):
         new, metrics = gan.train_step(state, real, noise)
-        finite = _finite(metrics)
-        healthy_before = ~frozen(state)
-        ok = finite & healthy_before
-        # Leaf-wise select: the frozen member keeps every tensor of its state
-        # (step count included); no data-dependent control flow, so this stays
-        # valid under vmap and torch.compile and never syncs with the host
-        # (inductor fuses the select into the optimizer's update kernels).
-        out = tree_where(ok, new, state)
-        diverged_at = torch.where(healthy_before & ~finite, state.step, state.diverged_at)
-        out = _nt_replace(out, diverged_at=diverged_at)
-        metrics = {**metrics, "diverged": frozen(out)}
-        return out, metrics
+        return freeze_diverged(state, new, metrics)
 
     return step
-
-
-def _flagged(gan: GAN) -> Callable:
-    """``gan.train_step`` for one member, returning its finiteness flag for the
-    caller to freeze it outside vmap (see ``_lazy_freeze``)."""
-
-    def step(state: TrainState, real: Tensor, noise: Noise):
-        new, metrics = gan.train_step(state, real, noise)
-        return new, metrics, _finite(metrics)
-
-    return step
-
-
-def _lazy_freeze(state: TrainState, new: TrainState, metrics: dict, finite: Tensor) -> tuple[TrainState, dict]:
-    """The same result as ``_isolated``, computed on stacked tensors: the
-    leaf-wise select (a full copy of the state) runs only when some member is
-    not healthy. Reading that flag is a host synchronisation, which costs
-    nothing on CPU, where every op has already finished."""
-    healthy_before = ~frozen(state)
-    ok = finite & healthy_before
-    if not bool(ok.all()):
-        new = tree_where(ok, new, state)
-    diverged_at = torch.where(healthy_before & ~finite, state.step, state.diverged_at)
-    new = _nt_replace(new, diverged_at=diverged_at)
-    return new, {**metrics, "diverged": frozen(new)}
 
 
 def _plain(gan: GAN) -> Callable:
@@ -235,20 +174,20 @@ def make_step(gan: GAN, *, shared_data: bool = True, compile: bool | str = False
             raise ValueError(f"real must have shape [{form}] (shared_data={shared_data}, n_critic={gan.n_critic}), got {got}")
         if not shared_data and real.shape[0] != S:
             raise ValueError(f"per-member real data has {real.shape[0]} members on axis 0 but the state has {S}")
-        z = noise["d"]["z"] if isinstance(noise, dict) and "d" in noise else None
+        z = noise.d.z if isinstance(noise, Noise) else None
         if z is None or z.dim() < 2 or z.shape[0] != S:
             raise ValueError(f"noise must be stacked for {S} members (ensemble.draw_noise_many), got d-latents of shape {None if z is None else tuple(z.shape)}")
 
     if not compile or os.environ.get("GANFN_NO_COMPILE", "") not in ("", "0"):
-        flagged = torch.func.vmap(_flagged(gan), in_dims=(0, None if shared_data else 0, 0)) if isolate else None
+        plain = torch.func.vmap(gan.train_step, in_dims=(0, None if shared_data else 0, 0)) if isolate else None
 
         def eager_step(state, real, noise):
             check(state, real, noise)
-            if flagged is not None and state.step.device.type == "cpu":
-                # Eager on CPU: freeze outside vmap, only when needed (saves a
-                # copy of the whole state per step; same numbers).
-                new, metrics, finite = flagged(state, real, noise)
-                return _lazy_freeze(state, new, metrics, finite)
+            if plain is not None and state.step.device.type == "cpu":
+                # Eager on CPU: the same freeze outside vmap, its leaf-wise select
+                # only when some member is unhealthy (saves a copy of the state per step).
+                new, metrics = plain(state, real, noise)
+                return freeze_diverged(state, new, metrics, lazy=True)
             return vmapped(state, real, noise)
 
         return eager_step

@@ -6,9 +6,13 @@ from typing import Mapping
 
 from torch import Tensor
 
-__all__ = ["NonFiniteLossError", "check_finite"]
+__all__ = ["NonFiniteLossError", "check_finite", "WATCHED"]
 
-LOSS_KEYS = ("d_loss", "g_loss", "penalty")
+# The one definition of "diverged": any of these step metrics is NaN or infinite.
+# The losses (the penalty is inside d_loss) and the gradient norms (an infinite
+# gradient poisons the parameters even when the loss that produced it is finite;
+# under loss scaling an overflow step reports a zero norm and is skipped).
+WATCHED = ("d_loss", "g_loss", "d_grad_norm", "g_grad_norm")
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -22,7 +26,7 @@ class NonFiniteLossError(FloatingPointError):
 
 
 def check_finite(metrics: Mapping[str, Tensor], step: int | Tensor) -> None:
-    """Raise :class:`NonFiniteLossError` if any loss in ``metrics`` is NaN/inf.
+    """Raise :class:`NonFiniteLossError` if any :data:`WATCHED` metric is NaN/inf.
 
     This reads tensor values (a host sync): call it from the loop, not inside a
     step. For stacked runs every member is checked and the message names the
@@ -30,7 +34,7 @@ def check_finite(metrics: Mapping[str, Tensor], step: int | Tensor) -> None:
     """
     step = int(step.reshape(-1)[0]) if isinstance(step, Tensor) else int(step)
     bad = {}
-    for k in LOSS_KEYS:
+    for k in WATCHED:
         if k not in metrics:
             continue
         vals = metrics[k].detach().reshape(-1).tolist()

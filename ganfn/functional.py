@@ -8,7 +8,8 @@ forward pass never writes into the state it was given.
 """
 from __future__ import annotations
 
-from typing import Any, Callable
+import copy
+from typing import Any, Callable, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -18,7 +19,7 @@ Params = dict[str, Tensor]
 Buffers = dict[str, Tensor]
 Apply = Callable[..., tuple[Any, Buffers]]
 
-__all__ = ["extract", "make_apply", "has_batch_stats", "Params", "Buffers", "Apply"]
+__all__ = ["extract", "make_apply", "has_batch_stats", "fresh_copies", "Params", "Buffers", "Apply"]
 
 
 def extract(module: nn.Module) -> tuple[Params, Buffers]:
@@ -70,3 +71,23 @@ def make_apply(module: nn.Module, *, tie_weights: bool | None = None) -> Apply:
         return out, new_buffers
 
     return apply
+
+
+def fresh_copies(modules: Sequence[nn.Module], seed: int,
+                 weight_init: Callable[[nn.Module, torch.Generator], None] | None = None) -> list[nn.Module]:
+    """Deep copies of ``modules`` with parameters re-drawn from ``seed``: each
+    submodule's ``reset_parameters()`` under ``torch.manual_seed(seed)``, then
+    ``weight_init(module, generator)`` with a generator seeded ``seed``. The
+    global RNG is restored afterwards, so the caller's stream is left as it was."""
+    copies = [copy.deepcopy(m) for m in modules]
+    devices = sorted({t.device.index or 0 for m in copies for t in m.parameters() if t.device.type == "cuda"})
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed(seed)
+        gen = torch.Generator().manual_seed(seed)
+        for net in copies:
+            for m in net.modules():
+                if hasattr(m, "reset_parameters") and callable(m.reset_parameters):
+                    m.reset_parameters()
+            if weight_init is not None:
+                weight_init(net, gen)
+    return copies

@@ -35,21 +35,11 @@ from . import tensorboard as tb
 from .data import next_batch
 from .errors import NonFiniteLossError, check_finite
 from .evaluation import Evaluator, evaluate_members, sample_members, update_best
-from .gan import GAN, TrainState
+from .gan import GAN
 from .loop_setup import PRECISIONS, FinishedRunError, Run, check_args, default_print, setup
-from .tree import replace as _nt_replace
+from .state import TrainState
 
-__all__ = ["fit", "setup", "Run", "Evaluator", "anneal_instance_noise", "PRECISIONS", "sample_members", "FinishedRunError", "default_print"]
-
-def anneal_instance_noise(state: TrainState, base: Tensor, step: int, anneal_steps: int) -> TrainState:
-    """``state`` with ``hparams["instance_noise"] = base * max(0, 1 - step / anneal_steps)``.
-
-    A pure function of its arguments (a new state; the old one is untouched):
-    instance noise (Sønderby et al., 2016) is strongest at the start and gone
-    after ``anneal_steps``. ``base`` is the initial level ([] or [S]).
-    """
-    frac = max(0.0, 1.0 - step / anneal_steps)
-    return _nt_replace(state, hparams={**state.hparams, "instance_noise": base * frac})
+__all__ = ["fit", "setup", "Run", "Evaluator", "PRECISIONS", "sample_members", "FinishedRunError", "default_print"]
 
 
 
@@ -85,7 +75,6 @@ def fit(
     compile: bool = False,
     patience: int | None = None,
     on_nonfinite: str = "stop",
-    instance_noise_anneal: int | None = None,
     progress: bool = True,
     print_fn: Callable[[str], None] | None = None,
     config: Mapping[str, Any] | None = None,
@@ -133,8 +122,6 @@ def fit(
             checkpoint's state) or ``"raise"``. Stacked runs freeze the
             diverged member (``ensemble.make_step(isolate=True)``) and stop
             only when every member has diverged.
-        instance_noise_anneal: linearly anneal ``instance_noise`` to 0 over
-            this many steps (see :func:`anneal_instance_noise`).
         progress: a tqdm progress bar; without one, a plain progress line is
             printed every ``eval_every`` steps when there is no evaluator.
         print_fn: where lines go (default: through tqdm, flushed at once).
@@ -153,7 +140,7 @@ def fit(
     """
     check_args(gan, steps, batch_size, precision, on_nonfinite,
                 {"log_every": log_every, "image_every": image_every, "eval_every": eval_every},
-                checkpoint_every, instance_noise_anneal, resume, run_dir)
+                checkpoint_every, resume, run_dir)
     if population is not None and (seeds is None or evaluator is None):
         raise ValueError("population (PBT / successive halving) needs a stacked run (seeds=...) and an evaluator for its scores")
     run = setup(gan, data, steps=steps, device=device, run_dir=run_dir, seed=seed, seeds=seeds, hparams=hparams,
@@ -176,7 +163,7 @@ def fit(
     t0 = run.t0 = time.perf_counter()
     run.bar = tqdm(total=steps, initial=run.start, disable=not progress or not run.main, unit="step", dynamic_ncols=True)
     try:
-        step, last_metrics = _train(run, steps, batch_size, precision, on_nonfinite, instance_noise_anneal, patience,
+        step, last_metrics = _train(run, steps, batch_size, precision, on_nonfinite, patience,
                                     log_every, image_every, eval_every, checkpoint_every, progress)
     finally:
         run.bar.close()
@@ -225,15 +212,12 @@ def _diverged(run: Run, step: int, new_state: TrainState, metrics: Mapping[str, 
     return False
 
 
-def _train(run: Run, steps: int, batch_size: int, precision: str, on_nonfinite: str, anneal: int | None,
-           patience: int | None, log_every: int, image_every: int, eval_every: int, checkpoint_every: int | None,
+def _train(run: Run, steps: int, batch_size: int, precision: str, on_nonfinite: str, patience: int | None, log_every: int, image_every: int, eval_every: int, checkpoint_every: int | None,
            progress: bool) -> tuple[int, Mapping[str, Tensor]]:
     """Step ``run`` up to ``steps``, calling the periodic actions; returns the last step and its metrics."""
     step, last_metrics = run.start, {}
     while step < steps:
         real, position, noise = _next_inputs(run, batch_size)
-        if anneal is not None:
-            run.state = anneal_instance_noise(run.state, run.noise_base, step, anneal)
         with _autocast(run.device, precision):
             new_state, metrics = run.step_fn(run.state, real, noise)
         run.position = position

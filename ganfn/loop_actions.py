@@ -120,7 +120,6 @@ def checkpoint(run: "Run", step: int) -> None:
     if run.manager is None or not run.main:
         return
     extra = {"history": run.history, "best": run.best, "bad_evals": run.bad_evals,
-             "noise_base": run.noise_base.cpu() if run.noise_base is not None else None,
              "population": run.population.state_dict() if run.population is not None else None}
     run.manager.save(run.state, step=step, position=run.position, rngs=run.rngs, extra=extra)
 

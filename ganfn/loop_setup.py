@@ -68,7 +68,6 @@ class Run:
     evaluator: Evaluator | None
     fixed_z: Tensor
     eval_z: Tensor | None
-    noise_base: Tensor | None
     history: dict[str, Any]
     start: int = 0
     best: list[float] | None = None
@@ -82,7 +81,7 @@ class Run:
 
 
 def check_args(gan: GAN, steps: int, batch_size: int, precision: str, on_nonfinite: str, every: Mapping[str, int],
-                checkpoint_every: int | None, instance_noise_anneal: int | None, resume: Any, run_dir: Any) -> None:
+                checkpoint_every: int | None, resume: Any, run_dir: Any) -> None:
     """Every argument error of :func:`fit`, raised before anything is built or written."""
     if not isinstance(gan, GAN):
         raise TypeError(f"fit needs a ganfn.GAN, got {type(gan).__name__}")
@@ -99,11 +98,6 @@ def check_args(gan: GAN, steps: int, batch_size: int, precision: str, on_nonfini
             raise ValueError(f"{name} must be an int >= 1, got {v!r}")
     if checkpoint_every is not None and checkpoint_every < 1:
         raise ValueError(f"checkpoint_every must be >= 1 or None, got {checkpoint_every!r}")
-    if instance_noise_anneal is not None:
-        if instance_noise_anneal < 1:
-            raise ValueError(f"instance_noise_anneal must be >= 1 steps, got {instance_noise_anneal}")
-        if gan.instance_noise <= 0:
-            raise ValueError("instance_noise_anneal needs a GAN built with instance_noise > 0")
     if resume and run_dir is None and not isinstance(resume, (str, os.PathLike)):
         raise ValueError("resume=True needs run_dir (where the checkpoints are)")
 
@@ -153,8 +147,6 @@ def _restore(run: Run, resume: Any, steps: int) -> None:
     run.best, run.bad_evals = extra.get("best"), int(extra.get("bad_evals", 0))
     if run.population is not None and extra.get("population") is not None:
         run.population.load_state_dict(extra["population"])
-    if extra.get("noise_base") is not None:
-        run.noise_base = extra["noise_base"].to(run.device)
     run.start, run.resumed_from = start, src
     run.say(f"resumed from {src} at step {start}")
 
@@ -194,7 +186,7 @@ def setup(gan: GAN, data: Tensor | Callable, *, steps: int, device: str | torch.
     say = (print_fn or default_print) if main else (lambda _msg: None)
     stacked, seeds, hp_list, state, rngs, step_fn = _members(gan, seed, seeds, hparams, device, compile, world)
     state = tree_map(lambda t: t.to(device), state)
-    like = state.g_params[next(iter(state.g_params))]
+    like = state.g.params[next(iter(state.g.params))]
     is_sampler = callable(data) and not isinstance(data, Tensor)
     if not is_sampler:
         if not isinstance(data, Tensor):
@@ -212,7 +204,7 @@ def setup(gan: GAN, data: Tensor | Callable, *, steps: int, device: str | torch.
         position=loader_init(None if is_sampler else data.shape[0], data_seed),
         leading=gan.n_critic if gan.n_critic > 1 else None, device=device, like=like, world=world, main=main, say=say,
         run_path=run_path, manager=ckpt.CheckpointManager(run_path / "checkpoints", keep) if run_path is not None else None,
-        evaluator=evaluator, eval_z=eval_z, noise_base=state.hparams.get("instance_noise"),
+        evaluator=evaluator, eval_z=eval_z,
         fixed_z=gan.draw_latents(torch.Generator().manual_seed(1234), n_fixed).to(device=device, dtype=like.dtype),
         history={"train": [], "eval": [], "final": {}, "stopped": "steps", "diverged_at": None,
                  "members": len(seeds) if stacked else None},

@@ -25,6 +25,7 @@ import torch
 from torch import Tensor
 
 from .tree import PyTree, global_norm, in_transform, tree_map, tree_where
+from .validate import Range, check_range
 
 Schedule = Callable[[Tensor], Tensor]
 Hyper = float | Tensor
@@ -57,6 +58,10 @@ class Optimizer(NamedTuple):
     """Hyperparameters whose zero value was fixed at construction (a Python 0.0
     removes their arithmetic); changing them in the state has no effect, so
     ``GAN.init`` refuses to. Pass a tensor to make one sweepable."""
+    loss_scale: Callable[[dict], Tensor] | None = None
+    """``loss_scale(state)``: the factor the loss is multiplied by before it is
+    differentiated (:func:`loss_scaled`); ``None``: no loss scaling. ``GAN``
+    reads this declaration, never the state's keys."""
 
 
 # -- schedules ---------------------------------------------------------------------
@@ -70,7 +75,7 @@ def constant() -> Schedule:
 def exponential_decay(gamma: float, every: int = 1) -> Schedule:
     """``gamma ** (count // every)``: ``torch.optim.lr_scheduler.ExponentialLR``
     stepped once every ``every`` updates (e.g. once per epoch)."""
-    _check_range("gamma", gamma, 0.0, 1.0, low_open=True)
+    check_range("gamma", gamma, Range(0.0, 1.0, low_open=True))
     if every < 1:
         raise ValueError(f"every must be >= 1, got {every}")
     return lambda count: torch.pow(
@@ -94,23 +99,6 @@ def linear_decay(total_steps: int, end: float = 0.0) -> Schedule:
 
 
 # -- hyperparameter handling ----------------------------------------------------------
-
-
-def _check_range(name: str, value: Hyper, low: float, high: float = math.inf, *, low_open: bool = False, high_open: bool = False) -> None:
-    if isinstance(value, Tensor):
-        if in_transform(value):
-            return
-        if value.dim() != 0:
-            raise ValueError(f"hyperparameter {name} must be a 0-d tensor or float, got shape {tuple(value.shape)}")
-        vals = [float(value)]
-    else:
-        vals = [float(value)]
-    for v in vals:
-        bad = not math.isfinite(v) or v < low or v > high or (low_open and v == low) or (high_open and v == high)
-        if bad:
-            lo = "(" if low_open else "["
-            hi = ")" if high_open else "]"
-            raise ValueError(f"hyperparameter {name}={v} is outside its valid range {lo}{low}, {high}{hi}")
 
 
 def _is_zero(x: Hyper) -> bool:
@@ -222,10 +210,10 @@ def sgd(lr: Hyper, momentum: Hyper = 0.0, *, nesterov: bool = False, dampening: 
 
     The momentum buffer starts as the first gradient, as in torch.
     """
-    _check_range("lr", lr, 0.0)
-    _check_range("momentum", momentum, 0.0, 1.0)
-    _check_range("dampening", dampening, 0.0, 1.0)
-    _check_range("weight_decay", weight_decay, 0.0)
+    check_range("lr", lr, Range(0.0))
+    check_range("momentum", momentum, Range(0.0, 1.0))
+    check_range("dampening", dampening, Range(0.0, 1.0))
+    check_range("weight_decay", weight_decay, Range(0.0))
     if nesterov and not isinstance(momentum, Tensor) and (momentum <= 0 or dampening != 0):
         raise ValueError("nesterov momentum requires momentum > 0 and dampening = 0")
     use_momentum = isinstance(momentum, Tensor) or momentum != 0
@@ -252,11 +240,11 @@ def sgd(lr: Hyper, momentum: Hyper = 0.0, *, nesterov: bool = False, dampening: 
 
 
 def _adam_like(name: str, lr, b1, b2, eps, weight_decay, decoupled: bool, schedule) -> Optimizer:
-    _check_range("lr", lr, 0.0)
-    _check_range("beta1", b1, 0.0, 1.0, high_open=True)
-    _check_range("beta2", b2, 0.0, 1.0, high_open=True)
-    _check_range("eps", eps, 0.0)
-    _check_range("weight_decay", weight_decay, 0.0)
+    check_range("lr", lr, Range(0.0))
+    check_range("beta1", b1, Range(0.0, 1.0, high_open=True))
+    check_range("beta2", b2, Range(0.0, 1.0, high_open=True))
+    check_range("eps", eps, Range(0.0))
+    check_range("weight_decay", weight_decay, Range(0.0))
     use_wd = not _is_zero(weight_decay)
 
     def step(grads, params, slots, hp, count):
@@ -330,11 +318,11 @@ def adamw(lr: Hyper = 2e-4, betas: tuple[Hyper, Hyper] = (0.5, 0.999), eps: Hype
 
 def rmsprop(lr: Hyper = 5e-5, alpha: Hyper = 0.99, eps: Hyper = 1e-8, weight_decay: Hyper = 0.0, momentum: Hyper = 0.0, *, centered: bool = False, schedule: Schedule | None = None) -> Optimizer:
     """RMSprop as ``torch.optim.RMSprop``. Default lr 5e-5 is WGAN's (Arjovsky et al.)."""
-    _check_range("lr", lr, 0.0)
-    _check_range("alpha", alpha, 0.0, 1.0)
-    _check_range("eps", eps, 0.0)
-    _check_range("weight_decay", weight_decay, 0.0)
-    _check_range("momentum", momentum, 0.0, 1.0)
+    check_range("lr", lr, Range(0.0))
+    check_range("alpha", alpha, Range(0.0, 1.0))
+    check_range("eps", eps, Range(0.0))
+    check_range("weight_decay", weight_decay, Range(0.0))
+    check_range("momentum", momentum, Range(0.0, 1.0))
     use_momentum = isinstance(momentum, Tensor) or momentum != 0
     slots = ("square_avg",) + (("grad_avg",) if centered else ()) + (("momentum_buffer",) if use_momentum else ())
 
@@ -373,7 +361,7 @@ def clip_by_global_norm(opt: Optimizer, max_norm: Hyper) -> Optimizer:
     """``opt`` applied to gradients rescaled so their global norm is at most
     ``max_norm`` (``torch.nn.utils.clip_grad_norm_``'s rule: scale by
     ``min(1, max_norm / (norm + 1e-6))``)."""
-    _check_range("max_norm", max_norm, 0.0, low_open=True)
+    check_range("max_norm", max_norm, Range(0.0, low_open=True))
 
     def init(params):
         state = opt.init(params)
@@ -388,25 +376,25 @@ def clip_by_global_norm(opt: Optimizer, max_norm: Hyper) -> Optimizer:
         new_params, new_state = opt.update(grads, inner, params)
         return new_params, {**new_state, "hp": state["hp"]}
 
-    return Optimizer(init, update, opt.lr, f"clip({opt.name})", opt.fixed)
+    return Optimizer(init, update, opt.lr, f"clip({opt.name})", opt.fixed, opt.loss_scale)
 
 
 def loss_scaled(opt: Optimizer, init_scale: float = 2.0**16, *, growth_interval: int = 2000,
                 growth_factor: float = 2.0, backoff_factor: float = 0.5) -> Optimizer:
     """Dynamic loss scaling for fp16 training, as a pure wrapper (``torch.amp.GradScaler``'s rule).
 
-    The state gains ``loss_scale`` (float32) and ``good_steps`` (int64). ``GAN``
-    multiplies the loss by ``loss_scale`` before differentiating whenever the
-    network's optimizer state has one, so small fp16 gradients do not flush to
+    The state gains ``loss_scale`` (float32) and ``good_steps`` (int64). The
+    optimizer declares it (``Optimizer.loss_scale``), and ``GAN`` multiplies the
+    loss by it before differentiating, so small fp16 gradients do not flush to
     zero; ``update`` divides the gradients by it again. If any gradient is
     non-finite the update is skipped (parameters and inner state kept) and the
     scale is multiplied by ``backoff_factor``; after ``growth_interval``
     finite updates in a row it is multiplied by ``growth_factor``. All of it
     is ``torch.where``: no host sync, valid under vmap and compile.
     """
-    _check_range("init_scale", init_scale, 0.0, low_open=True)
-    _check_range("growth_factor", growth_factor, 1.0)
-    _check_range("backoff_factor", backoff_factor, 0.0, 1.0, low_open=True)
+    check_range("init_scale", init_scale, Range(0.0, low_open=True))
+    check_range("growth_factor", growth_factor, Range(1.0))
+    check_range("backoff_factor", backoff_factor, Range(0.0, 1.0, low_open=True))
     if growth_interval < 1:
         raise ValueError(f"growth_interval must be >= 1, got {growth_interval}")
 
@@ -433,7 +421,7 @@ def loss_scaled(opt: Optimizer, init_scale: float = 2.0**16, *, growth_interval:
         good = torch.where(grow, torch.zeros_like(good), good)
         return new_params, {**new_inner, "loss_scale": new_scale, "good_steps": good}
 
-    return Optimizer(init, update, opt.lr, f"loss_scaled({opt.name})", opt.fixed)
+    return Optimizer(init, update, opt.lr, f"loss_scaled({opt.name})", opt.fixed, lambda state: state["loss_scale"])
 
 
 _BUILDERS = {"sgd": sgd, "adam": adam, "adamw": adamw, "rmsprop": rmsprop}

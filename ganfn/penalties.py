@@ -11,8 +11,10 @@ a grad inside a grad, with no ``autograd.grad(create_graph=True)`` on module
 state. Per-sample input gradients come from ``grad(sum_i D(x_i))``, valid because
 ganfn refuses these penalties for discriminators with batch statistics.
 
-Spectral normalisation is a parameter transform with state: see
-:mod:`ganfn.spectral` and ``GAN(spectral_norm=True)``.
+A penalty joins a GAN step as a part (:func:`as_part`): its weight becomes a
+per-member hyperparameter, its interpolation weights a declared noise draw, its
+term a D loss term and its projection an after-D-update hook. Spectral
+normalisation is the part :func:`ganfn.parts.spectral_norm`.
 """
 from __future__ import annotations
 
@@ -21,10 +23,12 @@ from typing import Callable, NamedTuple
 import torch
 from torch import Tensor
 
-from .spectral import sn_apply, sn_init, sn_step
-from .tree import in_transform
+from .parts.base import Hyper, Part
+from .validate import Range, check_range
 
 DFn = Callable[[Tensor], Tensor]
+_NONNEG = Range(0.0)
+_POSITIVE = Range(0.0, low_open=True)
 
 __all__ = [
     "Penalty",
@@ -33,9 +37,7 @@ __all__ = [
     "r2",
     "weight_clip",
     "input_grad_norms",
-    "sn_init",
-    "sn_step",
-    "sn_apply",
+    "as_part",
     "get",
 ]
 
@@ -86,7 +88,7 @@ def gradient_penalty(weight: float | Tensor = 10.0, *, target: float = 1.0) -> P
     """WGAN-GP (Gulrajani et al., 2017): ``weight * E[(||grad D(x_hat)|| - target)^2]``
     at ``x_hat = eps * real + (1 - eps) * fake`` with ``eps ~ U[0, 1]`` per sample,
     supplied explicitly by the noise. Stored under hyperparameter ``gp_weight``."""
-    _check_weight("gradient_penalty weight", weight)
+    check_range("gradient_penalty weight", weight, _NONNEG)
     return Penalty("gp", "gp_weight", weight, term=_gp_term(target), needs_eps=True)
 
 
@@ -101,37 +103,26 @@ def _zero_centred(on_real: bool):
 def r1(gamma: float | Tensor = 10.0) -> Penalty:
     """R1 (Mescheder et al., 2018): ``gamma / 2 * E_real[||grad D(x)||^2]``.
     Stored under hyperparameter ``r1_weight``."""
-    _check_weight("r1 gamma", gamma)
+    check_range("r1 gamma", gamma, _NONNEG)
     return Penalty("r1", "r1_weight", gamma, term=_zero_centred(True))
 
 
 def r2(gamma: float | Tensor = 10.0) -> Penalty:
     """R2 (Mescheder et al., 2018): ``gamma / 2 * E_fake[||grad D(x)||^2]``.
     Stored under hyperparameter ``r2_weight``."""
-    _check_weight("r2 gamma", gamma)
+    check_range("r2 gamma", gamma, _NONNEG)
     return Penalty("r2", "r2_weight", gamma, term=_zero_centred(False))
 
 
 def weight_clip(clip: float | Tensor = 0.01) -> Penalty:
     """WGAN weight clipping (Arjovsky et al., 2017): after every D update, every D
     parameter is clamped to ``[-clip, clip]``. Stored as ``clip_value``."""
-    _check_weight("weight_clip clip", clip, positive=True)
+    check_range("weight_clip clip", clip, _POSITIVE)
 
     def project(d_params: dict, c: Tensor) -> dict:
         return {k: torch.clamp(v, -c.to(v.dtype), c.to(v.dtype)) for k, v in d_params.items()}
 
     return Penalty("weight_clip", "clip_value", clip, project=project)
-
-
-def _check_weight(name: str, w: float | Tensor, positive: bool = False) -> None:
-    import math
-
-    if isinstance(w, Tensor):
-        if in_transform(w) or w.numel() != 1:
-            return
-        w = float(w)
-    if not math.isfinite(w) or w < 0 or (positive and w == 0):
-        raise ValueError(f"{name} must be a finite number {'> 0' if positive else '>= 0'}, got {w}")
 
 
 _BUILDERS = {"gp": gradient_penalty, "wgan-gp": gradient_penalty, "gradient_penalty": gradient_penalty,
@@ -146,3 +137,33 @@ def get(spec: str | Penalty, weight: float | None = None) -> Penalty:
     if key not in _BUILDERS:
         raise ValueError(f"unknown penalty {spec!r}: expected one of {sorted(_BUILDERS)}")
     return _BUILDERS[key]() if weight is None else _BUILDERS[key](weight)
+
+
+def as_part(p: Penalty | str) -> Part:
+    """The penalty as a :class:`~ganfn.parts.Part` named ``p.name``: hyperparameter
+    ``p.weight_key``; draws ``{"eps": [n_critic, B]}`` if it needs interpolation
+    weights; a D loss term (refused for D with batch statistics: per-sample input
+    gradients need samples that do not interact); a projection after each D update."""
+    p = get(p)
+    key = p.weight_key
+    kw: dict = {}
+    if p.needs_eps:
+        kw["noise_d"] = lambda draw: {"eps": draw.uniform()}
+    if p.term is not None:
+        term = p.term
+        kw["d_term"] = lambda x, ctx: (term(x.d_fn, x.real, x.fake, ctx.noise.get("eps"), ctx.hp[key]), {})
+        kw["check"] = _needs_per_sample_grads
+    if p.project is not None:
+        project = p.project
+        kw["after_d"] = lambda d_params, ctx, aux: (project(d_params, ctx.hp[key]), ctx.state)
+    valid = _POSITIVE if p.project is not None else _NONNEG
+    return Part(p.name, {key: Hyper(p.weight, valid)}, **kw)
+
+
+def _needs_per_sample_grads(info) -> None:
+    if info.d_batch_stats:
+        raise ValueError(
+            "gradient penalties (gp, r1, r2) need per-sample input gradients, but the discriminator "
+            "has batch-normalisation layers whose batch statistics mix samples; use LayerNorm, "
+            "InstanceNorm or no normalisation in D (as WGAN-GP recommends)"
+        )

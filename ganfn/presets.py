@@ -269,8 +269,10 @@ def build_gan(cfg: Config, sample_shape: tuple[int, ...]) -> GAN:
     return GAN(
         G, D, latent_dim=latent, loss=cfg.loss, g_optimizer=opt(cfg.lr_g, cfg.steps * cfg.n_gen), d_optimizer=opt(cfg.lr_d, cfg.steps * cfg.n_critic),
         penalty=penalty, n_critic=cfg.n_critic, n_gen=cfg.n_gen, ema_decay=cfg.ema_decay or None,  # 0: no EMA
-        spectral_norm=cfg.spectral_norm or cfg.model == "sngan", real_label=cfg.real_label, fake_label=cfg.fake_label,
-        instance_noise=cfg.instance_noise, replay_size=cfg.replay_size, replay_fraction=cfg.replay_fraction,
+        # spectral_norm None: the discriminator's wants_spectral_norm decides (SNDiscriminator asks for it).
+        spectral_norm=cfg.spectral_norm or None, real_label=cfg.real_label, fake_label=cfg.fake_label,
+        instance_noise=cfg.instance_noise, instance_noise_anneal=cfg.instance_noise_anneal,
+        replay_size=cfg.replay_size, replay_fraction=cfg.replay_fraction,
         d_skip_accuracy=cfg.d_skip_accuracy, g_skip_accuracy=cfg.g_skip_accuracy,
     )
 

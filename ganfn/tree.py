@@ -22,13 +22,8 @@ __all__ = [
     "tree_map",
     "leaves",
     "global_norm",
-    "tree_add",
-    "tree_scale",
-    "tree_zeros_like",
     "tree_where",
     "tree_index",
-    "tree_clone",
-    "tree_all_finite",
     "replace",
 ]
 
@@ -67,16 +62,10 @@ def global_norm(tree: PyTree) -> Tensor:
     return torch.sqrt(torch.stack(sq).sum())
 
 
-def tree_add(a: PyTree, b: PyTree) -> PyTree:
-    return tree_map(torch.add, a, b)
 
 
-def tree_scale(tree: PyTree, s: float | Tensor) -> PyTree:
-    return tree_map(lambda x: x * s, tree)
 
 
-def tree_zeros_like(tree: PyTree) -> PyTree:
-    return tree_map(torch.zeros_like, tree)
 
 
 def tree_where(cond: Tensor, a: PyTree, b: PyTree) -> PyTree:
@@ -101,16 +90,8 @@ def tree_index(tree: PyTree, i: int | slice | Tensor) -> PyTree:
     return tree_map(lambda x: x[i], tree)
 
 
-def tree_clone(tree: PyTree) -> PyTree:
-    return tree_map(torch.clone, tree)
 
 
-def tree_all_finite(tree: PyTree) -> Tensor:
-    """A 0-d bool tensor: every floating leaf of ``tree`` is finite."""
-    flags = [torch.isfinite(x).all() for x in leaves(tree) if x.is_floating_point()]
-    if not flags:
-        return torch.tensor(True)
-    return torch.stack(flags).all()
 
 
 def replace(nt: Any, **changes: Any) -> Any:

@@ -124,10 +124,10 @@ def test_checksum_catches_a_flipped_bit(tmp_path):
     state = gan.init(0)
     path = ckpt.save(tmp_path / "a.pt", state, step=1)
     torch.load(path, weights_only=True)  # a clean file loads
-    w = next(iter(state.d_params.values()))
+    w = next(iter(state.d.params.values()))
     _flip_bit_in_tensor_data(path, w)
     raw = torch.load(path, weights_only=True)  # torch itself does not notice...
-    assert not torch.equal(raw["state"]["d_params"][next(iter(state.d_params))], w)
+    assert not torch.equal(raw["state"]["d"]["params"][next(iter(state.d.params))], w)
     with pytest.raises(ckpt.CorruptCheckpointError, match=r"a.pt is damaged.*SHA-256"):  # ...ganfn does
         ckpt.load(path)
 
@@ -138,14 +138,14 @@ def test_damaged_newest_is_skipped_for_newest_good_with_a_warning(tmp_path):
     s1, s2 = gan.init(1), gan.init(2)
     good = mgr.save(s1, step=10)
     bad = mgr.save(s2, step=20)
-    _flip_bit_in_tensor_data(bad, next(iter(s2.g_params.values())))
+    _flip_bit_in_tensor_data(bad, next(iter(s2.g.params.values())))
     with pytest.warns(RuntimeWarning) as rec:
         path, c = mgr.load_latest()
     msg = str(rec[0].message)
     assert path == good and c["step"] == 10 and str(bad) in msg and str(good) in msg
     _assert_same(c["state"], s1)
     # Every checkpoint damaged: the newest one's error, not a silent fresh start.
-    _flip_bit_in_tensor_data(good, next(iter(s1.g_params.values())))
+    _flip_bit_in_tensor_data(good, next(iter(s1.g.params.values())))
     with pytest.raises(ckpt.CorruptCheckpointError, match="ckpt-00000020"):
         mgr.load_latest()
     assert ckpt.CheckpointManager(tmp_path / "none").load_latest() is None

@@ -153,7 +153,7 @@ def test_fp16_precision_builds_loss_scaled_optimizers():
     cfg = P.merge(P.Config(), {"data": "ring8", "model": "mlp", "precision": "fp16"})
     gan = P.build_gan(cfg, (2,))
     state = gan.init(0)
-    assert "loss_scale" in state.g_opt and "loss_scale" in state.d_opt
+    assert "loss_scale" in state.g.opt and "loss_scale" in state.d.opt
 
 
 def _cfg_of(argv):

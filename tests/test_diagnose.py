@@ -65,7 +65,7 @@ def test_logit_discriminators_pass(last_init):
         gan = ganfn.GAN(_G(), D, latent_dim=3, loss="non_saturating", weight_init=_zero_last)
     state = gan.init(0)
     if last_init == "zero":
-        assert all(float(v.abs().sum()) == 0 for k, v in state.d_params.items() if k.startswith("2."))
+        assert all(float(v.abs().sum()) == 0 for k, v in state.d.params.items() if k.startswith("2."))
 
 
 def _zero_last(net, gen):

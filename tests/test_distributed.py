@@ -180,7 +180,7 @@ def test_two_ranks_equal_one_process_with_double_batch(spawned, name):
             _assert_close(m, mr, f"{name} rank {r} metrics step {t}")
     # The run really trained: parameters moved away from the initial state.
     init = _gan(name).init(0)
-    assert not torch.allclose(ref_state.d_params["0.weight"], init.d_params["0.weight"])
+    assert not torch.allclose(ref_state.d.params["0.weight"], init.d.params["0.weight"])
 
 
 def test_stacked_members_reduce_together_and_match_single_runs(spawned):
@@ -209,15 +209,15 @@ def test_batchnorm_running_stats_are_synchronised_only_with_sync_buffers(spawned
     s0, _, div = spawned[0]["batchnorm_nosync"]
     s1, _, _ = spawned[1]["batchnorm_nosync"]
     assert div > 0
-    assert not torch.equal(s0.g_buffers["1.running_mean"], s1.g_buffers["1.running_mean"])
+    assert not torch.equal(s0.g.buffers["1.running_mean"], s1.g.buffers["1.running_mean"])
     # ...while the parameters still agree: gradients are always reduced.
-    for k in s0.g_params:
-        assert torch.equal(s0.g_params[k], s1.g_params[k])
+    for k in s0.g.params:
+        assert torch.equal(s0.g.params[k], s1.g.params[k])
     # BatchNorm normalises per rank, so unlike the setups above it does NOT
     # reproduce the single process with batch 2B (documented behaviour).
     ref, _ = _run_single("batchnorm")
     synced, _, _ = spawned[0]["batchnorm"]
-    assert not torch.allclose(synced.g_params["0.weight"], ref.g_params["0.weight"], atol=1e-9)
+    assert not torch.allclose(synced.g.params["0.weight"], ref.g.params["0.weight"], atol=1e-9)
 
 
 def test_fit_writes_files_on_rank_0_only(spawned, tmp_path_factory):
@@ -418,8 +418,8 @@ def test_torchrun_train_matches_one_process_and_resumes(tmp_path):
     from ganfn import checkpoint
     ckpts = sorted((dp / "checkpoints").glob("ckpt-*.pt"))
     first = checkpoint.load(ckpts[0])["state"]
-    k = next(iter(first.g_params))
-    assert int(first.step) < 12 and not torch.equal(first.g_params[k], s_dp.g_params[k])
+    k = next(iter(first.g.params))
+    assert int(first.step) < 12 and not torch.equal(first.g.params[k], s_dp.g.params[k])
 
 
 def test_stacked_step_equals_ensemble_step_in_one_process_and_isolates_nan():
@@ -439,4 +439,4 @@ def test_stacked_step_equals_ensemble_step_in_one_process_and_isolates_nan():
         _assert_close(ma, mb, f"metrics step {t}", atol=1e-12)
     _assert_close(a, b, "stacked state", atol=1e-12)
     assert a.diverged_at.tolist()[0] == -1 and a.diverged_at.tolist()[1] >= 0
-    assert torch.isfinite(a.d_params["0.weight"][1]).all()  # frozen at its last finite state
+    assert torch.isfinite(a.d.params["0.weight"][1]).all()  # frozen at its last finite state

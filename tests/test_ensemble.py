@@ -118,7 +118,7 @@ def test_shared_and_per_member_data_agree_when_batches_are_equal():
     # and different per-member batches give different members
     other = [torch.stack([r, r + 1.0, r]) for r in reals]
     diff, _ = ensemble_run(GP_GAN, [0, 1, 2], None, other, B, shared_data=False)
-    assert not torch.allclose(ganfn.unstack(diff)[1].d_params["0.weight"], ganfn.unstack(shared)[1].d_params["0.weight"])
+    assert not torch.allclose(ganfn.unstack(diff)[1].d.params["0.weight"], ganfn.unstack(shared)[1].d.params["0.weight"])
     assert_close(ganfn.unstack(diff)[0], ganfn.unstack(shared)[0])
 
 
@@ -144,10 +144,10 @@ def test_zero_learning_rate_member_is_unchanged_while_others_move(S, zero, lr):
     init = ganfn.unstack(ensemble.init_many(GP_GAN, seeds, hps))
     state, _ = ensemble_run(GP_GAN, seeds, hps, real_batches(GP_GAN, 5, 8), 8)
     for i, (m, m0) in enumerate(zip(ganfn.unstack(state), init)):
-        for k in m.d_params:
-            assert torch.equal(m.d_params[k], m0.d_params[k]) == (i == zero)
-        for k in m.g_params:
-            assert torch.equal(m.g_params[k], m0.g_params[k]) == (i == zero)
+        for k in m.d.params:
+            assert torch.equal(m.d.params[k], m0.d.params[k]) == (i == zero)
+        for k in m.g.params:
+            assert torch.equal(m.g.params[k], m0.g.params[k]) == (i == zero)
         assert int(m.step) == 5
 
 
@@ -158,7 +158,7 @@ def test_different_learning_rates_equal_single_runs_with_those_rates():
     state, ms = ensemble_run(GP_GAN, [7, 7, 7], hps, reals, 8)  # one seed: only the rate differs
     torch.testing.assert_close(ms[-1]["lr_d"], torch.tensor(lrs, dtype=torch.float64))
     members = ganfn.unstack(state)
-    assert not torch.allclose(members[0].d_params["0.weight"], members[2].d_params["0.weight"])
+    assert not torch.allclose(members[0].d.params["0.weight"], members[2].d.params["0.weight"])
     for m, hp in zip(members, hps):
         assert_close(m, single_run(GP_GAN, 7, hp, reals, 8))
 
@@ -166,8 +166,8 @@ def test_different_learning_rates_equal_single_runs_with_those_rates():
 def _poison(state: ganfn.TrainState, i: int) -> ganfn.TrainState:
     members = ganfn.unstack(state)
     bad = members[i]
-    k = next(iter(bad.g_params))
-    members[i] = bad._replace(g_params={**bad.g_params, k: bad.g_params[k].clone().fill_(float("nan"))})
+    k = next(iter(bad.g.params))
+    members[i] = bad._replace(g=bad.g._replace(params={**bad.g.params, k: bad.g.params[k].clone().fill_(float("nan"))}))
     return ganfn.stack(members)
 
 
@@ -227,8 +227,8 @@ def test_without_isolation_a_nan_member_keeps_moving():
 def test_stack_unstack_round_trip(S, seed, lr):
     states = [GP_GAN.init(seed + i, lr_d=lr * (i + 1), gp_weight=float(i)) for i in range(S)]
     stacked = ganfn.stack(states)
-    assert stacked.step.shape == (S,) and stacked.d_params["0.weight"].shape == (S, HIDDEN, 2)
-    assert stacked.d_opt["hp"]["lr"].dtype == torch.float64
+    assert stacked.step.shape == (S,) and stacked.d.params["0.weight"].shape == (S, HIDDEN, 2)
+    assert stacked.d.opt["hp"]["lr"].dtype == torch.float64
     back = ganfn.unstack(stacked)
     assert len(back) == S
     for a, b in zip(back, states):
@@ -251,10 +251,10 @@ def test_stack_errors():
 def test_init_many_and_noise_reproduce_single_draws():
     seeds = [5, 9, 5]
     state = ensemble.init_many(GP_GAN, seeds, [{"lr_d": 1e-4}, {"lr_d": 2e-4}, {"lr_d": 3e-4, "gp_weight": 1.0}])
-    torch.testing.assert_close(state.d_opt["hp"]["lr"], torch.tensor([1e-4, 2e-4, 3e-4], dtype=torch.float64))
+    torch.testing.assert_close(state.d.opt["hp"]["lr"], torch.tensor([1e-4, 2e-4, 3e-4], dtype=torch.float64))
     assert state.hparams["gp_weight"].tolist() == [10.0, 10.0, 1.0]
-    assert torch.equal(state.g_params["0.weight"][0], state.g_params["0.weight"][2])
-    assert not torch.equal(state.g_params["0.weight"][0], state.g_params["0.weight"][1])
+    assert torch.equal(state.g.params["0.weight"][0], state.g.params["0.weight"][2])
+    assert not torch.equal(state.g.params["0.weight"][0], state.g.params["0.weight"][1])
     noise = ensemble.draw_noise_many(GP_GAN, ensemble.rngs(seeds), 6)
     for i, s in enumerate(seeds):
         assert_close(optree.tree_map(lambda x: x[i], noise), GP_GAN.draw_noise(torch.Generator().manual_seed(s), 6), exact=True)

@@ -7,7 +7,8 @@ from hypothesis import strategies as st
 from torch import nn
 
 from ganfn.functional import extract, has_batch_stats, make_apply
-from ganfn.testing import assert_pure, assert_trees_equal, stack_states
+from ganfn import stack
+from ganfn.testing import assert_pure, assert_trees_equal
 from ganfn.testing import strategies as gst
 
 
@@ -59,7 +60,7 @@ def test_vmap_over_stacked_params_and_buffers():
     apply = make_apply(net)
     members = [extract(bn_net()) for _ in range(3)]
     x = torch.randn(3, 5, 3)
-    out, new = torch.func.vmap(apply)(stack_states([m[0] for m in members]), stack_states([m[1] for m in members]), x)
+    out, new = torch.func.vmap(apply)(stack([m[0] for m in members]), stack([m[1] for m in members]), x)
     for i, (p, b) in enumerate(members):
         o_i, n_i = apply(p, b, x[i])
         torch.testing.assert_close(out[i], o_i)

@@ -20,8 +20,6 @@ from ganfn.testing import (
     assert_trees_close,
     assert_trees_equal,
     assert_vmap_equivalent,
-    stack_states,
-    unstack_states,
 )
 from ganfn.testing import strategies as gst
 
@@ -70,7 +68,7 @@ def test_every_public_function_is_pure(name):
     gan = GANS[name]
     state, real, noise = setup(gan)
     r0 = real if gan.n_critic == 1 else real[0]
-    nd, ng = ganfn.tree_index(noise["d"], 0), ganfn.tree_index(noise["g"], 0)
+    nd, ng = ganfn.tree_index(noise.d, 0), ganfn.tree_index(noise.g, 0)
     rng_before = torch.random.get_rng_state()
     assert_pure(gan.init, 3)
     assert torch.equal(torch.random.get_rng_state(), rng_before), "init must not consume the global RNG"
@@ -104,8 +102,8 @@ def test_grads_isolated_and_keys_are_one_network(name):
     gan = GANS[name]
     state, real, noise = setup(gan)
     assert_grads_isolated(gan, state, real, noise)
-    _, dg, _ = gan.d_grads(state, real if gan.n_critic == 1 else real[0], ganfn.tree_index(noise["d"], 0))
-    _, gg, _ = gan.g_grads(state, ganfn.tree_index(noise["g"], 0))
+    _, dg, _ = gan.d_grads(state, real if gan.n_critic == 1 else real[0], ganfn.tree_index(noise.d, 0))
+    _, gg, _ = gan.g_grads(state, ganfn.tree_index(noise.g, 0))
     assert list(dg) == [k for k, _ in gan.discriminator.named_parameters()]
     assert list(gg) == [k for k, _ in gan.generator.named_parameters()]
 
@@ -133,14 +131,14 @@ def test_autograd_path_equals_torch_func_path(name):
     """Outside transforms d_grads/g_grads use autograd.grad; inside vmap, torch.func.grad_and_value."""
     gan = GANS[name]
     state, real, noise = setup(gan)
-    nd, ng = ganfn.tree_index(noise["d"], 0), ganfn.tree_index(noise["g"], 0)
-    one = lambda t: stack_states([t])  # noqa: E731 - a stack of one member
+    nd, ng = ganfn.tree_index(noise.d, 0), ganfn.tree_index(noise.g, 0)
+    one = lambda t: ganfn.stack([t])  # noqa: E731 - a stack of one member
     d_out = gan.d_grads(state, real, nd)
     d_vm = torch.func.vmap(gan.d_grads)(one(state), one(real), one(nd))
-    assert_trees_close(d_out[:2], unstack_states(d_vm[:2], 1)[0], "d_grads autograd vs torch.func", rtol=1e-5, atol=1e-7)
+    assert_trees_close(d_out[:2], ganfn.unstack(d_vm[:2])[0], "d_grads autograd vs torch.func", rtol=1e-5, atol=1e-7)
     g_out = gan.g_grads(state, ng)
     g_vm = torch.func.vmap(gan.g_grads)(one(state), one(ng))
-    assert_trees_close(g_out, unstack_states(g_vm, 1)[0], "g_grads autograd vs torch.func", rtol=1e-5, atol=1e-7)
+    assert_trees_close(g_out, ganfn.unstack(g_vm)[0], "g_grads autograd vs torch.func", rtol=1e-5, atol=1e-7)
 
 
 @pytest.mark.parametrize("name", ["plain", "wgan_gp_ema", "hinge_sn_r1", "wgan_clip_ncritic2", "replay_instnoise", "g_batchnorm"])
@@ -171,20 +169,20 @@ def test_train_step_equals_imperative_pytorch_loop():
         noise = gan.draw_noise(rng, B, dtype=torch.float64)
         state, m = gan.train_step(state, real, noise)
         od.zero_grad()
-        fake = Gi(noise["d"]["z"][0]).detach()
+        fake = Gi(noise.d.z[0]).detach()
         lr_, lf_ = Di(real).squeeze(1), Di(fake).squeeze(1)
         d_loss = F.binary_cross_entropy_with_logits(lr_, torch.full_like(lr_, 0.9)) + F.binary_cross_entropy_with_logits(lf_, torch.zeros_like(lf_))
         d_loss.backward()
         od.step()
         og.zero_grad()
-        out = Di(Gi(noise["g"]["z"][0])).squeeze(1)
+        out = Di(Gi(noise.g.z[0])).squeeze(1)
         g_loss = F.binary_cross_entropy_with_logits(out, torch.ones_like(out))
         g_loss.backward()
         og.step()
         assert m["d_loss"].item() == pytest.approx(d_loss.item(), rel=1e-10)
         assert m["g_loss"].item() == pytest.approx(g_loss.item(), rel=1e-10)
-        assert_trees_close(state.d_params, dict(Di.named_parameters()), f"D after step {step}", rtol=1e-9, atol=1e-12)
-        assert_trees_close(state.g_params, dict(Gi.named_parameters()), f"G after step {step}", rtol=1e-9, atol=1e-12)
+        assert_trees_close(state.d.params, dict(Di.named_parameters()), f"D after step {step}", rtol=1e-9, atol=1e-12)
+        assert_trees_close(state.g.params, dict(Gi.named_parameters()), f"G after step {step}", rtol=1e-9, atol=1e-12)
 
 
 # -- step semantics ------------------------------------------------------------------------------
@@ -192,9 +190,9 @@ def test_train_step_equals_imperative_pytorch_loop():
 
 def _d_then_g(gan, state, reals, noise):
     for i, r in enumerate(reals):
-        state = gan.d_update(state, *gan.d_grads(state, r, ganfn.tree_index(noise["d"], i))[1:])
+        state = gan.d_update(state, *gan.d_grads(state, r, ganfn.tree_index(noise.d, i))[1:])
     for j in range(gan.n_gen):
-        state = gan.g_update(state, *gan.g_grads(state, ganfn.tree_index(noise["g"], j))[1:])
+        state = gan.g_update(state, *gan.g_grads(state, ganfn.tree_index(noise.g, j))[1:])
     return state
 
 
@@ -206,18 +204,22 @@ def test_n_critic_uses_real_i_for_update_i_and_n_gen_updates():
     assert_trees_equal(got._replace(step=got.step - 1), want, "train_step vs manual D/G updates")
     swapped = _d_then_g(gan, state, [real[1], real[0], real[2]], noise)
     with pytest.raises(AssertionError):
-        assert_trees_close(got.d_params, swapped.d_params)
-    assert got.d_opt["count"].item() == 3 and got.g_opt["count"].item() == 2 and got.step.item() == 1
+        assert_trees_close(got.d.params, swapped.d.params)
+    assert got.d.opt["count"].item() == 3 and got.g.opt["count"].item() == 2 and got.step.item() == 1
+
+
+# The EMA rule with a constant decay: the part without its warm-up.
+_EMA_NO_WARMUP = make("plain", loss="wasserstein", penalty="gp", parts=[ganfn.parts.ema(0.9, warmup=False)])
 
 
 @given(st.floats(0.0, 0.999), gst.seeds(1000))
 def test_ema_follows_its_formula(decay, seed):
-    gan = GANS["wgan_gp_ema"]
+    gan = _EMA_NO_WARMUP
     state = gan.init(seed, ema_decay=decay)
     _, real, noise = setup(gan, seed)
     new, _ = gan.train_step(state, real, noise)
-    for k, e in new.g_ema.items():
-        torch.testing.assert_close(e, decay * state.g_ema[k] + (1 - decay) * new.g_params[k], rtol=1e-5, atol=1e-7)
+    for k, e in new.parts["ema"]["params"].items():
+        torch.testing.assert_close(e, decay * state.parts["ema"]["params"][k] + (1 - decay) * new.g.params[k], rtol=1e-5, atol=1e-7)
     z = gan.draw_latents(torch.Generator().manual_seed(0), 4)
     assert torch.equal(gan.sample(new, z), gan.sample(new, z, ema=True))
     if decay > 0.01:  # a smaller decay rounds the EMA to the parameters themselves
@@ -227,31 +229,31 @@ def test_ema_follows_its_formula(decay, seed):
 def test_replay_buffer_fills_and_feeds_old_samples_to_d():
     gan = make("plain", replay_size=16, replay_fraction=0.5)
     state, real, noise = setup(gan)
-    assert state.replay["count"].item() == 0
-    nd = ganfn.tree_index(noise["d"], 0)
+    assert state.parts["replay"]["count"].item() == 0
+    nd = ganfn.tree_index(noise.d, 0)
     _, _, aux0 = gan.d_grads(state, real, nd)
-    fresh = gan._g(state.g_params, state.g_buffers, nd["z"])[0]
-    assert torch.equal(aux0["fake"], fresh), "an empty buffer must not replace anything"
+    fresh = gan.g_apply(state.g.params, state.g.buffers, nd.z)[0]
+    assert torch.equal(aux0.fake, fresh), "an empty buffer must not replace anything"
     s1, _ = gan.train_step(state, real, noise)
-    assert s1.replay["count"].item() == B
-    assert torch.equal(s1.replay["samples"][:B], aux0["fake"])
+    assert s1.parts["replay"]["count"].item() == B
+    assert torch.equal(s1.parts["replay"]["samples"][:B], aux0.fake)
     noise2 = gan.draw_noise(torch.Generator().manual_seed(9), B)
-    nd2 = ganfn.tree_index(noise2["d"], 0)
+    nd2 = ganfn.tree_index(noise2.d, 0)
     _, _, aux = gan.d_grads(s1, real, nd2)
-    idx = (nd2["replay_u"] * B).long()
-    assert torch.equal(aux["fake"][: B // 2], s1.replay["samples"][idx[: B // 2]])
-    fresh2 = gan._g(s1.g_params, s1.g_buffers, nd2["z"])[0]
-    assert torch.equal(aux["fake"][B // 2:], fresh2[B // 2:])
+    idx = (nd2.parts["replay"]["u"] * B).long()
+    assert torch.equal(aux.fake[: B // 2], s1.parts["replay"]["samples"][idx[: B // 2]])
+    fresh2 = gan.g_apply(s1.g.params, s1.g.buffers, nd2.z)[0]
+    assert torch.equal(aux.fake[B // 2:], fresh2[B // 2:])
 
 
 def test_instance_noise_changes_d_inputs_and_zero_std_is_off():
     noisy, plain = make("plain", instance_noise=0.5), make("plain")
     _, real, _ = setup(plain)
     noise = noisy.draw_noise(torch.Generator().manual_seed(0), B)
-    nd = ganfn.tree_index(noise["d"], 0)
+    nd = ganfn.tree_index(noise.d, 0)
     l_noisy, g_noisy, _ = noisy.d_grads(noisy.init(0), real, nd)
     l_off, g_off, _ = noisy.d_grads(noisy.init(0, instance_noise=0.0), real, nd)
-    l_plain, g_plain, _ = plain.d_grads(plain.init(0), real, {"z": nd["z"]})
+    l_plain, g_plain, _ = plain.d_grads(plain.init(0), real, ganfn.UpdateNoise(nd.z))
     assert not torch.allclose(l_noisy, l_plain)
     assert_trees_close((l_off, g_off), (l_plain, g_plain), "instance_noise=0 vs no instance noise", rtol=1e-6, atol=1e-7)
 
@@ -262,8 +264,8 @@ def test_d_skip_accuracy_freezes_d_and_g_skip_freezes_g():
     s, m = always.train_step(state, real, noise)
     if m["d_acc_real"] + m["d_acc_fake"] > 0:
         assert m["d_skipped"].item() == 1.0
-        assert_trees_equal(s.d_params, state.d_params, "D params after a skipped update")
-        assert_trees_equal(s.d_opt, state.d_opt, "D optimizer after a skipped update")
+        assert_trees_equal(s.d.params, state.d.params, "D params after a skipped update")
+        assert_trees_equal(s.d.opt, state.d.opt, "D optimizer after a skipped update")
     never = make("plain", d_skip_accuracy=1.0)
     s_never, m_never = never.train_step(state, real, noise)
     s_plain, _ = GANS["plain"].train_step(state, real, noise)
@@ -273,7 +275,7 @@ def test_d_skip_accuracy_freezes_d_and_g_skip_freezes_g():
     s, m = g_always.train_step(state, real, noise)
     if (m["d_acc_real"] + m["d_acc_fake"]).item() < 2.0:
         assert m["g_skipped"].item() == 1.0
-        assert_trees_equal(s.g_params, state.g_params, "G params after a skipped update")
+        assert_trees_equal(s.g.params, state.g.params, "G params after a skipped update")
 
 
 def test_metrics_are_finite_scalars():
@@ -290,8 +292,8 @@ def test_batchnorm_generator_buffers_advance_and_sample_uses_eval_mode():
     gan = GANS["g_batchnorm"]
     state, real, noise = setup(gan)
     new, _ = gan.train_step(state, real, noise)
-    key = next(k for k in state.g_buffers if k.endswith("running_mean"))
-    assert not torch.equal(new.g_buffers[key], state.g_buffers[key])
+    key = next(k for k in state.g.buffers if k.endswith("running_mean"))
+    assert not torch.equal(new.g.buffers[key], state.g.buffers[key])
     z = gan.draw_latents(torch.Generator().manual_seed(0), 1)
     assert gan.sample(new, z).shape == (1, 2)  # a batch of 1 works in eval mode
 
@@ -414,4 +416,4 @@ def test_weight_decay_built_as_tensor_is_sweepable():
     real, noise = real_batch(gan), gan.draw_noise(rng, B)
     a, _ = gan.train_step(gan.init(0), real, noise)
     b, _ = gan.train_step(gan.init(0, weight_decay_d=0.5), real, noise)
-    assert any(not torch.equal(a.d_params[k], b.d_params[k]) for k in a.d_params)
+    assert any(not torch.equal(a.d.params[k], b.d.params[k]) for k in a.d.params)

@@ -8,7 +8,8 @@ from hypothesis import given, settings, strategies as st
 
 import ganfn
 from ganfn import data, models
-from ganfn.loop import Evaluator, anneal_instance_noise, fit
+from ganfn.loop import Evaluator, fit
+from ganfn.parts import instance_noise_level
 from ganfn.tree import leaves
 
 torch.set_num_threads(1)
@@ -97,7 +98,7 @@ def test_stacked_run_stops_only_when_every_member_diverged():
     gan = _gan()
     st, hist = fit(gan, NaNAfter(2), steps=10, batch_size=8, seeds=[0, 1], **QUIET)
     assert hist["stopped"] == "all members diverged" and hist["diverged_at"] == [2, 2]
-    assert all(torch.isfinite(t).all() for t in leaves(st.g_params))  # frozen at the last finite state
+    assert all(torch.isfinite(t).all() for t in leaves(st.g.params))  # frozen at the last finite state
 
 
 @settings(max_examples=4, deadline=None)
@@ -120,7 +121,7 @@ def test_early_stopping_after_patience_evaluations(patience, every):
 def test_update_frequencies_n_critic_n_gen():
     gan = _gan(n_critic=3, n_gen=2)
     st, _ = fit(gan, data.ring8, steps=4, batch_size=8, **QUIET)
-    assert int(st.d_opt["count"]) == 12 and int(st.g_opt["count"]) == 8
+    assert int(st.d.opt["count"]) == 12 and int(st.g.opt["count"]) == 8
 
 
 @pytest.mark.parametrize("thr", [0.5, 0.8])
@@ -132,8 +133,8 @@ def test_d_skip_accuracy_skips_exactly_when_d_is_too_accurate(thr):
         acc = 0.5 * (r["d_acc_real"] + r["d_acc_fake"])
         assert r["d_skipped"] == float(acc > thr)
     skipped = sum(r["d_skipped"] for r in recs)
-    assert int(st.d_opt["count"]) == 30 - skipped
-    assert int(st.g_opt["count"]) == 30
+    assert int(st.d.opt["count"]) == 30 - skipped
+    assert int(st.g.opt["count"]) == 30
 
 
 def test_g_skip_accuracy_skips_exactly_when_d_is_weak():
@@ -142,43 +143,43 @@ def test_g_skip_accuracy_skips_exactly_when_d_is_weak():
     recs = hist["train"]
     for r in recs:
         assert r["g_skipped"] == float(0.5 * (r["d_acc_real"] + r["d_acc_fake"]) < 0.6)
-    assert int(st.g_opt["count"]) == 30 - sum(r["g_skipped"] for r in recs)
+    assert int(st.g.opt["count"]) == 30 - sum(r["g_skipped"] for r in recs)
     assert 0 < sum(r["g_skipped"] for r in recs)  # an untrained D is weak at first
 
 
 def test_replay_buffer_fills_and_changes_training():
     gan = _gan(replay_size=20, replay_fraction=0.5)
     st, _ = fit(gan, data.ring8, steps=5, batch_size=8, **QUIET)
-    assert int(st.replay["count"]) == 5 * 8
+    assert int(st.parts["replay"]["count"]) == 5 * 8
     plain, _ = fit(_gan(), data.ring8, steps=5, batch_size=8, **QUIET)
-    assert not torch.equal(leaves(st.d_params)[0], leaves(plain.d_params)[0])
+    assert not torch.equal(leaves(st.d.params)[0], leaves(plain.d.params)[0])
 
 
 @settings(max_examples=10, deadline=None)
 @given(base=st.floats(0.01, 2.0), step=st.integers(0, 50), k=st.integers(1, 40))
 def test_anneal_instance_noise_is_linear(base, step, k):
-    gan = _gan(instance_noise=base)
+    gan = _gan(instance_noise=base, instance_noise_anneal=k)
     s = gan.init(0)
-    out = anneal_instance_noise(s, s.hparams["instance_noise"], step, k)
+    out = instance_noise_level(s.hparams, step)
     want = base * max(0.0, 1 - step / k)
-    assert math.isclose(float(out.hparams["instance_noise"]), want, rel_tol=1e-9, abs_tol=1e-12)
+    assert math.isclose(float(out), want, rel_tol=1e-9, abs_tol=1e-12)
     assert float(s.hparams["instance_noise"]) == pytest.approx(base)  # input untouched
 
 
 def test_fit_anneals_instance_noise_and_label_smoothing_is_in_state():
-    gan = _gan(instance_noise=0.5, real_label=0.9)
-    st, _ = fit(gan, data.ring8, steps=4, batch_size=8, instance_noise_anneal=8, **QUIET)
+    gan = _gan(instance_noise=0.5, real_label=0.9, instance_noise_anneal=8)
+    st, _ = fit(gan, data.ring8, steps=4, batch_size=8, **QUIET)
     # The last step (index 3) ran with 0.5 * (1 - 3/8).
-    assert float(st.hparams["instance_noise"]) == pytest.approx(0.5 * (1 - 3 / 8))
+    assert float(instance_noise_level(st.hparams, st.step - 1)) == pytest.approx(0.5 * (1 - 3 / 8))
     assert float(st.hparams["real_label"]) == pytest.approx(0.9)
     with pytest.raises(ValueError, match="instance_noise > 0"):
-        fit(_gan(), data.ring8, steps=1, instance_noise_anneal=8, **QUIET)
+        _gan(instance_noise_anneal=8)
 
 
 def test_bf16_autocast_keeps_fp32_state():
     gan = _gan()
     st, hist = fit(gan, data.ring8, steps=3, batch_size=8, precision="bf16", log_every=1, **QUIET)
-    assert all(t.dtype == torch.float32 for t in leaves(st.g_params))
+    assert all(t.dtype == torch.float32 for t in leaves(st.g.params))
     assert all(math.isfinite(r["d_loss"]) for r in hist["train"])
 
 
@@ -214,7 +215,7 @@ def test_resume_skips_a_damaged_newest_checkpoint(tmp_path):
     newest = tmp_path / "checkpoints" / "ckpt-00000004.pt"
     from ganfn import checkpoint as ckpt
 
-    w = next(iter(ckpt.load(newest)["state"].d_params.values()))
+    w = next(iter(ckpt.load(newest)["state"].d.params.values()))
     raw = bytearray(newest.read_bytes())
     at = raw.find(w.contiguous().view(torch.uint8).numpy().tobytes())
     assert at >= 0

@@ -10,7 +10,8 @@ from hypothesis import strategies as st
 
 import ganfn
 from ganfn import optim
-from ganfn.testing import assert_pure, assert_trees_close, assert_trees_equal, stack_states, unstack_states
+from ganfn import stack, unstack
+from ganfn.testing import assert_pure, assert_trees_close, assert_trees_equal
 from ganfn.testing import strategies as gst
 
 TORCH = {"sgd": torch.optim.SGD, "adam": torch.optim.Adam, "adamw": torch.optim.AdamW, "rmsprop": torch.optim.RMSprop}
@@ -144,8 +145,8 @@ def test_vmapped_update_with_per_member_hyperparameters(lrs, betas):
     grads = [torch.func.grad(loss_fn)(p, 0) for p in params]
     singles = [o.update(g, s, p) for o, g, s, p in zip(opts, grads, states, params)]
     # Any member's optimizer works for all: the hyperparameters live in the state.
-    out = torch.func.vmap(opts[0].update)(stack_states(grads), stack_states(states), stack_states(params))
-    for i, (p_i, s_i) in enumerate(zip(*[unstack_states(x, n) for x in out])):
+    out = torch.func.vmap(opts[0].update)(stack(grads), stack(states), stack(params))
+    for i, (p_i, s_i) in enumerate(zip(*[unstack(x) for x in out])):
         assert_trees_close(singles[i], (p_i, s_i), f"member {i}", rtol=1e-12, atol=1e-14)
 
 
@@ -212,8 +213,8 @@ def test_loss_scaling_by_a_power_of_two_changes_nothing(log2_scale, seed):
         noise = plain.draw_noise(rng, 8, dtype=torch.float64)
         a, ma = plain.train_step(a, real, noise)
         b, mb = scaled.train_step(b, real, noise)
-    for k in a.d_params:
-        assert torch.equal(a.d_params[k], b.d_params[k])
+    for k in a.d.params:
+        assert torch.equal(a.d.params[k], b.d.params[k])
     for k in ("d_loss", "g_loss", "d_grad_norm", "g_grad_norm"):
         assert torch.allclose(ma[k], mb[k], rtol=1e-12), k
 
@@ -228,15 +229,15 @@ def test_loss_scaling_skips_overflowing_updates_and_backs_off_then_grows():
     bad_real = real.clone()
     bad_real[0, 0] = float("nan")
     new, m = gan.train_step(big, bad_real, noise)
-    for k in big.d_params:
-        assert torch.equal(new.d_params[k], big.d_params[k]), "an overflowing update must be skipped"
-    assert torch.equal(new.d_opt["mu"][k], big.d_opt["mu"][k]) and int(new.d_opt["count"]) == int(big.d_opt["count"])
-    assert float(new.d_opt["loss_scale"]) == 2.0**8
+    for k in big.d.params:
+        assert torch.equal(new.d.params[k], big.d.params[k]), "an overflowing update must be skipped"
+    assert torch.equal(new.d.opt["mu"][k], big.d.opt["mu"][k]) and int(new.d.opt["count"]) == int(big.d.opt["count"])
+    assert float(new.d.opt["loss_scale"]) == 2.0**8
     assert float(m["d_grad_norm"]) == 0.0
     s = state
     for _ in range(2):
         s, _ = gan.train_step(s, real, noise)
-    assert float(s.d_opt["loss_scale"]) == 2.0**11 and int(s.d_opt["good_steps"]) == 0
+    assert float(s.d.opt["loss_scale"]) == 2.0**11 and int(s.d.opt["good_steps"]) == 0
 
 
 def test_loss_scaled_rejects_bad_settings():

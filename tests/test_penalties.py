@@ -78,9 +78,9 @@ def test_gp_through_gan_equals_closed_form(seed, weight):
     B = 4
     noise = gan.draw_noise(torch.Generator().manual_seed(seed), B)
     real = torch.randn(B, 2, generator=torch.Generator().manual_seed(seed + 1))
-    _, _, aux = gan.d_grads(state, real, ganfn.tree_index(noise["d"], 0))
-    w = state.d_params["weight"].reshape(-1).double()
-    torch.testing.assert_close(aux["penalty"].double(), weight * (w.norm() - 1) ** 2, rtol=1e-4, atol=1e-6)
+    _, _, aux = gan.d_grads(state, real, ganfn.tree_index(noise.d, 0))
+    w = state.d.params["weight"].reshape(-1).double()
+    torch.testing.assert_close(aux.penalty.double(), weight * (w.norm() - 1) ** 2, rtol=1e-4, atol=1e-6)
 
 
 @given(st.floats(1e-3, 0.5), gst.seeds(1000))
@@ -91,9 +91,9 @@ def test_weight_clip_bounds_every_d_weight_after_a_step(c, seed):
     state = gan.init(seed, clip_value=c)
     noise = gan.draw_noise(torch.Generator().manual_seed(seed), 8)
     state, _ = gan.train_step(state, torch.randn(8, 2) * 10, noise)
-    for k, v in state.d_params.items():
+    for k, v in state.d.params.items():
         assert v.abs().max().item() <= c * (1 + 1e-6), k
-    assert max(v.abs().max().item() for v in state.d_params.values()) >= c * (1 - 1e-6)  # the clip was active
+    assert max(v.abs().max().item() for v in state.d.params.values()) >= c * (1 - 1e-6)  # the clip was active
 
 
 def test_errors():

@@ -48,7 +48,7 @@ def leaves(state):
 
 
 def clone(state):
-    return tree.tree_clone(state)
+    return tree.tree_map(torch.clone, state)
 
 
 def same(a, b) -> bool:
@@ -249,7 +249,7 @@ def test_schedule_rejects_bad_settings(kw, match):
 
 def figures(state, t):
     """Made-up figures that depend on the state, so copies change later scores."""
-    w = state.g_params[next(iter(state.g_params))].flatten(1).sum(1)
+    w = state.g.params[next(iter(state.g.params))].flatten(1).sum(1)
     return [{"modes": float(8 - i % 3), "high_quality": float(torch.sin(w[i] * (t + 1)))} for i in range(len(w))]
 
 

@@ -59,26 +59,26 @@ def test_presets_match_their_references():
     cfg, gan = _gan("wgan-clip")
     st = gan.init(0)
     assert gan.loss.name == "wasserstein" and gan.n_critic == 5 and gan.d_optimizer.name == "rmsprop"
-    assert float(st.hparams["clip_value"]) == pytest.approx(0.01) and float(st.d_opt["hp"]["lr"]) == pytest.approx(5e-5)
+    assert float(st.hparams["clip_value"]) == pytest.approx(0.01) and float(st.d.opt["hp"]["lr"]) == pytest.approx(5e-5)
     cfg, gan = _gan("wgan-gp")
     st = gan.init(0)
     assert gan.n_critic == 5 and float(st.hparams["gp_weight"]) == 10.0
-    assert float(st.d_opt["hp"]["b1"]) == 0.0 and float(st.d_opt["hp"]["b2"]) == pytest.approx(0.9)
+    assert float(st.d.opt["hp"]["b1"]) == 0.0 and float(st.d.opt["hp"]["b2"]) == pytest.approx(0.9)
     cfg, gan = _gan("lsgan")
     assert gan.loss.name == "least_squares"
     cfg, gan = _gan("mlp-mnist")
     st = gan.init(0)
     assert cfg.model == "mlp" and float(st.hparams["real_label"]) == pytest.approx(0.9)
-    assert float(st.g_opt["hp"]["lr"]) == pytest.approx(2e-4) and float(st.g_opt["hp"]["b1"]) == 0.5
+    assert float(st.g.opt["hp"]["lr"]) == pytest.approx(2e-4) and float(st.g.opt["hp"]["b1"]) == 0.5
     cfg, gan = _gan("lightning-bce")
     st = gan.init(0)
     assert gan.loss.name == "non_saturating" and "adamw" in gan.d_optimizer.name
-    later = {**st.d_opt, "count": torch.tensor(250)}
+    later = {**st.d.opt, "count": torch.tensor(250)}
     assert float(gan.d_optimizer.lr(later)) == pytest.approx(2e-4 * 0.99 ** 2)  # decays every 100 updates
     cfg, gan = _gan("dcgan-dogs", image_size=64, width=8)
     st = gan.init(0)
     assert gan.sample_shape == (3, 64, 64) and float(st.hparams["real_label"]) == 0.5
-    assert float(st.g_opt["hp"]["lr"]) == pytest.approx(2e-4) and float(st.d_opt["hp"]["lr"]) == pytest.approx(1e-4)
+    assert float(st.g.opt["hp"]["lr"]) == pytest.approx(2e-4) and float(st.d.opt["hp"]["lr"]) == pytest.approx(1e-4)
 
 
 def test_unknown_preset_and_missing_folder(capsys, tmp_path):
@@ -93,11 +93,11 @@ def test_ring8_hinge_preset_is_the_quality_benchmark_setup():
     # bench/quality.py measures issue 6's ring8 target with exactly this preset.
     cfg = P.from_preset("ring8-hinge")
     gan = P.build_gan(cfg, (2,))
-    assert gan.loss.name == "hinge" and [p.name for p in gan.penalties] == ["r1"] and gan.ema_decay == 0.999
+    assert gan.loss.name == "hinge" and [p.name for p in gan.parts] == ["r1", "ema"] and gan.defaults["ema_decay"] == 0.999
     state = gan.init(0)
-    assert float(state.hparams["r1_weight"]) == 0.1 and float(state.d_opt["hp"]["lr"]) == 2e-3
+    assert float(state.hparams["r1_weight"]) == 0.1 and float(state.d.opt["hp"]["lr"]) == 2e-3
     # linear decay to 0 over the run: half-way the learning rate is halved
-    half = {**state.d_opt, "count": torch.tensor(cfg.steps // 2)}
+    half = {**state.d.opt, "count": torch.tensor(cfg.steps // 2)}
     assert float(gan.d_optimizer.lr(half)) == pytest.approx(1e-3)
     with pytest.raises(ValueError, match="one learning-rate schedule"):
         P.build_gan(P.merge(cfg, {"lr_decay": 0.99}), (2,))

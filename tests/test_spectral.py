@@ -82,10 +82,10 @@ def test_gan_with_spectral_norm_is_vmappable_and_normalises_d():
     gan = ganfn.GAN(G, D, latent_dim=3, loss="hinge", spectral_norm=True, sn_iters=50)
     assert_vmap_equivalent(gan, [0, 1], steps=2)
     state = gan.init(0)
-    assert sorted(state.d_sn) == ["0.weight", "2.weight"]
+    assert sorted(state.parts["spectral_norm"]) == ["0.weight", "2.weight"]
     rng = torch.Generator().manual_seed(0)
     state, _ = gan.train_step(state, torch.randn(8, 2), gan.draw_noise(rng, 8))
-    for k, w_sn in sn_apply(state.d_params, state.d_sn).items():
-        if k in state.d_sn:
+    for k, w_sn in sn_apply(state.d.params, state.parts["spectral_norm"]).items():
+        if k in state.parts["spectral_norm"]:
             s = torch.linalg.matrix_norm(w_sn.double().reshape(w_sn.shape[0], -1), ord=2).item()
             assert abs(s - 1.0) < 2e-2, (k, s)

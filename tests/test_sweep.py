@@ -61,8 +61,8 @@ def test_sweep_members_reach_the_stacked_state():
     gan = ganfn.GAN(G, D, latent_dim=3, loss=ganfn.losses.mixture("hinge", "non_saturating"), penalty="gp")
     members = sweep.grid({"lr_d": [1e-4, 4e-4], "b1_g": [0.0, 0.5], "gp_weight": [1, 10], "real_label": [0.9], "loss_mix": [0.0, 1.0]})
     state = ensemble.init_many(gan, [0] * len(members), members)
-    assert state.d_opt["hp"]["lr"].tolist() == [m["lr_d"] for m in members]
-    assert state.g_opt["hp"]["b1"].tolist() == [m["b1_g"] for m in members]
+    assert state.d.opt["hp"]["lr"].tolist() == [m["lr_d"] for m in members]
+    assert state.g.opt["hp"]["b1"].tolist() == [m["b1_g"] for m in members]
     for key in ("gp_weight", "real_label", "loss_mix"):
         assert state.hparams[key].tolist() == [float(m[key]) for m in members]
 

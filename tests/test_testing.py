@@ -85,7 +85,7 @@ _STATE_GAN = make_gan(penalty="gp", loss="wasserstein")
 @given(gst.train_states(_STATE_GAN, lr_d=gst.learning_rates(), gp_weight=gst.penalty_weights()))
 def test_train_states_carry_drawn_hparams(state):
     assert isinstance(state, ganfn.TrainState)
-    assert 1e-5 <= state.d_opt["hp"]["lr"].item() <= 1e-1
+    assert 1e-5 <= state.d.opt["hp"]["lr"].item() <= 1e-1
     assert 0 <= state.hparams["gp_weight"].item() <= 100
 
 
@@ -169,7 +169,7 @@ class GStepMovesD(ganfn.GAN):
 
     def g_update(self, state, grads, aux):
         new = super().g_update(state, grads, aux)
-        return new._replace(d_params={k: v - 1e-3 for k, v in new.d_params.items()})
+        return new._replace(d=new.d._replace(params={k: v - 1e-3 for k, v in new.d.params.items()}))
 
 
 class GGradsOverBoth(ganfn.GAN):
@@ -177,13 +177,13 @@ class GGradsOverBoth(ganfn.GAN):
 
     def g_grads(self, state, noise_g):
         loss, grads, aux = super().g_grads(state, noise_g)
-        return loss, {**grads, **{f"D.{k}": torch.zeros_like(v) for k, v in state.d_params.items()}}, aux
+        return loss, {**grads, **{f"D.{k}": torch.zeros_like(v) for k, v in state.d.params.items()}}, aux
 
 
 class DStepMovesG(ganfn.GAN):
     def d_update(self, state, grads, aux):
         new = super().d_update(state, grads, aux)
-        return new._replace(g_opt={**new.g_opt, "count": new.g_opt["count"] + 1})
+        return new._replace(g=new.g._replace(opt={**new.g.opt, "count": new.g.opt["count"] + 1}))
 
 
 def test_grads_isolated_passes_on_core():
@@ -324,7 +324,7 @@ def test_vmap_check_catches_member_dependent_step():
         def train_step(self, state, real, noise):
             new, m = super().train_step(state, real, noise)
             if ganfn.gan.in_transform(real):
-                new = new._replace(d_params={k: v * 1.01 for k, v in new.d_params.items()})
+                new = new._replace(d=new.d._replace(params={k: v * 1.01 for k, v in new.d.params.items()}))
             return new, m
 
     with pytest.raises(AssertionError, match="differs from its single run"):

@@ -236,8 +236,8 @@ class SNDiscriminator(nn.Module):
 
     It does not normalise anything itself (``torch.nn.utils.spectral_norm``
     keeps state in hooks and fails under ``vmap``); the class attribute
-    ``wants_spectral_norm = True`` is the documented flag telling ganfn (``build``,
-    the CLI) to apply spectral normalisation, as a pure parameter transform in
+    ``wants_spectral_norm = True`` is the documented flag telling ``ganfn.GAN``
+    (whose ``spectral_norm`` option defaults to it) to apply spectral normalisation, as a pure parameter transform in
     the training state, to the weights named by :func:`sn_weight_names`.
     Without it this is simply an unnormalised conv discriminator.
     """

@@ -27,15 +27,12 @@ from typing import Any
 from .checks import (
     assert_accumulation_equivalent,
     assert_grads_isolated,
-    assert_loss_invariants,
-    assert_penalty_invariants,
     assert_pure,
     assert_trees_close,
     assert_trees_equal,
     assert_vmap_equivalent,
-    stack_states,
-    unstack_states,
 )
+from .invariants import assert_loss_invariants, assert_penalty_invariants
 
 __all__ = [
     "strategies",
@@ -47,8 +44,6 @@ __all__ = [
     "assert_penalty_invariants",
     "assert_trees_close",
     "assert_trees_equal",
-    "stack_states",
-    "unstack_states",
 ]
 
 

@@ -13,10 +13,8 @@ test, or from a notebook.
   gradients.
 - :func:`assert_vmap_equivalent`: a ``torch.func.vmap``-ed run over stacked states
   equals the single runs.
-- :func:`assert_loss_invariants`: finite on extreme logits, finite gradients, D's
-  loss falls when it classifies better, G's loss falls when it fools D.
-- :func:`assert_penalty_invariants`: non-negative, zero at the penalty's target,
-  and computed per sample.
+
+The invariants of losses and penalties are in :mod:`ganfn.testing.invariants`.
 """
 from __future__ import annotations
 
@@ -28,17 +26,15 @@ import optree
 import torch
 from torch import Tensor, nn
 
+from ..ensemble import stack, unstack
+
 __all__ = [
     "assert_pure",
     "assert_grads_isolated",
     "assert_accumulation_equivalent",
     "assert_vmap_equivalent",
-    "assert_loss_invariants",
-    "assert_penalty_invariants",
     "assert_trees_close",
     "assert_trees_equal",
-    "stack_states",
-    "unstack_states",
 ]
 
 
@@ -147,23 +143,6 @@ def assert_trees_close(a: Any, b: Any, what: str = "trees", *, rtol: float = 1e-
                              f"worst {bad[0][1] or '<root>'}: {bad[0][2]} (rtol={rtol}, atol={atol})")
 
 
-# -- stacking ----------------------------------------------------------------------------
-
-
-def stack_states(states: Sequence[Any]) -> Any:
-    """Stack pytrees leaf-wise on a new leading axis (``ganfn.stack`` when available)."""
-    try:
-        from ganfn.ensemble import stack
-    except Exception:  # noqa: BLE001 - the ensemble module is optional here
-        return optree.tree_map(lambda *xs: torch.stack(xs), *states, none_is_leaf=False)
-    return stack(list(states))
-
-
-def unstack_states(stacked: Any, n: int) -> list[Any]:
-    """The inverse of :func:`stack_states` for ``n`` members."""
-    return [optree.tree_map(lambda x: x[i], stacked, none_is_leaf=False) for i in range(n)]
-
-
 # -- purity ----------------------------------------------------------------------------------
 
 
@@ -261,8 +240,6 @@ def assert_pure(fn: Callable, *args: Any, modules: nn.Module | Iterable[nn.Modul
 
 # -- gradient isolation -------------------------------------------------------------------------
 
-_G_FIELDS = ("g_params", "g_opt", "g_ema")
-_D_FIELDS = ("d_params", "d_opt", "d_sn", "replay")
 
 
 def _first_real(gan: Any, real: Tensor) -> Tensor:
@@ -284,11 +261,11 @@ def assert_grads_isolated(gan: Any, state: Any, real: Tensor, noise: dict) -> No
     """Assert that D's step never moves G and G's step never moves D.
 
     ``noise`` is ``gan.draw_noise(rng, B)``. Checks: ``gan.d_grads`` returns
-    gradients with exactly ``state.d_params``' keys and ``gan.d_update`` leaves
-    G's parameters, optimizer state and EMA bit-identical; ``gan.g_grads``
-    returns exactly ``state.g_params``' keys and ``gan.g_update`` leaves D's
-    parameters, optimizer state, spectral-norm vectors and replay buffer
-    bit-identical; no ``.grad`` appears on the GAN's modules. This is the
+    gradients with exactly ``state.d.params``' keys and ``gan.d_update`` leaves
+    G's parameters and optimizer state and the G-side parts' states (the EMA)
+    bit-identical; ``gan.g_grads`` returns exactly ``state.g.params``' keys and
+    ``gan.g_update`` leaves D's parameters, optimizer state and the D-side
+    parts' states (spectral-norm vectors, replay buffer) bit-identical; no ``.grad`` appears on the GAN's modules. This is the
     classic accumulation bug (G's backward leaving gradients on D, the next D
     step applying them) stated as a property.
     """
@@ -296,24 +273,29 @@ def assert_grads_isolated(gan: Any, state: Any, real: Tensor, noise: dict) -> No
 
     mods = _modules_of(gan)
     before = _grads_of(mods)
-    loss, grads, aux = gan.d_grads(state, _first_real(gan, real), tree_index(noise["d"], 0))
-    msg = _keys_msg("d_grads", grads, state.d_params)
+    loss, grads, aux = gan.d_grads(state, _first_real(gan, real), tree_index(noise.d, 0))
+    msg = _keys_msg("d_grads", grads, state.d.params)
     if msg:
         raise AssertionError(msg)
     new = gan.d_update(state, grads, aux)
-    for f in _G_FIELDS:
+    parts = getattr(gan, "parts", ())
+    g_side = [p.name for p in parts if p.after_g is not None and p.after_d is None and p.name in state.parts]
+    d_side = [p.name for p in parts if p.after_d is not None and p.after_g is None and p.name in state.parts]
+    for f, x, y in [("g.params", state.g.params, new.g.params), ("g.opt", state.g.opt, new.g.opt),
+                    *((f"parts[{n!r}]", state.parts[n], new.parts[n]) for n in g_side)]:
         try:
-            assert_trees_equal(getattr(state, f), getattr(new, f), f"G's {f}", root=f)
+            assert_trees_equal(x, y, f"G's {f}", root=f)
         except AssertionError as e:
             raise AssertionError(f"a D update moved the generator: {e}") from None
-    loss, grads, aux = gan.g_grads(state, tree_index(noise["g"], 0))
-    msg = _keys_msg("g_grads", grads, state.g_params)
+    loss, grads, aux = gan.g_grads(state, tree_index(noise.g, 0))
+    msg = _keys_msg("g_grads", grads, state.g.params)
     if msg:
         raise AssertionError(msg)
     new = gan.g_update(state, grads, aux)
-    for f in _D_FIELDS:
+    for f, x, y in [("d.params", state.d.params, new.d.params), ("d.opt", state.d.opt, new.d.opt),
+                    *((f"parts[{n!r}]", state.parts[n], new.parts[n]) for n in d_side)]:
         try:
-            assert_trees_equal(getattr(state, f), getattr(new, f), f"D's {f}", root=f)
+            assert_trees_equal(x, y, f"D's {f}", root=f)
         except AssertionError as e:
             raise AssertionError(f"a G update moved the discriminator: {e}") from None
     after = _grads_of(mods)
@@ -355,7 +337,7 @@ def assert_accumulation_equivalent(gan: Any, state: Any, batch: Tensor, k: int, 
     if noise is None:
         noise = gan.draw_noise(rng if rng is not None else torch.Generator().manual_seed(0), B)
     full, acc = _with_accumulation(gan, 1), _with_accumulation(gan, k)
-    nd, ng = tree_index(noise["d"], 0), tree_index(noise["g"], 0)
+    nd, ng = tree_index(noise.d, 0), tree_index(noise.g, 0)
     lf, gf, _ = full.d_grads(state, real, nd)
     la, ga, _ = acc.d_grads(state, real, nd)
     tol = dict(rtol=rtol, atol=atol)
@@ -425,237 +407,19 @@ def assert_vmap_equivalent(gan: Any, seeds: Sequence[int], steps: int = 2, *, ba
             ms.append(m)
         singles.append(st)
         single_metrics.append(ms)
-    stacked = stack_states(states)
+    stacked = stack(states)
     vstep = torch.func.vmap(gan.train_step)
     for t in range(steps):
         real = torch.stack([inputs[t][i][0] for i in range(len(seeds))])
-        noise = stack_states([inputs[t][i][1] for i in range(len(seeds))])
+        noise = stack([inputs[t][i][1] for i in range(len(seeds))])
         stacked, m = vstep(stacked, real, noise)
         for i in range(len(seeds)):
             try:
                 assert_trees_close(single_metrics[i][t], {k: v[i] for k, v in m.items()}, "metrics", rtol=rtol, atol=atol, root="metrics")
             except AssertionError as e:
                 raise AssertionError(f"vmapped step {t + 1} differs from the single run of member {i} (seed {seeds[i]}): {e}") from None
-    for i, st in enumerate(unstack_states(stacked, len(seeds))):
+    for i, st in enumerate(unstack(stacked)):
         try:
             assert_trees_close(singles[i], st, "states", rtol=rtol, atol=atol, root="state")
         except AssertionError as e:
             raise AssertionError(f"after {steps} vmapped steps member {i} (seed {seeds[i]}) differs from its single run: {e}") from None
-
-
-# -- losses ------------------------------------------------------------------------------------
-
-
-def _as_loss(loss: Any) -> Any:
-    if isinstance(loss, str):
-        from ganfn import losses
-
-        return losses.get(loss)
-    return loss
-
-
-def assert_loss_invariants(loss: Any, real_logits: Tensor | None = None, fake_logits: Tensor | None = None, *,
-                           d_kwargs: dict | None = None, g_kwargs: dict | None = None,
-                           dtypes: Sequence[torch.dtype] = (torch.float32, torch.float64)) -> None:
-    """Assert the basic invariants of a loss pair (``ganfn.losses.LossPair``, a
-    name, or any object with ``d_parts(real, fake, **d_kwargs) -> (real_part,
-    fake_part)``, ``g(fake, **g_kwargs)`` and a ``threshold``).
-
-    1. D's and G's losses and their gradients w.r.t. the logits are finite at
-       every logit in ``strategies.EXTREME_LOGITS`` (up to ``±1e4``), in each of
-       ``dtypes``, and on ``real_logits`` / ``fake_logits`` if given (e.g. from
-       ``strategies.logits()``).
-    2. Direction: on the wrong side of ``threshold`` (a real output judged fake,
-       a fake output judged real), raising a real logit never increases D's
-       real part, lowering a fake logit never increases D's fake part, and
-       raising a fake logit never increases G's loss (gradient signs).
-    3. Strict improvement: for margins m in (0.5, 2, 10), D's real part at
-       ``threshold + m`` is below its value at ``threshold - m``, D's fake part
-       at ``threshold - m`` below that at ``threshold + m``, and G's loss at
-       ``threshold + m`` below that at ``threshold - m``.
-    """
-    from .strategies import EXTREME_LOGITS
-
-    loss = _as_loss(loss)
-    dk, gk = dict(d_kwargs or {}), dict(g_kwargs or {})
-    name = getattr(loss, "name", type(loss).__name__)
-    thr = float(getattr(loss, "threshold", 0.0))
-
-    def parts(real: Tensor, fake: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        r, f = loss.d_parts(real, fake, **dk)
-        return r, f, loss.g(fake, **gk)
-
-    def check(real: Tensor, fake: Tensor, where: str) -> None:
-        real = real.detach().clone().requires_grad_(True)
-        fake = fake.detach().clone().requires_grad_(True)
-        with torch.enable_grad():
-            r, f, g = parts(real, fake)
-            for label, v in (("D's loss on real", r), ("D's loss on fake", f), ("G's loss", g)):
-                if not bool(torch.isfinite(v).all()):
-                    raise AssertionError(f"loss {name!r}: {label} is {v.detach().tolist()} (not finite) {where}; "
-                                         "compute BCE from logits with softplus, never log(sigmoid(x))")
-            gr, = torch.autograd.grad(r.sum(), real, allow_unused=True)
-            gf, = torch.autograd.grad(f.sum(), fake, allow_unused=True)
-            gg, = torch.autograd.grad(g.sum(), fake, allow_unused=True)
-        for label, gv in (("D's real loss w.r.t. real logits", gr), ("D's fake loss w.r.t. fake logits", gf), ("G's loss w.r.t. fake logits", gg)):
-            if gv is not None and not bool(torch.isfinite(gv).all()):
-                raise AssertionError(f"loss {name!r}: the gradient of {label} is not finite {where}: {gv.tolist()}")
-        # Direction on the wrong side of the threshold (per-sample gradients of a
-        # mean/sum keep their sign).
-        x_r, x_f = real.detach().reshape(real.shape[0], -1).mean(1), fake.detach().reshape(fake.shape[0], -1).mean(1)
-        if gr is not None:
-            gr_s = gr.reshape(gr.shape[0], -1).sum(1)
-            bad = (x_r < thr) & (gr_s > 0)
-            if bool(bad.any()):
-                raise AssertionError(f"loss {name!r}: D's loss rises when a real logit below the threshold {thr} rises "
-                                     f"(at real logit {x_r[bad][0].item()!r}) {where}")
-        if gf is not None:
-            gf_s = gf.reshape(gf.shape[0], -1).sum(1)
-            bad = (x_f > thr) & (gf_s < 0)
-            if bool(bad.any()):
-                raise AssertionError(f"loss {name!r}: D's loss rises when a fake logit above the threshold {thr} falls "
-                                     f"(at fake logit {x_f[bad][0].item()!r}) {where}")
-        if gg is not None:
-            gg_s = gg.reshape(gg.shape[0], -1).sum(1)
-            bad = (x_f < thr) & (gg_s > 0)
-            if bool(bad.any()):
-                raise AssertionError(f"loss {name!r}: G's loss rises when a fake logit below the threshold {thr} rises "
-                                     f"(at fake logit {x_f[bad][0].item()!r}) {where}")
-
-    for dtype in dtypes:
-        for v in EXTREME_LOGITS:
-            x = torch.tensor([v], dtype=dtype)
-            check(x, x, f"at logit {v!r} ({dtype})")
-        grid = torch.tensor(EXTREME_LOGITS, dtype=dtype)
-        check(grid, grid.flip(0), f"on a batch of extreme logits ({dtype})")
-        with torch.no_grad():
-            for m in (0.5, 2.0, 10.0):
-                hi, lo = torch.tensor([thr + m], dtype=dtype), torch.tensor([thr - m], dtype=dtype)
-                mid = torch.tensor([thr], dtype=dtype)
-                r_hi, _, _ = parts(hi, mid)
-                r_lo, _, _ = parts(lo, mid)
-                _, f_lo, g_lo = parts(mid, lo)
-                _, f_hi, g_hi = parts(mid, hi)
-                if not bool(r_hi < r_lo):
-                    raise AssertionError(f"loss {name!r}: D's loss on real does not fall when the real logit rises from "
-                                         f"{thr - m} to {thr + m} ({r_lo.item():.4g} -> {r_hi.item():.4g}, {dtype})")
-                if not bool(f_lo < f_hi):
-                    raise AssertionError(f"loss {name!r}: D's loss on fake does not fall when the fake logit falls from "
-                                         f"{thr + m} to {thr - m} ({f_hi.item():.4g} -> {f_lo.item():.4g}, {dtype})")
-                if not bool(g_hi < g_lo):
-                    raise AssertionError(f"loss {name!r}: G's loss does not fall when the fake logit rises from "
-                                         f"{thr - m} to {thr + m} ({g_lo.item():.4g} -> {g_hi.item():.4g}, {dtype})")
-    if real_logits is not None or fake_logits is not None:
-        r = real_logits if real_logits is not None else fake_logits
-        f = fake_logits if fake_logits is not None else real_logits
-        check(r, f, "on the given logits")
-
-
-# -- penalties ----------------------------------------------------------------------------------
-
-
-def _as_penalty(penalty: Any) -> Any:
-    if isinstance(penalty, str):
-        from ganfn import penalties
-
-        return penalties.get(penalty)
-    return penalty
-
-
-def assert_penalty_invariants(penalty: Any, *, target: str | None = None, sample_shape: Sequence[int] = (3,),
-                              batch_size: int = 6, seed: int = 0, weight: float | None = None) -> None:
-    """Assert the invariants of a D penalty (``ganfn.penalties.Penalty``, a name,
-    or an object with ``term(d_fn, real, fake, eps, weight)`` and/or
-    ``project(d_params, weight)``), in float64.
-
-    For a loss term, on random critics and inputs drawn from ``seed``:
-
-    - the value is a finite, non-negative 0-d tensor;
-    - it is zero where the penalty's target holds: ``target="lipschitz"`` (the
-      gradient penalty: a linear critic ``w.x + b`` with ``||w|| = 1``) or
-      ``target="flat"`` (R1/R2: a constant critic); by default ``"lipschitz"``
-      for penalties that take interpolation weights, else ``"flat"``;
-    - it is per-sample: the penalty of a batch equals the mean of the
-      penalties of its samples taken one at a time (one gradient norm over the
-      whole batch fails this).
-
-    For a projection (``weight_clip``): every projected parameter lies within
-    ``[-weight, weight]``, parameters already inside are unchanged, and
-    projecting twice equals projecting once.
-    """
-    pen = _as_penalty(penalty)
-    name = getattr(pen, "name", type(pen).__name__)
-    term, project = getattr(pen, "term", None), getattr(pen, "project", None)
-    if term is None and project is None:
-        raise ValueError(f"penalty {name!r} has neither a term nor a projection to check")
-    w = torch.tensor(float(pen.weight if weight is None else weight), dtype=torch.float64)
-    gen = torch.Generator().manual_seed(seed)
-    dim = int(math.prod(sample_shape))
-    B = batch_size
-    if term is not None:
-        if target is None:
-            target = "lipschitz" if getattr(pen, "needs_eps", False) else "flat"
-        if target not in ("lipschitz", "flat"):
-            raise ValueError(f"target must be 'lipschitz' or 'flat', got {target!r}")
-
-        def randn(*s: int) -> Tensor:
-            return torch.randn(*s, generator=gen, dtype=torch.float64)
-
-        def mlp_critic() -> Callable[[Tensor], Tensor]:
-            W1, b1, w2 = randn(dim, 16), randn(16), randn(16) / 4
-            return lambda x: torch.tanh(x.reshape(x.shape[0], -1) @ W1 + b1) @ w2
-
-        def value(d_fn, real, fake, eps) -> Tensor:
-            v = term(d_fn, real, fake, eps, w)
-            if not isinstance(v, Tensor) or v.dim() != 0:
-                raise AssertionError(f"penalty {name!r} must return a 0-d tensor, got {v!r}")
-            return v.detach()
-
-        for trial in range(3):
-            d_fn = mlp_critic()
-            real, fake = randn(B, *sample_shape), randn(B, *sample_shape) * 2
-            eps = torch.rand(B, generator=gen, dtype=torch.float64)
-            v = value(d_fn, real, fake, eps)
-            if not bool(torch.isfinite(v)) or v.item() < 0:
-                raise AssertionError(f"penalty {name!r} is {v.item()!r} on a random critic (must be finite and >= 0)")
-            singles = torch.stack([value(d_fn, real[i:i + 1], fake[i:i + 1], eps[i:i + 1]) for i in range(B)])
-            if not torch.allclose(v, singles.mean(), rtol=1e-6, atol=1e-10):
-                raise AssertionError(
-                    f"penalty {name!r} is not per-sample: on a batch of {B} it is {v.item():.6g}, but the mean of the "
-                    f"{B} single-sample penalties is {singles.mean().item():.6g}; take each sample's input-gradient "
-                    "norm separately (norm over dim 1 of the [B, -1] gradient), not one norm over the whole batch")
-        if target == "lipschitz":
-            u = randn(dim)
-            u = u / u.norm()
-            b = randn(())
-            d_fn = lambda x: x.reshape(x.shape[0], -1) @ u + b  # noqa: E731
-            what = "a linear critic with a unit-norm weight (1-Lipschitz)"
-        else:
-            zero, b = torch.zeros(dim, dtype=torch.float64), randn(())
-            d_fn = lambda x: x.reshape(x.shape[0], -1) @ zero + b  # noqa: E731
-            what = "a constant critic"
-        real, fake = randn(B, *sample_shape), randn(B, *sample_shape) * 3
-        eps = torch.rand(B, generator=gen, dtype=torch.float64)
-        v = value(d_fn, real, fake, eps)
-        if abs(v.item()) > 1e-8 * max(1.0, w.item()):
-            raise AssertionError(f"penalty {name!r} is {v.item():.6g} on {what}, where it must be zero")
-    if project is not None:
-        c = w.item()
-        params = {"a.weight": torch.randn(4, 5, generator=gen, dtype=torch.float64) * 3 * c,
-                  "a.bias": torch.randn(4, generator=gen, dtype=torch.float64) * 3 * c}
-        out = project(params, w)
-        if set(out) != set(params):
-            raise AssertionError(f"projection {name!r} changed the parameter names: {sorted(out)} vs {sorted(params)}")
-        if name == "weight_clip" or getattr(pen, "weight_key", "") == "clip_value":
-            for k, v in out.items():
-                if bool((v.abs() > c).any()):
-                    raise AssertionError(f"projection {name!r} left {k} outside [-{c}, {c}] (max |x| = {v.abs().max().item():.4g})")
-            inside = {k: v.clamp(-c / 2, c / 2) for k, v in params.items()}
-            try:
-                assert_trees_equal(inside, project(inside, w), "parameters already inside the bound")
-            except AssertionError as e:
-                raise AssertionError(f"projection {name!r} changed parameters that were already inside [-{c}, {c}]: {e}") from None
-        try:
-            assert_trees_equal(out, project(out, w), "projected parameters")
-        except AssertionError as e:
-            raise AssertionError(f"projection {name!r} is not idempotent: {e}") from None

@@ -1,0 +1,80 @@
+"""Checks of a step's inputs, before any state changes (metadata only: valid under vmap and compile)."""
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from . import diagnose
+from .state import Noise, TrainState
+
+__all__ = ["check_batch", "check_step_inputs", "check_compatible"]
+
+
+def check_batch(gan: Any, state: TrainState, real: Tensor | None, z: Tensor, which: str) -> None:
+    """One update's inputs: latents ``z`` [B, *latent] and, for D, ``real`` [B, *sample]
+    of the parameters' dtype and device."""
+    if tuple(z.shape[1:]) != gan.latent_shape:
+        raise ValueError(f"{which}-noise latents must have shape [B, {', '.join(map(str, gan.latent_shape))}], got {tuple(z.shape)}")
+    B = z.shape[0]
+    if B % gan.accumulation_steps:
+        raise ValueError(f"batch size {B} is not divisible by accumulation_steps={gan.accumulation_steps}")
+    if real is None:
+        return
+    like = next(iter(state.d.params.values()))
+    if tuple(real.shape[1:]) != gan.sample_shape:
+        raise ValueError(f"real batch has sample shape {tuple(real.shape[1:])} but the generator makes {gan.sample_shape} (real batch shape {tuple(real.shape)})")
+    if real.shape[0] != B:
+        raise ValueError(f"real batch size {real.shape[0]} does not match the noise batch size {B}")
+    if real.dtype != like.dtype:
+        raise TypeError(f"real data has dtype {real.dtype} but the parameters are {like.dtype}")
+    if real.device != like.device:
+        raise ValueError(f"real data is on {real.device} but the parameters are on {like.device}")
+
+
+def check_step_inputs(gan: Any, state: TrainState, real: Tensor, noise: Noise) -> None:
+    """A train step's inputs: a ``TrainState``, real data of the right rank and
+    leading axis for ``n_critic``, and noise drawn by this GAN's ``draw_noise``."""
+    if not isinstance(state, TrainState):
+        raise TypeError(f"state must be a ganfn.TrainState (from gan.init), got {type(state).__name__}")
+    if not isinstance(real, Tensor):
+        raise TypeError(f"real must be a tensor, got {type(real).__name__}")
+    if not isinstance(noise, Noise):
+        raise TypeError(f"noise must be the ganfn.state.Noise returned by gan.draw_noise(rng, batch_size), got {type(noise).__name__}")
+    want = 1 + len(gan.sample_shape) + (gan.n_critic > 1)
+    if real.dim() != want:
+        lead = f"[{gan.n_critic}, B, " if gan.n_critic > 1 else "[B, "
+        raise ValueError(f"real must have shape {lead}{', '.join(map(str, gan.sample_shape))}] (n_critic={gan.n_critic}), got {tuple(real.shape)}")
+    if gan.n_critic > 1 and real.shape[0] != gan.n_critic:
+        raise ValueError(f"real has {real.shape[0]} batches on its leading axis but n_critic={gan.n_critic}")
+    if noise.d.z.shape[0] != gan.n_critic or noise.g.z.shape[0] != gan.n_gen:
+        raise ValueError("noise was drawn for a different n_critic/n_gen: use this GAN's draw_noise")
+    for side, hook in ((noise.d, "noise_d"), (noise.g, "noise_g")):
+        for p in gan.parts:
+            if getattr(p, hook) is not None and p.name not in side.parts:
+                raise ValueError(f"part {p.name!r} needs interpolation weights / random draws that this noise lacks: "
+                                 "draw the noise with this GAN's draw_noise")
+
+
+def check_compatible(gan: Any, g_params: dict, g_buffers: dict, d_params: dict, d_buffers: dict) -> tuple[int, ...]:
+    """G's sample shape, after checking that G takes latents ``[2, *latent]`` and
+    D takes G's output, returning one score per sample; ``ValueError`` naming the shapes."""
+    like = next(iter(g_params.values()), None)
+    z = torch.zeros(2, *gan.latent_shape, dtype=like.dtype if like is not None else None,
+                    device=like.device if like is not None else None)
+    try:
+        with torch.no_grad():
+            fake, _ = gan.g_apply(g_params, g_buffers, z, train=False)
+    except Exception as e:  # noqa: BLE001 - re-raised with the shapes named
+        raise ValueError(f"the generator cannot take latents of shape {tuple(z.shape)} (latent_dim={gan.latent_shape}): {e}") from e
+    try:
+        with torch.no_grad():
+            out, _ = gan.d_apply(d_params, d_buffers, fake, train=False)
+    except Exception as e:  # noqa: BLE001
+        raise ValueError(f"the discriminator cannot take the generator's output of shape {tuple(fake.shape)} "
+                         f"(sample shape {tuple(fake.shape[1:])}): {e}") from e
+    if out.dim() == 0 or out.shape[0] != 2:
+        raise ValueError(f"the discriminator must return scores with a leading batch axis ([B] or [B, 1]), got shape {tuple(out.shape)} for a batch of 2")
+    diagnose.check_discriminator(gan.discriminator, lambda x: gan.d_apply(d_params, d_buffers, x, train=False)[0], fake, gan.loss.name)
+    return tuple(fake.shape[1:])

@@ -1,0 +1,30 @@
+"""Balancing D and G by D's accuracy: skip updates of the network that is ahead."""
+from __future__ import annotations
+
+from torch import Tensor
+
+from ..validate import Range, check_range
+from .base import Part
+
+__all__ = ["balance"]
+
+
+def _accuracy(aux) -> Tensor:
+    return 0.5 * (aux.d_acc_real + aux.d_acc_fake)
+
+
+def balance(d_above: float | None = None, g_below: float | None = None) -> Part:
+    """Skip a D update while D's accuracy on the batch (measured before the update)
+    is above ``d_above`` (0.8 is a common choice), and a G update while the last
+    D update's accuracy is below ``g_below``. ``None`` leaves that side alone.
+    The thresholds are fixed numbers of the setup (no state, no noise)."""
+    kw = {}
+    if d_above is not None:
+        check_range("d_skip_accuracy", d_above, Range(0.0, 1.0))
+        kw["skip_d"] = lambda aux, ctx: _accuracy(aux) > d_above
+    if g_below is not None:
+        check_range("g_skip_accuracy", g_below, Range(0.0, 1.0))
+        kw["skip_g"] = lambda d_aux, ctx: _accuracy(d_aux) < g_below
+    if not kw:
+        raise ValueError("balance needs d_above and/or g_below")
+    return Part("balance", **kw)
