@@ -328,7 +328,7 @@ def test_halving_refill_puts_fresh_members_with_new_configurations_into_freed_sl
     fresh = ensemble.init_many(GAN, made[0])
     for j, i in enumerate(slots):
         # Parameters and optimizer moments are the fresh member's; explored hyperparameters are new draws in bounds...
-        assert torch.equal(new.g_params["0.weight"][i], fresh.g_params["0.weight"][j])
+        assert torch.equal(new.g.params["0.weight"][i], fresh.g.params["0.weight"][j])
         assert int(new.step[i]) == 0
         for name, b in SPACE.items():
             assert b[0] <= float(new_hp[name][i]) <= b[1]
