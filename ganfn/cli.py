@@ -92,6 +92,8 @@ HELP: dict[str, str] = {
                   "(default: the data's figure; modes then high_quality for ring8/grid25)",
     "halving_at": "successive halving: at these steps (e.g. 1000,2000) freeze the worst half of the active members "
                   "(default: off)",
+    "halving_refill": "refill the slots each halving frees with fresh members (new seeds, the explored hyperparameters "
+                      "drawn within their bounds)",
     "device": "cpu, cuda or cuda:N",
     "threads": "CPU threads for torch (default 1: ganfn's small GAN steps are overhead-bound, and two threads on a busy "
                "2-core machine ran 20x slower in our measurements; raise it for large models on an idle machine)",
@@ -121,7 +123,7 @@ _CHOICES = {
 }
 _METAVAR = {"data": "NAME|PATH", "seeds": "N", "run_dir": "DIR", "grid": "SPEC", "pbt_every": "N", "pbt_space": "SPEC",
             "halving_at": "STEPS", "pbt_metric": "NAMES"}
-_SWEEP_ONLY = ("grid", "pbt_every", "pbt_fraction", "pbt_space", "pbt_metric", "halving_at")
+_SWEEP_ONLY = ("grid", "pbt_every", "pbt_fraction", "pbt_space", "pbt_metric", "halving_at", "halving_refill")
 _TYPES = {"int": int, "float": float, "str": str}
 
 
@@ -319,11 +321,13 @@ def _size_note(cfg: P.Config, gan: Any) -> str:
     return f", image size {shape[-1]} (chosen for the data and the {cfg.model} model; --image-size to change)"
 
 
-def _population(cfg: P.Config, evaluator: Any, parser: argparse.ArgumentParser) -> Any:
+def _population(cfg: P.Config, gan: Any, evaluator: Any, parser: argparse.ArgumentParser) -> Any:
     """The PBT / successive-halving schedule the options ask for, or None."""
+    if cfg.halving_refill and not cfg.halving_at:
+        parser.error("--halving-refill refills the slots freed by --halving-at: give --halving-at too")
     if cfg.pbt_every is None and not cfg.halving_at:
         return None
-    from . import lineage, sweep
+    from . import ensemble, lineage, sweep
 
     if not cfg.grid:
         parser.error("--pbt-every / --halving-at need a --grid (the population and the hyperparameters to explore)")
@@ -342,7 +346,8 @@ def _population(cfg: P.Config, evaluator: Any, parser: argparse.ArgumentParser) 
         default = [evaluator.primary] + (["high_quality"] if evaluator.primary == "modes" else [])
         names = [m.strip() for m in cfg.pbt_metric.split(",") if m.strip()] if cfg.pbt_metric else default
         return lineage.Schedule(space, every=cfg.pbt_every, fraction=cfg.pbt_fraction, halving_at=halving,
-                                metrics=names, seed=cfg.seed)
+                                metrics=names, seed=cfg.seed,
+                                refill=(lambda seeds: ensemble.init_many(gan, seeds)) if cfg.halving_refill else None)
     except ValueError as e:
         parser.error(str(e))
 
@@ -373,7 +378,7 @@ def _run_train(cfg: P.Config, resume: str | None, progress: bool, parser: argpar
         parser.error(str(e))
     if world.distributed and world.rank == 0:
         gd.barrier()
-    population = _population(cfg, evaluator, parser)
+    population = _population(cfg, gan, evaluator, parser)
     if cfg.run_dir is None:
         name = Path(cfg.data).name if cfg.data not in P.gdata.NAMES else cfg.data
         cfg.run_dir = str(Path("runs") / f"{time.strftime('%Y%m%d-%H%M%S')}-{cfg.preset or name}")

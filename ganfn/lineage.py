@@ -12,7 +12,7 @@ for bit. No I/O here; the loop logs and saves.
 """
 from __future__ import annotations
 
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import torch
 from torch import Tensor
@@ -120,11 +120,18 @@ class Schedule:
             lexicographically: ``("modes", "high_quality")`` ranks by modes, then
             by the high-quality fraction.
         seed: seed of the schedule's own generator (source choice and perturbations).
+        refill: ``init(seeds) -> stacked state`` of ``len(seeds)`` fresh members
+            (e.g. ``lambda seeds: ensemble.init_many(gan, seeds)``): with it, the
+            slots a halving frees are refilled at once with new configurations,
+            each hyperparameter of ``space`` drawn within its bounds and the
+            others kept from the slot's old member. The seeds come from the
+            schedule's generator.
     """
 
     def __init__(self, space: Mapping[str, Any], *, every: int | None = None, fraction: float = 0.25,
                  halving_at: Sequence[int] = (), metrics: Sequence[str | pop.Metric] = ("modes",), seed: int = 0,
-                 perturb: Sequence[float] = (0.8, 1.2), resample_probability: float = 0.25) -> None:
+                 perturb: Sequence[float] = (0.8, 1.2), resample_probability: float = 0.25,
+                 refill: Callable[[list[int]], Any] | None = None) -> None:
         if every is not None and (not isinstance(every, int) or every < 1):
             raise ValueError(f"every (--pbt-every) must be an int >= 1 or None, got {every!r}")
         if not 0 < fraction <= 0.5:
@@ -140,6 +147,9 @@ class Schedule:
         if not self.metrics:
             raise ValueError("metrics must name at least one quality figure")
         self.perturb, self.resample_probability = tuple(perturb), float(resample_probability)
+        if refill is not None and not callable(refill):
+            raise TypeError(f"refill must be a function init(seeds) -> stacked state, got {type(refill).__name__}")
+        self.refill = refill
         self.rng = torch.Generator().manual_seed(int(seed))
         self.lineage: Lineage | None = None
 
@@ -162,15 +172,36 @@ class Schedule:
         if not self.due(step):
             return state
         scores, dirs = pop.scores_from_figures(figures, self.metrics)
+        fresh: list[int] = []
         if step in self.halving_at:
             state, rep = pop.halve(state, scores, higher_is_better=dirs, retired=self.lineage.retired)
             self.lineage.record_halving(step, rep)
+            if self.refill is not None:
+                fresh = [i for i, f in enumerate(_floats(rep["frozen"])) if f]
+                state = self._refill(step, state, fresh)
         if self.every and step % self.every == 0:
+            # Members refilled at this step have no score yet: they sit this round out.
             state, rep = pop.exploit_explore(state, scores, self.rng, space=self.space, fraction=self.fraction,
                                              higher_is_better=dirs, perturb=self.perturb,
-                                             resample_probability=self.resample_probability, retired=self.lineage.retired)
+                                             resample_probability=self.resample_probability,
+                                             retired=sorted(set(self.lineage.retired) | set(fresh)))
             self.lineage.record_exploit(step, rep)
         return state
+
+    def _refill(self, step: int, state: Any, slots: list[int]) -> Any:
+        """``state`` with ``slots`` holding fresh members with newly drawn hyperparameters."""
+        if not slots:
+            return state
+        seeds = [int(s) for s in torch.randint(0, 2**31 - 1, (len(slots),), generator=self.rng)]
+        bounds = pop.check_space(self.space, state)
+        u = torch.rand(len(bounds), len(slots), generator=self.rng, dtype=torch.float64)
+        idx = torch.tensor(slots, dtype=torch.int64, device=state.step.device)
+        values = {k: v[idx] for k, v in pop.hyperparameters(state).items()}
+        for j, (name, b) in enumerate(sorted(bounds.items())):
+            values[name] = pop.draw_in(b, u[j]).to(device=values[name].device, dtype=values[name].dtype)
+        members = pop.set_hyperparameters(self.refill(seeds), values)
+        self.lineage.record_refill(step, slots, {k: values[k] for k in sorted(bounds)})
+        return pop.refill(state, slots, members)
 
     def state_dict(self) -> dict[str, Any]:
         """The schedule's state for a checkpoint: generator state and lineage."""

@@ -32,7 +32,7 @@ from torch import Tensor
 
 from .ensemble import freeze, frozen, num_members
 
-__all__ = ["Bounds", "Metric", "metric", "hyperparameters", "set_hyperparameters", "check_space", "rank", "scores_from_figures",
+__all__ = ["Bounds", "Metric", "metric", "hyperparameters", "set_hyperparameters", "check_space", "draw_in", "rank", "scores_from_figures",
            "exploit_explore", "halve", "refill"]
 
 
@@ -172,6 +172,14 @@ def check_space(space: Mapping[str, Bounds | Sequence[float]], state: Any = None
     return out
 
 
+def draw_in(bounds: Bounds, u: Tensor) -> Tensor:
+    """Values in ``[low, high]`` from uniforms ``u`` in [0, 1): log-uniform when
+    ``bounds.log``, else uniform (same shape, dtype and device as ``u``)."""
+    lo, hi = (math.log(bounds.low), math.log(bounds.high)) if bounds.log else (bounds.low, bounds.high)
+    x = lo + u * (hi - lo)
+    return (torch.exp(x) if bounds.log else x).clamp(bounds.low, bounds.high)
+
+
 def _active(S: int, retired: Sequence[int]) -> list[int]:
     bad = [r for r in retired if not (isinstance(r, int) and 0 <= r < S)]
     if bad:
@@ -253,10 +261,7 @@ def exploit_explore(state: Any, scores: Tensor | Sequence[float], rng: torch.Gen
     values = {}
     for j, (name, b) in enumerate(sorted(bounds.items())):
         v = current[name]
-        lo, hi = (math.log(b.low), math.log(b.high)) if b.log else (b.low, b.high)
-        draw = lo + u[j] * (hi - lo)
-        draw = torch.exp(draw) if b.log else draw
-        explored = torch.where(coin[j], draw, v.double() * factor[j]).clamp(b.low, b.high)
+        explored = torch.where(coin[j], draw_in(b, u[j]), v.double() * factor[j]).clamp(b.low, b.high)
         values[name] = torch.where(copied, explored.to(v.dtype), v)
     new = set_hyperparameters(new, values)
     return new, {"source": source, "copied": copied, "order": order, "hparams": values}

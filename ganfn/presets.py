@@ -111,6 +111,7 @@ class Config:
     pbt_space: str | None = None
     pbt_metric: str | None = None
     halving_at: str | None = None
+    halving_refill: bool = False
     device: str = "cpu"
     threads: int | None = 1
     precision: str = "fp32"

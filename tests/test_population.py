@@ -306,3 +306,36 @@ def test_lineage_records_refills_and_round_trips():
     assert lin.retired == [] and lin.hparams[1][-1] == {"step": 10, "lr_d": 5e-3}
     assert Lineage.from_dict(lin.to_dict()).to_dict() == lin.to_dict()
     assert lin.lineage_text(1) == "halved@10 refill@10" and lin.lineage_text(0) == "-"
+
+
+def test_halving_refill_puts_fresh_members_with_new_configurations_into_freed_slots():
+    state = STATES[8]
+    made = []
+
+    def init(seeds):
+        made.append(list(seeds))
+        return ensemble.init_many(GAN, seeds)
+
+    sched = Schedule(SPACE, every=2, halving_at=[2], fraction=0.25, metrics=("modes",), seed=3, refill=init)
+    sched.start(state)
+    scores = [{"modes": float(m)} for m in (5, 1, 7, 3, 8, 2, 6, 4)]
+    new = sched(2, state, scores)
+    slots = [1, 3, 5, 7]
+    assert len(made) == 1 and len(made[0]) == 4
+    assert not bool(ensemble.frozen(new).any()) and sched.lineage.retired == []
+    assert [e["member"] for e in sched.lineage.events if e["kind"] == "refill"] == slots
+    old_hp, new_hp = P.hyperparameters(state), P.hyperparameters(new)
+    fresh = ensemble.init_many(GAN, made[0])
+    for j, i in enumerate(slots):
+        # Parameters and optimizer moments are the fresh member's; explored hyperparameters are new draws in bounds...
+        assert torch.equal(new.g.params["0.weight"][i], fresh.g.params["0.weight"][j])
+        assert int(new.step[i]) == 0
+        for name, b in SPACE.items():
+            assert b[0] <= float(new_hp[name][i]) <= b[1]
+        # ...the others are the slot's old member's (not the GAN's defaults).
+        assert float(new_hp["b1_d"][i]) == float(old_hp["b1_d"][i])
+    # The PBT round at the same step left the refilled slots alone (they have no score yet).
+    copies = [e for e in sched.lineage.events if e["kind"] == "copy"]
+    assert copies and not any(e["member"] in slots or e["source"] in slots for e in copies)
+    with pytest.raises(TypeError, match="refill"):
+        Schedule(SPACE, halving_at=[2], refill="yes")

@@ -20,9 +20,9 @@ def _gan():
     return ganfn.GAN(G, D, latent_dim=latent, loss="hinge", ema_decay=0.9)
 
 
-def _schedule():
+def _schedule(refill=None):
     return Schedule({"lr_d": (1e-4, 1e-2), "lr_g": (1e-4, 1e-2)}, every=2, fraction=0.25, halving_at=[4],
-                    metrics=(ganfn.population.Metric("m", True),), seed=1)
+                    metrics=(ganfn.population.Metric("m", True),), seed=1, refill=refill)
 
 
 def _evaluator():
@@ -56,6 +56,18 @@ def test_pbt_run_resumes_bit_identically_with_its_lineage(tmp_path):
     assert not _same(full, plain)
 
 
+def test_pbt_run_with_halving_refill_resumes_bit_identically(tmp_path):
+    gan = _gan()
+    refill = lambda seeds: ganfn.ensemble.init_many(gan, seeds)  # noqa: E731
+    full, hist = fit(gan, data.ring8, evaluator=_evaluator(), population=_schedule(refill), run_dir=tmp_path,
+                     checkpoint_every=4, keep=10, **KW)
+    lin = hist["population"]
+    assert [e["kind"] for e in lin["events"]].count("refill") == 4 and lin["retired"] == []
+    resumed, hist_r = fit(gan, data.ring8, evaluator=_evaluator(), population=_schedule(refill),
+                          resume=tmp_path / "checkpoints" / "ckpt-00000004.pt", **KW)
+    assert _same(full, resumed) and hist_r["population"] == lin
+
+
 def test_tensorboard_shows_hyperparameters_over_time(tmp_path):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
@@ -83,15 +95,15 @@ TINY = ["--steps", "4", "--batch-size", "16", "--n-eval", "200", "--eval-every",
 
 def test_sweep_with_pbt_and_halving_prints_schedules_and_draws_figures(tmp_path, capsys):
     code = cli.main(["sweep", "--grid", "lr_d=1e-4,1e-3;lr_g=1e-4,2e-4", "--pbt-every", "2", "--pbt-fraction", "0.25",
-                     "--halving-at", "2", "--run-dir", str(tmp_path), *TINY])
+                     "--halving-at", "2", "--halving-refill", "--run-dir", str(tmp_path), *TINY])
     out = capsys.readouterr().out
     assert code == 0
     header = next(line for line in out.splitlines() if line.startswith("| member"))
     assert "schedule" in header and "lineage" in header
-    assert "halved@2" in out and "lr_d" in out
+    assert "halved@2 refill@2" in out and "lr_d" in out
     assert (tmp_path / "population.png").stat().st_size > 0 and (tmp_path / "sweep_heatmap.png").stat().st_size > 0
     m = json.loads((tmp_path / "metrics.json").read_text())
-    assert len(m["population"]["retired"]) == 2
+    assert m["population"]["retired"] == [] and [e["kind"] for e in m["population"]["events"]].count("refill") == 2
 
 
 @pytest.mark.parametrize("extra, match", [
@@ -101,6 +113,7 @@ def test_sweep_with_pbt_and_halving_prints_schedules_and_draws_figures(tmp_path,
     (["--pbt-every", "2", "--pbt-space", "lr_q=1e-4,1e-3"], "unknown hyperparameter 'lr_q'"),
     (["--halving-at", "0"], "halving"),
     (["--pbt-every", "2", "--pbt-metric", "sharpness"], "direction unknown"),
+    (["--pbt-every", "2", "--halving-refill"], "give --halving-at too"),
 ])
 def test_sweep_population_options_give_clear_errors(tmp_path, capsys, extra, match):
     with pytest.raises(SystemExit) as e:
