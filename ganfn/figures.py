@@ -9,6 +9,8 @@
 - :func:`heatmap`: any [R, C] grid of numbers with labelled rows and columns;
   :func:`sweep_heatmap` puts a sweep's final figure on its 2-D grid with it.
 - :func:`member_rows`: a sample grid with one row per member of a stacked run.
+- :func:`population_curves`: each member's quality figure over the steps of a
+  population-based training run, with its copy and halving events marked.
 - :func:`run_figures`: what ``fit`` writes at the end of a run.
 
 Figures are built on a bare :class:`matplotlib.figure.Figure` with the Agg
@@ -27,7 +29,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from torch import Tensor
 
-__all__ = ["curves", "training_figure", "heatmap", "sweep_heatmap", "member_rows", "run_figures", "series"]
+__all__ = ["curves", "training_figure", "heatmap", "sweep_heatmap", "member_rows", "population_curves", "run_figures", "series"]
 
 LOSS_KEYS = ("d_loss", "g_loss")
 
@@ -253,6 +255,57 @@ def member_rows(
     return _save(fig, path)
 
 
+def population_curves(
+    evals: Sequence[Mapping[str, Any]], metric: str, path: str | os.PathLike, *,
+    events: Sequence[Mapping[str, Any]] = (), title: str | None = None,
+) -> Path:
+    """Each member's ``metric`` over the steps, with the lineage's events marked.
+
+    ``evals`` is ``fit``'s ``history["eval"]`` (``{"step", "figures": [one dict
+    per member]}``); ``events`` is ``ganfn.lineage.Lineage.events``. A copy is a
+    dashed line from the source's value at that step to the member's next value
+    (the member continues from the source's state); a halved member gets an x.
+    """
+    if not evals:
+        raise ValueError("population_curves needs at least one evaluation (history['eval'])")
+    import matplotlib
+
+    S = len(evals[0]["figures"])
+    steps = [int(e["step"]) for e in evals]
+    ys = [[e["figures"][i].get(metric, math.nan) for e in evals] for i in range(S)]
+    colors = matplotlib.colormaps["tab20" if S > 10 else "tab10"]
+    fig = Figure(figsize=(8.0, 4.5), layout="constrained")
+    ax = fig.add_subplot()
+    at = {s: k for k, s in enumerate(steps)}
+    copied_at = {(int(e["member"]), at[int(e["step"])]) for e in events if e["kind"] == "copy" and int(e["step"]) in at}
+    for i in range(S):
+        # A copied member's own line breaks at the copy: it continues from the source's state.
+        xs, vs = [], []
+        for k, (x, v) in enumerate(zip(steps, ys[i])):
+            xs.append(x)
+            vs.append(v)
+            if (i, k) in copied_at:
+                xs.append(x)
+                vs.append(math.nan)
+        ax.plot(xs, vs, color=colors(i % colors.N), lw=1.2, label=f"member {i}")
+    for e in events:
+        k, i = at.get(int(e["step"])), int(e["member"])
+        if k is None:
+            continue
+        c = colors(i % colors.N)
+        if e["kind"] == "copy" and e.get("source") is not None:
+            nxt = min(k + 1, len(steps) - 1)
+            ax.plot([steps[k], steps[nxt]], [ys[e["source"]][k], ys[i][nxt]], ls="--", lw=0.9, color=c)
+            ax.plot([steps[k]], [ys[e["source"]][k]], marker="o", ms=4, mfc="none", color=c)
+        elif e["kind"] == "halved":
+            ax.plot([steps[k]], [ys[i][k]], marker="x", ms=7, color=c)
+    ax.set(xlabel="step", ylabel=metric,
+           title=title or f"{metric} per member (o- -: copied that member's state; x: frozen by halving)")
+    if S <= 16:
+        ax.legend(fontsize="x-small", ncol=2)
+    return _save(fig, path)
+
+
 def run_figures(
     run_path: str | os.PathLike,
     history: Mapping[str, Any],
@@ -266,7 +319,8 @@ def run_figures(
 ) -> list[Path]:
     """The end-of-run figures in ``run_path``: ``losses.png`` always; for a stacked
     run of images ``samples_members.png`` (one row per member); for a sweep over
-    exactly two hyperparameters with a final figure, ``sweep_heatmap.png``."""
+    exactly two hyperparameters with a final figure, ``sweep_heatmap.png``; for a
+    population run (``history["population"]``), ``population.png``."""
     run_path = Path(run_path)
     title = f"{primary} on n = {n_samples} samples" if primary and n_samples else None
     out = [training_figure(history, run_path / "losses.png", primary=primary, n_samples=n_samples, title=title)]
@@ -284,5 +338,8 @@ def run_figures(
             name = primary + (f" (n = {n_samples})" if n_samples else "")
             out.append(sweep_heatmap(hparams, [f.get(primary, math.nan) for f in finals], run_path / "sweep_heatmap.png",
                                      value_name=name, keys=(varying[0], varying[1]), higher_is_better=higher_is_better))
+    if primary and history.get("population") and history.get("eval"):
+        out.append(population_curves(history["eval"], primary, run_path / "population.png",
+                                     events=history["population"]["events"]))
     return out
 

@@ -33,6 +33,7 @@ from torch import Tensor, nn
 
 from . import losses as _losses
 from . import optim as _optim
+from . import diagnose
 from . import penalties as _penalties
 from .functional import Buffers, Params, extract, has_batch_stats, make_apply
 from .spectral import sn_apply, sn_init, sn_step
@@ -111,13 +112,6 @@ def grad_norm_metrics(net: str, grads: Params, opt_state: dict) -> dict[str, Ten
     scale = opt_state["loss_scale"]
     norm = norm / scale.to(norm.dtype)
     return {f"{net}_grad_norm": torch.where(torch.isfinite(norm), norm, torch.zeros_like(norm)), f"{net}_loss_scale": scale}
-
-
-def _scores(out: Tensor) -> Tensor:
-    """One detached score per sample: D's output, averaged over any non-batch
-    elements (patch discriminators); [B] and [B, 1] outputs need no reduction."""
-    out = out.detach()
-    return out if out.dim() == 1 or out[0].numel() == 1 else out.reshape(out.shape[0], -1).mean(1)
 
 
 def _mean(xs: Sequence[dict]) -> dict:
@@ -366,6 +360,7 @@ class GAN:
             ) from e
         if out.dim() == 0 or out.shape[0] != 2:
             raise ValueError(f"the discriminator must return scores with a leading batch axis ([B] or [B, 1]), got shape {tuple(out.shape)} for a batch of 2")
+        diagnose.check_discriminator(self.discriminator, lambda x: self._d(d_params, d_buffers, x, train=False)[0], fake, self.loss.name)
         self._sample_shape = tuple(fake.shape[1:])
 
     # -- randomness ---------------------------------------------------------------
@@ -422,14 +417,14 @@ class GAN:
             if pn.term is not None:
                 d_fn = lambda x: self._d(p, state.d_buffers, x)[0]  # noqa: E731
                 pen = pen + pn.term(d_fn, real, fake, eps, hp[pn.weight_key])
-        thr = self.loss.threshold
+        acc_r, acc_f = diagnose.d_accuracy(self.loss, out_r, out_f, hp["real_label"], hp["fake_label"])
         aux = {
             "d_buffers": buf,
             "d_loss_real": lr_.detach(),
             "d_loss_fake": lf_.detach(),
             "penalty": pen.detach(),
-            "d_acc_real": (_scores(out_r) > thr).to(lr_.dtype).mean(),
-            "d_acc_fake": (_scores(out_f) < thr).to(lr_.dtype).mean(),
+            "d_acc_real": acc_r.to(lr_.dtype),
+            "d_acc_fake": acc_f.to(lr_.dtype),
         }
         return lr_ + lf_ + pen, aux
 

@@ -32,6 +32,12 @@ __all__ = [
     "get",
     "LOSSES",
     "bce_with_logits",
+    "rpgan",
+    "ragan",
+    "RELATIVISTIC",
+    "top_k_mask",
+    "top_k_count",
+    "top_k",
 ]
 
 
@@ -59,6 +65,9 @@ class LossPair(NamedTuple):
     scores: Callable[[Any], Tensor] = _identity
     """D's adversarial scores [B] from D's output (the output itself, or the score
     part of a (scores, class logits) pair); penalties and accuracies use these."""
+    g_needs_real: bool = False
+    """``g`` compares the fake outputs with D's outputs on real data and takes
+    them as ``g(fake_out, real_out=...)`` (the relativistic losses)."""
 
     def d(self, real_out: Tensor, fake_out: Tensor, **kw) -> Tensor:
         """The discriminator's total loss: real part + fake part."""
@@ -182,9 +191,78 @@ b = ``real_target``, a = ``fake_target``, c = ``g_target``. Accuracy threshold 0
 assumes the default targets.
 """
 
+# -- relativistic (Jolicoeur-Martineau, 2018) ----------------------------------------
+
+
+def _need_real(real_out: Tensor | None, name: str) -> Tensor:
+    if real_out is None:
+        raise ValueError(f"{name}'s generator loss compares fake with real outputs: pass real_out= (D's outputs on a real batch)")
+    return _per_sample(real_out)
+
+
+def _check_paired(real: Tensor, fake: Tensor, name: str) -> None:
+    if real.shape[0] != fake.shape[0]:
+        raise ValueError(f"{name} pairs real sample i with fake sample i: batch sizes differ ({real.shape[0]} real, {fake.shape[0]} fake)")
+
+
+def _rp_d_parts(real_out, fake_out, *, reduction="mean", **_):
+    r, f = _per_sample(real_out), _per_sample(fake_out)
+    _check_paired(r, f, "rpgan")
+    # -log sigmoid(r - f) = softplus(f - r): stable for any magnitude. The loss
+    # does not separate into a real and a fake part; it is reported half in each.
+    half = 0.5 * F.softplus(f - r)
+    return _reduce(half, reduction), _reduce(half, reduction)
+
+
+def _rp_g(fake_out, *, real_out: Tensor | None = None, reduction="mean", **_):
+    r, f = _need_real(real_out, "rpgan"), _per_sample(fake_out)
+    _check_paired(r, f, "rpgan")
+    return _reduce(F.softplus(r - f), reduction)
+
+
+rpgan = LossPair("rpgan", _rp_d_parts, _rp_g, 0.0, g_needs_real=True)
+"""Relativistic pairing GAN (RSGAN; Jolicoeur-Martineau 2018, eq. 8; the loss of
+R3GAN, Huang et al. 2024): with real and fake samples paired by index,
+
+D: ``E[softplus(D(fake) - D(real))]`` = ``-E[log sigmoid(D(real) - D(fake))]``;
+G: ``E[softplus(D(real) - D(fake))]``.
+
+D judges how much more real each real sample looks than its fake partner.
+``d_parts`` returns the loss split evenly between its two parts (it does not
+separate); ``g`` needs ``real_out=``, D's outputs on a real batch of the same
+size. Targets do not apply and are ignored.
+"""
+
+
+def _ra_d_parts(real_out, fake_out, *, reduction="mean", **_):
+    r, f = _per_sample(real_out), _per_sample(fake_out)
+    return _reduce(F.softplus(-(r - f.mean())), reduction), _reduce(F.softplus(f - r.mean()), reduction)
+
+
+def _ra_g(fake_out, *, real_out: Tensor | None = None, reduction="mean", **_):
+    r, f = _need_real(real_out, "ragan"), _per_sample(fake_out)
+    _check_paired(r, f, "ragan")
+    # Both terms of the symmetric game; "none" gives their sum per index i.
+    return _reduce(F.softplus(-(f - r.mean())) + F.softplus(r - f.mean()), reduction)
+
+
+ragan = LossPair("ragan", _ra_d_parts, _ra_g, 0.0, g_needs_real=True)
+"""Relativistic average GAN (RaSGAN; Jolicoeur-Martineau 2018, eq. 11-12): each
+sample is compared with the mean output on the other kind,
+
+D: ``E_r[softplus(-(D(r) - E_f[D(f)]))] + E_f[softplus(D(f) - E_r[D(r)])]``;
+G: ``E_f[softplus(-(D(f) - E_r[D(r)]))] + E_r[softplus(D(r) - E_f[D(f)])]``.
+
+The real term of G's loss depends on G through the mean fake output, so G learns
+from real data too. ``g`` needs ``real_out=`` of the same batch size.
+"""
+
 LOSSES: dict[str, LossPair] = {
     lp.name: lp for lp in (minimax, non_saturating, wasserstein, hinge, least_squares)
 }
+RELATIVISTIC: dict[str, LossPair] = {lp.name: lp for lp in (rpgan, ragan)}
+"""The relativistic losses: their ``g`` also takes D's outputs on real data."""
+
 _ALIASES = {"bce": non_saturating, "ns": non_saturating, "wgan": wasserstein, "lsgan": least_squares, "ls": least_squares}
 
 
@@ -222,6 +300,8 @@ def mixture(a: str | LossPair, b: str | LossPair, weight: float = 0.5) -> LossPa
     use ``a``'s threshold.
     """
     a, b = get(a), get(b)
+    if a.g_needs_real or b.g_needs_real:
+        raise ValueError("mixture: relativistic losses (rpgan, ragan) cannot be mixed; use one of them alone")
     if a.hparams or b.hparams:
         raise ValueError("mixture: nested loss hyperparameters are not supported; mix two plain losses")
     if not 0.0 <= float(weight) <= 1.0:
@@ -270,8 +350,8 @@ def acgan(base: str | LossPair = "non_saturating", d_weight: float = 1.0, g_weig
     in the training state, so stacked members can each carry their own.
     """
     base = get(base)
-    if base.hparams or base.takes_labels:
-        raise ValueError(f"acgan: the base loss must be a plain loss (no hyperparameters or labels of its own), got {base.name}")
+    if base.hparams or base.takes_labels or base.g_needs_real:
+        raise ValueError(f"acgan: the base loss must be a plain loss (no hyperparameters, labels or real outputs in G's loss), got {base.name}")
     for name, w in (("d_weight", d_weight), ("g_weight", g_weight)):
         if not isinstance(w, (int, float)) or not 0.0 <= float(w) < float("inf"):
             raise ValueError(f"acgan {name} must be a finite number >= 0, got {w!r}")
@@ -292,3 +372,40 @@ def acgan(base: str | LossPair = "non_saturating", d_weight: float = 1.0, g_weig
 
 
 __all__ += ["acgan"]
+
+
+# -- top-k training of G (Sinha et al., 2020) ---------------------------------------
+
+
+def top_k_mask(scores: Tensor, k: int | Tensor) -> Tensor:
+    """A [B] 0/1 mask (``scores``' dtype) of the ``k`` samples with the highest
+    ``scores`` [B] (ties go to the lower index). ``k`` may be a 0-d tensor (one per
+    ensemble member): the mask is computed from ranks, with no data-dependent shape."""
+    s = _per_sample(scores.detach())
+    rank = torch.argsort(torch.argsort(-s, stable=True), stable=True)
+    return (rank < torch.as_tensor(k, device=s.device)).to(s.dtype)
+
+
+def top_k(per_sample_g_loss: Tensor, fake_scores: Tensor, k: int | Tensor) -> Tensor:
+    """G's loss averaged over the ``k`` fakes D scores highest only (Sinha et al.,
+    2020, "Top-k Training of GANs"): the fakes D finds least realistic give
+    gradients that point away from the data, so they are left out.
+
+    ``per_sample_g_loss`` [B] is ``loss.g(fake_out, reduction="none")`` and
+    ``fake_scores`` [B] D's outputs on the same fakes.
+    """
+    m = top_k_mask(fake_scores, k).to(per_sample_g_loss.dtype)
+    return (per_sample_g_loss * m).sum() / m.sum().clamp(min=1)
+
+
+def top_k_count(step: int | Tensor, batch_size: int, *, steps_per_epoch: int, gamma: float | Tensor = 0.99,
+                min_fraction: float | Tensor = 0.5) -> Tensor:
+    """``k`` for top-k training at ``step``: ``max(gamma ** epoch * B, min_fraction * B)``
+    rounded up, with ``epoch = step // steps_per_epoch`` (the paper's schedule:
+    all samples at first, decaying by ``gamma = 0.99`` per epoch to a floor ``nu = 0.5``).
+    A 0-d int64 tensor; pure, valid under vmap and compile."""
+    if not isinstance(steps_per_epoch, int) or steps_per_epoch < 1:
+        raise ValueError(f"steps_per_epoch must be an int >= 1, got {steps_per_epoch!r}")
+    epoch = torch.div(torch.as_tensor(step), steps_per_epoch, rounding_mode="floor").to(torch.float64)
+    frac = torch.maximum(torch.as_tensor(gamma, dtype=torch.float64) ** epoch, torch.as_tensor(min_fraction, dtype=torch.float64))
+    return torch.ceil(frac * batch_size - 1e-9).clamp(1, batch_size).to(torch.int64)

@@ -69,7 +69,7 @@ def constant() -> Schedule:
 
 def exponential_decay(gamma: float, every: int = 1) -> Schedule:
     """``gamma ** (count // every)``: ``torch.optim.lr_scheduler.ExponentialLR``
-    stepped once every ``every`` updates (once per epoch in reference 000)."""
+    stepped once every ``every`` updates (e.g. once per epoch)."""
     _check_range("gamma", gamma, 0.0, 1.0, low_open=True)
     if every < 1:
         raise ValueError(f"every must be >= 1, got {every}")

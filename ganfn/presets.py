@@ -1,27 +1,27 @@
-"""Run configurations: the settings of ``ganfn train`` and the reference setups as named presets.
+"""Run configurations: the settings of ``ganfn train`` and common published setups as named presets.
 
 A :class:`Config` holds every setting of a run (the same names are the
 ``ganfn train`` options, with ``-`` for ``_``, and the keys of a ``--config``
 TOML file). :func:`build` turns it into ``(gan, data, evaluator)`` using only
 public pieces (``ganfn.models.build``, ``ganfn.data.load``, ``ganfn.GAN``).
 
-Presets (:data:`PRESETS`) reproduce the reference material's setups:
+Presets (:data:`PRESETS`) reproduce common published and tutorial setups:
 
-- ``lightning-bce`` (000): BCE (non-saturating) loss, AdamW for G and D with
+- ``lightning-bce``: BCE (non-saturating) loss, AdamW for G and D with
   exponential learning-rate decay, gradient clipping, DCGAN on digits.
-- ``mlp-mnist`` (003): the MLP GAN (latent 100, one hidden layer of 128) on
+- ``mlp-mnist``: the MLP GAN of Goodfellow et al. (2014), as tutorials build it (latent 100, one hidden layer of 128) on
   MNIST, Adam 2e-4 with betas (0.5, 0.999), batch 64, one-sided label
   smoothing (real label 0.9).
-- ``wgan-gp`` (002): Wasserstein loss with gradient penalty 10, 5 critic
+- ``wgan-gp``: Wasserstein loss with gradient penalty 10, 5 critic
   steps per G step, Adam 1e-4 betas (0.0, 0.9) (Gulrajani et al.).
-- ``wgan-clip`` (002): Wasserstein loss with weight clipping at 0.01,
+- ``wgan-clip``: Wasserstein loss with weight clipping at 0.01,
   RMSprop 5e-5, 5 critic steps per G step (Arjovsky et al.).
-- ``lsgan`` (002): least-squares loss, Adam 2e-4 betas (0.5, 0.999).
-- ``dcgan-dogs`` (004): DCGAN at 64x64 on an image folder (the Stanford Dogs
+- ``lsgan``: least-squares loss (Mao et al., 2017), Adam 2e-4 betas (0.5, 0.999).
+- ``dcgan-dogs``: DCGAN (Radford et al., 2016) at 64x64 on an image folder (the Stanford Dogs
   layout; give its path with ``--data``), classic batch-normalised D, soft real
-  labels (0.5, as the reference sets ``real_label``) and separate learning
+  labels (``real_label`` 0.5) and separate learning
   rates for G (2e-4) and D (1e-4).
-- ``ring8-hinge``: the ring8 setup of ``bench/quality.py`` that meets issue 6's
+- ``ring8-hinge``: the ring8 setup of ``bench/quality.py`` that meets the README's
   mode-coverage target: MLP (latent 2, 2 x 128), hinge + R1 0.1, Adam 2e-3
   (0.5, 0.9) decayed linearly to 0, EMA 0.999, batch 256, 8,000 steps.
 """
@@ -40,7 +40,7 @@ from torch import Tensor
 from . import data as gdata
 from . import models, optim
 from .gan import GAN
-from .loop import Evaluator
+from .evaluation import Evaluator
 
 __all__ = ["Config", "PRESETS", "DEFAULT_STEPS", "build", "build_gan", "load_data", "make_evaluator", "from_preset", "load_toml", "merge"]
 
@@ -96,10 +96,15 @@ class Config:
     seed: int = 0
     seeds: int = 1
     grid: str | None = None
+    pbt_every: int | None = None
+    pbt_fraction: float = 0.25
+    pbt_space: str | None = None
+    pbt_metric: str | None = None
+    halving_at: str | None = None
     device: str = "cpu"
     threads: int | None = 1
     precision: str = "fp32"
-    compile: bool = False
+    compile: bool | None = None
     log_every: int = 50
     image_every: int = 500
     eval_every: int = 500
@@ -138,7 +143,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         ema_decay=None, data="digits", model="dcgan", loss="least_squares", optimizer="adam", lr_g=2e-4, lr_d=2e-4, beta1=0.5, beta2=0.999,
     ),
     "ring8-hinge": dict(
-        # The setup bench/quality.py checks issue 6's ring8 target with: 16/16 seeds
+        # The setup bench/quality.py checks the README's ring8 target with: 16/16 seeds
         # at 8/8 modes and >= 90% high-quality samples (bench/README_quality.md).
         data="ring8", model="mlp", latent_dim=2, hidden=128, depth=2, loss="hinge", penalty="r1", penalty_weight=0.1,
         optimizer="adam", lr_g=2e-3, lr_d=2e-3, beta1=0.5, beta2=0.9, lr_linear_decay=True, ema_decay=0.999,
@@ -193,14 +198,26 @@ def load_toml(path: str | Path) -> dict[str, Any]:
 # ----------------------------------------------------------------------------------- building
 
 
+CONV_MODELS = ("dcgan", "sngan")
+
+
+def conv_size(size: int) -> int:
+    """The image size a conv model takes for data of ``size`` pixels: the next power of two >= 8 (28 -> 32)."""
+    return max(8, 1 << (int(size) - 1).bit_length())
+
+
 def load_data(cfg: Config) -> Tensor | Any:
-    """The training data: a tensor [N, *sample] or, for ring8/grid25, a sampler."""
+    """The training data: a tensor [N, *sample] or, for ring8/grid25, a sampler.
+
+    Without ``image_size``, images keep their own size, except that the conv
+    models get the next power of two (28 -> 32, :func:`conv_size`)."""
     if cfg.data in gdata.SAMPLERS:
         return gdata.SAMPLERS[cfg.data]
     if cfg.data == "digits":
         return gdata.digits("train", cfg.image_size or 8)
     if cfg.data in gdata.NAMES:
-        return gdata.load(cfg.data, size=cfg.image_size, root=cfg.data_root)
+        x = gdata.load(cfg.data, size=cfg.image_size, root=cfg.data_root)
+        return gdata.resize(x, conv_size(x.shape[-1])) if cfg.image_size is None and cfg.model in CONV_MODELS else x
     path = Path(cfg.data).expanduser()
     if not path.exists():
         raise FileNotFoundError(

@@ -22,7 +22,7 @@ from einops import rearrange
 from PIL import Image, ImageDraw
 from torch import Tensor
 
-__all__ = ["image_grid", "scatter_image", "curve_image", "save_png", "Logger", "member_dirs"]
+__all__ = ["image_grid", "scatter_image", "curve_image", "save_png", "upscale", "labelled", "Logger", "member_dirs"]
 
 _COLORS = [(31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40), (148, 103, 189), (140, 86, 75)]
 
@@ -65,6 +65,26 @@ def save_png(img: Tensor, path: str | os.PathLike, scale: int = 1) -> Path:
     path = Path(path)
     pil.save(path)
     return path
+
+
+def upscale(img: Tensor, scale: int) -> Tensor:
+    """[C, H, W] enlarged ``scale`` times (nearest neighbour)."""
+    return img if scale <= 1 else img.repeat_interleave(scale, -2).repeat_interleave(scale, -1)
+
+
+def labelled(img: Tensor, text: str) -> Tensor:
+    """[C, H, W] in [0, 1] with ``text`` in black on a white band above it (wrapped to the width)."""
+    import textwrap
+
+    width = img.shape[-1]
+    lines = textwrap.wrap(text, max(8, width // 6)) or [""]
+    band = Image.new("RGB", (width, 12 * len(lines) + 4), (255, 255, 255))
+    draw = ImageDraw.Draw(band)
+    for i, line in enumerate(lines):
+        draw.text((2, 2 + 12 * i), line, fill=(0, 0, 0))
+    top = torch.from_numpy(np.array(band)).permute(2, 0, 1).float() / 255.0
+    body = img.float().expand(3, -1, -1) if img.shape[0] == 1 else img.float()
+    return torch.cat([top, body], dim=-2)
 
 
 def scatter_image(points: Tensor, *, reference: Tensor | None = None, size: int = 320, extent: float | None = None) -> Tensor:

@@ -107,3 +107,68 @@ def test_state_dict_rejects_wrong_input():
         ckpt.state_to_dict({"step": torch.zeros(())})
     with pytest.raises(ValueError, match="lacks fields"):
         ckpt.state_from_dict({"step": torch.zeros(())})
+
+
+def _flip_bit_in_tensor_data(path, tensor):
+    """Flip one bit inside ``tensor``'s bytes as stored in the file (torch.load still reads it)."""
+    raw = bytearray(path.read_bytes())
+    needle = tensor.detach().contiguous().view(torch.uint8).numpy().tobytes()
+    at = raw.find(needle)
+    assert at >= 0, "tensor bytes not found in the file"
+    raw[at + len(needle) // 2] ^= 0x04
+    path.write_bytes(bytes(raw))
+
+
+def test_checksum_catches_a_flipped_bit(tmp_path):
+    gan = _gan()
+    state = gan.init(0)
+    path = ckpt.save(tmp_path / "a.pt", state, step=1)
+    torch.load(path, weights_only=True)  # a clean file loads
+    w = next(iter(state.d_params.values()))
+    _flip_bit_in_tensor_data(path, w)
+    raw = torch.load(path, weights_only=True)  # torch itself does not notice...
+    assert not torch.equal(raw["state"]["d_params"][next(iter(state.d_params))], w)
+    with pytest.raises(ckpt.CorruptCheckpointError, match=r"a.pt is damaged.*SHA-256"):  # ...ganfn does
+        ckpt.load(path)
+
+
+def test_damaged_newest_is_skipped_for_newest_good_with_a_warning(tmp_path):
+    gan = _gan()
+    mgr = ckpt.CheckpointManager(tmp_path, keep=3)
+    s1, s2 = gan.init(1), gan.init(2)
+    good = mgr.save(s1, step=10)
+    bad = mgr.save(s2, step=20)
+    _flip_bit_in_tensor_data(bad, next(iter(s2.g_params.values())))
+    with pytest.warns(RuntimeWarning) as rec:
+        path, c = mgr.load_latest()
+    msg = str(rec[0].message)
+    assert path == good and c["step"] == 10 and str(bad) in msg and str(good) in msg
+    _assert_same(c["state"], s1)
+    # Every checkpoint damaged: the newest one's error, not a silent fresh start.
+    _flip_bit_in_tensor_data(good, next(iter(s1.g_params.values())))
+    with pytest.raises(ckpt.CorruptCheckpointError, match="ckpt-00000020"):
+        mgr.load_latest()
+    assert ckpt.CheckpointManager(tmp_path / "none").load_latest() is None
+
+
+def test_older_format_version_names_both_versions(tmp_path):
+    path = tmp_path / "old.pt"
+    old = ckpt.VERSION - 1
+    torch.save({"format": "ganfn-checkpoint", "version": old, "step": 3, "state": {}}, path)
+    with pytest.raises(ValueError, match=rf"format version {old}, but this ganfn reads format version {ckpt.VERSION}"):
+        ckpt.load(path)
+    mgr = ckpt.CheckpointManager(tmp_path)
+    import shutil
+    shutil.copy(path, mgr.path(3))
+    with pytest.raises(ValueError, match=f"format version {old}"):  # never skipped silently for an older file
+        mgr.load_latest()
+
+
+@given(st.lists(st.floats(allow_nan=True, allow_infinity=True), max_size=4), st.text(max_size=5))
+def test_digest_sees_every_value(values, text):
+    obj = {"t": torch.tensor(values, dtype=torch.float64), "v": values, "s": text}
+    d = ckpt.digest(obj)
+    assert d == ckpt.digest({"t": torch.tensor(values, dtype=torch.float64), "v": list(values), "s": text})
+    assert d != ckpt.digest({**obj, "s": text + "x"})
+    assert d != ckpt.digest({**obj, "t": torch.tensor(values + [0.0], dtype=torch.float64)})
+    assert d != ckpt.digest({**obj, "t": obj["t"].float()})

@@ -30,13 +30,18 @@ def test_help_documents_every_option(capsys):
         cli.main(["train", "--help"])
     text = capsys.readouterr().out
     for name in P.FIELDS:
-        if name in ("preset", "grid"):
+        if name == "preset" or name in cli._SWEEP_ONLY:
             continue
         assert "--" + name.replace("_", "-") in text, name
     for flag in ("--preset", "--config", "--resume", "--seeds", "--device", "--compile"):
         assert flag in text
     for preset in P.PRESETS:
         assert preset in text
+    with pytest.raises(SystemExit):
+        cli.main(["sweep", "--help"])
+    sweep_text = capsys.readouterr().out
+    for name in cli._SWEEP_ONLY:  # the grid and the population options belong to ganfn sweep
+        assert "--" + name.replace("_", "-") in sweep_text, name
 
 
 def test_no_arguments_means_digits_dcgan():
@@ -149,3 +154,130 @@ def test_fp16_precision_builds_loss_scaled_optimizers():
     gan = P.build_gan(cfg, (2,))
     state = gan.init(0)
     assert "loss_scale" in state.g_opt and "loss_scale" in state.d_opt
+
+
+def _cfg_of(argv):
+    parser = cli.make_parser()
+    sub = parser._subparsers._group_actions[0].choices[argv[0]]
+    return cli._config_from_args(parser.parse_args(argv), sub)[0]
+
+
+def test_default_model_follows_the_data():
+    assert _cfg_of(["train", "--data", "ring8"]).model == "mlp"
+    assert _cfg_of(["train", "--data", "grid25"]).model == "mlp"
+    assert _cfg_of(["train"]).model == "dcgan"
+    assert _cfg_of(["train", "--data", "ring8", "--model", "dcgan"]).model == "dcgan"  # an explicit choice stays
+    assert _cfg_of(["train", "--preset", "ring8-hinge"]).model == "mlp"
+
+
+def test_ring8_with_no_other_flags_trains(tmp_path, capsys):
+    out = _run(["train", "--data", "ring8", "--run-dir", str(tmp_path), *TINY], capsys)
+    assert "mlp on ring8 (2,)" in out and "modes" in out
+
+
+@pytest.mark.parametrize("model, size", [("dcgan", 32), ("sngan", 32), ("mlp", 28)])
+def test_28_pixel_data_gets_a_size_the_model_takes(tmp_path, capsys, monkeypatch, model, size):
+    # Fashion-MNIST / MNIST files are not on the test machine: 28x28 stand-ins in [-1, 1].
+    fake = torch.rand(64, 1, 28, 28, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    monkeypatch.setattr(P.gdata, "load", lambda name, size=None, root=None: P.gdata.resize(fake, size))
+    argv = ["train", "--data", "fashion_mnist", "--run-dir", str(tmp_path), *TINY]
+    out = _run(argv + ([] if model == "dcgan" else ["--model", model]), capsys)
+    assert f"(1, {size}, {size}), image size {size} (chosen for the data" in out
+    out = _run(["train", "--data", "fashion_mnist", "--image-size", "16", "--run-dir", str(tmp_path / "b"), *TINY], capsys)
+    assert "(1, 16, 16)," in out and "chosen for the data" not in out
+
+
+def test_conv_size_is_the_next_power_of_two():
+    assert [P.conv_size(n) for n in (1, 8, 9, 28, 32, 33, 64)] == [8, 8, 16, 32, 32, 64, 64]
+
+
+@pytest.mark.parametrize("command", ["train", "sweep"])
+def test_help_shows_every_default_without_noise(capsys, command):
+    with pytest.raises(SystemExit):
+        cli.main([command, "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "(default: None)" not in text and "SUPPRESS" not in text and "(default: False)" not in text
+    for name, f in P.FIELDS.items():
+        if name in ("preset", "grid") or f.type in ("bool", bool) or (command == "train" and name in cli._SWEEP_ONLY):
+            continue
+        help_text = " ".join(cli._help(name).split())
+        assert help_text in text and "default" in help_text.lower(), name
+    assert "(default: 0.999)" in text and f"(default: {P.DEFAULT_STEPS})" in text
+
+
+def test_sweep_messages_say_sweep_and_a_penalty_grid_switches_it_on(tmp_path, capsys):
+    out = _run(["sweep", "--grid", "lr_d=1e-4,2e-4;gp_weight=1,10", "--data", "ring8", "--loss", "wasserstein",
+                "--run-dir", str(tmp_path), *TINY], capsys)
+    assert "ganfn sweep: --grid sweeps gp_weight, so --penalty gp is switched on" in out
+    assert "ganfn sweep: mlp on ring8" in out and "ganfn train" not in out
+    m = json.loads((tmp_path / "metrics.json").read_text())
+    assert m["config"]["penalty"] == "gp" and sorted({h["gp_weight"] for h in m["hparams"]}) == [1, 10]
+    err = _error(["sweep", "--grid", "gp_weight=1,10", "--penalty", "r1", "--data", "ring8", *TINY], capsys)
+    assert "ganfn sweep: error" in err and "give --penalty gp" in err
+    err = _error(["sweep", "--grid", "gp_weight=1,10;r1_weight=1,2", "--data", "ring8", *TINY], capsys)
+    assert "different penalties" in err
+
+
+def test_resume_with_fewer_steps_refuses_and_changes_nothing(tmp_path, capsys):
+    _run(["train", "--data", "ring8", "--run-dir", str(tmp_path), *TINY], capsys)
+    before = {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
+    err = _error(["train", "--resume", str(tmp_path), "--steps", "2", "--no-progress"], capsys)
+    assert "at step 4 and the run was asked for 2 steps: nothing was trained and no file was changed" in err
+    out = _run(["train", "--resume", str(tmp_path), "--no-progress"], capsys)  # the same steps: a finished run
+    assert "at step 4 and the run was asked for 4 steps" in out
+    err = _error(["train", "--data", "ring8", "--run-dir", str(tmp_path), *TINY], capsys)  # a new run on top of it
+    assert "already holds a run" in err and f"--resume {tmp_path}" in err
+    assert {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()} == before
+
+
+def test_first_lenet_training_is_announced(tmp_path, capsys, monkeypatch):
+    from ganfn.metrics import lenet
+
+    monkeypatch.setattr(lenet, "cache_path", lambda *a, **k: tmp_path / "lenet.pt")
+    cli._announce_lenet(P.Config())
+    assert "training the LeNet that scores digits" in capsys.readouterr().out
+    (tmp_path / "lenet.pt").write_bytes(b"")
+    cli._announce_lenet(P.Config())
+    assert capsys.readouterr().out == ""
+
+
+def test_eval_explains_negative_kid(tmp_path, capsys):
+    _run(["train", "--run-dir", str(tmp_path), *TINY], capsys)
+    out = _run(["eval", str(tmp_path), "--n-eval", "200"], capsys)
+    assert "KID-LeNet(digits)" in out and "unbiased" in out
+
+
+def test_log_lines_reach_a_pipe_as_they_happen(tmp_path):
+    import subprocess
+    import sys
+
+    # A long run, read through a pipe: the evaluation lines must arrive while it trains.
+    proc = subprocess.Popen([sys.executable, "-m", "ganfn", "train", "--data", "ring8", "--steps", "1000000",
+                             "--eval-every", "5", "--n-eval", "100", "--run-dir", str(tmp_path)],
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    try:
+        lines = [proc.stdout.readline() for _ in range(3)]
+        assert proc.poll() is None, "the run ended before its lines were read"
+        assert lines[0].startswith("ganfn train:") and lines[2].startswith("step 5 |"), lines
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def _cfg(argv):
+    parser = cli.make_parser()
+    return cli._config_from_args(parser.parse_args(["train", *argv]), parser)[0]
+
+
+def test_compile_is_chosen_by_the_run_size_unless_given():
+    assert cli.auto_compile(4, 2000) and cli.auto_compile(16, P.DEFAULT_STEPS)
+    assert not cli.auto_compile(1, 10**6) and not cli.auto_compile(3, 10**6) and not cli.auto_compile(16, 1999)
+    assert _cfg([]).compile is None  # not given: auto
+    assert _cfg(["--compile"]).compile is True and _cfg(["--no-compile"]).compile is False
+
+
+def test_speed_line_reports_member_steps_and_the_compile_apart():
+    hist = {"steps_per_s": 10.0, "first_step_s": 30.0, "steps_run": 401, "wall_time_s": 40.0}
+    assert cli._rates(hist, 4, compiled=True) == ("10.0 steps/s of training = 40.0 member-steps/s; first step 30.0 s "
+                                                  "(compile included), then 40.0 steps/s = 160.0 member-steps/s")
+    assert cli._rates(hist, 1, compiled=False) == "10.0 steps/s of training"

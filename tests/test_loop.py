@@ -32,7 +32,7 @@ def _same(a, b):
 
 
 def _strip(history):
-    return {k: v for k, v in history.items() if k not in ("wall_time_s", "steps_per_s", "steps_run")}
+    return {k: v for k, v in history.items() if k not in ("wall_time_s", "steps_per_s", "steps_run", "first_step_s")}  # timings
 
 
 @pytest.mark.parametrize("stacked", [False, True])
@@ -192,3 +192,107 @@ def test_bad_arguments_are_clear():
         fit(gan, data.ring8, steps=1, resume=True, **QUIET)
     with pytest.raises(FileNotFoundError, match="no-such-run"):
         fit(gan, data.ring8, steps=1, resume="/tmp/no-such-run", **QUIET)
+
+
+def test_resume_at_or_past_steps_refuses_and_writes_nothing(tmp_path):
+    from ganfn.loop import FinishedRunError
+
+    gan = _gan()
+    fit(gan, data.ring8, steps=6, batch_size=16, run_dir=tmp_path, checkpoint_every=2, config={"steps": 6}, **QUIET)
+    before = {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
+    for steps in (3, 6):  # fewer steps than done, and exactly as many
+        with pytest.raises(FinishedRunError, match=r"at step 6 and the run was asked for \d steps: nothing was trained") as e:
+            fit(gan, data.ring8, steps=steps, batch_size=16, run_dir=tmp_path, resume=True, config={"steps": steps}, **QUIET)
+        assert (e.value.step, e.value.steps) == (6, steps)
+    after = {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
+    assert after == before  # config.json, metrics.json, checkpoints, tb/: untouched
+
+
+def test_resume_skips_a_damaged_newest_checkpoint(tmp_path):
+    gan = _gan()
+    fit(gan, data.ring8, steps=4, batch_size=16, run_dir=tmp_path, checkpoint_every=2, **QUIET)
+    newest = tmp_path / "checkpoints" / "ckpt-00000004.pt"
+    from ganfn import checkpoint as ckpt
+
+    w = next(iter(ckpt.load(newest)["state"].d_params.values()))
+    raw = bytearray(newest.read_bytes())
+    at = raw.find(w.contiguous().view(torch.uint8).numpy().tobytes())
+    assert at >= 0
+    raw[at + 5] ^= 0x01  # one bit inside D's first weight: torch.load would read it without complaint
+    newest.write_bytes(bytes(raw))
+    lines = []
+    with pytest.warns(RuntimeWarning, match="ckpt-00000004.pt is damaged.*ckpt-00000002.pt"):
+        state, _ = fit(gan, data.ring8, steps=5, batch_size=16, run_dir=tmp_path, resume=True, progress=False,
+                       print_fn=lines.append)
+    assert any("resumed from" in l and "ckpt-00000002.pt" in l for l in lines)
+    assert int(state.step) == 5
+
+
+def test_metrics_json_is_strict_json(tmp_path):
+    import json
+
+    # The KL of mode coverage is NaN when no sample is near any mode (the untrained generator).
+    ev = Evaluator(lambda s: {"m": float(s.mean()), "kl": math.nan, "inf": math.inf}, "m", n_samples=16)
+    fit(_gan(), data.ring8, steps=2, batch_size=16, run_dir=tmp_path, evaluator=ev, eval_every=1,
+        config={"x": math.nan}, **QUIET)
+    docs = {}
+    for name in ("metrics.json", "config.json"):
+        text = (tmp_path / name).read_text()
+        docs[name] = json.loads(text, parse_constant=lambda c: pytest.fail(f"{name} holds {c}, which strict JSON forbids"))
+        assert "NaN" not in text and "Infinity" not in text
+    doc = docs["metrics.json"]
+    assert docs["config.json"] == {"x": None}
+    assert doc["final"]["figures"][0]["kl"] is None and doc["final"]["figures"][0]["inf"] is None
+
+
+def test_stacked_sample_panels_are_labelled(tmp_path):
+    from PIL import Image
+
+    gan = _gan()
+    fit(gan, data.ring8, steps=2, batch_size=16, run_dir=tmp_path, seeds=[5, 6], hparams=[{"lr_d": 1e-3}, {"lr_d": 3e-4}],
+        **QUIET)
+    plain = Image.open(tmp_path / "samples_member00.png")
+    ref_h = 320  # scatter_image's size: the caption band sits above it
+    assert plain.height > ref_h
+    from ganfn.loop_actions import member_labels
+    from ganfn.loop_setup import setup
+
+    run = setup(gan, data.ring8, steps=2, seeds=[5, 6], hparams=[{"lr_d": 1e-3}, {"lr_d": 3e-4}])
+    assert member_labels(run) == ["member 0: seed 5, lr_d=0.001", "member 1: seed 6, lr_d=0.0003"]
+
+
+def test_default_print_goes_through_tqdm_and_flushes(monkeypatch):
+    import io
+    import sys
+
+    from ganfn import loop
+
+    class Spy(io.StringIO):
+        flushed = 0
+
+        def flush(self):
+            Spy.flushed += 1
+            super().flush()
+
+    out = Spy()
+    monkeypatch.setattr(sys, "stdout", out)
+    calls = []
+    monkeypatch.setattr(loop.tqdm, "write", lambda s, file=None, **k: (calls.append(s), file.write(s + "\n")))
+    loop.default_print("step 5 | modes 8")
+    assert calls == ["step 5 | modes 8"] and out.getvalue() == "step 5 | modes 8\n" and Spy.flushed >= 1
+
+
+def test_presets_do_not_import_the_training_loop():
+    import subprocess
+    import sys
+
+    code = "import sys, ganfn.presets; assert 'ganfn.loop' not in sys.modules, sorted(m for m in sys.modules if 'ganfn' in m)"
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_stacked_panels_with_captions_of_different_lengths_tile(tmp_path):
+    # Long and short captions wrap to different heights; the mosaic still tiles.
+    hps = [{"lr_d": 1e-4, "lr_g": 1e-4, "gp_weight": 1.0, "real_label": 0.9}, {"lr_d": 1e-3}]
+    fit(_digits_gan(penalty="gp"), data.digits("train", 8), steps=2, batch_size=32, run_dir=tmp_path,
+        seeds=[0, 1], hparams=hps, **QUIET)
+    assert (tmp_path / "samples.png").is_file() and (tmp_path / "samples_member01.png").is_file()

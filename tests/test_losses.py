@@ -142,3 +142,110 @@ def test_bce_with_logits_extremes_exact():
     # softplus(x) - t*x: exact limits, no inf/nan anywhere.
     torch.testing.assert_close(losses.bce_with_logits(x, 1.0), torch.tensor([1e4, 200.0, math.log(2), 0.0, 0.0]))
     torch.testing.assert_close(losses.bce_with_logits(x, 0.0), torch.tensor([0.0, 0.0, math.log(2), 200.0, 1e4]))
+
+
+# -- relativistic losses (Jolicoeur-Martineau, 2018) ------------------------------------
+
+paired = gst.logit_pairs(same_size=True, dtype=torch.float64)
+
+
+@given(paired)
+def test_rpgan_is_minus_log_sigmoid_of_real_minus_fake(pair):
+    real, fake = pair
+    r, f = flat(real), flat(fake)
+    ref_d = -F.logsigmoid(r - f).mean()
+    torch.testing.assert_close(losses.rpgan.d(real, fake), ref_d, rtol=1e-10, atol=1e-12)  # two halves summed
+    torch.testing.assert_close(losses.rpgan.g(fake, real_out=real), -F.logsigmoid(f - r).mean(), rtol=1e-12, atol=1e-12)
+    dr, df = losses.rpgan.d_parts(real, fake)
+    assert torch.equal(dr, df)
+
+
+@given(paired)
+def test_ragan_matches_its_definition(pair):
+    real, fake = pair
+    r, f = flat(real), flat(fake)
+    ref_d = -F.logsigmoid(r - f.mean()).mean() - F.logsigmoid(-(f - r.mean())).mean()
+    ref_g = -F.logsigmoid(f - r.mean()).mean() - F.logsigmoid(-(r - f.mean())).mean()
+    torch.testing.assert_close(losses.ragan.d(real, fake), ref_d, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(losses.ragan.g(fake, real_out=real), ref_g, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("loss", [losses.rpgan, losses.ragan], ids=lambda lp: lp.name)
+@given(pair=gst.logit_pairs(same_size=True), shift=st.floats(-1e3, 1e3))
+def test_relativistic_losses_finite_and_invariant_to_a_common_shift(loss, pair, shift):
+    """Only differences of D's outputs matter, and softplus keeps every form finite."""
+    real, fake = (t.double() for t in pair)
+    real_, fake_ = real.clone().requires_grad_(True), fake.clone().requires_grad_(True)
+    d, g = loss.d(real_, fake_), loss.g(fake_, real_out=real_)
+    gr, gf = torch.autograd.grad(d + g, (real_, fake_))
+    assert torch.isfinite(d) and torch.isfinite(g) and torch.isfinite(gr).all() and torch.isfinite(gf).all()
+    scale = 1e-9 * max(1.0, real.abs().max().item(), fake.abs().max().item(), abs(shift))
+    torch.testing.assert_close(loss.d(real + shift, fake + shift), d.detach(), rtol=0, atol=scale * 10)
+    torch.testing.assert_close(loss.g(fake + shift, real_out=real + shift), g.detach(), rtol=0, atol=scale * 10)
+    # D gains from raising real and lowering fake outputs; G from raising fake ones.
+    gdr, gdf = torch.autograd.grad(loss.d(real_, fake_), (real_, fake_))
+    (ggf,) = torch.autograd.grad(loss.g(fake_, real_out=real_), (fake_,))
+    assert (gdr <= 0).all() and (gdf >= 0).all() and (ggf <= 0).all()
+
+
+@pytest.mark.parametrize("loss", [losses.rpgan, losses.ragan], ids=lambda lp: lp.name)
+def test_relativistic_g_needs_real_outputs_of_the_same_size(loss):
+    assert loss.g_needs_real and not losses.hinge.g_needs_real
+    with pytest.raises(ValueError, match="pass real_out="):
+        loss.g(torch.zeros(3))
+    with pytest.raises(ValueError, match="batch sizes differ"):
+        loss.g(torch.zeros(3), real_out=torch.zeros(4))
+    with pytest.raises(ValueError, match="cannot be mixed"):
+        losses.mixture(loss, "hinge")
+    # reductions: "none" is per index, "mean"/"sum" reduce it
+    r, f = torch.randn(5, dtype=torch.float64), torch.randn(5, dtype=torch.float64)
+    torch.testing.assert_close(loss.g(f, real_out=r, reduction="none").mean(), loss.g(f, real_out=r))
+    torch.testing.assert_close(loss.g(f, real_out=r, reduction="none").sum(), loss.g(f, real_out=r, reduction="sum"))
+
+
+def test_rpgan_pairs_samples_and_rejects_unequal_batches():
+    with pytest.raises(ValueError, match="pairs real sample i with fake sample i"):
+        losses.rpgan.d(torch.zeros(3), torch.zeros(2))
+
+
+# -- top-k training of G (Sinha et al., 2020) ----------------------------------------------
+
+
+@given(gst.logits(column=False, max_magnitude=100.0), st.data())
+def test_top_k_keeps_exactly_the_k_highest_scored_fakes(scores, data):
+    B = scores.shape[0]
+    k = data.draw(st.integers(1, B))
+    m = losses.top_k_mask(scores, k)
+    assert int(m.sum()) == k
+    # every kept score is >= every dropped one
+    if k < B:
+        assert scores[m.bool()].min() >= scores[~m.bool()].max()
+    per = torch.randn(B, dtype=torch.float64, generator=torch.Generator().manual_seed(B))
+    torch.testing.assert_close(losses.top_k(per, scores, k), (per * m.double()).sum() / k)
+    torch.testing.assert_close(losses.top_k(per, scores, B), per.mean())
+
+
+def test_top_k_with_per_member_k_under_vmap():
+    scores = torch.randn(3, 6, generator=torch.Generator().manual_seed(0))
+    per = torch.randn(3, 6, generator=torch.Generator().manual_seed(1))
+    ks = torch.tensor([1, 3, 6])
+    out = torch.func.vmap(losses.top_k)(per, scores, ks)
+    for i in range(3):
+        torch.testing.assert_close(out[i], losses.top_k(per[i], scores[i], int(ks[i])))
+
+
+def test_top_k_gradient_reaches_only_the_kept_samples():
+    per = torch.randn(4, requires_grad=True)
+    (g,) = torch.autograd.grad(losses.top_k(per, torch.tensor([0.0, 5.0, -1.0, 2.0]), 2), per)
+    assert torch.equal(g, torch.tensor([0.0, 0.5, 0.0, 0.5]))
+
+
+@given(st.integers(0, 10_000), st.integers(1, 256), st.integers(1, 50), st.floats(0.5, 1.0), st.floats(0.05, 1.0))
+def test_top_k_schedule_decays_from_the_batch_to_its_floor(step, B, spe, gamma, nu):
+    k = losses.top_k_count(step, B, steps_per_epoch=spe, gamma=gamma, min_fraction=nu)
+    assert 1 <= int(k) <= B
+    assert int(losses.top_k_count(0, B, steps_per_epoch=spe, gamma=gamma, min_fraction=nu)) == B
+    assert int(k) >= min(B, int(torch.ceil(torch.tensor(nu * B - 1e-9))))
+    assert int(losses.top_k_count(step + spe, B, steps_per_epoch=spe, gamma=gamma, min_fraction=nu)) <= int(k)
+    with pytest.raises(ValueError, match="steps_per_epoch"):
+        losses.top_k_count(step, B, steps_per_epoch=0)

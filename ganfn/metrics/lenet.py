@@ -55,6 +55,7 @@ __all__ = [
     "LeNetExtractor",
     "lenet_extractor",
     "default_cache_dir",
+    "cache_path",
     "CacheChecksumError",
     "FASHION_MNIST_ROOT",
 ]
@@ -293,6 +294,15 @@ class LeNetExtractor:
         return Features(torch.cat(feats), torch.cat(probs))
 
 
+def cache_path(dataset: str = "digits", *, cache_dir: str | os.PathLike | None = None, seed: int = 0,
+               epochs: int | None = None) -> Path:
+    """Where :func:`lenet_extractor` caches (and looks for) the LeNet trained on ``dataset``."""
+    if dataset not in _DATASETS:
+        raise ValueError(f"unknown dataset {dataset!r}; choose from {sorted(_DATASETS)}")
+    epochs = _DATASETS[dataset][2] if epochs is None else epochs
+    return default_cache_dir(cache_dir) / f"lenet-{dataset}-{_config_hash(dataset, epochs, seed)}.pt"
+
+
 def lenet_extractor(
     dataset: str = "digits",
     *,
@@ -304,11 +314,9 @@ def lenet_extractor(
     "fashion-mnist" or "mnist5k") and return its extractor. The optional data
     sets raise FileNotFoundError / ModuleNotFoundError when not installed. Training digits takes a few
     seconds on 2 CPU cores."""
-    if dataset not in _DATASETS:
-        raise ValueError(f"unknown dataset {dataset!r}; choose from {sorted(_DATASETS)}")
-    loader, size, default_epochs = _DATASETS[dataset]
-    epochs = default_epochs if epochs is None else epochs
-    path = default_cache_dir(cache_dir) / f"lenet-{dataset}-{_config_hash(dataset, epochs, seed)}.pt"
+    loader, size, _ = _DATASETS[dataset] if dataset in _DATASETS else (None, None, None)
+    path = cache_path(dataset, cache_dir=cache_dir, seed=seed, epochs=epochs)
+    epochs = _DATASETS[dataset][2] if epochs is None else epochs
     if path.exists():
         params = load_weights(path)
     else:

@@ -19,7 +19,7 @@ Class-conditional models (:mod:`ganfn.models.conditional`, and the ResNets of
 second argument: ``G(z, y)``, ``D(x, y)``, and have a ``num_classes`` attribute.
 
 Discriminators contain no BatchNorm unless asked (``norm="batch"`` in
-``DCGANDiscriminator``), as the reference material advises: batch statistics
+``DCGANDiscriminator``), as Radford et al. (2016) and Gulrajani et al. (2017) advise: batch statistics
 leak information between samples and break per-sample gradient penalties.
 """
 from __future__ import annotations
@@ -38,6 +38,8 @@ __all__ = [
     "SNDiscriminator",
     "dcgan_init",
     "default_init",
+    "FullConv2d",
+    "FullConvTranspose2d",
     "sn_weight_names",
     "build",
     "MODELS",
@@ -51,7 +53,7 @@ __all__ = [
     "ResNetDiscriminator",
 ]
 
-from .layers import NORMS, Shape, dcgan_init, default_init, sn_weight_names, sngan_conv_body
+from .layers import NORMS, FullConv2d, FullConvTranspose2d, Shape, dcgan_init, default_init, sn_weight_names, sngan_conv_body
 from .layers import activation as _act
 from .layers import as_shape as _shape
 from .layers import check_norm as _check_norm
@@ -66,7 +68,7 @@ from .resnet import ResNetDiscriminator, ResNetGenerator
 
 
 class MLPGenerator(nn.Module):
-    """MLP generator (reference 003): Linear-ReLU, ``depth`` times, then Linear-Tanh.
+    """MLP generator (Goodfellow et al., 2014): Linear-ReLU, ``depth`` times, then Linear-Tanh.
 
     latents [B, latent_dim] -> samples [B, *out_shape]; ``out_shape`` is an int
     (vectors, e.g. 2 for the toy mixtures) or a shape such as (1, 28, 28), in
@@ -104,7 +106,7 @@ class MLPGenerator(nn.Module):
 
 
 class MLPDiscriminator(nn.Module):
-    """MLP discriminator (reference 003): Linear-LeakyReLU, ``depth`` times, then Linear.
+    """MLP discriminator (Goodfellow et al., 2014): Linear-LeakyReLU, ``depth`` times, then Linear.
 
     samples [B, *in_shape] (flattened internally) -> logits [B]. No batch norm
     and no sigmoid.
@@ -141,7 +143,7 @@ class MLPDiscriminator(nn.Module):
 
 
 class DCGANGenerator(nn.Module):
-    """DCGAN generator (reference 004): transposed convs, BatchNorm + ReLU, tanh.
+    """DCGAN generator (Radford et al., 2016): transposed convs, BatchNorm + ReLU, tanh.
 
     latents [B, latent_dim] -> images [B, channels, size, size]. The latent is
     projected to a 4x4 map of ``width * 2**(n-1)`` channels, then ``n`` =
@@ -171,7 +173,7 @@ class DCGANGenerator(nn.Module):
         bias = norm == "none"  # a bias right before a normalisation layer is redundant
         ch = width * 2 ** (n - 1)
         layers: list[nn.Module] = [
-            nn.ConvTranspose2d(latent_dim, ch, 4, 1, 0, bias=bias),  # 1x1 -> 4x4
+            FullConvTranspose2d(latent_dim, ch, 4, 1, 0, bias=bias),  # 1x1 -> 4x4
             _norm2d(norm, ch),
             nn.ReLU(),
         ]
@@ -187,7 +189,7 @@ class DCGANGenerator(nn.Module):
 
 
 class DCGANDiscriminator(nn.Module):
-    """DCGAN discriminator (reference 004): strided convs with LeakyReLU(0.2).
+    """DCGAN discriminator (Radford et al., 2016): strided convs with LeakyReLU(0.2).
 
     images [B, channels, size, size] -> logits [B]. ``n`` = log2(size) - 2
     stride-2 convs halve the resolution down to 4x4 while doubling the channels
@@ -216,7 +218,7 @@ class DCGANDiscriminator(nn.Module):
         for _ in range(n - 1):
             layers += [nn.Conv2d(ch, ch * 2, 4, 2, 1, bias=bias), _norm2d(norm, ch * 2), nn.LeakyReLU(negative_slope)]
             ch *= 2
-        layers.append(nn.Conv2d(ch, 1, 4, 1, 0))  # 4x4 -> 1x1
+        layers.append(FullConv2d(ch, 1, 4, 1, 0))  # 4x4 -> 1x1
         self.net = nn.Sequential(*layers)
         dcgan_init(self, generator)
 
@@ -284,11 +286,11 @@ def build(
     ``data_shape`` is the shape of one sample: ``(2,)`` for the toy mixtures,
     ``(C, H, W)`` for images.
 
-    - ``mlp``: MLPGenerator / MLPDiscriminator (reference 003). Images: latent
+    - ``mlp``: MLPGenerator / MLPDiscriminator (Goodfellow et al., 2014). Images: latent
       100, hidden 128, depth 1, tanh output. Vector data (toy mixtures): latent 16,
       hidden 256, depth 3, unbounded output (the modes lie outside [-1, 1]).
     - ``dcgan``: DCGANGenerator (``g_norm``) / DCGANDiscriminator (``d_norm``,
-      default ``"none"``: no batch statistics in D, as the reference advises;
+      default ``"none"``: no batch statistics in D, as gradient penalties need;
       pass ``"batch"`` for the classic DCGAN), latent 100, ``width``.
     - ``sngan``: DCGANGenerator / SNDiscriminator (``wants_spectral_norm``).
     - ``resnet``: the SNGAN ResNet pair (:mod:`ganfn.models.resnet`), latent 128,

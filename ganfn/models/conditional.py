@@ -26,6 +26,7 @@ from torch import Tensor, nn
 
 from .layers import (
     ConditionalBatchNorm2d,
+    FullConvTranspose2d,
     Shape,
     activation,
     as_shape,
@@ -153,7 +154,7 @@ class CondDCGANGenerator(nn.Module):
         self.latent_dim, self.num_classes = int(latent_dim), _check_classes(num_classes)
         self.sample_shape = (channels, size, size)
         ch = width * 2 ** (n - 1)
-        convs: list[nn.Module] = [nn.ConvTranspose2d(latent_dim, ch, 4, 1, 0, bias=False)]  # 1x1 -> 4x4
+        convs: list[nn.Module] = [FullConvTranspose2d(latent_dim, ch, 4, 1, 0, bias=False)]  # 1x1 -> 4x4
         norms: list[nn.Module] = [ConditionalBatchNorm2d(ch, num_classes)]
         for _ in range(n - 1):
             convs.append(nn.ConvTranspose2d(ch, ch // 2, 4, 2, 1, bias=False))

@@ -7,6 +7,7 @@ import math
 from typing import Sequence
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 __all__ = [
@@ -18,6 +19,8 @@ __all__ = [
     "norm2d",
     "n_doublings",
     "ConditionalBatchNorm2d",
+    "FullConv2d",
+    "FullConvTranspose2d",
     "dcgan_init",
     "default_init",
     "sn_weight_names",
@@ -28,6 +31,41 @@ Shape = int | Sequence[int]
 NORMS = ("batch", "layer", "none")
 _WEIGHTED = (nn.Conv1d, nn.Conv2d, nn.ConvTranspose2d, nn.Linear)
 _NORM_LAYERS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.GroupNorm, nn.LayerNorm)
+
+
+class FullConv2d(nn.Conv2d):
+    """A ``Conv2d`` that, when its kernel covers the whole unpadded input (DCGAN's
+    last discriminator layer, 4x4 -> 1x1), computes the same thing as one matrix
+    product ``[B, C*kh*kw] @ [C*kh*kw, O]`` -> ``[B, O, 1, 1]``.
+
+    Same parameters and ``state_dict`` as ``nn.Conv2d``; any other input takes the
+    convolution. Why: under ``vmap`` with per-member weights a convolution
+    becomes a grouped convolution, which oneDNN runs slowly on the CPU for these
+    shapes, while a matrix product becomes a batched matmul
+    (bench/README_vmap.md: the default ``ganfn train --seeds 16`` step 1.5x faster).
+    """
+
+    def forward(self, x: Tensor) -> Tensor:
+        if (x.dim() == 4 and tuple(x.shape[-2:]) == tuple(self.kernel_size) and self.padding == (0, 0)
+                and self.dilation == (1, 1) and self.groups == 1):
+            return F.linear(x.flatten(1), self.weight.flatten(1), self.bias)[:, :, None, None]
+        return super().forward(x)
+
+
+class FullConvTranspose2d(nn.ConvTranspose2d):
+    """A ``ConvTranspose2d`` that, on a 1x1 input (DCGAN's first generator layer,
+    1x1 -> kh x kw), computes the same thing as one matrix product
+    ``[B, C] @ [C, O*kh*kw]`` reshaped to ``[B, O, kh, kw]``; any other input
+    takes the transposed convolution. Same parameters as ``nn.ConvTranspose2d``;
+    why: see :class:`FullConv2d`.
+    """
+
+    def forward(self, x: Tensor, output_size: list[int] | None = None) -> Tensor:
+        if (output_size is None and x.dim() == 4 and tuple(x.shape[-2:]) == (1, 1) and self.padding == (0, 0)
+                and self.output_padding == (0, 0) and self.dilation == (1, 1) and self.groups == 1):
+            out = (x.flatten(1) @ self.weight.flatten(1)).reshape(x.shape[0], *self.weight.shape[1:])
+            return out if self.bias is None else out + self.bias[:, None, None]
+        return super().forward(x, output_size)
 
 
 def as_shape(s: Shape) -> tuple[int, ...]:

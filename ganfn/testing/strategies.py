@@ -177,7 +177,7 @@ def penalty_weights(max_value: float = 100.0, *, allow_zero: bool = True) -> st.
 
 def label_smoothing(min_value: float = 0.5, max_value: float = 1.0) -> st.SearchStrategy[float]:
     """Real-label targets for one-sided smoothing: 1.0 (none) down to ``min_value``
-    (0.9 is Salimans et al.'s choice; reference 003 uses values as low as 0.5)."""
+    (0.9 is Salimans et al.'s choice; tutorials use values as low as 0.5)."""
     return st.one_of(st.sampled_from([1.0, 0.9]), st.floats(min_value, max_value))
 
 

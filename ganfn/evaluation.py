@@ -1,0 +1,70 @@
+"""Quality figures of generated samples, per member: the :class:`Evaluator` a run
+is scored with, and the helpers that draw samples from every member of a state.
+
+Kept apart from :mod:`ganfn.loop` so that building a run's evaluator
+(:mod:`ganfn.presets`) never imports the training loop.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+from torch import Tensor
+
+from . import ensemble
+from .gan import GAN, TrainState
+
+__all__ = ["Evaluator", "sample_members", "evaluate_members", "update_best"]
+
+
+@dataclass
+class Evaluator:
+    """A quality figure computed from generated samples.
+
+    ``fn(samples [N, *sample]) -> {name: float}`` must include ``primary``;
+    ``higher_is_better`` gives the direction used for early stopping.
+    ``n_samples`` latents (from a fixed generator) are drawn per evaluation.
+    ``reference`` ([M, 2] points) is drawn under 2-D scatter plots.
+    """
+
+    fn: Callable[[Tensor], dict[str, float]]
+    primary: str
+    higher_is_better: bool = False
+    n_samples: int = 1000
+    reference: Tensor | None = None
+
+
+def sample_members(gan: GAN, state: TrainState, z: Tensor, stacked: bool) -> list[Tensor]:
+    """Samples [N, *sample] for latents ``z`` [N, *latent] from each member (a list of one for a single run)."""
+    states = ensemble.unstack(state) if stacked else [state]
+    with torch.no_grad():
+        return [gan.sample(s, z).float().cpu() for s in states]
+
+
+def evaluate_members(evaluator: Evaluator, gan: GAN, state: TrainState, z: Tensor, stacked: bool) -> list[dict[str, float]]:
+    """``evaluator``'s figures for each member's samples of ``z``; a member with
+    non-finite samples (diverged) gets NaN for the primary figure."""
+    outs = []
+    for smp in sample_members(gan, state, z, stacked):
+        if not torch.isfinite(smp).all():
+            outs.append({evaluator.primary: math.nan})
+            continue
+        outs.append({k: float(v) for k, v in evaluator.fn(smp).items()})
+    return outs
+
+
+def update_best(best: list[float] | None, figs: list[dict[str, float]], ev: Evaluator) -> tuple[list[float], bool]:
+    """Each member's best primary figure so far, and whether any member improved."""
+    vals = [f.get(ev.primary, math.nan) for f in figs]
+    if best is None:
+        return vals, any(math.isfinite(v) for v in vals)
+    improved = False
+    new = list(best)
+    for i, (b, v) in enumerate(zip(best, vals)):
+        if not math.isfinite(v):
+            continue
+        if not math.isfinite(b) or (v > b if ev.higher_is_better else v < b):
+            new[i], improved = v, True
+    return new, improved

@@ -1,0 +1,240 @@
+"""The set-up of a training run: :func:`setup` builds a :class:`Run` (state,
+RNGs, step function, data position, fixed latents), fresh or resumed from a
+checkpoint, and writes nothing. :func:`ganfn.loop.fit` then steps it.
+"""
+from __future__ import annotations
+
+import os
+import sys
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Mapping, Sequence
+
+import torch
+from torch import Tensor
+from tqdm.auto import tqdm
+
+from . import checkpoint as ckpt
+from . import distributed as gd
+from . import ensemble
+from . import tensorboard as tb
+from .data import loader_init
+from .evaluation import Evaluator
+from .gan import GAN, TrainState
+from .tree import tree_map
+
+__all__ = ["Run", "setup", "FinishedRunError", "check_args", "default_print", "PRECISIONS", "ON_NONFINITE"]
+
+PRECISIONS = ("fp32", "bf16", "fp16")
+ON_NONFINITE = ("stop", "rollback", "raise")
+
+
+class FinishedRunError(ValueError):
+    """Resuming a run that is already at or past the requested number of steps (nothing is written)."""
+
+    def __init__(self, message: str, step: int, steps: int) -> None:
+        super().__init__(message)
+        self.step, self.steps = step, steps
+
+
+def default_print(msg: str) -> None:
+    """Print a line through tqdm (so it never glues onto a progress bar) and flush it at once."""
+    tqdm.write(msg, file=sys.stdout)
+    sys.stdout.flush()
+
+
+@dataclass
+class Run:
+    """One run's set-up (fixed after :func:`setup`) and its bookkeeping (updated as it trains)."""
+
+    gan: GAN
+    stacked: bool
+    seeds: list[int]
+    hp_list: list[dict]
+    state: TrainState
+    rngs: list[torch.Generator]
+    step_fn: Callable
+    data: Any
+    position: dict
+    leading: int | None
+    device: torch.device
+    like: Tensor
+    world: Any
+    main: bool
+    say: Callable[[str], None]
+    run_path: Path | None
+    manager: ckpt.CheckpointManager | None
+    evaluator: Evaluator | None
+    fixed_z: Tensor
+    eval_z: Tensor | None
+    noise_base: Tensor | None
+    history: dict[str, Any]
+    start: int = 0
+    best: list[float] | None = None
+    bad_evals: int = 0
+    logger: tb.Logger | None = None
+    bar: Any = None
+    resumed_from: Path | None = None
+    population: Any = None
+    t0: float = 0.0
+    extra: dict = field(default_factory=dict)
+
+
+def check_args(gan: GAN, steps: int, batch_size: int, precision: str, on_nonfinite: str, every: Mapping[str, int],
+                checkpoint_every: int | None, instance_noise_anneal: int | None, resume: Any, run_dir: Any) -> None:
+    """Every argument error of :func:`fit`, raised before anything is built or written."""
+    if not isinstance(gan, GAN):
+        raise TypeError(f"fit needs a ganfn.GAN, got {type(gan).__name__}")
+    if not isinstance(steps, int) or steps < 0:
+        raise ValueError(f"steps must be an int >= 0, got {steps!r}")
+    if not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size must be an int >= 1, got {batch_size!r}")
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+    if on_nonfinite not in ON_NONFINITE:
+        raise ValueError(f"on_nonfinite must be one of {ON_NONFINITE}, got {on_nonfinite!r}")
+    for name, v in every.items():
+        if not isinstance(v, int) or v < 1:
+            raise ValueError(f"{name} must be an int >= 1, got {v!r}")
+    if checkpoint_every is not None and checkpoint_every < 1:
+        raise ValueError(f"checkpoint_every must be >= 1 or None, got {checkpoint_every!r}")
+    if instance_noise_anneal is not None:
+        if instance_noise_anneal < 1:
+            raise ValueError(f"instance_noise_anneal must be >= 1 steps, got {instance_noise_anneal}")
+        if gan.instance_noise <= 0:
+            raise ValueError("instance_noise_anneal needs a GAN built with instance_noise > 0")
+    if resume and run_dir is None and not isinstance(resume, (str, os.PathLike)):
+        raise ValueError("resume=True needs run_dir (where the checkpoints are)")
+
+
+def _members(gan: GAN, seed: int, seeds: Sequence[int] | None, hparams: Any, device: torch.device, compile: bool,
+             world: Any) -> tuple[bool, list[int], list[dict], TrainState, list[torch.Generator], Callable]:
+    """The initial state, RNGs and step function of a single or stacked run."""
+    if seeds is not None:
+        seeds = [int(s) for s in seeds]
+        if not seeds:
+            raise ValueError("seeds must name at least one seed")
+        S = len(seeds)
+        hp_list = [dict(h) for h in hparams] if isinstance(hparams, Sequence) else [dict(hparams or {})] * S
+        if len(hp_list) != S:
+            raise ValueError(f"got {S} seeds but {len(hp_list)} hyperparameter dicts")
+        state = ensemble.init_many(gan, seeds, hp_list)
+        step_fn = gd.make_train_step(gan, stacked=True) if world.distributed else ensemble.make_step(gan, compile=compile)
+        return True, seeds, hp_list, state, ensemble.rngs(seeds, device), step_fn
+    if isinstance(hparams, Sequence):
+        raise ValueError("one hyperparameter dict per member needs seeds= (a stacked run)")
+    hp_list = [dict(hparams or {})]
+    state = gan.init(int(seed), **hp_list[0])
+    rngs = [torch.Generator(device=device).manual_seed(int(seed))]
+    step_fn = gd.make_train_step(gan) if world.distributed else (_compiled_single(gan) if compile else gan.train_step)
+    return False, [int(seed)], hp_list, state, rngs, step_fn
+
+
+def _restore(run: Run, resume: Any, steps: int) -> None:
+    """Continue ``run`` from its checkpoint; refuse (:class:`FinishedRunError`) a run already at or past ``steps``."""
+    if resume is True:
+        found = run.manager.load_latest(map_location=run.device) if run.manager is not None else None
+    else:
+        found = _resolve_resume(resume, run.device)
+    if found is None:
+        return
+    src, c = found
+    start = int(c["step"])
+    if start >= steps:
+        raise FinishedRunError(
+            f"{src} is at step {start} and the run was asked for {steps} steps: nothing was trained and no file "
+            f"was changed. To train longer, give more steps (--steps above {start}); to score it, run ganfn eval.",
+            start, steps)
+    run.state, run.position = c["state"], c["position"]
+    ckpt.set_rng_states(run.rngs, c["rngs"])
+    extra = c["extra"]
+    run.history = extra["history"]
+    run.best, run.bad_evals = extra.get("best"), int(extra.get("bad_evals", 0))
+    if run.population is not None and extra.get("population") is not None:
+        run.population.load_state_dict(extra["population"])
+    if extra.get("noise_base") is not None:
+        run.noise_base = extra["noise_base"].to(run.device)
+    run.start, run.resumed_from = start, src
+    run.say(f"resumed from {src} at step {start}")
+
+
+def _resolve_resume(resume: str | os.PathLike, device: torch.device) -> tuple[Path, dict] | None:
+    p = Path(resume)
+    if p.is_file():
+        return p, ckpt.load(p, map_location=device)  # a file named by the user: a damaged one is refused
+    if p.is_dir():
+        found = ckpt.CheckpointManager(p / "checkpoints" if (p / "checkpoints").is_dir() else p).load_latest(map_location=device)
+        if found is None:
+            raise FileNotFoundError(f"--resume {p}: no checkpoint (ckpt-*.pt) in {p} or {p / 'checkpoints'}")
+        return found
+    raise FileNotFoundError(f"--resume {p}: no such checkpoint file or run directory")
+
+
+def setup(gan: GAN, data: Tensor | Callable, *, steps: int, device: str | torch.device = "cpu",
+          run_dir: str | os.PathLike | None = None, seed: int = 0, seeds: Sequence[int] | None = None,
+          hparams: Any = None, data_seed: int | None = None, evaluator: Evaluator | None = None, keep: int = 3,
+          resume: bool | str | os.PathLike = False, compile: bool = False, print_fn: Callable[[str], None] | None = None,
+          n_fixed: int = 64, population: Any = None) -> Run:
+    """A :class:`Run` ready to train: state (fresh or resumed), RNGs, step function, data position, fixed latents.
+
+    Writes nothing. Raises :class:`FinishedRunError` when resuming a run already
+    at or past ``steps``. Arguments as in :func:`fit`.
+    """
+    device = torch.device(device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("device 'cuda' was requested but CUDA is not available on this machine")
+    # Data parallel (under torchrun / ganfn.dask_launch, see ganfn.distributed):
+    # every rank runs this loop on its shard with identical states; rank 0
+    # alone writes files and prints.
+    world = gd.world()
+    main = world.rank == 0
+    if world.distributed and device.type == "cuda" and device.index is None:
+        device = gd.device(world)
+    say = (print_fn or default_print) if main else (lambda _msg: None)
+    stacked, seeds, hp_list, state, rngs, step_fn = _members(gan, seed, seeds, hparams, device, compile, world)
+    state = tree_map(lambda t: t.to(device), state)
+    like = state.g_params[next(iter(state.g_params))]
+    is_sampler = callable(data) and not isinstance(data, Tensor)
+    if not is_sampler:
+        if not isinstance(data, Tensor):
+            raise TypeError(f"data must be a tensor [N, ...] or a sampler f(n, generator), got {type(data).__name__}")
+        if tuple(data.shape[1:]) != gan.sample_shape:
+            raise ValueError(f"data samples have shape {tuple(data.shape[1:])} but the generator makes {gan.sample_shape}")
+        data = data.to(device=device, dtype=like.dtype)
+    data_seed = seeds[0] if data_seed is None else data_seed
+    run_path = Path(run_dir) if run_dir is not None else None
+    eval_z = None
+    if evaluator is not None:
+        eval_z = gan.draw_latents(torch.Generator().manual_seed(4321), evaluator.n_samples).to(device=device, dtype=like.dtype)
+    run = Run(
+        gan=gan, stacked=stacked, seeds=seeds, hp_list=hp_list, state=state, rngs=rngs, step_fn=step_fn, data=data,
+        position=loader_init(None if is_sampler else data.shape[0], data_seed),
+        leading=gan.n_critic if gan.n_critic > 1 else None, device=device, like=like, world=world, main=main, say=say,
+        run_path=run_path, manager=ckpt.CheckpointManager(run_path / "checkpoints", keep) if run_path is not None else None,
+        evaluator=evaluator, eval_z=eval_z, noise_base=state.hparams.get("instance_noise"),
+        fixed_z=gan.draw_latents(torch.Generator().manual_seed(1234), n_fixed).to(device=device, dtype=like.dtype),
+        history={"train": [], "eval": [], "final": {}, "stopped": "steps", "diverged_at": None,
+                 "members": len(seeds) if stacked else None},
+        population=population,
+    )
+    if resume:
+        _restore(run, resume, steps)
+    return run
+
+
+
+def _compiled_single(gan: GAN) -> Callable:
+    compiled = torch.compile(gan.train_step)
+    failed = [False]
+
+    def step(state, real, noise):
+        if not failed[0]:
+            try:
+                return compiled(state, real, noise)
+            except Exception as e:  # noqa: BLE001 - any compiler failure falls back to the same pure step
+                failed[0] = True
+                warnings.warn(f"torch.compile of train_step failed ({type(e).__name__}); running eagerly", RuntimeWarning, stacklevel=2)
+        return gan.train_step(state, real, noise)
+
+    return step

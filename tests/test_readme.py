@@ -1,0 +1,146 @@
+"""README.md cannot drift: every ```python block runs as pasted, every shell
+command parses (ganfn's through its own parser), and the ones that train run,
+shortened by appending options (later options win)."""
+from __future__ import annotations
+
+import os
+import re
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from ganfn import cli
+
+ROOT = Path(__file__).resolve().parents[1]
+README = (ROOT / "README.md").read_text()
+CLUSTER = "# Needs "  # first line of a block that needs torchrun or a cluster: not run here
+SHORT = ["--steps", "4", "--n-eval", "100", "--eval-every", "2", "--checkpoint-every", "2", "--no-progress"]
+PROGRAMS = ("ganfn", "python", "pip", "torchrun", "tensorboard", "pytest")
+
+
+def fenced_blocks() -> list[tuple[str, str]]:
+    """``(language, text)`` of every fenced block, in order."""
+    blocks, lang, lines = [], None, []
+    for line in README.splitlines():
+        if line.startswith("```"):
+            if lang is None:
+                lang, lines = line[3:].strip(), []
+            else:
+                blocks.append((lang, "\n".join(lines) + "\n"))
+                lang = None
+        elif lang is not None:
+            lines.append(line)
+    return blocks
+
+
+def python_blocks() -> list[str]:
+    return [text for lang, text in fenced_blocks() if lang == "python"]
+
+
+def shell_commands() -> list[str]:
+    """Commands in plain fenced blocks, 4-space indented lines and inline `code` spans."""
+    found = [l for lang, text in fenced_blocks() if lang == "" for l in text.splitlines()]
+    prose = re.sub(r"^```.*?^```", "", README, flags=re.S | re.M)
+    found += [l[4:] for l in prose.splitlines() if l.startswith("    ") and l.strip().startswith(PROGRAMS)]
+    found += re.findall(r"`([^`\n]+)`", prose)
+    out = []
+    for line in found:
+        line = re.split(r"\s{2,}#", line)[0].strip()
+        line = re.split(r"\s+[>|]\s+", line)[0]  # a redirection or pipe: the command is what precedes it
+        if line.split(" ")[0] in PROGRAMS and " " in line:
+            out += [c.strip() for c in line.split("&&")]
+    return list(dict.fromkeys(out))
+
+
+def _run_python(code: str, tmp_path: Path, timeout: int = 600) -> str:
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    # Blocks that define tests are also run: each test_* function is called.
+    runner = code + "\nfor _n, _f in list(globals().items()):\n    if _n.startswith('test_') and callable(_f):\n        _f()\n"
+    r = subprocess.run([sys.executable, "-c", "import torch; torch.set_num_threads(1)\n" + runner], cwd=tmp_path,
+                       env=env, capture_output=True, text=True, timeout=timeout)
+    assert r.returncode == 0, f"README block failed:\n{code}\n--- stderr ---\n{r.stderr[-3000:]}"
+    return r.stdout
+
+
+def test_readme_has_blocks_and_commands():
+    assert len(python_blocks()) >= 4 and len(shell_commands()) >= 15
+    assert any(b.startswith(CLUSTER) for b in python_blocks())
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("index", range(len(python_blocks())))
+def test_python_block_runs_as_pasted(index, tmp_path):
+    code = python_blocks()[index]
+    if code.startswith(CLUSTER):
+        pytest.skip(code.splitlines()[0])
+    out = _run_python(code, tmp_path)
+    if "modes covered" in code:
+        assert re.search(r"modes covered: [78]/8", out), out
+
+
+def _ganfn_args(cmd: str) -> list[str] | None:
+    words = [w for w in shlex.split(cmd) if w != "..."]
+    if words[0] == "torchrun":
+        words = words[words.index("ganfn") + 1:] if "ganfn" in words else None
+        return words
+    return words[1:] if words[0] == "ganfn" else None
+
+
+def test_every_ganfn_command_parses():
+    parser = cli.make_parser()
+    cmds = [c for c in shell_commands() if _ganfn_args(c) is not None]
+    assert len(cmds) >= 10
+    for cmd in cmds:
+        try:
+            parser.parse_args(_ganfn_args(cmd))
+        except SystemExit as e:
+            if e.code != 0:  # --help exits 0
+                pytest.fail(f"README command does not parse: {cmd} ({e})")
+
+
+def test_every_other_command_names_something_that_exists():
+    import importlib.util
+    import tomllib
+
+    extras = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+    for cmd in shell_commands():
+        words = shlex.split(cmd)
+        if words[0] == "pip":
+            for w in words[2:]:
+                m = re.fullmatch(r"(?:\.|ganfn)\[(\w+)\]", w)
+                if m:
+                    assert m.group(1) in extras, cmd
+        elif words[0] in ("python", "pytest"):
+            args = words[1:]
+            if args[:2] == ["-m", "pytest"]:
+                args = args[2:]
+            elif args[:1] == ["-m"]:
+                assert importlib.util.find_spec(args[1]) is not None, cmd
+                continue
+            paths = [a.split("::")[0] for a in args if a.endswith(".py") or ".py::" in a]
+            for p in paths:
+                assert (ROOT / p).is_file() or p == "test_gan.py", cmd  # test_gan.py: the README's own snippet
+        elif words[0] == "tensorboard":
+            assert importlib.util.find_spec("tensorboard") is not None
+
+
+# The README's training commands, run shortened (data paths and CUDA excepted: those only parse).
+def _runnable(cmd: str) -> bool:
+    args = _ganfn_args(cmd)
+    return (args is not None and cmd.startswith("ganfn") and args[0] in ("train", "sweep")
+            and not any(a in ("cuda", "--help") or "/" in a for a in args))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("cmd", [c for c in shell_commands() if _runnable(c)])
+def test_training_command_runs_shortened(cmd, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "run.toml").write_text("lr_d = 2e-4\nn_critic = 5\n")
+    args = _ganfn_args(cmd) + SHORT + ["--run-dir", str(tmp_path / "run")]
+    if "--seeds" in args:  # keep stacked runs small: 2 members
+        args[args.index("--seeds") + 1] = "2"
+    assert cli.main(args) == 0, cmd
+    assert (tmp_path / "run" / "metrics.json").is_file()
