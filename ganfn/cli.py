@@ -30,14 +30,20 @@ HELP: dict[str, str] = {
                   "digits 8, folders 64, 28-pixel sets 28 for the mlp and 32 for the conv models; the size is printed)",
     "data_root": "folder holding torchvision's MNIST / CIFAR-10 files, or the Fashion-MNIST IDX files "
                  "(default: data for torchvision's files, Debian's dataset-fashion-mnist folder for Fashion-MNIST)",
+    "conditional": "class-conditional training on labelled data (class sub-folders of an image folder; the mixtures' "
+                   "mode index): G(z, y), D(x, y); samples.png has one row per class and digits runs add the intra-class "
+                   "FD-LeNet and the LeNet's accuracy on the requested classes",
     "model": "network pair: mlp (Goodfellow et al., 2014), dcgan (Radford et al., 2016; scaled to the image size), "
-             "sngan (spectral-norm D, Miyato et al., 2018) (default: follows the data: mlp for 2-D points, dcgan for images)",
+             "sngan (spectral-norm D, Miyato et al., 2018; conditional: projection D, Miyato & Koyama 2018), "
+             "resnet (the SNGAN CIFAR ResNets), acgan (conditional: auxiliary-classifier D, Odena et al. 2017, with --loss acgan) "
+             "(default: follows the data: mlp for 2-D points, dcgan for images)",
     "hidden": "hidden units of the mlp model (default: 128 for images, 256 for 2-D points)",
     "depth": "hidden layers of the mlp model (default: 1 for images, 3 for 2-D points)",
     "width": "channel width of the conv models (DCGAN's ngf/ndf)",
     "g_norm": "normalisation in G: batch, layer or none",
     "d_norm": "normalisation in D: none (default; needed by gradient penalties), layer or batch (classic DCGAN)",
-    "loss": "GAN loss: non_saturating (BCE), minimax, wasserstein, hinge, least_squares",
+    "loss": "GAN loss: non_saturating (BCE), minimax, wasserstein, hinge, least_squares, acgan (BCE + auxiliary class "
+            "cross-entropy, Odena et al. 2017; needs --conditional and --model acgan)",
     "penalty": "D regulariser: gp (WGAN-GP), r1, r2, weight_clip, or none (default: none; a --grid over gp_weight, "
                "r1_weight, r2_weight or clip_value switches its penalty on)",
     "penalty_weight": "weight of --penalty (gp/r1/r2 weight, or the clip value for weight_clip) "
@@ -98,8 +104,8 @@ HELP: dict[str, str] = {
     "run_dir": "output folder (default runs/<time>-<data>)",
 }
 _CHOICES = {
-    "model": ["mlp", "dcgan", "sngan"],
-    "loss": ["non_saturating", "minimax", "wasserstein", "hinge", "least_squares"],
+    "model": ["mlp", "dcgan", "sngan", "resnet", "acgan"],
+    "loss": ["non_saturating", "minimax", "wasserstein", "hinge", "least_squares", "acgan"],
     "penalty": ["gp", "r1", "r2", "weight_clip", "none"],
     "optimizer": ["adam", "adamw", "rmsprop", "sgd"],
     "precision": ["fp32", "bf16", "fp16"],
@@ -414,7 +420,8 @@ def _report(cfg: P.Config, hist: dict, evaluator: Any, members: Any, population:
                 if k in last:
                     m[k] = last[k][i]
             if final:
-                m.update({k: v for k, v in final[i].items() if k == primary or k in ("high_quality", "kl")})
+                m.update({k: v for k, v in final[i].items()
+                          if k == primary or k in ("high_quality", "kl", "on_class_mode") or k.startswith(("intra-", "class-acc-"))})
             da = hist.get("diverged_at")
             m["diverged"] = bool(da is not None and isinstance(da, list) and da[i] >= 0)
             if population is not None:
@@ -478,15 +485,17 @@ def _run_eval(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         evaluator.n_samples = args.n_eval
     state = c["state"]
     stacked = state.step.dim() == 1
-    z = gan.draw_latents(torch.Generator().manual_seed(4321), evaluator.n_samples).to(args.device)
-    samples = evaluation.sample_members(gan, state, z, stacked)
-    print(f"{run} at step {c['step']} ({latest.name}), {evaluator.n_samples} samples per member:")
+    y = gan.labels.rows(evaluator.n_samples, args.device)  # conditional: every class equally often
+    n = evaluator.n_samples if y is None else len(y)
+    z = gan.draw_latents(torch.Generator().manual_seed(4321), n).to(args.device)
+    samples = evaluation.sample_members(gan, state, z, stacked, y)
+    print(f"{run} at step {c['step']} ({latest.name}), {n} samples per member:")
     kid_seen = False
     for i, smp in enumerate(samples):
         if not torch.isfinite(smp).all():
             figs_txt = "non-finite samples (diverged)"
         else:
-            figs = evaluator.fn(smp)
+            figs = evaluator.fn(smp) if y is None else evaluator.fn(smp, y.cpu())
             figs_txt = ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in figs.items())
         prefix = f"member {i}: " if stacked else ""
         print(prefix + figs_txt)

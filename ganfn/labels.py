@@ -9,14 +9,14 @@ over the K classes, or with given class frequencies (e.g. the data set's).
 from __future__ import annotations
 
 import math
-from typing import NamedTuple, Sequence
+from typing import Any, NamedTuple, Sequence
 
 import torch
 from torch import Tensor
 
 from .tree import in_transform
 
-__all__ = ["NoLabels", "ClassLabels", "Labelling", "class_labels", "draw_labels", "check_labels", "class_rows", "rows_for"]
+__all__ = ["NoLabels", "ClassLabels", "Labelling", "check_setup", "class_labels", "draw_labels", "check_labels", "class_rows", "rows_for"]
 
 
 class NoLabels(NamedTuple):
@@ -147,6 +147,18 @@ def check_labels(y: object, num_classes: int, batch_shape: tuple[int, ...], what
     lo, hi = int(y.min()), int(y.max())
     if lo < 0 or hi >= num_classes:
         raise ValueError(f"{what} has values in [{lo}, {hi}] but num_classes={num_classes}: labels must lie in [0, {num_classes})")
+
+
+def check_setup(labels: Labelling, loss: Any, parts: Sequence[Any]) -> None:
+    """Refuse a loss that reads labels (ACGAN) without classes, and, with classes,
+    parts that swap fake samples for others (a replay buffer): the swapped-in
+    samples would lose their labels."""
+    if loss.takes_labels and labels.num_classes is None:
+        raise ValueError(f"loss {loss.name} classifies samples by class: build a conditional GAN with num_classes=K")
+    swaps = [p.name for p in parts if p.fake_for_d is not None]
+    if labels.num_classes is not None and swaps:
+        raise ValueError(f"part(s) {swaps} replace fake samples seen by D (fake_for_d), which would separate them from "
+                         "their class labels; they are not supported in a conditional GAN")
 
 
 def class_rows(num_classes: int, per_class: int, device: torch.device | str | None = None) -> Tensor:
