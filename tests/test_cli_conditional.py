@@ -26,8 +26,7 @@ def _error(argv, capsys):
     return capsys.readouterr().err
 
 
-def test_digits_cond_preset_reports_per_class_figures_per_seed(tmp_path, capsys, monkeypatch):
-    monkeypatch.setenv("GANFN_NO_COMPILE", "1")  # the preset compiles its step; a 4-step run need not
+def test_digits_cond_preset_reports_per_class_figures_per_seed(tmp_path, capsys):
     run = tmp_path / "run"
     out = _run(["train", "--preset", "digits-cond", "--seeds", "2", "--width", "4", "--run-dir", str(run), *TINY], capsys)
     assert "2 members (vmapped)" in out
