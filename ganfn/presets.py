@@ -269,7 +269,8 @@ def _sample_shape(data: Any) -> tuple[int, ...]:
 
 def build_gan(cfg: Config, sample_shape: tuple[int, ...], classes: int | None = None) -> GAN:
     """The :class:`GAN` a config describes, for data of ``sample_shape`` (with
-    ``classes`` classes when ``cfg.conditional``)."""
+    ``classes`` classes when ``cfg.conditional``; default: the named data set's)."""
+    classes = classes if classes is not None else gdata.NUM_CLASSES.get(cfg.data)
     if cfg.conditional and classes is None:
         raise ValueError("--conditional needs the number of classes of the data")
     if cfg.model == "acgan" and not cfg.conditional:
