@@ -24,7 +24,7 @@ Presets (:data:`PRESETS`) reproduce common published and tutorial setups:
 - ``digits-cond``: class-conditional digits (Miyato & Koyama 2018): DCGAN G
   with conditional batch norm, SNGAN-projection D with spectral norm, hinge
   loss, Adam 1e-3 decayed linearly to 0, EMA 0.999; 4 seeds as one vmapped
-  run of 4,000 steps.
+  run of 3,000 steps.
 - ``acgan-digits``: ACGAN on digits (Odena et al. 2017): the same G, an
   auxiliary-classifier D (spectral norm), BCE + class cross-entropy.
 - ``ring8-hinge``: the ring8 setup of ``bench/quality.py`` that meets the README's
@@ -161,7 +161,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         # parameters moved too slowly (17% class accuracy after 2,000 steps); 1e-3 decayed to 0 works.
         data="digits", conditional=True, model="sngan", width=32, latent_dim=32, loss="hinge", optimizer="adam",
         lr_g=1e-3, lr_d=1e-3, beta1=0.5, beta2=0.999, lr_linear_decay=True, ema_decay=0.999, batch_size=64,
-        steps=4000, seeds=4, eval_every=1000,
+        steps=3000, seeds=4, eval_every=1000,
     ),
     "acgan-digits": dict(
         data="digits", conditional=True, model="acgan", width=32, latent_dim=32, loss="acgan", optimizer="adam",
