@@ -99,6 +99,8 @@ def check_compatible(gan: Any, g_params: dict, g_buffers: dict, d_params: dict, 
     if not isinstance(out, Tensor) or out.dim() == 0 or out.shape[0] != 2:
         got = tuple(out.shape) if isinstance(out, Tensor) else type(out).__name__
         raise ValueError(f"the discriminator must return scores with a leading batch axis ([B] or [B, 1]), got shape {got} for a batch of 2")
-    diagnose.check_discriminator(gan.discriminator, lambda x: gan.loss.scores(gan.d_apply(d_params, d_buffers, x, *y, train=False)[0]),
-                                 fake, gan.loss.name)
+    def d_fn(x: Tensor) -> Tensor:  # D's scores, labelled class 0 in a conditional GAN
+        return gan.loss.scores(gan.d_apply(d_params, d_buffers, x, *gan.labels.probe(x.shape[0], x.device), train=False)[0])
+
+    diagnose.check_discriminator(gan.discriminator, d_fn, fake, gan.loss.name)
     return tuple(fake.shape[1:])

@@ -69,12 +69,12 @@ class Run:
     evaluator: Evaluator | None
     fixed_z: Tensor
     eval_z: Tensor | None
-    fixed_y: Tensor | None = None  # conditional: the classes of the fixed samples, one picture row per class
-    eval_y: Tensor | None = None   # conditional: every class equally often
     history: dict[str, Any]
     start: int = 0
     best: list[float] | None = None
     bad_evals: int = 0
+    fixed_y: Tensor | None = None  # conditional: the classes of the fixed samples, one picture row per class
+    eval_y: Tensor | None = None   # conditional: every class equally often
     logger: tb.Logger | None = None
     bar: Any = None
     resumed_from: Path | None = None
