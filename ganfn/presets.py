@@ -237,7 +237,7 @@ def load_data(cfg: Config) -> Tensor | Any:
     if cfg.data == "digits":
         return gdata.digits("train", cfg.image_size or 8, labels=lab)
     if cfg.data in gdata.NAMES:
-        out = gdata.load(cfg.data, size=cfg.image_size, root=cfg.data_root, labels=lab)
+        out = gdata.load(cfg.data, size=cfg.image_size, root=cfg.data_root, **({"labels": True} if lab else {}))
         x, y = (out[0], out[1:]) if lab else (out, ())
         x = gdata.resize(x, conv_size(x.shape[-1])) if cfg.image_size is None and cfg.model in CONV_MODELS else x
         return (x, *y) if lab else x
