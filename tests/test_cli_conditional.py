@@ -5,25 +5,12 @@ import numpy as np
 import pytest
 import torch
 
-from ganfn import cli
+from test_cli import _error, _run  # the same helpers as the unconditional CLI tests
+
 from ganfn import presets as P
 
 torch.set_num_threads(1)
 TINY = ["--steps", "4", "--batch-size", "16", "--n-eval", "100", "--eval-every", "2", "--log-every", "1", "--no-progress"]
-
-
-def _run(argv, capsys):
-    code = cli.main(argv)
-    out = capsys.readouterr()
-    assert code == 0, out.err
-    return out.out
-
-
-def _error(argv, capsys):
-    with pytest.raises(SystemExit) as e:
-        cli.main(argv)
-    assert e.value.code == 2
-    return capsys.readouterr().err
 
 
 def test_digits_cond_preset_reports_per_class_figures_per_seed(tmp_path, capsys):
