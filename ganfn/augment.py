@@ -49,6 +49,7 @@ __all__ = [
     "AdaState",
     "ada_init",
     "ada_update",
+    "ada_accumulate",
 ]
 
 Prob = float | Tensor
@@ -260,11 +261,19 @@ def ada_update(state: AdaState, real_scores: Tensor, *, target: Prob = 0.6, inte
     ``p`` stays in [0, 1] (ADA clamps below at 0; a probability above 1 means the
     same as 1). The accumulators restart after each adjustment.
     """
+    s = real_scores.detach().reshape(real_scores.shape[0], -1).mean(1).to(state.sign_sum.dtype)
+    return ada_accumulate(state, torch.sign(s - threshold).sum(), s.shape[0], target=target, interval=interval,
+                          speed_images=speed_images)
+
+
+def ada_accumulate(state: AdaState, sign_sum: Tensor, n_real: int | Tensor, *, target: Prob = 0.6, interval: int = 4,
+                   speed_images: Prob = 500_000.0) -> AdaState:
+    """:func:`ada_update` from a batch's ``sum(sign(D(x_real) - threshold))`` and
+    its size ``n_real`` (what the ADA part carries from D's loss to after the update)."""
     if not isinstance(interval, int) or interval < 1:
         raise ValueError(f"ADA interval must be an int >= 1, got {interval!r}")
-    s = real_scores.detach().reshape(real_scores.shape[0], -1).mean(1).to(state.sign_sum.dtype)
-    sign_sum = state.sign_sum + torch.sign(s - threshold).sum()
-    n_real = state.n_real + s.shape[0]
+    sign_sum = state.sign_sum + sign_sum.to(state.sign_sum.dtype)
+    n_real = state.n_real + n_real
     n_updates = state.n_updates + 1
     due = n_updates >= interval
     rt = sign_sum / n_real
@@ -272,9 +281,9 @@ def ada_update(state: AdaState, real_scores: Tensor, *, target: Prob = 0.6, inte
     p = torch.where(due, torch.clamp(state.p + adjust, 0.0, 1.0), state.p)
     zero = torch.zeros_like(sign_sum)
     return AdaState(
-        p=p,
+        p=p.to(state.p.dtype),
         sign_sum=torch.where(due, zero, sign_sum),
-        n_real=torch.where(due, zero, n_real),
+        n_real=torch.where(due, zero, n_real).to(state.n_real.dtype),
         n_updates=torch.where(due, torch.zeros_like(n_updates), n_updates),
-        rt=torch.where(due, rt, state.rt),
+        rt=torch.where(due, rt, state.rt).to(state.rt.dtype),
     )

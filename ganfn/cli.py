@@ -42,12 +42,22 @@ HELP: dict[str, str] = {
     "width": "channel width of the conv models (DCGAN's ngf/ndf)",
     "g_norm": "normalisation in G: batch, layer or none",
     "d_norm": "normalisation in D: none (default; needed by gradient penalties), layer or batch (classic DCGAN)",
-    "loss": "GAN loss: non_saturating (BCE), minimax, wasserstein, hinge, least_squares, acgan (BCE + auxiliary class "
-            "cross-entropy, Odena et al. 2017; needs --conditional and --model acgan)",
-    "penalty": "D regulariser: gp (WGAN-GP), r1, r2, weight_clip, or none (default: none; a --grid over gp_weight, "
-               "r1_weight, r2_weight or clip_value switches its penalty on)",
+    "loss": "GAN loss: non_saturating (BCE), minimax, wasserstein, hinge, least_squares, rpgan, ragan, acgan (BCE + "
+            "auxiliary class cross-entropy, Odena et al. 2017; needs --conditional and --model acgan)",
+    "penalty": "D regulariser: gp (WGAN-GP), r1, r2, weight_clip, or none; join with + (r1+r2, as R3GAN) "
+               "(default: none; a --grid over gp_weight, r1_weight, r2_weight or clip_value switches its penalty on)",
     "penalty_weight": "weight of --penalty (gp/r1/r2 weight, or the clip value for weight_clip) "
                       "(default: the penalty's own: 10 for gp, r1 and r2, 0.01 for weight_clip)",
+    "r1_every": "lazy regularisation (StyleGAN2): compute --penalty (gp/r1/r2) every this many D updates, weight times it "
+                "(default: every D update)",
+    "lecam": "LeCam regularisation (Tseng et al. 2021) with this weight (0.3 in the paper's small-data runs) "
+             "(default: off)",
+    "augment": "differentiable augmentation of D's inputs (DiffAugment): policies color, translation, cutout, comma-separated "
+               "(default: none)",
+    "ada_target": "adaptive augmentation (ADA): adapt the probability of --augment to keep E[sign(D(real))] at this (0.6) "
+                  "(default: off; fixed p = 1 with --augment)",
+    "ema_rampup": "StyleGAN2's EMA ramp-up: the EMA's half-life is at most this fraction of the updates so far (0.05) "
+                  "(default: off)",
     "spectral_norm": "spectral normalisation of D's weights (power iteration kept in the state)",
     "real_label": "BCE / least-squares target for real samples; 0.9 is one-sided label smoothing",
     "fake_label": "BCE / least-squares target for fake samples",
@@ -105,8 +115,7 @@ HELP: dict[str, str] = {
 }
 _CHOICES = {
     "model": ["mlp", "dcgan", "sngan", "resnet", "acgan"],
-    "loss": ["non_saturating", "minimax", "wasserstein", "hinge", "least_squares", "acgan"],
-    "penalty": ["gp", "r1", "r2", "weight_clip", "none"],
+    "loss": ["non_saturating", "minimax", "wasserstein", "hinge", "least_squares", "rpgan", "ragan", "acgan"],
     "optimizer": ["adam", "adamw", "rmsprop", "sgd"],
     "precision": ["fp32", "bf16", "fp16"],
     "on_nonfinite": ["stop", "rollback", "raise"],

@@ -382,7 +382,8 @@ class GAN:
 
     # -- the G side -------------------------------------------------------------------
 
-    def _g_loss(self, g_params: Params, state: TrainState, g_buffers: dict, d_buffers: dict, z: Tensor, noise: dict, y: tuple):
+    def _g_loss(self, g_params: Params, state: TrainState, g_buffers: dict, d_buffers: dict, z: Tensor, noise: dict, y: tuple,
+                real_out: Tensor | None = None):
         fake, g_buf = self.g_apply(g_params, g_buffers, z, *y)
         d_in = fake
         for p in self._hooks["g_inputs"]:
@@ -390,7 +391,8 @@ class GAN:
             check_like(p.name, "g_inputs", out, d_in)
             d_in = out
         out, d_buf = self.d_apply(self._d_weights(state.d.params, state), d_buffers, d_in, *y)
-        loss = self.loss.g(out, g_target=state.hparams["g_target"], **self._loss_hp(state.hparams), **self._loss_labels(y, y))
+        rel = {"real_out": real_out} if self.loss.g_needs_real else {}
+        loss = self.loss.g(out, g_target=state.hparams["g_target"], **self._loss_hp(state.hparams), **rel, **self._loss_labels(y, y))
         part_aux = {}
         for p in self._hooks["g_term"]:
             val, a = p.g_term(GTerm(z, fake, d_in, self.loss.scores(out)), self._ctx(p, state, noise))
@@ -398,27 +400,43 @@ class GAN:
             loss, part_aux[p.name] = loss + val, a
         return loss, GAux(g_buf, d_buf, part_aux)
 
-    def g_grads(self, state: TrainState, noise_g: UpdateNoise) -> tuple[Tensor, Params, GAux]:
+    def _real_out(self, state: TrainState, real: Tensor | None) -> Tensor | None:
+        """D's (detached) outputs on ``real`` for a loss whose G part needs them."""
+        if not self.loss.g_needs_real:
+            return None
+        if real is None:
+            raise ValueError(f"loss {self.loss.name!r} compares G's samples with real data: pass g_grads(state, noise_g, real) "
+                             "(train_step passes the last D update's batch)")
+        real, yr = self.labels.split(real)
+        with torch.no_grad():
+            out, _ = self.d_apply(self._d_weights(state.d.params, state), state.d.buffers, real, *yr)
+        return self.loss.scores(out).detach()
+
+    def g_grads(self, state: TrainState, noise_g: UpdateNoise, real: Tensor | None = None) -> tuple[Tensor, Params, GAux]:
         """G's loss and gradient for one G update (pure).
 
         ``noise_g`` is one G update's noise (``ganfn.tree_index(noise.g, j)``).
+        ``real`` [B, *sample] is needed only by losses that compare with real data
+        (``loss.g_needs_real``: RpGAN, RaGAN); D scores it as it is (no input hook).
         ``grads`` has exactly the keys of ``state.g.params``: D's parameters are
         constants here, so the classic bug (G's backward leaving gradients on D)
         cannot happen. ``aux`` is a :class:`~ganfn.state.GAux`.
         """
         z = noise_g.z
-        check_batch(self, state, None, z, "g")
+        real_out = self._real_out(state, real)
+        check_batch(self, state, self.labels.split(real)[0] if real_out is not None else None, z, "g")
         scale = self.g_optimizer.loss_scale(state.g.opt) if self.g_optimizer.loss_scale is not None else None
         k = self.accumulation_steps
         if k == 1:
             return value_and_grad(self._g_loss, state.g.params, state, state.g.buffers, state.d.buffers, z, noise_g.parts,
-                                  noise_g.labels, scale=scale)
+                                  noise_g.labels, real_out, scale=scale)
         m = z.shape[0] // k
         results, gb, db = [], state.g.buffers, state.d.buffers
         for j in range(k):
             sl = slice(j * m, (j + 1) * m)
             cut = lambda tree: tree_map(lambda x: x[sl], tree)  # noqa: E731 - this micro-batch of a pytree
-            out = value_and_grad(self._g_loss, state.g.params, state, gb, db, z[sl], cut(noise_g.parts), cut(noise_g.labels), scale=scale)
+            out = value_and_grad(self._g_loss, state.g.params, state, gb, db, z[sl], cut(noise_g.parts), cut(noise_g.labels),
+                                 None if real_out is None else real_out[sl], scale=scale)
             results.append(out)
             gb, db = out[2].g_buffers, out[2].d_buffers
         loss, grads = _mean([r[0] for r in results]), _mean([r[1] for r in results])
@@ -456,18 +474,9 @@ class GAN:
         check_step_inputs(self, state, real, noise)
         return _step.run(self._ops, state, real, noise)
 
-    def sample(self, state: TrainState, z: Tensor, y: Tensor | None = None, *, ema: bool | None = None, train: bool = False) -> Tensor:
-        """Generated samples ``[N, *sample]`` for latents ``z`` ``[N, *latent]``
-        (from :meth:`draw_latents`); in a conditional setup of the classes ``y``
-        (int64 ``[N]``, required there and refused otherwise).
-
-        Uses the parts' sampling weights (G's EMA) when the setup keeps them
-        (``ema=None``; ``ema=False``: G's own parameters), and G in eval mode
-        (``train=False``: BatchNorm uses running statistics).
-        """
-        if tuple(z.shape[1:]) != self.latent_shape:
-            raise ValueError(f"latents must have shape [N, {', '.join(map(str, self.latent_shape))}], got {tuple(z.shape)}")
-        labels = self.labels.args(y, z.shape[0])
+    def sample_params(self, state: TrainState, *, ema: bool | None = None) -> Params:
+        """The G weights :meth:`sample` uses: the parts' sampling weights (G's EMA)
+        when the setup keeps them (``ema=None``; ``ema=False``: G's own parameters)."""
         hooks = self._hooks["sample_weights"]
         use = bool(hooks) if ema is None else ema
         if use and not hooks:
@@ -475,5 +484,20 @@ class GAN:
         params = state.g.params
         for p in hooks if use else ():
             params = p.sample_weights(params, self._ctx(p, state))
-        out, _ = self.g_apply(params, state.g.buffers, z, *labels, train=train)
+        return params
+
+    def sample(self, state: TrainState, z: Tensor, y: Tensor | None = None, *, ema: bool | None = None, train: bool = False) -> Tensor:
+        """Generated samples ``[N, *sample]`` for latents ``z`` ``[N, *latent]``
+        (from :meth:`draw_latents`); in a conditional setup of the classes ``y``
+        (int64 ``[N]``, required there and refused otherwise).
+
+        Uses :meth:`sample_params` (G's EMA when the setup keeps one), and G in
+        eval mode (``train=False``: BatchNorm uses running statistics; see
+        :func:`ganfn.sampling.standing_stats` for statistics of the EMA weights).
+        No part's input hook runs here: augmentation never reaches samples.
+        """
+        if tuple(z.shape[1:]) != self.latent_shape:
+            raise ValueError(f"latents must have shape [N, {', '.join(map(str, self.latent_shape))}], got {tuple(z.shape)}")
+        labels = self.labels.args(y, z.shape[0])
+        out, _ = self.g_apply(self.sample_params(state, ema=ema), state.g.buffers, z, *labels, train=train)
         return out

@@ -274,12 +274,14 @@ def get(loss: str | LossPair) -> LossPair:
         key = loss.lower().replace("-", "_")
         if key in LOSSES:
             return LOSSES[key]
+        if key in RELATIVISTIC:
+            return RELATIVISTIC[key]
         if key in _ALIASES:
             return _ALIASES[key]
         if key == "acgan":
             return acgan()
     raise ValueError(
-        f"unknown loss {loss!r}: expected one of {sorted(LOSSES)} "
+        f"unknown loss {loss!r}: expected one of {sorted(LOSSES) + sorted(RELATIVISTIC)} "
         f"(aliases {sorted(_ALIASES)}), 'acgan', or a ganfn.losses.LossPair"
     )
 

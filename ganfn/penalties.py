@@ -23,7 +23,8 @@ from typing import Callable, NamedTuple
 import torch
 from torch import Tensor
 
-from .parts.base import Hyper, Part
+from . import regularisers as _reg
+from .parts.base import Ctx, DTerm, Hyper, InitCtx, Part
 from .validate import Range, check_range
 
 DFn = Callable[[Tensor], Tensor]
@@ -36,6 +37,7 @@ __all__ = [
     "r1",
     "r2",
     "weight_clip",
+    "lecam",
     "input_grad_norms",
     "as_part",
     "get",
@@ -63,6 +65,9 @@ class Penalty(NamedTuple):
     project: Callable[[dict, Tensor], dict] | None = None
     needs_eps: bool = False
     on_fake: bool = False
+    every: int | None = None
+    """Lazy regularisation: the term runs on every ``every``-th D update only,
+    with its weight times ``every`` (``None``: on every update)."""
 
 
 def input_grad_norms(d_fn: DFn, x: Tensor) -> Tensor:
@@ -89,12 +94,19 @@ def _gp_term(target: float):
     return term
 
 
-def gradient_penalty(weight: float | Tensor = 10.0, *, target: float = 1.0) -> Penalty:
+def _check_every(every: int | None) -> int | None:
+    if every is not None and (not isinstance(every, int) or isinstance(every, bool) or every < 1):
+        raise ValueError(f"every= must be an int >= 1 (StyleGAN2 uses 16 for R1) or None, got {every!r}")
+    return every
+
+
+def gradient_penalty(weight: float | Tensor = 10.0, *, target: float = 1.0, every: int | None = None) -> Penalty:
     """WGAN-GP (Gulrajani et al., 2017): ``weight * E[(||grad D(x_hat)|| - target)^2]``
     at ``x_hat = eps * real + (1 - eps) * fake`` with ``eps ~ U[0, 1]`` per sample,
-    supplied explicitly by the noise. Stored under hyperparameter ``gp_weight``."""
+    supplied explicitly by the noise. Stored under hyperparameter ``gp_weight``.
+    ``every=k``: lazily, on every k-th D update with weight ``k * weight``."""
     check_range("gradient_penalty weight", weight, _NONNEG)
-    return Penalty("gp", "gp_weight", weight, term=_gp_term(target), needs_eps=True)
+    return Penalty("gp", "gp_weight", weight, term=_gp_term(target), needs_eps=True, every=_check_every(every))
 
 
 def _zero_centred(on_real: bool):
@@ -105,18 +117,21 @@ def _zero_centred(on_real: bool):
     return term
 
 
-def r1(gamma: float | Tensor = 10.0) -> Penalty:
+def r1(gamma: float | Tensor = 10.0, *, every: int | None = None) -> Penalty:
     """R1 (Mescheder et al., 2018): ``gamma / 2 * E_real[||grad D(x)||^2]``.
-    Stored under hyperparameter ``r1_weight``."""
+    Stored under hyperparameter ``r1_weight``. ``every=k``: lazy R1 (Karras et
+    al., 2020, StyleGAN2: ``every=16``), on every k-th D update with weight
+    ``k * gamma``; see :func:`ganfn.regularisers.lazy_adam_compensation` for
+    StyleGAN2's optimizer compensation."""
     check_range("r1 gamma", gamma, _NONNEG)
-    return Penalty("r1", "r1_weight", gamma, term=_zero_centred(True))
+    return Penalty("r1", "r1_weight", gamma, term=_zero_centred(True), every=_check_every(every))
 
 
-def r2(gamma: float | Tensor = 10.0) -> Penalty:
+def r2(gamma: float | Tensor = 10.0, *, every: int | None = None) -> Penalty:
     """R2 (Mescheder et al., 2018): ``gamma / 2 * E_fake[||grad D(x)||^2]``.
-    Stored under hyperparameter ``r2_weight``."""
+    Stored under hyperparameter ``r2_weight``. ``every=k`` as for :func:`r1`."""
     check_range("r2 gamma", gamma, _NONNEG)
-    return Penalty("r2", "r2_weight", gamma, term=_zero_centred(False), on_fake=True)
+    return Penalty("r2", "r2_weight", gamma, term=_zero_centred(False), every=_check_every(every), on_fake=True)
 
 
 def weight_clip(clip: float | Tensor = 0.01) -> Penalty:
@@ -158,11 +173,62 @@ def as_part(p: Penalty | str) -> Part:
         term, side = p.term, ("d_fn_fake" if p.on_fake else "d_fn")
         kw["d_term"] = lambda x, ctx: (term(getattr(x, side), x.real, x.fake, ctx.noise.get("eps"), ctx.hp[key]), {})
         kw["check"] = _needs_per_sample_grads
+    if p.every is not None:
+        kw.update(_lazy_hooks(p))
     if p.project is not None:
         project = p.project
         kw["after_d"] = lambda d_params, ctx, aux: (project(d_params, ctx.hp[key]), ctx.state)
     valid = _POSITIVE if p.project is not None else _NONNEG
     return Part(p.name, {key: Hyper(p.weight, valid)}, **kw)
+
+
+def _lazy_hooks(p: Penalty) -> dict:
+    """A lazy penalty's hooks: a D-update counter in the state; the term every
+    ``p.every``-th update times ``p.every`` (a ``torch.where``, no Python branch),
+    its aux ``{"due": 1.0 or 0.0}``. The ``penalty`` metric is therefore the
+    scaled term on the updates where it is computed and 0 on the others."""
+    if p.term is None or p.project is not None:
+        raise ValueError(f"penalty {p.name!r}: every= applies to loss terms (gp, r1, r2), not to projections")
+    term, key, k = p.term, p.weight_key, p.every
+
+    def init(ctx: InitCtx) -> dict:
+        return {"count": torch.zeros((), dtype=torch.int64, device=ctx.device)}
+
+    def d_term(x: DTerm, ctx: Ctx):
+        val, due = _reg.lazy(term(x.d_fn, x.real, x.fake, ctx.noise.get("eps"), ctx.hp[key]), ctx.state["count"], k)
+        return val, {"due": due.to(val.dtype)}
+
+    def after_d(d_params, ctx: Ctx, aux):
+        return d_params, {"count": ctx.state["count"] + 1}
+
+    return {"init": init, "d_term": d_term, "after_d": after_d}
+
+
+def lecam(weight: float | Tensor = 0.3, *, decay: float | Tensor = 0.99, start: int = 0, one_sided: bool = True) -> Part:
+    """LeCam regularisation (Tseng et al., 2021) as a part named ``lecam``:
+    ``lecam_weight * (E[relu(D(x) - a_fake)^2] + E[relu(a_real - D(G(z)))^2])``
+    (:func:`ganfn.regularisers.lecam_term`), with ``a_real`` / ``a_fake`` moving
+    averages (decay ``lecam_decay``) of D's mean outputs kept in the state as a
+    dict (the fields of :class:`~ganfn.regularisers.LeCamState`: plain dicts
+    checkpoint with ``torch.load(weights_only=True)``). As in the authors' code the averages
+    take in the current batch before the term is computed, and follow the batch
+    exactly for the first ``start`` D updates. Both weights are per-member
+    hyperparameters; the paper's digits-scale setting is 0.3."""
+
+    def init(ctx: InitCtx) -> dict:
+        return _reg.lecam_init(dtype=ctx.dtype, device=ctx.device)._asdict()
+
+    def d_term(x: DTerm, ctx: Ctx):
+        new = _reg.lecam_update(_reg.LeCamState(**ctx.state), x.d_real, x.d_fake, decay=ctx.hp["lecam_decay"], start=start)
+        val = _reg.lecam_term(x.d_real, x.d_fake, new, ctx.hp["lecam_weight"].to(x.d_real.dtype), one_sided=one_sided)
+        return val, {"real": new.real, "fake": new.fake}
+
+    def after_d(d_params, ctx: Ctx, aux):
+        a = aux.parts["lecam"]
+        return d_params, {"real": a["real"], "fake": a["fake"], "count": ctx.state["count"] + 1}
+
+    hparams = {"lecam_weight": Hyper(weight, _NONNEG), "lecam_decay": Hyper(decay, Range(0.0, 1.0))}
+    return Part("lecam", hparams, init=init, d_term=d_term, after_d=after_d)
 
 
 def _needs_per_sample_grads(info) -> None:

@@ -17,6 +17,8 @@ Presets (:data:`PRESETS`) reproduce common published and tutorial setups:
 - ``wgan-clip``: Wasserstein loss with weight clipping at 0.01,
   RMSprop 5e-5, 5 critic steps per G step (Arjovsky et al.).
 - ``lsgan``: least-squares loss (Mao et al., 2017), Adam 2e-4 betas (0.5, 0.999).
+- ``r3gan``: R3GAN's objective (Huang et al., 2024) on the digits DCGAN: the
+  relativistic pairing loss (RpGAN) with R1 and R2 (0.1 each), Adam (0, 0.99).
 - ``dcgan-dogs``: DCGAN (Radford et al., 2016) at 64x64 on an image folder (the Stanford Dogs
   layout; give its path with ``--data``), classic batch-normalised D, soft real
   labels (``real_label`` 0.5) and separate learning
@@ -44,7 +46,7 @@ import torch
 from torch import Tensor
 
 from . import data as gdata
-from . import models, optim
+from . import models, optim, parts, penalties
 from .gan import GAN
 from .evaluation import Evaluator
 
@@ -73,6 +75,10 @@ class Config:
     loss: str = "non_saturating"
     penalty: str | None = None
     penalty_weight: float | None = None
+    r1_every: int | None = None
+    lecam: float | None = None
+    augment: str | None = None
+    ada_target: float | None = None
     spectral_norm: bool = False
     real_label: float = 1.0
     fake_label: float = 0.0
@@ -88,6 +94,7 @@ class Config:
     lr_linear_decay: bool = False
     grad_clip: float | None = None
     ema_decay: float | None = 0.999
+    ema_rampup: float | None = None
     # balancing
     n_critic: int = 1
     n_gen: int = 1
@@ -167,6 +174,12 @@ PRESETS: dict[str, dict[str, Any]] = {
         data="digits", conditional=True, model="acgan", width=32, latent_dim=32, loss="acgan", optimizer="adam",
         lr_g=1e-3, lr_d=1e-3, beta1=0.5, beta2=0.999, lr_linear_decay=True, ema_decay=0.999, batch_size=64,
         steps=4000, eval_every=1000,
+    ),
+    "r3gan": dict(
+        # R3GAN's objective (Huang et al., 2024): the relativistic pairing loss with
+        # both zero-centred penalties, Adam betas (0, 0.99), on the DCGAN digits model.
+        data="digits", model="dcgan", d_norm="none", loss="rpgan", penalty="r1+r2", penalty_weight=0.1,
+        optimizer="adam", lr_g=2e-4, lr_d=2e-4, beta1=0.0, beta2=0.99, ema_decay=0.999,
     ),
     "dcgan-dogs": dict(
         ema_decay=None, data="data/dogs", image_size=64, model="dcgan", width=64, latent_dim=100, g_norm="batch", d_norm="batch",
@@ -302,14 +315,14 @@ def build_gan(cfg: Config, sample_shape: tuple[int, ...], classes: int | None = 
         # fp16 autocast needs loss scaling, which lives in the (pure) optimizer state.
         return optim.loss_scaled(o) if cfg.precision == "fp16" else o
 
-    penalty = None
-    if cfg.penalty not in (None, "", "none"):
-        from . import penalties
-
-        penalty = penalties.get(cfg.penalty, cfg.penalty_weight)
+    ema = cfg.ema_decay or None  # 0: no EMA
+    extra = _extra_parts(cfg)
+    if ema is not None and cfg.ema_rampup:
+        extra.append(parts.ema(ema, rampup=cfg.ema_rampup))
+        ema = None
     return GAN(
         G, D, latent_dim=latent, loss=cfg.loss, g_optimizer=opt(cfg.lr_g, cfg.steps * cfg.n_gen), d_optimizer=opt(cfg.lr_d, cfg.steps * cfg.n_critic),
-        penalty=penalty, n_critic=cfg.n_critic, n_gen=cfg.n_gen, ema_decay=cfg.ema_decay or None,  # 0: no EMA
+        penalty=_penalties(cfg), n_critic=cfg.n_critic, n_gen=cfg.n_gen, ema_decay=ema, parts=extra,
         # spectral_norm None: the discriminator's wants_spectral_norm decides (SNGAN, projection, ACGAN, ResNet D ask for it).
         spectral_norm=cfg.spectral_norm or None, real_label=cfg.real_label, fake_label=cfg.fake_label,
         instance_noise=cfg.instance_noise, instance_noise_anneal=cfg.instance_noise_anneal,
@@ -317,6 +330,35 @@ def build_gan(cfg: Config, sample_shape: tuple[int, ...], classes: int | None = 
         d_skip_accuracy=cfg.d_skip_accuracy, g_skip_accuracy=cfg.g_skip_accuracy,
         num_classes=classes if cfg.conditional else None,
     )
+
+
+def _penalties(cfg: Config) -> list:
+    """``--penalty`` (names joined by ``+``, e.g. ``r1+r2``) with ``--penalty-weight``
+    and, for gp/r1/r2, ``--r1-every`` (lazy regularisation, StyleGAN2)."""
+    if cfg.penalty in (None, "", "none"):
+        if cfg.r1_every is not None:
+            raise ValueError("--r1-every needs a gradient penalty: add --penalty r1 (or r2, gp)")
+        return []
+    out = []
+    for name in cfg.penalty.split("+"):
+        p = penalties.get(name, cfg.penalty_weight)
+        if cfg.r1_every is not None and p.term is not None:
+            p = p._replace(every=cfg.r1_every)
+        out.append(p)
+    return out
+
+
+def _extra_parts(cfg: Config) -> list:
+    """The data-efficiency parts the config asks for: ``--augment POLICY``
+    (DiffAugment, or ADA with ``--ada-target``) and ``--lecam WEIGHT``."""
+    out = []
+    if cfg.ada_target is not None:
+        out.append(parts.ada(cfg.augment or "color,translation,cutout", target=cfg.ada_target))
+    elif cfg.augment not in (None, "", "none"):
+        out.append(parts.diffaugment(cfg.augment))
+    if cfg.lecam:
+        out.append(penalties.lecam(cfg.lecam))
+    return out
 
 
 def make_evaluator(cfg: Config, n_samples: int | None = None) -> Evaluator | None:

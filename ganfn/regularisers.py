@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from . import augment
-from .penalties import input_grad_norms
+from . import penalties as _penalties  # input_grad_norms, read at call time (penalties imports this module)
 
 __all__ = [
     "LeCamState",
@@ -119,7 +119,7 @@ def dragan_term(d_fn: DFn, real: Tensor, u: Tensor, alpha: Tensor, weight: Weigh
     if tuple(u.shape) != tuple(real.shape):
         raise ValueError(f"DRAGAN perturbation u must have the real batch's shape {tuple(real.shape)}, got {tuple(u.shape)}")
     x_hat = real + _per_sample(alpha, real) * (scale * real.std(correction=0).detach()) * u.to(real.dtype)
-    norms = input_grad_norms(d_fn, x_hat)
+    norms = _penalties.input_grad_norms(d_fn, x_hat)
     return weight * torch.mean(torch.square(norms - target))
 
 
@@ -132,7 +132,7 @@ def one_sided_gp_term(d_fn: DFn, real: Tensor, fake: Tensor, eps: Tensor, weight
     behaved. It is zero wherever the critic is flatter than ``target``.
     """
     e = _per_sample(eps, real)
-    norms = input_grad_norms(d_fn, e * real + (1 - e) * fake)
+    norms = _penalties.input_grad_norms(d_fn, e * real + (1 - e) * fake)
     return weight * torch.mean(torch.square(F.relu(norms - target)))
 
 

@@ -1,5 +1,9 @@
 """Latent samplers for generating (not for training): the truncation trick.
 
+- :func:`truncated_normal`: the truncation trick.
+- :func:`standing_stats`: BatchNorm statistics recomputed for the weights that
+  make samples (the EMA generator), as StudioGAN's "standing statistics".
+
 The truncation trick (Brock et al., 2019, BigGAN, sec. 3.1) samples latents from
 a normal distribution truncated at ``threshold``: values whose magnitude exceeds
 it are drawn again until none does. Smaller thresholds trade variety for
@@ -12,12 +16,15 @@ these only to make samples::
 from __future__ import annotations
 
 import math
-from typing import Sequence
+import copy
+from typing import Any, Sequence
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
-__all__ = ["truncated_normal"]
+from .functional import Buffers, make_apply
+
+__all__ = ["truncated_normal", "standing_stats"]
 
 
 def truncated_normal(rng: torch.Generator, shape: Sequence[int], threshold: float | None, *,
@@ -42,3 +49,44 @@ def truncated_normal(rng: torch.Generator, shape: Sequence[int], threshold: floa
         z[bad] = torch.randn(int(bad.sum()), generator=rng, dtype=dtype, device=rng.device)
         bad = z.abs() > threshold
     return z if device is None else z.to(device)
+
+
+def standing_stats(gan: Any, state: Any, rng: torch.Generator, *, batches: int = 16, batch_size: int = 64,
+                   ema: bool | None = None) -> Buffers:
+    """G's buffers with every BatchNorm's running mean and variance recomputed
+    for the weights ``gan.sample`` uses (the EMA's, by default): the plain
+    average of the batch statistics of ``batches`` batches of ``batch_size``
+    latents drawn from ``rng``.
+
+    The live generator's running statistics belong to its own weights; an EMA
+    generator's activations have other statistics, so StudioGAN recomputes
+    ("standing statistics") before sampling. Use the result as::
+
+        buffers = sampling.standing_stats(gan, state, rng)
+        x = gan.sample(state._replace(g=state.g._replace(buffers=buffers)), z)
+
+    Pure: a private copy of G runs with cumulative averaging; neither the user's
+    module nor ``state`` changes. Without BatchNorm the buffers come back as they are.
+    """
+    if not isinstance(batches, int) or batches < 1 or not isinstance(batch_size, int) or batch_size < 2:
+        raise ValueError(f"standing_stats needs batches >= 1 and batch_size >= 2, got {batches}, {batch_size}")
+    g = copy.deepcopy(gan.generator)
+    bns = {n: m for n, m in g.named_modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats}
+    if not bns:
+        return dict(state.g.buffers)
+    for m in bns.values():
+        m.momentum = None  # cumulative average over the batches below
+    buffers = dict(state.g.buffers)
+    for n, m in bns.items():
+        pre = f"{n}." if n else ""
+        buffers[pre + "running_mean"] = torch.zeros_like(buffers[pre + "running_mean"])
+        buffers[pre + "running_var"] = torch.ones_like(buffers[pre + "running_var"])
+        buffers[pre + "num_batches_tracked"] = torch.zeros_like(buffers[pre + "num_batches_tracked"])
+    params = gan.sample_params(state, ema=ema)
+    apply = make_apply(g)
+    with torch.no_grad():
+        for _ in range(batches):
+            z = gan.draw_latents(rng, batch_size, dtype=next(iter(params.values())).dtype)
+            _, buffers = apply(params, buffers, z.to(next(iter(params.values())).device), train=True)
+    return buffers
+

@@ -63,6 +63,7 @@ class Ops(NamedTuple):
     lrs: Callable
     n_critic: int
     n_gen: int
+    g_real: bool = False  # g_grads also takes the last D update's real batch (relativistic losses)
 
 
 def ops(gan: Any, lift: Callable[..., Callable] | None = None, *, shared_data: bool = True) -> Ops:
@@ -85,9 +86,10 @@ def ops(gan: Any, lift: Callable[..., Callable] | None = None, *, shared_data: b
         d_grads=lift(gan.d_grads, in_dims=(0, 0 if not shared_data else None, 0)),
         d_update=lift(gan.d_update), d_metrics=lift(d_metrics),
         d_skip=lift(gan.d_skip) if gan.gates_d else None,
-        g_grads=lift(gan.g_grads), g_update=lift(gan.g_update), g_metrics=lift(g_metrics),
+        g_grads=lift(gan.g_grads, in_dims=(0, 0, 0 if not shared_data else None)) if gan.loss.g_needs_real else lift(gan.g_grads),
+        g_update=lift(gan.g_update), g_metrics=lift(g_metrics),
         g_skip=lift(gan.g_skip) if gan.gates_g else None,
-        lrs=lift(lrs), n_critic=gan.n_critic, n_gen=gan.n_gen,
+        lrs=lift(lrs), n_critic=gan.n_critic, n_gen=gan.n_gen, g_real=gan.loss.g_needs_real,
     )
 
 
@@ -127,7 +129,8 @@ def run(o: Ops, state: TrainState, real: Any, noise: Noise, *, reduce: Reduce | 
         state, m, d_aux = _update(o, "d", state, out, reduce, None)
         d_ms.append(m)
     for j in range(o.n_gen):
-        out = o.g_grads(state, tree_map(lambda x: x.select(noise_axis, j), noise.g))
+        ng = tree_map(lambda x: x.select(noise_axis, j), noise.g)
+        out = o.g_grads(state, ng, r) if o.g_real else o.g_grads(state, ng)
         state, m, _ = _update(o, "g", state, out, reduce, d_aux)
         g_ms.append(m)
     metrics = {**_mean(d_ms), **_mean(g_ms), **o.lrs(state)}

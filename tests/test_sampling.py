@@ -47,3 +47,49 @@ def test_bad_threshold_is_rejected(bad):
         sampling.truncated_normal(torch.Generator(), (2,), bad)
     with pytest.raises(TypeError, match="torch.Generator"):
         sampling.truncated_normal(0, (2,), 1.0)
+
+
+# -- standing BatchNorm statistics for the EMA generator -------------------------------------
+
+
+def _bn_gan(**kw):
+    from torch import nn
+
+    import ganfn
+
+    G = nn.Sequential(nn.Linear(3, 5, bias=False), nn.BatchNorm1d(5), nn.Tanh(), nn.Linear(5, 2))
+    return ganfn.GAN(G, nn.Linear(2, 1), latent_dim=3, **kw)
+
+
+def test_standing_stats_average_the_ema_generators_batch_statistics():
+    gan = _bn_gan(ema_decay=0.5)
+    state = gan.init(0)
+    rng = torch.Generator().manual_seed(0)
+    for _ in range(3):
+        state, _ = gan.train_step(state, torch.randn(8, 2, generator=rng), gan.draw_noise(rng, 8))
+    params = gan.sample_params(state)
+    assert not torch.equal(params["0.weight"], state.g.params["0.weight"])  # the EMA differs from G
+    before = {k: v.clone() for k, v in state.g.buffers.items()}
+    buf = sampling.standing_stats(gan, state, torch.Generator().manual_seed(5), batches=4, batch_size=16)
+    assert all(torch.equal(before[k], state.g.buffers[k]) for k in before)  # state untouched
+    zs = torch.Generator().manual_seed(5)
+    hs = [gan.draw_latents(zs, 16) @ params["0.weight"].T for _ in range(4)]
+    torch.testing.assert_close(buf["1.running_mean"], torch.stack([h.mean(0) for h in hs]).mean(0))
+    torch.testing.assert_close(buf["1.running_var"], torch.stack([h.var(0) for h in hs]).mean(0))
+    assert int(buf["1.num_batches_tracked"]) == 4
+    # sampling with them: eval-mode BN now normalises with the EMA weights' statistics
+    new = state._replace(g=state.g._replace(buffers=buf))
+    assert gan.sample(new, gan.draw_latents(zs, 4)).shape == (4, 2)
+
+
+def test_standing_stats_without_batch_norm_and_bad_arguments():
+    from conftest import small_gan_modules
+
+    import ganfn
+
+    G, D = small_gan_modules()
+    gan = ganfn.GAN(G, D, latent_dim=3)
+    state = gan.init(0)
+    assert sampling.standing_stats(gan, state, torch.Generator()) == state.g.buffers
+    with pytest.raises(ValueError, match="batch_size >= 2"):
+        sampling.standing_stats(gan, state, torch.Generator(), batch_size=1)
