@@ -33,6 +33,13 @@ _WEIGHTED = (nn.Conv1d, nn.Conv2d, nn.ConvTranspose2d, nn.Linear)
 _NORM_LAYERS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.GroupNorm, nn.LayerNorm)
 
 
+def _eager() -> bool:
+    # Under torch.compile the convolution stays: inductor already runs the
+    # (grouped) convolutions in channels_last, and that compiled step is the
+    # one measured in bench/README_vmap.md; the shortcut is for eager steps.
+    return not torch.compiler.is_compiling()
+
+
 class FullConv2d(nn.Conv2d):
     """A ``Conv2d`` that, when its kernel covers the whole unpadded input (DCGAN's
     last discriminator layer, 4x4 -> 1x1), computes the same thing as one matrix
@@ -42,11 +49,12 @@ class FullConv2d(nn.Conv2d):
     convolution. Why: under ``vmap`` with per-member weights a convolution
     becomes a grouped convolution, which oneDNN runs slowly on the CPU for these
     shapes, while a matrix product becomes a batched matmul
-    (bench/README_vmap.md: the default ``ganfn train --seeds 16`` step 1.5x faster).
+    (bench/README_vmap.md: the default eager ``ganfn train --seeds 16`` step 1.4x
+    faster). Under ``torch.compile`` the layer stays a convolution.
     """
 
     def forward(self, x: Tensor) -> Tensor:
-        if (x.dim() == 4 and tuple(x.shape[-2:]) == tuple(self.kernel_size) and self.padding == (0, 0)
+        if (_eager() and x.dim() == 4 and tuple(x.shape[-2:]) == tuple(self.kernel_size) and self.padding == (0, 0)
                 and self.dilation == (1, 1) and self.groups == 1):
             return F.linear(x.flatten(1), self.weight.flatten(1), self.bias)[:, :, None, None]
         return super().forward(x)
@@ -61,7 +69,7 @@ class FullConvTranspose2d(nn.ConvTranspose2d):
     """
 
     def forward(self, x: Tensor, output_size: list[int] | None = None) -> Tensor:
-        if (output_size is None and x.dim() == 4 and tuple(x.shape[-2:]) == (1, 1) and self.padding == (0, 0)
+        if (_eager() and output_size is None and x.dim() == 4 and tuple(x.shape[-2:]) == (1, 1) and self.padding == (0, 0)
                 and self.output_padding == (0, 0) and self.dilation == (1, 1) and self.groups == 1):
             out = (x.flatten(1) @ self.weight.flatten(1)).reshape(x.shape[0], *self.weight.shape[1:])
             return out if self.bias is None else out + self.bias[:, None, None]
