@@ -33,14 +33,20 @@ HELP: dict[str, str] = {
     "data_workers": "worker processes decoding an image folder or zip archive ahead of training (0: in the main process)",
     "preload": "decode an image folder once into memory as uint8 instead of streaming it from disk",
     "flip": "random horizontal flips of folder images (drawn from the data seed: resumes stay bit-identical)",
+    "conditional": "class-conditional training on labelled data (class sub-folders of an image folder; the mixtures' "
+                   "mode index): G(z, y), D(x, y); samples.png has one row per class and digits runs add the intra-class "
+                   "FD-LeNet and the LeNet's accuracy on the requested classes",
     "model": "network pair: mlp (Goodfellow et al., 2014), dcgan (Radford et al., 2016; scaled to the image size), "
-             "sngan (spectral-norm D, Miyato et al., 2018) (default: follows the data: mlp for 2-D points, dcgan for images)",
+             "sngan (spectral-norm D, Miyato et al., 2018; conditional: projection D, Miyato & Koyama 2018), "
+             "resnet (the SNGAN CIFAR ResNets), acgan (conditional: auxiliary-classifier D, Odena et al. 2017, with --loss acgan) "
+             "(default: follows the data: mlp for 2-D points, dcgan for images)",
     "hidden": "hidden units of the mlp model (default: 128 for images, 256 for 2-D points)",
     "depth": "hidden layers of the mlp model (default: 1 for images, 3 for 2-D points)",
     "width": "channel width of the conv models (DCGAN's ngf/ndf)",
     "g_norm": "normalisation in G: batch, layer or none",
     "d_norm": "normalisation in D: none (default; needed by gradient penalties), layer or batch (classic DCGAN)",
-    "loss": "GAN loss: non_saturating (BCE), minimax, wasserstein, hinge, least_squares",
+    "loss": "GAN loss: non_saturating (BCE), minimax, wasserstein, hinge, least_squares, rpgan, ragan, acgan (BCE + "
+            "auxiliary class cross-entropy, Odena et al. 2017; needs --conditional and --model acgan)",
     "penalty": "D regulariser: gp (WGAN-GP), r1, r2, weight_clip, or none; join with + (r1+r2, as R3GAN) "
                "(default: none; a --grid over gp_weight, r1_weight, r2_weight or clip_value switches its penalty on)",
     "penalty_weight": "weight of --penalty (gp/r1/r2 weight, or the clip value for weight_clip) "
@@ -113,8 +119,8 @@ HELP: dict[str, str] = {
     "run_dir": "output folder (default runs/<time>-<data>)",
 }
 _CHOICES = {
-    "model": ["mlp", "dcgan", "sngan"],
-    "loss": ["non_saturating", "minimax", "wasserstein", "hinge", "least_squares", "rpgan", "ragan"],
+    "model": ["mlp", "dcgan", "sngan", "resnet", "acgan"],
+    "loss": ["non_saturating", "minimax", "wasserstein", "hinge", "least_squares", "rpgan", "ragan", "acgan"],
     "optimizer": ["adam", "adamw", "rmsprop", "sgd"],
     "precision": ["fp32", "bf16", "fp16"],
     "on_nonfinite": ["stop", "rollback", "raise"],
@@ -435,7 +441,8 @@ def _report(cfg: P.Config, hist: dict, evaluator: Any, members: Any, population:
                 if k in last:
                     m[k] = last[k][i]
             if final:
-                m.update({k: v for k, v in final[i].items() if k == primary or k in ("high_quality", "kl")})
+                m.update({k: v for k, v in final[i].items()
+                          if k == primary or k in ("high_quality", "kl", "on_class_mode") or k.startswith(("intra-", "class-acc-"))})
             da = hist.get("diverged_at")
             m["diverged"] = bool(da is not None and isinstance(da, list) and da[i] >= 0)
             if population is not None:
@@ -500,15 +507,18 @@ def _run_eval(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     fid = _fid_figures(args, data, parser) if args.fid_weights else None
     state = c["state"]
     stacked = state.step.dim() == 1
-    z = gan.draw_latents(torch.Generator().manual_seed(4321), n_eval).to(args.device)
-    samples = evaluation.sample_members(gan, state, z, stacked)
-    print(f"{run} at step {c['step']} ({latest.name}), {n_eval} samples per member:")
+    y = gan.labels.rows(n_eval, args.device)  # conditional: every class equally often
+    n = n_eval if y is None else len(y)
+    z = gan.draw_latents(torch.Generator().manual_seed(4321), n).to(args.device)
+    samples = evaluation.sample_members(gan, state, z, stacked, y)
+    print(f"{run} at step {c['step']} ({latest.name}), {n} samples per member:")
     kid_seen = False
     for i, smp in enumerate(samples):
         if not torch.isfinite(smp).all():
             figs_txt = "non-finite samples (diverged)"
         else:
-            figs = (evaluator.fn(smp) if evaluator else {}) | (fid(smp) if fid else {})
+            figs = ((evaluator.fn(smp) if y is None else evaluator.fn(smp, y.cpu())) if evaluator else {}) \
+                | (fid(smp) if fid else {})
             figs_txt = ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in figs.items())
         prefix = f"member {i}: " if stacked else ""
         print(prefix + figs_txt)

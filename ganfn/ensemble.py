@@ -39,6 +39,7 @@ import torch
 from torch import Tensor
 
 from .gan import GAN
+from .labels import check_labels
 from .state import Noise, TrainState
 from .step import freeze, freeze_diverged, frozen
 
@@ -168,10 +169,13 @@ def make_step(gan: GAN, *, shared_data: bool = True, compile: bool | str = False
         if not isinstance(state, TrainState):
             raise TypeError(f"state must be a stacked ganfn.TrainState (ganfn.stack / ensemble.init_many), got {type(state).__name__}")
         S = num_members(state)
+        real, labels = gan.labels.split(real)
         if not isinstance(real, Tensor) or real.dim() != want_real_dim:
             form = ("" if shared_data else "S, ") + ("n_critic, " if gan.n_critic > 1 else "") + "B, *sample"
             got = tuple(real.shape) if isinstance(real, Tensor) else type(real).__name__
             raise ValueError(f"real must have shape [{form}] (shared_data={shared_data}, n_critic={gan.n_critic}), got {got}")
+        for y in labels:  # values checked here, once, outside vmap
+            check_labels(y, gan.num_classes, tuple(real.shape[: want_real_dim - len(gan.sample_shape)]), "real labels")
         if not shared_data and real.shape[0] != S:
             raise ValueError(f"per-member real data has {real.shape[0]} members on axis 0 but the state has {S}")
         z = noise.d.z if isinstance(noise, Noise) else None

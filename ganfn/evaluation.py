@@ -24,8 +24,11 @@ class Evaluator:
     """A quality figure computed from generated samples.
 
     ``fn(samples [N, *sample]) -> {name: float}`` must include ``primary``;
+    for a conditional GAN it is ``fn(samples, labels [N])``, the samples drawn
+    for every class equally often (``labels``, class-major).
     ``higher_is_better`` gives the direction used for early stopping.
-    ``n_samples`` latents (from a fixed generator) are drawn per evaluation.
+    ``n_samples`` latents (from a fixed generator) are drawn per evaluation
+    (conditional: rounded up to a multiple of the number of classes).
     ``reference`` ([M, 2] points) is drawn under 2-D scatter plots.
     """
 
@@ -36,22 +39,26 @@ class Evaluator:
     reference: Tensor | None = None
 
 
-def sample_members(gan: GAN, state: TrainState, z: Tensor, stacked: bool) -> list[Tensor]:
-    """Samples [N, *sample] for latents ``z`` [N, *latent] from each member (a list of one for a single run)."""
+def sample_members(gan: GAN, state: TrainState, z: Tensor, stacked: bool, y: Tensor | None = None) -> list[Tensor]:
+    """Samples [N, *sample] for latents ``z`` [N, *latent] (of classes ``y`` [N] for a
+    conditional GAN) from each member (a list of one for a single run)."""
     states = ensemble.unstack(state) if stacked else [state]
     with torch.no_grad():
-        return [gan.sample(s, z).float().cpu() for s in states]
+        return [gan.sample(s, z, y).float().cpu() for s in states]
 
 
-def evaluate_members(evaluator: Evaluator, gan: GAN, state: TrainState, z: Tensor, stacked: bool) -> list[dict[str, float]]:
-    """``evaluator``'s figures for each member's samples of ``z``; a member with
-    non-finite samples (diverged) gets NaN for the primary figure."""
+def evaluate_members(evaluator: Evaluator, gan: GAN, state: TrainState, z: Tensor, stacked: bool,
+                     y: Tensor | None = None) -> list[dict[str, float]]:
+    """``evaluator``'s figures for each member's samples of ``z`` (classes ``y``:
+    ``fn(samples, labels)``); a member with non-finite samples (diverged) gets NaN
+    for the primary figure."""
     outs = []
-    for smp in sample_members(gan, state, z, stacked):
+    for smp in sample_members(gan, state, z, stacked, y):
         if not torch.isfinite(smp).all():
             outs.append({evaluator.primary: math.nan})
             continue
-        outs.append({k: float(v) for k, v in evaluator.fn(smp).items()})
+        figs = evaluator.fn(smp) if y is None else evaluator.fn(smp, y.cpu())
+        outs.append({k: float(v) for k, v in figs.items()})
     return outs
 
 

@@ -40,6 +40,7 @@ from .grads import value_and_grad
 from .gan_parts import PartInfo, shorthand_parts, validate_parts
 from .hparams import apply_overrides, make_hparams
 from .inputs import check_batch, check_compatible, check_step_inputs
+from .labels import Labelling, check_setup, class_labels
 from .parts.base import Ctx, DTerm, GTerm, Hyper, InitCtx, Part, check_like
 from .state import DAux, GAux, NetState, Noise, TrainState, UpdateNoise
 from .tree import in_transform, tree_map
@@ -75,6 +76,14 @@ class GAN:
             the short-hand options below build (see :mod:`ganfn.parts`).
         weight_init: ``fn(module, generator)`` applied after each submodule's
             ``reset_parameters()`` when ``init`` re-draws parameters per seed.
+        num_classes: a class-conditional setup with this many classes: G is
+            called as ``G(z, y)`` and D as ``D(x, y)`` with int64 labels ``y``
+            [B]; the real batch is an ``(images, labels)`` pair; ``draw_noise``
+            also draws the fake batches' labels and ``sample(state, z, y)``
+            takes the classes to generate. Penalties differentiate with respect
+            to the images only (labels fixed).
+        class_probs: frequencies of the fake batches' labels (one per class,
+            normalised; default uniform), e.g. the data set's class frequencies.
 
     Short-hand options, each building a part: ``penalty`` (a
     :class:`~ganfn.penalties.Penalty`, a name, or a sequence of them);
@@ -113,6 +122,8 @@ class GAN:
         g_skip_accuracy: float | None = None,
         parts: Sequence[Part] = (),
         weight_init: Callable[[nn.Module, torch.Generator], None] | None = None,
+        num_classes: int | None = None,
+        class_probs: Sequence[float] | Tensor | None = None,
     ) -> None:
         if not isinstance(generator, nn.Module) or not isinstance(discriminator, nn.Module):
             raise TypeError("generator and discriminator must be torch.nn.Module instances")
@@ -121,6 +132,8 @@ class GAN:
         if not self.latent_shape or any(d <= 0 for d in self.latent_shape):
             raise ValueError(f"latent_dim must be a positive int or shape, got {latent_dim!r}")
         self.loss = _losses.get(loss)
+        self.labels: Labelling = class_labels(num_classes, class_probs)  # how G and D get labels (none, or classes)
+        self.num_classes: int | None = self.labels.num_classes
         self.g_optimizer = g_optimizer or _optim.adam(2e-4, (0.5, 0.999))
         self.d_optimizer = d_optimizer or _optim.adam(2e-4, (0.5, 0.999))
         for name, opt in (("g_optimizer", self.g_optimizer), ("d_optimizer", self.d_optimizer)):
@@ -146,6 +159,7 @@ class GAN:
                                 instance_noise_anneal=instance_noise_anneal, replay_size=replay_size, replay_fraction=replay_fraction,
                                 d_skip_accuracy=d_skip_accuracy, g_skip_accuracy=g_skip_accuracy, ema_decay=ema_decay)
         self.parts: tuple[Part, ...] = validate_parts((*built, *parts), loss_hp, PartInfo(self._d_batch_stats, self.latent_shape))
+        check_setup(self.labels, self.loss, self.parts)
         self._hp: dict[str, Hyper] = {**loss_hp, **{k: h for p in self.parts for k, h in p.defaults().items()}}
         self.defaults: dict[str, float | Tensor] = {k: h.value for k, h in self._hp.items()}
         self._hooks = {f: tuple(p for p in self.parts if getattr(p, f) is not None) for f in Part._fields[2:]}
@@ -162,7 +176,7 @@ class GAN:
             z = torch.zeros(2, *self.latent_shape, device=p.device if p is not None else None, dtype=p.dtype if p is not None else None)
             params, buffers = extract(self.generator)
             with torch.no_grad():
-                out, _ = self.g_apply(params, buffers, z, train=False)
+                out, _ = self.g_apply(params, buffers, z, *self.labels.probe(2, z.device), train=False)
             self._sample_shape = tuple(out.shape[1:])
         return self._sample_shape
 
@@ -218,10 +232,11 @@ class GAN:
                    device: torch.device | str | None = None) -> Noise:
         """Every random tensor one ``train_step`` needs, drawn from ``rng`` only.
 
-        Returns a :class:`~ganfn.state.Noise`: ``d.z`` [n_critic, B, *latent] then
-        each part's ``noise_d`` draws (``d.parts[name]``), then ``g.z`` [n_gen, B,
-        *latent] and each part's ``noise_g`` draws. The order is fixed, so a seed
-        determines the noise exactly.
+        Returns a :class:`~ganfn.state.Noise`: ``d.z`` [n_critic, B, *latent], in a
+        conditional setup the fake batches' labels ``d.labels = (y [n_critic, B],)``,
+        then each part's ``noise_d`` draws (``d.parts[name]``); then the same for G
+        (``g.z`` [n_gen, B, *latent], ``g.labels``, ``noise_g`` draws). The order is
+        fixed, so a seed determines the noise exactly.
         """
         if not isinstance(batch_size, int) or batch_size < 1:
             raise ValueError(f"batch_size must be an int >= 1, got {batch_size!r}")
@@ -233,7 +248,8 @@ class GAN:
 
             draw = Draw(rng, n, batch_size, self.sample_shape, self.latent_shape, dtype)
             z = torch.randn(n, batch_size, *self.latent_shape, generator=rng, dtype=dtype, device=rng.device)
-            return UpdateNoise(z, {p.name: getattr(p, hook)(draw) for p in self._hooks[hook]})
+            labels = self.labels.draw(rng, n, batch_size)  # (): nothing drawn for an unconditional GAN
+            return UpdateNoise(z, {p.name: getattr(p, hook)(draw) for p in self._hooks[hook]}, labels)
 
         noise = Noise(side(self.n_critic, "noise_d"), side(self.n_gen, "noise_g"))
         return noise if device is None else tree_map(lambda t: t.to(device), noise)
@@ -265,35 +281,45 @@ class GAN:
 
     # -- the D side -------------------------------------------------------------------
 
-    def _d_loss(self, d_params: Params, state: TrainState, buffers: dict, real: Tensor, fake: Tensor, noise: dict):
+    def _d_loss(self, d_params: Params, state: TrainState, buffers: dict, real: Tensor, fake: Tensor, noise: dict,
+                yr: tuple, yf: tuple):
+        # yr / yf: the real and fake batches' labels, () for an unconditional GAN.
         p = self._d_weights(d_params, state)
         hp = state.hparams
         if self._d_batch_stats:
-            out_r, buf = self.d_apply(p, buffers, real)
-            out_f, buf = self.d_apply(p, buf, fake)
+            out_r, buf = self.d_apply(p, buffers, real, *yr)
+            out_f, buf = self.d_apply(p, buf, fake, *yf)
         else:
             # One forward over [real; fake] halves D's launches; valid only
             # because no layer of D mixes samples.
-            out, buf = self.d_apply(p, buffers, torch.cat([real, fake]))
-            out_r, out_f = out[: real.shape[0]], out[real.shape[0]:]
-        lr_, lf_ = self.loss.d_parts(out_r, out_f, real_target=hp["real_label"], fake_target=hp["fake_label"], **self._loss_hp(hp))
-        pen, part_aux = torch.zeros((), dtype=lr_.dtype, device=lr_.device), {}
+            both = tuple(torch.cat([a, b]) for a, b in zip(yr, yf))
+            out, buf = self.d_apply(p, buffers, torch.cat([real, fake]), *both)
+            n = real.shape[0]
+            out_r, out_f = tree_map(lambda o: o[:n], out), tree_map(lambda o: o[n:], out)
+        lr_, lf_ = self.loss.d_parts(out_r, out_f, real_target=hp["real_label"], fake_target=hp["fake_label"],
+                                     **self._loss_hp(hp), **self._loss_labels(yr, yf))
+        pen, part_aux, scores = torch.zeros((), dtype=lr_.dtype, device=lr_.device), {}, self.loss.scores
         if self._hooks["d_term"]:
-            term = DTerm(lambda x: self.d_apply(p, buffers, x)[0], real, fake, out_r, out_f)
+            term = DTerm(lambda x: scores(self.d_apply(p, buffers, x, *yr)[0]), real, fake, scores(out_r), scores(out_f),
+                         lambda x: scores(self.d_apply(p, buffers, x, *yf)[0]))
             for pt in self._hooks["d_term"]:
                 val, a = pt.d_term(term, self._ctx(pt, state, noise))
                 check_like(pt.name, "d_term (loss)", val, pen, dtype=False)
                 pen, part_aux[pt.name] = pen + val, a
-        acc_r, acc_f = diagnose.d_accuracy(self.loss, out_r, out_f, hp["real_label"], hp["fake_label"])
+        acc_r, acc_f = diagnose.d_accuracy(self.loss, scores(out_r), scores(out_f), hp["real_label"], hp["fake_label"])
         aux = (buf, lr_.detach(), lf_.detach(), pen.detach(), acc_r.to(lr_.dtype), acc_f.to(lr_.dtype), part_aux)
         return lr_ + lf_ + pen, aux
 
     def _loss_hp(self, hp: dict) -> dict:
         return {k: hp[k] for k in self.loss.hparams}
 
+    def _loss_labels(self, yr: tuple, yf: tuple) -> dict:
+        # Only a loss that classifies (ACGAN) reads the labels; the others score D's outputs alone.
+        return {"real_labels": yr[0], "fake_labels": yf[0]} if self.loss.takes_labels else {}
+
     def _d_batch(self, state: TrainState, real: Tensor, nd: UpdateNoise) -> tuple[Tensor, Tensor, Tensor, dict]:
         with torch.no_grad():
-            fake, g_buf = self.g_apply(state.g.params, state.g.buffers, nd.z)
+            fake, g_buf = self.g_apply(state.g.params, state.g.buffers, nd.z, *nd.labels)
         fake = fake.detach()
         for p in self._hooks["fake_for_d"]:
             out = p.fake_for_d(fake, self._ctx(p, state, nd.parts))
@@ -311,7 +337,7 @@ class GAN:
 
         Args:
             state: the training state.
-            real: real samples [B, *sample].
+            real: real samples [B, *sample] (conditional: an ``(images, labels [B])`` pair).
             noise_d: one D update's noise (``ganfn.tree_index(noise.d, i)``).
 
         Returns ``(loss, grads, aux)``: ``grads`` has exactly the keys of
@@ -319,19 +345,22 @@ class GAN:
         ``accumulation_steps = k`` the batch is split into k micro-batches whose
         gradients are averaged.
         """
+        real, yr = self.labels.split(real)
         check_batch(self, state, real, noise_d.z, "d")
         fake, real_in, fake_in, g_buf = self._d_batch(state, real, noise_d)
         scale = self.d_optimizer.loss_scale(state.d.opt) if self.d_optimizer.loss_scale is not None else None
         k = self.accumulation_steps
         if k == 1:
-            loss, grads, aux = value_and_grad(self._d_loss, state.d.params, state, state.d.buffers, real_in, fake_in, noise_d.parts, scale=scale)
+            loss, grads, aux = value_and_grad(self._d_loss, state.d.params, state, state.d.buffers, real_in, fake_in, noise_d.parts,
+                                              yr, noise_d.labels, scale=scale)
             return loss, grads, DAux(aux[0], g_buf, fake, *aux[1:])
         m = real.shape[0] // k
         results, buf = [], state.d.buffers
         for j in range(k):
             sl = slice(j * m, (j + 1) * m)
+            cut = lambda tree: tree_map(lambda x: x[sl], tree)  # noqa: E731 - this micro-batch of a pytree
             out = value_and_grad(self._d_loss, state.d.params, state, buf, real_in[sl], fake_in[sl],
-                                  tree_map(lambda x: x[sl], noise_d.parts), scale=scale)
+                                 cut(noise_d.parts), cut(yr), cut(noise_d.labels), scale=scale)
             results.append(out)
             buf = out[2][0]
         loss, grads = _mean([r[0] for r in results]), _mean([r[1] for r in results])
@@ -353,20 +382,20 @@ class GAN:
 
     # -- the G side -------------------------------------------------------------------
 
-    def _g_loss(self, g_params: Params, state: TrainState, g_buffers: dict, d_buffers: dict, z: Tensor, noise: dict,
+    def _g_loss(self, g_params: Params, state: TrainState, g_buffers: dict, d_buffers: dict, z: Tensor, noise: dict, y: tuple,
                 real_out: Tensor | None = None):
-        fake, g_buf = self.g_apply(g_params, g_buffers, z)
+        fake, g_buf = self.g_apply(g_params, g_buffers, z, *y)
         d_in = fake
         for p in self._hooks["g_inputs"]:
             out = p.g_inputs(d_in, self._ctx(p, state, noise))
             check_like(p.name, "g_inputs", out, d_in)
             d_in = out
-        out, d_buf = self.d_apply(self._d_weights(state.d.params, state), d_buffers, d_in)
+        out, d_buf = self.d_apply(self._d_weights(state.d.params, state), d_buffers, d_in, *y)
         rel = {"real_out": real_out} if self.loss.g_needs_real else {}
-        loss = self.loss.g(out, g_target=state.hparams["g_target"], **self._loss_hp(state.hparams), **rel)
+        loss = self.loss.g(out, g_target=state.hparams["g_target"], **self._loss_hp(state.hparams), **rel, **self._loss_labels(y, y))
         part_aux = {}
         for p in self._hooks["g_term"]:
-            val, a = p.g_term(GTerm(z, fake, d_in, out), self._ctx(p, state, noise))
+            val, a = p.g_term(GTerm(z, fake, d_in, self.loss.scores(out)), self._ctx(p, state, noise))
             check_like(p.name, "g_term (loss)", val, loss, dtype=False)
             loss, part_aux[p.name] = loss + val, a
         return loss, GAux(g_buf, d_buf, part_aux)
@@ -378,9 +407,10 @@ class GAN:
         if real is None:
             raise ValueError(f"loss {self.loss.name!r} compares G's samples with real data: pass g_grads(state, noise_g, real) "
                              "(train_step passes the last D update's batch)")
+        real, yr = self.labels.split(real)
         with torch.no_grad():
-            out, _ = self.d_apply(self._d_weights(state.d.params, state), state.d.buffers, real)
-        return out.detach()
+            out, _ = self.d_apply(self._d_weights(state.d.params, state), state.d.buffers, real, *yr)
+        return self.loss.scores(out).detach()
 
     def g_grads(self, state: TrainState, noise_g: UpdateNoise, real: Tensor | None = None) -> tuple[Tensor, Params, GAux]:
         """G's loss and gradient for one G update (pure).
@@ -394,17 +424,18 @@ class GAN:
         """
         z = noise_g.z
         real_out = self._real_out(state, real)
-        check_batch(self, state, real if real_out is not None else None, z, "g")
+        check_batch(self, state, self.labels.split(real)[0] if real_out is not None else None, z, "g")
         scale = self.g_optimizer.loss_scale(state.g.opt) if self.g_optimizer.loss_scale is not None else None
         k = self.accumulation_steps
         if k == 1:
-            return value_and_grad(self._g_loss, state.g.params, state, state.g.buffers, state.d.buffers, z, noise_g.parts, real_out,
-                                  scale=scale)
+            return value_and_grad(self._g_loss, state.g.params, state, state.g.buffers, state.d.buffers, z, noise_g.parts,
+                                  noise_g.labels, real_out, scale=scale)
         m = z.shape[0] // k
         results, gb, db = [], state.g.buffers, state.d.buffers
         for j in range(k):
             sl = slice(j * m, (j + 1) * m)
-            out = value_and_grad(self._g_loss, state.g.params, state, gb, db, z[sl], tree_map(lambda x: x[sl], noise_g.parts),
+            cut = lambda tree: tree_map(lambda x: x[sl], tree)  # noqa: E731 - this micro-batch of a pytree
+            out = value_and_grad(self._g_loss, state.g.params, state, gb, db, z[sl], cut(noise_g.parts), cut(noise_g.labels),
                                  None if real_out is None else real_out[sl], scale=scale)
             results.append(out)
             gb, db = out[2].g_buffers, out[2].d_buffers
@@ -424,12 +455,14 @@ class GAN:
 
     # -- the full step -------------------------------------------------------------------
 
-    def train_step(self, state: TrainState, real: Tensor, noise: Noise) -> tuple[TrainState, dict[str, Tensor]]:
+    def train_step(self, state: TrainState, real: Tensor | tuple[Tensor, Tensor], noise: Noise) -> tuple[TrainState, dict[str, Tensor]]:
         """One full update: ``n_critic`` D updates, then ``n_gen`` G updates. Pure.
 
         Args:
             state: the training state (never modified).
-            real: ``[B, *sample]`` if ``n_critic == 1``, else ``[n_critic, B, *sample]``.
+            real: ``[B, *sample]`` if ``n_critic == 1``, else ``[n_critic, B, *sample]``;
+                in a conditional setup an ``(images, labels)`` pair, labels int64
+                ``[B]`` (``[n_critic, B]``) in ``[0, num_classes)``.
             noise: ``draw_noise(rng, B)``.
 
         Returns ``(new_state, metrics)``; metrics are 0-d tensors (no host sync):
@@ -453,9 +486,10 @@ class GAN:
             params = p.sample_weights(params, self._ctx(p, state))
         return params
 
-    def sample(self, state: TrainState, z: Tensor, *, ema: bool | None = None, train: bool = False) -> Tensor:
+    def sample(self, state: TrainState, z: Tensor, y: Tensor | None = None, *, ema: bool | None = None, train: bool = False) -> Tensor:
         """Generated samples ``[N, *sample]`` for latents ``z`` ``[N, *latent]``
-        (from :meth:`draw_latents`).
+        (from :meth:`draw_latents`); in a conditional setup of the classes ``y``
+        (int64 ``[N]``, required there and refused otherwise).
 
         Uses :meth:`sample_params` (G's EMA when the setup keeps one), and G in
         eval mode (``train=False``: BatchNorm uses running statistics; see
@@ -464,5 +498,6 @@ class GAN:
         """
         if tuple(z.shape[1:]) != self.latent_shape:
             raise ValueError(f"latents must have shape [N, {', '.join(map(str, self.latent_shape))}], got {tuple(z.shape)}")
-        out, _ = self.g_apply(self.sample_params(state, ema=ema), state.g.buffers, z, train=train)
+        labels = self.labels.args(y, z.shape[0])
+        out, _ = self.g_apply(self.sample_params(state, ema=ema), state.g.buffers, z, *labels, train=train)
         return out

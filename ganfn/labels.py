@@ -9,27 +9,107 @@ over the K classes, or with given class frequencies (e.g. the data set's).
 from __future__ import annotations
 
 import math
-from typing import NamedTuple, Sequence
+from typing import Any, NamedTuple, Sequence
 
 import torch
 from torch import Tensor
 
 from .tree import in_transform
 
-__all__ = ["ClassLabels", "class_labels", "draw_labels", "check_labels", "class_rows", "rows_for"]
+__all__ = ["NoLabels", "ClassLabels", "Labelling", "check_setup", "class_labels", "draw_labels", "check_labels", "class_rows", "rows_for"]
+
+
+class NoLabels(NamedTuple):
+    """How an unconditional setup passes labels: not at all. G is called as
+    ``G(z)`` and D as ``D(x)``; the real batch is a tensor and every update's
+    noise has ``labels == ()``."""
+
+    num_classes: None = None
+
+    def draw(self, rng: torch.Generator, n: int, batch_size: int) -> tuple[()]:
+        """No labels to draw (and no random numbers consumed)."""
+        return ()
+
+    def split(self, real: object) -> tuple[Tensor, tuple[()]]:
+        """``(images, ())`` of a real batch, which must be images alone."""
+        if isinstance(real, (tuple, list)):
+            raise TypeError("this GAN is unconditional, but the real batch is a pair (images, labels): pass the images "
+                            "alone, or build a conditional GAN with ganfn.GAN(..., num_classes=K)")
+        return real, ()
+
+    def args(self, y: Tensor | None, n: int) -> tuple[()]:
+        """G's extra arguments for ``n`` samples of classes ``y`` (which must be None)."""
+        if y is not None:
+            raise ValueError("labels were given, but this GAN is unconditional (build it with num_classes=K to condition on classes)")
+        return ()
+
+    def probe(self, n: int, device: torch.device | None) -> tuple[()]:
+        """Example label arguments for ``n`` samples (none)."""
+        return ()
+
+    def join(self, images: Tensor, labels: tuple[()]) -> Tensor:
+        """The inverse of :meth:`split`: the images."""
+        return images
+
+    def rows(self, n: int, device: torch.device | str | None = None) -> None:
+        """Labels for a picture of ``n`` samples: none (the grid is square)."""
+        return None
 
 
 class ClassLabels(NamedTuple):
-    """The label distribution of a conditional setup: ``num_classes`` K and the
-    class frequencies ``probs`` (float64 [K], summing to 1; ``None``: uniform)."""
+    """How a conditional setup passes labels: int64 class labels ``y`` [B] as
+    the second argument, ``G(z, y)`` and ``D(x, y)``. The real batch is an
+    ``(images, labels)`` pair and each update's noise carries the fake batch's
+    labels (``labels == (y,)``), drawn uniformly over ``num_classes`` or with
+    the class frequencies ``probs`` (float64 [K] summing to 1)."""
 
     num_classes: int
     probs: Tensor | None = None
 
+    def draw(self, rng: torch.Generator, n: int, batch_size: int) -> tuple[Tensor]:
+        """The fake batches' labels ``(y [n, batch_size],)``, from ``rng`` only."""
+        return (draw_labels(self, rng, n, batch_size),)
 
-def class_labels(num_classes: int, class_probs: Sequence[float] | Tensor | None = None) -> ClassLabels:
-    """A checked :class:`ClassLabels`. ``class_probs`` are relative frequencies
+    def split(self, real: object) -> tuple[Tensor, tuple[Tensor]]:
+        """``(images, (labels,))`` of a real batch given as an ``(images, labels)`` pair."""
+        if not isinstance(real, (tuple, list)) or len(real) != 2:
+            got = "a tensor" if isinstance(real, Tensor) else type(real).__name__
+            raise TypeError(f"a conditional GAN (num_classes={self.num_classes}) takes the real batch as an (images, labels) "
+                            f"pair, got {got}; load labelled data (e.g. ganfn.data.load(name, labels=True)) and pass (x, y)")
+        return real[0], (real[1],)
+
+    def args(self, y: Tensor | None, n: int) -> tuple[Tensor]:
+        """G's extra arguments for ``n`` samples of classes ``y`` [n] (checked)."""
+        if y is None:
+            raise ValueError(f"this GAN is conditional (num_classes={self.num_classes}): pass the classes y [N] of the samples "
+                             "(e.g. ganfn.labels.class_rows(K, per_class) for one row per class)")
+        check_labels(y, self.num_classes, (n,), "labels y")
+        return (y,)
+
+    def probe(self, n: int, device: torch.device | None) -> tuple[Tensor]:
+        """Example label arguments for ``n`` samples (class 0)."""
+        return (torch.zeros(n, dtype=torch.int64, device=device),)
+
+    def join(self, images: Tensor, labels: tuple[Tensor]) -> tuple[Tensor, Tensor]:
+        """The inverse of :meth:`split`: the ``(images, labels)`` pair."""
+        return (images, labels[0])
+
+    def rows(self, n: int, device: torch.device | str | None = None) -> Tensor:
+        """Labels for a picture of about ``n`` samples with one row per class:
+        ``class_rows(K, ceil(n / K))`` (every class equally often, class-major)."""
+        return class_rows(self.num_classes, rows_for(n, self.num_classes), device)
+
+
+Labelling = NoLabels | ClassLabels
+
+
+def class_labels(num_classes: int | None, class_probs: Sequence[float] | Tensor | None = None) -> Labelling:
+    """A checked :class:`ClassLabels` (``num_classes=None``: :class:`NoLabels`). ``class_probs`` are relative frequencies
     (non-negative, finite, not all zero; normalised here), one per class."""
+    if num_classes is None:
+        if class_probs is not None:
+            raise ValueError("class_probs needs num_classes (a conditional GAN)")
+        return NoLabels()
     if not isinstance(num_classes, int) or isinstance(num_classes, bool) or num_classes < 2:
         raise ValueError(f"num_classes must be an int >= 2 (a conditional GAN needs at least 2 classes), got {num_classes!r}")
     if class_probs is None:
@@ -67,6 +147,18 @@ def check_labels(y: object, num_classes: int, batch_shape: tuple[int, ...], what
     lo, hi = int(y.min()), int(y.max())
     if lo < 0 or hi >= num_classes:
         raise ValueError(f"{what} has values in [{lo}, {hi}] but num_classes={num_classes}: labels must lie in [0, {num_classes})")
+
+
+def check_setup(labels: Labelling, loss: Any, parts: Sequence[Any]) -> None:
+    """Refuse a loss that reads labels (ACGAN) without classes, and, with classes,
+    parts that swap fake samples for others (a replay buffer): the swapped-in
+    samples would lose their labels."""
+    if loss.takes_labels and labels.num_classes is None:
+        raise ValueError(f"loss {loss.name} classifies samples by class: build a conditional GAN with num_classes=K")
+    swaps = [p.name for p in parts if p.fake_for_d is not None]
+    if labels.num_classes is not None and swaps:
+        raise ValueError(f"part(s) {swaps} replace fake samples seen by D (fake_for_d), which would separate them from "
+                         "their class labels; they are not supported in a conditional GAN")
 
 
 def class_rows(num_classes: int, per_class: int, device: torch.device | str | None = None) -> Tensor:

@@ -158,7 +158,7 @@ def fit(
             run.logger.scalars(0, act.population_hparams(population, run.state), prefix="hparams/")
     if evaluator is not None and run.start == 0:
         # The untrained generator's figures: the baseline a run is judged against.
-        run.history["initial"] = {"step": 0, "figures": evaluate_members(evaluator, gan, run.state, run.eval_z, run.stacked)}
+        run.history["initial"] = {"step": 0, "figures": evaluate_members(evaluator, gan, run.state, run.eval_z, run.stacked, run.eval_y)}
         run.best, _ = update_best(None, run.history["initial"]["figures"], evaluator)
         run.say(act.eval_line(0, {}, run.history["initial"]["figures"], evaluator.primary) + "  (untrained generator)")
     t0 = run.t0 = time.perf_counter()
@@ -183,7 +183,8 @@ def _next_inputs(run: Run, batch_size: int) -> tuple[Tensor, dict, Any]:
             noise = ensemble.draw_noise_many(run.gan, run.rngs, batch_size, dtype=run.like.dtype, device=run.device)
         else:
             noise = run.gan.draw_noise(run.rngs[0], batch_size, dtype=run.like.dtype, device=run.device)
-    return real.to(device=run.device, dtype=run.like.dtype), position, noise
+    x, y = run.gan.labels.split(real)  # a conditional batch: (images, labels); only the images take the dtype
+    return run.gan.labels.join(x.to(device=run.device, dtype=run.like.dtype), tuple(t.to(run.device) for t in y)), position, noise
 
 
 def _diverged(run: Run, step: int, new_state: TrainState, metrics: Mapping[str, Tensor], on_nonfinite: str) -> bool:
@@ -255,7 +256,7 @@ def _finish(run: Run, step: int, last_metrics: Mapping[str, Tensor], wall: float
         if h["eval"] and h["eval"][-1]["step"] == step:
             h["final"] = {"step": step, "figures": h["eval"][-1]["figures"]}
         else:
-            h["final"] = {"step": step, "figures": evaluate_members(run.evaluator, run.gan, run.state, run.eval_z, run.stacked)}
+            h["final"] = {"step": step, "figures": evaluate_members(run.evaluator, run.gan, run.state, run.eval_z, run.stacked, run.eval_y)}
     if last_metrics:
         h["last"] = {"step": step, **{k: act.to_float(v) for k, v in last_metrics.items()}}
     if run.population is not None:

@@ -56,12 +56,13 @@ def write_json(path: Path, obj: Any) -> None:
     path.write_text(json.dumps(strict_json(obj), indent=2, allow_nan=False))
 
 
-def picture(samples: Tensor, reference: Tensor | None) -> Tensor:
-    """A [C, H, W] picture in [0, 1]: image grid for images, scatter plot for 2-D points."""
+def picture(samples: Tensor, reference: Tensor | None, cols: int | None = None) -> Tensor:
+    """A [C, H, W] picture in [0, 1]: image grid for images (``cols`` per row: one
+    row per class for a conditional GAN), scatter plot for 2-D points."""
     if samples.dim() == 2 and samples.shape[1] == 2:
         return tb.scatter_image(samples, reference=reference)
     if samples.dim() == 4:
-        return tb.image_grid(samples, pad=1)
+        return tb.image_grid(samples, cols=cols, pad=1)
     raise ValueError(f"cannot draw samples of shape {tuple(samples.shape)}")
 
 
@@ -92,13 +93,18 @@ def images(run: "Run", step: int) -> None:
     if run.logger is None:
         return
     ref = run.evaluator.reference if run.evaluator else None
-    run.logger.images(step, "samples", [picture(s, ref) for s in sample_members(run.gan, run.state, run.fixed_z, run.stacked)])
+    run.logger.images(step, "samples", [picture(s, ref, _cols(run)) for s in sample_members(run.gan, run.state, run.fixed_z, run.stacked, run.fixed_y)])
+
+
+def _cols(run: "Run") -> int | None:
+    # A conditional run's fixed samples are class-major: one row per class.
+    return None if run.fixed_y is None else len(run.fixed_y) // run.gan.num_classes
 
 
 def evaluate(run: "Run", step: int, metrics: Mapping[str, Tensor], patience: int | None) -> bool:
     """Score every member, log and print the figures; True when early stopping says stop."""
     ev = run.evaluator
-    figs = evaluate_members(ev, run.gan, run.state, run.eval_z, run.stacked)
+    figs = evaluate_members(ev, run.gan, run.state, run.eval_z, run.stacked, run.eval_y)
     run.history["eval"].append({"step": step, "figures": figs})
     if run.logger is not None:
         for i, w in enumerate(run.logger.writers):
@@ -128,7 +134,7 @@ def population_round(run: "Run", step: int) -> None:
     """A PBT / successive-halving round on the members' latest figures (evaluated now if not at this step)."""
     h = run.history
     figs = h["eval"][-1]["figures"] if h["eval"] and h["eval"][-1]["step"] == step else \
-        evaluate_members(run.evaluator, run.gan, run.state, run.eval_z, run.stacked)
+        evaluate_members(run.evaluator, run.gan, run.state, run.eval_z, run.stacked, run.eval_y)
     run.state = run.population(step, run.state, figs)
     if run.logger is not None:
         run.logger.scalars(step, population_hparams(run.population, run.state), prefix="hparams/")
@@ -177,9 +183,9 @@ def write_outputs(run: "Run", config: Mapping | None) -> None:
     :func:`ganfn.figures.run_figures` (``losses.png``, ...), and ``metrics.json``."""
     path = run.run_path
     path.mkdir(parents=True, exist_ok=True)
-    samples = sample_members(run.gan, run.state, run.fixed_z, run.stacked)
+    samples = sample_members(run.gan, run.state, run.fixed_z, run.stacked, run.fixed_y)
     ref = run.evaluator.reference if run.evaluator else None
-    pics = [picture(s, ref) for s in samples]
+    pics = [picture(s, ref, _cols(run)) for s in samples]
     scale = max(1, 480 // max(pics[0].shape[-1], 1)) if samples[0].dim() == 4 else 1
     if len(pics) == 1:
         tb.save_png(pics[0], path / "samples.png", scale=scale)

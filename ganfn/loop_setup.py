@@ -22,6 +22,7 @@ from . import tensorboard as tb
 from .data import ImageSource, loader_init
 from .evaluation import Evaluator
 from .gan import GAN, TrainState
+from .labels import check_labels
 from .tree import tree_map
 
 __all__ = ["Run", "setup", "FinishedRunError", "check_args", "default_print", "PRECISIONS", "ON_NONFINITE"]
@@ -72,6 +73,8 @@ class Run:
     start: int = 0
     best: list[float] | None = None
     bad_evals: int = 0
+    fixed_y: Tensor | None = None  # conditional: the classes of the fixed samples, one picture row per class
+    eval_y: Tensor | None = None   # conditional: every class equally often
     logger: tb.Logger | None = None
     bar: Any = None
     resumed_from: Path | None = None
@@ -188,29 +191,24 @@ def setup(gan: GAN, data: Tensor | Callable, *, steps: int, device: str | torch.
     state = tree_map(lambda t: t.to(device), state)
     like = state.g.params[next(iter(state.g.params))]
     is_sampler = callable(data) and not isinstance(data, Tensor)
-    if not is_sampler:
-        if not isinstance(data, (Tensor, ImageSource)):
-            raise TypeError(f"data must be a tensor [N, ...], an image source (ganfn.data.images_source) "
-                            f"or a sampler f(n, generator), got {type(data).__name__}")
-        if tuple(data.shape[1:]) != gan.sample_shape:
-            raise ValueError(f"data samples have shape {tuple(data.shape[1:])} but the generator makes {gan.sample_shape}")
-        if world.distributed and isinstance(data, ImageSource):
-            raise ValueError("data-parallel training does not shard an image source yet: pass the images as a tensor "
-                             "(ganfn.data.image_folder) or train in one process")
-        if isinstance(data, Tensor):  # an image source stays where it is (uint8 or on disk)
-            data = data.to(device=device, dtype=like.dtype)
+    if not is_sampler and world.distributed and isinstance(data, ImageSource):
+        raise ValueError("data-parallel training does not shard an image source yet: pass the images as a tensor "
+                         "(ganfn.data.image_folder) or train in one process")
+    data = _checked_data(gan, data, is_sampler, device, like.dtype)
     data_seed = seeds[0] if data_seed is None else data_seed
     run_path = Path(run_dir) if run_dir is not None else None
-    eval_z = None
+    fixed_y, eval_y, eval_z = gan.labels.rows(n_fixed, device), None, None
     if evaluator is not None:
-        eval_z = gan.draw_latents(torch.Generator().manual_seed(4321), evaluator.n_samples).to(device=device, dtype=like.dtype)
+        eval_y = gan.labels.rows(evaluator.n_samples, device)
+        n_eval = evaluator.n_samples if eval_y is None else len(eval_y)
+        eval_z = gan.draw_latents(torch.Generator().manual_seed(4321), n_eval).to(device=device, dtype=like.dtype)
     run = Run(
         gan=gan, stacked=stacked, seeds=seeds, hp_list=hp_list, state=state, rngs=rngs, step_fn=step_fn, data=data,
-        position=loader_init(None if is_sampler else data.shape[0], data_seed),
+        position=loader_init(None if is_sampler else gan.labels.split(data)[0].shape[0], data_seed),
         leading=gan.n_critic if gan.n_critic > 1 else None, device=device, like=like, world=world, main=main, say=say,
         run_path=run_path, manager=ckpt.CheckpointManager(run_path / "checkpoints", keep) if run_path is not None else None,
-        evaluator=evaluator, eval_z=eval_z,
-        fixed_z=gan.draw_latents(torch.Generator().manual_seed(1234), n_fixed).to(device=device, dtype=like.dtype),
+        evaluator=evaluator, eval_z=eval_z, eval_y=eval_y, fixed_y=fixed_y,
+        fixed_z=gan.draw_latents(torch.Generator().manual_seed(1234), n_fixed if fixed_y is None else len(fixed_y)).to(device=device, dtype=like.dtype),
         history={"train": [], "eval": [], "final": {}, "stopped": "steps", "diverged_at": None,
                  "members": len(seeds) if stacked else None},
         population=population,
@@ -219,6 +217,26 @@ def setup(gan: GAN, data: Tensor | Callable, *, steps: int, device: str | torch.
         _restore(run, resume, steps)
     return run
 
+
+
+def _checked_data(gan: GAN, data: Any, is_sampler: bool, device: torch.device, dtype: torch.dtype) -> Any:
+    """The training data on ``device``, checked before any step: images of G's
+    sample shape; for a conditional GAN an ``(images, labels)`` pair whose labels
+    all lie in ``[0, num_classes)``. A sampler is not called here (it may count
+    its calls); the step checks each of its batches."""
+    if is_sampler:
+        return data
+    images, labels = gan.labels.split(data)
+    if not isinstance(images, (Tensor, ImageSource)):
+        raise TypeError(f"data must be a tensor [N, ...] (conditional: an (images, labels) pair), an image source "
+                        f"(ganfn.data.images_source) or a sampler f(n, generator), got {type(images).__name__}")
+    if tuple(images.shape[1:]) != gan.sample_shape:
+        raise ValueError(f"data samples have shape {tuple(images.shape[1:])} but the generator makes {gan.sample_shape}")
+    for y in labels:
+        check_labels(y, gan.num_classes, (images.shape[0],), "the data's labels")
+    if isinstance(images, Tensor):  # an image source stays where it is (uint8 or on disk)
+        images = images.to(device=device, dtype=dtype)
+    return gan.labels.join(images, tuple(y.to(device) for y in labels))
 
 
 def _compiled_single(gan: GAN) -> Callable:

@@ -51,7 +51,11 @@ class Penalty(NamedTuple):
     (``None``: no loss term); ``project(d_params, weight) -> d_params`` is applied
     after each D update (``None``: no projection). ``needs_eps``: the term reads
     one uniform random number per sample (interpolation weights), which
-    ``GAN.draw_noise`` supplies.
+    ``GAN.draw_noise`` supplies. ``on_fake``: in a conditional setup the term's
+    ``d_fn`` is D with the fake batch's labels (R2); otherwise with the real
+    batch's (R1, and the gradient penalty's interpolates, as in conditional
+    WGAN-GP implementations). Either way the labels are fixed: the term
+    differentiates with respect to the images only.
     """
 
     name: str
@@ -60,6 +64,7 @@ class Penalty(NamedTuple):
     term: Callable[..., Tensor] | None = None
     project: Callable[[dict, Tensor], dict] | None = None
     needs_eps: bool = False
+    on_fake: bool = False
     every: int | None = None
     """Lazy regularisation: the term runs on every ``every``-th D update only,
     with its weight times ``every`` (``None``: on every update)."""
@@ -126,7 +131,7 @@ def r2(gamma: float | Tensor = 10.0, *, every: int | None = None) -> Penalty:
     """R2 (Mescheder et al., 2018): ``gamma / 2 * E_fake[||grad D(x)||^2]``.
     Stored under hyperparameter ``r2_weight``. ``every=k`` as for :func:`r1`."""
     check_range("r2 gamma", gamma, _NONNEG)
-    return Penalty("r2", "r2_weight", gamma, term=_zero_centred(False), every=_check_every(every))
+    return Penalty("r2", "r2_weight", gamma, term=_zero_centred(False), every=_check_every(every), on_fake=True)
 
 
 def weight_clip(clip: float | Tensor = 0.01) -> Penalty:
@@ -165,8 +170,8 @@ def as_part(p: Penalty | str) -> Part:
     if p.needs_eps:
         kw["noise_d"] = lambda draw: {"eps": draw.uniform()}
     if p.term is not None:
-        term = p.term
-        kw["d_term"] = lambda x, ctx: (term(x.d_fn, x.real, x.fake, ctx.noise.get("eps"), ctx.hp[key]), {})
+        term, side = p.term, ("d_fn_fake" if p.on_fake else "d_fn")
+        kw["d_term"] = lambda x, ctx: (term(getattr(x, side), x.real, x.fake, ctx.noise.get("eps"), ctx.hp[key]), {})
         kw["check"] = _needs_per_sample_grads
     if p.every is not None:
         kw.update(_lazy_hooks(p))

@@ -58,11 +58,14 @@ class TrainState(NamedTuple):
 
 
 class UpdateNoise(NamedTuple):
-    """The random tensors of one D or G update: latents ``z`` [B, *latent] and
-    each part's declared draws under the part's name (e.g. ``parts["gp"]["eps"]``)."""
+    """The random tensors of one D or G update: latents ``z`` [B, *latent],
+    each part's declared draws under the part's name (e.g. ``parts["gp"]["eps"]``)
+    and the fake batch's class labels: ``(y [B],)`` in a conditional setup,
+    ``()`` otherwise."""
 
     z: Tensor
     parts: dict[str, dict[str, Tensor]] = {}
+    labels: tuple[Tensor, ...] = ()
 
 
 class Noise(NamedTuple):

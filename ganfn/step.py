@@ -113,9 +113,10 @@ def _update(o: Ops, net: str, state: TrainState, out: tuple, reduce: Reduce | No
     return new, m, aux
 
 
-def run(o: Ops, state: TrainState, real: Tensor, noise: Noise, *, reduce: Reduce | None = None,
+def run(o: Ops, state: TrainState, real: Any, noise: Noise, *, reduce: Reduce | None = None,
         real_axis: int = 0, noise_axis: int = 0) -> tuple[TrainState, dict[str, Tensor]]:
-    """One train step: ``o.n_critic`` D updates (update ``i`` sees ``real`` indexed
+    """One train step: ``o.n_critic`` D updates (update ``i`` sees ``real`` (images,
+    or an (images, labels) pair) indexed
     ``i`` on ``real_axis`` when ``n_critic > 1``, and ``noise.d`` indexed ``i`` on
     ``noise_axis``), then ``o.n_gen`` G updates, each ``grads -> reduce -> update``.
     A part's gate skips an update (:func:`keep`; G's gate sees the last D update's
@@ -123,7 +124,7 @@ def run(o: Ops, state: TrainState, real: Tensor, noise: Noise, *, reduce: Reduce
     averaged over the step's updates."""
     d_ms, g_ms, d_aux = [], [], None
     for i in range(o.n_critic):
-        r = real if o.n_critic == 1 else real.select(real_axis, i)
+        r = real if o.n_critic == 1 else tree_map(lambda x: x.select(real_axis, i), real)
         out = o.d_grads(state, r, tree_map(lambda x: x.select(noise_axis, i), noise.d))
         state, m, d_aux = _update(o, "d", state, out, reduce, None)
         d_ms.append(m)

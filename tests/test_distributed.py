@@ -24,6 +24,7 @@ from torch import nn
 import ganfn
 from ganfn import data as gdata
 from ganfn import distributed as gd
+from ganfn import models as gmodels
 
 torch.set_num_threads(1)
 
@@ -55,6 +56,8 @@ SCENARIOS = {
     # Weight clipping with RMSprop (WGAN).
     "wgan_clip": dict(loss="wasserstein", penalty="weight_clip", n_critic=2,
                       g_optimizer=ganfn.optim.rmsprop(5e-3), d_optimizer=ganfn.optim.rmsprop(5e-3)),
+    # Class-conditional (labels in the data and the noise), hinge + R1, n_critic > 1.
+    "conditional": dict(loss="hinge", penalty="r1", n_critic=2, num_classes=3, ema_decay=0.9),
 }
 STACK_SEEDS, STACK_LRS = (0, 1), (1e-3, 3e-3)
 
@@ -66,11 +69,19 @@ def _gan(name: str) -> ganfn.GAN:
     if name == "stacked":
         kw.update(loss="hinge", penalty="gp", n_critic=2)
     norm = name == "batchnorm"
+    if "num_classes" in kw:
+        k = kw["num_classes"]
+        G, D = gmodels.CondMLPGenerator(3, 2, k, 16, 1, out_act=None), gmodels.CondMLPDiscriminator(2, k, 16, 1)
+        return ganfn.GAN(G.double(), D.double(), latent_dim=3, **kw)
     return ganfn.GAN(_mlp(3, 2, norm=norm).double(), _mlp(2, 1).double(), latent_dim=3, **kw)
 
 
-def _data() -> torch.Tensor:
-    return torch.randn(N_DATA, 2, generator=torch.Generator().manual_seed(7), dtype=torch.float64) * 2
+def _data(gan: ganfn.GAN | None = None):
+    """The training data; an (x, labels) pair for a conditional GAN."""
+    x = torch.randn(N_DATA, 2, generator=torch.Generator().manual_seed(7), dtype=torch.float64) * 2
+    if gan is None or gan.num_classes is None:
+        return x
+    return x, torch.randint(gan.num_classes, (N_DATA,), generator=torch.Generator().manual_seed(8))
 
 
 def _leading(gan: ganfn.GAN) -> int | None:
@@ -80,7 +91,8 @@ def _leading(gan: ganfn.GAN) -> int | None:
 def _run_dp(name: str, *, sync_buffers: bool = True):
     """Train ``name`` data-parallel in the current process group; the rank's
     final state and metrics."""
-    gan, x = _gan(name), _data()
+    gan = _gan(name)
+    x = _data(gan)
     stacked = name == "stacked"
     step = gd.make_train_step(gan, stacked=stacked, sync_buffers=sync_buffers)
     if stacked:
@@ -101,7 +113,8 @@ def _run_dp(name: str, *, sync_buffers: bool = True):
 
 def _run_single(name: str, member: int | None = None):
     """The reference: one process, batch WORLD*B, gan.train_step."""
-    gan, x = _gan(name), _data()
+    gan = _gan(name)
+    x = _data(gan)
     if member is None:
         state, rng = gan.init(0), torch.Generator().manual_seed(1)
     else:
@@ -180,7 +193,8 @@ def test_two_ranks_equal_one_process_with_double_batch(spawned, name):
             _assert_close(m, mr, f"{name} rank {r} metrics step {t}")
     # The run really trained: parameters moved away from the initial state.
     init = _gan(name).init(0)
-    assert not torch.allclose(ref_state.d.params["0.weight"], init.d.params["0.weight"])
+    k = next(iter(init.d.params))  # "0.weight" of the MLP, "net.0.weight" of the conditional one
+    assert not torch.allclose(ref_state.d.params[k], init.d.params[k])
 
 
 def test_stacked_members_reduce_together_and_match_single_runs(spawned):
@@ -276,6 +290,8 @@ def test_step_equals_train_step_in_one_process(name, seed):
     state = gan.init(seed % 1000)
     rng = torch.Generator().manual_seed(seed)
     real = torch.randn(*([gan.n_critic] if gan.n_critic > 1 else []), 8, 2, generator=rng, dtype=torch.float64)
+    if gan.num_classes is not None:
+        real = (real, torch.randint(gan.num_classes, real.shape[:-1], generator=rng))
     noise = gan.draw_noise(rng, 8, dtype=torch.float64)
     a, ma = gan.train_step(state, real, noise)
     b, mb = gd.make_train_step(gan)(state, real, noise)

@@ -52,3 +52,33 @@ def test_check_labels_catches_each_mistake():
 def test_class_rows():
     assert L.class_rows(3, 2).tolist() == [0, 0, 1, 1, 2, 2]
     assert L.rows_for(64, 10) == 7 and L.rows_for(5, 10) == 1
+
+
+def test_how_each_setup_passes_labels():
+    x, y = torch.zeros(3, 2), torch.tensor([0, 1, 2])
+    none, cls = L.class_labels(None), L.class_labels(3)
+    assert isinstance(none, L.NoLabels) and none.num_classes is None
+    assert none.split(x) == (x, ()) and none.join(x, ()) is x and none.args(None, 3) == () and none.rows(5) is None
+    assert none.draw(torch.Generator(), 2, 3) == () and none.probe(2, None) == ()
+    xs, (ys,) = cls.split((x, y))
+    assert xs is x and ys is y and cls.join(x, (y,)) == (x, y)
+    assert cls.args(y, 3) == (y,) and cls.probe(2, None)[0].tolist() == [0, 0]
+    assert cls.rows(7).tolist() == [0, 0, 0, 1, 1, 1, 2, 2, 2]
+    (d,) = cls.draw(torch.Generator().manual_seed(0), 2, 5)
+    assert d.shape == (2, 5)
+
+
+def test_label_passing_mistakes_are_named():
+    none, cls = L.class_labels(None), L.class_labels(3)
+    with pytest.raises(TypeError, match="unconditional.*pair"):
+        none.split((torch.zeros(2, 1), torch.zeros(2, dtype=torch.int64)))
+    with pytest.raises(ValueError, match="unconditional"):
+        none.args(torch.zeros(2, dtype=torch.int64), 2)
+    with pytest.raises(TypeError, match=r"\(images, labels\) pair, got a tensor"):
+        cls.split(torch.zeros(2, 1))
+    with pytest.raises(ValueError, match="pass the classes"):
+        cls.args(None, 2)
+    with pytest.raises(ValueError, match="values in"):
+        cls.args(torch.tensor([0, 3]), 2)
+    with pytest.raises(ValueError, match="class_probs needs num_classes"):
+        L.class_labels(None, [1.0, 1.0])

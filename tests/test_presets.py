@@ -46,7 +46,7 @@ def test_preset_runs_a_few_steps(name, tmp_path, capsys):
     out = capsys.readouterr().out
     m = json.loads((run / "metrics.json").read_text())
     assert m["config"]["preset"] == name and m["last"]["step"] == 2
-    assert all(np.isfinite(m["last"][k]) for k in ("d_loss", "g_loss")), out
+    assert all(np.all(np.isfinite(m["last"][k])) for k in ("d_loss", "g_loss")), out  # a float, or one per seed
     assert (run / "samples.png").is_file()
 
 

@@ -94,12 +94,12 @@ def next_shard(data: Tensor | Sampler, position: Position, batch_size: int, *, l
     axis = 0 if leading is None else 1
     if callable(data) and not isinstance(data, Tensor):
         full, new = next_batch(data, position, batch_size * n, leading=leading)
-        return _slice(full, axis, r, n), new
-    N = position["n"]
-    if N is None or data.shape[0] != N:
-        raise ValueError(f"position is for n={N} samples but data has {data.shape[0]}")
+        return tree_map(lambda t: _slice(t, axis, r, n), full), new
+    N, first = position["n"], data[0] if isinstance(data, tuple) else data  # labelled data: an (images, labels) pair
+    if N is None or first.shape[0] != N:
+        raise ValueError(f"position is for n={N} samples but data has {first.shape[0]}")
     # Run the data module's batching on the index range [0, N): the same global
     # order, but only this rank's samples are gathered.
     idx, new = next_batch(_arange(N), position, batch_size * n, leading=leading)
     mine = _slice(idx, axis, r, n)
-    return data[mine.to(data.device)], new
+    return tree_map(lambda t: t[mine.to(t.device)], data), new

@@ -71,15 +71,18 @@ class Draw(NamedTuple):
 
 
 class DTerm(NamedTuple):
-    """A D loss term's inputs: ``d_fn(x) -> D's output`` (differentiable in D's
+    """A D loss term's inputs: ``d_fn(x) -> D's scores`` (differentiable in D's
     parameters and in ``x``), the real and fake batches as D saw them, and D's
-    outputs on them."""
+    outputs on them. In a conditional setup ``d_fn`` runs D with the real
+    batch's labels and ``d_fn_fake`` with the fake batch's (both fixed: only
+    the images are inputs); unconditionally they are the same function."""
 
     d_fn: Callable[[Tensor], Tensor]
     real: Tensor
     fake: Tensor
     d_real: Tensor
     d_fake: Tensor
+    d_fn_fake: Callable[[Tensor], Tensor] | None = None
 
 
 class GTerm(NamedTuple):

@@ -27,6 +27,7 @@ import torch
 from torch import Tensor, nn
 
 from ..ensemble import stack, unstack
+from ..tree import tree_map
 
 __all__ = [
     "assert_pure",
@@ -242,8 +243,13 @@ def assert_pure(fn: Callable, *args: Any, modules: nn.Module | Iterable[nn.Modul
 
 
 
-def _first_real(gan: Any, real: Tensor) -> Tensor:
-    return real if getattr(gan, "n_critic", 1) == 1 else real[0]
+def _first_real(gan: Any, real: Any) -> Any:
+    # The first D update's batch: images, or an (images, labels) pair of a conditional GAN.
+    return real if getattr(gan, "n_critic", 1) == 1 else tree_map(lambda t: t[0], real)
+
+
+def _images(real: Any) -> Tensor:
+    return real[0] if isinstance(real, (tuple, list)) else real
 
 
 def _keys_msg(which: str, grads: dict, params: dict) -> str | None:
@@ -331,7 +337,7 @@ def assert_accumulation_equivalent(gan: Any, state: Any, batch: Tensor, k: int, 
     from ganfn.tree import tree_index
 
     real = _first_real(gan, batch)
-    B = real.shape[0]
+    B = _images(real).shape[0]
     if k < 1 or B % k:
         raise ValueError(f"batch size {B} must be divisible by k={k}")
     if noise is None:
@@ -362,9 +368,12 @@ def assert_accumulation_equivalent(gan: Any, state: Any, batch: Tensor, k: int, 
 # -- vmap --------------------------------------------------------------------------------------
 
 
-def _default_data(gan: Any) -> Callable[[int, torch.Generator], Tensor]:
-    def data(n: int, g: torch.Generator) -> Tensor:
-        return torch.randn(n, *gan.sample_shape, generator=g)
+def _default_data(gan: Any) -> Callable[[int, torch.Generator], Any]:
+    k = getattr(gan, "num_classes", None)
+
+    def data(n: int, g: torch.Generator) -> Any:
+        x = torch.randn(n, *gan.sample_shape, generator=g)
+        return x if k is None else (x, torch.randint(k, (n,), generator=g))  # labelled for a conditional GAN
 
     return data
 
@@ -378,7 +387,8 @@ def assert_vmap_equivalent(gan: Any, seeds: Sequence[int], steps: int = 2, *, ba
 
     Member ``i`` is ``gan.init(seeds[i], **hparams[i])``; its noise comes from a
     generator seeded ``seeds[i]`` and its data from ``data(n, generator)`` (a
-    standard normal batch by default) with a generator seeded ``seeds[i] + 1``.
+    standard normal batch by default, with uniform labels for a conditional
+    GAN) with a generator seeded ``seeds[i] + 1``.
     Both runs take ``steps`` steps on the same inputs; final states and every
     step's metrics are compared.
     """
@@ -396,7 +406,7 @@ def assert_vmap_equivalent(gan: Any, seeds: Sequence[int], steps: int = 2, *, ba
         row = []
         for nr, dr in zip(noise_rngs, data_rngs):
             real = data(nc * batch_size, dr)
-            real = real if nc == 1 else real.reshape(nc, batch_size, *real.shape[1:])
+            real = real if nc == 1 else tree_map(lambda t: t.reshape(nc, batch_size, *t.shape[1:]), real)
             row.append((real, gan.draw_noise(nr, batch_size)))
         inputs.append(row)
     singles, single_metrics = [], []
@@ -410,7 +420,7 @@ def assert_vmap_equivalent(gan: Any, seeds: Sequence[int], steps: int = 2, *, ba
     stacked = stack(states)
     vstep = torch.func.vmap(gan.train_step)
     for t in range(steps):
-        real = torch.stack([inputs[t][i][0] for i in range(len(seeds))])
+        real = tree_map(lambda *ts: torch.stack(ts), *[inputs[t][i][0] for i in range(len(seeds))])
         noise = stack([inputs[t][i][1] for i in range(len(seeds))])
         stacked, m = vstep(stacked, real, noise)
         for i in range(len(seeds)):

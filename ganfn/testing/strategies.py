@@ -6,7 +6,9 @@ your own losses, penalties and models):
 - :func:`logits` / :func:`logit_pairs`: discriminator outputs, finite but of any
   magnitude, extremes such as ``±1e4`` included on purpose (a loss written as
   ``log(sigmoid(x))`` overflows there).
-- :func:`batches`: batches of images or vectors of a given sample shape.
+- :func:`batches`: batches of images or vectors of a given sample shape;
+  :func:`class_labels` and :func:`labelled_batches`: int64 labels and
+  ``(images, labels)`` pairs for class-conditional GANs.
 - :func:`learning_rates`, :func:`betas`, :func:`penalty_weights`,
   :func:`label_smoothing`, :func:`optimizer_hparams`: hyperparameters within
   their valid ranges.
@@ -33,6 +35,8 @@ __all__ = [
     "logits",
     "logit_pairs",
     "batches",
+    "class_labels",
+    "labelled_batches",
     "seeds",
     "learning_rates",
     "betas",
@@ -130,6 +134,26 @@ def batches(
     else:
         raise ValueError(f"kind must be 'normal' or 'image', got {kind!r}")
     return x.to(dtype)
+
+
+def class_labels(num_classes: int, batch_size: int) -> st.SearchStrategy[Tensor]:
+    """Int64 class labels ``[batch_size]`` in ``[0, num_classes)`` (shrinking towards class 0)."""
+    return st.lists(st.integers(0, num_classes - 1), min_size=batch_size, max_size=batch_size).map(
+        lambda ys: torch.tensor(ys, dtype=torch.int64).reshape(batch_size))
+
+
+@st.composite
+def labelled_batches(
+    draw: st.DrawFn,
+    sample_shape: Sequence[int] | st.SearchStrategy[tuple[int, ...]],
+    num_classes: int | st.SearchStrategy[int],
+    **kw: Any,
+) -> tuple[Tensor, Tensor]:
+    """An ``(images [B, *sample_shape], labels int64 [B])`` pair: the real batch
+    of a class-conditional GAN. ``kw`` as for :func:`batches`."""
+    x = draw(batches(sample_shape, **kw))
+    k = draw(num_classes) if isinstance(num_classes, st.SearchStrategy) else num_classes
+    return x, draw(class_labels(k, x.shape[0]))
 
 
 def learning_rates(min_value: float = 1e-5, max_value: float = 1e-1) -> st.SearchStrategy[float]:
