@@ -19,7 +19,9 @@ def lenet(tmp_path_factory):
 
 def clusters(k: int, n: int, d: int, seed: int, spread: float = 5.0):
     g = torch.Generator().manual_seed(seed)
+    # Well-separated centres (>= 2 * spread apart on the first axis): rotating the labels must move every class.
     centers = spread * torch.randn(k, d, generator=g, dtype=torch.float64)
+    centers[:, 0] = 2 * spread * torch.arange(k, dtype=torch.float64)
     y = torch.arange(n) % k
     return centers[y] + torch.randn(n, d, generator=g, dtype=torch.float64), y
 
