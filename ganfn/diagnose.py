@@ -18,7 +18,7 @@ from typing import Callable
 import torch
 from torch import Tensor, nn
 
-__all__ = ["SCORE_LOSSES", "trailing_sigmoid", "check_discriminator", "decision_threshold", "d_accuracy"]
+__all__ = ["SCORE_LOSSES", "SHIFT_INVARIANT", "trailing_sigmoid", "check_discriminator", "decision_threshold", "d_accuracy"]
 
 SCORE_LOSSES = ("minimax", "non_saturating", "wasserstein", "hinge")
 """Losses that take D's raw, unbounded scores (logits for the first two)."""
@@ -76,6 +76,10 @@ def check_discriminator(discriminator: nn.Module, d_fn: Callable[[Tensor], Tenso
                          f"applied a sigmoid: {fix}. (If D really outputs unbounded scores, rescale its last layer.)")
 
 
+# Losses blind to a constant shift of D's scores (Arjovsky et al. 2017; Jolicoeur-Martineau 2018).
+SHIFT_INVARIANT = ("wasserstein", "rpgan", "ragan")
+
+
 def decision_threshold(loss_name: str, real_target: Tensor | float, fake_target: Tensor | float,
                        out_real: Tensor, out_fake: Tensor) -> Tensor | float:
     """The output value that separates "judged real" from "judged fake" under a loss.
@@ -85,13 +89,10 @@ def decision_threshold(loss_name: str, real_target: Tensor | float, fake_target:
       about -1.1 for the soft real label 0.5).
     - ``least_squares``: ``(real_target + fake_target) / 2``.
     - ``hinge``: 0, the middle of the margins at +-1.
-    - ``wasserstein`` and other losses: None (the caller uses the loss's own
-      ``threshold``). A critic's scores have no fixed origin (the loss is blind
-      to a constant shift), so no fixed boundary applies; 0 is kept by
-      convention because a batch-relative boundary (the midpoint of the mean
-      real and fake scores) would differ between one process and the shards of
-      a data-parallel run. Read a critic's ``d_loss`` (the negative Wasserstein
-      estimate), not its accuracy.
+    - :data:`SHIFT_INVARIANT` losses (``wasserstein``, ``rpgan``, ``ragan``):
+      None. Their scores have no fixed origin (the loss is blind to a constant
+      shift), so no fixed boundary applies; :func:`d_accuracy` ranks pairs instead.
+    - other losses: None (the caller uses the loss's own ``threshold``).
     """
     if loss_name in ("minimax", "non_saturating"):
         mid = (real_target + fake_target) / 2
@@ -113,6 +114,12 @@ def d_accuracy(loss, out_real: Tensor, out_fake: Tensor, real_target: Tensor | f
     :func:`decision_threshold` for ``loss`` (a :class:`ganfn.losses.LossPair`).
     """
     r, f = _scores(out_real), _scores(out_fake)
+    if loss.name in SHIFT_INVARIANT and r.shape == f.shape:
+        # No fixed boundary applies to a critic: count the pairs it ranks right,
+        # real_i above fake_i. Per-sample, so equal shards of a data-parallel run
+        # average to the one-process figure.
+        ranked = (r > f).to(torch.promote_types(r.dtype, torch.float32)).mean()
+        return ranked, ranked
     thr = decision_threshold(loss.name, real_target, fake_target, r, f)
     thr = loss.threshold if thr is None else thr
     dtype = torch.promote_types(r.dtype, torch.float32)

@@ -105,3 +105,22 @@ def test_patch_outputs_are_averaged_per_sample():
     out_r = torch.tensor([[1.0, 1.0, -1.0], [2.0, -3.0, 0.0]])  # means 1/3, -1/3
     acc_r, _ = diagnose.d_accuracy(losses.hinge, out_r, -out_r, 1.0, 0.0)
     assert float(acc_r) == 0.5
+
+
+@given(st.integers(1, 32), st.floats(-1e3, 1e3), st.integers(0, 2**31 - 1))
+def test_critic_accuracy_ranks_pairs_and_ignores_a_shift(b, shift, seed):
+    # A critic's scores have no origin: its accuracy is the fraction of pairs it
+    # ranks right, whatever constant its scores carry.
+    g = torch.Generator().manual_seed(seed)
+    out_r, out_f = torch.randn(b, generator=g, dtype=torch.float64), torch.randn(b, generator=g, dtype=torch.float64)
+    want = float((out_r > out_f).double().mean())
+    for loss in (losses.wasserstein, losses.rpgan, losses.ragan):
+        acc_r, acc_f = diagnose.d_accuracy(loss, out_r + shift, out_f + shift, 1.0, 0.0)
+        assert float(acc_r) == float(acc_f) == want
+
+
+def test_critic_accuracy_is_not_a_zero_threshold():
+    # All scores positive, real ranked above fake: a 0 threshold would call every fake "real".
+    out_r, out_f = torch.tensor([5.0, 6.0]), torch.tensor([3.0, 4.0])
+    assert tuple(map(float, diagnose.d_accuracy(losses.wasserstein, out_r, out_f, 1.0, 0.0))) == (1.0, 1.0)
+    assert tuple(map(float, diagnose.d_accuracy(losses.wasserstein, out_f, out_r, 1.0, 0.0))) == (0.0, 0.0)
