@@ -88,7 +88,7 @@ def make_train_step(gan: GAN, *, stacked: bool = False, shared_data: bool = True
             return new, metrics
         if isolate:
             return _step.freeze_diverged(state, new, metrics)
-        return new, {**metrics, "diverged": new.diverged_at >= 0}
+        return new, {**metrics, "diverged": _step.frozen(new)}
 
     return step
 
