@@ -26,11 +26,11 @@ from ganfn import data, ensemble, metrics, models, optim, parts
 
 def build(arm: str, args) -> ganfn.GAN:
     G = models.DCGANGenerator(args.latent, size=8, channels=1, width=args.width, norm="batch")
-    D = models.DCGANDiscriminator(size=8, channels=1, width=args.width, norm="none")
+    D = models.DCGANDiscriminator(size=8, channels=1, width=args.d_width or args.width, norm="none")
     extra = {"none": [], "diffaugment": [parts.diffaugment(args.policy)],
              "ada": [parts.ada(args.policy, target=args.ada_target, speed_images=args.ada_speed)]}[arm]
-    adam = optim.adam(args.lr, (0.5, 0.999))
-    return ganfn.GAN(G, D, latent_dim=args.latent, loss="non_saturating", g_optimizer=adam, d_optimizer=adam, parts=extra)
+    return ganfn.GAN(G, D, latent_dim=args.latent, loss="non_saturating", g_optimizer=optim.adam(args.lr, (0.5, 0.999)),
+                     d_optimizer=optim.adam(args.lr_d or args.lr, (0.5, 0.999)), parts=extra)
 
 
 class Arm:
@@ -68,6 +68,8 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, default=8)
     ap.add_argument("--batch", type=int, default=64)
     ap.add_argument("--width", type=int, default=32)
+    ap.add_argument("--d-width", type=int, default=0, help="D's width (0: --width); a wider D overfits the subset sooner")
+    ap.add_argument("--lr-d", type=float, default=0.0, help="D's learning rate (0: --lr)")
     ap.add_argument("--latent", type=int, default=32)
     ap.add_argument("--lr", type=float, default=5e-4)
     ap.add_argument("--subset", type=int, default=300)
@@ -83,7 +85,8 @@ def main() -> None:
     train = full[torch.randperm(full.shape[0], generator=torch.Generator().manual_seed(0))[: args.subset]]
     ext = metrics.lenet_extractor("digits")
     real_test = ext(data.digits("test", 8))
-    print(f"digits subset {args.subset}, DCGAN width {args.width}, Adam {args.lr:g} (0.5, 0.999), {args.steps} steps, "
+    print(f"digits subset {args.subset}, DCGAN width G {args.width} D {args.d_width or args.width}, "
+          f"Adam G {args.lr:g} D {args.lr_d or args.lr:g} (0.5, 0.999), {args.steps} steps, "
           f"batch {args.batch}, policy {args.policy}, {args.seeds} seeds per arm (one vmapped run each), "
           f"torch {torch.__version__}, 1 thread")
     arms = [Arm(a, args) for a in args.arms.split(",")]

@@ -7,7 +7,7 @@ Everything is seeded; the LeNet is trained once (seconds) into a temporary
 cache dir unless GANFN_CACHE is set. Prints a markdown table.
 
 Definitions:
-- real-vs-real: the 397 held-out digits (``digits_split("test")``) against the
+- real-vs-real: the 397 held-out digits (``data.digits_split("test")``) against the
   1,400 training digits the reference features come from.
 - untrained generator: uniform noise images in [-1, 1], [397, 1, 8, 8] (the
   fixed baseline the quality target refers to); if ``ganfn.models`` is
@@ -32,8 +32,8 @@ N_FAKE = 397  # = held-out count, so all digit rows are at the same n (FD is bia
 
 
 def digit_rows(ext) -> list[tuple[str, dict]]:
-    xtr, _ = M.digits_split("train")
-    xte, _ = M.digits_split("test")
+    xtr, _ = M.digits_labelled("train")
+    xte, _ = M.digits_labelled("test")
     real = ext(xtr)
     g = torch.Generator().manual_seed(0)
     rows = [("real held-out digits (test split)", xte)]
@@ -67,7 +67,7 @@ def mixture_rows() -> list[tuple[str, M.ModeCoverage, int]]:
 def main() -> None:
     cache = os.environ.get("GANFN_CACHE") or tempfile.mkdtemp(prefix="ganfn-bench-")
     ext = M.lenet_extractor("digits", cache_dir=cache)
-    xte, yte = M.digits_split("test")
+    xte, yte = M.digits_labelled("test")
     acc = float((ext(xte).probs.argmax(1) == yte).float().mean())
     print(f"LeNet(digits) held-out accuracy: {acc:.4f} (397 images); feature dim {ext(xte[:1]).features.shape[1]}\n")
     print("| samples | n | FD-LeNet(digits) | KID-LeNet(digits) (± std) | CS-LeNet(digits) |")

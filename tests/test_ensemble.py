@@ -306,3 +306,17 @@ def test_compiled_step_equals_eager():
     eager, ems = ensemble_run(gan, seeds, hps, reals, B)
     assert_close(comp, eager)
     torch.testing.assert_close(cms[-1]["d_loss"], ems[-1]["d_loss"], rtol=1e-4, atol=1e-5)
+
+
+def test_accuracy_skip_thresholds_are_per_member():
+    # Member 0 never skips D (threshold 1), member 1 always does (threshold 0):
+    # each equals its own single run, and they differ from each other.
+    gan = ganfn.GAN(*nets(), latent_dim=LATENT, loss="non_saturating", d_skip_accuracy=0.8, g_skip_accuracy=0.1)
+    seeds, hps, B = [3, 3], [{"d_skip_accuracy": 1.0}, {"d_skip_accuracy": 0.0}], 8
+    reals = real_batches(gan, 3, B)
+    stacked, ms = ensemble_run(gan, seeds, hps, reals, B)
+    members = ganfn.unstack(stacked)
+    for seed, hp, member in zip(seeds, hps, members):
+        assert_close(member, single_run(gan, seed, hp, reals, B))
+    assert float(ms[0]["d_skipped"][0]) == 0.0 and float(ms[0]["d_skipped"][1]) == 1.0
+    assert not torch.equal(members[0].d.params["0.weight"], members[1].d.params["0.weight"])

@@ -259,20 +259,22 @@ def test_instance_noise_changes_d_inputs_and_zero_std_is_off():
 
 
 def test_d_skip_accuracy_freezes_d_and_g_skip_freezes_g():
+    # The thresholds are per-member hyperparameters, so each setup's state carries its own.
     state, real, noise = setup(GANS["plain"])
     always = make("plain", d_skip_accuracy=0.0)  # skip whenever accuracy > 0
-    s, m = always.train_step(state, real, noise)
+    s, m = always.train_step(always.init(0), real, noise)
     if m["d_acc_real"] + m["d_acc_fake"] > 0:
         assert m["d_skipped"].item() == 1.0
         assert_trees_equal(s.d.params, state.d.params, "D params after a skipped update")
         assert_trees_equal(s.d.opt, state.d.opt, "D optimizer after a skipped update")
     never = make("plain", d_skip_accuracy=1.0)
-    s_never, m_never = never.train_step(state, real, noise)
+    s_never, m_never = never.train_step(never.init(0), real, noise)
     s_plain, _ = GANS["plain"].train_step(state, real, noise)
     assert m_never["d_skipped"].item() == 0.0
+    assert float(s_never.hparams.pop("d_skip_accuracy")) == 1.0
     assert_trees_equal(s_never, s_plain, "d_skip_accuracy=1.0 vs no balancing")
     g_always = make("plain", g_skip_accuracy=1.0)  # skip G whenever accuracy < 1
-    s, m = g_always.train_step(state, real, noise)
+    s, m = g_always.train_step(g_always.init(0), real, noise)
     if (m["d_acc_real"] + m["d_acc_fake"]).item() < 2.0:
         assert m["g_skipped"].item() == 1.0
         assert_trees_equal(s.g.params, state.g.params, "G params after a skipped update")

@@ -21,8 +21,8 @@ def extractor(cache):
 
 
 def test_digits_split_shapes_range_and_disjoint():
-    xtr, ytr = M.digits_split("train")
-    xte, yte = M.digits_split("test")
+    xtr, ytr = M.digits_labelled("train")
+    xte, yte = M.digits_labelled("test")
     assert xtr.shape == (1400, 1, 8, 8) and xte.shape == (397, 1, 8, 8)
     assert xtr.dtype == torch.float32 and ytr.dtype == torch.int64
     assert float(xtr.min()) == -1.0 and float(xtr.max()) == 1.0
@@ -31,13 +31,13 @@ def test_digits_split_shapes_range_and_disjoint():
     tr = {tuple(r) for r in xtr.flatten(1).tolist()}
     assert not any(tuple(r) in tr for r in xte.flatten(1).tolist())
     with pytest.raises(ValueError):
-        M.digits_split("val")
+        M.digits_labelled("val")
 
 
 def test_digits_split_agrees_with_data_module():
     data = pytest.importorskip("ganfn.data")
     for split in ("train", "test"):
-        x, y = M.digits_split(split)
+        x, y = M.digits_labelled(split)
         xd, yd = data.digits(split, labels=True)
         assert torch.equal(x, xd) and torch.equal(y, yd)
 
@@ -50,7 +50,7 @@ def test_mixture_constants_agree_with_data_module():
 
 
 def test_lenet_heldout_accuracy(extractor):
-    xte, yte = M.digits_split("test")
+    xte, yte = M.digits_labelled("test")
     assert L.accuracy(extractor.params, xte, yte) >= 0.95
     f = extractor(xte)
     assert f.features.shape == (397, L.FEATURE_DIM) and f.probs.shape == (397, 10)
@@ -59,7 +59,7 @@ def test_lenet_heldout_accuracy(extractor):
 
 
 def test_training_is_deterministic_and_thread_independent():
-    x, y = M.digits_split("train")
+    x, y = M.digits_labelled("train")
     x, y = x[:300], y[:300]
     torch.set_num_threads(2)
     try:
@@ -110,7 +110,7 @@ def test_corrupted_cache_is_detected(extractor, tmp_path):
 
 
 def test_extractor_handles_any_size_and_rgb(extractor):
-    x, _ = M.digits_split("test")
+    x, _ = M.digits_labelled("test")
     x = x[:50]
     big = torch.nn.functional.interpolate(x, size=(32, 32), mode="bilinear", align_corners=False)
     rgb = big.expand(-1, 3, -1, -1)
@@ -122,8 +122,8 @@ def test_extractor_handles_any_size_and_rgb(extractor):
 
 
 def test_fd_lenet_orders_real_vs_noise(extractor):
-    xtr, _ = M.digits_split("train")
-    xte, _ = M.digits_split("test")
+    xtr, _ = M.digits_labelled("train")
+    xte, _ = M.digits_labelled("test")
     noise = torch.rand(397, 1, 8, 8, generator=torch.Generator().manual_seed(0)) * 2 - 1
     real = extractor(xtr)
     good = M.evaluate_images(xte, real, extractor, kid_subsets=10, kid_subset_size=200)
@@ -156,14 +156,14 @@ def test_optional_datasets_fail_cleanly_when_absent(tmp_path):
 
 
 def test_features_have_unit_mean_square_on_training_digits(extractor):
-    x, _ = M.digits_split("train")
+    x, _ = M.digits_labelled("train")
     f = extractor(x).features
     assert abs(float(f.pow(2).sum(1).mean() / f.shape[1]) - 1.0) < 1e-4
 
 
 def test_stacked_images_with_lenet(extractor):
-    xtr, _ = M.digits_split("train")
-    xte, _ = M.digits_split("test")
+    xtr, _ = M.digits_labelled("train")
+    xte, _ = M.digits_labelled("test")
     noise = torch.rand(200, 1, 8, 8, generator=torch.Generator().manual_seed(0)) * 2 - 1
     fake = torch.stack([xte[:200], noise])
     real = extractor(xtr)

@@ -53,19 +53,22 @@ def to_unit_range(x: Tensor, max_value: float = 255.0) -> Tensor:
     return (x.float() * (2.0 / max_value) - 1.0).clamp_(-1.0, 1.0)
 
 
-def resize(images: Tensor, size: int | None) -> Tensor:
-    """Resize [N, C, H, W] images to [N, C, size, size] (bilinear, antialiased).
+def resize(images: Tensor, size: int | None, *, clamp: bool = True) -> Tensor:
+    """Resize [N, C, H, W] images to [N, C, size, size] (bilinear, antialiased when shrinking).
 
-    ``None`` or the current size returns the input unchanged. Bilinear weights
-    are non-negative and sum to one, so values stay inside [-1, 1]; the clamp
-    only removes float rounding.
+    ``None`` or the current size returns the input unchanged. Plain bilinear
+    aliases badly when shrinking (64x64 to 8x8, say), hence the antialias;
+    growing needs none. Bilinear weights are non-negative and sum to one, so
+    values in [-1, 1] stay there; ``clamp`` removes the float rounding (off for
+    a metric's input, which must see a generator's values as they are).
     """
     if size is None or tuple(images.shape[-2:]) == (size, size):
         return images
     if size < 1:
         raise ValueError(f"size must be a positive int, got {size}")
-    out = F.interpolate(images.float(), size=(size, size), mode="bilinear", align_corners=False, antialias=True)
-    return out.clamp_(-1.0, 1.0)
+    shrink = images.shape[-1] > size or images.shape[-2] > size
+    out = F.interpolate(images.float(), size=(size, size), mode="bilinear", align_corners=False, antialias=shrink)
+    return out.clamp_(-1.0, 1.0) if clamp else out
 
 
 # ---------------------------------------------------------------- digits ----

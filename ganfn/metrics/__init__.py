@@ -28,7 +28,7 @@ from .frechet import feature_stats, frechet_distance, frechet_distance_from_stat
 from .inception import InceptionExtractor, WeightsChecksumError, inception_extractor, quantize
 from .inception_score import inception_score
 from .kid import kernel_inception_distance
-from .lenet import CacheChecksumError, LeNetExtractor, digits_split, lenet_extractor
+from .lenet import CacheChecksumError, LeNetExtractor, digits_labelled, lenet_extractor
 from .modes import (
     GRID25_CENTERS,
     GRID25_STD,
@@ -78,7 +78,7 @@ __all__ = [
     "metric_names",
     "lenet_extractor",
     "LeNetExtractor",
-    "digits_split",
+    "digits_labelled",
     "CacheChecksumError",
     "inception_extractor",
     "InceptionExtractor",

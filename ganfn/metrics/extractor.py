@@ -12,10 +12,9 @@ from __future__ import annotations
 from typing import Callable, NamedTuple, Protocol
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
-__all__ = ["Features", "Extractor", "FunctionExtractor", "metric_names", "to_gray", "resize"]
+__all__ = ["Features", "Extractor", "FunctionExtractor", "metric_names", "to_gray"]
 
 
 class Features(NamedTuple):
@@ -62,12 +61,3 @@ def to_gray(images: Tensor) -> Tensor:
         w = torch.tensor([0.299, 0.587, 0.114], dtype=images.dtype, device=images.device)
         return (images * w[None, :, None, None]).sum(1, keepdim=True)
     raise ValueError(f"images must have 1 or 3 channels, got {c}")
-
-
-def resize(images: Tensor, size: int) -> Tensor:
-    """Bilinear resize [N, C, H, W] -> [N, C, size, size]; antialiased when shrinking
-    (plain bilinear aliases badly going from e.g. 64x64 to 8x8)."""
-    if images.shape[-2:] == (size, size):
-        return images
-    shrink = images.shape[-1] > size or images.shape[-2] > size
-    return F.interpolate(images, size=(size, size), mode="bilinear", align_corners=False, antialias=shrink)

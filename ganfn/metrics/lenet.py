@@ -6,8 +6,8 @@ with it are named ``FD-LeNet(digits)`` etc., never FID.
 Data: scikit-learn's bundled ``load_digits`` (1,797 8x8 images, no download),
 scaled to [-1, 1] and split by a fixed permutation
 (``torch.randperm(1797, generator=torch.Generator().manual_seed(0))``) into the
-first 1,400 for training and the remaining 397 held out -- the same rule as
-``ganfn.data.digits_split`` (a test checks they agree), so a generator trained
+first 1,400 for training and the remaining 397 held out -- the rule of
+``ganfn.data.digits_split``, which both use, so a generator trained
 on the data module's "train" split is scored against held-out "test" digits
 the classifier never saw either. Fashion-MNIST is
 supported from IDX files when installed under /usr/share/datasets/fashion-mnist,
@@ -42,10 +42,11 @@ from torch import Tensor
 
 from ganfn.atomic import atomic_write, sha256_file
 
-from .extractor import Features, resize, to_gray
+from ..data.images import resize
+from .extractor import Features, to_gray
 
 __all__ = [
-    "digits_split",
+    "digits_labelled",
     "fashion_mnist_split",
     "mnist5k_split",
     "lenet_init",
@@ -60,7 +61,6 @@ __all__ = [
     "FASHION_MNIST_ROOT",
 ]
 
-DIGITS_TRAIN_SIZE = 1400
 FASHION_MNIST_ROOT = Path("/usr/share/datasets/fashion-mnist")
 FEATURE_DIM = 32  # small against the few hundred held-out digits (FD is biased at small n/d)
 _ARCH_VERSION = 2  # bump when the architecture or training recipe changes (changes the cache name)
@@ -73,11 +73,11 @@ class CacheChecksumError(ValueError):
 # ----------------------------------------------------------------------------- data
 
 
-def digits_split(split: str) -> tuple[Tensor, Tensor]:
-    """scikit-learn digits, fixed split. split: "train" (1,400) or "test" (397).
+def digits_labelled(split: str) -> tuple[Tensor, Tensor]:
+    """scikit-learn digits with labels: ``ganfn.data.digits(split, labels=True)``.
 
-    Returns images float32 [N, 1, 8, 8] in [-1, 1] and labels int64 [N]; the
-    split rule is ``ganfn.data.digits_split``'s.
+    Returns images float32 [N, 1, 8, 8] in [-1, 1] and labels int64 [N];
+    split "train" (1,400) or "test" (397), by ``ganfn.data.digits_split``.
     """
     from ganfn.data import digits
 
@@ -118,7 +118,7 @@ def mnist5k_split(split: str) -> tuple[Tensor, Tensor]:
 
 _DATASETS = {
     # name: (loader, image size, epochs)
-    "digits": (digits_split, 8, 25),
+    "digits": (digits_labelled, 8, 25),
     "fashion-mnist": (fashion_mnist_split, 28, 3),
     "mnist5k": (mnist5k_split, 28, 10),
 }
@@ -287,7 +287,7 @@ class LeNetExtractor:
         feats, probs = [], []
         with torch.no_grad():
             for chunk in torch.split(images, self.batch_size):
-                x = resize(to_gray(chunk.detach().float().cpu()), self.image_size)
+                x = resize(to_gray(chunk.detach().float().cpu()), self.image_size, clamp=False)
                 f, logits = lenet_apply(self.params, x)
                 feats.append(f * self.params["feature_scale"])
                 probs.append(logits.softmax(1))

@@ -4,7 +4,7 @@ from __future__ import annotations
 from torch import Tensor
 
 from ..validate import Range, check_range
-from .base import Part
+from .base import Hyper, Part
 
 __all__ = ["balance"]
 
@@ -13,18 +13,23 @@ def _accuracy(aux) -> Tensor:
     return 0.5 * (aux.d_acc_real + aux.d_acc_fake)
 
 
-def balance(d_above: float | None = None, g_below: float | None = None) -> Part:
+def balance(d_above: float | Tensor | None = None, g_below: float | Tensor | None = None) -> Part:
     """Skip a D update while D's accuracy on the batch (measured before the update)
     is above ``d_above`` (0.8 is a common choice), and a G update while the last
     D update's accuracy is below ``g_below``. ``None`` leaves that side alone.
-    The thresholds are fixed numbers of the setup (no state, no noise)."""
-    kw = {}
+
+    Hyperparameters (per member, in [0, 1]): ``d_skip_accuracy`` (``d_above``)
+    and ``g_skip_accuracy`` (``g_below``). No state, no noise.
+    """
+    hparams, kw = {}, {}
     if d_above is not None:
-        check_range("d_skip_accuracy", d_above, Range(0.0, 1.0))
-        kw["skip_d"] = lambda aux, ctx: _accuracy(aux) > d_above
+        hparams["d_skip_accuracy"] = Hyper(d_above, Range(0.0, 1.0))
+        kw["skip_d"] = lambda aux, ctx: _accuracy(aux) > ctx.hp["d_skip_accuracy"]
     if g_below is not None:
-        check_range("g_skip_accuracy", g_below, Range(0.0, 1.0))
-        kw["skip_g"] = lambda d_aux, ctx: _accuracy(d_aux) < g_below
+        hparams["g_skip_accuracy"] = Hyper(g_below, Range(0.0, 1.0))
+        kw["skip_g"] = lambda d_aux, ctx: _accuracy(d_aux) < ctx.hp["g_skip_accuracy"]
     if not kw:
         raise ValueError("balance needs d_above and/or g_below")
-    return Part("balance", **kw)
+    for name, h in hparams.items():
+        check_range(name, h.value, h.range)
+    return Part("balance", hparams, **kw)
