@@ -34,10 +34,11 @@ from . import diagnose
 from . import losses as _losses
 from . import optim as _optim
 from . import penalties as _penalties
+from . import sampling as _sampling
 from . import step as _step
 from .functional import Params, extract, fresh_copies, has_batch_stats, make_apply
 from .grads import value_and_grad
-from .gan_parts import PartInfo, shorthand_parts, validate_parts
+from .gan_parts import PartInfo, check_counts, check_optimizer, latent_shape_of, loss_hparams, shorthand_parts, validate_parts
 from .hparams import apply_overrides, make_hparams
 from .inputs import check_batch, check_compatible, check_step_inputs
 from .labels import Labelling, check_setup, class_labels
@@ -45,13 +46,28 @@ from .parts.base import Ctx, DTerm, GTerm, Hyper, InitCtx, Part, check_like
 from .state import DAux, GAux, NetState, Noise, TrainState, UpdateNoise
 from .tree import in_transform, tree_map
 from .tree import replace as _replace
-from .validate import Range, check_range
 
 __all__ = ["GAN", "TrainState", "Noise", "UpdateNoise", "in_transform"]
 
 
 def _mean(xs: Sequence[Any]) -> Any:
     return xs[0] if len(xs) == 1 else tree_map(lambda *v: torch.stack(v).mean(0), *xs)
+
+
+def _accumulate(k: int, n: int, one: Callable, carry: Any) -> tuple[list, Any]:
+    """``one(cut, carry) -> (out, carry)`` on ``k`` micro-batches of a batch of ``n``:
+    ``cut`` slices a pytree of batch-leading tensors to the micro-batch, ``carry``
+    threads the buffers (BatchNorm statistics) from one micro-batch to the next.
+    Returns the ``k`` outputs and the last carry."""
+    if k == 1:
+        out, carry = one(lambda tree: tree, carry)
+        return [out], carry
+    m, outs = n // k, []
+    for j in range(k):
+        sl = slice(j * m, (j + 1) * m)
+        out, carry = one(lambda tree: tree_map(lambda x: x[sl], tree), carry)  # noqa: B023 - called before sl moves on
+        outs.append(out)
+    return outs, carry
 
 
 class GAN:
@@ -128,26 +144,14 @@ class GAN:
         if not isinstance(generator, nn.Module) or not isinstance(discriminator, nn.Module):
             raise TypeError("generator and discriminator must be torch.nn.Module instances")
         self.generator, self.discriminator = generator, discriminator
-        self.latent_shape: tuple[int, ...] = (int(latent_dim),) if isinstance(latent_dim, int) else tuple(int(d) for d in latent_dim)
-        if not self.latent_shape or any(d <= 0 for d in self.latent_shape):
-            raise ValueError(f"latent_dim must be a positive int or shape, got {latent_dim!r}")
+        self.latent_shape: tuple[int, ...] = latent_shape_of(latent_dim)
         self.loss = _losses.get(loss)
         self.labels: Labelling = class_labels(num_classes, class_probs)  # how G and D get labels (none, or classes)
         self.num_classes: int | None = self.labels.num_classes
-        self.g_optimizer = g_optimizer or _optim.adam(2e-4, (0.5, 0.999))
-        self.d_optimizer = d_optimizer or _optim.adam(2e-4, (0.5, 0.999))
-        for name, opt in (("g_optimizer", self.g_optimizer), ("d_optimizer", self.d_optimizer)):
-            if not isinstance(opt, _optim.Optimizer):
-                raise TypeError(f"{name} must be a ganfn.optim.Optimizer (e.g. ganfn.optim.adam(2e-4)), got {type(opt).__name__}")
-        for name, v in (("n_critic", n_critic), ("n_gen", n_gen), ("accumulation_steps", accumulation_steps)):
-            if not isinstance(v, int) or isinstance(v, bool) or v < 1:
-                raise ValueError(f"{name} must be an int >= 1, got {v!r}")
-        self.n_critic, self.n_gen, self.accumulation_steps = n_critic, n_gen, accumulation_steps
-        bce = self.loss.name in ("minimax", "non_saturating")
-        loss_hp = {"real_label": Hyper(real_label, Range(0.0, 1.0) if bce else Range()), "fake_label": Hyper(fake_label),
-                   "g_target": Hyper(g_target), **{k: Hyper(v) for k, v in self.loss.hparams.items()}}
-        for k, h in loss_hp.items():
-            check_range(k, h.value, h.range)
+        self.g_optimizer = check_optimizer("g_optimizer", g_optimizer or _optim.adam(2e-4, (0.5, 0.999)))
+        self.d_optimizer = check_optimizer("d_optimizer", d_optimizer or _optim.adam(2e-4, (0.5, 0.999)))
+        self.n_critic, self.n_gen, self.accumulation_steps = check_counts(n_critic=n_critic, n_gen=n_gen, accumulation_steps=accumulation_steps)
+        loss_hp = loss_hparams(self.loss, real_label=real_label, fake_label=fake_label, g_target=g_target)
         self.weight_init = weight_init
         self.g_apply = make_apply(generator)
         self.d_apply = make_apply(discriminator)
@@ -256,13 +260,16 @@ class GAN:
 
     # -- hooks --------------------------------------------------------------------------
 
-    def _ctx(self, p: Part, state: TrainState, noise: dict | None = None) -> Ctx:
+    def ctx(self, p: Part, state: TrainState, noise: dict | None = None) -> Ctx:
+        """The :class:`~ganfn.parts.Ctx` the step passes to part ``p``'s hooks: its
+        state, its hyperparameters and ``noise[p.name]`` (one update's part noise,
+        e.g. ``tree_index(noise.d, 0).parts``). For calling a hook by hand in a test."""
         return Ctx(state.parts.get(p.name), {k: state.hparams[k] for k in p.hparams},
                    noise.get(p.name, {}) if noise else {}, state.step)
 
     def _d_weights(self, d_params: Params, state: TrainState) -> Params:
         for p in self._hooks["d_weights"]:
-            out = p.d_weights(d_params, self._ctx(p, state))
+            out = p.d_weights(d_params, self.ctx(p, state))
             check_like(p.name, "d_weights", out, d_params)
             d_params = out
         return d_params
@@ -270,7 +277,7 @@ class GAN:
     def _after(self, hook: str, params: Params, state: TrainState, aux: Any) -> tuple[Params, dict]:
         parts = dict(state.parts)
         for p in self._hooks[hook]:
-            ctx = self._ctx(p, state)
+            ctx = self.ctx(p, state)
             new_p, new_s = getattr(p, hook)(params, ctx, aux)
             check_like(p.name, f"{hook} (parameters)", new_p, params)
             check_like(p.name, f"{hook} (state)", new_s, ctx.state)
@@ -303,7 +310,7 @@ class GAN:
             term = DTerm(lambda x: scores(self.d_apply(p, buffers, x, *yr)[0]), real, fake, scores(out_r), scores(out_f),
                          lambda x: scores(self.d_apply(p, buffers, x, *yf)[0]))
             for pt in self._hooks["d_term"]:
-                val, a = pt.d_term(term, self._ctx(pt, state, noise))
+                val, a = pt.d_term(term, self.ctx(pt, state, noise))
                 check_like(pt.name, "d_term (loss)", val, pen, dtype=False)
                 pen, part_aux[pt.name] = pen + val, a
         acc_r, acc_f = diagnose.d_accuracy(self.loss, scores(out_r), scores(out_f), hp["real_label"], hp["fake_label"])
@@ -322,12 +329,12 @@ class GAN:
             fake, g_buf = self.g_apply(state.g.params, state.g.buffers, nd.z, *nd.labels)
         fake = fake.detach()
         for p in self._hooks["fake_for_d"]:
-            out = p.fake_for_d(fake, self._ctx(p, state, nd.parts))
+            out = p.fake_for_d(fake, self.ctx(p, state, nd.parts))
             check_like(p.name, "fake_for_d", out, fake)
             fake = out
         real_in, fake_in = real, fake
         for p in self._hooks["d_inputs"]:
-            out = p.d_inputs(real_in, fake_in, self._ctx(p, state, nd.parts))
+            out = p.d_inputs(real_in, fake_in, self.ctx(p, state, nd.parts))
             check_like(p.name, "d_inputs", out, (real_in, fake_in))
             real_in, fake_in = out
         return fake, real_in, fake_in, g_buf
@@ -349,27 +356,19 @@ class GAN:
         check_batch(self, state, real, noise_d.z, "d")
         fake, real_in, fake_in, g_buf = self._d_batch(state, real, noise_d)
         scale = self.d_optimizer.loss_scale(state.d.opt) if self.d_optimizer.loss_scale is not None else None
-        k = self.accumulation_steps
-        if k == 1:
-            loss, grads, aux = value_and_grad(self._d_loss, state.d.params, state, state.d.buffers, real_in, fake_in, noise_d.parts,
-                                              yr, noise_d.labels, scale=scale)
-            return loss, grads, DAux(aux[0], g_buf, fake, *aux[1:])
-        m = real.shape[0] // k
-        results, buf = [], state.d.buffers
-        for j in range(k):
-            sl = slice(j * m, (j + 1) * m)
-            cut = lambda tree: tree_map(lambda x: x[sl], tree)  # noqa: E731 - this micro-batch of a pytree
-            out = value_and_grad(self._d_loss, state.d.params, state, buf, real_in[sl], fake_in[sl],
-                                 cut(noise_d.parts), cut(yr), cut(noise_d.labels), scale=scale)
-            results.append(out)
-            buf = out[2][0]
-        loss, grads = _mean([r[0] for r in results]), _mean([r[1] for r in results])
-        scalars = _mean([r[2][1:] for r in results])
-        return loss, grads, DAux(buf, g_buf, fake, *scalars)
+
+        def one(cut: Callable, buf: dict) -> tuple[tuple, dict]:
+            out = value_and_grad(self._d_loss, state.d.params, state, buf, *cut((real_in, fake_in, noise_d.parts, yr, noise_d.labels)),
+                                 scale=scale)
+            return out, out[2][0]
+
+        outs, buf = _accumulate(self.accumulation_steps, real.shape[0], one, state.d.buffers)
+        loss, grads = _mean([o[0] for o in outs]), _mean([o[1] for o in outs])
+        return loss, grads, DAux(buf, g_buf, fake, *_mean([o[2][1:] for o in outs]))
 
     def d_skip(self, state: TrainState, aux: DAux) -> Tensor:
         """Whether a part gates this D update off (a bool tensor), given ``d_grads``' aux."""
-        flags = [p.skip_d(aux, self._ctx(p, state)) for p in self._hooks["skip_d"]]
+        flags = [p.skip_d(aux, self.ctx(p, state)) for p in self._hooks["skip_d"]]
         return torch.stack(flags).any(0)
 
     def d_update(self, state: TrainState, grads: Params, aux: DAux) -> TrainState:
@@ -387,7 +386,7 @@ class GAN:
         fake, g_buf = self.g_apply(g_params, g_buffers, z, *y)
         d_in = fake
         for p in self._hooks["g_inputs"]:
-            out = p.g_inputs(d_in, self._ctx(p, state, noise))
+            out = p.g_inputs(d_in, self.ctx(p, state, noise))
             check_like(p.name, "g_inputs", out, d_in)
             d_in = out
         out, d_buf = self.d_apply(self._d_weights(state.d.params, state), d_buffers, d_in, *y)
@@ -395,7 +394,7 @@ class GAN:
         loss = self.loss.g(out, g_target=state.hparams["g_target"], **self._loss_hp(state.hparams), **rel, **self._loss_labels(y, y))
         part_aux = {}
         for p in self._hooks["g_term"]:
-            val, a = p.g_term(GTerm(z, fake, d_in, self.loss.scores(out)), self._ctx(p, state, noise))
+            val, a = p.g_term(GTerm(z, fake, d_in, self.loss.scores(out)), self.ctx(p, state, noise))
             check_like(p.name, "g_term (loss)", val, loss, dtype=False)
             loss, part_aux[p.name] = loss + val, a
         return loss, GAux(g_buf, d_buf, part_aux)
@@ -426,25 +425,19 @@ class GAN:
         real_out = self._real_out(state, real)
         check_batch(self, state, self.labels.split(real)[0] if real_out is not None else None, z, "g")
         scale = self.g_optimizer.loss_scale(state.g.opt) if self.g_optimizer.loss_scale is not None else None
-        k = self.accumulation_steps
-        if k == 1:
-            return value_and_grad(self._g_loss, state.g.params, state, state.g.buffers, state.d.buffers, z, noise_g.parts,
-                                  noise_g.labels, real_out, scale=scale)
-        m = z.shape[0] // k
-        results, gb, db = [], state.g.buffers, state.d.buffers
-        for j in range(k):
-            sl = slice(j * m, (j + 1) * m)
-            cut = lambda tree: tree_map(lambda x: x[sl], tree)  # noqa: E731 - this micro-batch of a pytree
-            out = value_and_grad(self._g_loss, state.g.params, state, gb, db, z[sl], cut(noise_g.parts), cut(noise_g.labels),
-                                 None if real_out is None else real_out[sl], scale=scale)
-            results.append(out)
-            gb, db = out[2].g_buffers, out[2].d_buffers
-        loss, grads = _mean([r[0] for r in results]), _mean([r[1] for r in results])
-        return loss, grads, GAux(gb, db, _mean([r[2].parts for r in results]))
+
+        def one(cut: Callable, bufs: tuple[dict, dict]) -> tuple[tuple, tuple[dict, dict]]:
+            out = value_and_grad(self._g_loss, state.g.params, state, *bufs, *cut((z, noise_g.parts, noise_g.labels, real_out)),
+                                 scale=scale)
+            return out, (out[2].g_buffers, out[2].d_buffers)
+
+        outs, (gb, db) = _accumulate(self.accumulation_steps, z.shape[0], one, (state.g.buffers, state.d.buffers))
+        loss, grads = _mean([o[0] for o in outs]), _mean([o[1] for o in outs])
+        return loss, grads, GAux(gb, db, _mean([o[2].parts for o in outs]))
 
     def g_skip(self, state: TrainState, d_aux: DAux) -> Tensor:
         """Whether a part gates this G update off, given the last D update's aux."""
-        return torch.stack([p.skip_g(d_aux, self._ctx(p, state)) for p in self._hooks["skip_g"]]).any(0)
+        return torch.stack([p.skip_g(d_aux, self.ctx(p, state)) for p in self._hooks["skip_g"]]).any(0)
 
     def g_update(self, state: TrainState, grads: Params, aux: GAux) -> TrainState:
         """Apply G gradients (pure): the optimizer step, every part's ``after_g``
@@ -475,29 +468,11 @@ class GAN:
         return _step.run(self._ops, state, real, noise)
 
     def sample_params(self, state: TrainState, *, ema: bool | None = None) -> Params:
-        """The G weights :meth:`sample` uses: the parts' sampling weights (G's EMA)
-        when the setup keeps them (``ema=None``; ``ema=False``: G's own parameters)."""
-        hooks = self._hooks["sample_weights"]
-        use = bool(hooks) if ema is None else ema
-        if use and not hooks:
-            raise ValueError("ema=True but this GAN keeps no EMA (pass ema_decay= to GAN, or parts=[ganfn.parts.ema(...)])")
-        params = state.g.params
-        for p in hooks if use else ():
-            params = p.sample_weights(params, self._ctx(p, state))
-        return params
+        """The G weights :meth:`sample` uses; see :func:`ganfn.sampling.sample_params`."""
+        return _sampling.sample_params(self, state, ema=ema)
 
     def sample(self, state: TrainState, z: Tensor, y: Tensor | None = None, *, ema: bool | None = None, train: bool = False) -> Tensor:
         """Generated samples ``[N, *sample]`` for latents ``z`` ``[N, *latent]``
-        (from :meth:`draw_latents`); in a conditional setup of the classes ``y``
-        (int64 ``[N]``, required there and refused otherwise).
-
-        Uses :meth:`sample_params` (G's EMA when the setup keeps one), and G in
-        eval mode (``train=False``: BatchNorm uses running statistics; see
-        :func:`ganfn.sampling.standing_stats` for statistics of the EMA weights).
-        No part's input hook runs here: augmentation never reaches samples.
-        """
-        if tuple(z.shape[1:]) != self.latent_shape:
-            raise ValueError(f"latents must have shape [N, {', '.join(map(str, self.latent_shape))}], got {tuple(z.shape)}")
-        labels = self.labels.args(y, z.shape[0])
-        out, _ = self.g_apply(self.sample_params(state, ema=ema), state.g.buffers, z, *labels, train=train)
-        return out
+        (conditional: classes ``y`` int64 [N]); see :func:`ganfn.sampling.sample`.
+        No part's input hook runs here: augmentation never reaches samples."""
+        return _sampling.sample(self, state, z, y, ema=ema, train=train)

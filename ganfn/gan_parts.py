@@ -1,13 +1,49 @@
-"""How ``GAN`` turns its short-hand options into parts, and checks a list of parts."""
+"""How ``GAN`` checks its arguments, turns its short-hand options into parts, and checks a list of parts."""
 from __future__ import annotations
 
 from typing import Any, Mapping, NamedTuple, Sequence
 
+from . import optim as _optim
 from . import penalties as _penalties
 from . import parts as _parts
 from .parts.base import Hyper, Part, check_part
+from .validate import Range, check_range
 
-__all__ = ["PartInfo", "shorthand_parts", "validate_parts"]
+__all__ = ["PartInfo", "check_counts", "check_optimizer", "latent_shape_of", "loss_hparams", "shorthand_parts", "validate_parts"]
+
+
+def latent_shape_of(latent_dim: int | Sequence[int]) -> tuple[int, ...]:
+    """The shape of one latent sample: ``(latent_dim,)`` for an int."""
+    shape = (int(latent_dim),) if isinstance(latent_dim, int) else tuple(int(d) for d in latent_dim)
+    if not shape or any(d <= 0 for d in shape):
+        raise ValueError(f"latent_dim must be a positive int or shape, got {latent_dim!r}")
+    return shape
+
+
+def check_optimizer(name: str, opt: Any) -> Any:
+    """``opt`` if it is a ``ganfn.optim.Optimizer``, else a ``TypeError`` naming ``name``."""
+    if not isinstance(opt, _optim.Optimizer):
+        raise TypeError(f"{name} must be a ganfn.optim.Optimizer (e.g. ganfn.optim.adam(2e-4)), got {type(opt).__name__}")
+    return opt
+
+
+def check_counts(**counts: int) -> tuple[int, ...]:
+    """The update counts (``n_critic``, ``n_gen``, ``accumulation_steps``), each an int >= 1."""
+    for name, v in counts.items():
+        if not isinstance(v, int) or isinstance(v, bool) or v < 1:
+            raise ValueError(f"{name} must be an int >= 1, got {v!r}")
+    return tuple(counts.values())
+
+
+def loss_hparams(loss: Any, *, real_label: float, fake_label: float, g_target: float) -> dict[str, Hyper]:
+    """The loss's per-member hyperparameters: its targets (a BCE target is a
+    probability, in [0, 1]) and the loss's own (e.g. a mixture's weight)."""
+    bce = loss.name in ("minimax", "non_saturating")
+    hp = {"real_label": Hyper(real_label, Range(0.0, 1.0) if bce else Range()), "fake_label": Hyper(fake_label),
+          "g_target": Hyper(g_target), **{k: Hyper(v) for k, v in loss.hparams.items()}}
+    for k, h in hp.items():
+        check_range(k, h.value, h.range)
+    return hp
 
 
 class PartInfo(NamedTuple):

@@ -1,5 +1,7 @@
 """Latent samplers for generating (not for training): the truncation trick.
 
+- :func:`sample` / :func:`sample_params`: a trained state's samples (what
+  ``GAN.sample`` runs).
 - :func:`truncated_normal`: the truncation trick.
 - :func:`standing_stats`: BatchNorm statistics recomputed for the weights that
   make samples (the EMA generator), as StudioGAN's "standing statistics".
@@ -24,7 +26,38 @@ from torch import Tensor, nn
 
 from .functional import Buffers, make_apply
 
-__all__ = ["truncated_normal", "standing_stats"]
+__all__ = ["sample", "sample_params", "truncated_normal", "standing_stats"]
+
+
+def sample_params(gan: Any, state: Any, *, ema: bool | None = None) -> dict[str, Tensor]:
+    """The G weights :func:`sample` uses: the parts' sampling weights (G's EMA)
+    when the setup keeps them (``ema=None``; ``ema=False``: G's own parameters)."""
+    hooks = [p for p in gan.parts if p.sample_weights is not None]
+    use = bool(hooks) if ema is None else ema
+    if use and not hooks:
+        raise ValueError("ema=True but this GAN keeps no EMA (pass ema_decay= to GAN, or parts=[ganfn.parts.ema(...)])")
+    params = state.g.params
+    for p in hooks if use else ():
+        params = p.sample_weights(params, gan.ctx(p, state))
+    return params
+
+
+def sample(gan: Any, state: Any, z: Tensor, y: Tensor | None = None, *, ema: bool | None = None, train: bool = False) -> Tensor:
+    """Generated samples ``[N, *sample]`` of ``gan`` in ``state`` for latents ``z``
+    ``[N, *latent]`` (from ``gan.draw_latents`` or :func:`truncated_normal`); in a
+    conditional setup of the classes ``y`` (int64 ``[N]``, required there and
+    refused otherwise).
+
+    Uses :func:`sample_params` (G's EMA when the setup keeps one), and G in eval
+    mode (``train=False``: BatchNorm uses running statistics; see
+    :func:`standing_stats` for statistics of the EMA weights). No part's input
+    hook runs: augmentation never reaches samples.
+    """
+    if tuple(z.shape[1:]) != gan.latent_shape:
+        raise ValueError(f"latents must have shape [N, {', '.join(map(str, gan.latent_shape))}], got {tuple(z.shape)}")
+    labels = gan.labels.args(y, z.shape[0])
+    out, _ = gan.g_apply(sample_params(gan, state, ema=ema), state.g.buffers, z, *labels, train=train)
+    return out
 
 
 def truncated_normal(rng: torch.Generator, shape: Sequence[int], threshold: float | None, *,

@@ -221,7 +221,7 @@ def test_short_run_ema_is_not_the_untrained_generator():
         p0 = {k: v.clone() for k, v in state.g.params.items()}
         for t in range(300):  # move G's parameters far from their start, step by step
             moved = {k: v + 1.0 for k, v in p0.items()}
-            _, st_ = gan.part("ema").after_g(moved, gan._ctx(gan.part("ema"), state), None)
+            _, st_ = gan.part("ema").after_g(moved, gan.ctx(gan.part("ema"), state), None)
             state = state._replace(parts={"ema": st_})
         weight_on_init = max(float((1.0 - (e - p0[k])).abs().max()) for k, e in state.parts["ema"]["params"].items())
         assert (weight_on_init < 1e-3) if warmup else (weight_on_init > 0.7), (warmup, weight_on_init)
@@ -252,5 +252,5 @@ def test_instance_noise_anneals_inside_the_step(base, step, k):
     nd = ganfn.tree_index(noise.d, 0)
     level = base * max(0.0, 1 - step / k)
     p = gan.part("instance_noise")
-    r, f = p.d_inputs(real, real, gan._ctx(p, state, nd.parts))
+    r, f = p.d_inputs(real, real, gan.ctx(p, state, nd.parts))
     torch.testing.assert_close(r, real + torch.tensor(level, dtype=torch.float64).float() * nd.parts["instance_noise"]["real"])
