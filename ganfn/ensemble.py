@@ -30,6 +30,8 @@ so a NaN in one member never reaches the others' numbers.
 """
 from __future__ import annotations
 
+import functools
+
 import os
 import warnings
 from typing import Any, Callable, Sequence
@@ -163,25 +165,7 @@ def make_step(gan: GAN, *, shared_data: bool = True, compile: bool | str = False
         raise TypeError(f"make_step needs a ganfn.GAN, got {type(gan).__name__}")
     member = _isolated(gan) if isolate else _plain(gan)
     vmapped = torch.func.vmap(member, in_dims=(0, None if shared_data else 0, 0))
-    want_real_dim = 1 + len(gan.sample_shape) + (gan.n_critic > 1) + (not shared_data)
-
-    def check(state: TrainState, real: Tensor, noise: Noise) -> None:
-        if not isinstance(state, TrainState):
-            raise TypeError(f"state must be a stacked ganfn.TrainState (ganfn.stack / ensemble.init_many), got {type(state).__name__}")
-        S = num_members(state)
-        real, labels = gan.labels.split(real)
-        if not isinstance(real, Tensor) or real.dim() != want_real_dim:
-            form = ("" if shared_data else "S, ") + ("n_critic, " if gan.n_critic > 1 else "") + "B, *sample"
-            got = tuple(real.shape) if isinstance(real, Tensor) else type(real).__name__
-            raise ValueError(f"real must have shape [{form}] (shared_data={shared_data}, n_critic={gan.n_critic}), got {got}")
-        for y in labels:  # values checked here, once, outside vmap
-            check_labels(y, gan.num_classes, tuple(real.shape[: want_real_dim - len(gan.sample_shape)]), "real labels")
-        if not shared_data and real.shape[0] != S:
-            raise ValueError(f"per-member real data has {real.shape[0]} members on axis 0 but the state has {S}")
-        z = noise.d.z if isinstance(noise, Noise) else None
-        if z is None or z.dim() < 2 or z.shape[0] != S:
-            raise ValueError(f"noise must be stacked for {S} members (ensemble.draw_noise_many), got d-latents of shape {None if z is None else tuple(z.shape)}")
-
+    check = functools.partial(_check_inputs, gan, shared_data)
     if not compile or os.environ.get("GANFN_NO_COMPILE", "") not in ("", "0"):
         plain = torch.func.vmap(gan.train_step, in_dims=(0, None if shared_data else 0, 0)) if isolate else None
 
@@ -199,7 +183,12 @@ def make_step(gan: GAN, *, shared_data: bool = True, compile: bool | str = False
     kw: dict[str, Any] = {"fullgraph": True}
     if isinstance(compile, str):
         kw["mode" if compile in _COMPILE_MODES else "backend"] = compile
-    compiled = torch.compile(lambda s, r, n: vmapped(s, r, n), **kw)
+    return _with_fallback(torch.compile(lambda s, r, n: vmapped(s, r, n), **kw), vmapped, check)
+
+
+def _with_fallback(compiled: Callable, eager: Callable, check: Callable) -> Step:
+    """``compiled`` after ``check``; on its first failure a warning naming the
+    error, and ``eager`` (the same pure step) from then on."""
     use_compiled = [True]
 
     def compiled_step(state, real, noise):
@@ -216,6 +205,26 @@ def make_step(gan: GAN, *, shared_data: bool = True, compile: bool | str = False
                     RuntimeWarning,
                     stacklevel=2,
                 )
-        return vmapped(state, real, noise)
+        return eager(state, real, noise)
 
     return compiled_step
+
+
+def _check_inputs(gan: GAN, shared_data: bool, state: TrainState, real: Tensor, noise: Noise) -> None:
+    """Clear errors for a stacked step's inputs, checked once outside vmap."""
+    want_real_dim = 1 + len(gan.sample_shape) + (gan.n_critic > 1) + (not shared_data)
+    if not isinstance(state, TrainState):
+        raise TypeError(f"state must be a stacked ganfn.TrainState (ganfn.stack / ensemble.init_many), got {type(state).__name__}")
+    S = num_members(state)
+    real, labels = gan.labels.split(real)
+    if not isinstance(real, Tensor) or real.dim() != want_real_dim:
+        form = ("" if shared_data else "S, ") + ("n_critic, " if gan.n_critic > 1 else "") + "B, *sample"
+        got = tuple(real.shape) if isinstance(real, Tensor) else type(real).__name__
+        raise ValueError(f"real must have shape [{form}] (shared_data={shared_data}, n_critic={gan.n_critic}), got {got}")
+    for y in labels:  # values checked here, once, outside vmap
+        check_labels(y, gan.num_classes, tuple(real.shape[: want_real_dim - len(gan.sample_shape)]), "real labels")
+    if not shared_data and real.shape[0] != S:
+        raise ValueError(f"per-member real data has {real.shape[0]} members on axis 0 but the state has {S}")
+    z = noise.d.z if isinstance(noise, Noise) else None
+    if z is None or z.dim() < 2 or z.shape[0] != S:
+        raise ValueError(f"noise must be stacked for {S} members (ensemble.draw_noise_many), got d-latents of shape {None if z is None else tuple(z.shape)}")

@@ -147,6 +147,21 @@ def fit(
     run = setup(gan, data, steps=steps, device=device, run_dir=run_dir, seed=seed, seeds=seeds, hparams=hparams,
                 data_seed=data_seed, evaluator=evaluator, keep=keep, resume=resume, compile=compile,
                 print_fn=print_fn, n_fixed=n_fixed, population=population)
+    _start(run, gan, evaluator, config, population)
+    t0 = run.t0 = time.perf_counter()
+    run.bar = tqdm(total=steps, initial=run.start, disable=not progress or not run.main, unit="step", dynamic_ncols=True)
+    try:
+        step, last_metrics = _train(run, steps, batch_size, precision, on_nonfinite, patience,
+                                    log_every, image_every, eval_every, checkpoint_every, progress)
+    finally:
+        run.bar.close()
+    _finish(run, step, last_metrics, time.perf_counter() - t0, config)
+    return run.state, run.history
+
+
+def _start(run: Run, gan: GAN, evaluator: Evaluator | None, config: Mapping[str, Any] | None, population: Any) -> None:
+    """Before the first step: the logger and config.json, the population's
+    start, and the untrained generator's figures (the baseline a run is judged against)."""
     if run.run_path is not None and run.main:
         run.logger = tb.Logger(run.run_path / "tb", len(run.seeds) if run.stacked else None)
         if config is not None:
@@ -157,19 +172,9 @@ def fit(
         if run.logger is not None and run.start == 0:
             run.logger.scalars(0, act.population_hparams(population, run.state), prefix="hparams/")
     if evaluator is not None and run.start == 0:
-        # The untrained generator's figures: the baseline a run is judged against.
         run.history["initial"] = {"step": 0, "figures": evaluate_members(evaluator, gan, run.state, run.eval_z, run.stacked, run.eval_y)}
         run.best, _ = update_best(None, run.history["initial"]["figures"], evaluator)
         run.say(act.eval_line(0, {}, run.history["initial"]["figures"], evaluator.primary) + "  (untrained generator)")
-    t0 = run.t0 = time.perf_counter()
-    run.bar = tqdm(total=steps, initial=run.start, disable=not progress or not run.main, unit="step", dynamic_ncols=True)
-    try:
-        step, last_metrics = _train(run, steps, batch_size, precision, on_nonfinite, patience,
-                                    log_every, image_every, eval_every, checkpoint_every, progress)
-    finally:
-        run.bar.close()
-    _finish(run, step, last_metrics, time.perf_counter() - t0, config)
-    return run.state, run.history
 
 
 def _next_inputs(run: Run, batch_size: int) -> tuple[Tensor, dict, Any]:

@@ -1,0 +1,86 @@
+"""``ganfn eval``: the quality figures of a finished (or running) run's newest checkpoint."""
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from . import presets as P
+
+__all__ = ["run_eval"]
+
+
+def run_eval(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    """``ganfn eval RUN_DIR``: the quality figures of a run's newest checkpoint, one line per member."""
+    from . import checkpoint, evaluation
+    from .loop_actions import KID_NOTE
+
+    run = Path(args.run_dir)
+    if not run.is_dir():
+        parser.error(f"eval: no such run directory: {run}")
+    cfg_file = run / "config.json"
+    if not cfg_file.is_file():
+        parser.error(f"eval: {cfg_file} not found (was {run} written by ganfn train?)")
+    cfg = P.merge(P.Config(), json.loads(cfg_file.read_text()), str(cfg_file))
+    try:
+        found = checkpoint.CheckpointManager(run / "checkpoints").load_latest(map_location=args.device)
+    except ValueError as e:
+        parser.error(f"eval: {e}")
+    if found is None:
+        parser.error(f"eval: no checkpoint in {run / 'checkpoints'}")
+    latest, c = found
+    try:
+        gan, data, evaluator = P.build(cfg)
+    except (FileNotFoundError, ValueError) as e:
+        parser.error(str(e))
+    if evaluator is None and not args.fid_weights:
+        parser.error(f"eval: no offline quality figure for data {cfg.data!r} (available for ring8, grid25, digits, "
+                     "fashion_mnist); pass --fid-weights FILE for FID")
+    n_eval = args.n_eval or (evaluator.n_samples if evaluator else cfg.n_eval)
+    fid = _fid_figures(args, data, parser) if args.fid_weights else None
+    state = c["state"]
+    stacked = state.step.dim() == 1
+    y = gan.labels.rows(n_eval, args.device)  # conditional: every class equally often
+    n = n_eval if y is None else len(y)
+    z = gan.draw_latents(torch.Generator().manual_seed(4321), n).to(args.device)
+    samples = evaluation.sample_members(gan, state, z, stacked, y)
+    print(f"{run} at step {c['step']} ({latest.name}), {n} samples per member:")
+    kid_seen = False
+    for i, smp in enumerate(samples):
+        if not torch.isfinite(smp).all():
+            figs_txt = "non-finite samples (diverged)"
+        else:
+            figs = ((evaluator.fn(smp) if y is None else evaluator.fn(smp, y.cpu())) if evaluator else {}) \
+                | (fid(smp) if fid else {})
+            figs_txt = ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in figs.items())
+        prefix = f"member {i}: " if stacked else ""
+        print(prefix + figs_txt)
+        kid_seen = kid_seen or "KID" in figs_txt
+    if kid_seen:
+        print(f"({KID_NOTE})")
+    return 0
+
+
+def _fid_figures(args: argparse.Namespace, data: Any, parser: argparse.ArgumentParser) -> Any:
+    """``samples -> {FID, KID, KID-std, n, n_ref}`` against the run's training data (or cached statistics)."""
+    from .data import in_order
+    from .metrics import fid_protocol as F
+    from .metrics import feature_stats, inception_extractor, kernel_inception_distance
+
+    try:
+        ext = inception_extractor(args.fid_weights, device=args.device)
+        ref = F.reference_stats(args.fid_ref_stats, lambda: in_order(data), ext)
+        real_kid = ext(next(iter(in_order(data, 1000)))).features  # KID needs features: the first 1,000 images
+    except (FileNotFoundError, ValueError, TypeError) as e:
+        parser.error(f"eval: {e}")
+
+    def figures(samples: torch.Tensor) -> dict[str, float]:
+        feats = ext(samples).features
+        out = F.fid(F.FIDStats(*feature_stats(feats), feats.shape[0]), ref, ext)
+        kid, kid_std = kernel_inception_distance(feats, real_kid)
+        return {**out, "KID": float(kid), "KID-std": float(kid_std), "n_ref_KID": real_kid.shape[0]}
+
+    return figures
