@@ -192,8 +192,10 @@ def _foreach_lists(params: PyTree, others: tuple[PyTree, ...], hp: dict):
         return None
     lists = [treedef.flatten_up_to(o) for o in others]
     first = ps[0]
+    # Outside every transform (checked above) no tensor is a transform's wrapper.
     every = [*ps, *(t for lst in lists for t in lst), *hp.values()]
-    if any(not isinstance(x, Tensor) or x.device != first.device for x in every) or in_transform(*every):
+    dev = first.device
+    if any(not isinstance(x, Tensor) or x.device != dev for x in every):
         return None
     # 0-d leaves are left to the per-leaf path: there a 0-d float64 hyperparameter
     # times a 0-d leaf promotes the leaf to float64, which foreach would not copy.

@@ -91,3 +91,33 @@ def test_tied_weights_follow_the_passed_parameter():
     w = torch.eye(2) * 3
     out, _ = make_apply(net)({"a.weight": w}, buffers, torch.ones(1, 2))
     torch.testing.assert_close(out, torch.full((1, 2), 9.0))
+
+
+@given(gst.batches((3,), min_batch=2, max_batch=6, scale=st.floats(0.1, 10.0)), st.integers(1, 6), st.booleans())
+def test_apply_equals_functional_call(x, width, train):
+    # make_apply's direct swap (eager, untied weights) computes what torch.func.functional_call
+    # computes, with the same new buffers, and puts the module's own tensors back.
+    net = bn_net(width)
+    own = {k: v for k, v in net.state_dict(keep_vars=True).items()}
+    params, buffers = extract(net)
+    params = {k: v + 0.5 for k, v in params.items()}
+    out, new = make_apply(net)(params, buffers, x, train=train)
+    ref_buffers = {k: v.clone() for k, v in buffers.items()}
+    net.train(train)
+    ref = torch.func.functional_call(net, (params, ref_buffers), (x,))
+    assert torch.equal(out, ref)
+    assert_trees_equal(new, ref_buffers if train else buffers, "buffers")
+    assert all(v is own[k] for k, v in net.state_dict(keep_vars=True).items()), "the module's own tensors must come back"
+
+
+def test_apply_puts_the_module_back_when_forward_raises():
+    net = nn.Sequential(nn.Linear(3, 4), nn.ReLU(), nn.Linear(4, 2))
+    own = dict(net.named_parameters())
+    params, buffers = extract(net)
+    try:
+        make_apply(net)(params, buffers, torch.zeros(2, 5))  # wrong input width: the forward raises
+    except RuntimeError:
+        pass
+    else:
+        raise AssertionError("a [2, 5] input to Linear(3, 4) must raise")
+    assert all(p is own[k] for k, p in net.named_parameters())
