@@ -25,6 +25,7 @@ from torch import Tensor
 
 from . import regularisers as _reg
 from .parts.base import Ctx, DTerm, Hyper, InitCtx, Part
+from .tree import in_transform
 from .validate import Range, check_range
 
 DFn = Callable[[Tensor], Tensor]
@@ -185,8 +186,10 @@ def as_part(p: Penalty | str) -> Part:
 def _lazy_hooks(p: Penalty) -> dict:
     """A lazy penalty's hooks: a D-update counter in the state; the term every
     ``p.every``-th update times ``p.every`` (a ``torch.where``, no Python branch),
-    its aux ``{"due": 1.0 or 0.0}``. The ``penalty`` metric is therefore the
-    scaled term on the updates where it is computed and 0 on the others."""
+    its aux ``{"due": 1.0 or 0.0}``. The ``penalty`` metric (the sum of D's
+    loss terms) has the scaled term on the updates where it is computed and 0 on
+    the others; the metric ``"<name>/term"`` reports the term only where it is
+    computed (NaN on the other updates, left out of a step's mean)."""
     if p.term is None or p.project is not None:
         raise ValueError(f"penalty {p.name!r}: every= applies to loss terms (gp, r1, r2), not to projections")
     term, key, k = p.term, p.weight_key, p.every
@@ -195,8 +198,15 @@ def _lazy_hooks(p: Penalty) -> dict:
         return {"count": torch.zeros((), dtype=torch.int64, device=ctx.device)}
 
     def d_term(x: DTerm, ctx: Ctx):
-        val, due = _reg.lazy(term(x.d_fn, x.real, x.fake, ctx.noise.get("eps"), ctx.hp[key]), ctx.state["count"], k)
-        return val, {"due": due.to(val.dtype)}
+        count = ctx.state["count"]
+        if not in_transform(count) and bool(torch.remainder(count, k) != 0):
+            # Eager, not due: skip the input gradient altogether. The same numbers
+            # as the masked term below, which vmap and compile need (no branch there).
+            zero = x.d_real.new_zeros((), dtype=torch.promote_types(x.d_real.dtype, ctx.hp[key].dtype))  # the term's dtype
+            return zero, {"due": zero, "metrics": {"term": torch.full_like(zero, float("nan"))}}
+        val, due = _reg.lazy(term(x.d_fn, x.real, x.fake, ctx.noise.get("eps"), ctx.hp[key]), count, k)
+        shown = torch.where(due, val, torch.full_like(val, float("nan")))
+        return val, {"due": due.to(val.dtype), "metrics": {"term": shown.detach()}}
 
     def after_d(d_params, ctx: Ctx, aux):
         return d_params, {"count": ctx.state["count"] + 1}

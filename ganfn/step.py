@@ -22,7 +22,7 @@ from .state import NetState, Noise, TrainState
 from .tree import global_norm, tree_map, tree_where
 from .tree import replace as _replace
 
-__all__ = ["Ops", "ops", "run", "Reduce", "finite", "frozen", "freeze", "freeze_diverged", "keep", "grad_norm_metrics"]
+__all__ = ["Ops", "ops", "run", "Reduce", "finite", "frozen", "freeze", "freeze_diverged", "keep", "grad_norm_metrics", "part_metrics"]
 
 # reduce(net, loss, grads, aux) -> (loss, grads, aux); net is "d" or "g".
 Reduce = Callable[[str, Tensor, Any, Any], tuple[Tensor, Any, Any]]
@@ -72,12 +72,12 @@ def ops(gan: Any, lift: Callable[..., Callable] | None = None, *, shared_data: b
     lift = lift or (lambda fn, in_dims=0: fn)
 
     def d_metrics(loss, grads, aux, state):
-        return {"d_loss": loss, "d_loss_real": aux.d_loss_real, "d_loss_fake": aux.d_loss_fake, "penalty": aux.penalty,
+        return {**part_metrics(aux.parts), "d_loss": loss, "d_loss_real": aux.d_loss_real, "d_loss_fake": aux.d_loss_fake, "penalty": aux.penalty,
                 "d_acc_real": aux.d_acc_real, "d_acc_fake": aux.d_acc_fake,
                 **grad_norm_metrics("d", grads, gan.d_optimizer, state.d.opt)}
 
     def g_metrics(loss, grads, aux, state):
-        return {"g_loss": loss, **grad_norm_metrics("g", grads, gan.g_optimizer, state.g.opt)}
+        return {**part_metrics(aux.parts), "g_loss": loss, **grad_norm_metrics("g", grads, gan.g_optimizer, state.g.opt)}
 
     def lrs(state):
         return {"lr_d": gan.d_optimizer.lr(state.d.opt), "lr_g": gan.g_optimizer.lr(state.g.opt)}
@@ -93,10 +93,19 @@ def ops(gan: Any, lift: Callable[..., Callable] | None = None, *, shared_data: b
     )
 
 
+def part_metrics(parts_aux: dict[str, Any]) -> dict[str, Tensor]:
+    """The step metrics parts report: ``"<part>/<key>"`` for each entry of the
+    ``"metrics"`` dict in a part's loss-term aux."""
+    return {f"{name}/{k}": v for name, a in parts_aux.items() if isinstance(a, dict) for k, v in a.get("metrics", {}).items()}
+
+
 def _mean(xs: Sequence[dict]) -> dict:
     if len(xs) == 1:
         return dict(xs[0])
-    return {k: torch.stack([x[k] for x in xs]).mean(0) for k in xs[0]}
+    # A part's metric is NaN on updates where it was not computed (a lazy
+    # penalty): those are left out of its mean. The core metrics keep NaN,
+    # which is how a diverged update shows.
+    return {k: (torch.nanmean if "/" in k else torch.mean)(torch.stack([x[k] for x in xs]), 0) for k in xs[0]}
 
 
 def _update(o: Ops, net: str, state: TrainState, out: tuple, reduce: Reduce | None, gate_aux: Any):

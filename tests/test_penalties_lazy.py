@@ -112,3 +112,71 @@ def test_lecam_vmapped_members_with_their_own_weights_equal_single_runs():
     assert_vmap_equivalent(gan, [0, 1, 2], steps=3, hparams=[{"lecam_weight": 0.0}, {"lecam_weight": 1.0}, {"lecam_decay": 0.5}])
     with pytest.raises(ValueError, match="lecam_decay"):
         gan.init(0, lecam_decay=1.5)
+
+
+def test_lazy_term_metric_reports_the_term_only_where_computed():
+    # "r1/term" is the scaled R1 on due updates and NaN elsewhere; "penalty" (the
+    # sum added to D's loss) is 0 there. A stacked run (masked term, no branch)
+    # reports the same as the single run (eager: the term is skipped).
+    gan = _gan(penalties.r1(1.0, every=3))
+    _, ms = _run(gan, 7)
+    terms = [float(m["r1/term"]) for m in ms]
+    for t, (term, m) in enumerate(zip(terms, ms)):
+        if t % 3 == 0:
+            assert term == float(m["penalty"]) and term > 0
+        else:
+            assert term != term and float(m["penalty"]) == 0.0  # NaN: not computed
+    step = ganfn.ensemble.make_step(gan)
+    state, rng = ganfn.ensemble.init_many(gan, [0]), ganfn.ensemble.rngs([0])
+    data_rng = torch.Generator().manual_seed(1)
+    for t in range(7):
+        state, m = step(state, torch.randn(B, 2, generator=data_rng), ganfn.ensemble.draw_noise_many(gan, rng, B))
+        torch.testing.assert_close(m["r1/term"][0], torch.tensor(terms[t], dtype=m["r1/term"].dtype), equal_nan=True, rtol=1e-6, atol=0)
+        assert m["penalty"].dtype == ms[t]["penalty"].dtype
+
+
+def test_lazy_term_metric_averages_over_the_due_updates_of_a_step():
+    # n_critic = 4, every = 2: updates 0 and 2 of the first step are due; the
+    # step's "r1/term" is their mean, the NaN updates left out.
+    gan = _gan(penalties.r1(1.0, every=2), n_critic=4)
+    state, rng = gan.init(0), torch.Generator().manual_seed(0)
+    real, noise = torch.randn(4, B, 2, generator=torch.Generator().manual_seed(1)), gan.draw_noise(rng, B)
+    _, m = gan.train_step(state, real, noise)
+    s, vals = state, []
+    for i in range(4):
+        loss, grads, aux = gan.d_grads(s, real[i], ganfn.tree_index(noise.d, i))
+        vals.append(float(aux.parts["r1"]["metrics"]["term"]))
+        s = gan.d_update(s, grads, aux)
+    assert [v == v for v in vals] == [True, False, True, False]
+    torch.testing.assert_close(float(m["r1/term"]), (vals[0] + vals[2]) / 2, rtol=1e-6, atol=0)
+    assert float(m["penalty"]) > 0 and m["d_loss"].isfinite()
+
+
+@pytest.mark.slow
+def test_lazy_r1_and_lecam_compile_and_equal_eager():
+    # The lazy term's torch.where and LeCam's running averages under
+    # torch.compile(vmap(step), fullgraph=True): no fallback, the eager numbers.
+    import warnings
+
+    from ganfn import ensemble
+
+    torch._dynamo.reset()
+    gan = _gan(penalties.r1(1.0, every=2), parts=[penalties.lecam(0.5)])
+    state = ensemble.init_many(gan, [0, 1], [{"lecam_weight": 1.0}, {"r1_weight": 3.0}])
+    rng = torch.Generator().manual_seed(5)
+    reals = [torch.randn(B, 2, generator=rng) for _ in range(4)]
+    out = []
+    for compile_ in (True, False):
+        st_, rngs, ms = state, ensemble.rngs([0, 1]), []
+        step = ensemble.make_step(gan, compile=compile_)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", RuntimeWarning)  # no silent fallback to eager
+            for r in reals:
+                st_, m = step(st_, r, ensemble.draw_noise_many(gan, rngs, B))
+                ms.append(m)
+        out.append((st_, ms))
+    (sc, mc), (se, me) = out
+    assert_trees_close_nan = lambda a, b: torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5, equal_nan=True)  # noqa: E731
+    for a, b in zip(ganfn.tree.leaves((sc, mc)), ganfn.tree.leaves((se, me))):
+        assert_trees_close_nan(a, b)
+    assert [bool(m["r1/term"][0].isnan()) for m in mc] == [False, True, False, True]

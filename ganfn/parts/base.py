@@ -109,13 +109,17 @@ class Part(NamedTuple):
     - ``d_inputs(real, fake, ctx) -> (real, fake)``: what D sees on a D update
       (instance noise, augmentation); shapes must be kept.
     - ``d_term(DTerm, ctx) -> (loss, aux)``: added to D's loss; ``aux`` (a dict
-      of batch-mean tensors) comes back in ``after_d``.
+      of batch-mean tensors) comes back in ``after_d``. Its optional entry
+      ``"metrics"`` (``{key: 0-d tensor}``) is reported as the step metric
+      ``"<name>/<key>"``, averaged over the step's updates ignoring NaN (a NaN
+      says "not computed on this update", as a lazy penalty's term).
     - ``skip_d(aux: DAux, ctx) -> bool tensor``: skip this D update (the
       optimizer step and every ``after_d``); buffers still advance.
     - ``after_d(d_params, ctx, aux: DAux) -> (d_params, state)``: after D's
       optimizer step (weight clipping, power iteration, replay write).
     - ``g_inputs(fake, ctx) -> fake``: what D sees on a G update (augmentation).
-    - ``g_term(GTerm, ctx) -> (loss, aux)``: added to G's loss.
+    - ``g_term(GTerm, ctx) -> (loss, aux)``: added to G's loss (``aux["metrics"]``
+      as for ``d_term``).
     - ``skip_g(d_aux: DAux, ctx) -> bool tensor``: skip this G update, given the
       last D update's aux.
     - ``after_g(g_params, ctx, aux: GAux) -> (g_params, state)``: after G's
