@@ -147,3 +147,33 @@ def test_ada_state_checkpoints_and_resumes_bit_identically(tmp_path):
     resumed, _ = fit(gan, images, run_dir=tmp_path / "half", resume=True, **kw)
     assert_trees_equal(full, resumed, "resumed vs uninterrupted state")
     assert float(resumed.parts["ada"]["p"]) != 0.5  # it moved, and the move was checkpointed
+
+
+@pytest.mark.parametrize("make", [lambda: parts.diffaugment(POLICY), lambda: parts.ada(POLICY, p=0.5)], ids=["diffaugment", "ada"])
+def test_augmentation_in_a_conditional_gan_keeps_the_labels(make):
+    # D scores the augmented images with their own labels (real labels with real
+    # images, the drawn fake labels with fakes); the step stays pure and each
+    # vmapped member equals its single run.
+    K = 3
+    G = models.CondDCGANGenerator(4, K, 8, 1, 4)
+    D = models.ProjectionDiscriminator(8, 1, 4, K)
+    gan = ganfn.GAN(G, D, latent_dim=4, num_classes=K, loss="hinge", parts=[make()], spectral_norm=False)
+    g = torch.Generator().manual_seed(3)
+    real = (torch.rand(B, 1, 8, 8, generator=g) * 2 - 1, torch.randint(K, (B,), generator=g))
+    state, noise = gan.init(0), gan.draw_noise(torch.Generator().manual_seed(1), B)
+    nd = ganfn.tree_index(noise.d, 0)
+    _, _, aux = gan.d_grads(state, real, nd)
+    name = gan.parts[0].name
+    mine = nd.parts[name]
+    side = lambda s: {k.split("/", 1)[1]: v for k, v in mine.items() if k.startswith(s + "/")}  # noqa: E731
+    p = state.hparams["augment_p"] if name == "diffaugment" else state.parts[name]["p"]
+    r = augment.apply(real[0], side("real"), POLICY, p=p)
+    f = augment.apply(aux.fake, side("fake"), POLICY, p=p)
+    out_r = gan.d_apply(state.d.params, state.d.buffers, r, real[1])[0]
+    out_f = gan.d_apply(state.d.params, state.d.buffers, f, nd.labels[0])[0]
+    torch.testing.assert_close(aux.d_loss_real + aux.d_loss_fake, gan.loss.d(out_r, out_f))
+    # the wrong labels give another loss: the check above can fail
+    wrong = gan.d_apply(state.d.params, state.d.buffers, r, (real[1] + 1) % K)[0]
+    assert not torch.allclose(gan.loss.d(wrong, out_f), gan.loss.d(out_r, out_f))
+    assert_pure(gan.train_step, state, real, noise)
+    assert_vmap_equivalent(gan, [0, 1], steps=2)
