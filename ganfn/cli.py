@@ -316,7 +316,7 @@ def _run_train(cfg: P.Config, resume: str | None, progress: bool, parser: argpar
             checkpoint_every=cfg.checkpoint_every or None, keep=cfg.keep, resume=resume or False,
             precision=cfg.precision, compile=compile_, patience=cfg.patience, on_nonfinite=cfg.on_nonfinite,
             progress=progress, print_fn=say,
-            config=cfg.to_dict(), population=population,
+            config=cfg.to_dict(), population=population, standing_stats=cfg.standing_stats,
         )
     except loop.FinishedRunError as e:
         if e.step == e.steps:  # asked to finish a finished run: nothing to do, and that is not an error

@@ -46,7 +46,7 @@ def run_eval(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     y = gan.labels.rows(n_eval, args.device)  # conditional: every class equally often
     n = n_eval if y is None else len(y)
     z = gan.draw_latents(torch.Generator().manual_seed(4321), n).to(args.device)
-    samples = evaluation.sample_members(gan, state, z, stacked, y)
+    samples = evaluation.sample_members(gan, state, z, stacked, y, standing=cfg.standing_stats)
     print(f"{run} at step {c['step']} ({latest.name}), {n} samples per member:")
     kid_seen = False
     for i, smp in enumerate(samples):

@@ -39,6 +39,9 @@ HELP: dict[str, str] = {
                   "(default: off; fixed p = 1 with --augment)",
     "ema_rampup": "StyleGAN2's EMA ramp-up: the EMA's half-life is at most this fraction of the updates so far (0.05) "
                   "(default: off)",
+    "standing_stats": "samples and quality figures use BatchNorm statistics recomputed for the EMA generator over this "
+                      "many batches of 64 latents (StudioGAN's standing statistics; 16 is plenty) instead of the live "
+                      "G's running statistics (default: 0, off)",
     "spectral_norm": "spectral normalisation of D's weights (power iteration kept in the state)",
     "real_label": "BCE / least-squares target for real samples; 0.9 is one-sided label smoothing",
     "fake_label": "BCE / least-squares target for fake samples",

@@ -39,21 +39,23 @@ class Evaluator:
     reference: Tensor | None = None
 
 
-def sample_members(gan: GAN, state: TrainState, z: Tensor, stacked: bool, y: Tensor | None = None) -> list[Tensor]:
+def sample_members(gan: GAN, state: TrainState, z: Tensor, stacked: bool, y: Tensor | None = None, *,
+                   standing: int = 0) -> list[Tensor]:
     """Samples [N, *sample] for latents ``z`` [N, *latent] (of classes ``y`` [N] for a
-    conditional GAN) from each member (a list of one for a single run)."""
+    conditional GAN) from each member (a list of one for a single run);
+    ``standing``: batches of standing BatchNorm statistics (``GAN.sample``)."""
     states = ensemble.unstack(state) if stacked else [state]
     with torch.no_grad():
-        return [gan.sample(s, z, y).float().cpu() for s in states]
+        return [gan.sample(s, z, y, standing=standing).float().cpu() for s in states]
 
 
 def evaluate_members(evaluator: Evaluator, gan: GAN, state: TrainState, z: Tensor, stacked: bool,
-                     y: Tensor | None = None) -> list[dict[str, float]]:
+                     y: Tensor | None = None, *, standing: int = 0) -> list[dict[str, float]]:
     """``evaluator``'s figures for each member's samples of ``z`` (classes ``y``:
     ``fn(samples, labels)``); a member with non-finite samples (diverged) gets NaN
     for the primary figure."""
     outs = []
-    for smp in sample_members(gan, state, z, stacked, y):
+    for smp in sample_members(gan, state, z, stacked, y, standing=standing):
         if not torch.isfinite(smp).all():
             outs.append({evaluator.primary: math.nan})
             continue

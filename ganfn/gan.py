@@ -471,8 +471,10 @@ class GAN:
         """The G weights :meth:`sample` uses; see :func:`ganfn.sampling.sample_params`."""
         return _sampling.sample_params(self, state, ema=ema)
 
-    def sample(self, state: TrainState, z: Tensor, y: Tensor | None = None, *, ema: bool | None = None, train: bool = False) -> Tensor:
+    def sample(self, state: TrainState, z: Tensor, y: Tensor | None = None, *, ema: bool | None = None, train: bool = False,
+               standing: int = 0) -> Tensor:
         """Generated samples ``[N, *sample]`` for latents ``z`` ``[N, *latent]``
-        (conditional: classes ``y`` int64 [N]); see :func:`ganfn.sampling.sample`.
+        (conditional: classes ``y`` int64 [N]); ``standing > 0``: BatchNorm
+        statistics recomputed for the EMA weights. See :func:`ganfn.sampling.sample`.
         No part's input hook runs here: augmentation never reaches samples."""
-        return _sampling.sample(self, state, z, y, ema=ema, train=train)
+        return _sampling.sample(self, state, z, y, ema=ema, train=train, standing=standing)

@@ -80,6 +80,7 @@ def fit(
     config: Mapping[str, Any] | None = None,
     n_fixed: int = 64,
     population: Any = None,
+    standing_stats: int = 0,
 ) -> tuple[TrainState, dict[str, Any]]:
     """Train ``gan`` on ``data`` for ``steps`` steps; return ``(state, history)``.
 
@@ -132,6 +133,9 @@ def fit(
             halving and population-based training; the lineage goes into every
             checkpoint (a resumed run is bit-identical), ``metrics.json``
             (``population``) and TensorBoard (``hparams/<name>`` per member).
+        standing_stats: samples and figures use BatchNorm statistics recomputed
+            for the EMA generator over this many batches (``GAN.sample``'s
+            ``standing``; StudioGAN's standing statistics); 0: the live G's.
 
     Returns ``(state, history)``: history is a JSON-able dict with ``train``
     (every ``log_every`` steps: step and each metric, lists for stacked runs),
@@ -142,11 +146,14 @@ def fit(
     check_args(gan, steps, batch_size, precision, on_nonfinite,
                 {"log_every": log_every, "image_every": image_every, "eval_every": eval_every},
                 checkpoint_every, resume, run_dir)
+    if not isinstance(standing_stats, int) or isinstance(standing_stats, bool) or standing_stats < 0:
+        raise ValueError(f"standing_stats must be an int >= 0 (batches; 0: off), got {standing_stats!r}")
     if population is not None and (seeds is None or evaluator is None):
         raise ValueError("population (PBT / successive halving) needs a stacked run (seeds=...) and an evaluator for its scores")
     run = setup(gan, data, steps=steps, device=device, run_dir=run_dir, seed=seed, seeds=seeds, hparams=hparams,
                 data_seed=data_seed, evaluator=evaluator, keep=keep, resume=resume, compile=compile,
                 print_fn=print_fn, n_fixed=n_fixed, population=population)
+    run.standing_stats = standing_stats
     _start(run, gan, evaluator, config, population)
     t0 = run.t0 = time.perf_counter()
     run.bar = tqdm(total=steps, initial=run.start, disable=not progress or not run.main, unit="step", dynamic_ncols=True)
@@ -172,7 +179,7 @@ def _start(run: Run, gan: GAN, evaluator: Evaluator | None, config: Mapping[str,
         if run.logger is not None and run.start == 0:
             run.logger.scalars(0, act.population_hparams(population, run.state), prefix="hparams/")
     if evaluator is not None and run.start == 0:
-        run.history["initial"] = {"step": 0, "figures": evaluate_members(evaluator, gan, run.state, run.eval_z, run.stacked, run.eval_y)}
+        run.history["initial"] = {"step": 0, "figures": evaluate_members(evaluator, gan, run.state, run.eval_z, run.stacked, run.eval_y, standing=run.standing_stats)}
         run.best, _ = update_best(None, run.history["initial"]["figures"], evaluator)
         run.say(act.eval_line(0, {}, run.history["initial"]["figures"], evaluator.primary) + "  (untrained generator)")
 
@@ -261,7 +268,7 @@ def _finish(run: Run, step: int, last_metrics: Mapping[str, Tensor], wall: float
         if h["eval"] and h["eval"][-1]["step"] == step:
             h["final"] = {"step": step, "figures": h["eval"][-1]["figures"]}
         else:
-            h["final"] = {"step": step, "figures": evaluate_members(run.evaluator, run.gan, run.state, run.eval_z, run.stacked, run.eval_y)}
+            h["final"] = {"step": step, "figures": evaluate_members(run.evaluator, run.gan, run.state, run.eval_z, run.stacked, run.eval_y, standing=run.standing_stats)}
     if last_metrics:
         h["last"] = {"step": step, **{k: act.to_float(v) for k, v in last_metrics.items()}}
     if run.population is not None:

@@ -79,6 +79,7 @@ class Run:
     bar: Any = None
     resumed_from: Path | None = None
     population: Any = None
+    standing_stats: int = 0  # batches of standing BatchNorm statistics for samples and figures (0: the live G's)
     t0: float = 0.0
     extra: dict = field(default_factory=dict)
 

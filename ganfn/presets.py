@@ -98,6 +98,7 @@ class Config:
     grad_clip: float | None = None
     ema_decay: float | None = 0.999
     ema_rampup: float | None = None
+    standing_stats: int = 0
     # balancing
     n_critic: int = 1
     n_gen: int = 1

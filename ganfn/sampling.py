@@ -42,7 +42,8 @@ def sample_params(gan: Any, state: Any, *, ema: bool | None = None) -> dict[str,
     return params
 
 
-def sample(gan: Any, state: Any, z: Tensor, y: Tensor | None = None, *, ema: bool | None = None, train: bool = False) -> Tensor:
+def sample(gan: Any, state: Any, z: Tensor, y: Tensor | None = None, *, ema: bool | None = None, train: bool = False,
+           standing: int = 0) -> Tensor:
     """Generated samples ``[N, *sample]`` of ``gan`` in ``state`` for latents ``z``
     ``[N, *latent]`` (from ``gan.draw_latents`` or :func:`truncated_normal`); in a
     conditional setup of the classes ``y`` (int64 ``[N]``, required there and
@@ -50,13 +51,18 @@ def sample(gan: Any, state: Any, z: Tensor, y: Tensor | None = None, *, ema: boo
 
     Uses :func:`sample_params` (G's EMA when the setup keeps one), and G in eval
     mode (``train=False``: BatchNorm uses running statistics; see
-    :func:`standing_stats` for statistics of the EMA weights). No part's input
-    hook runs: augmentation never reaches samples.
+    :func:`standing_stats` for statistics of the EMA weights). ``standing = n > 0``
+    uses those instead: BatchNorm statistics recomputed for the sampling weights
+    over ``n`` batches of 64 latents from a generator seeded 0 (deterministic).
+    No part's input hook runs: augmentation never reaches samples.
     """
     if tuple(z.shape[1:]) != gan.latent_shape:
         raise ValueError(f"latents must have shape [N, {', '.join(map(str, gan.latent_shape))}], got {tuple(z.shape)}")
+    if not isinstance(standing, int) or isinstance(standing, bool) or standing < 0:
+        raise ValueError(f"standing must be an int >= 0 (batches of standing statistics; 0: off), got {standing!r}")
     labels = gan.labels.args(y, z.shape[0])
-    out, _ = gan.g_apply(sample_params(gan, state, ema=ema), state.g.buffers, z, *labels, train=train)
+    buffers = standing_stats(gan, state, torch.Generator().manual_seed(0), batches=standing, ema=ema) if standing else state.g.buffers
+    out, _ = gan.g_apply(sample_params(gan, state, ema=ema), buffers, z, *labels, train=train)
     return out
 
 
@@ -89,7 +95,7 @@ def standing_stats(gan: Any, state: Any, rng: torch.Generator, *, batches: int =
     """G's buffers with every BatchNorm's running mean and variance recomputed
     for the weights ``gan.sample`` uses (the EMA's, by default): the plain
     average of the batch statistics of ``batches`` batches of ``batch_size``
-    latents drawn from ``rng``.
+    latents drawn from ``rng`` (a conditional GAN's classes drawn as in training).
 
     The live generator's running statistics belong to its own weights; an EMA
     generator's activations have other statistics, so StudioGAN recomputes
@@ -115,11 +121,13 @@ def standing_stats(gan: Any, state: Any, rng: torch.Generator, *, batches: int =
         buffers[pre + "running_mean"] = torch.zeros_like(buffers[pre + "running_mean"])
         buffers[pre + "running_var"] = torch.ones_like(buffers[pre + "running_var"])
         buffers[pre + "num_batches_tracked"] = torch.zeros_like(buffers[pre + "num_batches_tracked"])
-    params = gan.sample_params(state, ema=ema)
+    params = sample_params(gan, state, ema=ema)
     apply = make_apply(g)
+    like = next(iter(params.values()))
     with torch.no_grad():
         for _ in range(batches):
-            z = gan.draw_latents(rng, batch_size, dtype=next(iter(params.values())).dtype)
-            _, buffers = apply(params, buffers, z.to(next(iter(params.values())).device), train=True)
+            z = gan.draw_latents(rng, batch_size, dtype=like.dtype)
+            y = [t[0].to(like.device) for t in gan.labels.draw(rng, 1, batch_size)]  # conditional: classes as in training
+            _, buffers = apply(params, buffers, z.to(like.device), *y, train=True)
     return buffers
 

@@ -297,3 +297,26 @@ def test_stacked_panels_with_captions_of_different_lengths_tile(tmp_path):
     fit(_digits_gan(penalty="gp"), data.digits("train", 8), steps=2, batch_size=32, run_dir=tmp_path,
         seeds=[0, 1], hparams=hps, **QUIET)
     assert (tmp_path / "samples.png").is_file() and (tmp_path / "samples_member01.png").is_file()
+
+
+def test_standing_stats_reach_the_figures_and_bad_values_are_refused(tmp_path):
+    # With standing_stats the run's figures are those of samples drawn with
+    # recomputed BatchNorm statistics for the EMA generator, not the live G's.
+    from torch import nn
+
+    from ganfn.evaluation import evaluate_members
+
+    G = nn.Sequential(nn.Linear(3, 5, bias=False), nn.BatchNorm1d(5), nn.Tanh(), nn.Linear(5, 2))
+    gan = ganfn.GAN(G, nn.Sequential(nn.Linear(2, 8), nn.LeakyReLU(0.2), nn.Linear(8, 1)), latent_dim=3, ema_decay=0.5)
+    ev = Evaluator(lambda s: {"m": float(s.mean())}, "m", n_samples=16)
+    sampler = lambda n, g: torch.randn(n, 2, generator=g) + 3  # noqa: E731
+    state, hist = fit(gan, sampler, steps=6, batch_size=8, eval_every=3, evaluator=ev, standing_stats=2, **QUIET)
+    z = gan.draw_latents(torch.Generator().manual_seed(0), 16)
+    with_standing = evaluate_members(ev, gan, state, z, False, standing=2)[0]["m"]
+    live = evaluate_members(ev, gan, state, z, False)[0]["m"]
+    assert with_standing != live
+    _, hist_live = fit(gan, sampler, steps=6, batch_size=8, eval_every=3, evaluator=ev, **QUIET)
+    assert hist["final"]["figures"] != hist_live["final"]["figures"]
+    with pytest.raises(ValueError, match="standing_stats must be an int >= 0"):
+        fit(gan, sampler, steps=6, batch_size=8, standing_stats=-1, run_dir=tmp_path / "bad", **QUIET)
+    assert not (tmp_path / "bad").exists()

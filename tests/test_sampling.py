@@ -93,3 +93,32 @@ def test_standing_stats_without_batch_norm_and_bad_arguments():
     assert sampling.standing_stats(gan, state, torch.Generator()) == state.g.buffers
     with pytest.raises(ValueError, match="batch_size >= 2"):
         sampling.standing_stats(gan, state, torch.Generator(), batch_size=1)
+
+
+def test_sample_with_standing_uses_the_recomputed_statistics():
+    gan = _bn_gan(ema_decay=0.5)
+    state, rng = gan.init(0), torch.Generator().manual_seed(0)
+    for _ in range(3):
+        state, _ = gan.train_step(state, torch.randn(8, 2, generator=rng), gan.draw_noise(rng, 8))
+    z = gan.draw_latents(torch.Generator().manual_seed(9), 6)
+    buf = sampling.standing_stats(gan, state, torch.Generator().manual_seed(0), batches=3)
+    want = gan.sample(state._replace(g=state.g._replace(buffers=buf)), z)
+    got = gan.sample(state, z, standing=3)
+    assert torch.equal(got, want)
+    assert not torch.allclose(got, gan.sample(state, z))  # the live G's statistics give other samples
+    for bad in (-1, 1.5, True):
+        with pytest.raises(ValueError, match="standing must be an int >= 0"):
+            gan.sample(state, z, standing=bad)
+
+
+def test_standing_stats_of_a_conditional_generator_draw_classes():
+    import ganfn
+    from ganfn import models
+
+    G = models.CondDCGANGenerator(4, 3, 8, 1, 4)  # conditional batch norm: G(z, y)
+    gan = ganfn.GAN(G, models.ProjectionDiscriminator(8, 1, 4, 3), latent_dim=4, num_classes=3, ema_decay=0.9)
+    state = gan.init(0)
+    buf = sampling.standing_stats(gan, state, torch.Generator().manual_seed(0), batches=2, batch_size=8)
+    assert any(not torch.equal(buf[k], state.g.buffers[k]) for k in buf if k.endswith("running_mean"))
+    x = gan.sample(state, gan.draw_latents(torch.Generator().manual_seed(1), 3), torch.tensor([0, 1, 2]), standing=2)
+    assert x.shape == (3, 1, 8, 8) and torch.isfinite(x).all()
