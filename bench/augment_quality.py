@@ -6,7 +6,9 @@ stacked state) of the same DCGAN; the arms differ only in their parts:
 sees augmented real and fake images, G is trained through the augmentation of
 its fakes, and samples come from ``gan.sample`` (never augmented). All arms
 advance in lockstep and are scored by FD-LeNet(digits) against the 397
-held-out digits every ``--eval-every`` steps.
+held-out digits every ``--eval-every`` steps, with D's overfitting gap: its
+mean logit on the training subset minus on the held-out digits (Karras et al.
+2020, fig. 1: the gap grows as D memorises the training set).
 
     python bench/augment_quality.py                          # the table in bench/README_quality.md
     python bench/augment_quality.py --steps 200 --seeds 2     # a smoke run
@@ -56,6 +58,16 @@ class Arm:
             return f"{float(self.state.parts['ada']['p'].mean()):.2f}"
         return "1" if self.name == "diffaugment" else "-"
 
+    def overfit(self, train: torch.Tensor, test: torch.Tensor) -> str:
+        """D's mean logit on the training subset minus on held-out digits (mean over
+        members): ADA's sign of D overfitting, 0 when D generalises."""
+        gaps = []
+        with torch.no_grad():
+            for s in ganfn.unstack(self.state):
+                d = lambda x: self.gan.d_apply(s.d.params, s.d.buffers, x, train=False)[0].mean()  # noqa: E731
+                gaps.append(float(d(train) - d(test)))
+        return f"{sum(gaps) / len(gaps):.2f}"
+
     def fd(self, ext, real_test, n: int) -> torch.Tensor:
         z = self.gan.draw_latents(torch.Generator().manual_seed(7), n)
         fake = torch.stack([self.gan.sample(s, z) for s in ganfn.unstack(self.state)])  # never augmented
@@ -84,14 +96,15 @@ def main() -> None:
     full = data.digits("train", 8)
     train = full[torch.randperm(full.shape[0], generator=torch.Generator().manual_seed(0))[: args.subset]]
     ext = metrics.lenet_extractor("digits")
-    real_test = ext(data.digits("test", 8))
+    test_images = data.digits("test", 8)
+    real_test = ext(test_images)
     print(f"digits subset {args.subset}, DCGAN width G {args.width} D {args.d_width or args.width}, "
           f"Adam G {args.lr:g} D {args.lr_d or args.lr:g} (0.5, 0.999), {args.steps} steps, "
           f"batch {args.batch}, policy {args.policy}, {args.seeds} seeds per arm (one vmapped run each), "
           f"torch {torch.__version__}, 1 thread")
     arms = [Arm(a, args) for a in args.arms.split(",")]
-    print("| step | arm | FD-LeNet(digits) mean ± std | per seed | mean p | time |")
-    print("|---|---|---|---|---|---|")
+    print("| step | arm | FD-LeNet(digits) mean ± std | per seed | mean p | D overfit gap | time |")
+    print("|---|---|---|---|---|---|---|")
     for t in range(1, args.steps + 1):
         for arm in arms:
             arm.advance(train, args.batch)
@@ -99,7 +112,8 @@ def main() -> None:
             for arm in arms:
                 fd = arm.fd(ext, real_test, args.n_eval)
                 per = " ".join(f"{v:.2f}" for v in fd.tolist())
-                print(f"| {t} | {arm.name} | {float(fd.mean()):.3f} ± {float(fd.std()):.3f} | {per} | {arm.p()} | {arm.secs:.0f}s |", flush=True)
+                print(f"| {t} | {arm.name} | {float(fd.mean()):.3f} ± {float(fd.std()):.3f} | {per} | {arm.p()} | "
+                      f"{arm.overfit(train, test_images)} | {arm.secs:.0f}s |", flush=True)
 
 
 if __name__ == "__main__":
