@@ -39,8 +39,11 @@ STATES = {S: trained(S) for S in (2, 5, 8)}
 
 
 def hp_leaf_ids(state, names) -> set[int]:
-    index, _, leaves = P._paths(state)  # noqa: SLF001 - the test checks the path finder against itself
-    return {index[n] for n in names}
+    # The positions among the state's leaves of the named hyperparameters'
+    # tensors, found by identity through the public accessor.
+    wanted = {id(t) for n, t in P.hyperparameters(state).items() if n in names}
+    assert len(wanted) == len(names), "every name is a hyperparameter of the state"
+    return {j for j, leaf in enumerate(leaves(state)) if id(leaf) in wanted}
 
 
 def leaves(state):
