@@ -20,6 +20,7 @@ import torch
 
 from . import presets as P
 from .cli_help import HELP
+from .validate import Range, check_range
 
 __all__ = ["main", "make_parser"]
 
@@ -172,10 +173,11 @@ def _check(cfg: P.Config, parser: argparse.ArgumentParser) -> None:
         v = getattr(cfg, name)
         if not isinstance(v, int) or v < (0 if name == "steps" else 1):
             parser.error(f"--{name.replace('_', '-')} must be an integer >= {0 if name == 'steps' else 1}, got {v!r}")
-    for name in ("lr_g", "lr_d"):
-        v = getattr(cfg, name)
-        if not isinstance(v, (int, float)) or not math.isfinite(v) or v <= 0:
-            parser.error(f"--{name.replace('_', '-')} must be a positive number, got {v!r}")
+    for name in ("lr_g", "lr_d"):  # the library allows 0 (a frozen network); a command-line run needs both to learn
+        try:
+            check_range(name, getattr(cfg, name), Range(0.0, low_open=True))
+        except ValueError:
+            parser.error(f"--{name.replace('_', '-')} must be a positive number, got {getattr(cfg, name)!r}")
     if cfg.device.startswith("cuda") and not torch.cuda.is_available():
         parser.error(f"--device {cfg.device}: CUDA is not available on this machine (use --device cpu)")
 
