@@ -118,12 +118,12 @@ def d_accuracy(loss, out_real: Tensor, out_fake: Tensor, real_target: Tensor | f
         # No fixed boundary applies to a critic: count the pairs it ranks right,
         # real_i above fake_i. Per-sample, so equal shards of a data-parallel run
         # average to the one-process figure.
-        ranked = (r > f).to(torch.promote_types(r.dtype, torch.float32)).mean()
+        ranked = (r > f).mean(dtype=torch.promote_types(r.dtype, torch.float32))
         return ranked, ranked
     thr = decision_threshold(loss.name, real_target, fake_target, r, f)
     thr = loss.threshold if thr is None else thr
     dtype = torch.promote_types(r.dtype, torch.float32)
-    return (r > thr).to(dtype).mean(), (f < thr).to(dtype).mean()
+    return (r > thr).mean(dtype=dtype), (f < thr).mean(dtype=dtype)
 
 
 def _scores(out: Tensor) -> Tensor:

@@ -55,9 +55,13 @@ def global_norm(tree: PyTree) -> Tensor:
     ls = leaves(tree)
     if not ls:
         return torch.zeros(())
-    if not in_transform(*ls) and all(x.dtype == ls[0].dtype for x in ls):
+    dtype = ls[0].dtype
+    if not in_transform() and all(x.dtype == dtype for x in ls):
         # Eager: one fused kernel per dtype instead of a square and a sum per leaf.
-        return torch.linalg.vector_norm(torch.stack(torch._foreach_norm(ls)).to(torch.promote_types(ls[0].dtype, torch.float32)))
+        # (Outside every transform no leaf is a transform's wrapped tensor.)
+        norms = torch.stack(torch._foreach_norm(ls))
+        wide = torch.promote_types(dtype, torch.float32)
+        return torch.linalg.vector_norm(norms if wide == dtype else norms.to(wide))
     sq = [torch.sum(torch.square(x.to(torch.promote_types(x.dtype, torch.float32)))) for x in ls]
     return torch.sqrt(torch.stack(sq).sum())
 
