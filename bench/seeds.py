@@ -38,6 +38,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import torch  # noqa: E402
 
 from ganfn import ensemble, presets  # noqa: E402
+from ganfn.allocator import tune_cpu_allocator  # noqa: E402
 from ganfn.models import FullConv2d, FullConvTranspose2d  # noqa: E402
 
 _FULL = {FullConv2d: FullConv2d.forward, FullConvTranspose2d: FullConvTranspose2d.forward}
@@ -147,10 +148,13 @@ def main(argv=None) -> None:
     ap.add_argument("--plain-convs", action="store_true",
                     help="also time every contender with the DCGAN end layers as plain convolutions (before/after)")
     ap.add_argument("--profile", type=int, default=None, metavar="N", help="profile the eager vmapped step at N members and exit")
+    ap.add_argument("--no-malloc-tuning", dest="malloc", action="store_false",
+                    help="keep glibc's allocator defaults (ganfn train tunes them on the CPU: ganfn.allocator)")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
+    tuned = args.malloc and tune_cpu_allocator()
     print(f"# torch {torch.__version__}, CPU, {os.cpu_count()} cores, {torch.get_num_threads()} torch threads, "
-          f"load average {os.getloadavg()[0]:.1f}")
+          f"load average {os.getloadavg()[0]:.1f}, glibc allocator tuning {'on' if tuned else 'off'} (as ganfn train)")
     print(f"# command: python bench/seeds.py {' '.join(sys.argv[1:] if argv is None else argv)}")
     if args.profile:
         profile(args.profile, args.steps)

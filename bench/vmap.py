@@ -79,25 +79,13 @@ def _trim() -> None:
 
 
 def tune_malloc() -> bool:
-    """Keep freed memory in glibc's heap instead of returning it to the OS.
+    """glibc keeps freed memory for reuse (``ganfn.allocator.tune_cpu_allocator``,
+    what ``ganfn train`` does on the CPU): without it every op of a pure step
+    pays page faults on fresh mmaps (a vmapped 16-member Adam update of the 003
+    D: 28 ms untuned, 8 ms tuned)."""
+    from ganfn.allocator import tune_cpu_allocator
 
-    Pure (out-of-place) updates allocate a fresh multi-MB tensor per op; by
-    default glibc serves each from a new mmap and unmaps it on free, so every
-    op pays page faults on zeroed pages (measured: a vmapped 16-member Adam
-    update of the 003 D took 28 ms with the defaults, 8 ms with this; 16
-    torch.optim.Adam steps in place took 5 ms either way). Same effect as
-    starting python with MALLOC_MMAP_THRESHOLD_=33554432
-    MALLOC_TRIM_THRESHOLD_=1073741824 MALLOC_TOP_PAD_=67108864.
-    """
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-    except OSError:
-        return False
-    M_TRIM_THRESHOLD, M_TOP_PAD, M_MMAP_THRESHOLD = -1, -2, -3
-    ok = libc.mallopt(M_MMAP_THRESHOLD, 32 * 2**20) == 1  # glibc's maximum on 64-bit
-    ok &= libc.mallopt(M_TRIM_THRESHOLD, 2**30) == 1
-    ok &= libc.mallopt(M_TOP_PAD, 64 * 2**20) == 1
-    return bool(ok)
+    return tune_cpu_allocator()
 
 
 def _status(field: str) -> int:

@@ -270,6 +270,10 @@ def _run_train(cfg: P.Config, resume: str | None, progress: bool, parser: argpar
 
     _check(cfg, parser)
     _grid_penalty(cfg, parser, say)
+    if not cfg.device.startswith("cuda"):
+        from .allocator import tune_cpu_allocator
+
+        tune_cpu_allocator()  # pure steps allocate per op: keep freed memory for reuse (ganfn.allocator)
     if cfg.threads is not None:
         if cfg.threads < 1:
             parser.error(f"--threads must be >= 1, got {cfg.threads}")
