@@ -34,6 +34,7 @@ from . import diagnose
 from . import losses as _losses
 from . import optim as _optim
 from . import penalties as _penalties
+from . import noise as _noise
 from . import sampling as _sampling
 from . import step as _step
 from .functional import Params, extract, fresh_copies, has_batch_stats, make_apply
@@ -234,29 +235,9 @@ class GAN:
 
     def draw_noise(self, rng: torch.Generator, batch_size: int, *, dtype: torch.dtype = torch.float32,
                    device: torch.device | str | None = None) -> Noise:
-        """Every random tensor one ``train_step`` needs, drawn from ``rng`` only.
-
-        Returns a :class:`~ganfn.state.Noise`: ``d.z`` [n_critic, B, *latent], in a
-        conditional setup the fake batches' labels ``d.labels = (y [n_critic, B],)``,
-        then each part's ``noise_d`` draws (``d.parts[name]``); then the same for G
-        (``g.z`` [n_gen, B, *latent], ``g.labels``, ``noise_g`` draws). The order is
-        fixed, so a seed determines the noise exactly.
-        """
-        if not isinstance(batch_size, int) or batch_size < 1:
-            raise ValueError(f"batch_size must be an int >= 1, got {batch_size!r}")
-        if not isinstance(rng, torch.Generator):
-            raise TypeError(f"rng must be a torch.Generator, got {type(rng).__name__}")
-
-        def side(n: int, hook: str) -> UpdateNoise:
-            from .parts.base import Draw
-
-            draw = Draw(rng, n, batch_size, self.sample_shape, self.latent_shape, dtype)
-            z = torch.randn(n, batch_size, *self.latent_shape, generator=rng, dtype=dtype, device=rng.device)
-            labels = self.labels.draw(rng, n, batch_size)  # (): nothing drawn for an unconditional GAN
-            return UpdateNoise(z, {p.name: getattr(p, hook)(draw) for p in self._hooks[hook]}, labels)
-
-        noise = Noise(side(self.n_critic, "noise_d"), side(self.n_gen, "noise_g"))
-        return noise if device is None else tree_map(lambda t: t.to(device), noise)
+        """Every random tensor one ``train_step`` needs, drawn from ``rng`` only, in a
+        fixed order (:func:`ganfn.noise.draw_noise`): a seed determines the noise exactly."""
+        return _noise.draw_noise(self, rng, batch_size, dtype=dtype, device=device)
 
     # -- hooks --------------------------------------------------------------------------
 
