@@ -31,7 +31,6 @@ so a NaN in one member never reaches the others' numbers.
 from __future__ import annotations
 
 import functools
-
 import os
 import warnings
 from typing import Any, Callable, Sequence

@@ -17,7 +17,6 @@ optimizer. Results match ``torch.optim`` (see ``tests/test_optim.py``).
 """
 from __future__ import annotations
 
-import math
 from typing import Any, Callable, NamedTuple
 
 import optree

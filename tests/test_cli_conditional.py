@@ -2,7 +2,6 @@
 import json
 
 import numpy as np
-import pytest
 import torch
 
 from test_cli import _error, _run  # the same helpers as the unconditional CLI tests

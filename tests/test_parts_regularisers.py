@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 from torch import nn
 
 import ganfn
-from ganfn import augment, losses, models, parts, regularisers
+from ganfn import losses, models, parts, regularisers
 from ganfn.testing import assert_pure, assert_vmap_equivalent
 from ganfn.testing import strategies as gst
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from .base import Ctx, Draw, InitCtx, Part
+from .base import Ctx, InitCtx, Part
 
 __all__ = ["replay"]
 

@@ -22,7 +22,6 @@ import copy
 import math
 from typing import Any, Callable, Iterable, Iterator, Sequence
 
-import optree
 import torch
 from torch import Tensor, nn
 
