@@ -185,6 +185,11 @@ class GAN:
             self._sample_shape = tuple(out.shape[1:])
         return self._sample_shape
 
+    def hooks(self, hook: str) -> tuple[Part, ...]:
+        """The parts that implement ``hook`` (a :class:`~ganfn.parts.Part` field such
+        as ``"noise_d"`` or ``"sample_weights"``), in the order they run."""
+        return self._hooks[hook]
+
     def part(self, name: str) -> Part:
         """The part called ``name`` (``KeyError`` naming the parts there are)."""
         for p in self.parts:

@@ -34,7 +34,7 @@ from . import loop_actions as act
 from . import tensorboard as tb
 from .data import next_batch
 from .errors import NonFiniteLossError, check_finite
-from .evaluation import Evaluator, evaluate_members, sample_members, update_best
+from .evaluation import Evaluator, sample_members, update_best
 from .gan import GAN
 from .loop_setup import PRECISIONS, FinishedRunError, Run, check_args, default_print, setup
 from .state import TrainState
@@ -145,16 +145,14 @@ def fit(
     """
     check_args(gan, steps, batch_size, precision, on_nonfinite,
                 {"log_every": log_every, "image_every": image_every, "eval_every": eval_every},
-                checkpoint_every, resume, run_dir)
-    if not isinstance(standing_stats, int) or isinstance(standing_stats, bool) or standing_stats < 0:
-        raise ValueError(f"standing_stats must be an int >= 0 (batches; 0: off), got {standing_stats!r}")
+                checkpoint_every, resume, run_dir, standing_stats)
     if population is not None and (seeds is None or evaluator is None):
         raise ValueError("population (PBT / successive halving) needs a stacked run (seeds=...) and an evaluator for its scores")
     run = setup(gan, data, steps=steps, device=device, run_dir=run_dir, seed=seed, seeds=seeds, hparams=hparams,
                 data_seed=data_seed, evaluator=evaluator, keep=keep, resume=resume, compile=compile,
                 print_fn=print_fn, n_fixed=n_fixed, population=population)
     run.standing_stats = standing_stats
-    _start(run, gan, evaluator, config, population)
+    _start(run, config)
     t0 = run.t0 = time.perf_counter()
     run.bar = tqdm(total=steps, initial=run.start, disable=not progress or not run.main, unit="step", dynamic_ncols=True)
     try:
@@ -166,9 +164,10 @@ def fit(
     return run.state, run.history
 
 
-def _start(run: Run, gan: GAN, evaluator: Evaluator | None, config: Mapping[str, Any] | None, population: Any) -> None:
+def _start(run: Run, config: Mapping[str, Any] | None) -> None:
     """Before the first step: the logger and config.json, the population's
     start, and the untrained generator's figures (the baseline a run is judged against)."""
+    evaluator, population = run.evaluator, run.population
     if run.run_path is not None and run.main:
         run.logger = tb.Logger(run.run_path / "tb", len(run.seeds) if run.stacked else None)
         if config is not None:
@@ -179,7 +178,7 @@ def _start(run: Run, gan: GAN, evaluator: Evaluator | None, config: Mapping[str,
         if run.logger is not None and run.start == 0:
             run.logger.scalars(0, act.population_hparams(population, run.state), prefix="hparams/")
     if evaluator is not None and run.start == 0:
-        run.history["initial"] = {"step": 0, "figures": evaluate_members(evaluator, gan, run.state, run.eval_z, run.stacked, run.eval_y, standing=run.standing_stats)}
+        run.history["initial"] = {"step": 0, "figures": act.member_figures(run)}
         run.best, _ = update_best(None, run.history["initial"]["figures"], evaluator)
         run.say(act.eval_line(0, {}, run.history["initial"]["figures"], evaluator.primary) + "  (untrained generator)")
 
@@ -268,7 +267,7 @@ def _finish(run: Run, step: int, last_metrics: Mapping[str, Tensor], wall: float
         if h["eval"] and h["eval"][-1]["step"] == step:
             h["final"] = {"step": step, "figures": h["eval"][-1]["figures"]}
         else:
-            h["final"] = {"step": step, "figures": evaluate_members(run.evaluator, run.gan, run.state, run.eval_z, run.stacked, run.eval_y, standing=run.standing_stats)}
+            h["final"] = {"step": step, "figures": act.member_figures(run)}
     if last_metrics:
         h["last"] = {"step": step, **{k: act.to_float(v) for k, v in last_metrics.items()}}
     if run.population is not None:

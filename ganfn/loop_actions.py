@@ -88,12 +88,22 @@ def log(run: "Run", step: int, metrics: Mapping[str, Tensor]) -> None:
     run.bar.set_postfix(_postfix(rec), refresh=False)
 
 
+def member_samples(run: "Run") -> list[Tensor]:
+    """Each member's samples of the run's fixed latents (and classes), with the run's standing statistics."""
+    return sample_members(run.gan, run.state, run.fixed_z, run.stacked, run.fixed_y, standing=run.standing_stats)
+
+
+def member_figures(run: "Run") -> list[dict[str, float]]:
+    """Each member's figures from the run's evaluator on the evaluation latents, with its standing statistics."""
+    return evaluate_members(run.evaluator, run.gan, run.state, run.eval_z, run.stacked, run.eval_y, standing=run.standing_stats)
+
+
 def images(run: "Run", step: int) -> None:
     """Sample grids (or scatter plots) of the fixed latents into TensorBoard, one per member."""
     if run.logger is None:
         return
     ref = run.evaluator.reference if run.evaluator else None
-    run.logger.images(step, "samples", [picture(s, ref, _cols(run)) for s in sample_members(run.gan, run.state, run.fixed_z, run.stacked, run.fixed_y, standing=run.standing_stats)])
+    run.logger.images(step, "samples", [picture(s, ref, _cols(run)) for s in member_samples(run)])
 
 
 def _cols(run: "Run") -> int | None:
@@ -104,7 +114,7 @@ def _cols(run: "Run") -> int | None:
 def evaluate(run: "Run", step: int, metrics: Mapping[str, Tensor], patience: int | None) -> bool:
     """Score every member, log and print the figures; True when early stopping says stop."""
     ev = run.evaluator
-    figs = evaluate_members(ev, run.gan, run.state, run.eval_z, run.stacked, run.eval_y, standing=run.standing_stats)
+    figs = member_figures(run)
     run.history["eval"].append({"step": step, "figures": figs})
     if run.logger is not None:
         for i, w in enumerate(run.logger.writers):
@@ -134,7 +144,7 @@ def population_round(run: "Run", step: int) -> None:
     """A PBT / successive-halving round on the members' latest figures (evaluated now if not at this step)."""
     h = run.history
     figs = h["eval"][-1]["figures"] if h["eval"] and h["eval"][-1]["step"] == step else \
-        evaluate_members(run.evaluator, run.gan, run.state, run.eval_z, run.stacked, run.eval_y, standing=run.standing_stats)
+        member_figures(run)
     run.state = run.population(step, run.state, figs)
     if run.logger is not None:
         run.logger.scalars(step, population_hparams(run.population, run.state), prefix="hparams/")
@@ -183,7 +193,7 @@ def write_outputs(run: "Run", config: Mapping | None) -> None:
     :func:`ganfn.figures.run_figures` (``losses.png``, ...), and ``metrics.json``."""
     path = run.run_path
     path.mkdir(parents=True, exist_ok=True)
-    samples = sample_members(run.gan, run.state, run.fixed_z, run.stacked, run.fixed_y, standing=run.standing_stats)
+    samples = member_samples(run)
     ref = run.evaluator.reference if run.evaluator else None
     pics = [picture(s, ref, _cols(run)) for s in samples]
     scale = max(1, 480 // max(pics[0].shape[-1], 1)) if samples[0].dim() == 4 else 1

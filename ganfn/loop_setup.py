@@ -23,6 +23,7 @@ from .data import ImageSource, loader_init
 from .evaluation import Evaluator
 from .gan import GAN, TrainState
 from .labels import check_labels
+from .sampling import check_standing
 from .tree import tree_map
 
 __all__ = ["Run", "setup", "FinishedRunError", "check_args", "default_print", "PRECISIONS", "ON_NONFINITE"]
@@ -85,7 +86,7 @@ class Run:
 
 
 def check_args(gan: GAN, steps: int, batch_size: int, precision: str, on_nonfinite: str, every: Mapping[str, int],
-                checkpoint_every: int | None, resume: Any, run_dir: Any) -> None:
+                checkpoint_every: int | None, resume: Any, run_dir: Any, standing_stats: int = 0) -> None:
     """Every argument error of :func:`fit`, raised before anything is built or written."""
     if not isinstance(gan, GAN):
         raise TypeError(f"fit needs a ganfn.GAN, got {type(gan).__name__}")
@@ -104,6 +105,7 @@ def check_args(gan: GAN, steps: int, batch_size: int, precision: str, on_nonfini
         raise ValueError(f"checkpoint_every must be >= 1 or None, got {checkpoint_every!r}")
     if resume and run_dir is None and not isinstance(resume, (str, os.PathLike)):
         raise ValueError("resume=True needs run_dir (where the checkpoints are)")
+    check_standing(standing_stats, "standing_stats")
 
 
 def _members(gan: GAN, seed: int, seeds: Sequence[int] | None, hparams: Any, device: torch.device, compile: bool,

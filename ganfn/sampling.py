@@ -26,13 +26,19 @@ from torch import Tensor, nn
 
 from .functional import Buffers, make_apply
 
-__all__ = ["sample", "sample_params", "truncated_normal", "standing_stats"]
+__all__ = ["sample", "sample_params", "check_standing", "truncated_normal", "standing_stats"]
+
+
+def check_standing(standing: int, name: str = "standing") -> None:
+    """``ValueError`` unless ``standing`` (batches of standing statistics; 0: off) is an int >= 0."""
+    if not isinstance(standing, int) or isinstance(standing, bool) or standing < 0:
+        raise ValueError(f"{name} must be an int >= 0 (batches of standing statistics; 0: off), got {standing!r}")
 
 
 def sample_params(gan: Any, state: Any, *, ema: bool | None = None) -> dict[str, Tensor]:
     """The G weights :func:`sample` uses: the parts' sampling weights (G's EMA)
     when the setup keeps them (``ema=None``; ``ema=False``: G's own parameters)."""
-    hooks = [p for p in gan.parts if p.sample_weights is not None]
+    hooks = gan.hooks("sample_weights")
     use = bool(hooks) if ema is None else ema
     if use and not hooks:
         raise ValueError("ema=True but this GAN keeps no EMA (pass ema_decay= to GAN, or parts=[ganfn.parts.ema(...)])")
@@ -58,8 +64,7 @@ def sample(gan: Any, state: Any, z: Tensor, y: Tensor | None = None, *, ema: boo
     """
     if tuple(z.shape[1:]) != gan.latent_shape:
         raise ValueError(f"latents must have shape [N, {', '.join(map(str, gan.latent_shape))}], got {tuple(z.shape)}")
-    if not isinstance(standing, int) or isinstance(standing, bool) or standing < 0:
-        raise ValueError(f"standing must be an int >= 0 (batches of standing statistics; 0: off), got {standing!r}")
+    check_standing(standing)
     labels = gan.labels.args(y, z.shape[0])
     buffers = standing_stats(gan, state, torch.Generator().manual_seed(0), batches=standing, ema=ema) if standing else state.g.buffers
     out, _ = gan.g_apply(sample_params(gan, state, ema=ema), buffers, z, *labels, train=train)
