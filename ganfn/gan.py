@@ -188,6 +188,8 @@ class GAN:
     def hooks(self, hook: str) -> tuple[Part, ...]:
         """The parts that implement ``hook`` (a :class:`~ganfn.parts.Part` field such
         as ``"noise_d"`` or ``"sample_weights"``), in the order they run."""
+        if hook not in self._hooks:
+            raise KeyError(f"a part has no hook {hook!r}; the hooks are {list(self._hooks)}")
         return self._hooks[hook]
 
     def part(self, name: str) -> Part:

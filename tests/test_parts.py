@@ -254,3 +254,14 @@ def test_instance_noise_anneals_inside_the_step(base, step, k):
     p = gan.part("instance_noise")
     r, f = p.d_inputs(real, real, gan.ctx(p, state, nd.parts))
     torch.testing.assert_close(r, real + torch.tensor(level, dtype=torch.float64).float() * nd.parts["instance_noise"]["real"])
+
+
+def test_hooks_lists_the_parts_implementing_a_hook_in_run_order():
+    gan = _gan(ema_decay=0.9, instance_noise=0.1)
+    for hook in ("d_term", "after_d", "after_g", "noise_d", "sample_weights", "g_term"):
+        want = [p.name for p in gan.parts if getattr(p, hook) is not None]
+        assert [p.name for p in gan.hooks(hook)] == want
+    assert [p.name for p in gan.hooks("sample_weights")] == ["ema"]
+    assert gan.hooks("g_term") == ()
+    with pytest.raises(KeyError, match="no hook 'no_such_hook'.*d_term"):
+        gan.hooks("no_such_hook")
