@@ -14,9 +14,9 @@ functions the CLI uses. Per training step of N members, contenders:
 - ``vmap``         : ``ensemble.make_step(gan)`` over N stacked members, eager;
 - ``vmap+compile`` : the same with ``compile=True`` (compile time reported apart).
 
-``--plain-convs`` adds each contender again with the DCGAN's end layers run as
-``nn.Conv2d`` / ``nn.ConvTranspose2d`` (before ``ganfn.models.FullConv2d``):
-``x seq`` stays relative to ``seq`` with the current layers.
+``--plain-convs`` adds each contender again with the DCGAN's layers run as
+``nn.Conv2d`` / ``nn.ConvTranspose2d`` (before ``ganfn.models.FullConv2d``'s
+matrix form): ``x seq`` stays relative to ``seq`` with the current layers.
 
 Every contender draws its noise every step (``noise ms`` is that share of the
 vmapped step) and trains on one shared real batch, as ``loop.fit`` does.
@@ -45,7 +45,7 @@ _FULL = {FullConv2d: FullConv2d.forward, FullConvTranspose2d: FullConvTranspose2
 
 
 def plain_convs(on: bool) -> None:
-    """Make the DCGAN's end layers run as the plain convolutions (``on``) or as
+    """Make the DCGAN's layers run as the plain convolutions (``on``) or as
     matrix products (ganfn's default): for the before/after columns."""
     for cls, fwd in _FULL.items():
         cls.forward = cls.__mro__[1].forward if on else fwd
@@ -98,18 +98,21 @@ def bench(N: int, args) -> None:
     cs = [Seq(gan, real, N), Vmap(gan, real, N, False)]
     if not args.no_compile:
         cs.append(Vmap(gan, real, N, True))
-    if args.plain_convs:  # the same contenders with the end layers as convolutions
-        # (eager only: a compiled step would keep the graph of the layers it was traced with)
+    if args.plain_convs:  # the same contenders with every layer a convolution
+        # (eager only: a compiled step keeps the graph it was traced with, and
+        # dynamo's guards do not see the swapped forward methods)
         for c in [Seq(gan, real, N), Vmap(gan, real, N, False)]:
             c.plain, c.name = True, f"{c.name} (plain convs)"
             cs.append(c)
     setup = {}
+    torch._dynamo.utils.counters.clear()
     for c in cs:  # warm-up; the compiled contender compiles here
         t0 = time.perf_counter()
         for _ in range(3):
             c.step()
         setup[c.name] = time.perf_counter() - t0
     times = {c.name: [] for c in cs}
+    graphs_warm = torch._dynamo.utils.counters["stats"]["unique_graphs"]
     for _ in range(args.rounds):
         for c in cs:
             t0 = time.perf_counter()
@@ -117,11 +120,14 @@ def bench(N: int, args) -> None:
                 c.step()
             times[c.name].append((time.perf_counter() - t0) / args.steps)
     med = {k: statistics.median(v) for k, v in times.items()}
+    graphs_after = torch._dynamo.utils.counters["stats"]["unique_graphs"]
     base = med["seq"]
     for c in cs:
         noise = f"{statistics.median(c.noise_s) * 1e3:.2f} ({100 * statistics.median(c.noise_s) / med[c.name]:.1f}%)" if hasattr(c, "noise_s") else ""
         comp = f"{setup[c.name]:.1f}" if c.name.startswith("vmap+compile") else ""
         print(f"| {N} | {c.name} | {med[c.name] * 1e3:.1f} | {N / med[c.name]:.1f} | {base / med[c.name]:.2f} | {noise} | {comp} |", flush=True)
+    if graphs_after != graphs_warm:  # a compiled contender recompiled while timed: its figure is not a steady step
+        print(f"# N = {N}: WARNING {graphs_after - graphs_warm} graphs compiled during the timed rounds", flush=True)
 
 
 def profile(N: int, steps: int) -> None:

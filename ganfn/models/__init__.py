@@ -178,9 +178,9 @@ class DCGANGenerator(nn.Module):
             nn.ReLU(),
         ]
         for _ in range(n - 1):
-            layers += [nn.ConvTranspose2d(ch, ch // 2, 4, 2, 1, bias=bias), _norm2d(norm, ch // 2), nn.ReLU()]
+            layers += [FullConvTranspose2d(ch, ch // 2, 4, 2, 1, bias=bias), _norm2d(norm, ch // 2), nn.ReLU()]
             ch //= 2
-        layers += [nn.ConvTranspose2d(ch, channels, 4, 2, 1, bias=False), nn.Tanh()]
+        layers += [FullConvTranspose2d(ch, channels, 4, 2, 1, bias=False), nn.Tanh()]
         self.net = nn.Sequential(*layers)
         dcgan_init(self, generator)
 
@@ -213,10 +213,10 @@ class DCGANDiscriminator(nn.Module):
         _check_norm(norm)
         self.sample_shape = (channels, size, size)
         bias = norm == "none"
-        layers: list[nn.Module] = [nn.Conv2d(channels, width, 4, 2, 1), nn.LeakyReLU(negative_slope)]
+        layers: list[nn.Module] = [FullConv2d(channels, width, 4, 2, 1), nn.LeakyReLU(negative_slope)]
         ch = width
         for _ in range(n - 1):
-            layers += [nn.Conv2d(ch, ch * 2, 4, 2, 1, bias=bias), _norm2d(norm, ch * 2), nn.LeakyReLU(negative_slope)]
+            layers += [FullConv2d(ch, ch * 2, 4, 2, 1, bias=bias), _norm2d(norm, ch * 2), nn.LeakyReLU(negative_slope)]
             ch *= 2
         layers.append(FullConv2d(ch, 1, 4, 1, 0))  # 4x4 -> 1x1
         self.net = nn.Sequential(*layers)

@@ -157,11 +157,11 @@ class CondDCGANGenerator(nn.Module):
         convs: list[nn.Module] = [FullConvTranspose2d(latent_dim, ch, 4, 1, 0, bias=False)]  # 1x1 -> 4x4
         norms: list[nn.Module] = [ConditionalBatchNorm2d(ch, num_classes)]
         for _ in range(n - 1):
-            convs.append(nn.ConvTranspose2d(ch, ch // 2, 4, 2, 1, bias=False))
+            convs.append(FullConvTranspose2d(ch, ch // 2, 4, 2, 1, bias=False))
             norms.append(ConditionalBatchNorm2d(ch // 2, num_classes))
             ch //= 2
         self.convs, self.norms = nn.ModuleList(convs), nn.ModuleList(norms)
-        self.out = nn.ConvTranspose2d(ch, channels, 4, 2, 1, bias=False)
+        self.out = FullConvTranspose2d(ch, channels, 4, 2, 1, bias=False)
         dcgan_init(self, generator)
 
     def forward(self, z: Tensor, y: Tensor) -> Tensor:

@@ -3,8 +3,9 @@ the conditional batch norm, and the list of weights spectral norm applies to.
 """
 from __future__ import annotations
 
+import functools
 import math
-from typing import Sequence
+from typing import NamedTuple, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -19,6 +20,7 @@ __all__ = [
     "norm2d",
     "n_doublings",
     "ConditionalBatchNorm2d",
+    "DENSE_PAIRS",
     "FullConv2d",
     "FullConvTranspose2d",
     "dcgan_init",
@@ -33,47 +35,201 @@ _WEIGHTED = (nn.Conv1d, nn.Conv2d, nn.ConvTranspose2d, nn.Linear)
 _NORM_LAYERS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.GroupNorm, nn.LayerNorm)
 
 
-def _eager() -> bool:
-    # Under torch.compile the convolution stays: inductor already runs the
-    # (grouped) convolutions in channels_last, and that compiled step is the
-    # one measured in bench/README_vmap.md; the shortcut is for eager steps.
-    return not torch.compiler.is_compiling()
+# Above this many (input pixel, output pixel) pairs a layer keeps its
+# convolution: the one-hot matrix that gathers the patches grows as their
+# product, so the matrix form only pays on small images (DCGAN on 8x8 digits:
+# 8x8 -> 4x4 is 1,024 pairs).
+DENSE_PAIRS = 1024
+
+
+class _Plan(NamedTuple):
+    """How a small convolution becomes matrix products: ``pairs`` lists, for
+    each kernel tap ``k`` joining input pixel ``p`` to output pixel ``q``, the
+    one-hot matrix's ``(row, column)``: for a convolution ``[P, Q*K]`` (input
+    pixel -> (output pixel, tap)), for a transposed one ``[P*K, Q]``.
+    ``identity`` when that matrix is the identity, so that the products reduce
+    to reshapes (a full-image kernel, a 1x1 input: DCGAN's end layers)."""
+
+    pairs: tuple[tuple[int, int], ...]
+    identity: bool
+    K: int
+    P: int
+    Q: int
+    out_hw: tuple[int, int]
+
+
+def _axis(n_in: int, k: int, stride: int, pad: int, dil: int, out_pad: int, transpose: bool) -> tuple[int, list]:
+    """Along one axis: the output size and every (input index, tap, output
+    index) a convolution (or transposed convolution) joins, by torch's
+    size rules (``torch.nn.Conv2d`` / ``ConvTranspose2d`` docs)."""
+    if transpose:  # input i, tap t -> output i*stride - pad + t*dil
+        n_out = (n_in - 1) * stride - 2 * pad + dil * (k - 1) + out_pad + 1
+        hits = [(i, t, i * stride - pad + t * dil) for i in range(n_in) for t in range(k)]
+    else:  # output o, tap t <- input o*stride - pad + t*dil
+        n_out = (n_in + 2 * pad - dil * (k - 1) - 1) // stride + 1
+        hits = [(o * stride - pad + t * dil, t, o) for o in range(n_out) for t in range(k)]
+    return n_out, [(i, t, o) for i, t, o in hits if 0 <= i < n_in and 0 <= o < n_out]
+
+
+@functools.lru_cache(maxsize=64)
+def _plan(transpose: bool, in_hw: tuple[int, int], kernel: tuple[int, int], stride: tuple[int, int],
+          padding: tuple[int, int], output_padding: tuple[int, int], dilation: tuple[int, int]) -> _Plan:
+    """The one-hot matrix of a small convolution, as python ints (so that
+    ``torch.compile`` traces it as a constant)."""
+    (ho, ys), (wo, xs) = (_axis(in_hw[a], kernel[a], stride[a], padding[a], dilation[a], output_padding[a], transpose)
+                          for a in (0, 1))
+    K, P, Q = kernel[0] * kernel[1], in_hw[0] * in_hw[1], ho * wo
+    pairs = []
+    for iy, ty, oy in ys:
+        for ix, tx, ox in xs:
+            p, k, q = iy * in_hw[1] + ix, ty * kernel[1] + tx, oy * wo + ox
+            pairs.append((p * K + k, q) if transpose else (p, q * K + k))
+    rows, cols = (P * K, Q) if transpose else (P, Q * K)
+    identity = rows == cols == len(pairs) and all(r == c for r, c in pairs)
+    return _Plan(tuple(pairs), identity, K, P, Q, (ho, wo))
+
+
+def _one_hot(plan: _Plan, transpose: bool, dtype: torch.dtype, device: torch.device) -> Tensor:
+    """The plan's constant one-hot matrix."""
+    shape = (plan.P * plan.K, plan.Q) if transpose else (plan.P, plan.Q * plan.K)
+    out = torch.zeros(shape, dtype=dtype, device=device)
+    index = torch.tensor(plan.pairs, dtype=torch.long, device=device).reshape(-1, 2)
+    return out.index_put_((index[:, 0], index[:, 1]), torch.ones((), dtype=dtype, device=device))
+
+
+@functools.lru_cache(maxsize=64)
+def _one_hot_cached(plan: _Plan, transpose: bool, dtype: torch.dtype, device: torch.device) -> Tensor:
+    # Built outside any torch.func transform: a tensor made inside grad/vmap
+    # is wrapped for that transform's level and fails once the level is gone.
+    with torch._C._DisableFuncTorch():
+        return _one_hot(plan, transpose, dtype, device)
+
+
+class _Dense(NamedTuple):
+    """A plan and its one-hot matrix (None when it is the identity)."""
+
+    gather: Tensor | None
+    K: int
+    P: int
+    Q: int
+    out_hw: tuple[int, int]
+
+
+class _TransposeCopy(torch.autograd.Function):
+    """``x.transpose(-1, -2).contiguous()`` whose gradient is contiguous too.
+    Autograd's own transpose hands back a transposed (strided) gradient, and
+    the layer before (a ReLU's backward, say) then runs its strided kernel,
+    3-10x slower on the CPU than on matching layouts."""
+
+    generate_vmap_rule = True
+
+    @staticmethod
+    def forward(x: Tensor) -> Tensor:
+        return x.transpose(-1, -2).contiguous()
+
+    @staticmethod
+    def setup_context(ctx, inputs, output) -> None:
+        pass
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> Tensor:
+        return _TransposeCopy.apply(grad)
+
+
+def _transpose_copy(x: Tensor) -> Tensor:
+    if torch.compiler.is_compiling():  # inductor picks the layouts itself
+        return x.transpose(-1, -2).contiguous()
+    return _TransposeCopy.apply(x)
+
+
+def _conv_dense(x: Tensor, weight: Tensor, bias: Tensor | None, d: _Dense) -> Tensor:
+    """``conv2d(x, weight, bias)`` as two matrix products: the patches by a
+    constant one-hot matrix, ``[B*C, P] @ [P, Q*K]``, then the kernel,
+    ``[B*Q, C*K] @ [C*K, O]``. x [B, C, H, W] -> [B, O, Ho, Wo].
+
+    Both products keep the batch in their rows (one matmul, and one batched
+    matmul under ``vmap``); the two transposes are views when ``C`` or ``Q``
+    is 1 and ``O`` or ``Q`` is 1, as in DCGAN's first and last D layers."""
+    K, P, Q = d.K, d.P, d.Q
+    B, C = x.shape[:2]
+    O = weight.shape[0]
+    patches = x if d.gather is None else x.reshape(B * C, P) @ d.gather
+    patches = patches.reshape(B, C, Q, K)
+    patches, weight = patches.transpose(1, 2).reshape(B * Q, C * K), weight.reshape(O, C * K).transpose(0, 1)
+    out = patches @ weight if bias is None else torch.addmm(bias, patches, weight)
+    # contiguous: a channels-last result would send the next layers' kernels
+    # (and their backward) down their strided paths, several times slower.
+    return out.reshape(B, Q, O).transpose(1, 2).contiguous().reshape(B, O, *d.out_hw)
+
+
+def _conv_transpose_dense(x: Tensor, weight: Tensor, bias: Tensor | None, d: _Dense) -> Tensor:
+    """``conv_transpose2d(x, weight, bias)`` as two matrix products: each
+    tap's contribution ``[B*P, C] @ [C, O*K]``, then their sum into the output
+    pixels by a constant one-hot matrix, ``[B*O, P*K] @ [P*K, Q]``.
+    x [B, C, H, W] -> [B, O, Ho, Wo]; the transposes are views when ``C`` or
+    ``P`` is 1 and ``O`` or ``P`` is 1, as in DCGAN's first and last G layers."""
+    K, P, Q = d.K, d.P, d.Q
+    B, C = x.shape[:2]
+    O = weight.shape[1]
+    taps = _transpose_copy(x.reshape(B, C, P)).reshape(B * P, C) @ weight.reshape(C, O * K)  # [B*P, O*K]
+    taps = taps.reshape(B, P, O, K).transpose(1, 2).reshape(B * O, P * K)
+    out = (taps if d.gather is None else taps @ d.gather).reshape(B, O, *d.out_hw)
+    return out if bias is None else out + bias[:, None, None]
+
+
+def _dense_taps(layer: nn.Module, x: Tensor, transpose: bool) -> _Dense | None:
+    """How the layer runs as matrix products on input ``x``, or None where it
+    keeps its convolution (a large image, groups, a non-zero padding mode)."""
+    if x.dim() != 4 or layer.groups != 1 or layer.padding_mode != "zeros" or isinstance(layer.padding, str):
+        return None
+    compiling = torch.compiler.is_compiling()
+    # under torch.compile: uncached, so that dynamo traces the python ints and
+    # inductor folds the matrix into a constant
+    plan = (_plan.__wrapped__ if compiling else _plan)(
+        transpose, (int(x.shape[-2]), int(x.shape[-1])), tuple(layer.kernel_size), tuple(layer.stride),
+        tuple(layer.padding), tuple(layer.output_padding) if transpose else (0, 0), tuple(layer.dilation))
+    if plan.P * plan.Q > DENSE_PAIRS:
+        return None
+    gather = None if plan.identity else (_one_hot if compiling else _one_hot_cached)(plan, transpose, x.dtype, x.device)
+    return _Dense(gather, plan.K, plan.P, plan.Q, plan.out_hw)
 
 
 class FullConv2d(nn.Conv2d):
-    """A ``Conv2d`` that, when its kernel covers the whole unpadded input (DCGAN's
-    last discriminator layer, 4x4 -> 1x1), computes the same thing as one matrix
-    product ``[B, C*kh*kw] @ [C*kh*kw, O]`` -> ``[B, O, 1, 1]``.
+    """A ``Conv2d`` that, on a small image (at most ``DENSE_PAIRS`` pairs of input
+    and output pixels: DCGAN on 8x8 digits, or the 4x4 -> 1x1 last layer of any
+    DCGAN discriminator), computes the same convolution as two matrix
+    products: the patches by a constant one-hot matrix, then the kernel.
 
-    Same parameters and ``state_dict`` as ``nn.Conv2d``; any other input takes the
-    convolution. Why: under ``vmap`` with per-member weights a convolution
-    becomes a grouped convolution, which oneDNN runs slowly on the CPU for these
-    shapes, while a matrix product becomes a batched matmul
-    (bench/README_vmap.md: the default eager ``ganfn train --seeds 16`` step 1.4x
-    faster). Under ``torch.compile`` the layer stays a convolution.
+    Same parameters and ``state_dict`` as ``nn.Conv2d``, equal outputs and
+    gradients to round-off; larger images, groups and non-zero padding modes
+    take the convolution. Why: under ``vmap`` with per-member weights a
+    convolution becomes a grouped convolution, which oneDNN runs no faster per
+    FLOP than the separate ones on the CPU, while a matrix product becomes one
+    batched matmul (``ganfn train --seeds 16`` on digits: bench/README_vmap.md).
+    Single runs gain too: a small convolution runs far below a dense matmul's
+    rate.
     """
 
     def forward(self, x: Tensor) -> Tensor:
-        if (_eager() and x.dim() == 4 and tuple(x.shape[-2:]) == tuple(self.kernel_size) and self.padding == (0, 0)
-                and self.dilation == (1, 1) and self.groups == 1):
-            return F.linear(x.flatten(1), self.weight.flatten(1), self.bias)[:, :, None, None]
-        return super().forward(x)
+        dense = _dense_taps(self, x, transpose=False)
+        if dense is None:
+            return super().forward(x)
+        return _conv_dense(x, self.weight, self.bias, dense)
 
 
 class FullConvTranspose2d(nn.ConvTranspose2d):
-    """A ``ConvTranspose2d`` that, on a 1x1 input (DCGAN's first generator layer,
-    1x1 -> kh x kw), computes the same thing as one matrix product
-    ``[B, C] @ [C, O*kh*kw]`` reshaped to ``[B, O, kh, kw]``; any other input
-    takes the transposed convolution. Same parameters as ``nn.ConvTranspose2d``;
-    why: see :class:`FullConv2d`.
+    """A ``ConvTranspose2d`` that, on a small image (DCGAN's generator on 8x8
+    digits: 1x1 -> 4x4 -> 8x8, or the 1x1 -> 4x4 first layer of any DCGAN
+    generator), computes the same transposed convolution as two matrix
+    products; otherwise (and with ``output_size``) the transposed convolution.
+    Same parameters as ``nn.ConvTranspose2d``; why: see :class:`FullConv2d`.
     """
 
     def forward(self, x: Tensor, output_size: list[int] | None = None) -> Tensor:
-        if (_eager() and output_size is None and x.dim() == 4 and tuple(x.shape[-2:]) == (1, 1) and self.padding == (0, 0)
-                and self.output_padding == (0, 0) and self.dilation == (1, 1) and self.groups == 1):
-            out = (x.flatten(1) @ self.weight.flatten(1)).reshape(x.shape[0], *self.weight.shape[1:])
-            return out if self.bias is None else out + self.bias[:, None, None]
-        return super().forward(x, output_size)
+        dense = None if output_size is not None else _dense_taps(self, x, transpose=True)
+        if dense is None:
+            return super().forward(x, output_size)
+        return _conv_transpose_dense(x, self.weight, self.bias, dense)
 
 
 def as_shape(s: Shape) -> tuple[int, ...]:
