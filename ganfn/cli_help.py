@@ -86,8 +86,9 @@ HELP: dict[str, str] = {
                "2-core machine ran 20x slower in our measurements; raise it for large models on an idle machine)",
     "precision": "fp32, bf16 (autocast) or fp16 (autocast with dynamic loss scaling: optim.loss_scaled)",
     "compile": "torch.compile the train step (first compile takes 10-60 s). Default: compile a stacked run of "
-               "at least 4 members training at least 2000 steps (faster there; its members then match single runs "
-               "to round-off instead of bit for bit); --no-compile: never",
+               "at least 4 members training at least 2000 steps (faster there: 3x 16 separate runs of the default "
+               "DCGAN in our measurements); --no-compile: never. Eager or compiled, a member matches its single run "
+               "to round-off (bit for bit for eager MLP models): batched matrix products sum in another order",
     "log_every": "steps between TensorBoard scalar logs",
     "image_every": "steps between TensorBoard sample grids (fixed noise)",
     "eval_every": "steps between quality evaluations (FD-LeNet(digits) or mode coverage)",
