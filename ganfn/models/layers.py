@@ -8,7 +8,6 @@ import math
 from typing import NamedTuple, Sequence
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 __all__ = [
@@ -58,17 +57,22 @@ class _Plan(NamedTuple):
     out_hw: tuple[int, int]
 
 
-def _axis(n_in: int, k: int, stride: int, pad: int, dil: int, out_pad: int, transpose: bool) -> tuple[int, list]:
-    """Along one axis: the output size and every (input index, tap, output
-    index) a convolution (or transposed convolution) joins, by torch's
-    size rules (``torch.nn.Conv2d`` / ``ConvTranspose2d`` docs)."""
+def _out_size(n_in: int, k: int, stride: int, pad: int, dil: int, out_pad: int, transpose: bool) -> int:
+    """Output size along one axis, by torch's rules (``nn.Conv2d`` / ``ConvTranspose2d`` docs)."""
+    if transpose:
+        return (n_in - 1) * stride - 2 * pad + dil * (k - 1) + out_pad + 1
+    return (n_in + 2 * pad - dil * (k - 1) - 1) // stride + 1
+
+
+def _axis(n_in: int, k: int, stride: int, pad: int, dil: int, out_pad: int, transpose: bool) -> list:
+    """Along one axis, every (input index, tap, output index) that a
+    convolution (or transposed convolution) joins."""
+    n_out = _out_size(n_in, k, stride, pad, dil, out_pad, transpose)
     if transpose:  # input i, tap t -> output i*stride - pad + t*dil
-        n_out = (n_in - 1) * stride - 2 * pad + dil * (k - 1) + out_pad + 1
         hits = [(i, t, i * stride - pad + t * dil) for i in range(n_in) for t in range(k)]
     else:  # output o, tap t <- input o*stride - pad + t*dil
-        n_out = (n_in + 2 * pad - dil * (k - 1) - 1) // stride + 1
         hits = [(o * stride - pad + t * dil, t, o) for o in range(n_out) for t in range(k)]
-    return n_out, [(i, t, o) for i, t, o in hits if 0 <= i < n_in and 0 <= o < n_out]
+    return [(i, t, o) for i, t, o in hits if 0 <= i < n_in and 0 <= o < n_out]
 
 
 @functools.lru_cache(maxsize=64)
@@ -76,8 +80,8 @@ def _plan(transpose: bool, in_hw: tuple[int, int], kernel: tuple[int, int], stri
           padding: tuple[int, int], output_padding: tuple[int, int], dilation: tuple[int, int]) -> _Plan:
     """The one-hot matrix of a small convolution, as python ints (so that
     ``torch.compile`` traces it as a constant)."""
-    (ho, ys), (wo, xs) = (_axis(in_hw[a], kernel[a], stride[a], padding[a], dilation[a], output_padding[a], transpose)
-                          for a in (0, 1))
+    args = [(in_hw[a], kernel[a], stride[a], padding[a], dilation[a], output_padding[a], transpose) for a in (0, 1)]
+    (ho, wo), (ys, xs) = [_out_size(*a) for a in args], [_axis(*a) for a in args]
     K, P, Q = kernel[0] * kernel[1], in_hw[0] * in_hw[1], ho * wo
     pairs = []
     for iy, ty, oy in ys:
@@ -103,16 +107,6 @@ def _one_hot_cached(plan: _Plan, transpose: bool, dtype: torch.dtype, device: to
     # is wrapped for that transform's level and fails once the level is gone.
     with torch._C._DisableFuncTorch():
         return _one_hot(plan, transpose, dtype, device)
-
-
-class _Dense(NamedTuple):
-    """A plan and its one-hot matrix (None when it is the identity)."""
-
-    gather: Tensor | None
-    K: int
-    P: int
-    Q: int
-    out_hw: tuple[int, int]
 
 
 class _TransposeCopy(torch.autograd.Function):
@@ -142,7 +136,7 @@ def _transpose_copy(x: Tensor) -> Tensor:
     return _TransposeCopy.apply(x)
 
 
-def _conv_dense(x: Tensor, weight: Tensor, bias: Tensor | None, d: _Dense) -> Tensor:
+def _conv_dense(x: Tensor, weight: Tensor, bias: Tensor | None, d: _Plan, gather: Tensor | None) -> Tensor:
     """``conv2d(x, weight, bias)`` as two matrix products: the patches by a
     constant one-hot matrix, ``[B*C, P] @ [P, Q*K]``, then the kernel,
     ``[B*Q, C*K] @ [C*K, O]``. x [B, C, H, W] -> [B, O, Ho, Wo].
@@ -153,7 +147,7 @@ def _conv_dense(x: Tensor, weight: Tensor, bias: Tensor | None, d: _Dense) -> Te
     K, P, Q = d.K, d.P, d.Q
     B, C = x.shape[:2]
     O = weight.shape[0]
-    patches = x if d.gather is None else x.reshape(B * C, P) @ d.gather
+    patches = x if gather is None else x.reshape(B * C, P) @ gather
     patches = patches.reshape(B, C, Q, K)
     if torch.compiler.is_compiling():
         # For inductor, one product per sample with the kernel broadcast gives
@@ -170,36 +164,42 @@ def _conv_dense(x: Tensor, weight: Tensor, bias: Tensor | None, d: _Dense) -> Te
     return out.reshape(B, Q, O).transpose(1, 2).contiguous().reshape(B, O, *d.out_hw)
 
 
-def _conv_transpose_dense(x: Tensor, weight: Tensor, bias: Tensor | None, d: _Dense) -> Tensor:
+def _conv_transpose_dense(x: Tensor, weight: Tensor, bias: Tensor | None, d: _Plan,
+                          gather: Tensor | None) -> Tensor:
     """``conv_transpose2d(x, weight, bias)`` as two matrix products: each
     tap's contribution ``[B*P, C] @ [C, O*K]``, then their sum into the output
     pixels by a constant one-hot matrix, ``[B*O, P*K] @ [P*K, Q]``.
     x [B, C, H, W] -> [B, O, Ho, Wo]; the transposes are views when ``C`` or
     ``P`` is 1 and ``O`` or ``P`` is 1, as in DCGAN's first and last G layers."""
-    K, P, Q = d.K, d.P, d.Q
+    K, P = d.K, d.P
     B, C = x.shape[:2]
     O = weight.shape[1]
     taps = _transpose_copy(x.reshape(B, C, P)).reshape(B * P, C) @ weight.reshape(C, O * K)  # [B*P, O*K]
     taps = taps.reshape(B, P, O, K).transpose(1, 2).reshape(B * O, P * K)
-    out = (taps if d.gather is None else taps @ d.gather).reshape(B, O, *d.out_hw)
+    out = (taps if gather is None else taps @ gather).reshape(B, O, *d.out_hw)
     return out if bias is None else out + bias[:, None, None]
 
 
-def _dense_taps(layer: nn.Module, x: Tensor, transpose: bool) -> _Dense | None:
-    """How the layer runs as matrix products on input ``x``, or None where it
-    keeps its convolution (a large image, groups, a non-zero padding mode)."""
+def _dense_plan(layer: nn.Module, x: Tensor, transpose: bool) -> tuple[_Plan, Tensor | None] | None:
+    """The layer's plan on input ``x`` and its one-hot matrix (None: the
+    identity), or None where the layer keeps its convolution (a large image,
+    groups, a padding mode other than zeros)."""
     if x.dim() != 4 or layer.groups != 1 or layer.padding_mode != "zeros" or isinstance(layer.padding, str):
+        return None
+    out_pad = tuple(layer.output_padding) if transpose else (0, 0)
+    args = [(int(x.shape[2 + a]), layer.kernel_size[a], layer.stride[a], layer.padding[a], layer.dilation[a], out_pad[a],
+             transpose) for a in (0, 1)]
+    (ho, wo) = (_out_size(*a) for a in args)
+    if x.shape[2] * x.shape[3] * ho * wo > DENSE_PAIRS:  # checked before any plan is built
         return None
     compiling = torch.compiler.is_compiling()
     # under torch.compile: uncached, so that dynamo traces the python ints and
     # inductor folds the matrix into a constant
     plan = (_plan.__wrapped__ if compiling else _plan)(
-        transpose, (int(x.shape[-2]), int(x.shape[-1])), tuple(layer.kernel_size), tuple(layer.stride),
-        tuple(layer.padding), tuple(layer.output_padding) if transpose else (0, 0), tuple(layer.dilation))
-    if plan.P * plan.Q > DENSE_PAIRS:
-        return None
+        transpose, (int(x.shape[2]), int(x.shape[3])), tuple(layer.kernel_size), tuple(layer.stride),
+        tuple(layer.padding), out_pad, tuple(layer.dilation))
     gather = None if plan.identity else (_one_hot if compiling else _one_hot_cached)(plan, transpose, x.dtype, x.device)
-    return _Dense(gather, plan.K, plan.P, plan.Q, plan.out_hw)
+    return plan, gather
 
 
 class FullConv2d(nn.Conv2d):
@@ -219,10 +219,10 @@ class FullConv2d(nn.Conv2d):
     """
 
     def forward(self, x: Tensor) -> Tensor:
-        dense = _dense_taps(self, x, transpose=False)
+        dense = _dense_plan(self, x, transpose=False)
         if dense is None:
             return super().forward(x)
-        return _conv_dense(x, self.weight, self.bias, dense)
+        return _conv_dense(x, self.weight, self.bias, *dense)
 
 
 class FullConvTranspose2d(nn.ConvTranspose2d):
@@ -234,10 +234,10 @@ class FullConvTranspose2d(nn.ConvTranspose2d):
     """
 
     def forward(self, x: Tensor, output_size: list[int] | None = None) -> Tensor:
-        dense = None if output_size is not None else _dense_taps(self, x, transpose=True)
+        dense = None if output_size is not None else _dense_plan(self, x, transpose=True)
         if dense is None:
             return super().forward(x, output_size)
-        return _conv_transpose_dense(x, self.weight, self.bias, dense)
+        return _conv_transpose_dense(x, self.weight, self.bias, *dense)
 
 
 def as_shape(s: Shape) -> tuple[int, ...]:
