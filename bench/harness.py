@@ -47,6 +47,9 @@ def parse(argv=None) -> argparse.Namespace:
     ap.add_argument("--no-memory", action="store_true")
     ap.add_argument("--flops", action="store_true", help="FLOP/s of each step vs a measured matmul rate")
     ap.add_argument("--profile", default=None, help="print a torch.profiler table for this variant on each workload")
+    ap.add_argument("--malloc-tuning", action="store_true",
+                    help="tune glibc's allocator first, as `ganfn train` does on the CPU (ganfn.allocator; "
+                         "process-wide, so every variant runs with it)")
     return ap.parse_args(argv)
 
 
@@ -63,6 +66,11 @@ def main(argv=None) -> None:
 
     torch.set_num_threads(args.threads)
     from bench.workloads import WORKLOADS, available, make_pool, variant_class
+
+    if args.malloc_tuning:
+        from ganfn.allocator import tune_cpu_allocator
+
+        print(f"# glibc allocator tuned (ganfn.allocator.tune_cpu_allocator): {tune_cpu_allocator()}")
 
     device = torch.device(args.device)
     dtype = getattr(torch, args.dtype)
