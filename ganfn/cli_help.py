@@ -88,7 +88,7 @@ HELP: dict[str, str] = {
     "compile": "torch.compile the train step (first compile takes 10-60 s). Default: compile a stacked run of "
                "at least 4 members training at least 2000 steps (faster there: 3x 16 separate runs of the default "
                "DCGAN in our measurements); --no-compile: never. Eager or compiled, a member matches its single run "
-               "to round-off (bit for bit for eager MLP models): batched matrix products sum in another order",
+               "to round-off: a batched matrix product may sum in another order than a single one",
     "log_every": "steps between TensorBoard scalar logs",
     "image_every": "steps between TensorBoard sample grids (fixed noise)",
     "eval_every": "steps between quality evaluations (FD-LeNet(digits) or mode coverage)",

@@ -324,9 +324,9 @@ def test_accuracy_skip_thresholds_are_per_member():
 
 def test_dcgan_members_match_single_runs_to_round_off():
     """The CLI's default model (DCGAN on 8x8 images, batch norm, EMA): each
-    vmapped member equals its single run to round-off, not bit for bit: its
-    layers' matrix products are batched over members, which sums in another
-    order (README, 'Many seeds and sweeps')."""
+    vmapped member equals its single run to round-off; its layers' matrix
+    products are batched over members, which may sum in another order
+    (README, 'Many seeds and sweeps')."""
     from ganfn import models
 
     torch.manual_seed(0)
