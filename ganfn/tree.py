@@ -66,12 +66,6 @@ def global_norm(tree: PyTree) -> Tensor:
     return torch.sqrt(torch.stack(sq).sum())
 
 
-
-
-
-
-
-
 def tree_where(cond: Tensor, a: PyTree, b: PyTree) -> PyTree:
     """Leaf-wise ``torch.where(cond, a, b)``.
 
@@ -92,10 +86,6 @@ def tree_where(cond: Tensor, a: PyTree, b: PyTree) -> PyTree:
 def tree_index(tree: PyTree, i: int | slice | Tensor) -> PyTree:
     """Every leaf indexed along its leading axis."""
     return tree_map(lambda x: x[i], tree)
-
-
-
-
 
 
 def replace(nt: Any, **changes: Any) -> Any:
