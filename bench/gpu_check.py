@@ -57,6 +57,8 @@ def sections(smoke: bool) -> list[Section]:
             Section("vmap", [py, "bench/vmap.py", "--workload", "ring8", "--members", "1", "2", "--rounds", "1",
                              "--steps", "1", "--no-compile", "--no-jax"], 60),
             Section("noise", [py, "bench/noise.py", "--workload", "ring8", "--members", "2", "4", "--rounds", "1"], 60),
+            Section("seeds", [py, "bench/seeds.py", "--device", "cpu", "--members", "2", "--rounds", "1", "--steps", "1",
+                              "--no-compile", "--plain-convs"], 60),
             Section("flops", h + ["--workloads", "mlp_b64", "--variants", "imperative,ganfn", "--flops", "--dtype", "bfloat16"], 60),
             Section("hang", [py, "-c", "import time; print('| a | b |'); print('|---|---|'); print('| 1 | 2 |', flush=True); time.sleep(60)"], 3),
         ]
@@ -66,13 +68,16 @@ def sections(smoke: bool) -> list[Section]:
     for name, wl in (("mlp", "mlp_b64"), ("dcgan32", "dcgan32_b128"), ("dcgan64", "dcgan64_b64")):
         # eager and compiled apart: a slow compile must not cost the eager figures
         harness += [Section(f"harness_{name}", h + ["--workloads", wl, "--variants", eager], 25),
-                    Section(f"harness_{name}_compiled", h + ["--workloads", wl, "--variants", compiled], 60)]
+                    Section(f"harness_{name}_compiled", h + ["--workloads", wl, "--variants", compiled], 50)]
     return [
         Section("tests", [py, "-m", "pytest", "-o", "addopts=", "-m", "cuda", "-q", "-rfEs", "-p", "no:cacheprovider", "tests/test_cuda.py"], 40),
         *harness,
         Section("vmap", [py, "bench/vmap.py", "--device", "cuda", "--workload", "003", "--members", "1", "16", "64", "256",
                          "--rounds", "3", "--steps", "8", "--no-jax"], 90),
         Section("noise", [py, "bench/noise.py", "--device", "cuda", "--workload", "003", "--rounds", "3"], 20),
+        # ganfn train --seeds N's default DCGAN/digits: matrix-form layers vs cuDNN's (grouped) convolutions
+        Section("seeds", [py, "bench/seeds.py", "--device", "cuda", "--members", "4", "16", "64", "--rounds", "3",
+                          "--steps", "5", "--no-compile", "--plain-convs"], 30),
         Section("flops", h + ["--workloads", "dcgan64_b64", "--variants", "imperative,ganfn,ganfn_compiled", "--flops",
                               "--dtype", "bfloat16", "--no-memory"], 65),
     ]

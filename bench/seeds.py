@@ -37,6 +37,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch  # noqa: E402
 
+import ganfn  # noqa: E402
 from ganfn import ensemble, presets  # noqa: E402
 from ganfn.allocator import tune_cpu_allocator  # noqa: E402
 from ganfn.models import FullConv2d, FullConvTranspose2d  # noqa: E402
@@ -51,10 +52,19 @@ def plain_convs(on: bool) -> None:
         cls.forward = cls.__mro__[1].forward if on else fwd
 
 
-def default_gan(**overrides):
+def default_gan(device: str = "cpu", **overrides):
     cfg = presets.Config(**overrides)
     data = presets.load_data(cfg)
-    return presets.build_gan(cfg, tuple(data.shape[1:])), data[: cfg.batch_size].contiguous()
+    return presets.build_gan(cfg, tuple(data.shape[1:])), data[: cfg.batch_size].contiguous().to(device)
+
+
+def _to(tree, device: torch.device):
+    return ganfn.tree_map(lambda t: t.to(device), tree)
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
 
 
 class Seq:
@@ -62,15 +72,15 @@ class Seq:
     plain = False
 
     def __init__(self, gan, real, N):
-        self.gan, self.real = gan, real
-        self.states = [gan.init(s) for s in range(N)]
-        self.rngs = ensemble.rngs(range(N))
+        self.gan, self.real, dev = gan, real, real.device
+        self.states = [_to(gan.init(s), dev) for s in range(N)]
+        self.rngs = ensemble.rngs(range(N), device=dev)
 
     def step(self):
         plain_convs(self.plain)
-        B = self.real.shape[0]
+        B, dev = self.real.shape[0], self.real.device
         for i, r in enumerate(self.rngs):
-            self.states[i], _ = self.gan.train_step(self.states[i], self.real, self.gan.draw_noise(r, B))
+            self.states[i], _ = self.gan.train_step(self.states[i], self.real, self.gan.draw_noise(r, B, device=dev))
 
 
 class Vmap:
@@ -80,21 +90,24 @@ class Vmap:
         self.name = "vmap+compile" if compile else "vmap"
         self.gan, self.real = gan, real
         self.fn = ensemble.make_step(gan, compile=compile)
-        self.state = ensemble.init_many(gan, range(N))
-        self.rngs = ensemble.rngs(range(N))
+        self.state = _to(ensemble.init_many(gan, range(N)), real.device)
+        self.rngs = ensemble.rngs(range(N), device=real.device)
         self.noise_s: list[float] = []
 
     def step(self):
         plain_convs(self.plain)
+        dev = self.real.device
+        sync(dev)
         t0 = time.perf_counter()
-        noise = ensemble.draw_noise_many(self.gan, self.rngs, self.real.shape[0])
+        noise = ensemble.draw_noise_many(self.gan, self.rngs, self.real.shape[0], device=dev)
+        sync(dev)
         self.noise_s.append(time.perf_counter() - t0)
         self.state, _ = self.fn(self.state, self.real, noise)
 
 
 def bench(N: int, args) -> None:
     torch._dynamo.reset()
-    gan, real = default_gan()
+    gan, real = default_gan(args.device)
     cs = [Seq(gan, real, N), Vmap(gan, real, N, False)]
     if not args.no_compile:
         cs.append(Vmap(gan, real, N, True))
@@ -110,6 +123,7 @@ def bench(N: int, args) -> None:
         t0 = time.perf_counter()
         for _ in range(3):
             c.step()
+        sync(real.device)
         setup[c.name] = time.perf_counter() - t0
     times = {c.name: [] for c in cs}
     graphs_warm = torch._dynamo.utils.counters["stats"]["unique_graphs"]
@@ -118,6 +132,7 @@ def bench(N: int, args) -> None:
             t0 = time.perf_counter()
             for _ in range(args.steps):
                 c.step()
+            sync(real.device)
             times[c.name].append((time.perf_counter() - t0) / args.steps)
     med = {k: statistics.median(v) for k, v in times.items()}
     graphs_after = torch._dynamo.utils.counters["stats"]["unique_graphs"]
@@ -150,6 +165,7 @@ def main(argv=None) -> None:
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--steps", type=int, default=5, help="steps per contender per round")
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--device", default="cpu", help="cpu or cuda (bench/gpu_check.sh)")
     ap.add_argument("--no-compile", action="store_true")
     ap.add_argument("--plain-convs", action="store_true",
                     help="also time every contender with the DCGAN end layers as plain convolutions (before/after)")
@@ -159,7 +175,7 @@ def main(argv=None) -> None:
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     tuned = args.malloc and tune_cpu_allocator()
-    print(f"# torch {torch.__version__}, CPU, {os.cpu_count()} cores, {torch.get_num_threads()} torch threads, "
+    print(f"# torch {torch.__version__}, device {args.device}, {os.cpu_count()} CPU cores, {torch.get_num_threads()} torch threads, "
           f"load average {os.getloadavg()[0]:.1f}, glibc allocator tuning {'on' if tuned else 'off'} (as ganfn train)")
     print(f"# command: python bench/seeds.py {' '.join(sys.argv[1:] if argv is None else argv)}")
     if args.profile:
