@@ -40,7 +40,7 @@ import torch  # noqa: E402
 import ganfn  # noqa: E402
 from ganfn import ensemble, presets  # noqa: E402
 from ganfn.allocator import tune_cpu_allocator  # noqa: E402
-from ganfn.models import FullConv2d, FullConvTranspose2d  # noqa: E402
+from ganfn.models import FullConv2d, FullConvTranspose2d, layers  # noqa: E402
 
 _FULL = {FullConv2d: FullConv2d.forward, FullConvTranspose2d: FullConvTranspose2d.forward}
 
@@ -173,6 +173,8 @@ def main(argv=None) -> None:
     ap.add_argument("--no-malloc-tuning", dest="malloc", action="store_false",
                     help="keep glibc's allocator defaults (ganfn train tunes them on the CPU: ganfn.allocator)")
     args = ap.parse_args(argv)
+    if args.device.startswith("cuda"):  # measure the matrix form there too (ganfn uses it on the CPU only)
+        layers.DENSE_DEVICES.add("cuda")
     torch.set_num_threads(args.threads)
     tuned = args.malloc and tune_cpu_allocator()
     print(f"# torch {torch.__version__}, device {args.device}, {os.cpu_count()} CPU cores, {torch.get_num_threads()} torch threads, "

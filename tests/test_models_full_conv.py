@@ -15,6 +15,7 @@ from torch.func import functional_call, grad, vmap
 
 from ganfn.models import DCGANDiscriminator, DCGANGenerator, FullConv2d, FullConvTranspose2d
 from ganfn.models.conditional import CondDCGANGenerator
+from ganfn.models import layers
 from ganfn.models.layers import DENSE_PAIRS
 
 torch.set_num_threads(1)
@@ -102,6 +103,18 @@ def test_other_inputs_take_the_convolution(make, shape):
     full = make().double()
     x = torch.randn(*shape, dtype=torch.float64)
     assert torch.equal(full(x), _twin(full)(x))
+
+
+def test_devices_outside_dense_devices_take_the_convolution(monkeypatch):
+    """The matrix form is used only on the devices it was measured faster on."""
+    torch.manual_seed(0)
+    full = FullConv2d(3, 2, 4, 2, 1).double()
+    x = torch.randn(2, 3, 8, 8, dtype=torch.float64)
+    monkeypatch.setattr(layers, "DENSE_DEVICES", set())
+    assert torch.equal(full(x), _twin(full)(x))
+    monkeypatch.setattr(F, "conv2d", None)
+    with pytest.raises(TypeError):  # the convolution was called
+        full(x)
 
 
 def test_output_size_takes_the_transposed_convolution():

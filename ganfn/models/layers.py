@@ -20,6 +20,7 @@ __all__ = [
     "n_doublings",
     "ConditionalBatchNorm2d",
     "DENSE_PAIRS",
+    "DENSE_DEVICES",
     "FullConv2d",
     "FullConvTranspose2d",
     "dcgan_init",
@@ -39,6 +40,11 @@ _NORM_LAYERS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.GroupNorm, nn.LayerNorm)
 # product, so the matrix form only pays on small images (DCGAN on 8x8 digits:
 # 8x8 -> 4x4 is 1,024 pairs).
 DENSE_PAIRS = 1024
+# Devices where the matrix form is used. Measured faster on the CPU only; on
+# CUDA one cuDNN call may beat the form's several kernel launches, so the
+# layers stay convolutions there until bench/gpu_check.sh (section "seeds",
+# which adds "cuda" here) has measured it.
+DENSE_DEVICES = {"cpu"}
 
 
 class _Plan(NamedTuple):
@@ -183,8 +189,9 @@ def _conv_transpose_dense(x: Tensor, weight: Tensor, bias: Tensor | None, d: _Pl
 def _dense_plan(layer: nn.Module, x: Tensor, transpose: bool) -> tuple[_Plan, Tensor | None] | None:
     """The layer's plan on input ``x`` and its one-hot matrix (None: the
     identity), or None where the layer keeps its convolution (a large image,
-    groups, a padding mode other than zeros)."""
-    if x.dim() != 4 or layer.groups != 1 or layer.padding_mode != "zeros" or isinstance(layer.padding, str):
+    groups, a padding mode other than zeros, a device not in ``DENSE_DEVICES``)."""
+    if (x.dim() != 4 or x.device.type not in DENSE_DEVICES or layer.groups != 1 or layer.padding_mode != "zeros"
+            or isinstance(layer.padding, str)):
         return None
     out_pad = tuple(layer.output_padding) if transpose else (0, 0)
     args = [(int(x.shape[2 + a]), layer.kernel_size[a], layer.stride[a], layer.padding[a], layer.dilation[a], out_pad[a],
@@ -209,8 +216,8 @@ class FullConv2d(nn.Conv2d):
     products: the patches by a constant one-hot matrix, then the kernel.
 
     Same parameters and ``state_dict`` as ``nn.Conv2d``, equal outputs and
-    gradients to round-off; larger images, groups and non-zero padding modes
-    take the convolution. Why: under ``vmap`` with per-member weights a
+    gradients to round-off; larger images, groups, non-zero padding modes and
+    devices other than the CPU (``DENSE_DEVICES``) take the convolution. Why: under ``vmap`` with per-member weights a
     convolution becomes a grouped convolution, which oneDNN runs no faster per
     FLOP than the separate ones on the CPU, while a matrix product becomes one
     batched matmul (``ganfn train --seeds 16`` on digits: bench/README_vmap.md).
