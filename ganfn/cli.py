@@ -182,16 +182,18 @@ def _check(cfg: P.Config, parser: argparse.ArgumentParser) -> None:
         parser.error(f"--device {cfg.device}: CUDA is not available on this machine (use --device cpu)")
 
 
-AUTO_COMPILE_MEMBERS, AUTO_COMPILE_STEPS = 4, 2000
+AUTO_COMPILE_MEMBERS, AUTO_COMPILE_STEPS = 4, 1000
 
 
 def auto_compile(n_members: int, steps: int) -> bool:
     """Whether ``ganfn train`` compiles when neither --compile nor --no-compile is given.
 
-    A stacked run of >= 4 members for >= 2000 steps: on the default DCGAN/digits
-    run (2-core CPU, bench/README_vmap.md) the compiled vmapped step ran 1.25-2.4x
-    the eager one at 4-16 members, and the 20-60 s compile is paid back within
-    1000-2000 steps. Short or single runs stay eager (no compile wait).
+    A stacked run of >= 4 members for >= 1000 steps: on the default DCGAN/digits
+    run (2-core CPU, bench/README_vmap.md) the compiled vmapped step takes
+    9-13 ms against the eager one's 34-49 ms at 4 members and 36-40 ms against
+    96-116 ms at 16, so the 10-30 s compile is paid back within about 1000
+    steps at 4 members and 500 at 16. Short or single runs stay eager (no
+    compile wait).
     """
     return n_members >= AUTO_COMPILE_MEMBERS and steps >= AUTO_COMPILE_STEPS
 

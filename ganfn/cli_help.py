@@ -86,7 +86,7 @@ HELP: dict[str, str] = {
                "2-core machine ran 20x slower in our measurements; raise it for large models on an idle machine)",
     "precision": "fp32, bf16 (autocast) or fp16 (autocast with dynamic loss scaling: optim.loss_scaled)",
     "compile": "torch.compile the train step (first compile takes 10-60 s). Default: compile a stacked run of "
-               "at least 4 members training at least 2000 steps (faster there: 3x 16 separate runs of the default "
+               "at least 4 members training at least 1000 steps (faster there: 3x 16 separate runs of the default "
                "DCGAN in our measurements); --no-compile: never. Eager or compiled, a member matches its single run "
                "to round-off: a batched matrix product may sum in another order than a single one",
     "log_every": "steps between TensorBoard scalar logs",

@@ -270,8 +270,8 @@ def _cfg(argv):
 
 
 def test_compile_is_chosen_by_the_run_size_unless_given():
-    assert cli.auto_compile(4, 2000) and cli.auto_compile(16, P.DEFAULT_STEPS)
-    assert not cli.auto_compile(1, 10**6) and not cli.auto_compile(3, 10**6) and not cli.auto_compile(16, 1999)
+    assert cli.auto_compile(4, 1000) and cli.auto_compile(16, P.DEFAULT_STEPS)
+    assert not cli.auto_compile(1, 10**6) and not cli.auto_compile(3, 10**6) and not cli.auto_compile(16, 999)
     assert _cfg([]).compile is None  # not given: auto
     assert _cfg(["--compile"]).compile is True and _cfg(["--no-compile"]).compile is False
 
