@@ -211,3 +211,20 @@ def test_matrix_form_step_is_pure(transpose, seed):
         mp.setattr(F, "conv_transpose2d", None)
         out = assert_pure(loss_grad, params, x, modules=layer)
     assert set(out) == set(params) and all(torch.isfinite(g).all() for g in out.values())
+
+
+@pytest.mark.parametrize("transpose", [False, True])
+def test_gradients_and_second_derivatives_pass_gradcheck(transpose):
+    """Finite differences agree with the matrix form's first and second
+    derivatives (a gradient penalty on D, a path-length penalty on G)."""
+    torch.manual_seed(0)
+    layer = (FullConvTranspose2d(2, 3, 4, 2, 1) if transpose else FullConv2d(2, 3, 4, 2, 1)).double()
+    x = torch.randn(2, 2, *((3, 3) if transpose else (6, 6)), dtype=torch.float64, requires_grad=True)
+    w = layer.weight.detach().clone().requires_grad_()
+    b = layer.bias.detach().clone().requires_grad_()
+    f = lambda x_, w_, b_: functional_call(layer, {"weight": w_, "bias": b_}, (x_,))  # noqa: E731
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(F, "conv2d", None)
+        mp.setattr(F, "conv_transpose2d", None)
+        assert torch.autograd.gradcheck(f, (x, w, b))
+        assert torch.autograd.gradgradcheck(f, (x, w, b))
