@@ -38,6 +38,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import torch  # noqa: E402
 
 import ganfn  # noqa: E402
+from bench.vmap import sync  # noqa: E402
 from ganfn import ensemble, presets  # noqa: E402
 from ganfn.allocator import tune_cpu_allocator  # noqa: E402
 from ganfn.models import FullConv2d, FullConvTranspose2d, layers  # noqa: E402
@@ -61,10 +62,6 @@ def default_gan(device: str = "cpu", **overrides):
 def _to(tree, device: torch.device):
     return ganfn.tree_map(lambda t: t.to(device), tree)
 
-
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 class Seq:

@@ -3,6 +3,7 @@ matrix products, equal to the convolutions they replace, alone, under vmap,
 under torch.compile and in their gradients (double backward included)."""
 from __future__ import annotations
 
+import contextlib
 import copy
 
 import pytest
@@ -31,13 +32,21 @@ def _twin(full: nn.Module) -> nn.Module:
     return plain
 
 
-@pytest.fixture
-def no_convolution(monkeypatch):
-    """Make torch's convolutions raise: proves a layer took the matrix form."""
+@contextlib.contextmanager
+def convolutions_refused():
+    """torch's convolutions raise inside: proves a layer took the matrix form."""
     def refuse(*a, **k):
         raise AssertionError("the convolution was called")
-    monkeypatch.setattr(F, "conv2d", refuse)
-    monkeypatch.setattr(F, "conv_transpose2d", refuse)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(F, "conv2d", refuse)
+        mp.setattr(F, "conv_transpose2d", refuse)
+        yield
+
+
+@pytest.fixture
+def no_convolution():
+    with convolutions_refused():
+        yield
 
 
 def _layer(transpose, C, O, kernel, stride, padding, dilation, out_pad, bias):
@@ -83,9 +92,7 @@ def test_small_images_take_the_matrix_form(transpose, hw, stride, seed):
     x = torch.randn(2, 2, *hw, dtype=torch.float64)
     ref = _twin(full)(x)
     assume(x[0, 0].numel() * ref[0, 0].numel() <= DENSE_PAIRS)
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(F, "conv2d", None)  # a call would raise TypeError
-        mp.setattr(F, "conv_transpose2d", None)
+    with convolutions_refused():
         out = full(x)
     torch.testing.assert_close(out, ref, rtol=1e-10, atol=1e-12)
 
@@ -112,8 +119,7 @@ def test_devices_outside_dense_devices_take_the_convolution(monkeypatch):
     x = torch.randn(2, 3, 8, 8, dtype=torch.float64)
     monkeypatch.setattr(layers, "DENSE_DEVICES", set())
     assert torch.equal(full(x), _twin(full)(x))
-    monkeypatch.setattr(F, "conv2d", None)
-    with pytest.raises(TypeError):  # the convolution was called
+    with convolutions_refused(), pytest.raises(AssertionError, match="the convolution was called"):
         full(x)
 
 
@@ -154,8 +160,7 @@ def test_vmapped_members_and_double_backward_match_the_convolutions():
         return vmap(grad(f))(params, x)
 
     want = penalty(D_plain)
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(F, "conv2d", None)  # the matrix form calls no convolution
+    with convolutions_refused():
         got = penalty(D_full)
     for k in want:
         torch.testing.assert_close(got[k], want[k], rtol=1e-10, atol=1e-12, msg=k)
@@ -206,9 +211,7 @@ def test_matrix_form_step_is_pure(transpose, seed):
     def loss_grad(p, x_):
         return grad(lambda q: functional_call(layer, q, (x_,)).square().sum())(p)
 
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(F, "conv2d", None)  # the matrix form, not the convolution, is what is checked
-        mp.setattr(F, "conv_transpose2d", None)
+    with convolutions_refused():  # the matrix form, not the convolution, is what is checked
         out = assert_pure(loss_grad, params, x, modules=layer)
     assert set(out) == set(params) and all(torch.isfinite(g).all() for g in out.values())
 
@@ -223,8 +226,6 @@ def test_gradients_and_second_derivatives_pass_gradcheck(transpose):
     w = layer.weight.detach().clone().requires_grad_()
     b = layer.bias.detach().clone().requires_grad_()
     f = lambda x_, w_, b_: functional_call(layer, {"weight": w_, "bias": b_}, (x_,))  # noqa: E731
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(F, "conv2d", None)
-        mp.setattr(F, "conv_transpose2d", None)
+    with convolutions_refused():
         assert torch.autograd.gradcheck(f, (x, w, b))
         assert torch.autograd.gradgradcheck(f, (x, w, b))

@@ -81,18 +81,20 @@ def _axis(n_in: int, k: int, stride: int, pad: int, dil: int, out_pad: int, tran
     return [(i, t, o) for i, t, o in hits if 0 <= i < n_in and 0 <= o < n_out]
 
 
+_Axis = tuple[int, int, int, int, int, int]  # input size, kernel, stride, padding, dilation, output padding
+
+
 @functools.lru_cache(maxsize=64)
-def _plan(transpose: bool, in_hw: tuple[int, int], kernel: tuple[int, int], stride: tuple[int, int],
-          padding: tuple[int, int], output_padding: tuple[int, int], dilation: tuple[int, int]) -> _Plan:
-    """The one-hot matrix of a small convolution, as python ints (so that
-    ``torch.compile`` traces it as a constant)."""
-    args = [(in_hw[a], kernel[a], stride[a], padding[a], dilation[a], output_padding[a], transpose) for a in (0, 1)]
-    (ho, wo), (ys, xs) = [_out_size(*a) for a in args], [_axis(*a) for a in args]
-    K, P, Q = kernel[0] * kernel[1], in_hw[0] * in_hw[1], ho * wo
+def _plan(transpose: bool, axes: tuple[_Axis, _Axis]) -> _Plan:
+    """The one-hot matrix of a small convolution (``axes``: height, width), as
+    python ints (so that ``torch.compile`` traces it as a constant)."""
+    (ho, wo), (ys, xs) = [_out_size(*a, transpose) for a in axes], [_axis(*a, transpose) for a in axes]
+    (h, kh), (w, kw) = axes[0][:2], axes[1][:2]
+    K, P, Q = kh * kw, h * w, ho * wo
     pairs = []
     for iy, ty, oy in ys:
         for ix, tx, ox in xs:
-            p, k, q = iy * in_hw[1] + ix, ty * kernel[1] + tx, oy * wo + ox
+            p, k, q = iy * w + ix, ty * kw + tx, oy * wo + ox
             pairs.append((p * K + k, q) if transpose else (p, q * K + k))
     rows, cols = (P * K, Q) if transpose else (P, Q * K)
     identity = rows == cols == len(pairs) and all(r == c for r, c in pairs)
@@ -193,18 +195,16 @@ def _dense_plan(layer: nn.Module, x: Tensor, transpose: bool) -> tuple[_Plan, Te
     if (x.dim() != 4 or x.device.type not in DENSE_DEVICES or layer.groups != 1 or layer.padding_mode != "zeros"
             or isinstance(layer.padding, str)):
         return None
-    out_pad = tuple(layer.output_padding) if transpose else (0, 0)
-    args = [(int(x.shape[2 + a]), layer.kernel_size[a], layer.stride[a], layer.padding[a], layer.dilation[a], out_pad[a],
-             transpose) for a in (0, 1)]
-    (ho, wo) = (_out_size(*a) for a in args)
+    out_pad = layer.output_padding if transpose else (0, 0)
+    axes = tuple((int(x.shape[2 + a]), layer.kernel_size[a], layer.stride[a], layer.padding[a], layer.dilation[a],
+                  out_pad[a]) for a in (0, 1))
+    ho, wo = (_out_size(*a, transpose) for a in axes)
     if x.shape[2] * x.shape[3] * ho * wo > DENSE_PAIRS:  # checked before any plan is built
         return None
     compiling = torch.compiler.is_compiling()
     # under torch.compile: uncached, so that dynamo traces the python ints and
     # inductor folds the matrix into a constant
-    plan = (_plan.__wrapped__ if compiling else _plan)(
-        transpose, (int(x.shape[2]), int(x.shape[3])), tuple(layer.kernel_size), tuple(layer.stride),
-        tuple(layer.padding), out_pad, tuple(layer.dilation))
+    plan = (_plan.__wrapped__ if compiling else _plan)(transpose, axes)
     gather = None if plan.identity else (_one_hot if compiling else _one_hot_cached)(plan, transpose, x.dtype, x.device)
     return plan, gather
 
@@ -217,10 +217,11 @@ class FullConv2d(nn.Conv2d):
 
     Same parameters and ``state_dict`` as ``nn.Conv2d``, equal outputs and
     gradients to round-off; larger images, groups, non-zero padding modes and
-    devices other than the CPU (``DENSE_DEVICES``) take the convolution. Why: under ``vmap`` with per-member weights a
-    convolution becomes a grouped convolution, which oneDNN runs no faster per
-    FLOP than the separate ones on the CPU, while a matrix product becomes one
-    batched matmul (``ganfn train --seeds 16`` on digits: bench/README_vmap.md).
+    devices other than the CPU (``DENSE_DEVICES``) take the convolution. Why:
+    under ``vmap`` with per-member weights a convolution becomes a grouped
+    convolution, which oneDNN runs no faster per FLOP than the separate ones on
+    the CPU, while a matrix product becomes one batched matmul (``ganfn train
+    --seeds 16`` on digits: bench/README_vmap.md).
     Single runs gain too: a small convolution runs far below a dense matmul's
     rate.
     """
