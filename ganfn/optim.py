@@ -17,6 +17,7 @@ optimizer. Results match ``torch.optim`` (see ``tests/test_optim.py``).
 """
 from __future__ import annotations
 
+import math
 from typing import Any, Callable, NamedTuple
 
 import optree
@@ -248,20 +249,64 @@ def _adam_like(name: str, lr, b1, b2, eps, weight_decay, decoupled: bool, schedu
     check_range("weight_decay", weight_decay, Range(0.0))
     use_wd = not _is_zero(weight_decay)
 
-    def step(grads, params, slots, hp, count):
-        t = (count + 1).to(torch.float64)
-        bc2_sqrt = torch.sqrt(1 - hp["b2"] ** t)
+    def scalars(hp: dict, t, sqrt: Callable) -> dict:
+        # The per-update coefficients, from 0-d float64 tensors (t = count + 1 as
+        # float64, sqrt = torch.sqrt) or from the same values as Python floats
+        # (math.sqrt): both are IEEE float64 arithmetic, op for op, so they agree
+        # to the bit (tests/test_optim_foreach.py).
         # torch.optim.Adam's p -= s * m / (sqrt(v) / c + eps), with s = lr / (1 - b1^t)
-        # and c = sqrt(1 - b2^t), rewritten as p -= (s c) * m / (sqrt(v) + eps c), and
-        # v = b2 v + (1 - b2) g^2 as lerp(v, g^2, 1 - b2): equal up to round-off, and
-        # 8 passes over the parameters instead of 11 (CPU has no fused foreach kernels).
-        sc = {
+        # and c = sqrt(1 - b2^t), rewritten as p += (-s c) * m / (sqrt(v) + eps c),
+        # which is one addcdiv, and v = b2 v + (1 - b2) g^2 as lerp(v, g^2, 1 - b2):
+        # equal up to round-off, and 6 passes over the parameters instead of 11.
+        bc2_sqrt = sqrt(1 - hp["b2"] ** t)
+        return {
             **({"decay": 1 - hp["lr"] * hp["weight_decay"], "wd": hp["weight_decay"]} if use_wd else {}),
             "w1": 1 - hp["b1"],
             "w2": 1 - hp["b2"],
             "eps_c": hp["eps"] * bc2_sqrt,
-            "step_c": hp["lr"] / (1 - hp["b1"] ** t) * bc2_sqrt,
+            "neg_step_c": -(hp["lr"] / (1 - hp["b1"] ** t) * bc2_sqrt),
         }
+
+    def step(grads, params, slots, hp, count):
+        flat = _foreach_lists(params, (grads, slots["mu"], slots["nu"]), hp)
+        if flat is not None:
+            # The same arithmetic as `leaf` below, op for op, as foreach calls over
+            # the whole leaf list (bit-identical: tests/test_optim_foreach.py).
+            # In-place ops touch only fresh temporaries, never an input.
+            treedef, p, (g, m, v) = flat
+            n, dtype = len(p), p[0].dtype
+            host = p[0].device.type == "cpu" and dtype in (torch.float32, torch.float64)
+            if host:
+                # Reading a CPU scalar costs no synchronisation: the coefficients as
+                # Python floats save ~30 tensor dispatches per update, and make the
+                # last pass one addcdiv (whose value must be a number). Each op casts
+                # a float to the parameters' dtype as the tensor path does below.
+                c = scalars({k: x.item() for k, x in hp.items()}, count.item() + 1.0, math.sqrt)
+                w = lambda x: x  # noqa: E731
+            else:
+                # Other dtypes would cast a number to float32 (their op math), not to
+                # their own dtype as `leaf` does; CUDA would synchronise.
+                c = {k: x.to(dtype) for k, x in scalars(hp, (count + 1).to(torch.float64), torch.sqrt).items()}
+                w = lambda x: [x] * n  # noqa: E731
+            if use_wd and decoupled:
+                p = torch._foreach_mul(p, c["decay"])
+            elif use_wd:
+                g = torch._foreach_add(g, torch._foreach_mul(p, c["wd"]))
+            m = torch._foreach_lerp(m, g, w(c["w1"]))
+            v = torch._foreach_lerp(v, torch._foreach_mul(g, g), w(c["w2"]))
+            denom = torch._foreach_sqrt(v)
+            torch._foreach_add_(denom, c["eps_c"])
+            if host:
+                # addcdiv computes p + (value * m) / denom, as `leaf` does.
+                new_p = torch._foreach_addcdiv(p, m, denom, c["neg_step_c"])
+            else:
+                upd = torch._foreach_mul(m, c["neg_step_c"])
+                torch._foreach_div_(upd, denom)
+                new_p = torch._foreach_add(p, upd)
+            unflat = lambda xs: optree.tree_unflatten(treedef, xs)  # noqa: E731
+            return unflat(new_p), {"mu": unflat(m), "nu": unflat(v)}
+
+        sc = scalars(hp, (count + 1).to(torch.float64), torch.sqrt)
 
         def leaf(g, p, m, v):
             # Scalars are derived in float64, then cast to the parameters' dtype once:
@@ -274,28 +319,7 @@ def _adam_like(name: str, lr, b1, b2, eps, weight_decay, decoupled: bool, schedu
             m = torch.lerp(m, g, c["w1"])
             v = torch.lerp(v, g * g, c["w2"])
             denom = torch.sqrt(v) + c["eps_c"]
-            return p - c["step_c"] * (m / denom), m, v
-
-        flat = _foreach_lists(params, (grads, slots["mu"], slots["nu"]), hp)
-        if flat is not None:
-            # The same arithmetic as `leaf`, op for op, as foreach calls over the
-            # whole leaf list (bit-identical: tests/test_optim_foreach.py). In-place
-            # ops touch only fresh temporaries, never an input.
-            treedef, p, (g, m, v) = flat
-            c = {k: x.to(p[0].dtype) for k, x in sc.items()}
-            if use_wd and decoupled:
-                p = torch._foreach_mul(p, c["decay"])
-            elif use_wd:
-                g = torch._foreach_add(g, torch._foreach_mul(p, c["wd"]))
-            m = torch._foreach_lerp(m, g, [c["w1"]] * len(m))
-            v = torch._foreach_lerp(v, torch._foreach_mul(g, g), [c["w2"]] * len(v))
-            denom = torch._foreach_sqrt(v)
-            torch._foreach_add_(denom, c["eps_c"])
-            upd = torch._foreach_div(m, denom)
-            torch._foreach_mul_(upd, c["step_c"])
-            new_p = torch._foreach_sub(p, upd)
-            unflat = lambda xs: optree.tree_unflatten(treedef, xs)  # noqa: E731
-            return unflat(new_p), {"mu": unflat(m), "nu": unflat(v)}
+            return p + (c["neg_step_c"] * m) / denom, m, v
 
         out = tree_map(_no_0d(leaf), grads, params, slots["mu"], slots["nu"])
         new_p, mu, nu = _unzip(out, params, 3)
