@@ -73,9 +73,10 @@ def test_mlp_shapes(out_shape, hidden, depth, batch, out_act):
 
 def test_mlp_matches_reference_003_layout():
     g = M.MLPGenerator(100, (1, 28, 28))
-    assert [type(m) for m in g.net] == [nn.Linear, nn.ReLU, nn.Linear, nn.Tanh]
+    assert issubclass(M.Linear, nn.Linear)  # same parameters and state_dict
+    assert [type(m) for m in g.net] == [M.Linear, nn.ReLU, M.Linear, nn.Tanh]
     d = M.MLPDiscriminator((1, 28, 28))
-    assert [type(m) for m in d.net] == [nn.Linear, nn.LeakyReLU, nn.Linear]  # logits, no sigmoid
+    assert [type(m) for m in d.net] == [M.Linear, nn.LeakyReLU, M.Linear]  # logits, no sigmoid
     assert g.net[0].out_features == 128 and g.net[2].out_features == 784
 
 

@@ -40,6 +40,7 @@ __all__ = [
     "default_init",
     "FullConv2d",
     "FullConvTranspose2d",
+    "Linear",
     "sn_weight_names",
     "build",
     "MODELS",
@@ -53,6 +54,7 @@ __all__ = [
     "ResNetDiscriminator",
 ]
 
+from .linear import Linear
 from .layers import NORMS, FullConv2d, FullConvTranspose2d, Shape, dcgan_init, default_init, sn_weight_names, sngan_conv_body
 from .layers import activation as _act
 from .layers import as_shape as _shape
@@ -94,9 +96,9 @@ class MLPGenerator(nn.Module):
         layers: list[nn.Module] = []
         d = self.latent_dim
         for _ in range(depth):
-            layers += [nn.Linear(d, hidden), nn.ReLU()]
+            layers += [Linear(d, hidden), nn.ReLU()]
             d = hidden
-        layers += [nn.Linear(d, math.prod(self.sample_shape)), _act(out_act)]
+        layers += [Linear(d, math.prod(self.sample_shape)), _act(out_act)]
         self.net = nn.Sequential(*layers)
         if generator is not None:
             default_init(self, generator)
@@ -128,9 +130,9 @@ class MLPDiscriminator(nn.Module):
         layers: list[nn.Module] = []
         d = math.prod(self.sample_shape)
         for _ in range(depth):
-            layers += [nn.Linear(d, hidden), nn.LeakyReLU(negative_slope)]
+            layers += [Linear(d, hidden), nn.LeakyReLU(negative_slope)]
             d = hidden
-        layers.append(nn.Linear(d, 1))
+        layers.append(Linear(d, 1))
         self.net = nn.Sequential(*layers)
         if generator is not None:
             default_init(self, generator)
@@ -256,7 +258,7 @@ class SNDiscriminator(nn.Module):
         super().__init__()
         self.sample_shape = (channels, size, size)
         layers, features = sngan_conv_body(size, channels, width, negative_slope)
-        self.net = nn.Sequential(*layers, nn.Linear(features, 1))
+        self.net = nn.Sequential(*layers, Linear(features, 1))
         dcgan_init(self, generator)
 
     def forward(self, x: Tensor) -> Tensor:

@@ -24,6 +24,7 @@ import math
 import torch
 from torch import Tensor, nn
 
+from .linear import Linear
 from .layers import (
     ConditionalBatchNorm2d,
     FullConvTranspose2d,
@@ -51,7 +52,7 @@ def _mlp(d_in: int, hidden: int, depth: int, act: type[nn.Module], **act_kw) -> 
         raise ValueError(f"depth (number of hidden layers) must be >= 1, got {depth}")
     layers: list[nn.Module] = []
     for _ in range(depth):
-        layers += [nn.Linear(d_in, hidden), act(**act_kw)]
+        layers += [Linear(d_in, hidden), act(**act_kw)]
         d_in = hidden
     return layers, d_in
 
@@ -86,7 +87,7 @@ class CondMLPGenerator(nn.Module):
         self.sample_shape = as_shape(out_shape)
         self.embed = nn.Embedding(num_classes, embed_dim or num_classes)
         layers, d = _mlp(self.latent_dim + self.embed.embedding_dim, hidden, depth, nn.ReLU)
-        self.net = nn.Sequential(*layers, nn.Linear(d, math.prod(self.sample_shape)), activation(out_act))
+        self.net = nn.Sequential(*layers, Linear(d, math.prod(self.sample_shape)), activation(out_act))
         if generator is not None:
             default_init(self, generator)
 
@@ -118,7 +119,7 @@ class CondMLPDiscriminator(nn.Module):
         self.embed = nn.Embedding(num_classes, embed_dim or num_classes)
         layers, d = _mlp(math.prod(self.sample_shape) + self.embed.embedding_dim, hidden, depth, nn.LeakyReLU,
                          negative_slope=negative_slope)
-        self.net = nn.Sequential(*layers, nn.Linear(d, 1))
+        self.net = nn.Sequential(*layers, Linear(d, 1))
         if generator is not None:
             default_init(self, generator)
 
@@ -183,7 +184,7 @@ class _SNGANBodyDiscriminator(nn.Module):
         self.sample_shape, self.num_classes = (channels, size, size), _check_classes(num_classes)
         layers, self.features = sngan_conv_body(size, channels, width, negative_slope)
         self.body = nn.Sequential(*layers)
-        self.head = nn.Linear(self.features, 1)
+        self.head = Linear(self.features, 1)
 
     def _phi_psi(self, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
         check_labels_arg(y, x.shape[0], self.num_classes)
@@ -225,7 +226,7 @@ class ACGANDiscriminator(_SNGANBodyDiscriminator):
     def __init__(self, size: int = 32, channels: int = 3, width: int = 64, num_classes: int = 10,
                  negative_slope: float = 0.1, *, generator: torch.Generator | None = None) -> None:
         super().__init__(size, channels, width, num_classes, negative_slope)
-        self.classifier = nn.Linear(self.features, num_classes)
+        self.classifier = Linear(self.features, num_classes)
         dcgan_init(self, generator)
 
     def forward(self, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:

@@ -24,6 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .linear import Linear
 from .layers import ConditionalBatchNorm2d, check_labels_arg, n_doublings
 
 __all__ = ["ResNetGenerator", "ResNetDiscriminator", "resnet_init"]
@@ -114,7 +115,7 @@ class ResNetGenerator(nn.Module):
         n = n_doublings(size)
         self.latent_dim, self.num_classes, self.width = int(latent_dim), num_classes, width
         self.sample_shape = (channels, size, size)
-        self.linear = nn.Linear(latent_dim, 16 * width)
+        self.linear = Linear(latent_dim, 16 * width)
         self.blocks = nn.ModuleList([_UpBlock(width, width, num_classes) for _ in range(n)])
         self.out_norm = nn.BatchNorm2d(width)
         self.out = nn.Conv2d(width, channels, 3, 1, 1)
@@ -155,7 +156,7 @@ class ResNetDiscriminator(nn.Module):
         blocks += [_DownBlock(width, width, down=True, first=False) for _ in range(max(n - 2, 0))]
         blocks += [_DownBlock(width, width, down=False, first=False) for _ in range(2)]
         self.blocks = nn.Sequential(*blocks)
-        self.head = nn.Linear(width, 1)
+        self.head = Linear(width, 1)
         self.embed = nn.Embedding(num_classes, width) if num_classes is not None else None
         resnet_init(self, generator)
 
