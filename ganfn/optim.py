@@ -169,6 +169,22 @@ def _unzip(tree_of_tuples: PyTree, like: PyTree, n: int) -> list[PyTree]:
     return [optree.tree_unflatten(treedef, [t[i] for t in flat]) for i in range(n)]
 
 
+def _computed_once(scalars: dict[str, Tensor]) -> dict[str, Tensor]:
+    """``scalars`` (0-d, or [S] under vmap) with the same values, computed into
+    one buffer: what the Adam update does with them under ``torch.compile``.
+
+    Inductor inlines a cheap 0-d computation into every kernel that reads it,
+    and the C++ compiler cannot hoist it out of the loop (the loads may alias
+    the outputs), so each vector of every parameter leaf recomputed Adam's
+    bias corrections: two float64 ``pow`` calls per 16 elements, most of the
+    update's time. A reduction is always written to a buffer, and the maximum
+    of a value and itself is that value (a NaN stays NaN).
+    """
+    keys = list(scalars)
+    v = torch.stack([scalars[k] for k in keys])
+    return dict(zip(keys, torch.stack([v, v]).amax(0).unbind(0)))
+
+
 # Set False to force the per-leaf path everywhere (tests compare the two).
 FOREACH = True
 
@@ -307,6 +323,8 @@ def _adam_like(name: str, lr, b1, b2, eps, weight_decay, decoupled: bool, schedu
             return unflat(new_p), {"mu": unflat(m), "nu": unflat(v)}
 
         sc = scalars(hp, (count + 1).to(torch.float64), torch.sqrt)
+        if torch.compiler.is_compiling():
+            sc = _computed_once(sc)
 
         def leaf(g, p, m, v):
             # Scalars are derived in float64, then cast to the parameters' dtype once:
