@@ -57,11 +57,7 @@ def main(argv=None) -> None:
     args = parse(argv)
     from bench.jax_workloads import configure_threads
 
-    configure_threads(args.threads)  # before anything imports jax
-    if args.threads == 1 and hasattr(os, "sched_setaffinity"):
-        # XLA's CPU runtime keeps helper threads whatever its flags say: pin the
-        # whole process to one core so every variant gets the same hardware.
-        os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})
+    configure_threads(args.threads)  # before anything imports jax; one thread: pinned to one core
     import torch
 
     torch.set_num_threads(args.threads)

@@ -20,10 +20,18 @@ __all__ = ["JaxVariant", "jax_available", "configure_threads"]
 
 
 def configure_threads(n: int) -> None:
-    """Limit XLA's CPU thread pool to match ``torch.set_num_threads(n)``; must run before jax is imported."""
-    if n == 1 and "jax" not in __import__("sys").modules:
+    """Match XLA's CPU threads to ``torch.set_num_threads(n)``; must run before
+    jax is imported. With ``n == 1`` the whole process is also pinned to one
+    core: XLA's CPU runtime keeps helper threads whatever its flags say, and on
+    a 2-core machine they gave JAX both cores against torch's one (003 at
+    S = 16 in ``bench/vmap.py``: JAX 29.7 ms unpinned, 43.3 ms pinned)."""
+    if n != 1:
+        return
+    if "jax" not in __import__("sys").modules:
         flags = os.environ.get("XLA_FLAGS", "")
         os.environ["XLA_FLAGS"] = (flags + " --xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1").strip()
+    if hasattr(os, "sched_setaffinity"):
+        os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})
 
 
 def jax_available() -> bool:

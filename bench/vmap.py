@@ -41,6 +41,7 @@ import statistics
 import sys
 import time
 import warnings
+from pathlib import Path
 from typing import Callable
 
 import torch
@@ -371,8 +372,12 @@ def main(argv: list[str] | None = None) -> None:
     tuned = args.malloc and args.device == "cpu" and tune_malloc()
     if args.threads:
         torch.set_num_threads(args.threads)
-        if args.threads == 1:  # the JAX column on one thread too (read when jax is first imported)
-            os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " --xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1").strip()
+        if args.device == "cpu":
+            # The JAX column on one thread and one core too (before jax is imported).
+            sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+            from bench.jax_workloads import configure_threads
+
+            configure_threads(args.threads)
     device = torch.device(args.device)
     workloads = list(WORKLOADS) if args.workload == "all" else [args.workload]
     where = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU, {os.cpu_count()} cores, {torch.get_num_threads()} torch threads"
