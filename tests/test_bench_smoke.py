@@ -67,9 +67,10 @@ def test_imperative_differs_when_the_update_differs() -> None:
 
 
 @pytest.mark.slow
-def test_compiled_matches_imperative() -> None:
+@pytest.mark.parametrize("variant", ["ganfn_compiled", "ganfn_compiled_cpu_options"])
+def test_compiled_matches_imperative(variant: str) -> None:
     wl = TINY["wgangp"]
     ref = _run("imperative", wl)
-    got = _run("ganfn_compiled", wl)
+    got = _run(variant, wl)
     for k in ref:
         torch.testing.assert_close(got[k], ref[k], rtol=1e-7, atol=1e-9, msg=k)
