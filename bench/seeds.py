@@ -63,7 +63,6 @@ def _to(tree, device: torch.device):
     return ganfn.tree_map(lambda t: t.to(device), tree)
 
 
-
 class Seq:
     name = "seq"
     plain = False
@@ -165,7 +164,7 @@ def main(argv=None) -> None:
     ap.add_argument("--device", default="cpu", help="cpu or cuda (bench/gpu_check.sh)")
     ap.add_argument("--no-compile", action="store_true")
     ap.add_argument("--plain-convs", action="store_true",
-                    help="also time every contender with the DCGAN end layers as plain convolutions (before/after)")
+                    help="also time every contender with every DCGAN layer a plain convolution (before/after)")
     ap.add_argument("--profile", type=int, default=None, metavar="N", help="profile the eager vmapped step at N members and exit")
     ap.add_argument("--no-malloc-tuning", dest="malloc", action="store_false",
                     help="keep glibc's allocator defaults (ganfn train tunes them on the CPU: ganfn.allocator)")

@@ -284,6 +284,7 @@ def _adam_like(name: str, lr, b1, b2, eps, weight_decay, decoupled: bool, schedu
         }
 
     def step(grads, params, slots, hp, count):
+        from_tensors = lambda: scalars(hp, (count + 1).to(torch.float64), torch.sqrt)  # noqa: E731
         flat = _foreach_lists(params, (grads, slots["mu"], slots["nu"]), hp)
         if flat is not None:
             # The same arithmetic as `leaf` below, op for op, as foreach calls over
@@ -302,7 +303,7 @@ def _adam_like(name: str, lr, b1, b2, eps, weight_decay, decoupled: bool, schedu
             else:
                 # Other dtypes would cast a number to float32 (their op math), not to
                 # their own dtype as `leaf` does; CUDA would synchronise.
-                c = {k: x.to(dtype) for k, x in scalars(hp, (count + 1).to(torch.float64), torch.sqrt).items()}
+                c = {k: x.to(dtype) for k, x in from_tensors().items()}
                 w = lambda x: [x] * n  # noqa: E731
             if use_wd and decoupled:
                 p = torch._foreach_mul(p, c["decay"])
@@ -322,7 +323,7 @@ def _adam_like(name: str, lr, b1, b2, eps, weight_decay, decoupled: bool, schedu
             unflat = lambda xs: optree.tree_unflatten(treedef, xs)  # noqa: E731
             return unflat(new_p), {"mu": unflat(m), "nu": unflat(v)}
 
-        sc = scalars(hp, (count + 1).to(torch.float64), torch.sqrt)
+        sc = from_tensors()
         if torch.compiler.is_compiling():
             sc = _computed_once(sc)
 

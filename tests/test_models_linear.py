@@ -4,6 +4,8 @@ backward included); outside vmap it is nn.Linear exactly; and the vmapped
 ensemble of ganfn's MLPs still equals single runs."""
 from __future__ import annotations
 
+import contextlib
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -30,17 +32,20 @@ def _pair(n_in: int, n_out: int, bias: bool, seed: int) -> tuple[Linear, nn.Line
     return ours, ref
 
 
-@pytest.fixture
-def spy(monkeypatch):
-    """Counts the calls of the bias-column form."""
+@contextlib.contextmanager
+def bias_column_calls():
+    """A list that grows by one on each call of the bias-column form."""
     calls = []
     real = linear_mod.bias_column_linear
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(linear_mod, "bias_column_linear", lambda *a: calls.append(1) or real(*a))
+        yield calls
 
-    def counted(*a):
-        calls.append(1)
-        return real(*a)
-    monkeypatch.setattr(linear_mod, "bias_column_linear", counted)
-    return calls
+
+@pytest.fixture
+def spy():
+    with bias_column_calls() as calls:
+        yield calls
 
 
 def _members(layer: nn.Module, S: int, seed: int) -> dict:
@@ -75,10 +80,7 @@ def test_the_form_follows_the_shape_and_vmap(n_in, n_out, bias, seed):
     # outside vmap the layer is nn.Linear bit for bit.
     ours, ref = _pair(n_in, n_out, bias, seed)
     x = torch.randn(3, n_in, dtype=torch.float64)
-    calls = []
-    with pytest.MonkeyPatch.context() as mp:
-        real = linear_mod.bias_column_linear
-        mp.setattr(linear_mod, "bias_column_linear", lambda *a: calls.append(1) or real(*a))
+    with bias_column_calls() as calls:
         assert torch.equal(ours(x), ref(x)) and not calls
         vmap(lambda p: functional_call(ours, p, (x,)))(_members(ours, 2, seed))
     assert bool(calls) == (bias and n_out >= NARROW_RATIO * n_in)
