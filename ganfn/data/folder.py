@@ -11,27 +11,44 @@ from __future__ import annotations
 
 import io
 import os
+import struct
 import zipfile
+import zlib
 from pathlib import Path
-from typing import Union
+from typing import Collection, Union
 
 import numpy as np
 import torch
 from torch import Tensor
 
-__all__ = ["IMAGE_EXTENSIONS", "ImageFiles", "decode_square"]
+__all__ = ["IMAGE_EXTENSIONS", "READ_ERRORS", "BadImageError", "ImageFiles", "decode_square"]
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp")
 PathLike = Union[str, os.PathLike]
+# What PIL raises for a damaged file: OSError (unidentified, truncated), SyntaxError (a bad
+# PNG checksum in verify), ValueError / EOFError / struct.error / zlib.error (mangled data).
+READ_ERRORS = (OSError, SyntaxError, ValueError, EOFError, struct.error, zlib.error)
+
+
+class BadImageError(ValueError):
+    """An image file PIL cannot open or decode: ``name`` is the file, ``reason`` PIL's message."""
+
+    def __init__(self, name: str, reason: str) -> None:
+        super().__init__(name, reason)  # both in args, so the error crosses process boundaries intact
+        self.name, self.reason = name, reason
+
+    def __str__(self) -> str:
+        return (f"cannot read image {self.name}: {self.reason} (remove or replace the file, or skip unreadable "
+                "files: ganfn train --skip-bad-images)")
 
 
 def decode_square(source: PathLike | io.BytesIO, size: int, mode: str, name: str) -> np.ndarray:
     """Decode one image, centre-crop it to a square, resize: uint8 [size, size, C].
 
-    Cropping before resizing keeps the aspect ratio (DCGAN's recipe). ``name``
-    is used in the error for an unreadable file.
+    Cropping before resizing keeps the aspect ratio (DCGAN's recipe). An
+    unreadable file raises :class:`BadImageError` naming ``name``.
     """
-    from PIL import Image, UnidentifiedImageError
+    from PIL import Image
 
     try:
         with Image.open(source) as im:
@@ -41,8 +58,8 @@ def decode_square(source: PathLike | io.BytesIO, size: int, mode: str, name: str
             left, top = (w - s) // 2, (h - s) // 2
             im = im.crop((left, top, left + s, top + s)).resize((size, size), Image.BILINEAR, reducing_gap=None)
             arr = np.array(im, dtype=np.uint8)  # a writable copy: torch warns on read-only buffers
-    except (UnidentifiedImageError, OSError) as e:
-        raise ValueError(f"cannot read image {name}: {e}") from e
+    except READ_ERRORS as e:
+        raise BadImageError(name, str(e) or type(e).__name__) from e
     return arr[:, :, None] if arr.ndim == 2 else arr
 
 
@@ -50,11 +67,14 @@ class ImageFiles(torch.utils.data.Dataset):
     """The images under a folder (recursively) or inside a ``.zip`` archive.
 
     ``size``: output side; ``channels``: 3 (RGB) or 1 (greyscale);
-    ``max_images``: keep the first that many files. ``self[i]`` and
-    ``self[(i, flip)]`` are uint8 [channels, size, size].
+    ``exclude``: names (as in ``self.names``) to leave out, e.g. the unreadable
+    files a header scan found (:func:`ganfn.data.scan_images`); ``max_images``:
+    keep the first that many of the rest. ``self[i]`` and ``self[(i, flip)]``
+    are uint8 [channels, size, size].
     """
 
-    def __init__(self, path: PathLike, size: int = 64, *, channels: int = 3, max_images: int | None = None) -> None:
+    def __init__(self, path: PathLike, size: int = 64, *, channels: int = 3, max_images: int | None = None,
+                 exclude: Collection[str] = ()) -> None:
         root = Path(path).expanduser()
         if not root.exists():
             raise FileNotFoundError(f"image folder or zip archive not found: {root}")
@@ -71,7 +91,12 @@ class ImageFiles(torch.utils.data.Dataset):
                 names = sorted(n for n in z.namelist() if not n.endswith("/") and Path(n).suffix.lower() in IMAGE_EXTENSIONS)
         else:
             names = sorted(str(p) for p in root.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
+        if exclude:
+            drop = set(exclude)
+            names = [n for n in names if n not in drop]
         if max_images is not None:
+            if not isinstance(max_images, int) or max_images < 1:
+                raise ValueError(f"max_images must be a positive int, got {max_images!r}")
             names = names[:max_images]
         if not names:
             raise ValueError(f"no images ({', '.join(IMAGE_EXTENSIONS)}) found in {root}")
@@ -86,7 +111,12 @@ class ImageFiles(torch.utils.data.Dataset):
         # An open zip handle cannot cross into a worker process: each opens its own.
         return {**self.__dict__, "_zip": None, "_zip_pid": None}
 
-    def _open(self, i: int) -> PathLike | io.BytesIO:
+    def display_name(self, i: int) -> str:
+        """File ``i`` as errors name it: its path (``archive.zip:inner/path`` inside a zip)."""
+        return f"{self.root}:{self.names[i]}" if self.is_zip else self.names[i]
+
+    def open(self, i: int) -> PathLike | io.BytesIO:
+        """What ``PIL.Image.open`` reads file ``i`` from: its path, or its bytes from the zip archive."""
         if not self.is_zip:
             return self.names[i]
         if self._zip is None or self._zip_pid != os.getpid():
@@ -95,8 +125,7 @@ class ImageFiles(torch.utils.data.Dataset):
 
     def __getitem__(self, item: int | tuple[int, bool]) -> Tensor:
         i, flip = item if isinstance(item, tuple) else (item, False)
-        name = f"{self.root}:{self.names[i]}" if self.is_zip else self.names[i]
-        arr = decode_square(self._open(i), self.size, "RGB" if self.channels == 3 else "L", name)
+        arr = decode_square(self.open(i), self.size, "RGB" if self.channels == 3 else "L", self.display_name(i))
         if flip:
             arr = arr[:, ::-1]
         return torch.from_numpy(np.ascontiguousarray(arr.transpose(2, 0, 1)))

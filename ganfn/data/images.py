@@ -15,6 +15,7 @@ import math
 import os
 import struct
 from pathlib import Path
+from typing import Collection
 
 import numpy as np
 import torch
@@ -260,6 +261,7 @@ def image_folder(
     max_images: int | None = None,
     labels: bool = False,
     workers: int = 0,
+    exclude: Collection[str] = (),
 ) -> Tensor | tuple[Tensor, Tensor]:
     """Every image under ``path`` (a folder, recursively, or a ``.zip``): [N, channels, size, size] in [-1, 1].
 
@@ -272,11 +274,12 @@ def image_folder(
     large folders use :func:`ganfn.data.images_source` instead (uint8 in
     memory, or streamed from disk). With ``labels=True`` also int64 class
     labels [N]: the index of each image's top-level sub-folder among the sorted
-    sub-folder names (:func:`folder_labels`).
+    sub-folder names (:func:`folder_labels`). ``exclude``: files to leave out
+    (the ``skipped`` of :func:`ganfn.data.scan_images`).
     """
     from .sources import preload
 
-    files = ImageFiles(path, size, channels=channels, max_images=max_images)
+    files = ImageFiles(path, size, channels=channels, max_images=max_images, exclude=exclude)
     # Labels before decoding: a bad layout fails fast.
     y = folder_labels(files.root, [files.root / n for n in files.names])[0] if labels else None
     images = to_unit_range(preload(files, workers))

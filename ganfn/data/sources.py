@@ -17,13 +17,13 @@ and a run resumed from a checkpoint's position continues exactly.
 from __future__ import annotations
 
 import os
-from typing import Iterator
+from typing import Collection, Iterator
 
 import torch
 from torch import Tensor
 
 from .batching import Position, batch_indices
-from .folder import ImageFiles
+from .folder import BadImageError, ImageFiles
 from .images import to_unit_range
 
 __all__ = ["ImageSource", "InMemoryImages", "StreamingImages", "images_source", "preload", "in_order"]
@@ -33,6 +33,39 @@ def _one_thread(_worker_id: int) -> None:
     # Decoding workers do not need torch's intra-op threads; on a shared
     # machine they would only fight the training process for cores.
     torch.set_num_threads(1)
+
+
+class _Decoded(torch.utils.data.Dataset):
+    """``files[item]``, or the :class:`BadImageError` it raised, returned rather than raised.
+
+    A DataLoader worker re-raises its exceptions in the main process wrapped in
+    the worker's traceback text; returning the error lets the main process raise
+    it as it is: one line naming the file.
+    """
+
+    def __init__(self, files: ImageFiles) -> None:
+        self.files = files
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def __getitem__(self, item: int | tuple[int, bool]) -> Tensor | BadImageError:
+        try:
+            return self.files[item]
+        except BadImageError as e:
+            return e
+
+
+def _stack(items: list[Tensor | BadImageError]) -> Tensor | BadImageError:
+    bad = [x for x in items if isinstance(x, BadImageError)]
+    return bad[0] if bad else torch.stack(items)
+
+
+def _batches(loader: torch.utils.data.DataLoader) -> Iterator[Tensor]:
+    for batch in loader:
+        if isinstance(batch, BadImageError):
+            raise BadImageError(batch.name, batch.reason)
+        yield batch
 
 
 def preload(files: ImageFiles, workers: int = 0, batch_size: int = 256) -> Tensor:
@@ -102,9 +135,9 @@ class StreamingImages:
     def _restart(self, position: Position, total: int) -> None:
         self.close()
         kw = dict(prefetch_factor=self.prefetch, worker_init_fn=_one_thread, persistent_workers=False) if self.workers else {}
-        loader = torch.utils.data.DataLoader(self.files, batch_sampler=self._plans(position, total),
-                                             num_workers=self.workers, **kw)
-        self._it = iter(loader)
+        loader = torch.utils.data.DataLoader(_Decoded(self.files), batch_sampler=self._plans(position, total),
+                                             num_workers=self.workers, collate_fn=_stack, **kw)
+        self._it = _batches(loader)
 
     def batch_at(self, position: Position, total: int) -> tuple[Tensor, Position]:
         """The next ``total`` images [total, C, H, W] float32 in [-1, 1] and the position after them."""
@@ -112,7 +145,11 @@ class StreamingImages:
         key = (tuple(sorted(position.items())), total)
         if self._it is None or self._expect != key:
             self._restart(position, total)
-        batch = next(self._it)
+        try:
+            batch = next(self._it)
+        except BadImageError:
+            self.close()  # the loader is spent: a retry restarts it
+            raise
         _, _, new = batch_indices(position, total)
         self._expect = (tuple(sorted(new.items())), total)
         return to_unit_range(batch), new
@@ -140,8 +177,8 @@ def in_order(data: Tensor | InMemoryImages | StreamingImages, batch_size: int = 
     elif isinstance(data, InMemoryImages):
         yield from torch.split(data.images, batch_size)
     elif isinstance(data, StreamingImages):
-        yield from torch.utils.data.DataLoader(data.files, batch_size=batch_size, num_workers=workers,
-                                               worker_init_fn=_one_thread if workers else None)
+        yield from _batches(torch.utils.data.DataLoader(_Decoded(data.files), batch_size=batch_size, num_workers=workers,
+                                                        collate_fn=_stack, worker_init_fn=_one_thread if workers else None))
     else:
         raise TypeError(f"in_order needs images (a tensor or an image source), got {type(data).__name__}")
 
@@ -160,6 +197,7 @@ def images_source(
     flip: bool = False,
     channels: int = 3,
     max_images: int | None = None,
+    exclude: Collection[str] = (),
 ) -> InMemoryImages | StreamingImages:
     """The images of a folder or ``.zip`` archive as a source for ``next_batch`` / ``fit``.
 
@@ -168,8 +206,10 @@ def images_source(
     ``stream=True`` decodes batches on the fly with ``workers`` processes
     (folders larger than memory); ``stream=False`` decodes everything once
     (with the same workers) into uint8 memory. Both give the same batches.
+    ``exclude``: files to leave out (the ``skipped`` of :func:`ganfn.data.scan_images`).
+    A file that cannot be decoded raises :class:`ganfn.data.BadImageError` naming it.
     """
-    files = ImageFiles(path, size, channels=channels, max_images=max_images)
+    files = ImageFiles(path, size, channels=channels, max_images=max_images, exclude=exclude)
     if stream:
         return StreamingImages(files, flip=flip, workers=workers)
     return InMemoryImages(preload(files, workers), flip=flip)
