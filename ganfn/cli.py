@@ -292,7 +292,9 @@ def _run_train(cfg: P.Config, resume: str | None, progress: bool, parser: argpar
     if world.rank == 0:
         _announce_lenet(cfg)
     try:
-        gan, data, evaluator = P.build(cfg)
+        gan, data, evaluator = _build(cfg)
+    except P.gdata.BadImageError as e:
+        parser.exit(2, f"{parser.prog}: error: {e}\n")  # one line naming the file: no usage block
     except (FileNotFoundError, NotADirectoryError, ValueError) as e:
         parser.error(str(e))
     if world.distributed and world.rank == 0:
@@ -311,10 +313,13 @@ def _run_train(cfg: P.Config, resume: str | None, progress: bool, parser: argpar
     say(f"{parser.prog}: {cfg.model} on {cfg.data} {tuple(gan.sample_shape)}{_size_note(cfg, gan)}, loss {cfg.loss}"
         f"{', penalty ' + cfg.penalty if cfg.penalty else ''}, {cfg.steps} steps x batch {cfg.batch_size}"
         f"{f', {n_members} members (vmapped)' if members else ''}, device {cfg.device} -> {run_dir}")
+    if evaluator is not None and evaluator.card is not None:
+        say(evaluator.card.line())
     if compile_:
         say(f"compiling the {'vmapped ' if members else ''}step with torch.compile"
             f"{'' if cfg.compile else ' (chosen for this run size; --no-compile to skip)'}: the first step includes the compile")
     t0 = time.perf_counter()
+    existed = run_dir.exists()
     try:
         state, hist = loop.fit(
             gan, data, steps=cfg.steps, batch_size=cfg.batch_size, device=cfg.device, run_dir=run_dir,
@@ -326,6 +331,8 @@ def _run_train(cfg: P.Config, resume: str | None, progress: bool, parser: argpar
             progress=progress, print_fn=say,
             config=cfg.to_dict(), population=population, standing_stats=cfg.standing_stats,
         )
+    except P.gdata.BadImageError as e:
+        parser.exit(2, f"{parser.prog}: error: {e}\n{_after_bad_image(run_dir, existed)}\n")
     except loop.FinishedRunError as e:
         if e.step == e.steps:  # asked to finish a finished run: nothing to do, and that is not an error
             say(f"{parser.prog}: {e}")
@@ -335,6 +342,35 @@ def _run_train(cfg: P.Config, resume: str | None, progress: bool, parser: argpar
         parser.error(str(e))
     _report(cfg, hist, evaluator, members, population, compile_, time.perf_counter() - t0, run_dir)
     return 0
+
+
+def _build(cfg: P.Config) -> tuple[Any, Any, Any]:
+    """``P.build`` after a folder's header scan, whose choices are printed and kept in
+    ``cfg`` (so config.json, a resume and ``ganfn eval`` rebuild the same shapes)."""
+    folder = P.choose_folder(cfg)
+    if folder is not None:
+        cfg.channels, cfg.image_size = folder.channels, folder.size
+        say(folder.note)
+        for name, reason in folder.scan.skipped[:5]:
+            say(f"warning: skipped unreadable image {name}: {reason}")
+        if len(folder.scan.skipped) > 5:
+            say(f"warning: ... and {len(folder.scan.skipped) - 5} more unreadable images skipped")
+    return P.build(cfg, folder)
+
+
+def _after_bad_image(run_dir: Path, existed: bool) -> str:
+    """A run stopped by an image that failed to decode: keep what it saved, or remove the folder it just made."""
+    import shutil
+
+    from . import checkpoint
+
+    latest = checkpoint.CheckpointManager(run_dir / "checkpoints").latest() if run_dir.exists() else None
+    if latest is not None:
+        return (f"what was trained is saved in {run_dir} (checkpoint {latest.name}, samples.png, metrics.json); "
+                f"after fixing the file, continue with: ganfn train --resume {run_dir}")
+    if not existed and run_dir.exists():
+        shutil.rmtree(run_dir)  # nothing was trained: leave no half-made run folder
+    return "nothing was trained and no run folder was kept"
 
 
 def _report(cfg: P.Config, hist: dict, evaluator: Any, members: Any, population: Any, compile_: bool, wall: float,
@@ -374,6 +410,8 @@ def _report(cfg: P.Config, hist: dict, evaluator: Any, members: Any, population:
             if init and math.isfinite(init[0].get(primary, math.nan)):
                 parts.append(f"(untrained generator: {init[0][primary]:.4g})")
         say("final: " + ", ".join(parts))
+    if evaluator is not None and evaluator.card is not None:
+        say(evaluator.card.line())
     say(f"stopped: {hist['stopped']}; {hist['steps_run']} steps in {wall:.1f} s ({_rates(hist, n_members, compile_)})")
     say(f"wrote {run_dir}/samples.png, losses.png, metrics.json, checkpoints/, tb/ "
         f"(tensorboard --logdir {run_dir / 'tb'})")

@@ -38,9 +38,9 @@ def run_eval(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         parser.error(str(e))
     if evaluator is None and not args.fid_weights:
         parser.error(f"eval: no offline quality figure for data {cfg.data!r} (available for ring8, grid25, digits, "
-                     "fashion_mnist); pass --fid-weights FILE for FID")
+                     "fashion_mnist and image folders); pass --fid-weights FILE for FID")
     n_eval = args.n_eval or (evaluator.n_samples if evaluator else cfg.n_eval)
-    fid = _fid_figures(args, data, parser) if args.fid_weights else None
+    fid, fid_card = _fid_figures(args, data, parser) if args.fid_weights else (None, None)
     state = c["state"]
     stacked = state.step.dim() == 1
     y = gan.labels.rows(n_eval, args.device)  # conditional: every class equally often
@@ -48,6 +48,9 @@ def run_eval(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     z = gan.draw_latents(torch.Generator().manual_seed(4321), n).to(args.device)
     samples = evaluation.sample_members(gan, state, z, stacked, y, standing=cfg.standing_stats)
     print(f"{run} at step {c['step']} ({latest.name}), {n} samples per member:")
+    for card in (evaluator.card if evaluator else None, fid_card):  # what each figure below depends on
+        if card is not None:
+            print(card._replace(n_generated=n).line())
     kid_seen = False
     for i, smp in enumerate(samples):
         if not torch.isfinite(smp).all():
@@ -64,11 +67,13 @@ def run_eval(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     return 0
 
 
-def _fid_figures(args: argparse.Namespace, data: Any, parser: argparse.ArgumentParser) -> Any:
-    """``samples -> {FID, KID, KID-std, n, n_ref}`` against the run's training data (or cached statistics)."""
+def _fid_figures(args: argparse.Namespace, data: Any, parser: argparse.ArgumentParser) -> tuple[Any, Any]:
+    """``samples -> {FID, KID, KID-std, n, n_ref}`` against the run's training data (or cached statistics),
+    and the FID's protocol card."""
+    from .atomic import sha256_file
     from .data import in_order
+    from .metrics import ProtocolCard, feature_stats, inception_extractor, kernel_inception_distance
     from .metrics import fid_protocol as F
-    from .metrics import feature_stats, inception_extractor, kernel_inception_distance
 
     try:
         ext = inception_extractor(args.fid_weights, device=args.device)
@@ -83,4 +88,8 @@ def _fid_figures(args: argparse.Namespace, data: Any, parser: argparse.ArgumentP
         kid, kid_std = kernel_inception_distance(feats, real_kid)
         return {**out, "KID": float(kid), "KID-std": float(kid_std), "n_ref_KID": real_kid.shape[0]}
 
-    return figures
+    src = f"statistics file {args.fid_ref_stats}" if args.fid_ref_stats else "the run's training data, every image once"
+    card = ProtocolCard("FID", f"Inception-v3 pool3 (2048 features) from {args.fid_weights}", sha256_file(args.fid_weights),
+                        "quantised to uint8 as a PNG; bilinear (no antialias) to 299x299, as pytorch-fid",
+                        None, ref.n, src)
+    return figures, card

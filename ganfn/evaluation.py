@@ -15,6 +15,7 @@ from torch import Tensor
 
 from . import ensemble
 from .gan import GAN, TrainState
+from .metrics.card import ProtocolCard
 
 __all__ = ["Evaluator", "sample_members", "evaluate_members", "update_best"]
 
@@ -30,6 +31,9 @@ class Evaluator:
     ``n_samples`` latents (from a fixed generator) are drawn per evaluation
     (conditional: rounded up to a multiple of the number of classes).
     ``reference`` ([M, 2] points) is drawn under 2-D scatter plots.
+    ``card``: what the figure depends on (:class:`ganfn.metrics.card.ProtocolCard`),
+    printed with the scores and saved in ``metrics.json``; None for figures
+    without a feature extractor (mode coverage).
     """
 
     fn: Callable[[Tensor], dict[str, float]]
@@ -37,6 +41,7 @@ class Evaluator:
     higher_is_better: bool = False
     n_samples: int = 1000
     reference: Tensor | None = None
+    card: ProtocolCard | None = None
 
 
 def sample_members(gan: GAN, state: TrainState, z: Tensor, stacked: bool, y: Tensor | None = None, *,

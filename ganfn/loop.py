@@ -32,7 +32,7 @@ from . import distributed as gd
 from . import ensemble
 from . import loop_actions as act
 from . import tensorboard as tb
-from .data import next_batch
+from .data import BadImageError, next_batch
 from .errors import NonFiniteLossError, check_finite
 from .evaluation import Evaluator, sample_members, update_best
 from .gan import GAN
@@ -158,6 +158,10 @@ def fit(
     try:
         step, last_metrics = _train(run, steps, batch_size, precision, on_nonfinite, patience,
                                     log_every, image_every, eval_every, checkpoint_every, progress)
+    except BadImageError as e:
+        run.bar.close()
+        _save_before_bad_image(run, e, time.perf_counter() - t0, config)
+        raise
     finally:
         run.bar.close()
     _finish(run, step, last_metrics, time.perf_counter() - t0, config)
@@ -256,6 +260,19 @@ def _train(run: Run, steps: int, batch_size: int, precision: str, on_nonfinite: 
         if checkpoint_every is not None and step % checkpoint_every == 0 and step < steps:
             act.checkpoint(run, step)
     return step, last_metrics
+
+
+def _save_before_bad_image(run: Run, error: BadImageError, wall: float, config: Mapping | None) -> None:
+    """A file that passed the header scan failed to decode mid-run: keep what was trained
+    (checkpoint at the last finished step, samples, metrics.json) before the error goes up.
+    Nothing is written when no step ran in this call."""
+    step = int(run.state.step.reshape(-1).max())
+    if step <= run.start:
+        if run.logger is not None:
+            run.logger.close()
+        return
+    run.history["stopped"] = f"unreadable image at step {step}: {error.name}"
+    _finish(run, step, {}, wall, config)
 
 
 def _finish(run: Run, step: int, last_metrics: Mapping[str, Tensor], wall: float, config: Mapping | None) -> None:

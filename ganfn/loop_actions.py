@@ -213,5 +213,6 @@ def write_outputs(run: "Run", config: Mapping | None) -> None:
     figures.run_figures(path, run.history, primary=ev.primary if ev else None, n_samples=ev.n_samples if ev else None,
                         higher_is_better=ev.higher_is_better if ev else None, samples=samples,
                         hparams=run.hp_list if run.stacked else None, seeds=run.seeds if run.stacked else None)
-    out = {"config": dict(config) if config else None, "seeds": run.seeds, "hparams": run.hp_list, **run.history}
+    out = {"config": dict(config) if config else None, "seeds": run.seeds, "hparams": run.hp_list, **run.history,
+           "protocol": ev.card._asdict() if ev is not None and ev.card is not None else None}  # what the figures depend on
     write_json(path / "metrics.json", out)

@@ -49,8 +49,11 @@ from . import data as gdata
 from . import models, optim, parts, penalties
 from .gan import GAN
 from .evaluation import Evaluator
+from .metrics.card import ProtocolCard, weights_hash
+from .presets_folder import FolderChoice, choose, folder_evaluator
 
-__all__ = ["Config", "PRESETS", "DEFAULT_STEPS", "build", "build_gan", "load_data", "num_classes", "make_evaluator", "from_preset", "load_toml", "merge"]
+__all__ = ["Config", "PRESETS", "DEFAULT_STEPS", "build", "build_gan", "load_data", "num_classes", "make_evaluator", "from_preset",
+           "load_toml", "merge", "choose_folder", "is_folder"]
 
 DEFAULT_STEPS = 10000
 
@@ -67,6 +70,9 @@ class Config:
     data_workers: int = 2
     preload: bool = False
     flip: bool = False
+    channels: int | None = None
+    max_images: int | None = None
+    skip_bad_images: bool = False
     model: str = "dcgan"
     width: int = 64
     latent_dim: int | None = 32
@@ -243,13 +249,34 @@ def conv_size(size: int) -> int:
     return max(8, 1 << (int(size) - 1).bit_length())
 
 
-def load_data(cfg: Config) -> Tensor | Any:
+def is_folder(cfg: Config) -> bool:
+    """Whether ``cfg.data`` is a folder or zip archive of images (not a named data set)."""
+    return cfg.data not in gdata.SAMPLERS and cfg.data not in gdata.NAMES
+
+
+def choose_folder(cfg: Config) -> FolderChoice | None:
+    """For folder data: scan its headers (an unreadable file raises ``ganfn.data.BadImageError``
+    naming it, unless ``cfg.skip_bad_images``) and choose the channels and image size
+    (:func:`ganfn.presets_folder.choose`). None for named data sets."""
+    if not is_folder(cfg):
+        return None
+    path = Path(cfg.data).expanduser()
+    if not path.exists():
+        raise FileNotFoundError(
+            f"--data {cfg.data!r}: not one of {', '.join(gdata.NAMES)} and no such folder or zip archive: {path.resolve()}")
+    scan = gdata.scan_images(path, max_images=cfg.max_images, skip_bad=cfg.skip_bad_images)
+    return choose(scan, cfg.model, conv_size if cfg.model in CONV_MODELS else None,
+                  channels=cfg.channels, image_size=cfg.image_size)
+
+
+def load_data(cfg: Config, folder: FolderChoice | None = None) -> Tensor | Any:
     """The training data: a tensor [N, *sample], an image source for a folder or
     zip archive (``ganfn.data.images_source``) or, for ring8/grid25, a sampler.
     With ``cfg.conditional``: an ``(images, labels)`` pair, or a sampler of pairs.
 
-    Without ``image_size``, images keep their own size, except that the conv
-    models get the next power of two (28 -> 32, :func:`conv_size`)."""
+    Without ``image_size``, named data sets keep their own size, except that the
+    conv models get the next power of two (28 -> 32, :func:`conv_size`); a
+    folder's channels and size come from ``folder`` (default: :func:`choose_folder`)."""
     lab = cfg.conditional
     if cfg.data in gdata.SAMPLERS:
         return (gdata.LABELLED_SAMPLERS if lab else gdata.SAMPLERS)[cfg.data]
@@ -260,16 +287,18 @@ def load_data(cfg: Config) -> Tensor | Any:
         x, y = (out[0], out[1:]) if lab else (out, ())
         x = gdata.resize(x, conv_size(x.shape[-1])) if cfg.image_size is None and cfg.model in CONV_MODELS else x
         return (x, *y) if lab else x
+    folder = folder or choose_folder(cfg)
+    assert folder is not None  # a folder (is_folder)
     path = Path(cfg.data).expanduser()
-    if not path.exists():
-        raise FileNotFoundError(
-            f"--data {cfg.data!r}: not one of {', '.join(gdata.NAMES)} and no such folder or zip archive: {path.resolve()}")
+    kw: dict[str, Any] = dict(channels=folder.channels, max_images=cfg.max_images, exclude=folder.scan.excluded)
     if not lab:
         # Folders larger than memory: streamed by worker processes, or preloaded as uint8.
-        return gdata.images_source(path, cfg.image_size or 64, stream=not cfg.preload, workers=cfg.data_workers,
-                                   flip=cfg.flip)
+        return gdata.images_source(path, folder.size, stream=not cfg.preload, workers=cfg.data_workers,
+                                   flip=cfg.flip, **kw)
     try:  # labelled folders are loaded whole (streamed sources carry no labels yet)
-        return gdata.image_folder(path, cfg.image_size or 64, labels=lab)
+        return gdata.image_folder(path, folder.size, labels=lab, **kw)
+    except gdata.BadImageError:
+        raise
     except ValueError as e:
         if "sub-folder" not in str(e):
             raise
@@ -373,11 +402,14 @@ def _extra_parts(cfg: Config) -> list:
     return out
 
 
-def make_evaluator(cfg: Config, n_samples: int | None = None) -> Evaluator | None:
+def make_evaluator(cfg: Config, n_samples: int | None = None, data: Any = None) -> Evaluator | None:
     """The quality figure for ``cfg.data``: mode coverage for ring8 / grid25,
     ``FD-LeNet(digits)`` (against the 397 held-out digits) for digits,
     ``FD-LeNet(fashion-mnist)`` (against the 10,000 test images) for
-    fashion_mnist; None for other data (no offline feature extractor fits them).
+    fashion_mnist, ``FD-RandConv`` (random-feature Fréchet distance against
+    the training images, :func:`ganfn.presets_folder.folder_evaluator`) for a
+    folder when its training ``data`` is given; None otherwise.
+    The image figures carry their :class:`ganfn.metrics.card.ProtocolCard`.
     Conditional runs add per-class figures and their ``fn`` takes ``(samples, labels)``:
     on digits the intra-class FD-LeNet and the LeNet's accuracy on the requested
     classes; on the mixtures the fraction of class-k samples nearest mode k."""
@@ -409,7 +441,9 @@ def make_evaluator(cfg: Config, n_samples: int | None = None) -> Evaluator | Non
                 out.update(metrics.evaluate_conditional_images(samples, labels, real, test_y, ext))
             return {k: float(v) for k, v in out.items()}
 
-        return Evaluator(fd, "FD-LeNet(digits)", higher_is_better=False, n_samples=n)
+        return Evaluator(fd, "FD-LeNet(digits)", higher_is_better=False, n_samples=n,
+                         card=_lenet_card(ext, n, len(test_y), "scikit-learn digits, test split: 397 held-out images "
+                                                               "(ganfn.data.digits_split, randperm seed 0)"))
     if cfg.data == "fashion_mnist":
         root = cfg.data_root or metrics.lenet.FASHION_MNIST_ROOT
         ext = metrics.lenet_extractor("fashion-mnist", root=root)
@@ -419,12 +453,23 @@ def make_evaluator(cfg: Config, n_samples: int | None = None) -> Evaluator | Non
             out = metrics.fid(samples, real, ext)
             return {out_key: float(v) for out_key, v in out.items() if v is not None}
 
-        return Evaluator(fd_fashion, "FD-LeNet(fashion-mnist)", higher_is_better=False, n_samples=n)
+        return Evaluator(fd_fashion, "FD-LeNet(fashion-mnist)", higher_is_better=False, n_samples=n,
+                         card=_lenet_card(ext, n, real.n, f"Fashion-MNIST test split from {root}"))
+    if is_folder(cfg) and data is not None:
+        return folder_evaluator(data, n, str(Path(cfg.data).expanduser()), cfg.data_workers)
     return None
 
 
-def build(cfg: Config) -> tuple[GAN, Any, Evaluator | None]:
-    """``(gan, data, evaluator)`` for a config (loads the data; may train and cache the LeNet)."""
-    data = load_data(cfg)
+def _lenet_card(ext: Any, n: int, n_ref: int | None, reference: str) -> ProtocolCard:
+    return ProtocolCard(f"FD-{ext.name}", f"{ext.name} trained by ganfn (ganfn.metrics.lenet), penultimate layer "
+                        f"({ext.params['fc1.weight'].shape[0]} features)", weights_hash(ext.params),
+                        f"luma grey; bilinear (antialiased when shrinking) to {ext.image_size}x{ext.image_size}",
+                        n, n_ref, reference)
+
+
+def build(cfg: Config, folder: FolderChoice | None = None) -> tuple[GAN, Any, Evaluator | None]:
+    """``(gan, data, evaluator)`` for a config (loads the data; may train and cache the LeNet).
+    ``folder``: a folder's :func:`choose_folder`, when the caller has already scanned it."""
+    data = load_data(cfg, folder)
     gan = build_gan(cfg, _sample_shape(data), num_classes(cfg, data))
-    return gan, data, make_evaluator(cfg)
+    return gan, data, make_evaluator(cfg, data=data)

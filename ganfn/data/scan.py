@@ -35,7 +35,8 @@ class FolderScan(NamedTuple):
     ``names``: the readable files kept, in sorted order (at most ``max_images``);
     ``modes``: PIL mode -> number of kept files; ``sides``: each kept file's
     short side in pixels (images are centre-cropped to that square);
-    ``skipped``: (file, reason) of each unreadable file left out.
+    ``skipped``: (file, reason) of each unreadable file left out, and
+    ``excluded`` their names as ``ImageFiles`` lists them (its ``exclude=``).
     """
 
     root: str
@@ -43,6 +44,7 @@ class FolderScan(NamedTuple):
     modes: dict[str, int]
     sides: list[int]
     skipped: list[tuple[str, str]]
+    excluded: list[str]
 
     @property
     def channels(self) -> int:
@@ -75,7 +77,7 @@ def scan_images(path: str | os.PathLike, *, max_images: int | None = None, skip_
     if max_images is not None and (not isinstance(max_images, int) or max_images < 1):
         raise ValueError(f"max_images must be a positive int, got {max_images!r}")
     files = ImageFiles(path, 1)
-    names, modes, sides, skipped = [], Counter(), [], []
+    names, modes, sides, skipped, excluded = [], Counter(), [], [], []
     for i, name in enumerate(files.names):
         if max_images is not None and len(names) >= max_images:
             break
@@ -87,6 +89,7 @@ def scan_images(path: str | os.PathLike, *, max_images: int | None = None, skip_
             if not skip_bad:
                 raise BadImageError(files.display_name(i), str(e) or type(e).__name__) from e
             skipped.append((files.display_name(i), str(e) or type(e).__name__))
+            excluded.append(name)
             continue
         names.append(name)
         modes[mode] += 1
@@ -94,4 +97,4 @@ def scan_images(path: str | os.PathLike, *, max_images: int | None = None, skip_
     if not names:
         raise ValueError(f"no readable image in {files.root}: all {len(skipped)} files failed to open "
                          f"(first: {skipped[0][0]}: {skipped[0][1]})")
-    return FolderScan(str(files.root), names, dict(modes), sides, skipped)
+    return FolderScan(str(files.root), names, dict(modes), sides, skipped, excluded)

@@ -5,7 +5,10 @@ Feature-matrix metrics (inputs [N, d], float64 inside, tensors out):
 ``inception_score`` on class probabilities [N, K]; ``mode_coverage`` for
 2-D Gaussian mixtures. Extractors turn images into features:
 ``lenet_extractor`` (trained by ganfn on scikit-learn digits, cached) and
-``inception_extractor`` (user-supplied weights file, never downloaded).
+``inception_extractor`` (user-supplied weights file, never downloaded),
+``random_conv_extractor`` (fixed random weights: ``FD-RandConv`` for any
+image folder). ``ProtocolCard``: what a score depends on (extractor, weights
+hash, resize, image counts, reference).
 ``fid`` / ``fid_stats`` / ``save_stats`` / ``load_stats``: FID with
 pytorch-fid's protocol and its ``.npz`` reference statistics.
 ``evaluate_images`` / ``evaluate_stacked_images`` put them together with
@@ -14,6 +17,7 @@ Conditional generators: ``intra_class_frechet_distance`` and ``class_accuracy``
 (``evaluate_conditional_images``, ``evaluate_stacked_conditional_images``).
 """
 
+from .card import ProtocolCard, weights_hash
 from .conditional import (
     class_accuracy,
     conditional_names,
@@ -40,6 +44,7 @@ from .modes import (
     ring8_centers,
 )
 from .precision_recall import precision_recall
+from .random_features import RandomConvExtractor, random_conv_extractor
 from .stacked import (
     evaluate_stacked_images,
     stacked_frechet_distance,
@@ -48,6 +53,10 @@ from .stacked import (
 )
 
 __all__ = [
+    "ProtocolCard",
+    "weights_hash",
+    "RandomConvExtractor",
+    "random_conv_extractor",
     "intra_class_frechet_distance",
     "class_accuracy",
     "conditional_names",
