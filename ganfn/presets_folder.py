@@ -59,7 +59,7 @@ def _real_images(data: Any, workers: int) -> Tensor:
     """The first :data:`REFERENCE_MAX` training images (uint8 or float [M, C, H, W]), unflipped, in order."""
     images = data[0] if isinstance(data, tuple) else data
     out, seen = [], 0
-    for batch in gdata.in_order(images, 256, workers):
+    for batch in gdata.in_order(images, min(256, REFERENCE_MAX), workers):  # decode no file past the cap
         out.append(batch[: REFERENCE_MAX - seen])
         seen += out[-1].shape[0]
         if seen >= REFERENCE_MAX:
