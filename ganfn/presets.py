@@ -447,14 +447,14 @@ def make_evaluator(cfg: Config, n_samples: int | None = None, data: Any = None) 
     if cfg.data == "fashion_mnist":
         root = cfg.data_root or metrics.lenet.FASHION_MNIST_ROOT
         ext = metrics.lenet_extractor("fashion-mnist", root=root)
-        real = metrics.fid_stats(gdata.fashion_mnist(root, "test"), ext)  # the 10,000 test images
+        ref = metrics.fid_stats(gdata.fashion_mnist(root, "test"), ext)  # the 10,000 test images
 
         def fd_fashion(samples: Tensor, labels: Tensor | None = None) -> dict[str, float]:  # no per-class figures yet
-            out = metrics.fid(samples, real, ext)
+            out = metrics.fid(samples, ref, ext)
             return {out_key: float(v) for out_key, v in out.items() if v is not None}
 
         return Evaluator(fd_fashion, "FD-LeNet(fashion-mnist)", higher_is_better=False, n_samples=n,
-                         card=_lenet_card(ext, n, real.n, f"Fashion-MNIST test split from {root}"))
+                         card=_lenet_card(ext, n, ref.n, f"Fashion-MNIST test split from {root}"))
     if is_folder(cfg) and data is not None:
         return folder_evaluator(data, n, str(Path(cfg.data).expanduser()), cfg.data_workers)
     return None

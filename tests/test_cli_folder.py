@@ -9,9 +9,8 @@ import pytest
 import torch
 from PIL import Image
 
-from ganfn import cli
+from ganfn import cli, presets_folder
 from ganfn import data as D
-from ganfn import presets_folder
 
 torch.set_num_threads(1)
 TINY = ["--steps", "3", "--batch-size", "4", "--n-eval", "16", "--eval-every", "3", "--log-every", "1",

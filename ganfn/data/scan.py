@@ -77,7 +77,11 @@ def scan_images(path: str | os.PathLike, *, max_images: int | None = None, skip_
     if max_images is not None and (not isinstance(max_images, int) or max_images < 1):
         raise ValueError(f"max_images must be a positive int, got {max_images!r}")
     files = ImageFiles(path, 1)
-    names, modes, sides, skipped, excluded = [], Counter(), [], [], []
+    names: list[str] = []
+    modes: Counter[str] = Counter()
+    sides: list[int] = []
+    skipped: list[tuple[str, str]] = []
+    excluded: list[str] = []
     for i, name in enumerate(files.names):
         if max_images is not None and len(names) >= max_images:
             break

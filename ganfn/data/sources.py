@@ -58,7 +58,7 @@ class _Decoded(torch.utils.data.Dataset):
 
 def _stack(items: list[Tensor | BadImageError]) -> Tensor | BadImageError:
     bad = [x for x in items if isinstance(x, BadImageError)]
-    return bad[0] if bad else torch.stack(items)
+    return bad[0] if bad else torch.stack([x for x in items if isinstance(x, Tensor)])
 
 
 def _batches(loader: torch.utils.data.DataLoader) -> Iterator[Tensor]:
