@@ -125,7 +125,7 @@ def _config_from_args(args: argparse.Namespace, parser: argparse.ArgumentParser)
                 parser.error(f"--resume {resume}: no such run directory or checkpoint")
             if not cfg_file.is_file():
                 parser.error(f"--resume {resume}: {cfg_file} not found (was this folder written by ganfn train?)")
-            cfg = P.merge(P.Config(), json.loads(cfg_file.read_text()), str(cfg_file))
+            cfg = P.saved(json.loads(cfg_file.read_text()), str(cfg_file))
             cfg = P.merge(cfg, {"run_dir": str(run)})
             return P.merge(cfg, given, "the command line"), str(rp)
         file_settings = P.load_toml(args.config) if args.config else {}

@@ -24,7 +24,7 @@ def run_eval(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     cfg_file = run / "config.json"
     if not cfg_file.is_file():
         parser.error(f"eval: {cfg_file} not found (was {run} written by ganfn train?)")
-    cfg = P.merge(P.Config(), json.loads(cfg_file.read_text()), str(cfg_file))
+    cfg = P.saved(json.loads(cfg_file.read_text()), str(cfg_file))
     try:
         found = checkpoint.CheckpointManager(run / "checkpoints").load_latest(map_location=args.device)
     except ValueError as e:

@@ -53,7 +53,7 @@ from .metrics.card import ProtocolCard, weights_hash
 from .presets_folder import FolderChoice, choose, folder_evaluator
 
 __all__ = ["Config", "PRESETS", "DEFAULT_STEPS", "build", "build_gan", "load_data", "num_classes", "make_evaluator", "from_preset",
-           "load_toml", "merge", "choose_folder", "is_folder"]
+           "load_toml", "merge", "saved", "choose_folder", "is_folder"]
 
 DEFAULT_STEPS = 10000
 
@@ -198,6 +198,16 @@ PRESETS: dict[str, dict[str, Any]] = {
         batch_size=64, steps=20000,
     ),
 }
+
+
+def saved(settings: Mapping[str, Any], source: str = "config.json") -> Config:
+    """The :class:`Config` of a run's saved ``config.json``. A folder run saved before
+    folders chose their own channels and size (no ``channels`` key) trained at
+    3 channels and, without ``image_size``, 64 pixels: it is rebuilt so."""
+    cfg = merge(Config(), settings, source)
+    if "channels" not in settings and is_folder(cfg):
+        cfg = dataclasses.replace(cfg, channels=3, image_size=cfg.image_size or 64)
+    return cfg
 
 
 def merge(base: Config, overrides: Mapping[str, Any], source: str = "settings") -> Config:

@@ -145,3 +145,21 @@ def test_eval_of_a_folder_run_prints_the_figure_and_its_card(tmp_path, capsys):
     figure = float(out.split("FD-RandConv ")[-1].split(",")[0])
     assert cli.main(["eval", str(run), "--n-eval", "20"]) == 0  # deterministic: the same figure again
     assert float(capsys.readouterr().out.split("FD-RandConv ")[-1].split(",")[0]) == figure
+
+
+def test_a_folder_run_saved_before_the_scan_is_rebuilt_at_its_old_shape(tmp_path, capsys):
+    from ganfn import presets as P
+
+    imgs = _folder(tmp_path / "grey")
+    run = tmp_path / "run"
+    _train(["--data", str(imgs), "--image-size", "8", "--channels", "3", "--run-dir", str(run)], capsys)
+    cfg_file = run / "config.json"
+    old = {k: v for k, v in json.loads(cfg_file.read_text()).items() if k not in ("channels", "max_images", "skip_bad_images")}
+    assert (P.saved(old).channels, P.saved(old).image_size) == (3, 8)
+    old["image_size"] = None
+    assert (P.saved(old).channels, P.saved(old).image_size) == (3, 64)  # the old folder default
+    old["image_size"] = 8
+    cfg_file.write_text(json.dumps(old))
+    assert cli.main(["eval", str(run), "--n-eval", "8"]) == 0  # a grey folder, yet the saved 3-channel model loads
+    assert "FD-RandConv" in capsys.readouterr().out
+    assert P.saved({"data": "digits"}).channels is None  # named data sets are untouched
