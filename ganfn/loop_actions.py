@@ -160,7 +160,13 @@ def progress_line(run: "Run", step: int, steps: int, metrics: Mapping[str, Tenso
     """A plain progress line for logs without a progress bar."""
     parts = [f"step {step}/{steps}"]
     parts += [f"{k} {_mean(metrics[k]):.4f}" for k in ("d_loss", "g_loss") if k in metrics]
-    return " | ".join(parts)
+    return " | ".join(parts + _part_readings(metrics))
+
+
+def _part_readings(metrics: Mapping[str, Tensor]) -> list[str]:
+    """The parts' step metrics (``"<part>/<key>"``: declared scalars such as ADA's
+    ``ada/p``, loss terms such as ``r1/term``), as ``"ada/p 0.123"`` (stacked: the members' mean)."""
+    return [f"{k} {_mean(v):.4g}" + (" (mean)" if v.numel() > 1 else "") for k, v in metrics.items() if "/" in k]
 
 
 def eval_line(step: int, metrics: Mapping[str, Tensor], figs: list[dict[str, float]], primary: str) -> str:
@@ -169,6 +175,7 @@ def eval_line(step: int, metrics: Mapping[str, Tensor], figs: list[dict[str, flo
     for k in ("d_loss", "g_loss"):
         if k in metrics:
             parts.append(f"{k} {_mean(metrics[k]):.4f}" + (" (mean)" if metrics[k].numel() > 1 else ""))
+    parts += _part_readings(metrics)
     vals = [f.get(primary, math.nan) for f in figs]
     parts.append(f"{primary} {vals[0]:.4g}" if len(vals) == 1 else f"{primary} " + " ".join(f"{v:.3g}" for v in vals))
     return " | ".join(parts)
