@@ -272,6 +272,7 @@ def _finish(run: Run, step: int, last_metrics: Mapping[str, Tensor], wall: float
         h["last"] = {"step": step, **{k: act.to_float(v) for k, v in last_metrics.items()}}
     if run.population is not None:
         h["population"] = run.population.lineage.to_dict()
+        h["diverged_at"], h["halved_at"] = run.population.lineage.split_frozen(h["diverged_at"])  # halving is not divergence
     h["steps_run"] = step - run.start
     h["wall_time_s"] = wall
     h["steps_per_s"] = (step - run.start) / wall if wall > 0 else None

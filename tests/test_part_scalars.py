@@ -90,7 +90,7 @@ def test_fit_logs_ada_p_to_console_metrics_json_and_tensorboard(tmp_path):
     lines: list[str] = []
     gan = _image_gan(parts.ada("translation", interval=1, speed_images=30.0, p=0.0))
     images = torch.rand(32, 1, 8, 8, generator=torch.Generator().manual_seed(0)) * 2 - 1
-    state, hist = fit(gan, images, steps=4, batch_size=B, run_dir=tmp_path, log_every=1, eval_every=2,
+    state, _ = fit(gan, images, steps=4, batch_size=B, run_dir=tmp_path, log_every=1, eval_every=2,
                       progress=False, print_fn=lines.append)
     doc = json.loads((tmp_path / "metrics.json").read_text())
     ps = [r["ada/p"] for r in doc["train"]]
