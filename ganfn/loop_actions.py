@@ -204,12 +204,19 @@ def write_outputs(run: "Run", config: Mapping | None) -> None:
     ref = run.evaluator.reference if run.evaluator else None
     pics = [picture(s, ref, _cols(run)) for s in samples]
     scale = max(1, 480 // max(pics[0].shape[-1], 1)) if samples[0].dim() == 4 else 1
+    by_class = run.fixed_y is not None and samples[0].dim() == 4  # one row per class: each row labelled with it
     if len(pics) == 1:
-        tb.save_png(pics[0], path / "samples.png", scale=scale)
+        if by_class:
+            figures.class_rows(samples[0], run.gan.num_classes, path / "samples.png")
+        else:
+            tb.save_png(pics[0], path / "samples.png", scale=scale)
     else:
         labels = member_labels(run)
         for i, p in enumerate(pics):
-            tb.save_png(tb.labelled(tb.upscale(p, scale), labels[i]), path / f"samples_member{i:02d}.png")
+            if by_class:
+                figures.class_rows(samples[i], run.gan.num_classes, path / f"samples_member{i:02d}.png", title=labels[i])
+            else:
+                tb.save_png(tb.labelled(tb.upscale(p, scale), labels[i]), path / f"samples_member{i:02d}.png")
         # All members' grids tiled into one picture, member 0 top left, each captioned
         # (captions may wrap to different heights: pad each panel to the tallest).
         small = [tb.labelled(tb.upscale(p, max(1, scale // 2)), labels[i]) for i, p in enumerate(pics)]
