@@ -281,7 +281,9 @@ def _finish(run: Run, step: int, last_metrics: Mapping[str, Tensor], wall: float
         act.write_outputs(run, config)
     if run.logger is not None:
         fin = h["final"].get("figures") or [{} for _ in run.seeds]
+        lin = run.population.lineage if run.population is not None else None  # PBT: the values members end with, too
         hp_rows = [{**({k: v for k, v in (config or {}).items() if isinstance(v, (int, float, str, bool))}),
-                    **hp, "seed": s} for hp, s in zip(run.hp_list, run.seeds)]
+                    **hp, "seed": s, **({f"{k}_end": v for k, v in lin.final_values(i).items()} if lin else {})}
+                   for i, (hp, s) in enumerate(zip(run.hp_list, run.seeds))]
         run.logger.hparams(hp_rows, fin)
         run.logger.close()

@@ -124,3 +124,22 @@ def test_other_figures_rank_alone_and_bad_sort_directions_are_refused():
         sweep.rows([{}], [{"a": 1.0, "b": 2.0}], sort_by=["a", "b"], descending=[True])
     with pytest.raises(KeyError, match="'c' is not a column"):
         sweep.rows([{}], [{"a": 1.0}], sort_by=["a", "c"], descending=[True, False])
+
+
+def test_tensorboard_hparams_record_the_values_members_end_with(tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    sched = Schedule({"lr_d": (1e-4, 1e-2)}, every=2, fraction=0.5, metrics=(population.Metric("m", True),), seed=0,
+                     perturb=(0.5,), resample_probability=0.0)
+    _, hist = fit(_gan(), data.ring8, steps=4, batch_size=16, eval_every=2, seeds=[0, 1], hparams=[{"lr_d": 1e-3}, {"lr_d": 2e-3}],
+                  evaluator=_evaluator(), population=sched, run_dir=tmp_path, **QUIET)
+    lin = Lineage.from_dict(hist["population"])
+    copied = next(e["member"] for e in lin.events if e["kind"] == "copy")
+    acc = EventAccumulator(str(tmp_path / "tb" / f"member_{copied:02d}"))
+    acc.Reload()
+    content = acc.summary_metadata["_hparams_/session_start_info"].plugin_data.content
+    from tensorboard.plugins.hparams import plugin_data_pb2
+
+    info = plugin_data_pb2.HParamsPluginData.FromString(content).session_start_info
+    assert info.hparams["lr_d_end"].number_value == pytest.approx(lin.final_values(copied)["lr_d"])
+    assert info.hparams["lr_d_end"].number_value != pytest.approx(info.hparams["lr_d"].number_value)
