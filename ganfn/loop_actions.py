@@ -82,6 +82,11 @@ def log(run: "Run", step: int, metrics: Mapping[str, Tensor]) -> None:
     # Only at multiples of log_every (never "at the end"): a run stopped and
     # resumed must keep exactly the history of one that was not.
     rec = {"step": step, **{k: to_float(v) for k, v in metrics.items()}}
+    if run.population is not None and isinstance(rec.get("diverged"), list):
+        # Halving freezes through the divergence flag: a halved member is recorded as halved.
+        halved = run.population.lineage.halved_at(len(rec["diverged"]))
+        rec["diverged"] = [0.0 if h >= 0 else d for d, h in zip(rec["diverged"], halved)]
+        rec["halved"] = [float(h >= 0) for h in halved]
     run.history["train"].append(rec)
     if run.logger is not None:
         run.logger.scalars(step, {k: v for k, v in metrics.items() if k != "diverged"}, prefix="train/")

@@ -29,7 +29,7 @@ def _evaluator():
 
 def test_fit_records_halved_members_as_halved_not_diverged(tmp_path):
     sched = Schedule({"lr_d": (1e-4, 1e-2)}, halving_at=[2], metrics=(population.Metric("m", True),), seed=0)
-    state, hist = fit(_gan(), data.ring8, steps=4, batch_size=16, eval_every=2, seeds=[0, 1, 2, 3],
+    state, hist = fit(_gan(), data.ring8, steps=4, batch_size=16, eval_every=2, log_every=1, seeds=[0, 1, 2, 3],
                       hparams=[{"lr_d": 1e-3 * (i + 1)} for i in range(4)], evaluator=_evaluator(), population=sched,
                       run_dir=tmp_path, **QUIET)
     retired = hist["population"]["retired"]
@@ -40,6 +40,8 @@ def test_fit_records_halved_members_as_halved_not_diverged(tmp_path):
     assert [int(x) for x in state.diverged_at] == [2 if i in retired else -1 for i in range(4)]
     doc = json.loads((tmp_path / "metrics.json").read_text())
     assert doc["halved_at"] == hist["halved_at"] and doc["diverged_at"] == [-1] * 4
+    last = doc["train"][-1]
+    assert last["diverged"] == [0.0] * 4 and last["halved"] == [float(i in retired) for i in range(4)]
 
 
 def test_a_diverged_member_that_halving_retires_stays_diverged():
