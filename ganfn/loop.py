@@ -140,7 +140,8 @@ def fit(
     Returns ``(state, history)``: history is a JSON-able dict with ``train``
     (every ``log_every`` steps: step and each metric, lists for stacked runs),
     ``eval`` (step and figures), ``final`` (the last figures), ``stopped``
-    (why training ended), ``diverged_at`` and timings: ``wall_time_s``,
+    (why training ended), ``diverged_at`` (and ``halved_at`` for a population
+    run: members successive halving froze, apart from diverged ones) and timings: ``wall_time_s``,
     ``steps_per_s`` and ``first_step_s`` (the first step, which includes any compile).
     """
     check_args(gan, steps, batch_size, precision, on_nonfinite,
