@@ -70,7 +70,7 @@ class Lineage:
         diverged before is retired but not recorded as halved: it stays diverged."""
         frozen = _floats(report["frozen"])
         was = _floats(report["was_frozen"]) if "was_frozen" in report else [0.0] * len(frozen)
-        for i, (f, w) in enumerate(zip(frozen, was)):
+        for i, (f, w) in enumerate(zip(frozen, was, strict=True)):
             if f and i not in self.retired:
                 self.retired.append(i)
                 if not w:
@@ -100,7 +100,7 @@ class Lineage:
         (:func:`ganfn.population.halve`), so a halved member's entry moves to
         ``halved_at`` and its ``diverged_at`` becomes -1."""
         halved = self.halved_at(len(diverged_at))
-        return [-1 if h >= 0 else d for d, h in zip(diverged_at, halved)], halved
+        return [-1 if h >= 0 else d for d, h in zip(diverged_at, halved, strict=True)], halved
 
     def final_values(self, member: int) -> dict[str, float]:
         """Member's explored hyperparameters as it ends (the last entry of its history)."""

@@ -133,7 +133,7 @@ def rows(members: Sequence[Mapping[str, Any]], metrics: Mapping[str, Any] | Sequ
         for k in keys:
             if not any(k in r for r in out):
                 raise KeyError(f"sort_by={k!r} is not a column; columns: {sorted({c for r in out for c in r})}")
-        out.sort(key=lambda r: tuple(_sort_key(r.get(k), d) for k, d in zip(keys, desc)))
+        out.sort(key=lambda r: tuple(_sort_key(r.get(k), d) for k, d in zip(keys, desc, strict=True)))
     return out
 
 

@@ -75,7 +75,7 @@ TINY = ["--steps", "4", "--batch-size", "16", "--n-eval", "200", "--eval-every",
 def _table(out: str) -> list[dict[str, str]]:
     lines = [line for line in out.splitlines() if line.startswith("| ")]
     head = [c.strip() for c in lines[0].strip("|").split("|")]
-    return [dict(zip(head, (c.strip() for c in line.strip("|").split("|")))) for line in lines[1:] if not line.startswith("| mean")]
+    return [dict(zip(head, (c.strip() for c in line.strip("|").split("|")), strict=True)) for line in lines[1:] if not line.startswith("| mean")]
 
 
 def test_sweep_table_shows_halving_and_the_values_members_end_with(tmp_path, capsys):
@@ -112,10 +112,10 @@ figure = st.one_of(st.floats(0, 1, allow_nan=False), st.just(math.nan))
 def test_modes_ties_break_on_high_quality_then_kl_in_rank_and_table(rows):
     order = population.ranking("modes")
     assert [m.name for m in order] == ["modes", "high_quality", "kl"]
-    scores, dirs = population.scores_from_figures([dict(zip(["modes", "high_quality", "kl"], r)) for r in rows], order)
+    scores, dirs = population.scores_from_figures([dict(zip(["modes", "high_quality", "kl"], r, strict=True)) for r in rows], order)
     want = _expected(rows)
     assert population.rank(scores, dirs).tolist() == want
-    table = sweep.rows([{} for _ in rows], [dict(zip(["modes", "high_quality", "kl"], r)) for r in rows],
+    table = sweep.rows([{} for _ in rows], [dict(zip(["modes", "high_quality", "kl"], r, strict=True)) for r in rows],
                        sort_by=[m.name for m in order], descending=[m.higher_is_better for m in order])
     assert [r["member"] for r in table] == want
 
