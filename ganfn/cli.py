@@ -258,7 +258,9 @@ def _population(cfg: P.Config, gan: Any, evaluator: Any, parser: argparse.Argume
         else:
             space = lineage.space_from_grid(sweep.parse_grid(cfg.grid))
         halving = [int(x) for x in cfg.halving_at.split(",") if x.strip()] if cfg.halving_at else []
-        default = [evaluator.primary] + (["high_quality"] if evaluator.primary == "modes" else [])
+        from .population import Metric, ranking
+
+        default = ranking(Metric(evaluator.primary, evaluator.higher_is_better))
         names = [m.strip() for m in cfg.pbt_metric.split(",") if m.strip()] if cfg.pbt_metric else default
         return lineage.Schedule(space, every=cfg.pbt_every, fraction=cfg.pbt_fraction, halving_at=halving,
                                 metrics=names, seed=cfg.seed,
@@ -392,16 +394,23 @@ def _report(cfg: P.Config, hist: dict, evaluator: Any, members: Any, population:
             if final:
                 m.update({k: v for k, v in final[i].items()
                           if k == primary or k in ("high_quality", "kl", "on_class_mode") or k.startswith(("intra-", "class-acc-"))})
-            da = hist.get("diverged_at")
+            da, ha = hist.get("diverged_at"), hist.get("halved_at")
             m["diverged"] = bool(da is not None and isinstance(da, list) and da[i] >= 0)
+            if population is not None and population.halving_at:
+                m["halved"] = f"at {ha[i]}" if ha and ha[i] >= 0 else "no"
             if population is not None:
-                m["schedule"] = population.lineage.schedule_text(i)
                 m["lineage"] = population.lineage.lineage_text(i)
             rows_metrics.append(m)
         table_members = [{"seed": s, **hp} for s, hp in zip(*members)]
-        sort = primary if (primary and cfg.grid) else None
-        say(sweep.table(table_members, rows_metrics, sort_by=sort,
-                        descending=bool(evaluator and evaluator.higher_is_better), with_summary=True))
+        if population is not None:  # the values each member ends with, its schedule beside them
+            table_members = [{"seed": t["seed"], **{k: v for k, v in t.items() if k != "seed" and k not in population.space},
+                              **{f"{k} (end)": v for k, v in population.lineage.final_values(i).items()},
+                              "schedule": population.lineage.schedule_text(i)} for i, t in enumerate(table_members)]
+        from .population import Metric, ranking
+
+        order = ranking(Metric(primary, evaluator.higher_is_better)) if (primary and cfg.grid) else []
+        say(sweep.table(table_members, rows_metrics, sort_by=[m.name for m in order] or None,
+                        descending=[m.higher_is_better for m in order], with_summary=True))
     else:
         parts = [f"{k} {last[k]:.4f}" for k in ("d_loss", "g_loss") if k in last]
         if final and primary:

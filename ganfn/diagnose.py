@@ -109,9 +109,11 @@ def d_accuracy(loss, out_real: Tensor, out_fake: Tensor, real_target: Tensor | f
                fake_target: Tensor | float) -> tuple[Tensor, Tensor]:
     """D's accuracy on real and on fake samples (two 0-d tensors).
 
-    ``out_*`` are D's outputs [B] / [B, 1] (or [B, ...] for a patch D, averaged
-    per sample). A sample counts as judged real when its score is above
-    :func:`decision_threshold` for ``loss`` (a :class:`ganfn.losses.LossPair`).
+    ``out_*`` are D's outputs [B] / [B, 1], or [B, ...] for a patch D: each
+    patch is judged, as each patch carries its own loss (``ganfn.losses``), so
+    the accuracy is the fraction of patches judged right. A score counts as
+    judged real when it is above :func:`decision_threshold` for ``loss`` (a
+    :class:`ganfn.losses.LossPair`).
     """
     r, f = _scores(out_real), _scores(out_fake)
     if loss.name in SHIFT_INVARIANT and r.shape == f.shape:
@@ -127,6 +129,5 @@ def d_accuracy(loss, out_real: Tensor, out_fake: Tensor, real_target: Tensor | f
 
 
 def _scores(out: Tensor) -> Tensor:
-    """One detached score per sample, averaged over any non-batch elements."""
-    out = out.detach()
-    return out.reshape(-1) if out.dim() == 1 or out[0].numel() == 1 else out.reshape(out.shape[0], -1).mean(1)
+    """Every detached score (a patch D's patches, sample by sample) as one vector."""
+    return out.detach().reshape(-1)

@@ -5,10 +5,12 @@
 - :func:`training_figure`: losses and the quality figure of a run's history
   (``ganfn.loop.fit``'s ``history`` or ``metrics.json``) over the steps, with
   labelled axes, a legend and the number of samples behind the quality figure
-  (Fréchet distances are biased by it: figures are only comparable at equal n).
+  (Fréchet distances are biased by it: figures are only comparable at equal n),
+  on a log axis when the figure spans a factor of 10 or more.
 - :func:`heatmap`: any [R, C] grid of numbers with labelled rows and columns;
   :func:`sweep_heatmap` puts a sweep's final figure on its 2-D grid with it.
 - :func:`member_rows`: a sample grid with one row per member of a stacked run.
+- :func:`class_rows`: a conditional run's sample grid, each row labelled with its class.
 - :func:`population_curves`: each member's quality figure over the steps of a
   population-based training run, with its copy and halving events marked.
 - :func:`run_figures`: what ``fit`` writes at the end of a run.
@@ -29,7 +31,8 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from torch import Tensor
 
-__all__ = ["curves", "training_figure", "heatmap", "sweep_heatmap", "member_rows", "population_curves", "run_figures", "series"]
+__all__ = ["curves", "training_figure", "training_plot", "heatmap", "sweep_heatmap", "member_rows", "class_rows", "class_rows_plot",
+           "population_curves", "run_figures", "series"]
 
 LOSS_KEYS = ("d_loss", "g_loss")
 
@@ -101,11 +104,32 @@ def training_figure(
     n_samples: int | None = None,
     title: str | None = None,
 ) -> Path:
+    """:func:`training_plot` saved as a PNG at ``path``."""
+    return _save(training_plot(history, primary=primary, n_samples=n_samples, title=title), path)
+
+
+def _log_worthy(values: Any) -> bool:
+    """Positive values spanning at least a factor of 10: a linear axis would
+    flatten the small ones (a Fréchet distance falls from 21 at step 0 to 0.2)."""
+    v = np.asarray(values, dtype=np.float64)
+    v = v[np.isfinite(v)]
+    return bool(v.size) and bool((v > 0).all()) and float(v.max()) >= 10 * float(v.min())
+
+
+def training_plot(
+    history: Mapping[str, Any],
+    *,
+    primary: str | None = None,
+    n_samples: int | None = None,
+    title: str | None = None,
+) -> Figure:
     """Losses (and the quality figure ``primary``, if the history has it) over the steps.
 
     ``history`` is ``fit``'s: ``train`` records (``d_loss``/``g_loss``, floats
     or per-member lists) and ``initial``/``eval`` records of figures.
     ``n_samples``: generated samples behind each quality value, shown on its axis.
+    The quality axis is logarithmic when its values are positive and span a
+    factor of 10 or more (a distance's first value would flatten the rest).
     """
     quality = _quality_records(history, primary) if primary else []
     panels = 2 if quality else 1
@@ -127,11 +151,14 @@ def training_figure(
         steps, vals = series(quality, primary)
         curves(qa, steps, vals, primary, color="tab:green")
         n_txt = f" (n = {n_samples} samples)" if n_samples else ""
-        qa.set(xlabel="step", ylabel=primary + n_txt, title=f"{primary} over training")
+        log = _log_worthy(vals)
+        qa.set(xlabel="step", ylabel=primary + n_txt + (", log scale" if log else ""), title=f"{primary} over training")
+        if log:
+            qa.set_yscale("log")
         qa.legend(fontsize="small")
     if title:
         fig.suptitle(title)
-    return _save(fig, path)
+    return fig
 
 
 def _fmt(v: float) -> str:
@@ -253,6 +280,43 @@ def member_rows(
         ax.set_yticks([h / 2], [lab])
         ax.tick_params(length=0)
     return _save(fig, path)
+
+
+def class_rows_plot(samples: Tensor, num_classes: int, *, class_names: Sequence[str] | None = None,
+                    title: str | None = None) -> Figure:
+    """A conditional run's sample grid with each row labelled by its class.
+
+    ``samples`` [K * n, C, H, W] in [-1, 1] are class-major (``n`` samples of
+    class 0, then of class 1, ...: ``ganfn.labels.class_rows``); row k is
+    labelled ``class_names[k]`` (default ``class k``).
+    """
+    if samples.dim() != 4 or samples.shape[0] == 0 or samples.shape[0] % num_classes:
+        raise ValueError(f"samples must be [K * n, C, H, W] with K = {num_classes} classes, class-major; "
+                         f"got shape {tuple(samples.shape)}")
+    names = [f"class {k}" for k in range(num_classes)] if class_names is None else [str(c) for c in class_names]
+    if len(names) != num_classes:
+        raise ValueError(f"{num_classes} classes but {len(names)} class names")
+    n = samples.shape[0] // num_classes
+    x = ((samples.detach().float().cpu().nan_to_num(0.0).clamp(-1, 1) + 1) / 2).permute(0, 2, 3, 1).numpy()
+    x = np.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)), constant_values=1.0)
+    h, w = x.shape[1], x.shape[2]
+    grid = x.reshape(num_classes, n, h, w, -1).transpose(0, 2, 1, 3, 4).reshape(num_classes * h, n * w, -1)
+    scale = max(0.15, min(0.6, 8.0 / max(n, num_classes)))
+    fig = Figure(figsize=(1.3 + scale * n, 0.4 + scale * num_classes), layout="constrained")
+    ax = fig.add_subplot()
+    ax.imshow(grid[..., 0] if grid.shape[-1] == 1 else grid, cmap="gray", vmin=0, vmax=1, interpolation="nearest")
+    ax.set_xticks([])
+    ax.set_yticks([h * (k + 0.5) for k in range(num_classes)], names)
+    ax.tick_params(length=0)
+    if title:
+        ax.set_title(title, fontsize="small")
+    return fig
+
+
+def class_rows(samples: Tensor, num_classes: int, path: str | os.PathLike, *, class_names: Sequence[str] | None = None,
+               title: str | None = None) -> Path:
+    """:func:`class_rows_plot` saved as a PNG at ``path``."""
+    return _save(class_rows_plot(samples, num_classes, class_names=class_names, title=title), path)
 
 
 def population_curves(

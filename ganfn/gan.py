@@ -43,7 +43,7 @@ from .gan_parts import PartInfo, check_counts, check_optimizer, latent_shape_of,
 from .hparams import apply_overrides, make_hparams
 from .inputs import check_batch, check_compatible, check_step_inputs
 from .labels import Labelling, check_setup, class_labels
-from .parts.base import Ctx, DTerm, GTerm, Hyper, InitCtx, Part, check_like
+from .parts.base import Ctx, DTerm, GTerm, Hyper, InitCtx, Part, PartError, check_like
 from .state import DAux, GAux, NetState, Noise, TrainState, UpdateNoise
 from .tree import in_transform, tree_map
 from .tree import replace as _replace
@@ -254,6 +254,19 @@ class GAN:
         e.g. ``tree_index(noise.d, 0).parts``). For calling a hook by hand in a test."""
         return Ctx(state.parts.get(p.name), {k: state.hparams[k] for k in p.hparams},
                    noise.get(p.name, {}) if noise else {}, state.step)
+
+    def scalars(self, state: TrainState) -> dict[str, Tensor]:
+        """The parts' declared scalars (:class:`~ganfn.parts.Part` ``scalars``)
+        read from ``state``: ``{"<part>/<key>": 0-d tensor}`` (ADA's ``ada/p``).
+        ``train_step`` reports them among its metrics, read after the step."""
+        out = {}
+        for p in self._hooks["scalars"]:
+            vals = p.scalars(self.ctx(p, state))
+            if not isinstance(vals, dict) or any(not isinstance(v, Tensor) or v.dim() != 0 for v in vals.values()):
+                got = {k: tuple(v.shape) if isinstance(v, Tensor) else type(v).__name__ for k, v in vals.items()} if isinstance(vals, dict) else type(vals).__name__
+                raise PartError(f"part {p.name!r}: scalars must return a dict of 0-d tensors, got {got}")
+            out.update({f"{p.name}/{k}": v for k, v in vals.items()})
+        return out
 
     def _d_weights(self, d_params: Params, state: TrainState) -> Params:
         for p in self._hooks["d_weights"]:

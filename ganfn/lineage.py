@@ -66,11 +66,15 @@ class Lineage:
                 self._set(step, i, values)
 
     def record_halving(self, step: int, report: Mapping[str, Any]) -> None:
-        """Record a :func:`~ganfn.population.halve` report."""
-        for i, f in enumerate(_floats(report["frozen"])):
+        """Record a :func:`~ganfn.population.halve` report. A member that had
+        diverged before is retired but not recorded as halved: it stays diverged."""
+        frozen = _floats(report["frozen"])
+        was = _floats(report["was_frozen"]) if "was_frozen" in report else [0.0] * len(frozen)
+        for i, (f, w) in enumerate(zip(frozen, was, strict=True)):
             if f and i not in self.retired:
                 self.retired.append(i)
-                self.events.append({"step": int(step), "kind": "halved", "member": i, "source": None})
+                if not w:
+                    self.events.append({"step": int(step), "kind": "halved", "member": i, "source": None})
 
     def record_refill(self, step: int, slots: Sequence[int], values: Mapping[str, Tensor]) -> None:
         """Record :func:`~ganfn.population.refill` of ``slots`` with new members
@@ -80,6 +84,28 @@ class Lineage:
             self.retired = [r for r in self.retired if r != i]
             self.events.append({"step": int(step), "kind": "refill", "member": int(i), "source": None})
             self._set(step, int(i), {k: {int(i): c[j]} for k, c in cols.items()})
+
+    def halved_at(self, n: int) -> list[int]:
+        """For each of ``n`` members the step at which successive halving froze it,
+        -1 if it was not halved (or a refill gave its slot a new member since)."""
+        out = [-1] * n
+        for e in self.events:
+            if e["member"] < n and e["kind"] in ("halved", "refill"):
+                out[e["member"]] = int(e["step"]) if e["kind"] == "halved" else -1
+        return out
+
+    def split_frozen(self, diverged_at: Sequence[float]) -> tuple[list[float], list[int]]:
+        """``(diverged_at, halved_at)`` from a state's ``diverged_at`` (one value per
+        member): halving freezes a member through the same field as divergence
+        (:func:`ganfn.population.halve`), so a halved member's entry moves to
+        ``halved_at`` and its ``diverged_at`` becomes -1."""
+        halved = self.halved_at(len(diverged_at))
+        return [-1 if h >= 0 else d for d, h in zip(diverged_at, halved, strict=True)], halved
+
+    def final_values(self, member: int) -> dict[str, float]:
+        """Member's explored hyperparameters as it ends (the last entry of its history)."""
+        hist = self.hparams[member]
+        return {k: v for k, v in hist[-1].items() if k != "step"} if hist else {}
 
     def schedule_text(self, member: int, fmt: str = "{:.3g}") -> str:
         """Member's hyperparameters over time, e.g. ``lr_d 0.002 -> 0.0024@1000``."""

@@ -140,7 +140,8 @@ def fit(
     Returns ``(state, history)``: history is a JSON-able dict with ``train``
     (every ``log_every`` steps: step and each metric, lists for stacked runs),
     ``eval`` (step and figures), ``final`` (the last figures), ``stopped``
-    (why training ended), ``diverged_at`` and timings: ``wall_time_s``,
+    (why training ended), ``diverged_at`` (and ``halved_at`` for a population
+    run: members successive halving froze, apart from diverged ones) and timings: ``wall_time_s``,
     ``steps_per_s`` and ``first_step_s`` (the first step, which includes any compile).
     """
     check_args(gan, steps, batch_size, precision, on_nonfinite,
@@ -289,6 +290,7 @@ def _finish(run: Run, step: int, last_metrics: Mapping[str, Tensor], wall: float
         h["last"] = {"step": step, **{k: act.to_float(v) for k, v in last_metrics.items()}}
     if run.population is not None:
         h["population"] = run.population.lineage.to_dict()
+        h["diverged_at"], h["halved_at"] = run.population.lineage.split_frozen(h["diverged_at"])  # halving is not divergence
     h["steps_run"] = step - run.start
     h["wall_time_s"] = wall
     h["steps_per_s"] = (step - run.start) / wall if wall > 0 else None
@@ -297,7 +299,9 @@ def _finish(run: Run, step: int, last_metrics: Mapping[str, Tensor], wall: float
         act.write_outputs(run, config)
     if run.logger is not None:
         fin = h["final"].get("figures") or [{} for _ in run.seeds]
+        lin = run.population.lineage if run.population is not None else None  # PBT: the values members end with, too
         hp_rows = [{**({k: v for k, v in (config or {}).items() if isinstance(v, (int, float, str, bool))}),
-                    **hp, "seed": s} for hp, s in zip(run.hp_list, run.seeds)]
+                    **hp, "seed": s, **({f"{k}_end": v for k, v in lin.final_values(i).items()} if lin else {})}
+                   for i, (hp, s) in enumerate(zip(run.hp_list, run.seeds))]
         run.logger.hparams(hp_rows, fin)
         run.logger.close()

@@ -82,6 +82,11 @@ def log(run: "Run", step: int, metrics: Mapping[str, Tensor]) -> None:
     # Only at multiples of log_every (never "at the end"): a run stopped and
     # resumed must keep exactly the history of one that was not.
     rec = {"step": step, **{k: to_float(v) for k, v in metrics.items()}}
+    if run.population is not None and isinstance(rec.get("diverged"), list):
+        # Halving freezes through the divergence flag: a halved member is recorded as halved.
+        halved = run.population.lineage.halved_at(len(rec["diverged"]))
+        rec["diverged"] = [0.0 if h >= 0 else d for d, h in zip(rec["diverged"], halved)]
+        rec["halved"] = [float(h >= 0) for h in halved]
     run.history["train"].append(rec)
     if run.logger is not None:
         run.logger.scalars(step, {k: v for k, v in metrics.items() if k != "diverged"}, prefix="train/")
@@ -160,7 +165,13 @@ def progress_line(run: "Run", step: int, steps: int, metrics: Mapping[str, Tenso
     """A plain progress line for logs without a progress bar."""
     parts = [f"step {step}/{steps}"]
     parts += [f"{k} {_mean(metrics[k]):.4f}" for k in ("d_loss", "g_loss") if k in metrics]
-    return " | ".join(parts)
+    return " | ".join(parts + _part_readings(metrics))
+
+
+def _part_readings(metrics: Mapping[str, Tensor]) -> list[str]:
+    """The parts' step metrics (``"<part>/<key>"``: declared scalars such as ADA's
+    ``ada/p``, loss terms such as ``r1/term``), as ``"ada/p 0.123"`` (stacked: the members' mean)."""
+    return [f"{k} {_mean(v):.4g}" + (" (mean)" if v.numel() > 1 else "") for k, v in metrics.items() if "/" in k]
 
 
 def eval_line(step: int, metrics: Mapping[str, Tensor], figs: list[dict[str, float]], primary: str) -> str:
@@ -169,6 +180,7 @@ def eval_line(step: int, metrics: Mapping[str, Tensor], figs: list[dict[str, flo
     for k in ("d_loss", "g_loss"):
         if k in metrics:
             parts.append(f"{k} {_mean(metrics[k]):.4f}" + (" (mean)" if metrics[k].numel() > 1 else ""))
+    parts += _part_readings(metrics)
     vals = [f.get(primary, math.nan) for f in figs]
     parts.append(f"{primary} {vals[0]:.4g}" if len(vals) == 1 else f"{primary} " + " ".join(f"{v:.3g}" for v in vals))
     return " | ".join(parts)
@@ -197,12 +209,19 @@ def write_outputs(run: "Run", config: Mapping | None) -> None:
     ref = run.evaluator.reference if run.evaluator else None
     pics = [picture(s, ref, _cols(run)) for s in samples]
     scale = max(1, 480 // max(pics[0].shape[-1], 1)) if samples[0].dim() == 4 else 1
+    by_class = run.fixed_y is not None and samples[0].dim() == 4  # one row per class: each row labelled with it
     if len(pics) == 1:
-        tb.save_png(pics[0], path / "samples.png", scale=scale)
+        if by_class:
+            figures.class_rows(samples[0], run.gan.num_classes, path / "samples.png")
+        else:
+            tb.save_png(pics[0], path / "samples.png", scale=scale)
     else:
         labels = member_labels(run)
         for i, p in enumerate(pics):
-            tb.save_png(tb.labelled(tb.upscale(p, scale), labels[i]), path / f"samples_member{i:02d}.png")
+            if by_class:
+                figures.class_rows(samples[i], run.gan.num_classes, path / f"samples_member{i:02d}.png", title=labels[i])
+            else:
+                tb.save_png(tb.labelled(tb.upscale(p, scale), labels[i]), path / f"samples_member{i:02d}.png")
         # All members' grids tiled into one picture, member 0 top left, each captioned
         # (captions may wrap to different heights: pad each panel to the tallest).
         small = [tb.labelled(tb.upscale(p, max(1, scale // 2)), labels[i]) for i, p in enumerate(pics)]

@@ -11,6 +11,13 @@ smoothing can differ per ensemble member. One-sided label smoothing
 (Salimans et al., 2016) is ``real_target=0.9``; the generator's target stays 1.
 
 ``reduction`` is ``"mean"`` (default), ``"sum"`` or ``"none"`` (per-sample).
+
+Patch discriminators (PatchGAN, Isola et al., 2017) return several scores per
+sample, ``[B, ...]``. As in pix2pix, CycleGAN and TF-GAN, the loss is taken on
+every score and then averaged: ``"mean"`` is the mean over all B x P patch
+losses, ``"none"`` each sample's mean over its patches. (Averaging a sample's
+scores first and then taking the loss agrees only for the linear losses;
+:func:`on_sample_means` builds that variant when it is what you want.)
 """
 from __future__ import annotations
 
@@ -86,9 +93,18 @@ def _reduce(x: Tensor, reduction: str) -> Tensor:
 
 
 def _per_sample(x: Tensor) -> Tensor:
-    # D outputs are [B] or [B, 1] (or [B, ...] for patch discriminators):
-    # a sample's score is the mean over its non-batch elements.
+    """Per-score losses ``[B, ...]`` as one value per sample [B]: the mean over its
+    scores (a patch D's patches). Losses go through this after, not before, the
+    nonlinearity (see the module docstring)."""
     return x.reshape(x.shape[0], -1).mean(1) if x.dim() > 1 else x
+
+
+def _per_row(target: Target, out: Tensor) -> Target:
+    """A per-sample target [B] aligned with outputs [B, ...] (trailing axes added);
+    floats and 0-d targets as they are."""
+    if isinstance(target, Tensor) and 0 < target.dim() < out.dim():
+        return target.reshape(*target.shape, *(1,) * (out.dim() - target.dim()))
+    return target
 
 
 def bce_with_logits(logits: Tensor, target: Target) -> Tensor:
@@ -105,19 +121,19 @@ def bce_with_logits(logits: Tensor, target: Target) -> Tensor:
 
 
 def _bce_d_parts(real_out, fake_out, *, real_target: Target = 1.0, fake_target: Target = 0.0, reduction="mean"):
-    r = bce_with_logits(_per_sample(real_out), real_target)
-    f = bce_with_logits(_per_sample(fake_out), fake_target)
+    r = _per_sample(bce_with_logits(real_out, _per_row(real_target, real_out)))
+    f = _per_sample(bce_with_logits(fake_out, _per_row(fake_target, fake_out)))
     return _reduce(r, reduction), _reduce(f, reduction)
 
 
 def _minimax_g(fake_out: Tensor, *, reduction: str = "mean", **_) -> Tensor:
     """G minimises log(1 - D(G(z))) = -softplus(logit): saturates when D wins."""
-    return _reduce(-F.softplus(_per_sample(fake_out)), reduction)
+    return _reduce(_per_sample(-F.softplus(fake_out)), reduction)
 
 
 def _non_saturating_g(fake_out: Tensor, *, g_target: Target = 1.0, reduction: str = "mean", **_) -> Tensor:
     """G minimises -log D(G(z)) = BCE(logit, 1) = softplus(-logit)."""
-    return _reduce(bce_with_logits(_per_sample(fake_out), g_target), reduction)
+    return _reduce(_per_sample(bce_with_logits(fake_out, _per_row(g_target, fake_out))), reduction)
 
 
 minimax = LossPair("minimax", _bce_d_parts, _minimax_g, 0.0)
@@ -157,8 +173,8 @@ critic: ``penalties.weight_clip`` (WGAN) or ``penalties.gradient_penalty`` (WGAN
 
 
 def _hinge_d_parts(real_out, fake_out, *, reduction="mean", **_):
-    r = F.relu(1.0 - _per_sample(real_out))
-    f = F.relu(1.0 + _per_sample(fake_out))
+    r = _per_sample(F.relu(1.0 - real_out))
+    f = _per_sample(F.relu(1.0 + fake_out))
     return _reduce(r, reduction), _reduce(f, reduction)
 
 
@@ -174,13 +190,13 @@ real output is >= 1 and every fake output <= -1. Targets are ignored.
 
 
 def _ls_d_parts(real_out, fake_out, *, real_target: Target = 1.0, fake_target: Target = 0.0, reduction="mean"):
-    r = 0.5 * torch.square(_per_sample(real_out) - real_target)
-    f = 0.5 * torch.square(_per_sample(fake_out) - fake_target)
+    r = _per_sample(0.5 * torch.square(real_out - _per_row(real_target, real_out)))
+    f = _per_sample(0.5 * torch.square(fake_out - _per_row(fake_target, fake_out)))
     return _reduce(r, reduction), _reduce(f, reduction)
 
 
 def _ls_g(fake_out, *, g_target: Target = 1.0, reduction="mean", **_):
-    return _reduce(0.5 * torch.square(_per_sample(fake_out) - g_target), reduction)
+    return _reduce(_per_sample(0.5 * torch.square(fake_out - _per_row(g_target, fake_out))), reduction)
 
 
 least_squares = LossPair("least_squares", _ls_d_parts, _ls_g, 0.5)
@@ -197,12 +213,20 @@ assumes the default targets.
 def _need_real(real_out: Tensor | None, name: str) -> Tensor:
     if real_out is None:
         raise ValueError(f"{name}'s generator loss compares fake with real outputs: pass real_out= (D's outputs on a real batch)")
-    return _per_sample(real_out)
+    return _rows(real_out)
+
+
+def _rows(x: Tensor) -> Tensor:
+    """Outputs [B] / [B, 1] / [B, ...] as [B, P]: P scores per sample."""
+    return x.reshape(x.shape[0], -1)
 
 
 def _check_paired(real: Tensor, fake: Tensor, name: str) -> None:
     if real.shape[0] != fake.shape[0]:
         raise ValueError(f"{name} pairs real sample i with fake sample i: batch sizes differ ({real.shape[0]} real, {fake.shape[0]} fake)")
+    if real.shape != fake.shape:
+        raise ValueError(f"{name} pairs real and fake scores patch by patch: D gave {real.shape[1]} scores per real sample "
+                         f"but {fake.shape[1]} per fake one")
 
 
 def _softplus(x: Tensor) -> Tensor:
@@ -213,18 +237,18 @@ def _softplus(x: Tensor) -> Tensor:
 
 
 def _rp_d_parts(real_out, fake_out, *, reduction="mean", **_):
-    r, f = _per_sample(real_out), _per_sample(fake_out)
+    r, f = _rows(real_out), _rows(fake_out)
     _check_paired(r, f, "rpgan")
     # -log sigmoid(r - f) = softplus(f - r): stable for any magnitude. The loss
     # does not separate into a real and a fake part; it is reported half in each.
-    half = 0.5 * _softplus(f - r)
+    half = _per_sample(0.5 * _softplus(f - r))
     return _reduce(half, reduction), _reduce(half, reduction)
 
 
 def _rp_g(fake_out, *, real_out: Tensor | None = None, reduction="mean", **_):
-    r, f = _need_real(real_out, "rpgan"), _per_sample(fake_out)
+    r, f = _need_real(real_out, "rpgan"), _rows(fake_out)
     _check_paired(r, f, "rpgan")
-    return _reduce(_softplus(r - f), reduction)
+    return _reduce(_per_sample(_softplus(r - f)), reduction)
 
 
 rpgan = LossPair("rpgan", _rp_d_parts, _rp_g, 0.0, g_needs_real=True)
@@ -242,15 +266,15 @@ size. Targets do not apply and are ignored.
 
 
 def _ra_d_parts(real_out, fake_out, *, reduction="mean", **_):
-    r, f = _per_sample(real_out), _per_sample(fake_out)
-    return _reduce(_softplus(-(r - f.mean())), reduction), _reduce(_softplus(f - r.mean()), reduction)
+    r, f = _rows(real_out), _rows(fake_out)
+    return _reduce(_per_sample(_softplus(-(r - f.mean()))), reduction), _reduce(_per_sample(_softplus(f - r.mean())), reduction)
 
 
 def _ra_g(fake_out, *, real_out: Tensor | None = None, reduction="mean", **_):
-    r, f = _need_real(real_out, "ragan"), _per_sample(fake_out)
+    r, f = _need_real(real_out, "ragan"), _rows(fake_out)
     _check_paired(r, f, "ragan")
     # Both terms of the symmetric game; "none" gives their sum per index i.
-    return _reduce(_softplus(-(f - r.mean())) + _softplus(r - f.mean()), reduction)
+    return _reduce(_per_sample(_softplus(-(f - r.mean())) + _softplus(r - f.mean())), reduction)
 
 
 ragan = LossPair("ragan", _ra_d_parts, _ra_g, 0.0, g_needs_real=True)
@@ -328,6 +352,34 @@ def mixture(a: str | LossPair, b: str | LossPair, weight: float = 0.5) -> LossPa
 
     return LossPair(f"mixture({a.name},{b.name})", d_parts, g, a.threshold, {"loss_mix": float(weight)})
 __all__ += ["mixture"]
+
+
+def on_sample_means(loss: str | LossPair) -> LossPair:
+    """``loss`` applied to each sample's mean score: a patch D's outputs
+    [B, ...] are averaged per sample to [B] first, and the loss is taken on
+    those. The library's default (and pix2pix's, CycleGAN's, TF-GAN's) is the
+    other order, the loss on every patch and then the mean; the two agree only
+    for the linear losses (``wasserstein``). Outputs [B] / [B, 1] give the same
+    values either way. The result keeps ``loss``'s name, so decision thresholds
+    and set-up checks treat it as ``loss``. Not for losses that read class
+    logits (ACGAN)."""
+    base = get(loss)
+    if base.takes_labels:
+        raise ValueError(f"on_sample_means: {base.name} reads D's class logits; average only plain score outputs")
+
+    def means(out: Tensor | None) -> Tensor | None:
+        return None if out is None else _per_sample(out)
+
+    def d_parts(real_out, fake_out, **kw):
+        return base.d_parts(means(real_out), means(fake_out), **kw)
+
+    def g(fake_out, *, real_out: Tensor | None = None, **kw):
+        return base.g(means(fake_out), **({"real_out": means(real_out)} if base.g_needs_real else {}), **kw)
+
+    return base._replace(d_parts=d_parts, g=g)
+
+
+__all__ += ["on_sample_means"]
 
 
 # -- ACGAN's auxiliary classifier (Odena et al., 2017) -----------------------------

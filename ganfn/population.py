@@ -32,7 +32,7 @@ from torch import Tensor
 
 from .ensemble import freeze, frozen, num_members
 
-__all__ = ["Bounds", "Metric", "metric", "hyperparameters", "set_hyperparameters", "check_space", "draw_in", "rank", "scores_from_figures",
+__all__ = ["Bounds", "Metric", "metric", "ranking", "hyperparameters", "set_hyperparameters", "check_space", "draw_in", "rank", "scores_from_figures",
            "exploit_explore", "halve", "refill"]
 
 
@@ -68,6 +68,16 @@ def metric(name: str | Metric) -> Metric:
     if name in ("kl",) or name.split("-")[0] in _LOWER:
         return Metric(name, False)
     raise ValueError(f"metric {name!r}: direction unknown; pass ganfn.population.Metric({name!r}, higher_is_better=True/False)")
+
+
+def ranking(primary: str | Metric) -> list[Metric]:
+    """The figures that rank members, in order, for a run whose quality figure is
+    ``primary``: mode coverage (``modes``) ties often (every member at 0 modes
+    early on, or at 8/8 late), so it is followed by the high-quality fraction
+    (higher better) and then the KL of the mode histogram to uniform (lower
+    better); any other figure ranks alone."""
+    first = metric(primary)
+    return [first, metric("high_quality"), metric("kl")] if first.name == "modes" else [first]
 
 
 def _named_path(accessor: Any) -> tuple:
@@ -273,7 +283,8 @@ def halve(state: Any, scores: Tensor | Sequence[float], *, higher_is_better: boo
     members (all but ``retired``), ranked by ``scores`` with frozen members last,
     through ``ensemble.freeze`` (their train step keeps them unchanged from now
     on). Returns ``(state, report)`` with ``frozen`` (bool [S], the members
-    this call retires) and ``order`` (active members, best first). Pure."""
+    this call retires), ``was_frozen`` (bool [S], members already frozen before
+    this call: diverged, not halved) and ``order`` (active members, best first). Pure."""
     S = num_members(state)
     scores = _check_scores(scores, S)
     active = _active(S, retired)
@@ -282,7 +293,7 @@ def halve(state: Any, scores: Tensor | Sequence[float], *, higher_is_better: boo
     mask = torch.zeros(S, dtype=torch.bool, device=state.step.device)
     if n > 0:
         mask = mask.index_fill(0, order[-n:], True)
-    return freeze(state, mask), {"frozen": mask, "order": order}
+    return freeze(state, mask), {"frozen": mask, "was_frozen": frozen(state), "order": order}
 
 
 def refill(state: Any, slots: Sequence[int], members: Any) -> Any:

@@ -79,8 +79,8 @@ def ops(gan: Any, lift: Callable[..., Callable] | None = None, *, shared_data: b
     def g_metrics(loss, grads, aux, state):
         return {**part_metrics(aux.parts), "g_loss": loss, **grad_norm_metrics("g", grads, gan.g_optimizer, state.g.opt)}
 
-    def lrs(state):
-        return {"lr_d": gan.d_optimizer.lr(state.d.opt), "lr_g": gan.g_optimizer.lr(state.g.opt)}
+    def lrs(state):  # the end-of-step readings: learning rates and the parts' declared scalars
+        return {"lr_d": gan.d_optimizer.lr(state.d.opt), "lr_g": gan.g_optimizer.lr(state.g.opt), **gan.scalars(state)}
 
     return Ops(
         d_grads=lift(gan.d_grads, in_dims=(0, 0 if not shared_data else None, 0)),

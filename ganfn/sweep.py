@@ -113,21 +113,27 @@ def _sort_key(value: Any, descending: bool) -> tuple:
 
 
 def rows(members: Sequence[Mapping[str, Any]], metrics: Mapping[str, Any] | Sequence[Mapping[str, Any]] | None = None,
-         *, sort_by: str | None = None, descending: bool = False) -> list[dict[str, Any]]:
+         *, sort_by: str | Sequence[str] | None = None, descending: bool | Sequence[bool] = False) -> list[dict[str, Any]]:
     """One row per member: ``{"member": i, **members[i], **metrics of member i}``.
 
     ``metrics`` is a dict of per-member sequences / [S] tensors (an ensemble's
     metrics) or a list of per-member dicts. Rows are sorted by ``sort_by``
-    (ascending unless ``descending``; missing or NaN values last); ``member``
-    always keeps the ensemble index.
+    (ascending unless ``descending``; missing or NaN values last); several
+    columns (with one direction each) sort lexicographically, later columns
+    breaking ties of earlier ones; ``member`` always keeps the ensemble index.
     """
     members = list(members)
     per = _per_member(metrics, len(members)) if metrics is not None else [{} for _ in members]
     out = [{"member": i, **dict(m), **p} for i, (m, p) in enumerate(zip(members, per))]
     if sort_by is not None:
-        if not any(sort_by in r for r in out):
-            raise KeyError(f"sort_by={sort_by!r} is not a column; columns: {sorted({k for r in out for k in r})}")
-        out.sort(key=lambda r: _sort_key(r.get(sort_by), descending))
+        keys = [sort_by] if isinstance(sort_by, str) else list(sort_by)
+        desc = [descending] * len(keys) if isinstance(descending, bool) else list(descending)
+        if len(desc) != len(keys):
+            raise ValueError(f"sort_by has {len(keys)} columns but descending has {len(desc)} directions")
+        for k in keys:
+            if not any(k in r for r in out):
+                raise KeyError(f"sort_by={k!r} is not a column; columns: {sorted({c for r in out for c in r})}")
+        out.sort(key=lambda r: tuple(_sort_key(r.get(k), d) for k, d in zip(keys, desc, strict=True)))
     return out
 
 
@@ -169,7 +175,7 @@ def _fmt(v: Any) -> str:
 
 
 def table(members: Sequence[Mapping[str, Any]], metrics: Mapping[str, Any] | Sequence[Mapping[str, Any]] | None = None,
-          *, sort_by: str | None = None, descending: bool = False, columns: Sequence[str] | None = None,
+          *, sort_by: str | Sequence[str] | None = None, descending: bool | Sequence[bool] = False, columns: Sequence[str] | None = None,
           with_summary: bool = False) -> str:
     """A plain-text (markdown) table of :func:`rows`, optionally followed by a
     ``mean ± std`` line over the non-diverged members (``with_summary``).

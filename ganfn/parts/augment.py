@@ -70,6 +70,7 @@ def ada(policy: str | Sequence[str] = "color,translation,cutout", *, target: flo
     images / ada_speed`` (per-member hyperparameters ``ada_target``, default 0.6,
     and ``ada_speed``, images for ``p`` to go from 0 to 1; the paper uses 500k).
     Use ``threshold = loss.threshold`` for losses whose real/fake boundary is not 0.
+    ``p`` after each step is the step metric ``ada/p`` (the part's ``scalars``).
     Images counted per D update are the real batch a D loss term sees (with
     gradient accumulation, one micro-batch).
     """
@@ -93,4 +94,5 @@ def ada(policy: str | Sequence[str] = "color,translation,cutout", *, target: flo
         return d_params, new._asdict()
 
     hparams = {"ada_target": Hyper(target, Range(-1.0, 1.0)), "ada_speed": Hyper(speed_images, Range(0.0, low_open=True))}
-    return Part("ada", hparams, init=init, d_term=d_term, after_d=after_d, **_hooks(ops, lambda ctx: ctx.state["p"]))
+    return Part("ada", hparams, init=init, d_term=d_term, after_d=after_d, scalars=lambda ctx: {"p": ctx.state["p"]},
+                **_hooks(ops, lambda ctx: ctx.state["p"]))

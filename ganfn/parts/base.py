@@ -128,6 +128,10 @@ class Part(NamedTuple):
       uses by default (EMA).
     - ``check(info) -> None``: raise at ``GAN`` construction if the part cannot
       work with this setup; ``info`` has ``d_batch_stats`` and ``sample_shape``.
+    - ``scalars(ctx) -> {key: 0-d tensor}``: the part's state a person watches
+      (ADA's ``p``), read from ``ctx.state`` after each step and reported as the
+      step metric ``"<name>/<key>"``: the loop logs it like every metric, to the
+      console, ``metrics.json`` and TensorBoard, without knowing the part.
     """
 
     name: str
@@ -147,6 +151,7 @@ class Part(NamedTuple):
     after_g: Callable[[Params, Ctx, Any], tuple[Params, PyTree]] | None = None
     sample_weights: Callable[[Params, Ctx], Params] | None = None
     check: Callable[[Any], None] | None = None
+    scalars: Callable[[Ctx], dict[str, Tensor]] | None = None
 
     def defaults(self) -> dict[str, Hyper]:
         """``hparams`` with every value as a :class:`Hyper`."""
