@@ -91,7 +91,7 @@ def _add_train_options(p: argparse.ArgumentParser, *, sweep: bool) -> None:
 
 def make_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ganfn", description="Functional GAN training on torch.func.")
-    sub = parser.add_subparsers(dest="command", metavar="{train,sweep,eval}")
+    sub = parser.add_subparsers(dest="command", metavar="{train,sweep,eval,sample,export}")
     sub.required = True
     t = sub.add_parser("train", help="train a GAN (no options: a DCGAN on scikit-learn's digits, 3.5 minutes on a loaded 2-core CPU)",
                        description="Train a GAN. With no options: a small DCGAN on scikit-learn's 8x8 digits "
@@ -110,6 +110,9 @@ def make_parser() -> argparse.ArgumentParser:
                    "pytorch-fid does (its pt_inception-2015-12-05-6726825d.pth gives figures comparable with papers)")
     e.add_argument("--fid-ref-stats", metavar="STATS.npz", help="reference statistics in pytorch-fid's .npz format: "
                    "read if the file exists, else computed from the run's training data and written there")
+    from .cli_sample import add_parsers
+
+    add_parsers(sub)
     return parser
 
 
@@ -399,6 +402,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from .cli_eval import run_eval
 
         return run_eval(args, parser)
+    if args.command in ("sample", "export"):
+        from . import cli_sample
+
+        return cli_sample.run(args, parser._subparsers._group_actions[0].choices[args.command])
     sub = parser._subparsers._group_actions[0].choices[args.command]  # the subcommand's parser, for its errors
     cfg, resume = _config_from_args(args, sub)
     from . import distributed as gd

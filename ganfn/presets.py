@@ -50,7 +50,7 @@ from . import models, optim, parts, penalties
 from .gan import GAN
 from .evaluation import Evaluator
 
-__all__ = ["Config", "PRESETS", "DEFAULT_STEPS", "build", "build_gan", "load_data", "num_classes", "make_evaluator", "from_preset", "load_toml", "merge"]
+__all__ = ["Config", "PRESETS", "DEFAULT_STEPS", "build", "build_gan", "model_args", "sample_shape", "load_data", "num_classes", "make_evaluator", "from_preset", "load_toml", "merge"]
 
 DEFAULT_STEPS = 10000
 
@@ -285,11 +285,24 @@ def num_classes(cfg: Config, data: Any) -> int | None:
     return int(data[1].max()) + 1  # a folder: labels 0..K-1, one per sub-folder
 
 
-def _sample_shape(data: Any) -> tuple[int, ...]:
+def sample_shape(data: Any) -> tuple[int, ...]:
+    """The shape of one sample of :func:`load_data`'s data (a sampler is called once, for one sample)."""
     if isinstance(data, (Tensor, *gdata.ImageSource)):
         return tuple(data.shape[1:])
     first = data(1, torch.Generator().manual_seed(0)) if callable(data) else data
     return tuple((first if isinstance(first, Tensor) else first[0]).shape[1:])
+
+
+def model_args(cfg: Config, sample_shape: tuple[int, ...], classes: int | None) -> dict[str, Any]:
+    """The keyword arguments of ``ganfn.models.build`` for a config (plain values:
+    they are stored in exported generators and rebuild the same networks)."""
+    kw: dict[str, Any] = {"name": cfg.model, "data_shape": [int(s) for s in sample_shape], "latent_dim": cfg.latent_dim,
+                          "num_classes": classes if cfg.conditional else None}
+    if cfg.model in CONV_MODELS:
+        kw.update(width=cfg.width, g_norm=cfg.g_norm, d_norm=cfg.d_norm)
+    else:
+        kw.update(hidden=cfg.hidden, depth=cfg.depth)
+    return kw
 
 
 def build_gan(cfg: Config, sample_shape: tuple[int, ...], classes: int | None = None) -> GAN:
@@ -300,12 +313,7 @@ def build_gan(cfg: Config, sample_shape: tuple[int, ...], classes: int | None = 
         raise ValueError("--conditional needs the number of classes of the data")
     if cfg.model == "acgan" and not cfg.conditional:
         raise ValueError("--model acgan is class-conditional: add --conditional (on data with labels)")
-    kw: dict[str, Any] = {}
-    if cfg.model in CONV_MODELS:
-        kw.update(width=cfg.width, g_norm=cfg.g_norm, d_norm=cfg.d_norm)
-    else:
-        kw.update(hidden=cfg.hidden, depth=cfg.depth)
-    G, D, latent = models.build(cfg.model, sample_shape, latent_dim=cfg.latent_dim, num_classes=classes if cfg.conditional else None, **kw)
+    G, D, latent = models.build(**model_args(cfg, sample_shape, classes))
 
     def opt(lr: float, updates: int) -> optim.Optimizer:
         if cfg.lr_decay is not None and cfg.lr_linear_decay:
@@ -426,5 +434,5 @@ def make_evaluator(cfg: Config, n_samples: int | None = None) -> Evaluator | Non
 def build(cfg: Config) -> tuple[GAN, Any, Evaluator | None]:
     """``(gan, data, evaluator)`` for a config (loads the data; may train and cache the LeNet)."""
     data = load_data(cfg)
-    gan = build_gan(cfg, _sample_shape(data), num_classes(cfg, data))
+    gan = build_gan(cfg, sample_shape(data), num_classes(cfg, data))
     return gan, data, make_evaluator(cfg)

@@ -128,9 +128,10 @@ def test_standing_stats_of_a_conditional_generator_draw_classes():
 
 
 def _stacked_gan(members: int):
+    from conftest import small_gan_modules
+
     import ganfn
     from ganfn import ensemble
-    from conftest import small_gan_modules
 
     G, D = small_gan_modules(latent=3, data=2, g_batchnorm=True)
     gan = ganfn.GAN(G, D, latent_dim=3, parts=[ganfn.parts.ema(0.9)])
