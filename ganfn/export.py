@@ -179,9 +179,9 @@ def load_generator(path: str | os.PathLike, *, map_location: str | torch.device 
     g = _build(obj["builder"], obj["kwargs"])
     g.load_state_dict(obj["state_dict"], strict=True)
     g.to(map_location).eval().requires_grad_(False)
-    g.latent_shape = tuple(obj["latent_shape"])
-    g.sample_shape = tuple(obj["sample_shape"])
-    g.num_classes = obj["num_classes"]
+    # plain attributes (what nn.Module.__setattr__ does with non-tensors), written so type checkers accept them
+    vars(g).update(latent_shape=tuple(obj["latent_shape"]), sample_shape=tuple(obj["sample_shape"]),
+                   num_classes=obj["num_classes"])
     return g
 
 

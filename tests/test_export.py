@@ -35,9 +35,10 @@ def _error(argv, capsys):
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
-    """Three tiny runs on digits: single (with EMA), stacked (2 seeds) and conditional."""
+    """Tiny runs: on digits single (with EMA), stacked (2 seeds) and conditional; on ring8 (2-D points)."""
     root = tmp_path_factory.mktemp("runs")
-    argvs = {"single": [], "stacked": ["--seeds", "2"], "cond": ["--conditional"]}
+    argvs = {"single": [], "stacked": ["--seeds", "2"], "cond": ["--conditional"],
+             "points": ["--data", "ring8", "--model", "mlp", "--hidden", "8", "--depth", "1"]}
     for name, extra in argvs.items():
         assert cli.main(["train", "--run-dir", str(root / name), *TINY, *extra]) == 0
     return root
@@ -90,7 +91,7 @@ def test_interpolate_writes_one_grid_of_slerped_latents(runs, tmp_path, capsys):
 
 
 @pytest.mark.parametrize("name,member,klass", [("single", None, None), ("stacked", 0, None), ("stacked", 1, None),
-                                               ("cond", None, 4)])
+                                               ("cond", None, 4), ("points", None, None)])
 def test_exported_generator_equals_gan_sample(runs, tmp_path, capsys, name, member, klass):
     f = tmp_path / "g.pt"
     _run(["export", str(runs / name), "--out", str(f), *(["--member", str(member)] if member is not None else [])], capsys)
@@ -101,7 +102,7 @@ def test_exported_generator_equals_gan_sample(runs, tmp_path, capsys, name, memb
     with torch.no_grad():
         got = g(z) if y is None else g(z, y)
     assert torch.equal(got, _reference(runs / name, member, z, y))
-    assert g.latent_shape == tuple(z.shape[1:]) and g.sample_shape == (1, 8, 8)
+    assert g.latent_shape == tuple(z.shape[1:]) and g.sample_shape == ((2,) if name == "points" else (1, 8, 8))
     assert g.num_classes == (10 if name == "cond" else None)
 
 
@@ -171,6 +172,7 @@ def test_bad_sample_and_export_arguments_are_named(runs, tmp_path, capsys):
     assert "classes 0 to 9" in _error(["sample", cond, "--n", "2", "--out", out, "--class", "10"], capsys)
     assert "--truncation" in _error(["sample", single, "--n", "2", "--out", out, "--truncation", "-1"], capsys)
     assert "--n must be" in _error(["sample", single, "--n", "0", "--out", out], capsys)
+    assert "writes PNG images" in _error(["sample", str(runs / "points"), "--n", "2", "--out", out], capsys)
     assert "config.json" in _error(["sample", str(tmp_path), "--n", "2", "--out", out], capsys)
     (tmp_path / "full").mkdir()
     (tmp_path / "full" / "keep.png").write_bytes(b"x")

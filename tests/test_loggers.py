@@ -161,6 +161,14 @@ def test_ganfn_sweep_mlflow_and_wandb_nest_the_members_under_the_sweep(tmp_path,
 # ------------------------------------------------------------------------------------------------ W&B
 
 
+def test_an_unknown_wandb_mode_is_named(tmp_path, monkeypatch):
+    pytest.importorskip("wandb", reason="W&B is not installed (pip install 'ganfn[wandb]')")
+    monkeypatch.setenv("WANDB_MODE", "ofline")
+    with pytest.raises(ValueError, match="WANDB_MODE='ofline' is not a W&B mode"):
+        loggers.wandb()(tmp_path / "run", None)
+    assert not (tmp_path / "run").exists()
+
+
 def wandb_records(path: Path) -> list:
     """The records of a W&B ``.wandb`` run file as wandb's own protobuf ``Record`` messages.
 

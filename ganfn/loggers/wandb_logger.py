@@ -20,6 +20,8 @@ from .base import member_scalars, plain_params
 
 __all__ = ["WandbLogger"]
 
+_MODES = ("offline", "online", "disabled", "shared")
+
 
 class WandbLogger:
     """Logs a run (and its members, grouped) to W&B, offline unless ``WANDB_MODE`` says otherwise."""
@@ -29,9 +31,12 @@ class WandbLogger:
         import wandb
 
         self.wandb = wandb
+        self.mode: Any = os.environ.get("WANDB_MODE", "offline")
+        if self.mode not in _MODES:
+            raise ValueError(f"WANDB_MODE={self.mode!r} is not a W&B mode: use one of {', '.join(_MODES)} "
+                             "(or unset it: ganfn logs offline)")
         self.dir = Path(run_dir)
         self.dir.mkdir(parents=True, exist_ok=True)
-        self.mode = os.environ.get("WANDB_MODE", "offline")
         name = run_name or self.dir.resolve().name
         group = name if members is not None else None
         self.members = members
