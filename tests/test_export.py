@@ -102,6 +102,10 @@ def test_exported_generator_equals_gan_sample(runs, tmp_path, capsys, name, memb
     with torch.no_grad():
         got = g(z) if y is None else g(z, y)
     assert torch.equal(got, _reference(runs / name, member, z, y))
+    if name == "single":  # the EMA generator, not the live one
+        loaded = E.load_run(runs / name)
+        with torch.no_grad():
+            assert not torch.equal(got, loaded.gan.sample(loaded.state, z, ema=False))
     assert g.latent_shape == tuple(z.shape[1:]) and g.sample_shape == ((2,) if name == "points" else (1, 8, 8))
     assert g.num_classes == (10 if name == "cond" else None)
 

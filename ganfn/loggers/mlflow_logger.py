@@ -10,6 +10,7 @@ Where: ``MLFLOW_TRACKING_URI`` when set, else a file store in
 maintenance mode behind ``MLFLOW_ALLOW_FILE_STORE``, which this default sets).
 MLflow allows only letters, digits and ``_ - . / : `` and spaces in names: other
 characters become ``_`` (``FD-LeNet(digits)`` is logged as ``FD-LeNet_digits_``).
+A resumed run (``--resume``) logs as a new MLflow run with the same name.
 """
 from __future__ import annotations
 

@@ -5,7 +5,8 @@ no network; the runs land in ``<run-dir>/wandb/offline-run-*`` and ``wandb sync`
 uploads them later. A single run is one W&B run. A stacked run (seeds, a sweep,
 a population) is one W&B group named after the run folder: a run per member
 (its settings, scalars, sample grids and final figures) and a ``sweep`` run
-holding the settings every member shares and the run's files.
+holding the settings every member shares and the run's files. A resumed run
+(``--resume``) logs as new W&B runs with the same names.
 """
 from __future__ import annotations
 
