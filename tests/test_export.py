@@ -221,3 +221,16 @@ def test_to_uint8_maps_the_sample_range_onto_bytes(n, c, s, seed):
     assert u.shape == (n, s, s, c) and u.dtype == torch.uint8
     assert torch.equal(u, ((x.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1))
     assert E.to_uint8(torch.full((1, 1, 1, 1), -1.0)).item() == 0 and E.to_uint8(torch.ones(1, 1, 1, 1)).item() == 255
+
+
+def test_pytorch_fid_reads_the_sample_folder(runs, tmp_path, capsys):
+    fid_score = pytest.importorskip("pytorch_fid.fid_score", reason="pytorch-fid is not installed")
+    import torchvision.transforms as T
+
+    out = tmp_path / "fid"
+    _run(["sample", str(runs / "single"), "--n", "4", "--out", str(out), "--batch-size", "3"], capsys)
+    ds = fid_score.ImagePathDataset(sorted(out.glob("*.png")), transforms=T.ToTensor())
+    x = torch.stack([ds[i] for i in range(len(ds))])
+    assert x.shape == (4, 3, 8, 8)  # grey PNGs come back as the RGB images FID's Inception takes
+    want = E.to_uint8(_reference(runs / "single", None, _latents(runs / "single", 4))).float() / 255
+    torch.testing.assert_close(x, want.permute(0, 3, 1, 2).expand(4, 3, 8, 8))
