@@ -31,13 +31,14 @@ def add_parsers(sub: Any) -> None:
                                    "FID tools (a paper's FID uses 50,000).")
     s.add_argument("run_dir", metavar="RUN", help="a folder written by ganfn train / sweep")
     s.add_argument("--n", type=int, required=True, help="images to write (--interpolate: rows of the grid)")
-    s.add_argument("--out", required=True, metavar="DIR", help="new or empty folder for the PNGs")
+    s.add_argument("--out", required=True, metavar="DIR", help="new or empty folder for the PNGs (000000.png, 000001.png, ...)")
     _common(s)
     s.add_argument("--class", dest="klass", type=int, default=None, metavar="K",
                    help="conditional run: every image of class K (default: classes in turn, image i of class i mod K)")
     s.add_argument("--truncation", type=float, default=1.0, metavar="PSI",
-                   help="truncation trick: latents scaled toward the mean latent, z -> PSI * z (ganfn's latents are "
-                        "N(0, I) with mean 0; 1: none, smaller: less varied, more typical images) (default: 1)")
+                   help="truncation trick (Karras et al., 2019): latents moved toward the mean latent, z -> PSI * z "
+                        "(ganfn's latents are N(0, I), mean 0; 1: none; smaller: less varied, more typical images) "
+                        "(default: 1)")
     s.add_argument("--seed", type=int, default=0, help="seed of the latents (and of nothing else) (default: 0)")
     s.add_argument("--batch-size", type=int, default=256, help="images per generator call (default: 256)")
     s.add_argument("--interpolate", action="store_true",
