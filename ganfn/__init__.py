@@ -9,6 +9,7 @@ from .errors import NonFiniteLossError, check_finite
 from .gan import GAN
 from .state import DAux, GAux, NetState, Noise, TrainState, UpdateNoise
 from .ensemble import stack, unstack
+from .export import load_generator
 from .tree import global_norm, tree_index, tree_map
 
 __version__ = "0.1.0"
@@ -24,6 +25,7 @@ __all__ = [
     "parts",
     "stack",
     "unstack",
+    "load_generator",
     "augment",
     "losses",
     "regularisers",

@@ -65,6 +65,10 @@ def _add_train_options(p: argparse.ArgumentParser, *, sweep: bool) -> None:
     p.add_argument("--resume", metavar="RUN_DIR|CKPT", help="continue a run from its newest checkpoint (bit-identical "
                    "to an uninterrupted run); takes the run's saved settings, options given here override them")
     p.add_argument("--no-progress", action="store_true", help="no progress bar (evaluation lines are still printed)")
+    p.add_argument("--mlflow", action="store_true", help="also log to MLflow: MLFLOW_TRACKING_URI, else RUN_DIR/mlruns "
+                   "(pip install 'ganfn[mlflow]'); a stacked run's members as runs nested under the sweep's")
+    p.add_argument("--wandb", action="store_true", help="also log to Weights & Biases, offline unless WANDB_MODE says "
+                   "otherwise, into RUN_DIR/wandb (pip install 'ganfn[wandb]'); a stacked run's members as one group")
     for name in P.FIELDS:
         if name in ("preset",):
             continue
@@ -91,7 +95,7 @@ def _add_train_options(p: argparse.ArgumentParser, *, sweep: bool) -> None:
 
 def make_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ganfn", description="Functional GAN training on torch.func.")
-    sub = parser.add_subparsers(dest="command", metavar="{train,sweep,eval}")
+    sub = parser.add_subparsers(dest="command", metavar="{train,sweep,eval,sample,export}")
     sub.required = True
     t = sub.add_parser("train", help="train a GAN (no options: a DCGAN on scikit-learn's digits, 3.5 minutes on a loaded 2-core CPU)",
                        description="Train a GAN. With no options: a small DCGAN on scikit-learn's 8x8 digits "
@@ -110,6 +114,9 @@ def make_parser() -> argparse.ArgumentParser:
                    "pytorch-fid does (its pt_inception-2015-12-05-6726825d.pth gives figures comparable with papers)")
     e.add_argument("--fid-ref-stats", metavar="STATS.npz", help="reference statistics in pytorch-fid's .npz format: "
                    "read if the file exists, else computed from the run's training data and written there")
+    from .cli_sample import add_parsers
+
+    add_parsers(sub)
     return parser
 
 
@@ -269,7 +276,8 @@ def _population(cfg: P.Config, gan: Any, evaluator: Any, parser: argparse.Argume
         parser.error(str(e))
 
 
-def _run_train(cfg: P.Config, resume: str | None, progress: bool, parser: argparse.ArgumentParser) -> int:
+def _run_train(cfg: P.Config, resume: str | None, progress: bool, parser: argparse.ArgumentParser,
+               trackers: Sequence[Any] = ()) -> int:
     from . import checkpoint, loop
 
     _check(cfg, parser)
@@ -331,7 +339,7 @@ def _run_train(cfg: P.Config, resume: str | None, progress: bool, parser: argpar
             checkpoint_every=cfg.checkpoint_every or None, keep=cfg.keep, resume=resume or False,
             precision=cfg.precision, compile=compile_, patience=cfg.patience, on_nonfinite=cfg.on_nonfinite,
             progress=progress, print_fn=say,
-            config=cfg.to_dict(), population=population, standing_stats=cfg.standing_stats,
+            config=cfg.to_dict(), population=population, standing_stats=cfg.standing_stats, trackers=trackers,
         )
     except P.gdata.BadImageError as e:
         parser.exit(2, f"{parser.prog}: error: {e}\n{_after_bad_image(run_dir, existed)}\n")
@@ -438,6 +446,16 @@ def _rates(hist: dict[str, Any], n_members: int, compiled: bool) -> str:
     return out
 
 
+def _trackers(args: argparse.Namespace, parser: argparse.ArgumentParser) -> list[Any]:
+    """The trackers ``--mlflow`` / ``--wandb`` ask for (``ganfn.loggers``); a missing package is a usage error."""
+    from . import loggers
+
+    try:
+        return [getattr(loggers, name)() for name in ("mlflow", "wandb") if getattr(args, name)]
+    except ImportError as e:
+        parser.error(str(e))
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``ganfn`` console script; returns the exit status."""
     parser = make_parser()
@@ -446,6 +464,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from .cli_eval import run_eval
 
         return run_eval(args, parser)
+    if args.command in ("sample", "export"):
+        from . import cli_sample
+
+        return cli_sample.run(args, parser._subparsers._group_actions[0].choices[args.command])
     sub = parser._subparsers._group_actions[0].choices[args.command]  # the subcommand's parser, for its errors
     cfg, resume = _config_from_args(args, sub)
     from . import distributed as gd
@@ -457,7 +479,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if world.rank != 0:
             sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - closed with the process
-        return _run_train(cfg, resume, progress=not args.no_progress and sys.stderr.isatty(), parser=sub)
+        return _run_train(cfg, resume, progress=not args.no_progress and sys.stderr.isatty(), parser=sub,
+                          trackers=_trackers(args, sub))
     finally:
         if joined:  # leave only a group this call joined
             gd.teardown()

@@ -36,6 +36,7 @@ from .data import BadImageError, next_batch
 from .errors import NonFiniteLossError, check_finite
 from .evaluation import Evaluator, sample_members, update_best
 from .gan import GAN
+from .loggers import Tracker, fanout
 from .loop_setup import PRECISIONS, FinishedRunError, Run, check_args, default_print, setup
 from .state import TrainState
 
@@ -81,6 +82,7 @@ def fit(
     n_fixed: int = 64,
     population: Any = None,
     standing_stats: int = 0,
+    trackers: Sequence[Tracker] = (),
 ) -> tuple[TrainState, dict[str, Any]]:
     """Train ``gan`` on ``data`` for ``steps`` steps; return ``(state, history)``.
 
@@ -136,6 +138,9 @@ def fit(
         standing_stats: samples and figures use BatchNorm statistics recomputed
             for the EMA generator over this many batches (``GAN.sample``'s
             ``standing``; StudioGAN's standing statistics); 0: the live G's.
+        trackers: experiment trackers besides TensorBoard, each a function
+            ``(run_dir, members) -> ganfn.loggers.Logger`` (``ganfn.loggers.mlflow()``,
+            ``ganfn.loggers.wandb()``), called when the run starts writing; needs ``run_dir``.
 
     Returns ``(state, history)``: history is a JSON-able dict with ``train``
     (every ``log_every`` steps: step and each metric, lists for stacked runs),
@@ -153,7 +158,7 @@ def fit(
                 data_seed=data_seed, evaluator=evaluator, keep=keep, resume=resume, compile=compile,
                 print_fn=print_fn, n_fixed=n_fixed, population=population)
     run.standing_stats = standing_stats
-    _start(run, config)
+    _start(run, config, trackers)
     t0 = run.t0 = time.perf_counter()
     run.bar = tqdm(total=steps, initial=run.start, disable=not progress or not run.main, unit="step", dynamic_ncols=True)
     try:
@@ -169,19 +174,21 @@ def fit(
     return run.state, run.history
 
 
-def _start(run: Run, config: Mapping[str, Any] | None) -> None:
+def _start(run: Run, config: Mapping[str, Any] | None, trackers: Sequence[Tracker] = ()) -> None:
     """Before the first step: the logger and config.json, the population's
     start, and the untrained generator's figures (the baseline a run is judged against)."""
     evaluator, population = run.evaluator, run.population
     if run.run_path is not None and run.main:
-        run.logger = tb.Logger(run.run_path / "tb", len(run.seeds) if run.stacked else None)
+        members = len(run.seeds) if run.stacked else None
+        run.logger = fanout([tb.TensorBoardLogger(run.run_path / "tb", members), *(t(run.run_path, members) for t in trackers)])
+        run.logger.log_params(act.param_rows(run, config))
         if config is not None:
             run.run_path.mkdir(parents=True, exist_ok=True)
             act.write_json(run.run_path / "config.json", dict(config))
     if population is not None:
         population.start(run.state, run.start)
         if run.logger is not None and run.start == 0:
-            run.logger.scalars(0, act.population_hparams(population, run.state), prefix="hparams/")
+            run.logger.log_scalars(0, {f"hparams/{k}": v for k, v in act.population_hparams(population, run.state).items()})
     if evaluator is not None and run.start == 0:
         run.history["initial"] = {"step": 0, "figures": act.member_figures(run)}
         run.best, _ = update_best(None, run.history["initial"]["figures"], evaluator)
@@ -298,10 +305,11 @@ def _finish(run: Run, step: int, last_metrics: Mapping[str, Tensor], wall: float
         act.checkpoint(run, step)
         act.write_outputs(run, config)
     if run.logger is not None:
-        fin = h["final"].get("figures") or [{} for _ in run.seeds]
-        lin = run.population.lineage if run.population is not None else None  # PBT: the values members end with, too
-        hp_rows = [{**({k: v for k, v in (config or {}).items() if isinstance(v, (int, float, str, bool))}),
-                    **hp, "seed": s, **({f"{k}_end": v for k, v in lin.final_values(i).items()} if lin else {})}
-                   for i, (hp, s) in enumerate(zip(run.hp_list, run.seeds))]
-        run.logger.hparams(hp_rows, fin)
+        lin = run.population.lineage if run.population is not None else None
+        if lin is not None:  # PBT: the values members end with, beside the ones they started with
+            run.logger.log_params([{**row, **{f"{k}_end": v for k, v in lin.final_values(i).items()}}
+                                   for i, row in enumerate(act.param_rows(run, config))])
+        run.logger.log_summary(h["final"].get("figures") or [{} for _ in run.seeds])
+        for f in act.output_files(run.run_path):
+            run.logger.log_artifact(f)
         run.logger.close()

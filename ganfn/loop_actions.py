@@ -24,7 +24,8 @@ from .population import hyperparameters
 if TYPE_CHECKING:  # pragma: no cover
     from .loop import Run
 
-__all__ = ["log", "images", "evaluate", "checkpoint", "population_round", "write_outputs", "to_float", "strict_json", "eval_line", "KID_NOTE"]
+__all__ = ["log", "images", "evaluate", "checkpoint", "population_round", "write_outputs",
+           "param_rows", "output_files", "to_float", "strict_json", "eval_line", "KID_NOTE"]
 
 KID_NOTE = ("KID is an unbiased estimate: around 0 (slightly negative values included) the two sample sets "
             "cannot be told apart at this sample size")
@@ -89,7 +90,7 @@ def log(run: "Run", step: int, metrics: Mapping[str, Tensor]) -> None:
         rec["halved"] = [float(h >= 0) for h in halved]
     run.history["train"].append(rec)
     if run.logger is not None:
-        run.logger.scalars(step, {k: v for k, v in metrics.items() if k != "diverged"}, prefix="train/")
+        run.logger.log_scalars(step, {f"train/{k}": v for k, v in metrics.items() if k != "diverged"})
     run.bar.set_postfix(_postfix(rec), refresh=False)
 
 
@@ -108,7 +109,7 @@ def images(run: "Run", step: int) -> None:
     if run.logger is None:
         return
     ref = run.evaluator.reference if run.evaluator else None
-    run.logger.images(step, "samples", [picture(s, ref, _cols(run)) for s in member_samples(run)])
+    run.logger.log_images(step, "samples", [picture(s, ref, _cols(run)) for s in member_samples(run)])
 
 
 def _cols(run: "Run") -> int | None:
@@ -121,11 +122,9 @@ def evaluate(run: "Run", step: int, metrics: Mapping[str, Tensor], patience: int
     ev = run.evaluator
     figs = member_figures(run)
     run.history["eval"].append({"step": step, "figures": figs})
-    if run.logger is not None:
-        for i, w in enumerate(run.logger.writers):
-            for k, v in figs[i].items():
-                if math.isfinite(v):
-                    w.add_scalar(f"quality/{k}", v, step)
+    if run.logger is not None:  # a member without a figure (diverged) gets NaN, which is not logged
+        names = dict.fromkeys(k for f in figs for k in f)
+        run.logger.log_scalars(step, {f"quality/{k}": [f.get(k, math.nan) for f in figs] for k in names})
     run.say(eval_line(step, metrics, figs, ev.primary))
     run.best, improved = update_best(run.best, figs, ev)
     run.bad_evals = 0 if improved else run.bad_evals + 1
@@ -152,7 +151,18 @@ def population_round(run: "Run", step: int) -> None:
         member_figures(run)
     run.state = run.population(step, run.state, figs)
     if run.logger is not None:
-        run.logger.scalars(step, population_hparams(run.population, run.state), prefix="hparams/")
+        run.logger.log_scalars(step, {f"hparams/{k}": v for k, v in population_hparams(run.population, run.state).items()})
+
+
+def param_rows(run: "Run", config: Mapping[str, Any] | None) -> list[dict[str, Any]]:
+    """Each member's settings for the trackers: the run's config (plain values and None), its hyperparameters and seed."""
+    base = {k: v for k, v in (config or {}).items() if v is None or isinstance(v, (int, float, str, bool))}
+    return [{**base, **hp, "seed": s} for hp, s in zip(run.hp_list, run.seeds, strict=True)]
+
+
+def output_files(path: Path) -> list[Path]:
+    """The files :func:`write_outputs` leaves in a run folder (pictures, ``metrics.json``, ``config.json``)."""
+    return sorted(path.glob("*.png")) + [p for p in (path / "metrics.json", path / "config.json") if p.is_file()]
 
 
 def population_hparams(population: Any, state: Any) -> dict[str, Tensor]:

@@ -18,11 +18,11 @@ from tqdm.auto import tqdm
 from . import checkpoint as ckpt
 from . import distributed as gd
 from . import ensemble
-from . import tensorboard as tb
 from .data import ImageSource, loader_init
 from .evaluation import Evaluator
 from .gan import GAN, TrainState
 from .labels import check_labels
+from .loggers import Logger
 from .sampling import check_standing
 from .tree import tree_map
 
@@ -76,7 +76,7 @@ class Run:
     bad_evals: int = 0
     fixed_y: Tensor | None = None  # conditional: the classes of the fixed samples, one picture row per class
     eval_y: Tensor | None = None   # conditional: every class equally often
-    logger: tb.Logger | None = None
+    logger: Logger | None = None  # TensorBoard and the run's trackers (ganfn.loggers)
     bar: Any = None
     resumed_from: Path | None = None
     population: Any = None

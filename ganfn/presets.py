@@ -52,8 +52,8 @@ from .evaluation import Evaluator
 from .metrics.card import ProtocolCard, weights_hash
 from .presets_folder import FolderChoice, choose, folder_evaluator
 
-__all__ = ["Config", "PRESETS", "DEFAULT_STEPS", "build", "build_gan", "load_data", "num_classes", "make_evaluator", "from_preset",
-           "load_toml", "merge", "saved", "choose_folder", "is_folder"]
+__all__ = ["Config", "PRESETS", "DEFAULT_STEPS", "build", "build_gan", "model_args", "sample_shape", "load_data",
+           "num_classes", "make_evaluator", "from_preset", "load_toml", "merge", "saved", "choose_folder", "is_folder"]
 
 DEFAULT_STEPS = 10000
 
@@ -324,11 +324,24 @@ def num_classes(cfg: Config, data: Any) -> int | None:
     return int(data[1].max()) + 1  # a folder: labels 0..K-1, one per sub-folder
 
 
-def _sample_shape(data: Any) -> tuple[int, ...]:
+def sample_shape(data: Any) -> tuple[int, ...]:
+    """The shape of one sample of :func:`load_data`'s data (a sampler is called once, for one sample)."""
     if isinstance(data, (Tensor, *gdata.ImageSource)):
         return tuple(data.shape[1:])
     first = data(1, torch.Generator().manual_seed(0)) if callable(data) else data
     return tuple((first if isinstance(first, Tensor) else first[0]).shape[1:])
+
+
+def model_args(cfg: Config, sample_shape: tuple[int, ...], classes: int | None) -> dict[str, Any]:
+    """The keyword arguments of ``ganfn.models.build`` for a config (plain values:
+    they are stored in exported generators and rebuild the same networks)."""
+    kw: dict[str, Any] = {"name": cfg.model, "data_shape": [int(s) for s in sample_shape], "latent_dim": cfg.latent_dim,
+                          "num_classes": classes if cfg.conditional else None}
+    if cfg.model in CONV_MODELS:
+        kw.update(width=cfg.width, g_norm=cfg.g_norm, d_norm=cfg.d_norm)
+    else:
+        kw.update(hidden=cfg.hidden, depth=cfg.depth)
+    return kw
 
 
 def build_gan(cfg: Config, sample_shape: tuple[int, ...], classes: int | None = None) -> GAN:
@@ -339,12 +352,7 @@ def build_gan(cfg: Config, sample_shape: tuple[int, ...], classes: int | None = 
         raise ValueError("--conditional needs the number of classes of the data")
     if cfg.model == "acgan" and not cfg.conditional:
         raise ValueError("--model acgan is class-conditional: add --conditional (on data with labels)")
-    kw: dict[str, Any] = {}
-    if cfg.model in CONV_MODELS:
-        kw.update(width=cfg.width, g_norm=cfg.g_norm, d_norm=cfg.d_norm)
-    else:
-        kw.update(hidden=cfg.hidden, depth=cfg.depth)
-    G, D, latent = models.build(cfg.model, sample_shape, latent_dim=cfg.latent_dim, num_classes=classes if cfg.conditional else None, **kw)
+    G, D, latent = models.build(**model_args(cfg, sample_shape, classes))
 
     def opt(lr: float, updates: int) -> optim.Optimizer:
         if cfg.lr_decay is not None and cfg.lr_linear_decay:
@@ -481,5 +489,5 @@ def build(cfg: Config, folder: FolderChoice | None = None) -> tuple[GAN, Any, Ev
     """``(gan, data, evaluator)`` for a config (loads the data; may train and cache the LeNet).
     ``folder``: a folder's :func:`choose_folder`, when the caller has already scanned it."""
     data = load_data(cfg, folder)
-    gan = build_gan(cfg, _sample_shape(data), num_classes(cfg, data))
+    gan = build_gan(cfg, sample_shape(data), num_classes(cfg, data))
     return gan, data, make_evaluator(cfg, data=data)

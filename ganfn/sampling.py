@@ -26,13 +26,25 @@ from torch import Tensor, nn
 
 from .functional import Buffers, make_apply
 
-__all__ = ["sample", "sample_params", "check_standing", "truncated_normal", "standing_stats"]
+__all__ = ["sample", "sample_params", "check_single", "check_standing", "truncated_normal", "standing_stats"]
 
 
 def check_standing(standing: int, name: str = "standing") -> None:
     """``ValueError`` unless ``standing`` (batches of standing statistics; 0: off) is an int >= 0."""
     if not isinstance(standing, int) or isinstance(standing, bool) or standing < 0:
         raise ValueError(f"{name} must be an int >= 0 (batches of standing statistics; 0: off), got {standing!r}")
+
+
+def check_single(state: Any) -> None:
+    """``ValueError`` naming :func:`ganfn.unstack` when ``state`` is a stacked state
+    (``state.step`` of shape ``[S]``, outside ``vmap``): a stacked state holds S
+    generators, and sampling picks one."""
+    step = getattr(state, "step", None)
+    if isinstance(step, Tensor) and step.dim() > 0:
+        raise ValueError(
+            f"this state is stacked ({step.shape[0]} members: state.step has shape {tuple(step.shape)}); sample one "
+            "member with ganfn.unstack(state)[i], e.g. gan.sample(ganfn.unstack(state)[0], z), or every member with "
+            "torch.func.vmap(gan.sample, in_dims=(0, None))(state, z)")
 
 
 def sample_params(gan: Any, state: Any, *, ema: bool | None = None) -> dict[str, Tensor]:
@@ -62,6 +74,7 @@ def sample(gan: Any, state: Any, z: Tensor, y: Tensor | None = None, *, ema: boo
     over ``n`` batches of 64 latents from a generator seeded 0 (deterministic).
     No part's input hook runs: augmentation never reaches samples.
     """
+    check_single(state)
     if tuple(z.shape[1:]) != gan.latent_shape:
         raise ValueError(f"latents must have shape [N, {', '.join(map(str, gan.latent_shape))}], got {tuple(z.shape)}")
     check_standing(standing)

@@ -5,16 +5,17 @@
 - :func:`scatter_image`: 2-D samples -> an RGB scatter plot (drawn with PIL),
   for the Gaussian-mixture data sets.
 - :func:`curve_image`: loss curves -> an RGB line plot (PIL).
-- :class:`Logger`: one ``SummaryWriter`` per member (``tb/`` for a single run,
-  ``tb/member_00``, ``tb/member_01``, ... for a stacked run) so that the members'
-  curves overlay in TensorBoard, plus ``add_hparams`` per member.
+- :class:`TensorBoardLogger`: the TensorBoard :class:`ganfn.loggers.Logger`, one
+  ``SummaryWriter`` per member (``tb/`` for a single run, ``tb/member_00``,
+  ``tb/member_01``, ... for a stacked run) so that the members' curves overlay
+  in TensorBoard, plus ``add_hparams`` per member.
 """
 from __future__ import annotations
 
 import math
 import os
 from pathlib import Path
-from typing import Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -22,7 +23,9 @@ from einops import rearrange
 from PIL import Image, ImageDraw
 from torch import Tensor
 
-__all__ = ["image_grid", "scatter_image", "curve_image", "save_png", "upscale", "labelled", "Logger", "member_dirs"]
+from .loggers.base import member_scalars
+
+__all__ = ["image_grid", "scatter_image", "curve_image", "save_png", "upscale", "labelled", "TensorBoardLogger", "member_dirs"]
 
 _COLORS = [(31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40), (148, 103, 189), (140, 86, 75)]
 
@@ -171,12 +174,14 @@ def member_dirs(log_dir: str | os.PathLike, members: int | None) -> list[Path]:
     return [log_dir / f"member_{i:02d}" for i in range(members)]
 
 
-class Logger:
-    """One TensorBoard ``SummaryWriter`` per member.
+class TensorBoardLogger:
+    """The TensorBoard :class:`ganfn.loggers.Logger`: one ``SummaryWriter`` per member.
 
-    ``members=None`` is a single (unstacked) run; otherwise every value passed
-    to :meth:`scalars` has a leading member axis and member i's values go to
-    its own run directory.
+    ``members=None`` is a single (unstacked) run in ``log_dir``; otherwise member
+    i logs to ``log_dir/member_<i>`` (:func:`member_dirs`) so that the members'
+    curves overlay. The parameters are written with the final figures as
+    TensorBoard hparams (``add_hparams`` needs both at once); artifacts are the
+    run folder's own files and are not copied.
     """
 
     def __init__(self, log_dir: str | os.PathLike, members: int | None = None) -> None:
@@ -185,32 +190,31 @@ class Logger:
         self.members = members
         self.dirs = member_dirs(log_dir, members)
         self.writers = [SummaryWriter(log_dir=str(d)) for d in self.dirs]
+        self.params: list[Mapping[str, Any]] = [{} for _ in self.writers]
 
-    def scalars(self, step: int, values: Mapping[str, Tensor | float], prefix: str = "") -> None:
-        """Log each value (0-d, or [S] for a stacked run) under ``prefix + name``."""
-        for name, v in values.items():
-            t = torch.as_tensor(v).detach().reshape(-1).double().cpu()
-            for i, w in enumerate(self.writers):
-                x = float(t[i] if t.numel() > 1 else t[0])
-                if math.isfinite(x):
-                    w.add_scalar(prefix + name, x, step)
+    def log_params(self, params: Sequence[Mapping[str, Any]]) -> None:
+        self.params = [dict(p) for p in params]
 
-    def images(self, step: int, tag: str, per_member: Sequence[Tensor]) -> None:
-        """One [C, H, W] image in [0, 1] per member."""
-        for w, img in zip(self.writers, per_member):
-            w.add_image(tag, img, step)
+    def log_scalars(self, step: int, values: Mapping[str, Tensor | float | Sequence[float]]) -> None:
+        for w, vals in zip(self.writers, member_scalars(values, self.members), strict=True):
+            for name, x in vals.items():
+                w.add_scalar(name, x, step)
 
-    def hparams(self, per_member: Sequence[Mapping[str, float | int | str | bool]], metrics: Sequence[Mapping[str, float]]) -> None:
+    def log_images(self, step: int, name: str, images: Sequence[Tensor]) -> None:
+        for w, img in zip(self.writers, images, strict=True):
+            w.add_image(name, img, step)
+
+    def log_summary(self, figures: Sequence[Mapping[str, float]]) -> None:
         """``add_hparams`` for each member, written into that member's own run."""
-        for w, hp, m in zip(self.writers, per_member, metrics):
+        for w, hp, m in zip(self.writers, self.params, figures, strict=True):
             clean = {k: v for k, v in hp.items() if isinstance(v, (int, float, str, bool))}
             mets = {f"hparam/{k}": float(v) for k, v in m.items() if isinstance(v, (int, float)) and math.isfinite(float(v))}
             w.add_hparams(clean, mets, run_name=".")
 
-    def flush(self) -> None:
-        for w in self.writers:
-            w.flush()
+    def log_artifact(self, path: str | os.PathLike) -> None:
+        """Nothing: TensorBoard's files live in the run folder beside the artifacts."""
 
     def close(self) -> None:
         for w in self.writers:
+            w.flush()
             w.close()

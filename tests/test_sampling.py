@@ -122,3 +122,37 @@ def test_standing_stats_of_a_conditional_generator_draw_classes():
     assert any(not torch.equal(buf[k], state.g.buffers[k]) for k in buf if k.endswith("running_mean"))
     x = gan.sample(state, gan.draw_latents(torch.Generator().manual_seed(1), 3), torch.tensor([0, 1, 2]), standing=2)
     assert x.shape == (3, 1, 8, 8) and torch.isfinite(x).all()
+
+
+# ----------------------------------------------------------------- stacked states
+
+
+def _stacked_gan(members: int):
+    from conftest import small_gan_modules
+
+    import ganfn
+    from ganfn import ensemble
+
+    G, D = small_gan_modules(latent=3, data=2, g_batchnorm=True)
+    gan = ganfn.GAN(G, D, latent_dim=3, parts=[ganfn.parts.ema(0.9)])
+    return gan, ensemble.init_many(gan, list(range(members)))
+
+
+@given(st.integers(2, 4), st.integers(1, 5))
+def test_sample_on_a_stacked_state_names_unstack(members, n):
+    gan, state = _stacked_gan(members)
+    z = gan.draw_latents(torch.Generator().manual_seed(0), n)
+    with pytest.raises(ValueError, match=r"stacked .*ganfn\.unstack"):
+        gan.sample(state, z)
+
+
+@given(st.integers(2, 3), st.integers(1, 5))
+def test_the_routes_the_error_names_sample_each_member(members, n):
+    import ganfn
+
+    gan, state = _stacked_gan(members)
+    z = gan.draw_latents(torch.Generator().manual_seed(1), n)
+    each = torch.stack([gan.sample(s, z) for s in ganfn.unstack(state)])
+    assert each.shape == (members, n, 2)
+    vmapped = torch.func.vmap(gan.sample, in_dims=(0, None))(state, z)
+    torch.testing.assert_close(vmapped, each)
