@@ -30,12 +30,13 @@ _CHOICES = {
     "optimizer": ["adam", "adamw", "rmsprop", "sgd"],
     "precision": ["fp32", "bf16", "fp16"],
     "on_nonfinite": ["stop", "rollback", "raise"],
+    "split": ["batch", "members"],
     "g_norm": ["batch", "layer", "none"],
     "d_norm": ["batch", "layer", "none"],
 }
 _METAVAR = {"data": "NAME|PATH", "seeds": "N", "run_dir": "DIR", "grid": "SPEC", "pbt_every": "N", "pbt_space": "SPEC",
             "halving_at": "STEPS", "pbt_metric": "NAMES"}
-_SWEEP_ONLY = ("grid", "pbt_every", "pbt_fraction", "pbt_space", "pbt_metric", "halving_at", "halving_refill")
+_SWEEP_ONLY = ("grid", "pbt_every", "pbt_fraction", "pbt_space", "pbt_metric", "halving_at", "halving_refill", "split")
 _TYPES = {"int": int, "float": float, "str": str}
 
 
@@ -324,7 +325,7 @@ def _run_train(cfg: P.Config, resume: str | None, progress: bool, parser: argpar
             checkpoint_every=cfg.checkpoint_every or None, keep=cfg.keep, resume=resume or False,
             precision=cfg.precision, compile=compile_, patience=cfg.patience, on_nonfinite=cfg.on_nonfinite,
             progress=progress, print_fn=say,
-            config=cfg.to_dict(), population=population, standing_stats=cfg.standing_stats,
+            config=cfg.to_dict(), population=population, standing_stats=cfg.standing_stats, split=cfg.split,
         )
     except loop.FinishedRunError as e:
         if e.step == e.steps:  # asked to finish a finished run: nothing to do, and that is not an error
