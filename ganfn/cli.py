@@ -270,6 +270,7 @@ def _population(cfg: P.Config, gan: Any, evaluator: Any, parser: argparse.Argume
 
 def _run_train(cfg: P.Config, resume: str | None, progress: bool, parser: argparse.ArgumentParser) -> int:
     from . import checkpoint, loop
+    from .distributed import shards
 
     _check(cfg, parser)
     _grid_penalty(cfg, parser, say)
@@ -304,7 +305,8 @@ def _run_train(cfg: P.Config, resume: str | None, progress: bool, parser: argpar
         cfg.run_dir = str(Path("runs") / f"{time.strftime('%Y%m%d-%H%M%S')}-{cfg.preset or name}")
     cfg.run_dir = gd.broadcast_object(cfg.run_dir)  # the clock may differ across ranks: rank 0's name
     run_dir = Path(cfg.run_dir)
-    if not resume and checkpoint.CheckpointManager(run_dir / "checkpoints").latest() is not None:
+    if not resume and (checkpoint.CheckpointManager(run_dir / "checkpoints").latest() is not None
+                       or shards.shards(run_dir / "checkpoints")):
         parser.error(f"--run-dir {run_dir} already holds a run (checkpoints in {run_dir / 'checkpoints'}); "
                      f"continue it with --resume {run_dir}, or choose another --run-dir: a new run would overwrite it")
     n_members = len(members[0]) if members else 1

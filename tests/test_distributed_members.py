@@ -131,7 +131,7 @@ def _slice(state, lo: int, hi: int):
     return optree.tree_map(lambda x: x[lo:hi], state, none_is_leaf=False)
 
 
-_TIMING = ("wall_time_s", "steps_per_s", "first_step_s")
+_TIMING = ("wall_time_s", "steps_per_s", "first_step_s", "steps_run")
 
 
 def _report(run_dir: Path) -> dict:
@@ -276,3 +276,34 @@ def test_resume_refuses_a_population_of_another_size(tmp_path):
             **{**KW, "seeds": [0, 1, 2], "hparams": None})
     with pytest.raises(FileNotFoundError, match="not from one file"):
         _fit(None, resume=next((tmp_path / "pop" / "checkpoints").glob("*.pt")))
+
+
+# -- the command line under torchrun ---------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_torchrun_sweep_split_members_resumes_and_matches_one_process(tmp_path):
+    """``torchrun --nproc-per-node 2 -m ganfn sweep --split members`` for 5 steps, resumed to 8
+    under torchrun, writes the report one process writes for 8 steps (PBT, halving). (A run
+    ends before a population round due at its last step: 5 steps keep the step-4 round.)"""
+    import subprocess
+    import sys
+
+    env = {**os.environ, "GLOO_SOCKET_IFNAME": "lo", "OMP_NUM_THREADS": "1"}
+    common = ["sweep", "--grid", "lr_d=1e-3,2e-3,3e-3,4e-3;lr_g=1e-3,2e-3", "--data", "ring8", "--model", "mlp",
+              "--batch-size", "32", "--n-eval", "200", "--eval-every", "2", "--log-every", "2", "--image-every", "4",
+              "--pbt-every", "2", "--halving-at", "4", "--checkpoint-every", "2", "--no-progress"]
+    split = tmp_path / "split"
+    for args in (["--steps", "5", "--run-dir", str(split), "--split", "members"], ["--resume", str(split), "--steps", "8"]):
+        torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-addr", "127.0.0.1",
+                    "--master-port", str(_free_port()), "-m", "ganfn"]
+        r = subprocess.run(torchrun + common + args, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=240)
+        assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-3000:]
+        assert r.stdout.count("members split across 2 ranks: rank 0: 0-3, rank 1: 4-7") == 1  # rank 0 alone prints
+    one = tmp_path / "one"
+    r = subprocess.run([sys.executable, "-m", "ganfn", *common, "--steps", "8", "--run-dir", str(one)],
+                       env=env, cwd=tmp_path, capture_output=True, text=True, timeout=240)
+    assert r.returncode == 0, r.stderr[-3000:]
+    a, b = _report(split), _report(one)
+    assert a.pop("config")["split"] == "members" and b.pop("config")["split"] == "batch"
+    assert a == b

@@ -52,7 +52,7 @@ def shards(directory: Path) -> dict[int, list[tuple[int, int, int, Path]]]:
 def _cover(found: list[tuple[int, int, int, Path]], n: int) -> list[tuple[int, int, Path]] | None:
     """Shards of one S that tile ``[0, S)``, or None."""
     chain, at = [], 0
-    for lo, hi, s, p in sorted(f for f in found if f[2] == n):
+    for lo, hi, _, p in sorted(f for f in found if f[2] == n):
         if lo == at:
             chain.append((lo, hi, p))
             at = hi
@@ -116,8 +116,8 @@ def load(directory: Path, s: Split, *, map_location: Any = "cpu") -> tuple[Path,
         except (ckpt.CorruptCheckpointError, ValueError) as e:
             warnings.warn(f"step-{step} shards in {directory} are damaged ({e}); trying an older step", RuntimeWarning, stacklevel=2)
             c, ok = None, 0
-        if s.distributed:
-            flag = torch.tensor([ok])
+        if s.distributed:  # every rank must resume the same step: the newest that verifies everywhere
+            flag = torch.tensor([ok], device="cuda" if dist.get_backend() == "nccl" else "cpu")
             dist.all_reduce(flag, op=dist.ReduceOp.MIN)
             ok = int(flag)
         if ok:
