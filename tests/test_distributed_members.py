@@ -307,3 +307,40 @@ def test_torchrun_sweep_split_members_resumes_and_matches_one_process(tmp_path):
     a, b = _report(split), _report(one)
     assert a.pop("config")["split"] == "members" and b.pop("config")["split"] == "batch"
     assert a == b
+
+
+# -- Dask: the same population through a LocalCluster of 2 worker processes --------------------------------
+
+
+def _dask_rank(run_dir: str) -> dict:
+    torch.set_num_threads(1)
+    from ganfn import distributed as gd
+
+    state, hist = _fit(Path(run_dir))
+    return {"world": tuple(gd.world())[:2], "state": state, "hist": hist}
+
+
+def test_dask_local_cluster_trains_the_same_population(tmp_path, reference):
+    dd = pytest.importorskip("dask.distributed", reason="Dask is the optional extra ganfn[dask]; "
+                             "pip install 'dask[distributed]' to run the Dask launcher test")
+    import sys
+
+    import cloudpickle
+
+    from ganfn import dask_launch
+
+    _, ref_state, ref_hist = reference
+    cloudpickle.register_pickle_by_value(sys.modules[__name__])  # the workers cannot import this test module
+    try:
+        with dd.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1",
+                             dashboard_address=None, worker_dashboard_address=None) as cluster, \
+                dd.Client(cluster) as client:
+            results = dask_launch.run(client, _dask_rank, str(tmp_path), backend="gloo",
+                                      env={"GLOO_SOCKET_IFNAME": "lo", "OMP_NUM_THREADS": "1"}, timeout_s=60)
+    finally:
+        cloudpickle.unregister_pickle_by_value(sys.modules[__name__])
+    assert [r["world"] for r in results] == [(0, 2), (1, 2)]
+    for r, res in enumerate(results):
+        _equal(res["state"], _slice(ref_state, 4 * r, 4 * (r + 1)), f"dask rank {r}")
+        assert res["hist"]["population"] == ref_hist["population"] and res["hist"]["eval"] == ref_hist["eval"]
+    assert (tmp_path / "metrics.json").is_file() and shards.complete_steps(tmp_path / "checkpoints", 8) == [8, 4]
