@@ -344,3 +344,18 @@ def test_dask_local_cluster_trains_the_same_population(tmp_path, reference):
         _equal(res["state"], _slice(ref_state, 4 * r, 4 * (r + 1)), f"dask rank {r}")
         assert res["hist"]["population"] == ref_hist["population"] and res["hist"]["eval"] == ref_hist["eval"]
     assert (tmp_path / "metrics.json").is_file() and shards.complete_steps(tmp_path / "checkpoints", 8) == [8, 4]
+
+
+def test_eval_reads_a_split_run(tmp_path, capsys):
+    """``ganfn eval RUN`` scores every member of a run whose checkpoints are shards."""
+    from ganfn import cli
+
+    args = ["sweep", "--grid", "lr_d=1e-3,2e-3,3e-3", "--data", "ring8", "--model", "mlp", "--steps", "2",
+            "--batch-size", "16", "--n-eval", "100", "--eval-every", "2", "--no-progress", "--split", "members",
+            "--run-dir", str(tmp_path)]
+    assert cli.main(args) == 0
+    assert shards.complete_steps(tmp_path / "checkpoints", 3) == [2]
+    capsys.readouterr()
+    assert cli.main(["eval", str(tmp_path), "--n-eval", "100"]) == 0
+    out = capsys.readouterr().out
+    assert "at step 2 (ckpt-00000002.members-0000-0003-of-0003.pt)" in out and "member 2" in out

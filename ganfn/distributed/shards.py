@@ -28,7 +28,7 @@ import torch.distributed as dist
 from .. import checkpoint as ckpt
 from .members import Split, lost_rank
 
-__all__ = ["shard_path", "shards", "complete_steps", "save", "load"]
+__all__ = ["shard_path", "shards", "complete_steps", "save", "load", "load_whole"]
 
 _SHARD = re.compile(r"^ckpt-(\d{8,})\.members-(\d+)-(\d+)-of-(\d+)\.pt$")
 
@@ -123,3 +123,17 @@ def load(directory: Path, s: Split, *, map_location: Any = "cpu") -> tuple[Path,
         if ok:
             return directory, c
     return None
+
+
+def load_whole(directory: Path, *, map_location: Any = "cpu") -> tuple[Path, dict[str, Any]] | None:
+    """The whole population at the newest complete step, in one process (``ganfn eval``,
+    a user's notebook): ``(path of its first shard, checkpoint)``, or None without shards."""
+    sizes = {f[2] for found in shards(Path(directory)).values() for f in found}
+    if not sizes:
+        return None
+    n = max(sizes)
+    found = load(Path(directory), Split(0, (n,), False), map_location=map_location)
+    if found is None:
+        return None
+    step = int(found[1]["step"])
+    return _cover(shards(Path(directory))[step], n)[0][2], found[1]
