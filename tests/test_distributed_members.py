@@ -359,3 +359,28 @@ def test_eval_reads_a_split_run(tmp_path, capsys):
     assert cli.main(["eval", str(tmp_path), "--n-eval", "100"]) == 0
     out = capsys.readouterr().out
     assert "at step 2 (ckpt-00000002.members-0000-0003-of-0003.pt)" in out and "member 2" in out
+
+
+_DTYPES = [torch.float32, torch.float64, torch.int64, torch.bool, torch.uint8, torch.float16]
+
+
+@given(st.lists(st.tuples(st.lists(st.integers(0, 4), max_size=3), st.sampled_from(_DTYPES)), min_size=1, max_size=6),
+       st.integers(0, 2**31 - 1))
+def test_pack_unpack_roundtrip_one_message_per_dtype(spec, seed):
+    g = torch.Generator().manual_seed(seed)
+    leaves = [(torch.randn(shape, generator=g) * 5).to(dt) for shape, dt in spec]
+    bufs = exploit.pack(leaves)
+    assert len(bufs) == len({torch.uint8 if dt == torch.bool else dt for _, dt in spec})
+    back = exploit.unpack([b.clone() for b in bufs], [torch.empty_like(x) for x in leaves])
+    assert all(x.dtype == y.dtype and x.shape == y.shape and torch.equal(x, y) for x, y in zip(leaves, back))
+
+
+def test_split_is_a_sweep_option_with_two_choices(capsys):
+    from ganfn import cli
+
+    with pytest.raises(SystemExit):
+        cli.main(["train", "--split", "members"])
+    assert "unrecognized arguments" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        cli.main(["sweep", "--grid", "lr_d=1e-3,2e-3", "--split", "ranks"])
+    assert "invalid choice: 'ranks'" in capsys.readouterr().err
