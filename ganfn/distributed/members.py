@@ -20,6 +20,7 @@ here is the identity, so the same code runs in one process.
 """
 from __future__ import annotations
 
+import functools
 from typing import Any, Callable, NamedTuple, Sequence
 
 import optree
@@ -127,7 +128,7 @@ def gather(s: Split, tree: Any, what: str = "a gather") -> Any:
         buf = torch.zeros(big, sum(widths), dtype=wire, device=leaves[idx[0]].device)
         buf[:n] = torch.cat(cols, 1)
         parts = [torch.empty_like(buf) for _ in range(s.size)]
-        _guard(what, lambda parts=parts, buf=buf: dist.all_gather(parts, buf))
+        _guard(what, functools.partial(dist.all_gather, parts, buf))
         full = torch.cat([p[:c] for p, c in zip(parts, s.counts)])
         for i, block in zip(idx, full.split(widths, 1)):
             out[i] = block.reshape(s.members, *leaves[i].shape[1:]).to(dtype)

@@ -88,7 +88,7 @@ def _load_part(directory: Path, step: int, s: Split, map_location: Any) -> dict[
     """This rank's members at ``step``: the overlapping shards' slices joined (raises if one fails its checksum)."""
     cover = _cover(shards(directory)[step], s.members)
     assert cover is not None
-    states, rngs, first = [], [], None
+    states, rngs, first = [], [], None  # type: list[Any], list[Any], dict[str, Any] | None
     for lo, hi, p in cover:
         a, b = max(lo, s.lo), min(hi, s.hi)
         if a >= b:
@@ -97,6 +97,7 @@ def _load_part(directory: Path, step: int, s: Split, map_location: Any) -> dict[
         first = first or c
         states.append(optree.tree_map(lambda x, a=a, lo=lo, b=b: x[a - lo:b - lo], c["state"], none_is_leaf=False))
         rngs += c["rngs"][a - lo:b - lo]
+    assert first is not None  # the shards tile [0, S), so one overlaps this rank's members
     state = optree.tree_map(lambda *xs: torch.cat(xs), *states, none_is_leaf=False)
     return {**first, "state": state, "rngs": rngs}
 
@@ -120,7 +121,7 @@ def load(directory: Path, s: Split, *, map_location: Any = "cpu") -> tuple[Path,
             flag = torch.tensor([ok], device="cuda" if dist.get_backend() == "nccl" else "cpu")
             dist.all_reduce(flag, op=dist.ReduceOp.MIN)
             ok = int(flag)
-        if ok:
+        if ok and c is not None:
             return directory, c
     return None
 
@@ -135,5 +136,6 @@ def load_whole(directory: Path, *, map_location: Any = "cpu") -> tuple[Path, dic
     found = load(Path(directory), Split(0, (n,), False), map_location=map_location)
     if found is None:
         return None
-    step = int(found[1]["step"])
-    return _cover(shards(Path(directory))[step], n)[0][2], found[1]
+    cover = _cover(shards(Path(directory))[int(found[1]["step"])], n)
+    assert cover is not None  # load() returns complete steps only
+    return cover[0][2], found[1]
