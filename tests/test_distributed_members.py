@@ -359,6 +359,10 @@ def test_eval_reads_a_split_run(tmp_path, capsys):
     assert cli.main(["eval", str(tmp_path), "--n-eval", "100"]) == 0
     out = capsys.readouterr().out
     assert "at step 2 (ckpt-00000002.members-0000-0003-of-0003.pt)" in out and "member 2" in out
+    # A new run into the same directory would overwrite the shards: refused.
+    with pytest.raises(SystemExit) as e:
+        cli.main(args)
+    assert e.value.code == 2 and "already holds a run" in capsys.readouterr().err
 
 
 _DTYPES = [torch.float32, torch.float64, torch.int64, torch.bool, torch.uint8, torch.float16]
@@ -384,3 +388,26 @@ def test_split_is_a_sweep_option_with_two_choices(capsys):
     with pytest.raises(SystemExit):
         cli.main(["sweep", "--grid", "lr_d=1e-3,2e-3", "--split", "ranks"])
     assert "invalid choice: 'ranks'" in capsys.readouterr().err
+
+
+def test_a_damaged_newest_shard_falls_back_to_the_previous_step(tmp_path):
+    _fit(tmp_path)
+    ck = tmp_path / "checkpoints"
+    newest = next(ck.glob("ckpt-00000008.*"))
+    raw = bytearray(newest.read_bytes())
+    raw[-200] ^= 0xFF  # one damaged byte: the shard fails its checksum or does not load
+    newest.write_bytes(bytes(raw))
+    with pytest.warns(RuntimeWarning, match="step-8 shards .* are damaged"):
+        _, c = shards.load(ck, members.Split(0, (8,), False))
+    assert c["step"] == 4
+    for p in ck.glob("ckpt-00000004.*"):
+        p.unlink()
+    with pytest.raises(FileNotFoundError, match="no complete set of population shards"):
+        with pytest.warns(RuntimeWarning):
+            _fit(None, resume=tmp_path)
+
+
+def test_gather_refuses_a_block_of_the_wrong_size():
+    s = members.Split(0, (2, 2), True)
+    with pytest.raises(ValueError, match="has 3 members on rank 0, which holds 2"):
+        members.gather(s, {"x": torch.zeros(3)})
