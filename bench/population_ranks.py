@@ -29,7 +29,7 @@ from ganfn import data, ensemble, models
 from ganfn.distributed import exploit
 
 
-def _gan(model: str) -> ganfn.GAN:
+def make_gan(model: str) -> ganfn.GAN:
     G, D, latent = models.build(model, (2,))
     return ganfn.GAN(G, D, latent_dim=latent, loss="hinge")
 
@@ -44,7 +44,7 @@ def child(args: argparse.Namespace) -> None:
     try:
         seeds = list(range(args.members))
         hps = [{"lr_d": 1e-3 * (1 + i % 4)} for i in seeds]
-        _, hist = fit(_gan(args.model), data.ring8, steps=args.steps, batch_size=args.batch, seeds=seeds, hparams=hps,
+        _, hist = fit(make_gan(args.model), data.ring8, steps=args.steps, batch_size=args.batch, seeds=seeds, hparams=hps,
                       log_every=args.steps, image_every=args.steps, eval_every=args.steps, checkpoint_every=None,
                       progress=False, print_fn=lambda _m: None, split="members" if gd.is_distributed() else "batch")
         # Leave out the first step (allocation warm-up) so both variants time the same steady state.
@@ -82,7 +82,7 @@ def _run(args: argparse.Namespace, world: int) -> float:
 def state_bytes(model: str) -> dict[str, int]:
     """Bytes of one member's state: the part a PBT copy sends (everything but the
     hyperparameters, step and diverged_at) and the part every round gathers."""
-    state = ensemble.init_many(_gan(model), [0])
+    state = ensemble.init_many(make_gan(model), [0])
     light = exploit.light_leaves(state)
     leaves = ganfn.tree.leaves(state)
     size = [x[0].numel() * x.element_size() for x in leaves]

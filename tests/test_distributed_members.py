@@ -411,3 +411,18 @@ def test_gather_refuses_a_block_of_the_wrong_size():
     s = members.Split(0, (2, 2), True)
     with pytest.raises(ValueError, match="has 3 members on rank 0, which holds 2"):
         members.gather(s, {"x": torch.zeros(3)})
+
+
+def test_bench_traffic_figure_is_twelve_bytes_a_parameter_with_adam():
+    """The README's traffic table rests on this: a member's copied state is its fp32
+    parameters and two Adam moments (plus two step counters), the gathered part ~120 bytes."""
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from bench.population_ranks import make_gan, state_bytes
+
+    state = make_gan("mlp").init(0)
+    params = sum(v.numel() for v in [*state.g.params.values(), *state.d.params.values()])
+    b = state_bytes("mlp")
+    assert 12 * params <= b["copied"] <= 12 * params + 64
+    assert b["gathered"] == 120
