@@ -99,7 +99,9 @@ def _worker(rank: int, port: int, out: str) -> None:
         uneven = fit(_gan(), data.ring8, evaluator=_evaluator(), split="members",
                      **{**KW, "seeds": [0, 1, 2], "hparams": [{"lr_d": 1e-3 * (i + 1)} for i in range(3)],
                         "checkpoint_every": None, "steps": 4})
-        torch.save({"state": state, "hist": hist, "uneven": uneven}, os.path.join(out, f"rank{rank}.pt"))
+        # One process's shards (step 4), resumed by two ranks.
+        resumed = _fit(Path(out) / "one_split", resume=True)
+        torch.save({"state": state, "hist": hist, "uneven": uneven, "resumed": resumed}, os.path.join(out, f"rank{rank}.pt"))
     finally:
         gd.teardown()
 
@@ -116,6 +118,9 @@ def reference(tmp_path_factory):
 def spawned(tmp_path_factory):
     """One 2-rank gloo job; each rank's (state, history) and the shared run directory."""
     out = tmp_path_factory.mktemp("members")
+    _fit(out / "one_split", steps=5)  # one process writes step-4 and step-5 shards of the whole population
+    for p in (out / "one_split" / "checkpoints").glob("ckpt-00000005.*"):
+        p.unlink()
     mp.start_processes(_worker, args=(_free_port(), str(out)), nprocs=WORLD, join=True, start_method="spawn")
     return out, [torch.load(out / f"rank{r}.pt", weights_only=False) for r in range(WORLD)]
 
@@ -160,6 +165,15 @@ def test_two_ranks_train_the_population_one_process_trains(spawned, reference):
     for name in ("population.png", "samples.png", "losses.png", "samples_member07.png"):
         assert (out / "split" / name).stat().st_size > 0
     assert len(list((out / "split" / "tb").glob("member_*"))) == 8
+
+
+def test_two_ranks_resume_what_one_process_saved(spawned, reference):
+    _, ranks = spawned
+    _, ref_state, ref_hist = reference
+    for r, res in enumerate(ranks):
+        state, hist = res["resumed"]
+        _equal(state, _slice(ref_state, 4 * r, 4 * (r + 1)), f"rank {r} resumed")
+        assert hist["population"] == ref_hist["population"] and hist["eval"] == ref_hist["eval"]
 
 
 def test_uneven_split_places_three_members_on_two_ranks(spawned):
