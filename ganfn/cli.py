@@ -30,12 +30,13 @@ _CHOICES = {
     "optimizer": ["adam", "adamw", "rmsprop", "sgd"],
     "precision": ["fp32", "bf16", "fp16"],
     "on_nonfinite": ["stop", "rollback", "raise"],
+    "split": ["batch", "members"],
     "g_norm": ["batch", "layer", "none"],
     "d_norm": ["batch", "layer", "none"],
 }
 _METAVAR = {"data": "NAME|PATH", "seeds": "N", "run_dir": "DIR", "grid": "SPEC", "pbt_every": "N", "pbt_space": "SPEC",
             "halving_at": "STEPS", "pbt_metric": "NAMES"}
-_SWEEP_ONLY = ("grid", "pbt_every", "pbt_fraction", "pbt_space", "pbt_metric", "halving_at", "halving_refill")
+_SWEEP_ONLY = ("grid", "pbt_every", "pbt_fraction", "pbt_space", "pbt_metric", "halving_at", "halving_refill", "split")
 _TYPES = {"int": int, "float": float, "str": str}
 
 
@@ -279,6 +280,7 @@ def _population(cfg: P.Config, gan: Any, evaluator: Any, parser: argparse.Argume
 def _run_train(cfg: P.Config, resume: str | None, progress: bool, parser: argparse.ArgumentParser,
                trackers: Sequence[Any] = ()) -> int:
     from . import checkpoint, loop
+    from .distributed import shards
 
     _check(cfg, parser)
     _grid_penalty(cfg, parser, say)
@@ -315,7 +317,8 @@ def _run_train(cfg: P.Config, resume: str | None, progress: bool, parser: argpar
         cfg.run_dir = str(Path("runs") / f"{time.strftime('%Y%m%d-%H%M%S')}-{cfg.preset or name}")
     cfg.run_dir = gd.broadcast_object(cfg.run_dir)  # the clock may differ across ranks: rank 0's name
     run_dir = Path(cfg.run_dir)
-    if not resume and checkpoint.CheckpointManager(run_dir / "checkpoints").latest() is not None:
+    if not resume and (checkpoint.CheckpointManager(run_dir / "checkpoints").latest() is not None
+                       or shards.shards(run_dir / "checkpoints")):
         parser.error(f"--run-dir {run_dir} already holds a run (checkpoints in {run_dir / 'checkpoints'}); "
                      f"continue it with --resume {run_dir}, or choose another --run-dir: a new run would overwrite it")
     n_members = len(members[0]) if members else 1
@@ -340,6 +343,7 @@ def _run_train(cfg: P.Config, resume: str | None, progress: bool, parser: argpar
             precision=cfg.precision, compile=compile_, patience=cfg.patience, on_nonfinite=cfg.on_nonfinite,
             progress=progress, print_fn=say,
             config=cfg.to_dict(), population=population, standing_stats=cfg.standing_stats, trackers=trackers,
+            split=cfg.split,
         )
     except P.gdata.BadImageError as e:
         parser.exit(2, f"{parser.prog}: error: {e}\n{_after_bad_image(run_dir, existed)}\n")

@@ -27,6 +27,10 @@ def run_eval(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     cfg = P.saved(json.loads(cfg_file.read_text()), str(cfg_file))
     try:
         found = checkpoint.CheckpointManager(run / "checkpoints").load_latest(map_location=args.device)
+        if found is None:  # a population split across ranks (--split members): its shards, joined
+            from .distributed import shards
+
+            found = shards.load_whole(run / "checkpoints", map_location=args.device)
     except ValueError as e:
         parser.error(f"eval: {e}")
     if found is None:

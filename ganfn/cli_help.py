@@ -87,6 +87,8 @@ HELP: dict[str, str] = {
                   "(default: off)",
     "halving_refill": "refill the slots each halving frees with fresh members (new seeds, the explored hyperparameters "
                       "drawn within their bounds)",
+    "split": "under torchrun: batch (every rank holds every member and a shard of each batch) or members (each rank "
+             "holds a block of the members and trains them on the whole batch; PBT copies cross ranks)",
     "device": "cpu, cuda or cuda:N",
     "threads": "CPU threads for torch (default 1: ganfn's small GAN steps are overhead-bound, and two threads on a busy "
                "2-core machine ran 20x slower in our measurements; raise it for large models on an idle machine)",

@@ -15,7 +15,9 @@ i) with ``MASTER_ADDR``/``MASTER_PORT``/``RANK``/``WORLD_SIZE``/``LOCAL_RANK``
 set and the ``torch.distributed`` process group initialised, and gathers what
 each rank returns (e.g. its loss records) as a list ordered by rank. Inside
 ``fn`` the :mod:`ganfn.distributed` helpers (``world()``, ``is_main()``,
-``make_train_step``, ...) work exactly as under ``torchrun``.
+``make_train_step``, ...) work exactly as under ``torchrun``, and so does
+``ganfn.loop.fit(..., seeds=..., split="members")``: a population placed across
+the workers, each rank returning its own members' state.
 
 ``fn`` and its arguments are pickled to the workers, so ``fn`` must be
 importable there (a module-level function of an installed module, or a

@@ -83,6 +83,7 @@ def fit(
     population: Any = None,
     standing_stats: int = 0,
     trackers: Sequence[Tracker] = (),
+    split: str = "batch",
 ) -> tuple[TrainState, dict[str, Any]]:
     """Train ``gan`` on ``data`` for ``steps`` steps; return ``(state, history)``.
 
@@ -141,6 +142,10 @@ def fit(
         trackers: experiment trackers besides TensorBoard, each a function
             ``(run_dir, members) -> ganfn.loggers.Logger`` (``ganfn.loggers.mlflow()``,
             ``ganfn.loggers.wandb()``), called when the run starts writing; needs ``run_dir``.
+        split: under torchrun with ``seeds``: ``"batch"`` (data parallel: every
+            rank holds every member and a shard of each batch) or ``"members"``
+            (each rank holds a block of the members, :mod:`ganfn.distributed.members`;
+            the returned state is this rank's members, the history the whole population's).
 
     Returns ``(state, history)``: history is a JSON-able dict with ``train``
     (every ``log_every`` steps: step and each metric, lists for stacked runs),
@@ -156,7 +161,7 @@ def fit(
         raise ValueError("population (PBT / successive halving) needs a stacked run (seeds=...) and an evaluator for its scores")
     run = setup(gan, data, steps=steps, device=device, run_dir=run_dir, seed=seed, seeds=seeds, hparams=hparams,
                 data_seed=data_seed, evaluator=evaluator, keep=keep, resume=resume, compile=compile,
-                print_fn=print_fn, n_fixed=n_fixed, population=population)
+                print_fn=print_fn, n_fixed=n_fixed, population=population, split=split)
     run.standing_stats = standing_stats
     _start(run, config, trackers)
     t0 = run.t0 = time.perf_counter()
@@ -187,8 +192,10 @@ def _start(run: Run, config: Mapping[str, Any] | None, trackers: Sequence[Tracke
             act.write_json(run.run_path / "config.json", dict(config))
     if population is not None:
         population.start(run.state, run.start)
-        if run.logger is not None and run.start == 0:
-            run.logger.log_scalars(0, {f"hparams/{k}": v for k, v in act.population_hparams(population, run.state).items()})
+        if (run.logger is not None or run.split is not None) and run.start == 0:
+            hp = act.population_hparams(population, run.state, run)  # split: every rank joins the gather
+            if run.logger is not None:
+                run.logger.log_scalars(0, {f"hparams/{k}": v for k, v in hp.items()})
     if evaluator is not None and run.start == 0:
         run.history["initial"] = {"step": 0, "figures": act.member_figures(run)}
         run.best, _ = update_best(None, run.history["initial"]["figures"], evaluator)
@@ -197,7 +204,7 @@ def _start(run: Run, config: Mapping[str, Any] | None, trackers: Sequence[Tracke
 
 def _next_inputs(run: Run, batch_size: int) -> tuple[Tensor, dict, Any]:
     """This step's real batch, the data position after it, and the step's noise."""
-    if run.world.distributed:  # this rank's slice of the global batch (batch_size per rank)
+    if run.world.distributed and run.split is None:  # this rank's slice of the global batch (batch_size per rank)
         real, position = gd.next_shard(run.data, run.position, batch_size, leading=run.leading)
         noise = gd.draw_noise_shard(run.gan, run.rngs if run.stacked else run.rngs[0], batch_size, dtype=run.like.dtype, device=run.device)
     else:
@@ -217,7 +224,7 @@ def _diverged(run: Run, step: int, new_state: TrainState, metrics: Mapping[str, 
             return False
         run.state = new_state
         run.history["stopped"] = "all members diverged"
-        run.history["diverged_at"] = act.to_float(new_state.diverged_at)
+        run.history["diverged_at"] = act.to_float(act.gathered(run, new_state.diverged_at))
         run.say(f"step {step + 1}: every member has diverged; stopping")
         return True
     try:
@@ -287,7 +294,7 @@ def _finish(run: Run, step: int, last_metrics: Mapping[str, Tensor], wall: float
     """Final figures, timings, the last checkpoint, the output files and the hparams record."""
     h = run.history
     if run.stacked and h["diverged_at"] is None:
-        h["diverged_at"] = act.to_float(run.state.diverged_at)
+        h["diverged_at"] = act.to_float(act.gathered(run, run.state.diverged_at))
     if run.evaluator is not None:
         if h["eval"] and h["eval"][-1]["step"] == step:
             h["final"] = {"step": step, "figures": h["eval"][-1]["figures"]}
@@ -301,7 +308,7 @@ def _finish(run: Run, step: int, last_metrics: Mapping[str, Tensor], wall: float
     h["steps_run"] = step - run.start
     h["wall_time_s"] = wall
     h["steps_per_s"] = (step - run.start) / wall if wall > 0 else None
-    if run.run_path is not None and run.main:
+    if run.run_path is not None and (run.main or run.split is not None):  # split: every rank writes its shard
         act.checkpoint(run, step)
         act.write_outputs(run, config)
     if run.logger is not None:

@@ -18,6 +18,8 @@ from torch import Tensor
 
 from . import figures
 from . import tensorboard as tb
+from .distributed import members as split_members
+from .distributed import shards
 from .evaluation import evaluate_members, sample_members, update_best
 from .population import hyperparameters
 
@@ -95,21 +97,32 @@ def log(run: "Run", step: int, metrics: Mapping[str, Tensor]) -> None:
 
 
 def member_samples(run: "Run") -> list[Tensor]:
-    """Each member's samples of the run's fixed latents (and classes), with the run's standing statistics."""
-    return sample_members(run.gan, run.state, run.fixed_z, run.stacked, run.fixed_y, standing=run.standing_stats)
+    """Each member's samples of the run's fixed latents (and classes), with the run's standing statistics
+    (a population split across ranks: every member's, gathered from its rank)."""
+    out = sample_members(run.gan, run.state, run.fixed_z, run.stacked, run.fixed_y, standing=run.standing_stats)
+    return out if run.split is None else split_members.gather_objects(run.split, out, "sampling")
 
 
 def member_figures(run: "Run") -> list[dict[str, float]]:
-    """Each member's figures from the run's evaluator on the evaluation latents, with its standing statistics."""
-    return evaluate_members(run.evaluator, run.gan, run.state, run.eval_z, run.stacked, run.eval_y, standing=run.standing_stats)
+    """Each member's figures from the run's evaluator on the evaluation latents, with its standing statistics
+    (a population split across ranks: every member's, gathered from its rank)."""
+    out = evaluate_members(run.evaluator, run.gan, run.state, run.eval_z, run.stacked, run.eval_y, standing=run.standing_stats)
+    return out if run.split is None else split_members.gather_objects(run.split, out, "an evaluation")
+
+
+def gathered(run: "Run", tree: Any) -> Any:
+    """``tree`` (leaves [members held here, ...]) for the whole population: the identity unless split across ranks."""
+    return tree if run.split is None else split_members.gather(run.split, tree)
 
 
 def images(run: "Run", step: int) -> None:
     """Sample grids (or scatter plots) of the fixed latents into TensorBoard, one per member."""
-    if run.logger is None:
+    if run.logger is None and run.split is None:
         return
-    ref = run.evaluator.reference if run.evaluator else None
-    run.logger.log_images(step, "samples", [picture(s, ref, _cols(run)) for s in member_samples(run)])
+    samples = member_samples(run)  # split across ranks: every rank takes part in the gather
+    if run.logger is not None:
+        ref = run.evaluator.reference if run.evaluator else None
+        run.logger.log_images(step, "samples", [picture(s, ref, _cols(run)) for s in samples])
 
 
 def _cols(run: "Run") -> int | None:
@@ -136,11 +149,17 @@ def evaluate(run: "Run", step: int, metrics: Mapping[str, Tensor], patience: int
 
 
 def checkpoint(run: "Run", step: int) -> None:
-    """An atomic checkpoint of the state, data position, RNGs and bookkeeping (rank 0 only)."""
-    if run.manager is None or not run.main:
-        return
+    """An atomic checkpoint of the state, data position, RNGs and bookkeeping (rank 0 only;
+    a population split across ranks: each rank's shard, :mod:`ganfn.distributed.shards`)."""
     extra = {"history": run.history, "best": run.best, "bad_evals": run.bad_evals,
              "population": run.population.state_dict() if run.population is not None else None}
+    if run.split is not None:
+        if run.manager is not None:
+            shards.save(run.manager.directory, run.split, run.state, step=step, position=run.position,
+                        rngs=run.rngs, extra=extra, keep=run.manager.keep)
+        return
+    if run.manager is None or not run.main:
+        return
     run.manager.save(run.state, step=step, position=run.position, rngs=run.rngs, extra=extra)
 
 
@@ -150,8 +169,10 @@ def population_round(run: "Run", step: int) -> None:
     figs = h["eval"][-1]["figures"] if h["eval"] and h["eval"][-1]["step"] == step else \
         member_figures(run)
     run.state = run.population(step, run.state, figs)
-    if run.logger is not None:
-        run.logger.log_scalars(step, {f"hparams/{k}": v for k, v in population_hparams(run.population, run.state).items()})
+    if run.logger is not None or run.split is not None:
+        hp = population_hparams(run.population, run.state, run)
+        if run.logger is not None:
+            run.logger.log_scalars(step, {f"hparams/{k}": v for k, v in hp.items()})
 
 
 def param_rows(run: "Run", config: Mapping[str, Any] | None) -> list[dict[str, Any]]:
@@ -165,10 +186,12 @@ def output_files(path: Path) -> list[Path]:
     return sorted(path.glob("*.png")) + [p for p in (path / "metrics.json", path / "config.json") if p.is_file()]
 
 
-def population_hparams(population: Any, state: Any) -> dict[str, Tensor]:
-    """The members' current values of the hyperparameters a population schedule explores."""
+def population_hparams(population: Any, state: Any, run: "Run | None" = None) -> dict[str, Tensor]:
+    """The members' current values of the hyperparameters a population schedule explores
+    (given ``run``: the whole population's, when it is split across ranks)."""
     hp = hyperparameters(state)
-    return {k: hp[k] for k in sorted(population.space)}
+    out = {k: hp[k] for k in sorted(population.space)}
+    return out if run is None else gathered(run, out)
 
 
 def progress_line(run: "Run", step: int, steps: int, metrics: Mapping[str, Tensor]) -> str:
@@ -213,9 +236,11 @@ def _postfix(rec: Mapping[str, Any]) -> dict[str, str]:
 def write_outputs(run: "Run", config: Mapping | None) -> None:
     """``samples.png`` (stacked: one labelled panel per member and a mosaic), the figures of
     :func:`ganfn.figures.run_figures` (``losses.png``, ...), and ``metrics.json``."""
+    samples = member_samples(run)  # split across ranks: every rank calls this, rank 0 writes
+    if not run.main:
+        return
     path = run.run_path
     path.mkdir(parents=True, exist_ok=True)
-    samples = member_samples(run)
     ref = run.evaluator.reference if run.evaluator else None
     pics = [picture(s, ref, _cols(run)) for s in samples]
     scale = max(1, 480 // max(pics[0].shape[-1], 1)) if samples[0].dim() == 4 else 1

@@ -19,6 +19,8 @@ from . import checkpoint as ckpt
 from . import distributed as gd
 from . import ensemble
 from .data import ImageSource, loader_init
+from .distributed import exploit, shards
+from .distributed import members as split_members
 from .evaluation import Evaluator
 from .gan import GAN, TrainState
 from .labels import check_labels
@@ -26,10 +28,11 @@ from .loggers import Logger
 from .sampling import check_standing
 from .tree import tree_map
 
-__all__ = ["Run", "setup", "FinishedRunError", "check_args", "default_print", "PRECISIONS", "ON_NONFINITE"]
+__all__ = ["Run", "setup", "FinishedRunError", "check_args", "default_print", "PRECISIONS", "ON_NONFINITE", "SPLITS"]
 
 PRECISIONS = ("fp32", "bf16", "fp16")
 ON_NONFINITE = ("stop", "rollback", "raise")
+SPLITS = ("batch", "members")  # what N processes share out: each member's batch, or the members themselves
 
 
 class FinishedRunError(ValueError):
@@ -83,6 +86,7 @@ class Run:
     standing_stats: int = 0  # batches of standing BatchNorm statistics for samples and figures (0: the live G's)
     t0: float = 0.0
     extra: dict = field(default_factory=dict)
+    split: Any = None  # a population split across ranks (ganfn.distributed.members.Split): state, rngs are this rank's members
 
 
 def check_args(gan: GAN, steps: int, batch_size: int, precision: str, on_nonfinite: str, every: Mapping[str, int],
@@ -109,8 +113,9 @@ def check_args(gan: GAN, steps: int, batch_size: int, precision: str, on_nonfini
 
 
 def _members(gan: GAN, seed: int, seeds: Sequence[int] | None, hparams: Any, device: torch.device, compile: bool,
-             world: Any) -> tuple[bool, list[int], list[dict], TrainState, list[torch.Generator], Callable]:
-    """The initial state, RNGs and step function of a single or stacked run."""
+             world: Any, split: str = "batch") -> tuple[bool, list[int], list[dict], TrainState, list[torch.Generator], Callable, Any]:
+    """The initial state, RNGs and step function of a single or stacked run (split across ranks:
+    this rank's members' state and RNGs, and the :class:`~ganfn.distributed.members.Split`)."""
     if seeds is not None:
         seeds = [int(s) for s in seeds]
         if not seeds:
@@ -119,21 +124,31 @@ def _members(gan: GAN, seed: int, seeds: Sequence[int] | None, hparams: Any, dev
         hp_list = [dict(h) for h in hparams] if isinstance(hparams, Sequence) else [dict(hparams or {})] * S
         if len(hp_list) != S:
             raise ValueError(f"got {S} seeds but {len(hp_list)} hyperparameter dicts")
+        if split == "members":
+            sp = split_members.split(world, S)
+            state = ensemble.init_many(gan, seeds[sp.lo:sp.hi], hp_list[sp.lo:sp.hi])
+            step_fn = split_members.make_step(sp, ensemble.make_step(gan, compile=compile))
+            return True, seeds, hp_list, state, ensemble.rngs(seeds[sp.lo:sp.hi], device), step_fn, sp
         state = ensemble.init_many(gan, seeds, hp_list)
         step_fn = gd.make_train_step(gan, stacked=True) if world.distributed else ensemble.make_step(gan, compile=compile)
-        return True, seeds, hp_list, state, ensemble.rngs(seeds, device), step_fn
+        return True, seeds, hp_list, state, ensemble.rngs(seeds, device), step_fn, None
+    if split == "members":
+        raise ValueError("split='members' (--split members) spreads the members of a population over the ranks: "
+                         "it needs seeds= (ganfn sweep), not a single run")
     if isinstance(hparams, Sequence):
         raise ValueError("one hyperparameter dict per member needs seeds= (a stacked run)")
     hp_list = [dict(hparams or {})]
     state = gan.init(int(seed), **hp_list[0])
     rngs = [torch.Generator(device=device).manual_seed(int(seed))]
     step_fn = gd.make_train_step(gan) if world.distributed else (_compiled_single(gan) if compile else gan.train_step)
-    return False, [int(seed)], hp_list, state, rngs, step_fn
+    return False, [int(seed)], hp_list, state, rngs, step_fn, None
 
 
 def _restore(run: Run, resume: Any, steps: int) -> None:
     """Continue ``run`` from its checkpoint; refuse (:class:`FinishedRunError`) a run already at or past ``steps``."""
-    if resume is True:
+    if run.split is not None:
+        found = _restore_split(run, resume)
+    elif resume is True:
         found = run.manager.load_latest(map_location=run.device) if run.manager is not None else None
     else:
         found = _resolve_resume(resume, run.device)
@@ -157,6 +172,19 @@ def _restore(run: Run, resume: Any, steps: int) -> None:
     run.say(f"resumed from {src} at step {start}")
 
 
+def _restore_split(run: Run, resume: Any) -> tuple[Path, dict] | None:
+    """This rank's members from the newest complete set of shards (written by any number of ranks)."""
+    p = run.manager.directory if resume is True and run.manager is not None else Path(resume)
+    if resume is not True and not p.is_dir():
+        raise FileNotFoundError(f"--resume {p}: a population split across ranks resumes from its run directory "
+                                "(every rank's shard of a step), not from one file")
+    p = p / "checkpoints" if (p / "checkpoints").is_dir() else p
+    found = shards.load(p, run.split, map_location=run.device)
+    if found is None and resume is not True:
+        raise FileNotFoundError(f"--resume {p}: no complete set of population shards (ckpt-*.members-*.pt) in {p}")
+    return found
+
+
 def _resolve_resume(resume: str | os.PathLike, device: torch.device) -> tuple[Path, dict] | None:
     p = Path(resume)
     if p.is_file():
@@ -173,7 +201,7 @@ def setup(gan: GAN, data: Tensor | Callable, *, steps: int, device: str | torch.
           run_dir: str | os.PathLike | None = None, seed: int = 0, seeds: Sequence[int] | None = None,
           hparams: Any = None, data_seed: int | None = None, evaluator: Evaluator | None = None, keep: int = 3,
           resume: bool | str | os.PathLike = False, compile: bool = False, print_fn: Callable[[str], None] | None = None,
-          n_fixed: int = 64, population: Any = None) -> Run:
+          n_fixed: int = 64, population: Any = None, split: str = "batch") -> Run:
     """A :class:`Run` ready to train: state (fresh or resumed), RNGs, step function, data position, fixed latents.
 
     Writes nothing. Raises :class:`FinishedRunError` when resuming a run already
@@ -190,11 +218,13 @@ def setup(gan: GAN, data: Tensor | Callable, *, steps: int, device: str | torch.
     if world.distributed and device.type == "cuda" and device.index is None:
         device = gd.device(world)
     say = (print_fn or default_print) if main else (lambda _msg: None)
-    stacked, seeds, hp_list, state, rngs, step_fn = _members(gan, seed, seeds, hparams, device, compile, world)
+    if split not in SPLITS:
+        raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+    stacked, seeds, hp_list, state, rngs, step_fn, sp = _members(gan, seed, seeds, hparams, device, compile, world, split)
     state = tree_map(lambda t: t.to(device), state)
     like = state.g.params[next(iter(state.g.params))]
     is_sampler = callable(data) and not isinstance(data, Tensor)
-    if not is_sampler and world.distributed and isinstance(data, ImageSource):
+    if not is_sampler and world.distributed and sp is None and isinstance(data, ImageSource):
         raise ValueError("data-parallel training does not shard an image source yet: pass the images as a tensor "
                          "(ganfn.data.image_folder) or train in one process")
     data = _checked_data(gan, data, is_sampler, device, like.dtype)
@@ -214,8 +244,11 @@ def setup(gan: GAN, data: Tensor | Callable, *, steps: int, device: str | torch.
         fixed_z=gan.draw_latents(torch.Generator().manual_seed(1234), n_fixed if fixed_y is None else len(fixed_y)).to(device=device, dtype=like.dtype),
         history={"train": [], "eval": [], "final": {}, "stopped": "steps", "diverged_at": None,
                  "members": len(seeds) if stacked else None},
-        population=population,
+        population=exploit.SplitSchedule(population, sp) if sp is not None and population is not None else population,
+        split=sp,
     )
+    if sp is not None and sp.size > 1:
+        say(split_members.describe(sp))
     if resume:
         _restore(run, resume, steps)
     return run

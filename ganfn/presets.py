@@ -126,6 +126,7 @@ class Config:
     pbt_metric: str | None = None
     halving_at: str | None = None
     halving_refill: bool = False
+    split: str = "batch"
     device: str = "cpu"
     threads: int | None = 1
     precision: str = "fp32"

@@ -3,6 +3,10 @@
 Four jobs, one module each: :mod:`.group` (the process group), :mod:`.collectives`
 (pytree all-reduce / broadcast), :mod:`.sharding` (this rank's slice of the data
 and noise) and :mod:`.step` (the step: ``ganfn.step.run`` with an all-reduce).
+The other way to use N ranks for a population, splitting the *members* instead
+of each batch (``fit(split="members")``, ``ganfn sweep --split members``), is
+:mod:`.members` (placement, gathers), :mod:`.exploit` (PBT and halving across
+ranks) and :mod:`.shards` (per-rank checkpoints).
 
 Every rank (process) holds the whole :class:`~ganfn.TrainState` and trains on
 its own shard of each global batch. Between computing a network's gradients and
