@@ -67,8 +67,8 @@ def run_eval(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
 def _fid_figures(args: argparse.Namespace, data: Any, parser: argparse.ArgumentParser) -> Any:
     """``samples -> {FID, KID, KID-std, n, n_ref}`` against the run's training data (or cached statistics)."""
     from .data import in_order
-    from .metrics import fid_protocol as F
     from .metrics import feature_stats, inception_extractor, kernel_inception_distance
+    from .metrics import fid_protocol as F
 
     try:
         ext = inception_extractor(args.fid_weights, device=args.device)

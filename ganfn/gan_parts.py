@@ -4,8 +4,8 @@ from __future__ import annotations
 from typing import Any, Mapping, NamedTuple, Sequence
 
 from . import optim as _optim
-from . import penalties as _penalties
 from . import parts as _parts
+from . import penalties as _penalties
 from .parts.base import Hyper, Part, check_part
 from .validate import Range, check_range
 

@@ -47,8 +47,8 @@ from torch import Tensor
 
 from . import data as gdata
 from . import models, optim, parts, penalties
-from .gan import GAN
 from .evaluation import Evaluator
+from .gan import GAN
 
 __all__ = ["Config", "PRESETS", "DEFAULT_STEPS", "build", "build_gan", "load_data", "num_classes", "make_evaluator", "from_preset", "load_toml", "merge"]
 

@@ -17,8 +17,8 @@ these only to make samples::
 """
 from __future__ import annotations
 
-import math
 import copy
+import math
 from typing import Any, Sequence
 
 import torch
