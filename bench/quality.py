@@ -16,6 +16,7 @@ import argparse
 import time
 
 import torch
+
 import ganfn
 from ganfn import data, ensemble, metrics, presets
 

@@ -142,7 +142,8 @@ def bench(N: int, args) -> None:
 
 
 def profile(N: int, steps: int) -> None:
-    from torch.profiler import ProfilerActivity, profile as prof
+    from torch.profiler import ProfilerActivity
+    from torch.profiler import profile as prof
 
     gan, real = default_gan()
     v = Vmap(gan, real, N, False)

@@ -3,7 +3,6 @@ import json
 
 import numpy as np
 import torch
-
 from test_cli import _error, _run  # the same helpers as the unconditional CLI tests
 
 from ganfn import presets as P

@@ -6,8 +6,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 from torch import nn
 
-from ganfn.functional import extract, has_batch_stats, make_apply
 from ganfn import stack
+from ganfn.functional import extract, has_batch_stats, make_apply
 from ganfn.testing import assert_pure, assert_trees_equal
 from ganfn.testing import strategies as gst
 

@@ -14,9 +14,8 @@ from hypothesis import strategies as st
 from torch import nn
 from torch.func import functional_call, grad, vmap
 
-from ganfn.models import DCGANDiscriminator, DCGANGenerator, FullConv2d, FullConvTranspose2d
+from ganfn.models import DCGANDiscriminator, DCGANGenerator, FullConv2d, FullConvTranspose2d, layers
 from ganfn.models.conditional import CondDCGANGenerator
-from ganfn.models import layers
 from ganfn.models.layers import DENSE_PAIRS
 
 torch.set_num_threads(1)

@@ -9,8 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import ganfn
-from ganfn import optim
-from ganfn import stack, unstack
+from ganfn import optim, stack, unstack
 from ganfn.testing import assert_pure, assert_trees_close, assert_trees_equal
 from ganfn.testing import strategies as gst
 

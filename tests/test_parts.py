@@ -16,7 +16,13 @@ import ganfn
 from ganfn import data, parts
 from ganfn.loop import fit
 from ganfn.parts import Ctx, DTerm, Hyper, InitCtx, Part, PartError
-from ganfn.testing import assert_grads_isolated, assert_pure, assert_trees_close, assert_trees_equal, assert_vmap_equivalent
+from ganfn.testing import (
+    assert_grads_isolated,
+    assert_pure,
+    assert_trees_close,
+    assert_trees_equal,
+    assert_vmap_equivalent,
+)
 from ganfn.tree import leaves
 
 torch.set_num_threads(1)

@@ -103,6 +103,7 @@ def test_every_ganfn_command_parses():
 
 def test_every_other_command_names_something_that_exists():
     import importlib.util
+
     import tomllib
 
     extras = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]

@@ -7,7 +7,8 @@ import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
-from ganfn import augment, regularisers as R
+from ganfn import augment
+from ganfn import regularisers as R
 from ganfn.testing import assert_pure
 from ganfn.testing import strategies as gst
 

@@ -23,7 +23,6 @@ from torch import Tensor
 
 from .batching import Position, Sampler, batch_indices, epoch_indices, flip_bits, loader_init, next_batch
 from .folder import ImageFiles
-from .sources import ImageSource, InMemoryImages, StreamingImages, images_source, in_order, preload
 from .images import (
     DIGITS_TRAIN_SIZE,
     IMAGE_EXTENSIONS,
@@ -38,7 +37,18 @@ from .images import (
     to_unit_range,
     torchvision_dataset,
 )
-from .toy import GRID25_STD, RING8_STD, grid25, grid25_centers, grid25_labelled, mixture, ring8, ring8_centers, ring8_labelled
+from .sources import ImageSource, InMemoryImages, StreamingImages, images_source, in_order, preload
+from .toy import (
+    GRID25_STD,
+    RING8_STD,
+    grid25,
+    grid25_centers,
+    grid25_labelled,
+    mixture,
+    ring8,
+    ring8_centers,
+    ring8_labelled,
+)
 
 __all__ = [
     "NAMES",

@@ -54,17 +54,31 @@ __all__ = [
     "ResNetDiscriminator",
 ]
 
-from .linear import Linear
-from .layers import NORMS, FullConv2d, FullConvTranspose2d, Shape, dcgan_init, default_init, sn_weight_names, sngan_conv_body
+from .conditional import (
+    ACGANDiscriminator,
+    CondDCGANGenerator,
+    CondMLPDiscriminator,
+    CondMLPGenerator,
+    ProjectionDiscriminator,
+)
+from .layers import (
+    NORMS,
+    ConditionalBatchNorm2d,
+    FullConv2d,
+    FullConvTranspose2d,
+    Shape,
+    dcgan_init,
+    default_init,
+    sn_weight_names,
+    sngan_conv_body,
+)
 from .layers import activation as _act
 from .layers import as_shape as _shape
 from .layers import check_norm as _check_norm
 from .layers import n_doublings as _n_doublings
 from .layers import norm2d as _norm2d
-from .conditional import ACGANDiscriminator, CondDCGANGenerator, CondMLPDiscriminator, CondMLPGenerator, ProjectionDiscriminator
-from .layers import ConditionalBatchNorm2d
+from .linear import Linear
 from .resnet import ResNetDiscriminator, ResNetGenerator
-
 
 # ------------------------------------------------------------------ MLP -----
 

@@ -24,7 +24,6 @@ import math
 import torch
 from torch import Tensor, nn
 
-from .linear import Linear
 from .layers import (
     ConditionalBatchNorm2d,
     FullConvTranspose2d,
@@ -37,6 +36,7 @@ from .layers import (
     n_doublings,
     sngan_conv_body,
 )
+from .linear import Linear
 
 __all__ = [
     "CondMLPGenerator",

@@ -24,8 +24,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .linear import Linear
 from .layers import ConditionalBatchNorm2d, check_labels_arg, n_doublings
+from .linear import Linear
 
 __all__ = ["ResNetGenerator", "ResNetDiscriminator", "resnet_init"]
 
