@@ -102,7 +102,7 @@ def main(argv=None) -> None:
             t0 = time.perf_counter()
             try:
                 objs[v] = variant_class(v)(wl, pool, device, dtype).setup()
-            except Exception as e:  # noqa: BLE001 - a variant that cannot run is reported, not fatal
+            except Exception as e:  # a variant that cannot run is reported, not fatal
                 print(f"# {v}: set-up failed: {type(e).__name__}: {e}")
                 continue
             objs[v].setup_s = time.perf_counter() - t0
@@ -117,7 +117,7 @@ def main(argv=None) -> None:
             for v, o in objs.items():
                 try:
                     mem[v] = o.memory(0)
-                except Exception as e:  # noqa: BLE001
+                except Exception as e:
                     mem[v] = (-1, f"failed: {type(e).__name__}: {e}")
         base = statistics.median(times["imperative"])
         flops = _step_flops(objs["imperative"]) if args.flops else None

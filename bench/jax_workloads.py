@@ -36,8 +36,8 @@ def configure_threads(n: int) -> None:
 
 def jax_available() -> bool:
     try:
-        import jax  # noqa: F401
-        import optax  # noqa: F401
+        import jax
+        import optax
         return True
     except ImportError:
         return False
@@ -158,7 +158,7 @@ class JaxVariant(Variant):
         g, d = _Net(G, wl.kind, True), _Net(D, wl.kind, False)
         d_batch_stats = any(isinstance(m, nn.BatchNorm2d) for m in D.modules())
         opt = optax.adam(wl.lr, b1=wl.betas[0], b2=wl.betas[1], eps=1e-8)
-        to = lambda mod, f: {k: _to_jax(v) for k, v in getattr(mod, f)()}  # noqa: E731
+        to = lambda mod, f: {k: _to_jax(v) for k, v in getattr(mod, f)()}
         gp_, gb, dp, db = to(G, "named_parameters"), to(G, "named_buffers"), to(D, "named_parameters"), to(D, "named_buffers")
         self.state = (gp_, gb, dp, db, opt.init(gp_), opt.init(dp))
         nc, wass, gpw = wl.n_critic, wl.loss == "wasserstein", wl.gp

@@ -28,11 +28,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import optree  # noqa: E402
-import torch  # noqa: E402
+import optree
+import torch
 
-from bench.vmap import WORKLOADS, make_gan, sync, tune_malloc  # noqa: E402
-from ganfn import ensemble  # noqa: E402
+from bench.vmap import WORKLOADS, make_gan, sync, tune_malloc
+from ganfn import ensemble
 
 
 def one_randn(gan, rng: torch.Generator, S: int, B: int, device):

@@ -35,13 +35,13 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import torch  # noqa: E402
+import torch
 
-import ganfn  # noqa: E402
-from bench.vmap import sync  # noqa: E402
-from ganfn import ensemble, presets  # noqa: E402
-from ganfn.allocator import tune_cpu_allocator  # noqa: E402
-from ganfn.models import FullConv2d, FullConvTranspose2d, layers  # noqa: E402
+import ganfn
+from bench.vmap import sync
+from ganfn import ensemble, presets
+from ganfn.allocator import tune_cpu_allocator
+from ganfn.models import FullConv2d, FullConvTranspose2d, layers
 
 _FULL = {FullConv2d: FullConv2d.forward, FullConvTranspose2d: FullConvTranspose2d.forward}
 

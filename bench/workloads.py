@@ -73,7 +73,7 @@ class Workload:
                 M.DCGANDiscriminator(size=self.size, channels=self.channels, width=self.hidden, generator=g))
 
     def gan(self, G: nn.Module, D: nn.Module) -> ganfn.GAN:
-        opt = lambda: ganfn.optim.adam(self.lr, self.betas)  # noqa: E731
+        opt = lambda: ganfn.optim.adam(self.lr, self.betas)
         return ganfn.GAN(G, D, latent_dim=self.latent, loss=self.loss, g_optimizer=opt(), d_optimizer=opt(),
                          penalty=None if self.gp is None else ganfn.penalties.gradient_penalty(self.gp),
                          n_critic=self.n_critic)
@@ -322,7 +322,7 @@ class GanfnCompiledCpuOptions(GanfnCompiled):
 
 def lightning_available() -> bool:
     try:
-        import lightning  # noqa: F401
+        import lightning
         return True
     except ImportError:
         return False

@@ -155,7 +155,7 @@ def load(path: str | os.PathLike, *, map_location: str | torch.device | None = "
         raise FileNotFoundError(f"no checkpoint file at {path}")
     try:
         obj = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as e:  # noqa: BLE001 - re-raised with the path named
+    except Exception as e:  # re-raised with the path named
         raise ValueError(f"{path} is not a readable ganfn checkpoint: {e}") from e
     if not isinstance(obj, dict) or obj.get("format") != FORMAT:
         raise ValueError(f"{path} is not a ganfn checkpoint (no '{FORMAT}' marker)")

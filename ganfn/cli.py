@@ -409,7 +409,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     world = gd.setup()
     try:
         if world.rank != 0:
-            sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - closed with the process
+            sys.stdout = open(os.devnull, "w")  # closed with the process
         return _run_train(cfg, resume, progress=not args.no_progress and sys.stderr.isatty(), parser=sub)
     finally:
         if joined:  # leave only a group this call joined

@@ -195,7 +195,7 @@ def _with_fallback(compiled: Callable, eager: Callable, check: Callable) -> Step
         if use_compiled[0]:
             try:
                 return compiled(state, real, noise)
-            except Exception as e:  # noqa: BLE001 - any compiler failure falls back to the same pure step
+            except Exception as e:  # any compiler failure falls back to the same pure step
                 use_compiled[0] = False
                 msg = str(e).strip().splitlines()[0] if str(e).strip() else ""
                 warnings.warn(

@@ -24,7 +24,7 @@ def value_and_grad(fn: Callable, params: Params, *args: Any, scale: Tensor | Non
     if scale is not None:
         inner = fn
 
-        def fn(p, *a):  # noqa: F811 - the scaled loss, the unscaled one kept in aux
+        def fn(p, *a):  # the scaled loss, the unscaled one kept in aux
             loss, aux = inner(p, *a)
             return loss * scale.to(loss.dtype), (loss.detach(), aux)
 

@@ -81,12 +81,12 @@ def check_compatible(gan: Any, g_params: dict, g_buffers: dict, d_params: dict, 
     try:
         with torch.no_grad():
             fake, _ = gan.g_apply(g_params, g_buffers, z, *y, train=False)
-    except Exception as e:  # noqa: BLE001 - re-raised with the shapes named
+    except Exception as e:  # re-raised with the shapes named
         raise ValueError(f"the generator cannot take latents of shape {tuple(z.shape)} (latent_dim={gan.latent_shape}) ({how}): {e}") from e
     try:
         with torch.no_grad():
             out, _ = gan.d_apply(d_params, d_buffers, fake, *y, train=False)
-    except Exception as e:  # noqa: BLE001
+    except Exception as e:
         raise ValueError(f"the discriminator cannot take the generator's output of shape {tuple(fake.shape)} "
                          f"(sample shape {tuple(fake.shape[1:])}) ({how}): {e}") from e
     if isinstance(out, (tuple, list)) and not gan.loss.takes_labels:
@@ -94,7 +94,7 @@ def check_compatible(gan: Any, g_params: dict, g_buffers: dict, d_params: dict, 
                          f"{gan.loss.name} takes one score per sample; use ganfn.losses.acgan for an auxiliary classifier")
     try:
         out = gan.loss.scores(out)
-    except Exception as e:  # noqa: BLE001
+    except Exception as e:
         raise ValueError(f"loss {gan.loss.name} expects D to return (scores, class logits): {e}") from e
     if not isinstance(out, Tensor) or out.dim() == 0 or out.shape[0] != 2:
         got = tuple(out.shape) if isinstance(out, Tensor) else type(out).__name__

@@ -250,7 +250,7 @@ def _compiled_single(gan: GAN) -> Callable:
         if not failed[0]:
             try:
                 return compiled(state, real, noise)
-            except Exception as e:  # noqa: BLE001 - any compiler failure falls back to the same pure step
+            except Exception as e:  # any compiler failure falls back to the same pure step
                 failed[0] = True
                 warnings.warn(f"torch.compile of train_step failed ({type(e).__name__}); running eagerly", RuntimeWarning, stacklevel=2)
         return gan.train_step(state, real, noise)

@@ -284,7 +284,7 @@ def _adam_like(name: str, lr, b1, b2, eps, weight_decay, decoupled: bool, schedu
         }
 
     def step(grads, params, slots, hp, count):
-        from_tensors = lambda: scalars(hp, (count + 1).to(torch.float64), torch.sqrt)  # noqa: E731
+        from_tensors = lambda: scalars(hp, (count + 1).to(torch.float64), torch.sqrt)
         flat = _foreach_lists(params, (grads, slots["mu"], slots["nu"]), hp)
         if flat is not None:
             # The same arithmetic as `leaf` below, op for op, as foreach calls over
@@ -299,12 +299,12 @@ def _adam_like(name: str, lr, b1, b2, eps, weight_decay, decoupled: bool, schedu
                 # last pass one addcdiv (whose value must be a number). Each op casts
                 # a float to the parameters' dtype as the tensor path does below.
                 c = scalars({k: x.item() for k, x in hp.items()}, count.item() + 1.0, math.sqrt)
-                w = lambda x: x  # noqa: E731
+                w = lambda x: x
             else:
                 # Other dtypes would cast a number to float32 (their op math), not to
                 # their own dtype as `leaf` does; CUDA would synchronise.
                 c = {k: x.to(dtype) for k, x in from_tensors().items()}
-                w = lambda x: [x] * n  # noqa: E731
+                w = lambda x: [x] * n
             if use_wd and decoupled:
                 p = torch._foreach_mul(p, c["decay"])
             elif use_wd:
@@ -320,7 +320,7 @@ def _adam_like(name: str, lr, b1, b2, eps, weight_decay, decoupled: bool, schedu
                 upd = torch._foreach_mul(m, c["neg_step_c"])
                 torch._foreach_div_(upd, denom)
                 new_p = torch._foreach_add(p, upd)
-            unflat = lambda xs: optree.tree_unflatten(treedef, xs)  # noqa: E731
+            unflat = lambda xs: optree.tree_unflatten(treedef, xs)
             return unflat(new_p), {"mu": unflat(m), "nu": unflat(v)}
 
         sc = from_tensors()

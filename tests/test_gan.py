@@ -132,7 +132,7 @@ def test_autograd_path_equals_torch_func_path(name):
     gan = GANS[name]
     state, real, noise = setup(gan)
     nd, ng = ganfn.tree_index(noise.d, 0), ganfn.tree_index(noise.g, 0)
-    one = lambda t: ganfn.stack([t])  # noqa: E731 - a stack of one member
+    one = lambda t: ganfn.stack([t])  # a stack of one member
     d_out = gan.d_grads(state, real, nd)
     d_vm = torch.func.vmap(gan.d_grads)(one(state), one(real), one(nd))
     assert_trees_close(d_out[:2], ganfn.unstack(d_vm[:2])[0], "d_grads autograd vs torch.func", rtol=1e-5, atol=1e-7)

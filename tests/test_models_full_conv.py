@@ -20,7 +20,7 @@ from ganfn.models.layers import DENSE_PAIRS
 
 torch.set_num_threads(1)
 dims = st.integers(1, 5)
-pair = lambda lo, hi: st.tuples(st.integers(lo, hi), st.integers(lo, hi))  # noqa: E731
+pair = lambda lo, hi: st.tuples(st.integers(lo, hi), st.integers(lo, hi))
 
 
 def _twin(full: nn.Module) -> nn.Module:
@@ -188,7 +188,7 @@ def test_compiled_matrix_form_equals_eager():
     G = DCGANGenerator(latent_dim=5, size=8, channels=1, width=4, norm="none").double()
     D = DCGANDiscriminator(size=8, channels=1, width=4, norm="none").double()
     z = torch.randn(3, 5, dtype=torch.float64)
-    f = lambda z_: D(G(z_)).sum()  # noqa: E731
+    f = lambda z_: D(G(z_)).sum()
     want = torch.func.grad(f)(z)
     torch._dynamo.reset()
     got = torch.compile(torch.func.grad(f), fullgraph=True)(z)
@@ -224,7 +224,7 @@ def test_gradients_and_second_derivatives_pass_gradcheck(transpose):
     x = torch.randn(2, 2, *((3, 3) if transpose else (6, 6)), dtype=torch.float64, requires_grad=True)
     w = layer.weight.detach().clone().requires_grad_()
     b = layer.bias.detach().clone().requires_grad_()
-    f = lambda x_, w_, b_: functional_call(layer, {"weight": w_, "bias": b_}, (x_,))  # noqa: E731
+    f = lambda x_, w_, b_: functional_call(layer, {"weight": w_, "bias": b_}, (x_,))
     with convolutions_refused():
         assert torch.autograd.gradcheck(f, (x, w, b))
         assert torch.autograd.gradgradcheck(f, (x, w, b))

@@ -84,7 +84,7 @@ def test_equals_torch_optim_over_a_loop(name, data):
 @given(data=st.data())
 def test_tensor_hyperparameters_equal_float_ones(name, data):
     hp = data.draw(gst.optimizer_hparams(name))
-    f64 = lambda v: torch.tensor(v, dtype=torch.float64)  # noqa: E731 - float32 would round 0.1
+    f64 = lambda v: torch.tensor(v, dtype=torch.float64)  # float32 would round 0.1
     as_tensors = {k: (tuple(f64(b) for b in v) if k == "betas" else v if isinstance(v, bool) else f64(v)) for k, v in hp.items()}
     a = run_ganfn(ganfn_ctor(name, hp), 0)[0]
     b = run_ganfn(ganfn_ctor(name, as_tensors), 0)[0]
@@ -198,7 +198,7 @@ def _scaled_gan(scale_g, scale_d, dtype=torch.float64, **kw):
     torch.manual_seed(0)
     G = nn.Sequential(nn.Linear(4, 16), nn.ReLU(), nn.Linear(16, 2)).to(dtype)
     D = nn.Sequential(nn.Linear(2, 16), nn.LeakyReLU(0.2), nn.Linear(16, 1)).to(dtype)
-    wrap = lambda o, s: o if s is None else optim.loss_scaled(o, s, **kw)  # noqa: E731
+    wrap = lambda o, s: o if s is None else optim.loss_scaled(o, s, **kw)
     return ganfn.GAN(G, D, latent_dim=4, g_optimizer=wrap(optim.adam(1e-3), scale_g), d_optimizer=wrap(optim.adam(1e-3), scale_d))
 
 

@@ -176,7 +176,7 @@ def test_lazy_r1_and_lecam_compile_and_equal_eager():
                 ms.append(m)
         out.append((st_, ms))
     (sc, mc), (se, me) = out
-    assert_trees_close_nan = lambda a, b: torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5, equal_nan=True)  # noqa: E731
+    assert_trees_close_nan = lambda a, b: torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5, equal_nan=True)
     for a, b in zip(ganfn.tree.leaves((sc, mc)), ganfn.tree.leaves((se, me))):
         assert_trees_close_nan(a, b)
     assert [bool(m["r1/term"][0].isnan()) for m in mc] == [False, True, False, True]

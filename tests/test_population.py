@@ -12,12 +12,12 @@ from hypothesis import strategies as st
 
 torch.set_num_threads(1)
 
-from conftest import small_gan_modules  # noqa: E402
+from conftest import small_gan_modules
 
-import ganfn  # noqa: E402
-from ganfn import ensemble, tree  # noqa: E402
+import ganfn
+from ganfn import ensemble, tree
 from ganfn import population as P
-from ganfn.lineage import Lineage, Schedule  # noqa: E402
+from ganfn.lineage import Lineage, Schedule
 
 GAN = ganfn.GAN(*small_gan_modules(), latent_dim=3, loss="hinge", penalty="r1", ema_decay=0.9)
 SPACE = {"lr_d": (1e-4, 1e-2), "lr_g": (1e-4, 1e-2), "r1_weight": P.Bounds(0.01, 10.0)}
@@ -271,7 +271,7 @@ def run_schedule(state, steps, sched, stop_at=None):
 
 
 def test_schedule_lineage_and_resume_are_bit_identical():
-    mk = lambda: Schedule(SPACE, every=2, fraction=0.25, halving_at=[3], metrics=("modes", "high_quality"), seed=4)  # noqa: E731
+    mk = lambda: Schedule(SPACE, every=2, fraction=0.25, halving_at=[3], metrics=("modes", "high_quality"), seed=4)
     a = mk()
     a.start(population(8))
     full, _, _ = run_schedule(population(8), 6, a)

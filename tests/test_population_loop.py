@@ -58,7 +58,7 @@ def test_pbt_run_resumes_bit_identically_with_its_lineage(tmp_path):
 
 def test_pbt_run_with_halving_refill_resumes_bit_identically(tmp_path):
     gan = _gan()
-    refill = lambda seeds: ganfn.ensemble.init_many(gan, seeds)  # noqa: E731
+    refill = lambda seeds: ganfn.ensemble.init_many(gan, seeds)
     full, hist = fit(gan, data.ring8, evaluator=_evaluator(), population=_schedule(refill), run_dir=tmp_path,
                      checkpoint_every=4, keep=10, **KW)
     lin = hist["population"]

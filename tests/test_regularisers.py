@@ -118,7 +118,7 @@ def test_penalty_terms_are_second_order_differentiable_under_vmap():
     u, a = torch.rand(3, 5, 4, dtype=f64), torch.rand(3, 5, dtype=f64)
 
     def loss(w, r, f, u_, a_):
-        d = lambda x: torch.tanh(x @ w)  # noqa: E731
+        d = lambda x: torch.tanh(x @ w)
         return R.dragan_term(d, r, u_, a_, 10.0) + R.one_sided_gp_term(d, r, f, a_, 10.0)
 
     g = torch.func.vmap(torch.func.grad(loss))(W, real, fake, u, a)
@@ -133,7 +133,7 @@ def test_penalty_terms_are_second_order_differentiable_under_vmap():
 def test_bcr_brightness_on_a_sum_critic_is_the_shift_squared(x, seed, wr, wf):
     """D(x) = c * sum(x) moves by c * numel * (u - 0.5) under brightness."""
     c = 0.3
-    d = lambda t: c * t.flatten(1).sum(1)  # noqa: E731
+    d = lambda t: c * t.flatten(1).sum(1)
     nr, nf = augment.draw(torch.Generator().manual_seed(seed), x.shape[0], "brightness", dtype=f64), \
         augment.draw(torch.Generator().manual_seed(seed + 1), x.shape[0], "brightness", dtype=f64)
     fake = x.flip(0)
@@ -148,9 +148,9 @@ def test_bcr_brightness_on_a_sum_critic_is_the_shift_squared(x, seed, wr, wf):
 def test_bcr_zero_for_an_augmentation_invariant_critic_and_at_p_zero():
     x = torch.rand(4, 1, 8, 8, dtype=f64)
     n = augment.draw(torch.Generator().manual_seed(0), 4, "translation,cutout", dtype=f64)
-    const = lambda t: t.flatten(1)[:, :1] * 0 + 2.0  # noqa: E731
+    const = lambda t: t.flatten(1)[:, :1] * 0 + 2.0
     assert float(R.bcr_term(const, x, x, n, n, 10.0, 10.0, policy="translation,cutout")) == 0.0
-    mean = lambda t: t.flatten(1).mean(1)  # noqa: E731
+    mean = lambda t: t.flatten(1).mean(1)
     assert float(R.bcr_term(mean, x, x, n, n, 10.0, 10.0, policy="translation,cutout", p=0.0)) == 0.0
     assert float(R.bcr_term(mean, x, x, n, n, 10.0, 10.0, policy="translation,cutout")) > 0.0
 

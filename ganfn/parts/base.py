@@ -182,7 +182,7 @@ def check_like(part: str, hook: str, got: PyTree, want: PyTree, *, dtype: bool =
     try:
         gl, gdef = optree.tree_flatten(got, none_is_leaf=False)
         wl, wdef = optree.tree_flatten(want, none_is_leaf=False)
-    except Exception as e:  # noqa: BLE001 - re-raised naming the part
+    except Exception as e:  # re-raised naming the part
         raise PartError(f"part {part!r}: {hook} returned something that is not a pytree of tensors: {e}") from None
     # torch 2.11's Dynamo cannot trace a treespec comparison: under compile the
     # structure is checked by leaf count (the eager and vmapped paths check it whole).

@@ -92,7 +92,7 @@ def _leaf_equal(a: Any, b: Any) -> bool:
         return torch.equal(a.get_state(), b.get_state())
     try:
         return bool(a == b)
-    except Exception:  # noqa: BLE001 - objects without a usable ==
+    except Exception:  # objects without a usable ==
         return a is b
 
 
@@ -168,7 +168,7 @@ def _snapshot(tree: Any, root: str) -> list[tuple[str, Any, Any, int | None]]:
         else:
             try:
                 snap.append((path, leaf, copy.deepcopy(leaf), None))
-            except Exception:  # noqa: BLE001 - uncopyable objects: identity only
+            except Exception:  # uncopyable objects: identity only
                 snap.append((path, leaf, leaf, None))
     return snap
 

@@ -205,11 +205,11 @@ def _check_term(term: Callable, name: str, w: Tensor, target: str, sample_shape:
         u = randn(dim)
         u = u / u.norm()
         b = randn(())
-        d_fn = lambda x: x.reshape(x.shape[0], -1) @ u + b  # noqa: E731
+        d_fn = lambda x: x.reshape(x.shape[0], -1) @ u + b
         what = "a linear critic with a unit-norm weight (1-Lipschitz)"
     else:
         zero, b = torch.zeros(dim, dtype=torch.float64), randn(())
-        d_fn = lambda x: x.reshape(x.shape[0], -1) @ zero + b  # noqa: E731
+        d_fn = lambda x: x.reshape(x.shape[0], -1) @ zero + b
         what = "a constant critic"
     real, fake = randn(B, *sample_shape), randn(B, *sample_shape) * 3
     eps = torch.rand(B, generator=gen, dtype=torch.float64)
