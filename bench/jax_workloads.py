@@ -8,13 +8,14 @@ same point and computes the same update as the torch variants (checked by
 """
 from __future__ import annotations
 
+import importlib.util
 import os
 import time
 
 import torch
 from torch import nn
 
-from bench.workloads import Variant, sync
+from bench.workloads import Variant
 
 __all__ = ["JaxVariant", "jax_available", "configure_threads"]
 
@@ -35,12 +36,7 @@ def configure_threads(n: int) -> None:
 
 
 def jax_available() -> bool:
-    try:
-        import jax
-        import optax
-        return True
-    except ImportError:
-        return False
+    return all(importlib.util.find_spec(m) is not None for m in ("jax", "optax"))
 
 
 def _translate(seq: nn.Sequential, prefix: str):

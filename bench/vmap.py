@@ -42,7 +42,6 @@ import sys
 import time
 import warnings
 from pathlib import Path
-from typing import Callable
 
 import torch
 from torch import nn

@@ -30,6 +30,7 @@ workload's sample shape (speed does not depend on the pixel values).
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
@@ -321,11 +322,7 @@ class GanfnCompiledCpuOptions(GanfnCompiled):
 
 
 def lightning_available() -> bool:
-    try:
-        import lightning
-        return True
-    except ImportError:
-        return False
+    return importlib.util.find_spec("lightning") is not None
 
 
 class LightningVariant(Variant):

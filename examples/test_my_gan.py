@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import torch
 from hypothesis import given, settings
-from hypothesis import strategies as st
 from torch import nn
 
 import ganfn

@@ -36,9 +36,8 @@ Presets (:data:`PRESETS`) reproduce common published and tutorial setups:
 from __future__ import annotations
 
 import dataclasses
-import math
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
 

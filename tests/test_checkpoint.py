@@ -1,6 +1,5 @@
 """Checkpoints: round trip, code-free loading, atomic writes, pruning, RNG state."""
 import os
-import pickle
 
 import pytest
 import torch

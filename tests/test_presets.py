@@ -7,7 +7,6 @@ import torch
 from PIL import Image
 
 from ganfn import cli
-from ganfn import data as gdata
 from ganfn import presets as P
 
 torch.set_num_threads(1)

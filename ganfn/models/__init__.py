@@ -25,7 +25,6 @@ leak information between samples and break per-sample gradient penalties.
 from __future__ import annotations
 
 import math
-from typing import Sequence
 
 import torch
 from torch import Tensor, nn
@@ -62,7 +61,6 @@ from .conditional import (
     ProjectionDiscriminator,
 )
 from .layers import (
-    NORMS,
     ConditionalBatchNorm2d,
     FullConv2d,
     FullConvTranspose2d,
