@@ -125,7 +125,7 @@ def rows(text: str) -> list[tuple[str, str]]:
         if header is None:
             header = cells
         elif not all(set(c) <= set("-: ") for c in cells):
-            named = [f"{h}={c}" for h, c in zip(header[1:], cells[1:]) if c]
+            named = [f"{h}={c}" for h, c in zip(header[1:], cells[1:], strict=False) if c]
             out.append((" ".join(filter(None, [heading, f"{header[0]}={cells[0]}"])), "; ".join(named)))
     return out
 

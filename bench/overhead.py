@@ -63,7 +63,7 @@ def main(argv=None) -> float:
     print(f"imperative loop : {a * 1e3:.3f} ms/step")
     print(f"ganfn train_step: {b * 1e3:.3f} ms/step")
     # Per-round ratios show how much of the spread is machine noise.
-    per_round = sorted(f / i for f, i in zip(t_fn, t_imp))
+    per_round = sorted(f / i for f, i in zip(t_fn, t_imp, strict=True))
     print(f"ratio ganfn/imperative = {ratio:.3f} (per-round ratios: min {per_round[0]:.3f}, "
           f"median {statistics.median(per_round):.3f}, max {per_round[-1]:.3f}); target <= 1.05: "
           f"{'met' if ratio <= 1.05 else 'MISSED'}")

@@ -176,7 +176,7 @@ class SeqGanfn(Contender):
 
     def step(self):
         B = self.real.shape[0]
-        for i, (st, rng) in enumerate(zip(self.states, self.rngs)):
+        for i, (st, rng) in enumerate(zip(self.states, self.rngs, strict=True)):
             self.states[i], _ = self.gan.train_step(st, self.real, self.gan.draw_noise(rng, B))
 
     def teardown(self):

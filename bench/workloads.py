@@ -403,7 +403,7 @@ class LightningVariant(Variant):
                 stamps.append(time.perf_counter())
 
         self._fit(list(idx), [Clock()])
-        return [b - a for a, b in zip(stamps, stamps[1:])]
+        return [b - a for a, b in zip(stamps, stamps[1:], strict=False)]
 
     def memory(self, i: int) -> tuple[int, str]:
         if self.device.type == "cuda":

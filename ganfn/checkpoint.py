@@ -109,7 +109,7 @@ def set_rng_states(rngs: Sequence[torch.Generator], states: Sequence[Tensor]) ->
     """Restore generators in place from :func:`rng_states` (side effect by design: RNGs are the loop's)."""
     if len(rngs) != len(states):
         raise ValueError(f"checkpoint holds {len(states)} RNG states but the run has {len(rngs)} generators")
-    for g, s in zip(rngs, states):
+    for g, s in zip(rngs, states, strict=True):
         g.set_state(s.cpu() if s.device.type != "cpu" else s)
 
 

@@ -362,7 +362,7 @@ def _report(cfg: P.Config, hist: dict, evaluator: Any, members: Any, population:
                 m["schedule"] = population.lineage.schedule_text(i)
                 m["lineage"] = population.lineage.lineage_text(i)
             rows_metrics.append(m)
-        table_members = [{"seed": s, **hp} for s, hp in zip(*members)]
+        table_members = [{"seed": s, **hp} for s, hp in zip(*members, strict=True)]
         sort = primary if (primary and cfg.grid) else None
         say(sweep.table(table_members, rows_metrics, sort_by=sort,
                         descending=bool(evaluator and evaluator.higher_is_better), with_summary=True))

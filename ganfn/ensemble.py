@@ -99,7 +99,7 @@ def init_many(gan: GAN, seeds: Sequence[int], hparams: Sequence[dict[str, Any]] 
     hparams = list(hparams)
     if len(hparams) != len(seeds):
         raise ValueError(f"got {len(seeds)} seeds but {len(hparams)} hyperparameter dicts: give one dict per member")
-    return stack([gan.init(s, **hp) for s, hp in zip(seeds, hparams)])
+    return stack([gan.init(s, **hp) for s, hp in zip(seeds, hparams, strict=True)])
 
 
 def rngs(seeds: Sequence[int], device: torch.device | str = "cpu") -> list[torch.Generator]:

@@ -71,7 +71,7 @@ def update_best(best: list[float] | None, figs: list[dict[str, float]], ev: Eval
         return vals, any(math.isfinite(v) for v in vals)
     improved = False
     new = list(best)
-    for i, (b, v) in enumerate(zip(best, vals)):
+    for i, (b, v) in enumerate(zip(best, vals, strict=True)):
         if not math.isfinite(v):
             continue
         if not math.isfinite(b) or (v > b if ev.higher_is_better else v < b):

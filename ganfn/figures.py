@@ -215,7 +215,7 @@ def sweep_heatmap(
     rows = sorted({h[keys[0]] for h in hparams})
     cols = sorted({h[keys[1]] for h in hparams})
     cells: dict[tuple[int, int], list[float]] = {}
-    for h, f in zip(hparams, finals):
+    for h, f in zip(hparams, finals, strict=True):
         cells.setdefault((rows.index(h[keys[0]]), cols.index(h[keys[1]])), []).append(float(f))
     grid = np.full((len(rows), len(cols)), np.nan)
     for (r, c), fs in cells.items():
@@ -246,7 +246,7 @@ def member_rows(
         rows.append(np.concatenate(list(x), axis=1))
     h = rows[0].shape[0]
     fig = Figure(figsize=(1.5 + 0.9 * k, 0.3 + 0.9 * len(samples)), layout="constrained")
-    for i, (row, lab) in enumerate(zip(rows, labels)):
+    for i, (row, lab) in enumerate(zip(rows, labels, strict=True)):
         ax = fig.add_subplot(len(rows), 1, i + 1)
         ax.imshow(row[..., 0] if row.shape[-1] == 1 else row, cmap="gray", vmin=0, vmax=1, interpolation="nearest")
         ax.set_xticks([])
@@ -281,7 +281,7 @@ def population_curves(
     for i in range(S):
         # A copied member's own line breaks at the copy: it continues from the source's state.
         xs, vs = [], []
-        for k, (x, v) in enumerate(zip(steps, ys[i])):
+        for k, (x, v) in enumerate(zip(steps, ys[i], strict=True)):
             xs.append(x)
             vs.append(v)
             if (i, k) in copied_at:

@@ -295,7 +295,7 @@ class GAN:
         else:
             # One forward over [real; fake] halves D's launches; valid only
             # because no layer of D mixes samples.
-            both = tuple(torch.cat([a, b]) for a, b in zip(yr, yf))
+            both = tuple(torch.cat([a, b]) for a, b in zip(yr, yf, strict=True))
             out, buf = self.d_apply(p, buffers, torch.cat([real, fake]), *both)
             n = real.shape[0]
             out_r, out_f = tree_map(lambda o: o[:n], out), tree_map(lambda o: o[n:], out)

@@ -37,7 +37,7 @@ def value_and_grad(fn: Callable, params: Params, *args: Any, scale: Tensor | Non
         with torch.enable_grad():
             loss, aux = fn(leaves, *args)
             gs = torch.autograd.grad(loss, list(leaves.values()), allow_unused=True)
-        grads = {k: (g if g is not None else torch.zeros_like(v)) for (k, v), g in zip(leaves.items(), gs)}
+        grads = {k: (g if g is not None else torch.zeros_like(v)) for (k, v), g in zip(leaves.items(), gs, strict=True)}
         loss, aux = loss.detach(), tree_map(lambda t: t.detach(), aux)
     if scale is not None:
         loss, aux = aux  # the unscaled loss

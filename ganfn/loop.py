@@ -281,6 +281,6 @@ def _finish(run: Run, step: int, last_metrics: Mapping[str, Tensor], wall: float
     if run.logger is not None:
         fin = h["final"].get("figures") or [{} for _ in run.seeds]
         hp_rows = [{**({k: v for k, v in (config or {}).items() if isinstance(v, (int, float, str, bool))}),
-                    **hp, "seed": s} for hp, s in zip(run.hp_list, run.seeds)]
+                    **hp, "seed": s} for hp, s in zip(run.hp_list, run.seeds, strict=True)]
         run.logger.hparams(hp_rows, fin)
         run.logger.close()

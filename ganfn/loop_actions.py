@@ -71,7 +71,7 @@ def member_labels(run: "Run") -> list[str] | None:
     if not run.stacked:
         return None
     out = []
-    for i, (seed, hp) in enumerate(zip(run.seeds, run.hp_list)):
+    for i, (seed, hp) in enumerate(zip(run.seeds, run.hp_list, strict=True)):
         hps = ", ".join(f"{k}={v:g}" if isinstance(v, (int, float)) else f"{k}={v}" for k, v in hp.items())
         out.append(f"member {i}: seed {seed}" + (f", {hps}" if hps else ""))
     return out

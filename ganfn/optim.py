@@ -182,7 +182,7 @@ def _computed_once(scalars: dict[str, Tensor]) -> dict[str, Tensor]:
     """
     keys = list(scalars)
     v = torch.stack([scalars[k] for k in keys])
-    return dict(zip(keys, torch.stack([v, v]).amax(0).unbind(0)))
+    return dict(zip(keys, torch.stack([v, v]).amax(0).unbind(0), strict=True))
 
 
 # Set False to force the per-leaf path everywhere (tests compare the two).

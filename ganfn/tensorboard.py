@@ -197,12 +197,12 @@ class Logger:
 
     def images(self, step: int, tag: str, per_member: Sequence[Tensor]) -> None:
         """One [C, H, W] image in [0, 1] per member."""
-        for w, img in zip(self.writers, per_member):
+        for w, img in zip(self.writers, per_member, strict=True):
             w.add_image(tag, img, step)
 
     def hparams(self, per_member: Sequence[Mapping[str, float | int | str | bool]], metrics: Sequence[Mapping[str, float]]) -> None:
         """``add_hparams`` for each member, written into that member's own run."""
-        for w, hp, m in zip(self.writers, per_member, metrics):
+        for w, hp, m in zip(self.writers, per_member, metrics, strict=True):
             clean = {k: v for k, v in hp.items() if isinstance(v, (int, float, str, bool))}
             mets = {f"hparam/{k}": float(v) for k, v in m.items() if isinstance(v, (int, float)) and math.isfinite(float(v))}
             w.add_hparams(clean, mets, run_name=".")

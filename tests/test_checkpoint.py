@@ -22,7 +22,7 @@ def _gan(**kw):
 def _assert_same(a, b):
     la, lb = leaves(a), leaves(b)
     assert len(la) == len(lb)
-    for x, y in zip(la, lb):
+    for x, y in zip(la, lb, strict=True):
         assert x.dtype == y.dtype and torch.equal(x, y)
 
 

@@ -64,7 +64,7 @@ def assert_close(a, b, exact: bool = False) -> None:
     fa, ta = optree.tree_flatten(a)
     fb, tb = optree.tree_flatten(b)
     assert ta == tb
-    for x, y in zip(fa, fb):
+    for x, y in zip(fa, fb, strict=True):
         if exact or not x.is_floating_point():
             # bit-identical (a frozen NaN member equals itself)
             torch.testing.assert_close(x, y, rtol=0, atol=0, equal_nan=True)
@@ -143,7 +143,7 @@ def test_zero_learning_rate_member_is_unchanged_while_others_move(S, zero, lr):
     seeds = list(range(S))
     init = ganfn.unstack(ensemble.init_many(GP_GAN, seeds, hps))
     state, _ = ensemble_run(GP_GAN, seeds, hps, real_batches(GP_GAN, 5, 8), 8)
-    for i, (m, m0) in enumerate(zip(ganfn.unstack(state), init)):
+    for i, (m, m0) in enumerate(zip(ganfn.unstack(state), init, strict=True)):
         for k in m.d.params:
             assert torch.equal(m.d.params[k], m0.d.params[k]) == (i == zero)
         for k in m.g.params:
@@ -159,7 +159,7 @@ def test_different_learning_rates_equal_single_runs_with_those_rates():
     torch.testing.assert_close(ms[-1]["lr_d"], torch.tensor(lrs, dtype=torch.float64))
     members = ganfn.unstack(state)
     assert not torch.allclose(members[0].d.params["0.weight"], members[2].d.params["0.weight"])
-    for m, hp in zip(members, hps):
+    for m, hp in zip(members, hps, strict=True):
         assert_close(m, single_run(GP_GAN, 7, hp, reals, 8))
 
 
@@ -195,7 +195,7 @@ def test_nan_member_is_frozen_and_others_are_bit_identical(at, in_graph):
 
     clean, clean_ms, _ = run(False)
     dirty, dirty_ms, frozen = run(True)
-    for i, (c, d) in enumerate(zip(ganfn.unstack(clean), ganfn.unstack(dirty))):
+    for i, (c, d) in enumerate(zip(ganfn.unstack(clean), ganfn.unstack(dirty), strict=True)):
         if i == bad:
             assert int(d.diverged_at) == at
             assert_close(d._replace(diverged_at=frozen.diverged_at), frozen, exact=True)  # nothing moved since
@@ -231,7 +231,7 @@ def test_stack_unstack_round_trip(S, seed, lr):
     assert stacked.d.opt["hp"]["lr"].dtype == torch.float64
     back = ganfn.unstack(stacked)
     assert len(back) == S
-    for a, b in zip(back, states):
+    for a, b in zip(back, states, strict=True):
         assert_close(a, b, exact=True)
     # torch's pytree (used by vmap) sees the same leaves, whatever order it uses
     tl, _ = torch.utils._pytree.tree_flatten(stacked)
@@ -316,7 +316,7 @@ def test_accuracy_skip_thresholds_are_per_member():
     reals = real_batches(gan, 3, B)
     stacked, ms = ensemble_run(gan, seeds, hps, reals, B)
     members = ganfn.unstack(stacked)
-    for seed, hp, member in zip(seeds, hps, members):
+    for seed, hp, member in zip(seeds, hps, members, strict=True):
         assert_close(member, single_run(gan, seed, hp, reals, B))
     assert float(ms[0]["d_skipped"][0]) == 0.0 and float(ms[0]["d_skipped"][1]) == 1.0
     assert not torch.equal(members[0].d.params["0.weight"], members[1].d.params["0.weight"])
@@ -340,7 +340,7 @@ def test_dcgan_members_match_single_runs_to_round_off():
         single = single_run(gan, seed, {}, reals, 16)
         got, want = optree.tree_leaves(ensemble.unstack(stacked)[i]), optree.tree_leaves(single)
         assert len(got) == len(want)
-        for a, b in zip(got, want):
+        for a, b in zip(got, want, strict=True):
             torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
     # the members really differ (distinct seeds), so the comparison above is not vacuous
     assert not torch.equal(ensemble.unstack(stacked)[0].g.params["net.0.weight"],

@@ -30,7 +30,7 @@ def _digits_gan(**kw):
 def _same(a, b):
     la, lb = leaves(a), leaves(b)
     assert len(la) == len(lb)
-    return all(torch.equal(x, y) for x, y in zip(la, lb))
+    return all(torch.equal(x, y) for x, y in zip(la, lb, strict=True))
 
 
 def _strip(history):

@@ -150,7 +150,7 @@ def test_dcgan_init_uses_only_the_given_generator():
     assert torch.equal(state, torch.get_rng_state())
     a = copy.deepcopy(d)
     M.dcgan_init(d, gen(5))
-    assert all(torch.equal(p, q) for p, q in zip(a.parameters(), d.parameters()))
+    assert all(torch.equal(p, q) for p, q in zip(a.parameters(), d.parameters(), strict=True))
     assert all(torch.all(m.bias == 0) for m in d.modules() if isinstance(m, nn.Conv2d) and m.bias is not None)
 
 
@@ -164,7 +164,7 @@ def test_default_init_matches_torch_bounds():
     state = torch.get_rng_state()
     M.default_init(e, gen(0))
     assert torch.equal(state, torch.get_rng_state())  # only the given generator is used
-    assert all(torch.equal(p, q) for p, q in zip(d.parameters(), e.parameters()))
+    assert all(torch.equal(p, q) for p, q in zip(d.parameters(), e.parameters(), strict=True))
 
 
 # -------------------------------------------------------- torch.func use ----
@@ -264,7 +264,7 @@ def test_build(name, shape):
     # toy data is unbounded, images are in [-1, 1]
     assert isinstance(g.net[-1], nn.Identity if shape == (2,) else nn.Tanh)
     g2, _, _ = M.build(name, shape, width=4, generator=gen(0))
-    assert all(torch.equal(p, q) for p, q in zip(g.parameters(), g2.parameters()))
+    assert all(torch.equal(p, q) for p, q in zip(g.parameters(), g2.parameters(), strict=True))
 
 
 def test_build_errors():

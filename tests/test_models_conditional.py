@@ -156,7 +156,7 @@ def test_init_depends_only_on_the_given_generator():
             torch.manual_seed(2)  # a different global RNG state changes nothing
             g2, d2 = make(3)
         for a, b in ((g1, g2), (d1, d2)):
-            assert all(torch.equal(p, q) for p, q in zip(a.parameters(), b.parameters())), name
+            assert all(torch.equal(p, q) for p, q in zip(a.parameters(), b.parameters(), strict=True)), name
 
 
 def test_sn_weight_names_cover_the_projection_embedding():

@@ -51,7 +51,7 @@ def no_convolution():
 def _layer(transpose, C, O, kernel, stride, padding, dilation, out_pad, bias):
     if transpose:
         # torch requires output_padding < max(stride, dilation) per axis
-        out_pad = tuple(min(o, max(s, d) - 1) for o, s, d in zip(out_pad, stride, dilation))
+        out_pad = tuple(min(o, max(s, d) - 1) for o, s, d in zip(out_pad, stride, dilation, strict=True))
         return FullConvTranspose2d(C, O, kernel, stride, padding, out_pad, bias=bias, dilation=dilation).double()
     return FullConv2d(C, O, kernel, stride, padding, dilation, bias=bias).double()
 
@@ -65,7 +65,7 @@ def _assert_same(full, plain, x):
     g = torch.randn_like(ref)
     got = torch.autograd.grad(out, [x, full.weight], g)
     want = torch.autograd.grad(ref, [x, plain.weight], g)
-    for a, b in zip(got, want):
+    for a, b in zip(got, want, strict=True):
         torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
 
 

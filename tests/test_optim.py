@@ -68,7 +68,7 @@ def run_torch(name: str, hp: dict, seed: int, steps: int = STEPS, scheduler=None
 
 
 def compare(traj_a, traj_b, what):
-    for t, (a, b) in enumerate(zip(traj_a, traj_b)):
+    for t, (a, b) in enumerate(zip(traj_a, traj_b, strict=True)):
         assert_trees_close(a, b, f"{what} after update {t + 1}", rtol=1e-9, atol=1e-11)
 
 
@@ -138,14 +138,14 @@ def test_update_is_pure():
 def test_vmapped_update_with_per_member_hyperparameters(lrs, betas):
     """A stack of optimizer states, each with its own lr and betas, updated by one vmapped call."""
     n = len(lrs)
-    opts = [optim.adam(lr, b) for lr, b in zip(lrs, betas[:n])]
+    opts = [optim.adam(lr, b) for lr, b in zip(lrs, betas[:n], strict=True)]
     params = [init_params(i) for i in range(n)]
-    states = [o.init(p) for o, p in zip(opts, params)]
+    states = [o.init(p) for o, p in zip(opts, params, strict=True)]
     grads = [torch.func.grad(loss_fn)(p, 0) for p in params]
-    singles = [o.update(g, s, p) for o, g, s, p in zip(opts, grads, states, params)]
+    singles = [o.update(g, s, p) for o, g, s, p in zip(opts, grads, states, params, strict=True)]
     # Any member's optimizer works for all: the hyperparameters live in the state.
     out = torch.func.vmap(opts[0].update)(stack(grads), stack(states), stack(params))
-    for i, (p_i, s_i) in enumerate(zip(*[unstack(x) for x in out])):
+    for i, (p_i, s_i) in enumerate(zip(*[unstack(x) for x in out], strict=True)):
         assert_trees_close(singles[i], (p_i, s_i), f"member {i}", rtol=1e-12, atol=1e-14)
 
 
@@ -185,7 +185,7 @@ def test_zero_dim_float32_parameters_keep_their_dtype(make, ref):
     for i in range(3):
         g = {"s": torch.tensor(0.1 * (i + 1)), "w": torch.tensor([0.2, -0.1 * i])}
         params, state = opt.update(g, state, params)
-        for t, k in zip(tp, g):
+        for t, k in zip(tp, g, strict=True):
             t.grad = g[k].clone()
         to.step()
     assert params["s"].dtype == torch.float32 and params["s"].dim() == 0

@@ -61,7 +61,7 @@ def test_foreach_leaves_inputs_untouched() -> None:
     state = opt.init(params)
     copies = [{k: v.clone() for k, v in t.items()} for t in (params, grads, state["mu"], state["nu"])]
     opt.update(grads, state, params)
-    for orig, copy in zip((params, grads, state["mu"], state["nu"]), copies):
+    for orig, copy in zip((params, grads, state["mu"], state["nu"]), copies, strict=True):
         for k in orig:
             assert torch.equal(orig[k], copy[k])
 

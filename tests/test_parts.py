@@ -88,7 +88,7 @@ def test_user_part_regularises():
     _, g_on, aux = gan.d_grads(state, real, nd)
     _, g_off, _ = gan.d_grads(state._replace(hparams={**state.hparams, "lecam_weight": torch.tensor(0.0, dtype=torch.float64)}), real, nd)
     assert float(aux.penalty) > 0
-    assert any(not torch.equal(a, b) for a, b in zip(leaves(g_on), leaves(g_off)))
+    assert any(not torch.equal(a, b) for a, b in zip(leaves(g_on), leaves(g_off), strict=True))
 
 
 def test_user_part_vmapped_equals_single_runs():
@@ -242,7 +242,7 @@ def test_ema_start_copies_parameters_until_then():
         state, _ = gan.train_step(state, real, gan.draw_noise(rng, B))
         assert_trees_equal(state.parts["ema"]["params"], state.g.params, "EMA before its start")
     state, _ = gan.train_step(state, real, gan.draw_noise(rng, B))
-    assert any(not torch.equal(a, b) for a, b in zip(leaves(state.parts["ema"]["params"]), leaves(state.g.params)))
+    assert any(not torch.equal(a, b) for a, b in zip(leaves(state.parts["ema"]["params"]), leaves(state.g.params), strict=True))
 
 
 # -- instance noise annealing -------------------------------------------------------------------

@@ -121,7 +121,7 @@ def test_lazy_term_metric_reports_the_term_only_where_computed():
     gan = _gan(penalties.r1(1.0, every=3))
     _, ms = _run(gan, 7)
     terms = [float(m["r1/term"]) for m in ms]
-    for t, (term, m) in enumerate(zip(terms, ms)):
+    for t, (term, m) in enumerate(zip(terms, ms, strict=True)):
         if t % 3 == 0:
             assert term == float(m["penalty"]) and term > 0
         else:
@@ -177,6 +177,6 @@ def test_lazy_r1_and_lecam_compile_and_equal_eager():
         out.append((st_, ms))
     (sc, mc), (se, me) = out
     assert_trees_close_nan = lambda a, b: torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5, equal_nan=True)
-    for a, b in zip(ganfn.tree.leaves((sc, mc)), ganfn.tree.leaves((se, me))):
+    for a, b in zip(ganfn.tree.leaves((sc, mc)), ganfn.tree.leaves((se, me)), strict=True):
         assert_trees_close_nan(a, b)
     assert [bool(m["r1/term"][0].isnan()) for m in mc] == [False, True, False, True]

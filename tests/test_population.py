@@ -57,7 +57,7 @@ def clone(state):
 
 
 def same(a, b) -> bool:
-    return all(torch.equal(x, y) for x, y in zip(leaves(a), leaves(b)))
+    return all(torch.equal(x, y) for x, y in zip(leaves(a), leaves(b), strict=True))
 
 
 def member(state, i):
@@ -90,7 +90,7 @@ def test_exploit_copies_the_chosen_members_whole_state_bit_for_bit(r):
     assert set(torch.nonzero(copied).flatten().tolist()) == set(order[S - k:].tolist()) if k else True
     assert set(source[copied].tolist()) <= set(order[:k].tolist())
     explored = hp_leaf_ids(state, SPACE)
-    for j, (old_leaf, new_leaf) in enumerate(zip(leaves(state), leaves(new))):
+    for j, (old_leaf, new_leaf) in enumerate(zip(leaves(state), leaves(new), strict=True)):
         if j in explored:
             continue
         # Every leaf that is not an explored hyperparameter is the source's, bit for bit.
@@ -161,7 +161,7 @@ def test_rank_orders_best_first_nan_after_finite_and_frozen_last(values, hib, da
     assert sorted(order.tolist()) == list(range(len(values)))
     key = [(bool(last[i]), math.isnan(values[i]), -values[i] if hib and not math.isnan(values[i]) else values[i])
            for i in order.tolist()]
-    for a, b in zip(key, key[1:]):
+    for a, b in zip(key, key[1:], strict=False):
         assert a[:2] <= b[:2]
         if a[:2] == b[:2] and not a[1]:
             assert a[2] <= b[2]
@@ -291,7 +291,7 @@ def test_schedule_lineage_and_resume_are_bit_identical():
     c = mk()
     c.load_state_dict(torch.load(buf, weights_only=True))
     step, rngs, g = ensemble.make_step(GAN), ensemble.rngs(range(8)), torch.Generator()
-    for r, s in zip(rngs, rng_states):
+    for r, s in zip(rngs, rng_states, strict=True):
         r.set_state(s)
     g.set_state(data_state)
     state = mid

@@ -35,7 +35,7 @@ KW = dict(steps=8, batch_size=16, eval_every=2, log_every=2, seeds=list(range(8)
 
 
 def _same(a, b):
-    return all(torch.equal(x, y) for x, y in zip(leaves(a), leaves(b)))
+    return all(torch.equal(x, y) for x, y in zip(leaves(a), leaves(b), strict=True))
 
 
 def test_pbt_run_resumes_bit_identically_with_its_lineage(tmp_path):

@@ -292,7 +292,7 @@ def folder_labels(root: PathLike, files: list[Path]) -> tuple[Tensor, list[str]]
     """
     root = Path(root)
     parts = [Path(f).relative_to(root).parts for f in files]
-    loose = [str(f) for f, p in zip(files, parts) if len(p) < 2]
+    loose = [str(f) for f, p in zip(files, parts, strict=True) if len(p) < 2]
     if loose:
         raise ValueError(f"labels come from class sub-folders of {root}, but {len(loose)} image(s) lie directly in it "
                          f"(e.g. {loose[0]}): move each image into a folder named after its class")

@@ -97,7 +97,7 @@ class StreamingImages:
         while True:
             idx, flips, position = batch_indices(position, total, flips=self.flip)
             fl = flips.tolist() if flips is not None else [False] * total
-            yield list(zip(idx.tolist(), fl))
+            yield list(zip(idx.tolist(), fl, strict=True))
 
     def _restart(self, position: Position, total: int) -> None:
         self.close()

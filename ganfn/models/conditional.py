@@ -168,7 +168,7 @@ class CondDCGANGenerator(nn.Module):
     def forward(self, z: Tensor, y: Tensor) -> Tensor:
         check_labels_arg(y, z.shape[0], self.num_classes)
         h = z.reshape(z.shape[0], self.latent_dim, 1, 1)
-        for conv, norm in zip(self.convs, self.norms):
+        for conv, norm in zip(self.convs, self.norms, strict=True):
             h = torch.relu(norm(conv(h), y))
         return torch.tanh(self.out(h))
 

@@ -189,7 +189,7 @@ def check_like(part: str, hook: str, got: PyTree, want: PyTree, *, dtype: bool =
     same = len(gl) == len(wl) if torch.compiler.is_compiling() else gdef == wdef
     if not same:
         raise PartError(f"part {part!r}: {hook} returned a tree of structure {gdef}, expected {wdef}")
-    for i, (g, w) in enumerate(zip(gl, wl)):
+    for i, (g, w) in enumerate(zip(gl, wl, strict=True)):
         if not isinstance(g, Tensor) or g.shape != w.shape or (dtype and g.dtype != w.dtype):
             what = f"shape {tuple(g.shape)} {g.dtype}" if isinstance(g, Tensor) else type(g).__name__
             raise PartError(f"part {part!r}: {hook} returned leaf {i} with {what}, expected shape {tuple(w.shape)} {w.dtype}")

@@ -397,13 +397,13 @@ def assert_vmap_equivalent(gan: Any, seeds: Sequence[int], steps: int = 2, *, ba
     data = data or _default_data(gan)
     hps = list(hparams) if hparams is not None else [{}] * len(seeds)
     nc = getattr(gan, "n_critic", 1)
-    states = [gan.init(s, **h) for s, h in zip(seeds, hps)]
+    states = [gan.init(s, **h) for s, h in zip(seeds, hps, strict=True)]
     noise_rngs = [torch.Generator().manual_seed(s) for s in seeds]
     data_rngs = [torch.Generator().manual_seed(s + 1) for s in seeds]
     inputs = []  # [step][member] -> (real, noise)
     for _ in range(steps):
         row = []
-        for nr, dr in zip(noise_rngs, data_rngs):
+        for nr, dr in zip(noise_rngs, data_rngs, strict=True):
             real = data(nc * batch_size, dr)
             real = real if nc == 1 else tree_map(lambda t: t.reshape(nc, batch_size, *t.shape[1:]), real)
             row.append((real, gan.draw_noise(nr, batch_size)))

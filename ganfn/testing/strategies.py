@@ -220,7 +220,7 @@ def train_states(gan: Any, seed: st.SearchStrategy[int] | None = None, **hparams
     """
     names = sorted(hparams)
     return st.builds(
-        lambda s, vals: gan.init(s, **dict(zip(names, vals))),
+        lambda s, vals: gan.init(s, **dict(zip(names, vals, strict=True))),
         seed if seed is not None else seeds(),
         st.tuples(*[hparams[k] for k in names]),
     )
