@@ -25,8 +25,8 @@ import torch
 
 torch.set_num_threads(1)
 
-import ganfn.metrics as M
-from ganfn.metrics.modes import sample_mixture
+import ganfn.metrics as M  # noqa: E402
+from ganfn.metrics.modes import sample_mixture  # noqa: E402
 
 N_FAKE = 397  # = held-out count, so all digit rows are at the same n (FD is biased at small n)
 

@@ -74,7 +74,7 @@ def _accumulate(k: int, n: int, one: Callable, carry: Any) -> tuple[list, Any]:
     m, outs = n // k, []
     for j in range(k):
         sl = slice(j * m, (j + 1) * m)
-        out, carry = one(lambda tree: tree_map(lambda x: x[sl], tree), carry)  # called before sl moves on
+        out, carry = one(lambda tree: tree_map(lambda x: x[sl], tree), carry)  # noqa: B023 - called before sl moves on
         outs.append(out)
     return outs, carry
 

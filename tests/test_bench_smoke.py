@@ -13,7 +13,7 @@ import torch
 torch.set_num_threads(1)
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.workloads import WORKLOADS, available, make_pool, variant_class
+from bench.workloads import WORKLOADS, available, make_pool, variant_class  # noqa: E402
 
 # Shrunken copies of each workload kind: same code paths, milliseconds per step.
 TINY = {

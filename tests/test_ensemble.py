@@ -12,8 +12,8 @@ from torch import nn
 
 torch.set_num_threads(1)
 
-import ganfn
-from ganfn import ensemble, losses
+import ganfn  # noqa: E402
+from ganfn import ensemble, losses  # noqa: E402
 
 SETTINGS = settings(max_examples=4, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 LATENT, HIDDEN = 4, 16

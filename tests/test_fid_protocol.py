@@ -149,6 +149,7 @@ def test_fid_names_other_features_honestly_and_checks_dims():
 
 @given(st.lists(st.floats(-1.5, 1.5, allow_nan=False), min_size=1, max_size=50))
 def test_quantize_is_save_image(values):
+    # The rule restated below is torchvision.utils.save_image's.
     x = torch.tensor(values).reshape(1, 1, 1, -1)
     ref = ((x + 1) / 2).clamp(0, 1).mul(255).add(0.5).clamp(0, 255).to(torch.uint8)
     assert torch.equal(quantize(x), ref)

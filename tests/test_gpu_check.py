@@ -10,7 +10,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench import gpu_check
+from bench import gpu_check  # noqa: E402
 
 HARNESS = """# torch 2.11
 ## mlp_b64: mlp, batch 64

@@ -12,12 +12,12 @@ from hypothesis import strategies as st
 
 torch.set_num_threads(1)
 
-from conftest import small_gan_modules
+from conftest import small_gan_modules  # noqa: E402
 
-import ganfn
-from ganfn import ensemble, tree
-from ganfn import population as P
-from ganfn.lineage import Lineage, Schedule
+import ganfn  # noqa: E402
+from ganfn import ensemble, tree  # noqa: E402
+from ganfn import population as P  # noqa: E402
+from ganfn.lineage import Lineage, Schedule  # noqa: E402
 
 GAN = ganfn.GAN(*small_gan_modules(), latent_dim=3, loss="hinge", penalty="r1", ema_decay=0.9)
 SPACE = {"lr_d": (1e-4, 1e-2), "lr_g": (1e-4, 1e-2), "r1_weight": P.Bounds(0.01, 10.0)}

@@ -11,8 +11,8 @@ from hypothesis import strategies as st
 
 torch.set_num_threads(1)
 
-import ganfn
-from ganfn import ensemble, sweep
+import ganfn  # noqa: E402
+from ganfn import ensemble, sweep  # noqa: E402
 
 names = st.sampled_from(["lr_d", "lr_g", "b1_g", "b2_d", "gp_weight", "real_label", "loss_mix"])
 values = st.lists(st.floats(1e-6, 10.0, allow_nan=False), min_size=1, max_size=3, unique=True)
