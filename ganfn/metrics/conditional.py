@@ -32,7 +32,8 @@ __all__ = [
 
 def _check_labels(labels: Tensor, n: int, name: str) -> Tensor:
     if not isinstance(labels, Tensor) or labels.dtype.is_floating_point or labels.dtype == torch.bool:
-        raise TypeError(f"{name} must be an int64 tensor of class labels, got {getattr(labels, 'dtype', type(labels).__name__)}")
+        raise TypeError(f"{name} must be an int64 tensor of class labels, got "
+                        f"{getattr(labels, 'dtype', type(labels).__name__)}")
     if labels.shape != (n,):
         raise ValueError(f"{name} must have shape [{n}] (one label per sample), got {tuple(labels.shape)}")
     return labels.cpu()

@@ -80,7 +80,8 @@ def load_stats(path: str | os.PathLike) -> FIDStats:
                                 "or `python -m pytorch_fid --save-stats DIR OUT.npz`)")
     with np.load(path, allow_pickle=False) as f:
         if "mu" not in f or "sigma" not in f:
-            raise ValueError(f"{path} is not a FID statistics file: it holds {sorted(f.files)}, expected 'mu' and 'sigma'")
+            raise ValueError(f"{path} is not a FID statistics file: it holds {sorted(f.files)}, expected 'mu' and "
+                             "'sigma'")
         mu, sigma = torch.from_numpy(f["mu"][:]).double(), torch.from_numpy(f["sigma"][:]).double()
         n = int(f["n"]) if "n" in f else None
     d = mu.shape[0] if mu.dim() == 1 else -1
