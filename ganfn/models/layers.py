@@ -404,7 +404,8 @@ def sngan_conv_body(size: int, channels: int, width: int, negative_slope: float 
     layers: list[nn.Module] = []
     c_in, ch = channels, width
     for _ in range(n):
-        layers += [nn.Conv2d(c_in, ch, 3, 1, 1), nn.LeakyReLU(negative_slope), nn.Conv2d(ch, ch, 4, 2, 1), nn.LeakyReLU(negative_slope)]
+        layers += [nn.Conv2d(c_in, ch, 3, 1, 1), nn.LeakyReLU(negative_slope), nn.Conv2d(ch, ch, 4, 2, 1),
+                   nn.LeakyReLU(negative_slope)]
         c_in, ch = ch, ch * 2
     layers += [nn.Conv2d(c_in, ch, 3, 1, 1), nn.LeakyReLU(negative_slope), nn.Flatten()]
     return layers, ch * 16
