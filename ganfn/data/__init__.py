@@ -141,5 +141,6 @@ def load(
         path = Path(name).expanduser()
         if path.exists():
             return image_folder(path, size or 64, labels=labels)
-        raise FileNotFoundError(f"unknown data {name!r}: not one of {', '.join(NAMES)} and no such folder: {path.resolve()}")
+        raise FileNotFoundError(f"unknown data {name!r}: not one of {', '.join(NAMES)} and no such folder: "
+                                f"{path.resolve()}")
     return (resize(out[0], size), out[1]) if labels else resize(out, size)

@@ -180,6 +180,7 @@ def _length(data: Data) -> int:
     if isinstance(data, tuple):
         sizes = {t.shape[0] for t in data}
         if len(sizes) != 1:
-            raise ValueError(f"the tensors of a labelled data set must have equal lengths, got {[t.shape[0] for t in data]}")
+            raise ValueError("the tensors of a labelled data set must have equal lengths, got "
+                             f"{[t.shape[0] for t in data]}")
         return sizes.pop()
     return data.shape[0]
