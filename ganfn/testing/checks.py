@@ -177,7 +177,8 @@ def _check_snapshot(snap, name: str) -> None:
     for path, leaf, saved, version in snap:
         if isinstance(leaf, Tensor):
             if not _same_tensor(leaf.detach(), saved):
-                raise AssertionError(f"{name} is not pure: it modified its input {path} in place ({_describe(leaf.detach(), saved)})")
+                raise AssertionError(f"{name} is not pure: it modified its input {path} in place "
+                                     f"({_describe(leaf.detach(), saved)})")
             try:
                 now = leaf._version
             except RuntimeError:
@@ -197,7 +198,8 @@ def _grads_of(modules: Iterable[nn.Module]) -> dict[str, Tensor | None]:
     return out
 
 
-def assert_pure(fn: Callable, *args: Any, modules: nn.Module | Iterable[nn.Module] | None = None, repeats: int = 2, **kwargs: Any) -> Any:
+def assert_pure(fn: Callable, *args: Any, modules: nn.Module | Iterable[nn.Module] | None = None, repeats: int = 2,
+                **kwargs: Any) -> Any:
     """Assert that ``fn(*args, **kwargs)`` behaves as a pure function; return its result.
 
     Checks that (1) no input changes: every tensor in ``args``/``kwargs``
@@ -359,7 +361,8 @@ def assert_accumulation_equivalent(gan: Any, state: Any, batch: Tensor, k: int, 
         _, mf = full.train_step(state, batch, noise)
         _, ma = acc.train_step(state, batch, noise)
         keys = [k for k in ("d_loss", "d_grad_norm") if k in mf] if getattr(gan, "n_critic", 1) == 1 else []
-        assert_trees_close({k: mf[k] for k in keys}, {k: ma[k] for k in keys}, "train_step metrics", **tol, root="metrics")
+        assert_trees_close({k: mf[k] for k in keys}, {k: ma[k] for k in keys}, "train_step metrics", **tol,
+                           root="metrics")
     except AssertionError as e:
         raise AssertionError(f"{k} accumulated micro-batches of {B // k} are not equivalent to one batch of {B}: {e}") from None
 
@@ -424,11 +427,14 @@ def assert_vmap_equivalent(gan: Any, seeds: Sequence[int], steps: int = 2, *, ba
         stacked, m = vstep(stacked, real, noise)
         for i in range(len(seeds)):
             try:
-                assert_trees_close(single_metrics[i][t], {k: v[i] for k, v in m.items()}, "metrics", rtol=rtol, atol=atol, root="metrics")
+                assert_trees_close(single_metrics[i][t], {k: v[i] for k, v in m.items()}, "metrics", rtol=rtol,
+                                   atol=atol, root="metrics")
             except AssertionError as e:
-                raise AssertionError(f"vmapped step {t + 1} differs from the single run of member {i} (seed {seeds[i]}): {e}") from None
+                raise AssertionError(f"vmapped step {t + 1} differs from the single run of member {i} (seed "
+                                     f"{seeds[i]}): {e}") from None
     for i, st in enumerate(unstack(stacked)):
         try:
             assert_trees_close(singles[i], st, "states", rtol=rtol, atol=atol, root="state")
         except AssertionError as e:
-            raise AssertionError(f"after {steps} vmapped steps member {i} (seed {seeds[i]}) differs from its single run: {e}") from None
+            raise AssertionError(f"after {steps} vmapped steps member {i} (seed {seeds[i]}) differs from its single "
+                                 f"run: {e}") from None

@@ -46,7 +46,8 @@ __all__ = [
     "train_states",
 ]
 
-EXTREME_LOGITS: tuple[float, ...] = (-1e4, -1e3, -200.0, -104.0, -30.0, -1e-30, 0.0, 1e-30, 30.0, 104.0, 200.0, 1e3, 1e4)
+EXTREME_LOGITS: tuple[float, ...] = (-1e4, -1e3, -200.0, -104.0, -30.0, -1e-30, 0.0, 1e-30, 30.0, 104.0, 200.0, 1e3,
+                                     1e4)
 """Logits where naive losses break: ``exp`` overflows past ~88 (float32), and
 ``sigmoid`` underflows to exactly 0 below about -104, so ``log(sigmoid(x))`` is -inf."""
 
@@ -197,9 +198,11 @@ def optimizer_hparams(draw: st.DrawFn, name: str) -> dict[str, Any]:
         nesterov = draw(st.booleans())
         momentum = draw(st.floats(0.1, 0.99) if nesterov else st.one_of(st.just(0.0), st.floats(0.0, 0.99)))
         dampening = 0.0 if nesterov else draw(st.one_of(st.just(0.0), st.floats(0.0, 0.9)))
-        return {"lr": draw(learning_rates()), "momentum": momentum, "dampening": dampening, "weight_decay": wd, "nesterov": nesterov}
+        return {"lr": draw(learning_rates()), "momentum": momentum, "dampening": dampening, "weight_decay": wd,
+                "nesterov": nesterov}
     if name in ("adam", "adamw"):
-        return {"lr": draw(learning_rates()), "betas": draw(betas()), "eps": draw(st.sampled_from([1e-8, 1e-6, 1e-3])), "weight_decay": wd}
+        return {"lr": draw(learning_rates()), "betas": draw(betas()), "eps": draw(st.sampled_from([1e-8, 1e-6, 1e-3])),
+                "weight_decay": wd}
     return {
         "lr": draw(learning_rates(1e-5, 1e-2)),
         "alpha": draw(st.floats(0.5, 0.999)),
