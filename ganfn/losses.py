@@ -196,13 +196,15 @@ assumes the default targets.
 
 def _need_real(real_out: Tensor | None, name: str) -> Tensor:
     if real_out is None:
-        raise ValueError(f"{name}'s generator loss compares fake with real outputs: pass real_out= (D's outputs on a real batch)")
+        raise ValueError(f"{name}'s generator loss compares fake with real outputs: pass real_out= (D's outputs on "
+                         "a real batch)")
     return _per_sample(real_out)
 
 
 def _check_paired(real: Tensor, fake: Tensor, name: str) -> None:
     if real.shape[0] != fake.shape[0]:
-        raise ValueError(f"{name} pairs real sample i with fake sample i: batch sizes differ ({real.shape[0]} real, {fake.shape[0]} fake)")
+        raise ValueError(f"{name} pairs real sample i with fake sample i: batch sizes differ ({real.shape[0]} real, "
+                         f"{fake.shape[0]} fake)")
 
 
 def _softplus(x: Tensor) -> Tensor:
@@ -270,7 +272,8 @@ LOSSES: dict[str, LossPair] = {
 RELATIVISTIC: dict[str, LossPair] = {lp.name: lp for lp in (rpgan, ragan)}
 """The relativistic losses: their ``g`` also takes D's outputs on real data."""
 
-_ALIASES = {"bce": non_saturating, "ns": non_saturating, "wgan": wasserstein, "lsgan": least_squares, "ls": least_squares}
+_ALIASES = {"bce": non_saturating, "ns": non_saturating, "wgan": wasserstein, "lsgan": least_squares,
+            "ls": least_squares}
 
 
 def get(loss: str | LossPair) -> LossPair:
@@ -360,7 +363,8 @@ def acgan(base: str | LossPair = "non_saturating", d_weight: float = 1.0, g_weig
     """
     base = get(base)
     if base.hparams or base.takes_labels or base.g_needs_real:
-        raise ValueError(f"acgan: the base loss must be a plain loss (no hyperparameters, labels or real outputs in G's loss), got {base.name}")
+        raise ValueError("acgan: the base loss must be a plain loss (no hyperparameters, labels or real outputs in "
+                         f"G's loss), got {base.name}")
     for name, w in (("d_weight", d_weight), ("g_weight", g_weight)):
         if not isinstance(w, (int, float)) or not 0.0 <= float(w) < float("inf"):
             raise ValueError(f"acgan {name} must be a finite number >= 0, got {w!r}")
@@ -416,5 +420,6 @@ def top_k_count(step: int | Tensor, batch_size: int, *, steps_per_epoch: int, ga
     if not isinstance(steps_per_epoch, int) or steps_per_epoch < 1:
         raise ValueError(f"steps_per_epoch must be an int >= 1, got {steps_per_epoch!r}")
     epoch = torch.div(torch.as_tensor(step), steps_per_epoch, rounding_mode="floor").to(torch.float64)
-    frac = torch.maximum(torch.as_tensor(gamma, dtype=torch.float64) ** epoch, torch.as_tensor(min_fraction, dtype=torch.float64))
+    frac = torch.maximum(torch.as_tensor(gamma, dtype=torch.float64) ** epoch,
+                         torch.as_tensor(min_fraction, dtype=torch.float64))
     return torch.ceil(frac * batch_size - 1e-9).clamp(1, batch_size).to(torch.int64)

@@ -223,7 +223,8 @@ def _foreach_lists(params: PyTree, others: tuple[PyTree, ...], hp: dict):
 # -- the optimizers ----------------------------------------------------------------------
 
 
-def sgd(lr: Hyper, momentum: Hyper = 0.0, *, nesterov: bool = False, dampening: Hyper = 0.0, weight_decay: Hyper = 0.0, schedule: Schedule | None = None) -> Optimizer:
+def sgd(lr: Hyper, momentum: Hyper = 0.0, *, nesterov: bool = False, dampening: Hyper = 0.0, weight_decay: Hyper = 0.0,
+        schedule: Schedule | None = None) -> Optimizer:
     """SGD with optional (Nesterov) momentum, as ``torch.optim.SGD``.
 
     The momentum buffer starts as the first gradient, as in torch.
@@ -348,19 +349,22 @@ def _adam_like(name: str, lr, b1, b2, eps, weight_decay, decoupled: bool, schedu
     return _make(name, hypers, ("mu", "nu"), step, schedule, frozenset() if use_wd else frozenset({"weight_decay"}))
 
 
-def adam(lr: Hyper = 2e-4, betas: tuple[Hyper, Hyper] = (0.5, 0.999), eps: Hyper = 1e-8, weight_decay: Hyper = 0.0, *, schedule: Schedule | None = None) -> Optimizer:
+def adam(lr: Hyper = 2e-4, betas: tuple[Hyper, Hyper] = (0.5, 0.999), eps: Hyper = 1e-8, weight_decay: Hyper = 0.0, *,
+         schedule: Schedule | None = None) -> Optimizer:
     """Adam (Kingma & Ba, 2015) as ``torch.optim.Adam`` (L2 weight decay added to
     the gradient). Defaults are the DCGAN setting, betas (0.5, 0.999)."""
     return _adam_like("adam", lr, betas[0], betas[1], eps, weight_decay, False, schedule)
 
 
-def adamw(lr: Hyper = 2e-4, betas: tuple[Hyper, Hyper] = (0.5, 0.999), eps: Hyper = 1e-8, weight_decay: Hyper = 1e-2, *, schedule: Schedule | None = None) -> Optimizer:
+def adamw(lr: Hyper = 2e-4, betas: tuple[Hyper, Hyper] = (0.5, 0.999), eps: Hyper = 1e-8, weight_decay: Hyper = 1e-2, *,
+          schedule: Schedule | None = None) -> Optimizer:
     """AdamW (Loshchilov & Hutter, 2019) as ``torch.optim.AdamW``: decoupled decay
     ``p *= 1 - lr * weight_decay`` before the Adam step."""
     return _adam_like("adamw", lr, betas[0], betas[1], eps, weight_decay, True, schedule)
 
 
-def rmsprop(lr: Hyper = 5e-5, alpha: Hyper = 0.99, eps: Hyper = 1e-8, weight_decay: Hyper = 0.0, momentum: Hyper = 0.0, *, centered: bool = False, schedule: Schedule | None = None) -> Optimizer:
+def rmsprop(lr: Hyper = 5e-5, alpha: Hyper = 0.99, eps: Hyper = 1e-8, weight_decay: Hyper = 0.0, momentum: Hyper = 0.0,
+            *, centered: bool = False, schedule: Schedule | None = None) -> Optimizer:
     """RMSprop as ``torch.optim.RMSprop``. Default lr 5e-5 is WGAN's (Arjovsky et al.)."""
     check_range("lr", lr, Range(0.0))
     check_range("alpha", alpha, Range(0.0, 1.0))
