@@ -15,7 +15,8 @@ import ganfn
 from ganfn import ensemble
 from ganfn.testing import assert_pure
 
-CUDA = pytest.param("cuda", marks=[pytest.mark.cuda, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")])
+CUDA = pytest.param("cuda", marks=[pytest.mark.cuda,
+                                   pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")])
 DEVICES = pytest.mark.parametrize("dev", ["cpu", CUDA])
 LATENT, B, STEPS = 4, 16, 5
 
@@ -37,7 +38,8 @@ def _to(tree, dev: str):
 
 
 def _differ(a, b) -> bool:
-    return any(not torch.equal(x, y) for x, y in zip(optree.tree_leaves(a), optree.tree_leaves(b), strict=True) if isinstance(x, torch.Tensor))
+    return any(not torch.equal(x, y) for x,
+               y in zip(optree.tree_leaves(a), optree.tree_leaves(b), strict=True) if isinstance(x, torch.Tensor))
 
 
 @DEVICES

@@ -154,7 +154,8 @@ def make_fashion(root: Path, n_train=6, n_test=4, compress=True):
     root.mkdir(parents=True, exist_ok=True)
     for prefix, n in [("train", n_train), ("t10k", n_test)]:
         sfx = ".gz" if compress else ""
-        write_idx(root / f"{prefix}-images-idx3-ubyte{sfx}", rng.integers(0, 256, (n, 28, 28)).astype(np.uint8), compress=compress)
+        write_idx(root / f"{prefix}-images-idx3-ubyte{sfx}", rng.integers(0, 256, (n, 28, 28)).astype(np.uint8),
+                  compress=compress)
         write_idx(root / f"{prefix}-labels-idx1-ubyte{sfx}", (np.arange(n) % 10).astype(np.uint8), compress=compress)
 
 

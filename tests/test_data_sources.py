@@ -129,7 +129,8 @@ def test_resume_mid_epoch_with_workers_is_bit_identical(folder, tmp_path):
     # 3 steps x 4 = 12 of 23 samples: the checkpoint is in the middle of epoch 0.
     c = ganfn.checkpoint.load(ganfn.checkpoint.CheckpointManager(tmp_path / "half" / "checkpoints").latest())
     assert c["position"]["epoch"] == 0 and c["position"]["index"] == 12
-    resumed, h_res = fit(gan, images_source(root, 8, flip=True, workers=2), run_dir=tmp_path / "half", resume=True, **kw)
+    resumed, h_res = fit(gan, images_source(root, 8, flip=True, workers=2), run_dir=tmp_path / "half", resume=True,
+                         **kw)
     assert all(torch.equal(a, b) for a, b in zip(leaves(full), leaves(resumed), strict=True))
     assert [r["d_loss"] for r in h_full["train"]] == [r["d_loss"] for r in h_res["train"]]
     # A run on unflipped data differs (the comparison can fail).

@@ -423,7 +423,8 @@ def test_torchrun_train_matches_one_process_and_resumes(tmp_path):
         assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-3000:]
         assert r.stdout.count("ganfn train:") == 1  # rank 0 alone prints
     one = tmp_path / "one"
-    r = subprocess.run([sys.executable, "-m", "ganfn", *common, "--batch-size", "32", "--steps", "12", "--run-dir", str(one)],
+    r = subprocess.run([sys.executable, "-m", "ganfn", *common, "--batch-size", "32",
+                        "--steps", "12", "--run-dir", str(one)],
                        env=env, cwd=tmp_path, capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr[-3000:]
     (step_dp, s_dp), (step_one, s_one) = _latest_state(dp), _latest_state(one)

@@ -98,7 +98,8 @@ def test_vmapped_step_equals_single_runs(S, B, data):
 
 
 @SETTINGS
-@given(S=st.integers(2, 3), B=st.sampled_from([4, 6]), mix=st.lists(st.sampled_from([0.0, 0.3, 1.0]), min_size=3, max_size=3))
+@given(S=st.integers(2, 3), B=st.sampled_from([4, 6]),
+       mix=st.lists(st.sampled_from([0.0, 0.3, 1.0]), min_size=3, max_size=3))
 def test_per_member_data_and_loss_mixture(S, B, mix):
     """Per-member batches ([S, B, ...]) and a per-member loss mixture weight."""
     seeds = list(range(10, 10 + S))
@@ -118,7 +119,8 @@ def test_shared_and_per_member_data_agree_when_batches_are_equal():
     # and different per-member batches give different members
     other = [torch.stack([r, r + 1.0, r]) for r in reals]
     diff, _ = ensemble_run(GP_GAN, [0, 1, 2], None, other, B, shared_data=False)
-    assert not torch.allclose(ganfn.unstack(diff)[1].d.params["0.weight"], ganfn.unstack(shared)[1].d.params["0.weight"])
+    assert not torch.allclose(ganfn.unstack(diff)[1].d.params["0.weight"],
+                              ganfn.unstack(shared)[1].d.params["0.weight"])
     assert_close(ganfn.unstack(diff)[0], ganfn.unstack(shared)[0])
 
 
@@ -257,7 +259,8 @@ def test_init_many_and_noise_reproduce_single_draws():
     assert not torch.equal(state.g.params["0.weight"][0], state.g.params["0.weight"][1])
     noise = ensemble.draw_noise_many(GP_GAN, ensemble.rngs(seeds), 6)
     for i, s in enumerate(seeds):
-        assert_close(optree.tree_map(lambda x: x[i], noise), GP_GAN.draw_noise(torch.Generator().manual_seed(s), 6), exact=True)
+        assert_close(optree.tree_map(lambda x: x[i], noise), GP_GAN.draw_noise(torch.Generator().manual_seed(s), 6),
+                     exact=True)
     with pytest.raises(ValueError, match="one dict per member"):
         ensemble.init_many(GP_GAN, [0, 1], [{}])
 

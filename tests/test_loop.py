@@ -107,7 +107,8 @@ def test_stacked_run_stops_only_when_every_member_diverged():
 def test_early_stopping_after_patience_evaluations(patience, every):
     gan = _gan()
     flat = Evaluator(lambda s: {"q": 1.0}, "q", n_samples=8)
-    _, hist = fit(gan, data.ring8, steps=100, batch_size=8, evaluator=flat, eval_every=every, patience=patience, **QUIET)
+    _, hist = fit(gan, data.ring8, steps=100, batch_size=8, evaluator=flat, eval_every=every, patience=patience,
+                  **QUIET)
     # The initial evaluation sets the best; evaluation k after it is the k-th without improvement.
     assert hist["steps_run"] == every * patience
     assert "no improvement" in hist["stopped"]
@@ -204,7 +205,8 @@ def test_resume_at_or_past_steps_refuses_and_writes_nothing(tmp_path):
     before = {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
     for steps in (3, 6):  # fewer steps than done, and exactly as many
         with pytest.raises(FinishedRunError, match=r"at step 6 and the run was asked for \d steps: nothing was trained") as e:
-            fit(gan, data.ring8, steps=steps, batch_size=16, run_dir=tmp_path, resume=True, config={"steps": steps}, **QUIET)
+            fit(gan, data.ring8, steps=steps, batch_size=16, run_dir=tmp_path, resume=True, config={"steps": steps},
+                **QUIET)
         assert (e.value.step, e.value.steps) == (6, steps)
     after = {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
     assert after == before  # config.json, metrics.json, checkpoints, tb/: untouched
@@ -240,7 +242,8 @@ def test_metrics_json_is_strict_json(tmp_path):
     docs = {}
     for name in ("metrics.json", "config.json"):
         text = (tmp_path / name).read_text()
-        docs[name] = json.loads(text, parse_constant=lambda c: pytest.fail(f"{name} holds {c}, which strict JSON forbids"))
+        docs[name] = json.loads(text,
+                                parse_constant=lambda c: pytest.fail(f"{name} holds {c}, which strict JSON forbids"))
         assert "NaN" not in text and "Infinity" not in text
     doc = docs["metrics.json"]
     assert docs["config.json"] == {"x": None}
@@ -251,7 +254,8 @@ def test_stacked_sample_panels_are_labelled(tmp_path):
     from PIL import Image
 
     gan = _gan()
-    fit(gan, data.ring8, steps=2, batch_size=16, run_dir=tmp_path, seeds=[5, 6], hparams=[{"lr_d": 1e-3}, {"lr_d": 3e-4}],
+    fit(gan, data.ring8, steps=2, batch_size=16, run_dir=tmp_path, seeds=[5, 6],
+        hparams=[{"lr_d": 1e-3}, {"lr_d": 3e-4}],
         **QUIET)
     plain = Image.open(tmp_path / "samples_member00.png")
     ref_h = 320  # scatter_image's size: the caption band sits above it

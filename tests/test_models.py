@@ -42,7 +42,8 @@ def test_conv_model_shapes(size, channels, width, batch, latent, norm):
     x = g(torch.randn(batch, latent, generator=gen(1)))
     assert x.shape == (batch, channels, size, size) and g.sample_shape == (channels, size, size)
     assert x.abs().max() <= 1  # tanh output
-    for d in (M.DCGANDiscriminator(size, channels, width, norm, generator=gen(2)), M.SNDiscriminator(size, channels, width, generator=gen(3))):
+    for d in (M.DCGANDiscriminator(size, channels, width, norm, generator=gen(2)),
+              M.SNDiscriminator(size, channels, width, generator=gen(3))):
         out = d(x)
         assert out.shape == (batch,) and torch.isfinite(out).all()
 
@@ -249,7 +250,8 @@ def test_functional_call_is_pure_for_batchnorm_free_models():
 
 @pytest.mark.parametrize(
     "name, shape",
-    [("mlp", (2,)), ("mlp", (1, 8, 8)), ("dcgan", (1, 8, 8)), ("dcgan", (1, 16, 16)), ("dcgan", (3, 32, 32)), ("sngan", (3, 32, 32))],
+    [("mlp", (2,)), ("mlp", (1, 8, 8)), ("dcgan", (1, 8, 8)), ("dcgan", (1, 16, 16)),
+     ("dcgan", (3, 32, 32)), ("sngan", (3, 32, 32))],
 )
 def test_build(name, shape):
     g, d, latent = M.build(name, shape, width=4, generator=gen(0))

@@ -205,7 +205,8 @@ def test_bad_num_classes_rejected():
         M.ProjectionDiscriminator(8, 1, 4, 2.5)
 
 
-@pytest.mark.parametrize("name, shape", [("mlp", (2,)), ("mlp", (1, 8, 8)), ("dcgan", (1, 8, 8)), ("sngan", (1, 16, 16)),
+@pytest.mark.parametrize("name, shape",
+                         [("mlp", (2,)), ("mlp", (1, 8, 8)), ("dcgan", (1, 8, 8)), ("sngan", (1, 16, 16)),
                                          ("resnet", (3, 8, 8)), ("acgan", (1, 8, 8))])
 def test_build_conditional(name, shape):
     G, D, latent = M.build(name, shape, width=4, num_classes=3, generator=gen(0))

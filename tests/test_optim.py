@@ -19,7 +19,8 @@ STEPS = 6
 
 def init_params(seed: int) -> dict[str, torch.Tensor]:
     g = torch.Generator().manual_seed(seed)
-    return {"w": torch.randn(4, 3, generator=g, dtype=torch.float64), "b": torch.randn(3, generator=g, dtype=torch.float64)}
+    return {"w": torch.randn(4, 3, generator=g, dtype=torch.float64),
+            "b": torch.randn(3, generator=g, dtype=torch.float64)}
 
 
 def loss_fn(p: dict[str, torch.Tensor], step: int) -> torch.Tensor:
@@ -49,7 +50,8 @@ def run_ganfn(opt, seed: int, steps: int = STEPS):
     return traj, lrs
 
 
-def run_torch(name: str, hp: dict, seed: int, steps: int = STEPS, scheduler=None, every: int = 1, clip: float | None = None):
+def run_torch(name: str, hp: dict, seed: int, steps: int = STEPS, scheduler=None, every: int = 1,
+              clip: float | None = None):
     p = {k: torch.nn.Parameter(v.clone()) for k, v in init_params(seed).items()}
     o = TORCH[name](list(p.values()), **hp)
     sched = scheduler(o) if scheduler else None
@@ -85,7 +87,8 @@ def test_equals_torch_optim_over_a_loop(name, data):
 def test_tensor_hyperparameters_equal_float_ones(name, data):
     hp = data.draw(gst.optimizer_hparams(name))
     f64 = lambda v: torch.tensor(v, dtype=torch.float64)  # float32 would round 0.1
-    as_tensors = {k: (tuple(f64(b) for b in v) if k == "betas" else v if isinstance(v, bool) else f64(v)) for k, v in hp.items()}
+    as_tensors = {k: (tuple(f64(b) for b in v) if k == "betas" else v if isinstance(v, bool) else f64(v)) for k,
+                  v in hp.items()}
     a = run_ganfn(ganfn_ctor(name, hp), 0)[0]
     b = run_ganfn(ganfn_ctor(name, as_tensors), 0)[0]
     assert_trees_equal(a, b, "float vs tensor hyperparameters")
@@ -94,7 +97,8 @@ def test_tensor_hyperparameters_equal_float_ones(name, data):
 @given(st.floats(0.5, 0.999), st.integers(1, 3), gst.learning_rates(1e-3, 1e-1))
 def test_exponential_decay_equals_exponential_lr(gamma, every, lr):
     ours, ours_lr = run_ganfn(optim.sgd(lr, schedule=optim.exponential_decay(gamma, every)), 0)
-    ref, ref_lr = run_torch("sgd", {"lr": lr}, 0, scheduler=lambda o: torch.optim.lr_scheduler.ExponentialLR(o, gamma), every=every)
+    ref, ref_lr = run_torch("sgd", {"lr": lr}, 0, scheduler=lambda o: torch.optim.lr_scheduler.ExponentialLR(o, gamma),
+                            every=every)
     assert ours_lr == pytest.approx(ref_lr, rel=1e-12)
     compare(ours, ref, "ExponentialLR")
 
@@ -111,7 +115,8 @@ def test_linear_warmup_equals_linear_lr(steps, lr):
 @given(st.integers(1, 5), st.floats(0.01, 1.0))
 def test_linear_decay_equals_linear_lr(total, end):
     ours, ours_lr = run_ganfn(optim.sgd(0.05, schedule=optim.linear_decay(total, end)), 0)
-    ref, ref_lr = run_torch("sgd", {"lr": 0.05}, 0, scheduler=lambda o: torch.optim.lr_scheduler.LinearLR(o, 1.0, end, total_iters=total))
+    ref, ref_lr = run_torch("sgd", {"lr": 0.05}, 0,
+                            scheduler=lambda o: torch.optim.lr_scheduler.LinearLR(o, 1.0, end, total_iters=total))
     assert ours_lr == pytest.approx(ref_lr, rel=1e-9)
     compare(ours, ref, "LinearLR decay")
 
@@ -149,7 +154,8 @@ def test_vmapped_update_with_per_member_hyperparameters(lrs, betas):
         assert_trees_close(singles[i], (p_i, s_i), f"member {i}", rtol=1e-12, atol=1e-14)
 
 
-@pytest.mark.parametrize("bad", [dict(lr=-1e-3), dict(lr=float("nan")), dict(lr=float("inf")), dict(betas=(0.5, 1.0)), dict(eps=-1.0)])
+@pytest.mark.parametrize("bad", [dict(lr=-1e-3), dict(lr=float("nan")), dict(lr=float("inf")),
+                                 dict(betas=(0.5, 1.0)), dict(eps=-1.0)])
 def test_invalid_hyperparameters_raise(bad):
     with pytest.raises(ValueError, match=r"hyperparameter (lr|beta2|eps)=.*valid range"):
         optim.adam(**bad)
@@ -172,7 +178,8 @@ def test_other_invalid_settings_raise():
 @pytest.mark.parametrize("make,ref", [
     (lambda: optim.adam(1e-2, (0.9, 0.99)), lambda p: torch.optim.Adam(p, 1e-2, (0.9, 0.99))),
     (lambda: optim.sgd(1e-2, 0.9), lambda p: torch.optim.SGD(p, 1e-2, 0.9)),
-    (lambda: optim.rmsprop(1e-2, momentum=0.5, centered=True), lambda p: torch.optim.RMSprop(p, 1e-2, momentum=0.5, centered=True)),
+    (lambda: optim.rmsprop(1e-2, momentum=0.5, centered=True),
+     lambda p: torch.optim.RMSprop(p, 1e-2, momentum=0.5, centered=True)),
 ])
 def test_zero_dim_float32_parameters_keep_their_dtype(make, ref):
     # 0-d leaves (a learned temperature, a scalar gain) must not be promoted to
@@ -199,7 +206,8 @@ def _scaled_gan(scale_g, scale_d, dtype=torch.float64, **kw):
     G = nn.Sequential(nn.Linear(4, 16), nn.ReLU(), nn.Linear(16, 2)).to(dtype)
     D = nn.Sequential(nn.Linear(2, 16), nn.LeakyReLU(0.2), nn.Linear(16, 1)).to(dtype)
     wrap = lambda o, s: o if s is None else optim.loss_scaled(o, s, **kw)
-    return ganfn.GAN(G, D, latent_dim=4, g_optimizer=wrap(optim.adam(1e-3), scale_g), d_optimizer=wrap(optim.adam(1e-3), scale_d))
+    return ganfn.GAN(G, D, latent_dim=4, g_optimizer=wrap(optim.adam(1e-3), scale_g),
+                     d_optimizer=wrap(optim.adam(1e-3), scale_d))
 
 
 @given(log2_scale=st.integers(0, 40), seed=st.integers(0, 100))

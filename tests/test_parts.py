@@ -86,13 +86,16 @@ def test_user_part_regularises():
     state = state._replace(parts={"lecam": {"real": torch.tensor(5.0), "fake": torch.tensor(-5.0)}})
     nd = ganfn.tree_index(noise.d, 0)
     _, g_on, aux = gan.d_grads(state, real, nd)
-    _, g_off, _ = gan.d_grads(state._replace(hparams={**state.hparams, "lecam_weight": torch.tensor(0.0, dtype=torch.float64)}), real, nd)
+    _, g_off, _ = gan.d_grads(state._replace(hparams={**state.hparams,
+                                                      "lecam_weight": torch.tensor(0.0, dtype=torch.float64)}), real,
+                              nd)
     assert float(aux.penalty) > 0
     assert any(not torch.equal(a, b) for a, b in zip(leaves(g_on), leaves(g_off), strict=True))
 
 
 def test_user_part_vmapped_equals_single_runs():
-    assert_vmap_equivalent(_gan(), [0, 1, 2], steps=3, hparams=[{"lecam_weight": 0.1}, {"lecam_weight": 1.0}, {"lecam_decay": 0.5}])
+    assert_vmap_equivalent(_gan(), [0, 1, 2], steps=3,
+                           hparams=[{"lecam_weight": 0.1}, {"lecam_weight": 1.0}, {"lecam_decay": 0.5}])
 
 
 def test_user_part_resumes_bit_identically(tmp_path):
@@ -177,7 +180,8 @@ def test_bad_parts_are_refused_at_construction():
     with pytest.raises(TypeError, match="ganfn.parts.Part"):
         ganfn.GAN(G, D, latent_dim=3, parts=[object()])
     with pytest.raises(ValueError, match="lecam_decay"):
-        ganfn.GAN(G, D, latent_dim=3, parts=[lecam()._replace(hparams={"lecam_decay": Hyper(2.0, ganfn.validate.Range(0.0, 1.0))})])
+        ganfn.GAN(G, D, latent_dim=3,
+                  parts=[lecam()._replace(hparams={"lecam_decay": Hyper(2.0, ganfn.validate.Range(0.0, 1.0))})])
     gan = _gan()
     with pytest.raises(ValueError, match="lecam_weight"):
         gan.init(0, lecam_weight=float("nan"))
@@ -242,7 +246,8 @@ def test_ema_start_copies_parameters_until_then():
         state, _ = gan.train_step(state, real, gan.draw_noise(rng, B))
         assert_trees_equal(state.parts["ema"]["params"], state.g.params, "EMA before its start")
     state, _ = gan.train_step(state, real, gan.draw_noise(rng, B))
-    assert any(not torch.equal(a, b) for a, b in zip(leaves(state.parts["ema"]["params"]), leaves(state.g.params), strict=True))
+    assert any(not torch.equal(a, b) for a,
+               b in zip(leaves(state.parts["ema"]["params"]), leaves(state.g.params), strict=True))
 
 
 # -- instance noise annealing -------------------------------------------------------------------
@@ -259,7 +264,8 @@ def test_instance_noise_anneals_inside_the_step(base, step, k):
     level = base * max(0.0, 1 - step / k)
     p = gan.part("instance_noise")
     r, f = p.d_inputs(real, real, gan.ctx(p, state, nd.parts))
-    torch.testing.assert_close(r, real + torch.tensor(level, dtype=torch.float64).float() * nd.parts["instance_noise"]["real"])
+    torch.testing.assert_close(r,
+                               real + torch.tensor(level, dtype=torch.float64).float() * nd.parts["instance_noise"]["real"])
 
 
 def test_hooks_lists_the_parts_implementing_a_hook_in_run_order():

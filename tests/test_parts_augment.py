@@ -32,7 +32,8 @@ def _without(noise: Noise, name: str) -> Noise:
     return Noise(drop(noise.d), drop(noise.g))
 
 
-@pytest.mark.parametrize("make", [lambda: parts.diffaugment(POLICY, p=0.0), lambda: parts.ada(POLICY, p=0.0)], ids=["diffaugment", "ada"])
+@pytest.mark.parametrize("make", [lambda: parts.diffaugment(POLICY, p=0.0), lambda: parts.ada(POLICY, p=0.0)],
+                         ids=["diffaugment", "ada"])
 def test_p_zero_is_the_unaugmented_step_bit_for_bit(make):
     aug, plain = _gan(make()), _gan()
     state, real = aug.init(0), _real()
@@ -70,8 +71,10 @@ def test_augmented_step_is_pure_and_vmapped_members_equal_single_runs():
     state, real = gan.init(0), _real()
     assert_pure(gan.train_step, state, real, gan.draw_noise(torch.Generator().manual_seed(1), B))
     data = lambda n, g: torch.rand(n, 1, 8, 8, generator=g) * 2 - 1
-    assert_vmap_equivalent(gan, [0, 1, 2], steps=2, batch_size=B, data=data, hparams=[{"augment_p": 0.0}, {"augment_p": 0.5}, {}])
-    assert_vmap_equivalent(_gan(parts.ada(POLICY, interval=1, speed_images=50.0)), [0, 1], steps=3, batch_size=B, data=data,
+    assert_vmap_equivalent(gan, [0, 1, 2], steps=2, batch_size=B, data=data,
+                           hparams=[{"augment_p": 0.0}, {"augment_p": 0.5}, {}])
+    assert_vmap_equivalent(_gan(parts.ada(POLICY, interval=1, speed_images=50.0)), [0, 1], steps=3, batch_size=B,
+                           data=data,
                            hparams=[{"ada_target": 0.0}, {"ada_target": 0.9}])
 
 
@@ -95,10 +98,12 @@ def test_ada_p_rises_when_d_overfits_a_tiny_training_set():
 def test_ada_p_falls_when_d_does_not_overfit():
     """A D that judges every real image fake (r_t = -1 < 0.6) and never learns
     (lr_d = 0): p falls from 0.5 to 0 and stays there."""
-    gan = _gan(parts.ada("translation", interval=2, speed_images=60.0, p=0.5), d_optimizer=ganfn.optim.adam(0.0, (0.5, 0.99)))
+    gan = _gan(parts.ada("translation", interval=2, speed_images=60.0, p=0.5),
+               d_optimizer=ganfn.optim.adam(0.0, (0.5, 0.99)))
     state = gan.init(0)
     last = [k for k in state.d.params if k.endswith("bias")][-1]
-    state = state._replace(d=state.d._replace(params={**state.d.params, last: torch.full_like(state.d.params[last], -50.0)}))
+    state = state._replace(d=state.d._replace(params={**state.d.params,
+                                                      last: torch.full_like(state.d.params[last], -50.0)}))
     p = [float(state.parts["ada"]["p"])]
     for i in range(3):
         state = _train(gan, state, _real(), 2, seed=i)
@@ -141,7 +146,8 @@ def test_ada_state_checkpoints_and_resumes_bit_identically(tmp_path):
 
     gan = _gan(parts.ada("translation", interval=1, speed_images=100.0, p=0.5))
     images = lambda n, g: torch.rand(n, 1, 8, 8, generator=g) * 2 - 1
-    kw = dict(steps=4, batch_size=B, log_every=1, checkpoint_every=None, seed=3, progress=False, print_fn=lambda s: None)
+    kw = dict(steps=4, batch_size=B, log_every=1, checkpoint_every=None, seed=3, progress=False,
+              print_fn=lambda s: None)
     full, _ = fit(gan, images, run_dir=tmp_path / "full", **kw)
     fit(gan, images, run_dir=tmp_path / "half", **{**kw, "steps": 2})
     resumed, _ = fit(gan, images, run_dir=tmp_path / "half", resume=True, **kw)
@@ -149,7 +155,8 @@ def test_ada_state_checkpoints_and_resumes_bit_identically(tmp_path):
     assert float(resumed.parts["ada"]["p"]) != 0.5  # it moved, and the move was checkpointed
 
 
-@pytest.mark.parametrize("make", [lambda: parts.diffaugment(POLICY), lambda: parts.ada(POLICY, p=0.5)], ids=["diffaugment", "ada"])
+@pytest.mark.parametrize("make", [lambda: parts.diffaugment(POLICY), lambda: parts.ada(POLICY, p=0.5)],
+                         ids=["diffaugment", "ada"])
 def test_augmentation_in_a_conditional_gan_keeps_the_labels(make):
     # D scores the augmented images with their own labels (real labels with real
     # images, the drawn fake labels with fakes); the step stays pure and each

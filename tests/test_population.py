@@ -186,7 +186,8 @@ def test_halve_freezes_the_worst_half_and_frozen_members_never_change():
     s = halved
     for _ in range(2):
         s, _ = step(s, torch.randn(8, 2, generator=g), ensemble.draw_noise_many(GAN, rngs, 8))
-        s, _ = P.exploit_explore(s, -scores, torch.Generator().manual_seed(2), space=SPACE, fraction=0.5, retired=retired)
+        s, _ = P.exploit_explore(s, -scores, torch.Generator().manual_seed(2), space=SPACE, fraction=0.5,
+                                 retired=retired)
     for i in retired:
         assert same(member(s, i), member(halved, i)), i
     # The next halving ranks only the four active members; a diverged one counts among the worst.

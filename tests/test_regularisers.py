@@ -129,7 +129,8 @@ def test_penalty_terms_are_second_order_differentiable_under_vmap():
 # -- bCR ------------------------------------------------------------------------------------
 
 
-@given(gst.batches((2, 4, 4), max_batch=4, dtype=f64, kind="image"), gst.seeds(), gst.penalty_weights(), gst.penalty_weights())
+@given(gst.batches((2, 4, 4), max_batch=4, dtype=f64, kind="image"), gst.seeds(), gst.penalty_weights(),
+       gst.penalty_weights())
 def test_bcr_brightness_on_a_sum_critic_is_the_shift_squared(x, seed, wr, wf):
     """D(x) = c * sum(x) moves by c * numel * (u - 0.5) under brightness."""
     c = 0.3
@@ -142,7 +143,8 @@ def test_bcr_brightness_on_a_sum_critic_is_the_shift_squared(x, seed, wr, wf):
     exp = wr * ((c * n * (nr["brightness"][:, 0] - 0.5)) ** 2).mean() + wf * ((c * n * (nf["brightness"][:, 0] - 0.5)) ** 2).mean()
     torch.testing.assert_close(val, exp)
     # passing the already computed outputs gives the same value
-    torch.testing.assert_close(R.bcr_term(d, x, fake, nr, nf, wr, wf, policy="brightness", real_out=d(x), fake_out=d(fake)), exp)
+    torch.testing.assert_close(R.bcr_term(d, x, fake, nr, nf, wr, wf, policy="brightness",
+                                          real_out=d(x), fake_out=d(fake)), exp)
 
 
 def test_bcr_zero_for_an_augmentation_invariant_critic_and_at_p_zero():

@@ -68,7 +68,8 @@ def test_one_step_matches_torch_power_iteration():
 
 
 def test_pure_and_names():
-    params = {"a.weight": weight((3, 2), 0), "a.bias": weight((3,), 1), "c.weight": weight((2, 1, 3, 3), 2), "n.weight": weight((4,), 3)}
+    params = {"a.weight": weight((3, 2), 0), "a.bias": weight((3,), 1), "c.weight": weight((2, 1, 3, 3), 2),
+              "n.weight": weight((4,), 3)}
     assert sn_names(params) == ["a.weight", "c.weight"]
     u = assert_pure(lambda p: sn_init(p, torch.Generator().manual_seed(0)), params)
     assert_pure(sn_step, params, u, 3)
