@@ -40,7 +40,8 @@ def parse(argv=None) -> argparse.Namespace:
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float64"])
     ap.add_argument("--threads", type=int, default=1, help="torch.set_num_threads (and XLA's pool when 1)")
-    ap.add_argument("--rounds", type=int, default=None, help="round-robin rounds (default 15, --quick 5; DCGAN fewer on CPU)")
+    ap.add_argument("--rounds", type=int, default=None,
+                    help="round-robin rounds (default 15, --quick 5; DCGAN fewer on CPU)")
     ap.add_argument("--steps", type=int, default=None, help="steps per variant per round (default 10; DCGAN on CPU 2)")
     ap.add_argument("--warmup", type=int, default=3, help="untimed steps per variant before timing")
     ap.add_argument("--quick", action="store_true", help="fewer rounds")
@@ -84,7 +85,8 @@ def main(argv=None) -> None:
 
     print(f"# torch {torch.__version__}, device {_device_name(device)}, dtype {args.dtype}, "
           f"torch.get_num_threads()={torch.get_num_threads()}, "
-          f"cores pinned {sorted(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity') else '?'}, python {platform.python_version()}")
+          f"cores pinned {sorted(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity') else '?'}, python "
+          f"{platform.python_version()}")
     _versions(variants)
     print(f"# command: python bench/harness.py {' '.join(sys.argv[1:] if argv is None else argv)}")
     peak = _matmul_peak(device, dtype) if args.flops else None
@@ -121,7 +123,8 @@ def main(argv=None) -> None:
                     mem[v] = (-1, f"failed: {type(e).__name__}: {e}")
         base = statistics.median(times["imperative"])
         flops = _step_flops(objs["imperative"]) if args.flops else None
-        print("| variant | step ms | IQR of rounds ms | ratio to imperative | speed-up | compile s | peak MB/step | mem ratio |")
+        print("| variant | step ms | IQR of rounds ms | ratio to imperative | speed-up | compile s | peak MB/step | "
+              "mem ratio |")
         print("|---|---|---|---|---|---|---|---|")
         for v in objs:
             med = statistics.median(times[v])
@@ -130,7 +133,8 @@ def main(argv=None) -> None:
             mb, how = mem.get(v, (-1, ""))
             mb_s = f"{mb / 2**20:.2f}" if mb >= 0 else "n/a"
             mr = f"{mb / mem['imperative'][0]:.2f}" if mb >= 0 and mem.get("imperative", (0,))[0] > 0 else "n/a"
-            print(f"| {v} | {med * 1e3:.2f} | {q[0] * 1e3:.2f}-{q[2] * 1e3:.2f} | {med / base:.3f} | {base / med:.2f}x | "
+            print(f"| {v} | {med * 1e3:.2f} | {q[0] * 1e3:.2f}-{q[2] * 1e3:.2f} | {med / base:.3f} | "
+                  f"{base / med:.2f}x | "
                   f"{'' if c is None else f'{c:.1f}'} | {mb_s} | {mr} |")
         for v in objs:
             if objs[v].note:
@@ -191,7 +195,8 @@ def _matmul_peak(device, dtype) -> float:
         a @ b
     sync(device)
     rate = 2 * n**3 * reps / (time.perf_counter() - t0)
-    print(f"# measured matmul rate ({n}x{n}, {dtype}{', tf32' if device.type == 'cuda' and dtype == torch.float32 else ''}): {rate / 1e12:.2f} TFLOP/s")
+    print(f"# measured matmul rate ({n}x{n}, "
+          f"{dtype}{', tf32' if device.type == 'cuda' and dtype == torch.float32 else ''}): {rate / 1e12:.2f} TFLOP/s")
     return rate
 
 

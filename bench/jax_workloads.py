@@ -47,7 +47,8 @@ def _translate(seq: nn.Sequential, prefix: str):
         if isinstance(m, nn.Linear):
             layers.append(("linear", p, {"bias": m.bias is not None}))
         elif isinstance(m, nn.ConvTranspose2d):
-            layers.append(("convT", p, {"stride": m.stride[0], "pad": m.padding[0], "k": m.kernel_size[0], "bias": m.bias is not None}))
+            layers.append(("convT", p, {"stride": m.stride[0], "pad": m.padding[0],
+                                        "k": m.kernel_size[0], "bias": m.bias is not None}))
         elif isinstance(m, nn.Conv2d):
             layers.append(("conv", p, {"stride": m.stride[0], "pad": m.padding[0], "bias": m.bias is not None}))
         elif isinstance(m, nn.BatchNorm2d):
@@ -184,7 +185,8 @@ class JaxVariant(Variant):
                 fake, gb = g(gp_, gb, zd[k])
                 fake = jax.lax.stop_gradient(fake)
                 r = real if nc == 1 else real[k]
-                (ld, db), grads = jax.value_and_grad(d_loss, has_aux=True)(dp, db, r, fake, None if eps is None else eps[k])
+                (ld, db), grads = jax.value_and_grad(d_loss, has_aux=True)(dp, db, r, fake,
+                                                                           None if eps is None else eps[k])
                 upd, od = opt.update(grads, od, dp)
                 dp = optax.apply_updates(dp, upd)
 
@@ -200,7 +202,8 @@ class JaxVariant(Variant):
             return (gp_, gb, dp, db, og, od), {"d_loss": ld, "g_loss": lg}
 
         self.fn = jax.jit(step, donate_argnums=0)
-        self.jpool = [(_to_jax(r), _to_jax(n.d.z), _to_jax(n.d.parts["gp"]["eps"]) if "gp" in n.d.parts else None, _to_jax(n.g.z))
+        self.jpool = [(_to_jax(r), _to_jax(n.d.z),
+                       _to_jax(n.d.parts["gp"]["eps"]) if "gp" in n.d.parts else None, _to_jax(n.g.z))
                       for r, n in self.pool]
         self.note = "jax.jit(step, donate_argnums=0) + optax.adam"
         init = self.state

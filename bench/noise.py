@@ -90,7 +90,8 @@ def main(argv=None) -> None:
         for S in args.members:
             r = bench(w, S, args.rounds, device)
             d, o, s = r["per-member draw"], r["one randn"], r["vmap step"]
-            print(f"| {w} | {S} | {d * 1e3:.3f} | {o * 1e3:.3f} | {s * 1e3:.2f} | {100 * d / (d + s):.1f}% | {d / o:.1f}x |", flush=True)
+            print(f"| {w} | {S} | {d * 1e3:.3f} | {o * 1e3:.3f} | {s * 1e3:.2f} | {100 * d / (d + s):.1f}% | "
+                  f"{d / o:.1f}x |", flush=True)
 
 
 if __name__ == "__main__":

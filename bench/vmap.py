@@ -244,7 +244,8 @@ class JaxVmap(Contender):
         def dense(key, i, o):
             k1, k2 = jax.random.split(key)
             lim = 1 / math.sqrt(i)
-            return {"w": jax.random.uniform(k1, (i, o), minval=-lim, maxval=lim), "b": jax.random.uniform(k2, (o,), minval=-lim, maxval=lim)}
+            return {"w": jax.random.uniform(k1, (i, o), minval=-lim, maxval=lim),
+                    "b": jax.random.uniform(k2, (o,), minval=-lim, maxval=lim)}
 
         def init(key):
             ks = jax.random.split(key, 4)
@@ -355,7 +356,8 @@ def bench(workload: str, S: int, args, device: torch.device) -> dict[str, tuple[
 
 
 def main(argv: list[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--workload", choices=[*WORKLOADS, "all"], default="all")
     ap.add_argument("--members", type=int, nargs="+", default=[1, 4, 16, 64], help="ensemble sizes S")
     ap.add_argument("--device", default="cpu")
@@ -387,7 +389,8 @@ def main(argv: list[str] | None = None) -> None:
     for w in workloads:
         latent, shape, hidden, B, _ = WORKLOADS[w]
         print(f"\n## {w}: MLP GAN latent {latent}, hidden {hidden}, sample {shape}, batch {B}")
-        print(f"ms/step for S members; ratio = throughput vs `seq torch` (S sequential imperative loops); memory: {mem_kind} per member\n")
+        print("ms/step for S members; ratio = throughput vs `seq torch` (S sequential imperative loops); memory: "
+              f"{mem_kind} per member\n")
         header = None
         for S in args.members:
             try:

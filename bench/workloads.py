@@ -360,7 +360,8 @@ class LightningVariant(Variant):
                     for k in range(wl.n_critic):
                         r = real if wl.n_critic == 1 else real[k]
                         fake = self.generator(noise.d.z[k])
-                        disc_loss = imp.d_loss(r, fake.detach(), noise.d.parts["gp"]["eps"][k] if wl.gp is not None else None)
+                        disc_loss = imp.d_loss(r, fake.detach(),
+                                               noise.d.parts["gp"]["eps"][k] if wl.gp is not None else None)
                         self.log("disc_loss", disc_loss)
                         d_opt.zero_grad()
                         self.manual_backward(disc_loss)
@@ -383,7 +384,8 @@ class LightningVariant(Variant):
         acc = "gpu" if self.device.type == "cuda" else "cpu"
         trainer = self.L.Trainer(accelerator=acc, devices=1, max_epochs=1, logger=False, enable_checkpointing=False,
                                  enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0,
-                                 callbacks=list(callbacks), precision="64-true" if self.dtype == torch.float64 else "32-true")
+                                 callbacks=list(callbacks),
+                                 precision="64-true" if self.dtype == torch.float64 else "32-true")
         loader = torch.utils.data.DataLoader(idx, batch_size=None, shuffle=False)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
