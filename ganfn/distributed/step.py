@@ -45,7 +45,8 @@ def make_reduce(*, sync_buffers: bool = True, group: Any = None) -> _step.Reduce
 
 
 def make_train_step(gan: GAN, *, stacked: bool = False, shared_data: bool = True, sync_buffers: bool = True,
-                    isolate: bool = True, group: Any = None) -> Callable[[TrainState, Tensor, Noise], tuple[TrainState, dict[str, Tensor]]]:
+                    isolate: bool = True, group: Any = None) -> Callable[[TrainState, Tensor, Noise],
+                                                                         tuple[TrainState, dict[str, Tensor]]]:
     """A data-parallel ``step(state, real, noise) -> (state, metrics)``.
 
     It is ``gan.train_step``'s orchestration (:func:`ganfn.step.run`) with the

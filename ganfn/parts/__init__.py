@@ -49,5 +49,6 @@ from .spectral_norm import spectral_norm
 
 __all__ = [
     "Part", "Hyper", "Ctx", "InitCtx", "Draw", "DTerm", "GTerm", "PartError", "check_part", "check_like",
-    "diffaugment", "ada", "dragan", "one_sided_gp", "bcr", "top_k", "ema", "ema_decay", "instance_noise", "instance_noise_level", "replay", "balance", "spectral_norm",
+    "diffaugment", "ada", "dragan", "one_sided_gp", "bcr", "top_k", "ema", "ema_decay", "instance_noise",
+    "instance_noise_level", "replay", "balance", "spectral_norm",
 ]

@@ -61,13 +61,16 @@ class Draw(NamedTuple):
     dtype: torch.dtype
 
     def normal(self, *shape: int) -> Tensor:
-        return torch.randn(self.n, self.batch_size, *shape, generator=self.generator, dtype=self.dtype, device=self.generator.device)
+        return torch.randn(self.n, self.batch_size, *shape, generator=self.generator, dtype=self.dtype,
+                           device=self.generator.device)
 
     def uniform(self, *shape: int) -> Tensor:
-        return torch.rand(self.n, self.batch_size, *shape, generator=self.generator, dtype=self.dtype, device=self.generator.device)
+        return torch.rand(self.n, self.batch_size, *shape, generator=self.generator, dtype=self.dtype,
+                          device=self.generator.device)
 
     def randint(self, high: int, *shape: int) -> Tensor:
-        return torch.randint(high, (self.n, self.batch_size, *shape), generator=self.generator, device=self.generator.device)
+        return torch.randint(high, (self.n, self.batch_size, *shape), generator=self.generator,
+                             device=self.generator.device)
 
 
 class DTerm(NamedTuple):
@@ -192,4 +195,5 @@ def check_like(part: str, hook: str, got: PyTree, want: PyTree, *, dtype: bool =
     for i, (g, w) in enumerate(zip(gl, wl, strict=True)):
         if not isinstance(g, Tensor) or g.shape != w.shape or (dtype and g.dtype != w.dtype):
             what = f"shape {tuple(g.shape)} {g.dtype}" if isinstance(g, Tensor) else type(g).__name__
-            raise PartError(f"part {part!r}: {hook} returned leaf {i} with {what}, expected shape {tuple(w.shape)} {w.dtype}")
+            raise PartError(f"part {part!r}: {hook} returned leaf {i} with {what}, expected shape {tuple(w.shape)} "
+                            f"{w.dtype}")

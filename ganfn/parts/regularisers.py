@@ -37,9 +37,11 @@ def dragan(weight: float | Tensor = 10.0, *, scale: float = 0.5) -> Part:
         return {"u": draw.uniform(*draw.sample_shape), "alpha": draw.uniform()}
 
     def d_term(x: DTerm, ctx: Ctx):
-        return _reg.dragan_term(x.d_fn, x.real, ctx.noise["u"], ctx.noise["alpha"], ctx.hp["dragan_weight"], scale=scale), {}
+        return _reg.dragan_term(x.d_fn, x.real, ctx.noise["u"], ctx.noise["alpha"], ctx.hp["dragan_weight"],
+                                scale=scale), {}
 
-    return Part("dragan", {"dragan_weight": Hyper(weight, _NONNEG)}, noise_d=noise_d, d_term=d_term, check=_per_sample_grads)
+    return Part("dragan", {"dragan_weight": Hyper(weight, _NONNEG)}, noise_d=noise_d, d_term=d_term,
+                check=_per_sample_grads)
 
 
 def one_sided_gp(weight: float | Tensor = 10.0) -> Part:
