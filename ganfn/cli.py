@@ -93,9 +93,12 @@ def make_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ganfn", description="Functional GAN training on torch.func.")
     sub = parser.add_subparsers(dest="command", metavar="{train,sweep,eval}")
     sub.required = True
-    t = sub.add_parser("train", help="train a GAN (no options: a DCGAN on scikit-learn's digits, 3.5 minutes on a loaded 2-core CPU)",
+    t = sub.add_parser("train",
+                       help="train a GAN (no options: a DCGAN on scikit-learn's digits, 3.5 minutes on a loaded "
+                            "2-core CPU)",
                        description="Train a GAN. With no options: a small DCGAN on scikit-learn's 8x8 digits "
-                                   f"({P.DEFAULT_STEPS} steps, 3.5 minutes on a loaded 2-core CPU), writing TensorBoard logs, "
+                                   f"({P.DEFAULT_STEPS} steps, 3.5 minutes on a loaded 2-core CPU), writing "
+                                   "TensorBoard logs, "
                                    "samples.png, losses.png, metrics.json and checkpoints under runs/.")
     _add_train_options(t, sweep=False)
     s = sub.add_parser("sweep", help="train every combination of a hyperparameter grid as one vmapped run",
@@ -169,7 +172,8 @@ def _grid_penalty(cfg: P.Config, parser: argparse.ArgumentParser, say) -> None:
 
 
 def _check(cfg: P.Config, parser: argparse.ArgumentParser) -> None:
-    for name in ("steps", "batch_size", "seeds", "n_critic", "n_gen", "log_every", "image_every", "eval_every", "keep", "n_eval"):
+    for name in ("steps", "batch_size", "seeds", "n_critic", "n_gen", "log_every", "image_every", "eval_every", "keep",
+                 "n_eval"):
         v = getattr(cfg, name)
         if not isinstance(v, int) or v < (0 if name == "steps" else 1):
             parser.error(f"--{name.replace('_', '-')} must be an integer >= {0 if name == 'steps' else 1}, got {v!r}")
@@ -218,7 +222,8 @@ def _announce_lenet(cfg: P.Config) -> None:
     from .metrics import lenet
 
     if cfg.data == "digits" and not lenet.cache_path("digits").exists():
-        say(f"training the LeNet that scores digits (FD-LeNet): once, a few seconds; cached in {lenet.cache_path('digits')}")
+        say("training the LeNet that scores digits (FD-LeNet): once, a few seconds; cached in "
+            f"{lenet.cache_path('digits')}")
 
 
 def say(msg: str) -> None:
@@ -247,7 +252,8 @@ def _population(cfg: P.Config, gan: Any, evaluator: Any, parser: argparse.Argume
     if not cfg.grid:
         parser.error("--pbt-every / --halving-at need a --grid (the population and the hyperparameters to explore)")
     if evaluator is None:
-        parser.error(f"--pbt-every / --halving-at rank members by a quality figure; data {cfg.data!r} has none (use ring8, grid25 or digits)")
+        parser.error(f"--pbt-every / --halving-at rank members by a quality figure; data {cfg.data!r} has none (use "
+                     "ring8, grid25 or digits)")
     try:
         if cfg.pbt_space:
             spec = sweep.parse_grid(cfg.pbt_space)
@@ -313,7 +319,8 @@ def _run_train(cfg: P.Config, resume: str | None, progress: bool, parser: argpar
         f"{f', {n_members} members (vmapped)' if members else ''}, device {cfg.device} -> {run_dir}")
     if compile_:
         say(f"compiling the {'vmapped ' if members else ''}step with torch.compile"
-            f"{'' if cfg.compile else ' (chosen for this run size; --no-compile to skip)'}: the first step includes the compile")
+            f"{'' if cfg.compile else ' (chosen for this run size; --no-compile to skip)'}: the first step includes "
+            "the compile")
     t0 = time.perf_counter()
     try:
         state, hist = loop.fit(

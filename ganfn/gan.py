@@ -159,7 +159,8 @@ class GAN:
         self.num_classes: int | None = self.labels.num_classes
         self.g_optimizer = check_optimizer("g_optimizer", g_optimizer or _optim.adam(2e-4, (0.5, 0.999)))
         self.d_optimizer = check_optimizer("d_optimizer", d_optimizer or _optim.adam(2e-4, (0.5, 0.999)))
-        self.n_critic, self.n_gen, self.accumulation_steps = check_counts(n_critic=n_critic, n_gen=n_gen, accumulation_steps=accumulation_steps)
+        self.n_critic, self.n_gen, self.accumulation_steps = check_counts(n_critic=n_critic, n_gen=n_gen,
+                                                                          accumulation_steps=accumulation_steps)
         loss_hp = loss_hparams(self.loss, real_label=real_label, fake_label=fake_label, g_target=g_target)
         self.weight_init = weight_init
         self.g_apply = make_apply(generator)
@@ -168,10 +169,13 @@ class GAN:
         self._sample_shape: tuple[int, ...] | None = None
         if spectral_norm is None:  # the discriminator's own declaration (models.SNDiscriminator)
             spectral_norm = bool(getattr(discriminator, "wants_spectral_norm", False))
-        built = shorthand_parts(penalty=penalty, spectral_norm=spectral_norm, sn_iters=sn_iters, instance_noise=instance_noise,
-                                instance_noise_anneal=instance_noise_anneal, replay_size=replay_size, replay_fraction=replay_fraction,
+        built = shorthand_parts(penalty=penalty, spectral_norm=spectral_norm, sn_iters=sn_iters,
+                                instance_noise=instance_noise,
+                                instance_noise_anneal=instance_noise_anneal, replay_size=replay_size,
+                                replay_fraction=replay_fraction,
                                 d_skip_accuracy=d_skip_accuracy, g_skip_accuracy=g_skip_accuracy, ema_decay=ema_decay)
-        self.parts: tuple[Part, ...] = validate_parts((*built, *parts), loss_hp, PartInfo(self._d_batch_stats, self.latent_shape))
+        self.parts: tuple[Part, ...] = validate_parts((*built, *parts), loss_hp,
+                                                      PartInfo(self._d_batch_stats, self.latent_shape))
         check_setup(self.labels, self.loss, self.parts)
         self._hp: dict[str, Hyper] = {**loss_hp, **{k: h for p in self.parts for k, h in p.defaults().items()}}
         self.defaults: dict[str, float | Tensor] = {k: h.value for k, h in self._hp.items()}
@@ -186,7 +190,8 @@ class GAN:
         """The shape of one generated sample (found once by running G on 2 latents)."""
         if self._sample_shape is None:
             p = next(self.generator.parameters(), None)
-            z = torch.zeros(2, *self.latent_shape, device=p.device if p is not None else None, dtype=p.dtype if p is not None else None)
+            z = torch.zeros(2, *self.latent_shape, device=p.device if p is not None else None,
+                            dtype=p.dtype if p is not None else None)
             params, buffers = extract(self.generator)
             with torch.no_grad():
                 out, _ = self.g_apply(params, buffers, z, *self.labels.probe(2, z.device), train=False)
@@ -231,7 +236,8 @@ class GAN:
         g_opt, d_opt = self.g_optimizer.init(g_params), self.d_optimizer.init(d_params)
         hp = make_hparams(self._hp, like.device)
         apply_overrides(hparams, self._hp, hp, g_opt, d_opt, self.g_optimizer, self.d_optimizer)
-        ctx = InitCtx(g_params, d_params, self.sample_shape, self.latent_shape, torch.Generator().manual_seed(seed), like.dtype, like.device)
+        ctx = InitCtx(g_params, d_params, self.sample_shape, self.latent_shape, torch.Generator().manual_seed(seed),
+                      like.dtype, like.device)
         return TrainState(
             step=torch.zeros((), dtype=torch.int64, device=like.device),
             g=NetState(g_params, g_buffers, g_opt),
@@ -243,7 +249,8 @@ class GAN:
 
     # -- randomness ---------------------------------------------------------------
 
-    def draw_latents(self, rng: torch.Generator, n: int, *, dtype: torch.dtype = torch.float32, device: torch.device | str | None = None) -> Tensor:
+    def draw_latents(self, rng: torch.Generator, n: int, *, dtype: torch.dtype = torch.float32,
+                     device: torch.device | str | None = None) -> Tensor:
         """``n`` standard normal latents [n, *latent_shape] from ``rng``."""
         z = torch.randn(n, *self.latent_shape, generator=rng, dtype=dtype, device=rng.device)
         return z if device is None else z.to(device)
@@ -303,7 +310,8 @@ class GAN:
                                      **self._loss_hp(hp), **self._loss_labels(yr, yf))
         pen, part_aux, scores = torch.zeros((), dtype=lr_.dtype, device=lr_.device), {}, self.loss.scores
         if self._hooks["d_term"]:
-            term = DTerm(lambda x: scores(self.d_apply(p, buffers, x, *yr)[0]), real, fake, scores(out_r), scores(out_f),
+            term = DTerm(lambda x: scores(self.d_apply(p, buffers, x, *yr)[0]), real, fake, scores(out_r),
+                         scores(out_f),
                          lambda x: scores(self.d_apply(p, buffers, x, *yf)[0]))
             for pt in self._hooks["d_term"]:
                 val, a = pt.d_term(term, self.ctx(pt, state, noise))
@@ -354,7 +362,8 @@ class GAN:
         scale = self.d_optimizer.loss_scale(state.d.opt) if self.d_optimizer.loss_scale is not None else None
 
         def one(cut: Callable, buf: dict) -> tuple[tuple, dict]:
-            out = value_and_grad(self._d_loss, state.d.params, state, buf, *cut((real_in, fake_in, noise_d.parts, yr, noise_d.labels)),
+            out = value_and_grad(self._d_loss, state.d.params, state, buf,
+                                 *cut((real_in, fake_in, noise_d.parts, yr, noise_d.labels)),
                                  scale=scale)
             return out, out[2][0]
 
@@ -373,11 +382,13 @@ class GAN:
         Gates (``d_skip``) are applied by ``train_step``, not here."""
         new_p, new_opt = self.d_optimizer.update(grads, state.d.opt, state.d.params)
         new_p, parts = self._after("after_d", new_p, state, aux)
-        return _replace(state, d=NetState(new_p, aux.d_buffers, new_opt), g=NetState(state.g.params, aux.g_buffers, state.g.opt), parts=parts)
+        return _replace(state, d=NetState(new_p, aux.d_buffers, new_opt),
+                        g=NetState(state.g.params, aux.g_buffers, state.g.opt), parts=parts)
 
     # -- the G side -------------------------------------------------------------------
 
-    def _g_loss(self, g_params: Params, state: TrainState, g_buffers: dict, d_buffers: dict, z: Tensor, noise: dict, y: tuple,
+    def _g_loss(self, g_params: Params, state: TrainState, g_buffers: dict, d_buffers: dict, z: Tensor, noise: dict,
+                y: tuple,
                 real_out: Tensor | None = None):
         fake, g_buf = self.g_apply(g_params, g_buffers, z, *y)
         d_in = fake
@@ -387,7 +398,8 @@ class GAN:
             d_in = out
         out, d_buf = self.d_apply(self._d_weights(state.d.params, state), d_buffers, d_in, *y)
         rel = {"real_out": real_out} if self.loss.g_needs_real else {}
-        loss = self.loss.g(out, g_target=state.hparams["g_target"], **self._loss_hp(state.hparams), **rel, **self._loss_labels(y, y))
+        loss = self.loss.g(out, g_target=state.hparams["g_target"], **self._loss_hp(state.hparams), **rel,
+                           **self._loss_labels(y, y))
         part_aux = {}
         for p in self._hooks["g_term"]:
             val, a = p.g_term(GTerm(z, fake, d_in, self.loss.scores(out)), self.ctx(p, state, noise))
@@ -400,7 +412,8 @@ class GAN:
         if not self.loss.g_needs_real:
             return None
         if real is None:
-            raise ValueError(f"loss {self.loss.name!r} compares G's samples with real data: pass g_grads(state, noise_g, real) "
+            raise ValueError(f"loss {self.loss.name!r} compares G's samples with real data: pass g_grads(state, "
+                             "noise_g, real) "
                              "(train_step passes the last D update's batch)")
         real, yr = self.labels.split(real)
         with torch.no_grad():
@@ -423,7 +436,8 @@ class GAN:
         scale = self.g_optimizer.loss_scale(state.g.opt) if self.g_optimizer.loss_scale is not None else None
 
         def one(cut: Callable, bufs: tuple[dict, dict]) -> tuple[tuple, tuple[dict, dict]]:
-            out = value_and_grad(self._g_loss, state.g.params, state, *bufs, *cut((z, noise_g.parts, noise_g.labels, real_out)),
+            out = value_and_grad(self._g_loss, state.g.params, state, *bufs,
+                                 *cut((z, noise_g.parts, noise_g.labels, real_out)),
                                  scale=scale)
             return out, (out[2].g_buffers, out[2].d_buffers)
 
@@ -440,7 +454,8 @@ class GAN:
         (EMA) and the new buffers."""
         new_p, new_opt = self.g_optimizer.update(grads, state.g.opt, state.g.params)
         new_p, parts = self._after("after_g", new_p, state, aux)
-        return _replace(state, g=NetState(new_p, aux.g_buffers, new_opt), d=NetState(state.d.params, aux.d_buffers, state.d.opt), parts=parts)
+        return _replace(state, g=NetState(new_p, aux.g_buffers, new_opt),
+                        d=NetState(state.d.params, aux.d_buffers, state.d.opt), parts=parts)
 
     # -- the full step -------------------------------------------------------------------
 
@@ -467,7 +482,8 @@ class GAN:
         """The G weights :meth:`sample` uses; see :func:`ganfn.sampling.sample_params`."""
         return _sampling.sample_params(self, state, ema=ema)
 
-    def sample(self, state: TrainState, z: Tensor, y: Tensor | None = None, *, ema: bool | None = None, train: bool = False,
+    def sample(self, state: TrainState, z: Tensor, y: Tensor | None = None, *, ema: bool | None = None,
+               train: bool = False,
                standing: int = 0) -> Tensor:
         """Generated samples ``[N, *sample]`` for latents ``z`` ``[N, *latent]``
         (conditional: classes ``y`` int64 [N]); ``standing > 0``: BatchNorm

@@ -24,7 +24,8 @@ from .population import hyperparameters
 if TYPE_CHECKING:  # pragma: no cover
     from .loop import Run
 
-__all__ = ["log", "images", "evaluate", "checkpoint", "population_round", "write_outputs", "to_float", "strict_json", "eval_line", "KID_NOTE"]
+__all__ = ["log", "images", "evaluate", "checkpoint", "population_round", "write_outputs", "to_float", "strict_json",
+           "eval_line", "KID_NOTE"]
 
 KID_NOTE = ("KID is an unbiased estimate: around 0 (slightly negative values included) the two sample sets "
             "cannot be told apart at this sample size")
@@ -95,7 +96,8 @@ def member_samples(run: "Run") -> list[Tensor]:
 
 def member_figures(run: "Run") -> list[dict[str, float]]:
     """Each member's figures from the run's evaluator on the evaluation latents, with its standing statistics."""
-    return evaluate_members(run.evaluator, run.gan, run.state, run.eval_z, run.stacked, run.eval_y, standing=run.standing_stats)
+    return evaluate_members(run.evaluator, run.gan, run.state, run.eval_z, run.stacked, run.eval_y,
+                            standing=run.standing_stats)
 
 
 def images(run: "Run", step: int) -> None:

@@ -172,7 +172,8 @@ def _resolve_resume(resume: str | os.PathLike, device: torch.device) -> tuple[Pa
 def setup(gan: GAN, data: Tensor | Callable, *, steps: int, device: str | torch.device = "cpu",
           run_dir: str | os.PathLike | None = None, seed: int = 0, seeds: Sequence[int] | None = None,
           hparams: Any = None, data_seed: int | None = None, evaluator: Evaluator | None = None, keep: int = 3,
-          resume: bool | str | os.PathLike = False, compile: bool = False, print_fn: Callable[[str], None] | None = None,
+          resume: bool | str | os.PathLike = False, compile: bool = False,
+          print_fn: Callable[[str], None] | None = None,
           n_fixed: int = 64, population: Any = None) -> Run:
     """A :class:`Run` ready to train: state (fresh or resumed), RNGs, step function, data position, fixed latents.
 
@@ -209,7 +210,8 @@ def setup(gan: GAN, data: Tensor | Callable, *, steps: int, device: str | torch.
         gan=gan, stacked=stacked, seeds=seeds, hp_list=hp_list, state=state, rngs=rngs, step_fn=step_fn, data=data,
         position=loader_init(None if is_sampler else gan.labels.split(data)[0].shape[0], data_seed),
         leading=gan.n_critic if gan.n_critic > 1 else None, device=device, like=like, world=world, main=main, say=say,
-        run_path=run_path, manager=ckpt.CheckpointManager(run_path / "checkpoints", keep) if run_path is not None else None,
+        run_path=run_path,
+        manager=ckpt.CheckpointManager(run_path / "checkpoints", keep) if run_path is not None else None,
         evaluator=evaluator, eval_z=eval_z, eval_y=eval_y, fixed_y=fixed_y,
         fixed_z=gan.draw_latents(torch.Generator().manual_seed(1234), n_fixed if fixed_y is None else len(fixed_y)).to(device=device, dtype=like.dtype),
         history={"train": [], "eval": [], "final": {}, "stopped": "steps", "diverged_at": None,
@@ -252,7 +254,8 @@ def _compiled_single(gan: GAN) -> Callable:
                 return compiled(state, real, noise)
             except Exception as e:  # any compiler failure falls back to the same pure step
                 failed[0] = True
-                warnings.warn(f"torch.compile of train_step failed ({type(e).__name__}); running eagerly", RuntimeWarning, stacklevel=2)
+                warnings.warn(f"torch.compile of train_step failed ({type(e).__name__}); running eagerly",
+                              RuntimeWarning, stacklevel=2)
         return gan.train_step(state, real, noise)
 
     return step

@@ -32,7 +32,8 @@ from torch import Tensor
 
 from .ensemble import freeze, frozen, num_members
 
-__all__ = ["Bounds", "Metric", "metric", "hyperparameters", "set_hyperparameters", "check_space", "draw_in", "rank", "scores_from_figures",
+__all__ = ["Bounds", "Metric", "metric", "hyperparameters", "set_hyperparameters", "check_space", "draw_in", "rank",
+           "scores_from_figures",
            "exploit_explore", "halve", "refill"]
 
 
@@ -67,7 +68,8 @@ def metric(name: str | Metric) -> Metric:
         return Metric(name, True)
     if name in ("kl",) or name.split("-")[0] in _LOWER:
         return Metric(name, False)
-    raise ValueError(f"metric {name!r}: direction unknown; pass ganfn.population.Metric({name!r}, higher_is_better=True/False)")
+    raise ValueError(f"metric {name!r}: direction unknown; pass ganfn.population.Metric({name!r}, "
+                     "higher_is_better=True/False)")
 
 
 def _named_path(accessor: Any) -> tuple:
@@ -165,9 +167,11 @@ def check_space(space: Mapping[str, Bounds | Sequence[float]], state: Any = None
             raise ValueError(f"unknown hyperparameter {name!r} in space; this state has {sorted(known)}")
         b = Bounds(*b)
         if not (math.isfinite(b.low) and math.isfinite(b.high)) or b.low > b.high:
-            raise ValueError(f"bounds of {name!r} must be finite with low <= high, got low={b.low}, high={b.high} (inverted?)")
+            raise ValueError(f"bounds of {name!r} must be finite with low <= high, got low={b.low}, high={b.high} "
+                             "(inverted?)")
         if b.log and b.low <= 0:
-            raise ValueError(f"bounds of {name!r}: log-uniform resampling needs low > 0, got {b.low}; pass Bounds(low, high, log=False)")
+            raise ValueError(f"bounds of {name!r}: log-uniform resampling needs low > 0, got {b.low}; pass "
+                             "Bounds(low, high, log=False)")
         out[name] = b
     return out
 
@@ -229,7 +233,8 @@ def exploit_explore(state: Any, scores: Tensor | Sequence[float], rng: torch.Gen
     """
     S = num_members(state)
     if not isinstance(fraction, (int, float)) or not 0 < fraction <= 0.5:
-        raise ValueError(f"fraction must be in (0, 0.5] (the worst fraction copies from the best fraction), got {fraction!r}")
+        raise ValueError("fraction must be in (0, 0.5] (the worst fraction copies from the best fraction), got "
+                         f"{fraction!r}")
     if not 0 <= resample_probability <= 1:
         raise ValueError(f"resample_probability must be in [0, 1], got {resample_probability!r}")
     factors = [float(f) for f in perturb]
@@ -295,14 +300,16 @@ def refill(state: Any, slots: Sequence[int], members: Any) -> Any:
     if not slots or len(set(slots)) != len(slots) or any(not (isinstance(i, int) and 0 <= i < S) for i in slots):
         raise ValueError(f"slots must be distinct member indices in [0, {S}), got {slots}")
     if optree.tree_structure(members, none_is_leaf=False) != optree.tree_structure(state, none_is_leaf=False):
-        raise ValueError("refill: the new members' state has a different structure (another GAN setup or other hyperparameter keys)")
+        raise ValueError("refill: the new members' state has a different structure (another GAN setup or other "
+                         "hyperparameter keys)")
     if num_members(members) != len(slots):
         raise ValueError(f"refill: {len(slots)} slots but {num_members(members)} new members")
     idx = torch.tensor(slots, dtype=torch.int64, device=state.step.device)
 
     def put(x: Tensor, y: Tensor) -> Tensor:
         if y.shape[1:] != x.shape[1:]:
-            raise ValueError(f"refill: a leaf of the new members has shape {tuple(y.shape[1:])}, the state's has {tuple(x.shape[1:])}")
+            raise ValueError(f"refill: a leaf of the new members has shape {tuple(y.shape[1:])}, the state's has "
+                             f"{tuple(x.shape[1:])}")
         return x.index_copy(0, idx, y.to(device=x.device, dtype=x.dtype))
 
     return optree.tree_map(put, state, members, none_is_leaf=False)

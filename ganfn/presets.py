@@ -49,7 +49,8 @@ from . import models, optim, parts, penalties
 from .evaluation import Evaluator
 from .gan import GAN
 
-__all__ = ["Config", "PRESETS", "DEFAULT_STEPS", "build", "build_gan", "load_data", "num_classes", "make_evaluator", "from_preset", "load_toml", "merge"]
+__all__ = ["Config", "PRESETS", "DEFAULT_STEPS", "build", "build_gan", "load_data", "num_classes", "make_evaluator",
+           "from_preset", "load_toml", "merge"]
 
 DEFAULT_STEPS = 10000
 
@@ -146,19 +147,23 @@ PRESETS: dict[str, dict[str, Any]] = {
         beta1=0.5, beta2=0.999, weight_decay=1e-2, lr_decay=0.99, lr_decay_every=100, grad_clip=10.0,
     ),
     "mlp-mnist": dict(
-        ema_decay=None, data="mnist", model="mlp", latent_dim=100, loss="non_saturating", optimizer="adam", lr_g=2e-4, lr_d=2e-4,
+        ema_decay=None, data="mnist", model="mlp", latent_dim=100, loss="non_saturating",
+        optimizer="adam", lr_g=2e-4, lr_d=2e-4,
         beta1=0.5, beta2=0.999, real_label=0.9, batch_size=64,
     ),
     "wgan-gp": dict(
-        ema_decay=None, data="digits", model="dcgan", d_norm="none", loss="wasserstein", penalty="gp", penalty_weight=10.0,
+        ema_decay=None, data="digits", model="dcgan", d_norm="none", loss="wasserstein",
+        penalty="gp", penalty_weight=10.0,
         n_critic=5, optimizer="adam", lr_g=1e-4, lr_d=1e-4, beta1=0.0, beta2=0.9,
     ),
     "wgan-clip": dict(
-        ema_decay=None, data="digits", model="dcgan", d_norm="none", loss="wasserstein", penalty="weight_clip", penalty_weight=0.01,
+        ema_decay=None, data="digits", model="dcgan", d_norm="none", loss="wasserstein",
+        penalty="weight_clip", penalty_weight=0.01,
         n_critic=5, optimizer="rmsprop", lr_g=5e-5, lr_d=5e-5,
     ),
     "lsgan": dict(
-        ema_decay=None, data="digits", model="dcgan", loss="least_squares", optimizer="adam", lr_g=2e-4, lr_d=2e-4, beta1=0.5, beta2=0.999,
+        ema_decay=None, data="digits", model="dcgan", loss="least_squares", optimizer="adam", lr_g=2e-4,
+        lr_d=2e-4, beta1=0.5, beta2=0.999,
     ),
     "ring8-hinge": dict(
         # The setup bench/quality.py checks the README's ring8 target with: 16/16 seeds
@@ -186,7 +191,8 @@ PRESETS: dict[str, dict[str, Any]] = {
         optimizer="adam", lr_g=2e-4, lr_d=2e-4, beta1=0.0, beta2=0.99, ema_decay=0.999,
     ),
     "dcgan-dogs": dict(
-        ema_decay=None, data="data/dogs", image_size=64, model="dcgan", width=64, latent_dim=100, g_norm="batch", d_norm="batch",
+        ema_decay=None, data="data/dogs", image_size=64, model="dcgan", width=64, latent_dim=100,
+        g_norm="batch", d_norm="batch",
         loss="non_saturating", real_label=0.5, optimizer="adam", lr_g=2e-4, lr_d=1e-4, beta1=0.5, beta2=0.999,
         batch_size=64, steps=20000,
     ),
@@ -262,7 +268,8 @@ def load_data(cfg: Config) -> Tensor | Any:
     path = Path(cfg.data).expanduser()
     if not path.exists():
         raise FileNotFoundError(
-            f"--data {cfg.data!r}: not one of {', '.join(gdata.NAMES)} and no such folder or zip archive: {path.resolve()}")
+            f"--data {cfg.data!r}: not one of {', '.join(gdata.NAMES)} and no such folder or zip archive: "
+            f"{path.resolve()}")
     if not lab:
         # Folders larger than memory: streamed by worker processes, or preloaded as uint8.
         return gdata.images_source(path, cfg.image_size or 64, stream=not cfg.preload, workers=cfg.data_workers,
@@ -304,7 +311,8 @@ def build_gan(cfg: Config, sample_shape: tuple[int, ...], classes: int | None = 
         kw.update(width=cfg.width, g_norm=cfg.g_norm, d_norm=cfg.d_norm)
     else:
         kw.update(hidden=cfg.hidden, depth=cfg.depth)
-    G, D, latent = models.build(cfg.model, sample_shape, latent_dim=cfg.latent_dim, num_classes=classes if cfg.conditional else None, **kw)
+    G, D, latent = models.build(cfg.model, sample_shape, latent_dim=cfg.latent_dim,
+                                num_classes=classes if cfg.conditional else None, **kw)
 
     def opt(lr: float, updates: int) -> optim.Optimizer:
         if cfg.lr_decay is not None and cfg.lr_linear_decay:
@@ -332,7 +340,8 @@ def build_gan(cfg: Config, sample_shape: tuple[int, ...], classes: int | None = 
         extra.append(parts.ema(ema, rampup=cfg.ema_rampup))
         ema = None
     return GAN(
-        G, D, latent_dim=latent, loss=cfg.loss, g_optimizer=opt(cfg.lr_g, cfg.steps * cfg.n_gen), d_optimizer=opt(cfg.lr_d, cfg.steps * cfg.n_critic),
+        G, D, latent_dim=latent, loss=cfg.loss, g_optimizer=opt(cfg.lr_g, cfg.steps * cfg.n_gen),
+        d_optimizer=opt(cfg.lr_d, cfg.steps * cfg.n_critic),
         penalty=_penalties(cfg), n_critic=cfg.n_critic, n_gen=cfg.n_gen, ema_decay=ema, parts=extra,
         # spectral_norm None: the discriminator's wants_spectral_norm decides (SNGAN, projection, ACGAN, ResNet D ask for it).
         spectral_norm=cfg.spectral_norm or None, real_label=cfg.real_label, fake_label=cfg.fake_label,
@@ -402,7 +411,8 @@ def make_evaluator(cfg: Config, n_samples: int | None = None) -> Evaluator | Non
         real = ext(test_x)
 
         def fd(samples: Tensor, labels: Tensor | None = None) -> dict[str, float]:
-            out = metrics.evaluate_images(samples, real, ext, kid_subsets=20, kid_subset_size=min(300, samples.shape[0]),
+            out = metrics.evaluate_images(samples, real, ext, kid_subsets=20,
+                                          kid_subset_size=min(300, samples.shape[0]),
                                           generator=torch.Generator().manual_seed(0))
             if labels is not None:
                 out.update(metrics.evaluate_conditional_images(samples, labels, real, test_y, ext))
