@@ -18,7 +18,8 @@ from typing import Callable
 import torch
 from torch import Tensor, nn
 
-__all__ = ["SCORE_LOSSES", "SHIFT_INVARIANT", "trailing_sigmoid", "check_discriminator", "decision_threshold", "d_accuracy"]
+__all__ = ["SCORE_LOSSES", "SHIFT_INVARIANT", "trailing_sigmoid", "check_discriminator", "decision_threshold",
+           "d_accuracy"]
 
 SCORE_LOSSES = ("minimax", "non_saturating", "wasserstein", "hinge")
 """Losses that take D's raw, unbounded scores (logits for the first two)."""

@@ -29,7 +29,8 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from torch import Tensor
 
-__all__ = ["curves", "training_figure", "heatmap", "sweep_heatmap", "member_rows", "population_curves", "run_figures", "series"]
+__all__ = ["curves", "training_figure", "heatmap", "sweep_heatmap", "member_rows", "population_curves", "run_figures",
+           "series"]
 
 LOSS_KEYS = ("d_loss", "g_loss")
 
@@ -68,7 +69,8 @@ def curves(ax: Any, steps: Sequence[int], values: Any, label: str, *, color: str
     safe = np.where(finite, v, 0.0)
     with np.errstate(invalid="ignore", divide="ignore"):
         mean = np.where(count > 0, safe.sum(1) / np.maximum(count, 1), np.nan)
-        std = np.sqrt(np.where(count > 0, (np.where(finite, v - mean[:, None], 0.0) ** 2).sum(1) / np.maximum(count, 1), np.nan))
+        std = np.sqrt(np.where(count > 0,
+                               (np.where(finite, v - mean[:, None], 0.0) ** 2).sum(1) / np.maximum(count, 1), np.nan))
     ax.plot(x, mean, lw=2.0, color=c, label=f"{label} (mean of {v.shape[1]})")
     ax.fill_between(x, mean - std, mean + std, color=c, alpha=0.2, lw=0, label=f"{label} ± std")
 
@@ -336,7 +338,8 @@ def run_figures(
         varying = [k for k in hparams[0] if len({h.get(k) for h in hparams}) > 1]
         if len(varying) == 2:
             name = primary + (f" (n = {n_samples})" if n_samples else "")
-            out.append(sweep_heatmap(hparams, [f.get(primary, math.nan) for f in finals], run_path / "sweep_heatmap.png",
+            out.append(sweep_heatmap(hparams, [f.get(primary, math.nan) for f in finals],
+                                     run_path / "sweep_heatmap.png",
                                      value_name=name, keys=(varying[0], varying[1]), higher_is_better=higher_is_better))
     if primary and history.get("population") and history.get("eval"):
         out.append(population_curves(history["eval"], primary, run_path / "population.png",

@@ -229,7 +229,8 @@ def lecam(weight: float | Tensor = 0.3, *, decay: float | Tensor = 0.99, start: 
         return _reg.lecam_init(dtype=ctx.dtype, device=ctx.device)._asdict()
 
     def d_term(x: DTerm, ctx: Ctx):
-        new = _reg.lecam_update(_reg.LeCamState(**ctx.state), x.d_real, x.d_fake, decay=ctx.hp["lecam_decay"], start=start)
+        new = _reg.lecam_update(_reg.LeCamState(**ctx.state), x.d_real, x.d_fake, decay=ctx.hp["lecam_decay"],
+                                start=start)
         val = _reg.lecam_term(x.d_real, x.d_fake, new, ctx.hp["lecam_weight"].to(x.d_real.dtype), one_sided=one_sided)
         return val, {"real": new.real, "fake": new.fake}
 

@@ -81,7 +81,8 @@ def lecam_update(state: LeCamState, real_out: Tensor, fake_out: Tensor, *, decay
     in the authors' code. Pure; no data-dependent branch."""
     r = _scores(real_out.detach()).mean().to(state.real.dtype)
     f = _scores(fake_out.detach()).mean().to(state.fake.dtype)
-    d = torch.where((state.count < max(int(start), 1)), torch.zeros_like(state.real), torch.as_tensor(decay, dtype=state.real.dtype, device=r.device))
+    d = torch.where((state.count < max(int(start), 1)), torch.zeros_like(state.real),
+                    torch.as_tensor(decay, dtype=state.real.dtype, device=r.device))
     return LeCamState(real=torch.lerp(r, state.real, d), fake=torch.lerp(f, state.fake, d), count=state.count + 1)
 
 
@@ -117,7 +118,8 @@ def dragan_term(d_fn: DFn, real: Tensor, u: Tensor, alpha: Tensor, weight: Weigh
     D's gradients tame around real samples, where mode collapse starts. ``weight = 10`` in the paper.
     """
     if tuple(u.shape) != tuple(real.shape):
-        raise ValueError(f"DRAGAN perturbation u must have the real batch's shape {tuple(real.shape)}, got {tuple(u.shape)}")
+        raise ValueError(f"DRAGAN perturbation u must have the real batch's shape {tuple(real.shape)}, got "
+                         f"{tuple(u.shape)}")
     x_hat = real + _per_sample(alpha, real) * (scale * real.std(correction=0).detach()) * u.to(real.dtype)
     norms = _penalties.input_grad_norms(d_fn, x_hat)
     return weight * torch.mean(torch.square(norms - target))

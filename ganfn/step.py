@@ -22,7 +22,8 @@ from .state import NetState, Noise, TrainState
 from .tree import global_norm, tree_map, tree_where
 from .tree import replace as _replace
 
-__all__ = ["Ops", "ops", "run", "Reduce", "finite", "frozen", "freeze", "freeze_diverged", "keep", "grad_norm_metrics", "part_metrics"]
+__all__ = ["Ops", "ops", "run", "Reduce", "finite", "frozen", "freeze", "freeze_diverged", "keep", "grad_norm_metrics",
+           "part_metrics"]
 
 # reduce(net, loss, grads, aux) -> (loss, grads, aux); net is "d" or "g".
 Reduce = Callable[[str, Tensor, Any, Any], tuple[Tensor, Any, Any]]
@@ -36,7 +37,8 @@ def grad_norm_metrics(net: str, grads: Any, optimizer: Any, opt_state: dict) -> 
         return {f"{net}_grad_norm": norm}
     scale = optimizer.loss_scale(opt_state)
     norm = norm / scale.to(norm.dtype)
-    return {f"{net}_grad_norm": torch.where(torch.isfinite(norm), norm, torch.zeros_like(norm)), f"{net}_loss_scale": scale}
+    return {f"{net}_grad_norm": torch.where(torch.isfinite(norm), norm, torch.zeros_like(norm)),
+            f"{net}_loss_scale": scale}
 
 
 def keep(skip: Tensor, old: TrainState, new: TrainState, net: str) -> TrainState:
@@ -72,12 +74,14 @@ def ops(gan: Any, lift: Callable[..., Callable] | None = None, *, shared_data: b
     lift = lift or (lambda fn, in_dims=0: fn)
 
     def d_metrics(loss, grads, aux, state):
-        return {**part_metrics(aux.parts), "d_loss": loss, "d_loss_real": aux.d_loss_real, "d_loss_fake": aux.d_loss_fake, "penalty": aux.penalty,
+        return {**part_metrics(aux.parts), "d_loss": loss, "d_loss_real": aux.d_loss_real,
+                "d_loss_fake": aux.d_loss_fake, "penalty": aux.penalty,
                 "d_acc_real": aux.d_acc_real, "d_acc_fake": aux.d_acc_fake,
                 **grad_norm_metrics("d", grads, gan.d_optimizer, state.d.opt)}
 
     def g_metrics(loss, grads, aux, state):
-        return {**part_metrics(aux.parts), "g_loss": loss, **grad_norm_metrics("g", grads, gan.g_optimizer, state.g.opt)}
+        return {**part_metrics(aux.parts), "g_loss": loss,
+                **grad_norm_metrics("g", grads, gan.g_optimizer, state.g.opt)}
 
     def lrs(state):
         return {"lr_d": gan.d_optimizer.lr(state.d.opt), "lr_g": gan.g_optimizer.lr(state.g.opt)}
@@ -96,7 +100,8 @@ def ops(gan: Any, lift: Callable[..., Callable] | None = None, *, shared_data: b
 def part_metrics(parts_aux: dict[str, Any]) -> dict[str, Tensor]:
     """The step metrics parts report: ``"<part>/<key>"`` for each entry of the
     ``"metrics"`` dict in a part's loss-term aux."""
-    return {f"{name}/{k}": v for name, a in parts_aux.items() if isinstance(a, dict) for k, v in a.get("metrics", {}).items()}
+    return {f"{name}/{k}": v for name, a in parts_aux.items() if isinstance(a, dict) for k,
+            v in a.get("metrics", {}).items()}
 
 
 def _mean(xs: Sequence[dict]) -> dict:
@@ -167,7 +172,8 @@ def freeze(state: TrainState, members: Tensor) -> TrainState:
     ``diverged_at``. Pure, no host synchronisation."""
     members = members.to(device=state.diverged_at.device, dtype=torch.bool)
     if members.shape != state.diverged_at.shape:
-        raise ValueError(f"freeze: the member mask has shape {tuple(members.shape)} but the state's members are {tuple(state.diverged_at.shape)}")
+        raise ValueError(f"freeze: the member mask has shape {tuple(members.shape)} but the state's members are "
+                         f"{tuple(state.diverged_at.shape)}")
     return _replace(state, diverged_at=torch.where(members & ~frozen(state), state.step, state.diverged_at))
 
 
