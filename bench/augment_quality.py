@@ -71,7 +71,8 @@ class Arm:
     def fd(self, ext, real_test, n: int) -> torch.Tensor:
         z = self.gan.draw_latents(torch.Generator().manual_seed(7), n)
         fake = torch.stack([self.gan.sample(s, z) for s in ganfn.unstack(self.state)])  # never augmented
-        return metrics.evaluate_stacked_images(fake, real_test, ext, kid_subsets=10, kid_subset_size=min(300, n))["FD-LeNet(digits)"]
+        return metrics.evaluate_stacked_images(fake, real_test, ext, kid_subsets=10,
+                                               kid_subset_size=min(300, n))["FD-LeNet(digits)"]
 
 
 def main() -> None:

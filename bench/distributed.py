@@ -135,7 +135,8 @@ def main() -> None:
     if args.device == "cuda" and not torch.cuda.is_available():
         raise SystemExit("--device cuda: no CUDA device here")
     if args.device == "cuda" and max(args.world) > torch.cuda.device_count():
-        raise SystemExit(f"--world {max(args.world)} needs that many GPUs; this machine has {torch.cuda.device_count()}")
+        raise SystemExit(f"--world {max(args.world)} needs that many GPUs; this machine has "
+                         f"{torch.cuda.device_count()}")
     torch.set_num_threads(args.threads)
 
     results = {"model": args.model, "batch_per_rank": args.batch, "device": args.device,

@@ -175,7 +175,8 @@ def main(argv: list[str] | None = None) -> int:
             (out / f"{sec.name}.log").unlink(missing_ok=True)
     md = (f"# ganfn GPU check, {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, "
           f"{'CPU smoke run' if args.cpu_smoke else _gpu()}\n\n"
-          f"Total {time.perf_counter() - start:.0f} s. Every section's output: gpu_check_logs.txt.\n\n" + table(results))
+          f"Total {time.perf_counter() - start:.0f} s. Every section's output: "
+          "gpu_check_logs.txt.\n\n" + table(results))
     (out / "gpu_check.md").write_text(md)
     print(md)
     return 0 if all(r[1] == "ok" for r in results if r[0].name != "hang") else 1

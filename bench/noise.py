@@ -84,7 +84,8 @@ def main(argv=None) -> None:
     print(f"# torch {torch.__version__}, {device}, {torch.get_num_threads()} torch threads, {os.cpu_count()} cores, "
           f"load average {os.getloadavg()[0]:.1f}, malloc tuning {'on' if tuned else 'off'}")
     print(f"# command: python bench/noise.py {' '.join(sys.argv[1:] if argv is None else argv)}\n")
-    print("| workload | S | per-member draw ms | one randn ms | vmap step ms | share of step | per-member / one randn |")
+    print("| workload | S | per-member draw ms | one randn ms | vmap step ms | share of step | per-member / one "
+          "randn |")
     print("|---|---|---|---|---|---|---|")
     for w in (list(WORKLOADS) if args.workload == "all" else [args.workload]):
         for S in args.members:

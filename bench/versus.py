@@ -86,7 +86,8 @@ def main(argv: list[str] | None = None) -> None:
                 for k, v in measure(tree, args).items():
                     res[name].setdefault(k, []).append(v)
             print(f"alternation {a + 1}/{args.alternations} done", file=sys.stderr, flush=True)
-    head = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
+    head = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True,
+                          text=True).stdout.strip()
     print(f"# new = {head} (+ working tree), old = {args.base}; median of {args.alternations} alternations; "
           f"command: python bench/versus.py {' '.join(sys.argv[1:] if argv is None else argv)}")
     print("| figure | old | new | new / old |\n|---|---|---|---|")

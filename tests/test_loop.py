@@ -34,7 +34,8 @@ def _same(a, b):
 
 
 def _strip(history):
-    return {k: v for k, v in history.items() if k not in ("wall_time_s", "steps_per_s", "steps_run", "first_step_s")}  # timings
+    timings = ("wall_time_s", "steps_per_s", "steps_run", "first_step_s")
+    return {k: v for k, v in history.items() if k not in timings}
 
 
 @pytest.mark.parametrize("stacked", [False, True])
@@ -204,7 +205,8 @@ def test_resume_at_or_past_steps_refuses_and_writes_nothing(tmp_path):
     fit(gan, data.ring8, steps=6, batch_size=16, run_dir=tmp_path, checkpoint_every=2, config={"steps": 6}, **QUIET)
     before = {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
     for steps in (3, 6):  # fewer steps than done, and exactly as many
-        with pytest.raises(FinishedRunError, match=r"at step 6 and the run was asked for \d steps: nothing was trained") as e:
+        with pytest.raises(FinishedRunError,
+                           match=r"at step 6 and the run was asked for \d steps: nothing was trained") as e:
             fit(gan, data.ring8, steps=steps, batch_size=16, run_dir=tmp_path, resume=True, config={"steps": steps},
                 **QUIET)
         assert (e.value.step, e.value.steps) == (6, steps)

@@ -111,7 +111,8 @@ def test_label_smoothing_moves_bce_optimum_to_logit_of_target(t):
 @given(st.floats(0.0, 2.0))
 def test_least_squares_optimum_is_the_target(b):
     xs = torch.linspace(b - 1, b + 1, 201, dtype=torch.float64)
-    vals = torch.stack([losses.least_squares.d_parts(x.reshape(1), torch.zeros(1, dtype=torch.float64), real_target=b)[0] for x in xs])
+    vals = torch.stack([losses.least_squares.d_parts(x.reshape(1), torch.zeros(1, dtype=torch.float64),
+                                                     real_target=b)[0] for x in xs])
     assert abs(xs[vals.argmin()].item() - b) < 1e-9
 
 

@@ -124,7 +124,8 @@ def test_linear_decay_equals_linear_lr(total, end):
 @given(st.floats(1e-3, 10.0), st.sampled_from(["sgd", "adam"]))
 def test_clip_by_global_norm_equals_clip_grad_norm(max_norm, name):
     hp = {"lr": 0.01} if name == "sgd" else {"lr": 0.01, "betas": (0.5, 0.999)}
-    ours = run_ganfn(optim.clip_by_global_norm(ganfn_ctor(name, {"momentum": 0.0, **hp} if name == "sgd" else hp), max_norm), 0)[0]
+    inner = ganfn_ctor(name, {"momentum": 0.0, **hp} if name == "sgd" else hp)
+    ours = run_ganfn(optim.clip_by_global_norm(inner, max_norm), 0)[0]
     ref = run_torch(name, hp, 0, clip=max_norm)[0]
     compare(ours, ref, f"clip_by_global_norm({max_norm})")
 
