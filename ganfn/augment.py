@@ -237,7 +237,8 @@ class AdaState(NamedTuple):
     rt: Tensor
 
 
-def ada_init(p: float = 0.0, *, dtype: torch.dtype = torch.float32, device: torch.device | str | None = None) -> AdaState:
+def ada_init(p: float = 0.0, *, dtype: torch.dtype = torch.float32,
+             device: torch.device | str | None = None) -> AdaState:
     """ADA's state at the start of training (``p = 0``: no augmentation yet)."""
     check_probability(p, "ADA's initial p")
     z = torch.zeros((), dtype=dtype, device=device)

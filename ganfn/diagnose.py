@@ -55,7 +55,8 @@ def _looks_like_probabilities(d_fn: Callable[[Tensor], Tensor], sample: Tensor) 
     return bool((o >= 0).all() and (o <= 1).all() and o.max() > o.min())
 
 
-def check_discriminator(discriminator: nn.Module, d_fn: Callable[[Tensor], Tensor], sample: Tensor, loss_name: str) -> None:
+def check_discriminator(discriminator: nn.Module, d_fn: Callable[[Tensor], Tensor], sample: Tensor,
+                        loss_name: str) -> None:
     """Raise ``ValueError`` if D outputs probabilities but ``loss_name`` takes raw scores.
 
     Args:

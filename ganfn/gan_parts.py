@@ -65,7 +65,8 @@ def _penalty_list(penalty: Any) -> list:
 
 def shorthand_parts(*, penalty: Any, spectral_norm: bool, sn_iters: int, instance_noise: float,
                     instance_noise_anneal: int | None, replay_size: int, replay_fraction: float,
-                    d_skip_accuracy: float | None, g_skip_accuracy: float | None, ema_decay: float | None) -> list[Part]:
+                    d_skip_accuracy: float | None, g_skip_accuracy: float | None,
+                    ema_decay: float | None) -> list[Part]:
     """The parts ``GAN``'s keyword options describe, in the order their hooks run:
     penalties (their clipping before the power iteration), spectral norm,
     instance noise, replay, balancing, EMA. Noise is drawn in this order too."""

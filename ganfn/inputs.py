@@ -110,7 +110,8 @@ def check_compatible(gan: Any, g_params: dict, g_buffers: dict, d_params: dict, 
         raise ValueError("the discriminator must return scores with a leading batch axis ([B] or [B, 1]), got "
                          f"shape {got} for a batch of 2")
     def d_fn(x: Tensor) -> Tensor:  # D's scores, labelled class 0 in a conditional GAN
-        return gan.loss.scores(gan.d_apply(d_params, d_buffers, x, *gan.labels.probe(x.shape[0], x.device), train=False)[0])
+        return gan.loss.scores(gan.d_apply(d_params, d_buffers, x,
+                                           *gan.labels.probe(x.shape[0], x.device), train=False)[0])
 
     diagnose.check_discriminator(gan.discriminator, d_fn, fake, gan.loss.name)
     return tuple(fake.shape[1:])

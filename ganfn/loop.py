@@ -198,7 +198,8 @@ def _next_inputs(run: Run, batch_size: int) -> tuple[Tensor, dict, Any]:
         else:
             noise = run.gan.draw_noise(run.rngs[0], batch_size, dtype=run.like.dtype, device=run.device)
     x, y = run.gan.labels.split(real)  # a conditional batch: (images, labels); only the images take the dtype
-    return run.gan.labels.join(x.to(device=run.device, dtype=run.like.dtype), tuple(t.to(run.device) for t in y)), position, noise
+    return run.gan.labels.join(x.to(device=run.device, dtype=run.like.dtype),
+                               tuple(t.to(run.device) for t in y)), position, noise
 
 
 def _diverged(run: Run, step: int, new_state: TrainState, metrics: Mapping[str, Tensor], on_nonfinite: str) -> bool:

@@ -236,7 +236,8 @@ def _checked_data(gan: GAN, data: Any, is_sampler: bool, device: torch.device, d
         raise TypeError(f"data must be a tensor [N, ...] (conditional: an (images, labels) pair), an image source "
                         f"(ganfn.data.images_source) or a sampler f(n, generator), got {type(images).__name__}")
     if tuple(images.shape[1:]) != gan.sample_shape:
-        raise ValueError(f"data samples have shape {tuple(images.shape[1:])} but the generator makes {gan.sample_shape}")
+        raise ValueError(f"data samples have shape {tuple(images.shape[1:])} but the generator makes "
+                         f"{gan.sample_shape}")
     for y in labels:
         check_labels(y, gan.num_classes, (images.shape[0],), "the data's labels")
     if isinstance(images, Tensor):  # an image source stays where it is (uint8 or on disk)

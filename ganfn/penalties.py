@@ -202,7 +202,8 @@ def _lazy_hooks(p: Penalty) -> dict:
         if not in_transform(count) and bool(torch.remainder(count, k) != 0):
             # Eager, not due: skip the input gradient altogether. The same numbers
             # as the masked term below, which vmap and compile need (no branch there).
-            zero = x.d_real.new_zeros((), dtype=torch.promote_types(x.d_real.dtype, ctx.hp[key].dtype))  # the term's dtype
+            # a zero of the term's dtype
+            zero = x.d_real.new_zeros((), dtype=torch.promote_types(x.d_real.dtype, ctx.hp[key].dtype))
             return zero, {"due": zero, "metrics": {"term": torch.full_like(zero, float("nan"))}}
         val, due = _reg.lazy(term(x.d_fn, x.real, x.fake, ctx.noise.get("eps"), ctx.hp[key]), count, k)
         shown = torch.where(due, val, torch.full_like(val, float("nan")))
@@ -214,7 +215,8 @@ def _lazy_hooks(p: Penalty) -> dict:
     return {"init": init, "d_term": d_term, "after_d": after_d}
 
 
-def lecam(weight: float | Tensor = 0.3, *, decay: float | Tensor = 0.99, start: int = 0, one_sided: bool = True) -> Part:
+def lecam(weight: float | Tensor = 0.3, *, decay: float | Tensor = 0.99, start: int = 0,
+          one_sided: bool = True) -> Part:
     """LeCam regularisation (Tseng et al., 2021) as a part named ``lecam``:
     ``lecam_weight * (E[relu(D(x) - a_fake)^2] + E[relu(a_real - D(G(z)))^2])``
     (:func:`ganfn.regularisers.lecam_term`), with ``a_real`` / ``a_fake`` moving

@@ -228,7 +228,8 @@ def load_toml(path: str | Path) -> dict[str, Any]:
         try:
             import tomli as tomllib
         except ImportError as e:
-            raise RuntimeError("reading a TOML config on Python 3.10 needs the 'tomli' package (pip install tomli)") from e
+            raise RuntimeError("reading a TOML config on Python 3.10 needs the 'tomli' package (pip install "
+                               "tomli)") from e
     try:
         with path.open("rb") as f:
             doc = tomllib.load(f)

@@ -74,7 +74,8 @@ def lecam_init(*, dtype: torch.dtype = torch.float32, device: torch.device | str
     return LeCamState(real=z, fake=z, count=torch.zeros((), dtype=torch.long, device=device))
 
 
-def lecam_update(state: LeCamState, real_out: Tensor, fake_out: Tensor, *, decay: Weight = 0.99, start: int = 0) -> LeCamState:
+def lecam_update(state: LeCamState, real_out: Tensor, fake_out: Tensor, *, decay: Weight = 0.99,
+                 start: int = 0) -> LeCamState:
     """The averages after one D update: ``a <- decay * a + (1 - decay) * mean(D(x))``
     for real and fake outputs (detached). Until ``count >= start`` (and always on
     the first update) the decay is 0, so the averages follow the latest batch, as
@@ -86,7 +87,8 @@ def lecam_update(state: LeCamState, real_out: Tensor, fake_out: Tensor, *, decay
     return LeCamState(real=torch.lerp(r, state.real, d), fake=torch.lerp(f, state.fake, d), count=state.count + 1)
 
 
-def lecam_term(real_out: Tensor, fake_out: Tensor, state: LeCamState, weight: Weight, *, one_sided: bool = True) -> Tensor:
+def lecam_term(real_out: Tensor, fake_out: Tensor, state: LeCamState, weight: Weight, *,
+               one_sided: bool = True) -> Tensor:
     """``weight * (E[relu(D(x_real) - a_fake)^2] + E[relu(a_real - D(x_fake))^2])``.
 
     It pulls D's outputs on real data toward the running average of its fake
@@ -125,7 +127,8 @@ def dragan_term(d_fn: DFn, real: Tensor, u: Tensor, alpha: Tensor, weight: Weigh
     return weight * torch.mean(torch.square(norms - target))
 
 
-def one_sided_gp_term(d_fn: DFn, real: Tensor, fake: Tensor, eps: Tensor, weight: Weight, *, target: float = 1.0) -> Tensor:
+def one_sided_gp_term(d_fn: DFn, real: Tensor, fake: Tensor, eps: Tensor, weight: Weight, *,
+                      target: float = 1.0) -> Tensor:
     """The one-sided gradient penalty ``weight * E[relu(||grad D(x_hat)|| - target)^2]``
     at WGAN-GP's interpolates ``x_hat = eps * real + (1 - eps) * fake`` (``eps`` [B]).
 

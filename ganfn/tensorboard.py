@@ -87,7 +87,8 @@ def labelled(img: Tensor, text: str) -> Tensor:
     return torch.cat([top, body], dim=-2)
 
 
-def scatter_image(points: Tensor, *, reference: Tensor | None = None, size: int = 320, extent: float | None = None) -> Tensor:
+def scatter_image(points: Tensor, *, reference: Tensor | None = None, size: int = 320,
+                  extent: float | None = None) -> Tensor:
     """A scatter plot of 2-D ``points`` [N, 2] (blue) over ``reference`` [M, 2]
     (grey, e.g. the mixture's centres or real samples): [3, size, size] in [0, 1]."""
     pts = points.detach().float().cpu()

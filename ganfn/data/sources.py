@@ -50,7 +50,8 @@ class InMemoryImages:
 
     def __init__(self, images: Tensor, *, flip: bool = False) -> None:
         if images.dtype != torch.uint8 or images.dim() != 4:
-            raise ValueError(f"InMemoryImages holds uint8 [N, C, H, W] images, got {images.dtype} {tuple(images.shape)}")
+            raise ValueError(f"InMemoryImages holds uint8 [N, C, H, W] images, got {images.dtype} "
+                             f"{tuple(images.shape)}")
         self.images, self.flip = images, flip
 
     @property
@@ -101,7 +102,8 @@ class StreamingImages:
 
     def _restart(self, position: Position, total: int) -> None:
         self.close()
-        kw = dict(prefetch_factor=self.prefetch, worker_init_fn=_one_thread, persistent_workers=False) if self.workers else {}
+        kw = dict(prefetch_factor=self.prefetch, worker_init_fn=_one_thread,
+                  persistent_workers=False) if self.workers else {}
         loader = torch.utils.data.DataLoader(self.files, batch_sampler=self._plans(position, total),
                                              num_workers=self.workers, **kw)
         self._it = iter(loader)
@@ -128,7 +130,8 @@ class StreamingImages:
 ImageSource = (InMemoryImages, StreamingImages)  # for isinstance checks
 
 
-def in_order(data: Tensor | InMemoryImages | StreamingImages, batch_size: int = 256, workers: int = 0) -> Iterator[Tensor]:
+def in_order(data: Tensor | InMemoryImages | StreamingImages, batch_size: int = 256,
+             workers: int = 0) -> Iterator[Tensor]:
     """Every sample of ``data`` once, in storage order, unflipped, in batches of ``batch_size``.
 
     A tensor yields its own slices; an image source yields uint8 [b, C, H, W]

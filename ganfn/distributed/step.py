@@ -33,7 +33,8 @@ def make_reduce(*, sync_buffers: bool = True, group: Any = None) -> _step.Reduce
         if net == "d":
             scal = (aux.d_loss_real, aux.d_loss_fake, aux.penalty, aux.d_acc_real, aux.d_acc_fake, aux.parts)
             loss, grads, scal, bufs = all_reduce_mean((loss, grads, scal, bufs), group)
-            aux = aux._replace(**dict(zip(("d_loss_real", "d_loss_fake", "penalty", "d_acc_real", "d_acc_fake", "parts"), scal, strict=True)))
+            aux = aux._replace(**dict(zip(("d_loss_real", "d_loss_fake", "penalty", "d_acc_real", "d_acc_fake",
+                                           "parts"), scal, strict=True)))
         else:
             loss, grads, parts, bufs = all_reduce_mean((loss, grads, aux.parts, bufs), group)
             aux = aux._replace(parts=parts)

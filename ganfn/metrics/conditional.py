@@ -78,9 +78,11 @@ def conditional_names(extractor: Extractor) -> dict[str, str]:
     return {"intra_fd": f"intra-{names['fd']}", "acc": "class-acc-" + names["fd"].removeprefix("FD-")}
 
 
-def _figures(ff: Features, fake_labels: Tensor, rf: Features, real_labels: Tensor, extractor: Extractor) -> dict[str, float]:
+def _figures(ff: Features, fake_labels: Tensor, rf: Features, real_labels: Tensor,
+             extractor: Extractor) -> dict[str, float]:
     names = conditional_names(extractor)
-    out = {names["intra_fd"]: float(intra_class_frechet_distance(ff.features, fake_labels, rf.features, real_labels)[0])}
+    out = {names["intra_fd"]: float(intra_class_frechet_distance(ff.features, fake_labels,
+                                                                 rf.features, real_labels)[0])}
     if ff.probs is not None and getattr(extractor, "kind", "") != "inception":
         out[names["acc"]] = float(class_accuracy(ff.probs, fake_labels))
     return out
@@ -110,5 +112,6 @@ def evaluate_stacked_conditional_images(
     ff = extractor(fake.reshape(s * n, *fake.shape[2:]))
     feats = ff.features.reshape(s, n, -1)
     probs = None if ff.probs is None else ff.probs.reshape(s, n, -1)
-    rows = [_figures(Features(feats[i], None if probs is None else probs[i]), labels[i], rf, real_labels, extractor) for i in range(s)]
+    rows = [_figures(Features(feats[i], None if probs is None else probs[i]), labels[i], rf,
+                     real_labels, extractor) for i in range(s)]
     return {k: torch.tensor([r[k] for r in rows], dtype=torch.float64) for k in rows[0]}

@@ -119,7 +119,8 @@ def assert_trees_equal(a: Any, b: Any, what: str = "trees", root: str = "") -> N
             raise AssertionError(f"{what} differ at {k or '<root>'}: {_describe(va, fb[k])}")
 
 
-def assert_trees_close(a: Any, b: Any, what: str = "trees", *, rtol: float = 1e-5, atol: float = 1e-6, root: str = "") -> None:
+def assert_trees_close(a: Any, b: Any, what: str = "trees", *, rtol: float = 1e-5, atol: float = 1e-6,
+                       root: str = "") -> None:
     """``torch.allclose`` on every tensor leaf (non-tensor leaves must be equal);
     the error names the worst leaf."""
     fa, fb = _flat(a, root), _flat(b, root)
@@ -236,7 +237,8 @@ def assert_pure(fn: Callable, *args: Any, modules: nn.Module | Iterable[nn.Modul
         try:
             assert_trees_equal(outputs[0], out, "outputs", root="output")
         except AssertionError as e:
-            raise AssertionError(f"{name} is not deterministic: call {i} returned different results from call 1: {e}") from None
+            raise AssertionError(f"{name} is not deterministic: call {i} returned different results from call 1: "
+                                 f"{e}") from None
     return outputs[0]
 
 
@@ -364,7 +366,8 @@ def assert_accumulation_equivalent(gan: Any, state: Any, batch: Tensor, k: int, 
         assert_trees_close({k: mf[k] for k in keys}, {k: ma[k] for k in keys}, "train_step metrics", **tol,
                            root="metrics")
     except AssertionError as e:
-        raise AssertionError(f"{k} accumulated micro-batches of {B // k} are not equivalent to one batch of {B}: {e}") from None
+        raise AssertionError(f"{k} accumulated micro-batches of {B // k} are not equivalent to one batch of {B}: "
+                             f"{e}") from None
 
 
 # -- vmap --------------------------------------------------------------------------------------

@@ -240,7 +240,8 @@ def _check_projection(project: Callable, name: str, w: Tensor, is_clip: bool, ge
         try:
             assert_trees_equal(inside, project(inside, w), "parameters already inside the bound")
         except AssertionError as e:
-            raise AssertionError(f"projection {name!r} changed parameters that were already inside [-{c}, {c}]: {e}") from None
+            raise AssertionError(f"projection {name!r} changed parameters that were already inside [-{c}, {c}]: "
+                                 f"{e}") from None
     try:
         assert_trees_equal(out, project(out, w), "projected parameters")
     except AssertionError as e:
