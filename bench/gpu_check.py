@@ -22,7 +22,8 @@ budget; the whole check is planned for under 8 minutes on one H100/H200):
 
 Output: ``DIR/gpu_check.md`` (one table: section, status, seconds, and every
 row of every table the sections printed, plus their FLOP/s lines) and
-``DIR/gpu_check_logs.txt`` (every section's command and full output). DIR defaults to ``$OUT`` when set, else ``bench/gpu_check_out``.
+``DIR/gpu_check_logs.txt`` (every section's command and full output). DIR defaults to ``$OUT`` when set, else
+``bench/gpu_check_out``.
 """
 from __future__ import annotations
 

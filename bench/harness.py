@@ -146,7 +146,8 @@ def main(argv=None) -> None:
             print(f"# FLOPs per step (torch.utils.flop_counter on the imperative step): {flops / 1e9:.2f} GFLOP")
             for v in objs:
                 rate = flops / statistics.median(times[v])
-                extra = f" = {100 * rate / peak:.1f}% of the measured {args.dtype} matmul rate ({peak / 1e12:.2f} TFLOP/s)" if peak else ""
+                extra = (f" = {100 * rate / peak:.1f}% of the measured {args.dtype} matmul rate "
+                         f"({peak / 1e12:.2f} TFLOP/s)" if peak else "")
                 print(f"#   {v}: {rate / 1e12:.3f} TFLOP/s{extra}")
         if args.profile and args.profile in objs:
             _profile(objs[args.profile], steps)

@@ -100,7 +100,8 @@ def _forward(layers, params, buffers, x):
             x = x * params[p + ".weight"][None, :, None, None] + params[p + ".bias"][None, :, None, None]
             mom = a["momentum"]
             new_buf[p + ".running_mean"] = (1 - mom) * buffers[p + ".running_mean"] + mom * jax.lax.stop_gradient(mean)
-            new_buf[p + ".running_var"] = (1 - mom) * buffers[p + ".running_var"] + mom * jax.lax.stop_gradient(var) * n / (n - 1)
+            new_buf[p + ".running_var"] = ((1 - mom) * buffers[p + ".running_var"]
+                                           + mom * jax.lax.stop_gradient(var) * n / (n - 1))
             new_buf[p + ".num_batches_tracked"] = buffers[p + ".num_batches_tracked"] + 1
         elif kind == "relu":
             x = jnp.maximum(x, 0)
@@ -156,7 +157,8 @@ class JaxVariant(Variant):
         d_batch_stats = any(isinstance(m, nn.BatchNorm2d) for m in D.modules())
         opt = optax.adam(wl.lr, b1=wl.betas[0], b2=wl.betas[1], eps=1e-8)
         to = lambda mod, f: {k: _to_jax(v) for k, v in getattr(mod, f)()}
-        gp_, gb, dp, db = to(G, "named_parameters"), to(G, "named_buffers"), to(D, "named_parameters"), to(D, "named_buffers")
+        gp_, gb = to(G, "named_parameters"), to(G, "named_buffers")
+        dp, db = to(D, "named_parameters"), to(D, "named_buffers")
         self.state = (gp_, gb, dp, db, opt.init(gp_), opt.init(dp))
         nc, wass, gpw = wl.n_critic, wl.loss == "wasserstein", wl.gp
 

@@ -44,8 +44,8 @@ def main(argv=None) -> float:
     imp = Imperative(wl, pool, dev, torch.float32).setup()
     fn = GanfnEager(wl, pool, dev, torch.float32).setup()
     # the step without both diagnostics, without the gradient norms, without D's accuracy
-    leans = {k: GanfnEager(wl, pool, dev, torch.float32).setup() for k in (("norm", "accuracy"), ("norm",), ("accuracy",))} \
-        if args.diagnostics_cost else {}
+    leans = {k: GanfnEager(wl, pool, dev, torch.float32).setup()
+             for k in (("norm", "accuracy"), ("norm",), ("accuracy",))} if args.diagnostics_cost else {}
     for v in (imp, fn, *leans.values()):
         v.run(list(range(5)))
     t_imp, t_fn, t_leans = [], [], {k: [] for k in leans}

@@ -134,7 +134,8 @@ def bench(N: int, args) -> None:
     graphs_after = torch._dynamo.utils.counters["stats"]["unique_graphs"]
     base = med["seq"]
     for c in cs:
-        noise = f"{statistics.median(c.noise_s) * 1e3:.2f} ({100 * statistics.median(c.noise_s) / med[c.name]:.1f}%)" if hasattr(c, "noise_s") else ""
+        noise = (f"{statistics.median(c.noise_s) * 1e3:.2f} ({100 * statistics.median(c.noise_s) / med[c.name]:.1f}%)"
+                 if hasattr(c, "noise_s") else "")
         comp = f"{setup[c.name]:.1f}" if c.name.startswith("vmap+compile") else ""
         print(f"| {N} | {c.name} | {med[c.name] * 1e3:.1f} | {N / med[c.name]:.1f} | {base / med[c.name]:.2f} | "
               f"{noise} | {comp} |", flush=True)

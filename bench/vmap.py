@@ -310,7 +310,8 @@ def bench(workload: str, S: int, args, device: torch.device) -> dict[str, tuple[
     latent, shape, hidden, B, _ = WORKLOADS[workload]
     torch._dynamo.reset()  # a fresh compile per S (no automatic dynamic shapes)
     gan = make_gan(workload, device)
-    real = (torch.randn(B, *shape, generator=torch.Generator().manual_seed(0)) * (2.0 if workload == "ring8" else 0.5)).clamp(-3, 3).to(device)
+    real = (torch.randn(B, *shape, generator=torch.Generator().manual_seed(0))
+            * (2.0 if workload == "ring8" else 0.5)).clamp(-3, 3).to(device)
     cs: list[Contender] = [SeqTorch(gan, real, device), SeqGanfn(gan, real, device), VmapStep(gan, real, device, False)]
     if not args.no_compile:
         cs.append(VmapStep(gan, real, device, True))
@@ -381,7 +382,8 @@ def main(argv: list[str] | None = None) -> None:
             configure_threads(args.threads)
     device = torch.device(args.device)
     workloads = list(WORKLOADS) if args.workload == "all" else [args.workload]
-    where = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU, {os.cpu_count()} cores, {torch.get_num_threads()} torch threads"
+    where = (torch.cuda.get_device_name(device) if device.type == "cuda"
+             else f"CPU, {os.cpu_count()} cores, {torch.get_num_threads()} torch threads")
     print(f"# ganfn vmap bench — torch {torch.__version__}, {where}")
     print(f"# command: python bench/vmap.py {' '.join(sys.argv[1:] if argv is None else argv)}")
     print(f"# glibc malloc tuning (tune_malloc, applies to every contender): {'on' if tuned else 'off'}")
@@ -401,10 +403,12 @@ def main(argv: list[str] | None = None) -> None:
             names = list(res)
             if header is None:
                 header = names
-                print("| S | " + " | ".join(f"{n} ms" for n in names) + " | " + " | ".join(f"{n} x" for n in names[1:]) + " | " + " | ".join(f"{n} MiB/member" for n in names) + " |")
+                print("| S | " + " | ".join(f"{n} ms" for n in names) + " | " + " | ".join(f"{n} x" for n in names[1:])
+                      + " | " + " | ".join(f"{n} MiB/member" for n in names) + " |")
                 print("|---" * (1 + 3 * len(names) - 1) + "|")
             base = res["seq torch"][0]
-            row = [str(S)] + [f"{res[n][0] * 1e3:.2f}" for n in header] + [f"{base / res[n][0]:.2f}" for n in header[1:]] + [f"{res[n][1] / 2**20:.2f}" for n in header]
+            row = ([str(S)] + [f"{res[n][0] * 1e3:.2f}" for n in header]
+                   + [f"{base / res[n][0]:.2f}" for n in header[1:]] + [f"{res[n][1] / 2**20:.2f}" for n in header])
             print("| " + " | ".join(row) + " |", flush=True)
 
 

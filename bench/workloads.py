@@ -92,7 +92,9 @@ WORKLOADS: dict[str, Workload] = {w.name: w for w in [
 ]}
 
 
-def make_pool(wl: Workload, gan: ganfn.GAN, n: int, device: torch.device, dtype: torch.dtype, seed: int = 0) -> list[tuple[torch.Tensor, dict]]:
+def make_pool(
+    wl: Workload, gan: ganfn.GAN, n: int, device: torch.device, dtype: torch.dtype, seed: int = 0
+) -> list[tuple[torch.Tensor, dict]]:
     """``n`` (real, noise) pairs: real [B, *sample] (or [n_critic, B, *sample]) in [-1, 1],
     noise from ``gan.draw_noise``; all variants cycle through the same pool."""
     rng = torch.Generator().manual_seed(seed)

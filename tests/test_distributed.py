@@ -430,7 +430,8 @@ def test_torchrun_train_matches_one_process_and_resumes(tmp_path):
     (step_dp, s_dp), (step_one, s_one) = _latest_state(dp), _latest_state(one)
     assert step_dp == step_one == 12
     for p, x, y in zip(optree.tree_paths(s_one), optree.tree_leaves(s_dp), optree.tree_leaves(s_one), strict=True):
-        assert torch.allclose(x.double(), y.double(), rtol=1e-4, atol=1e-5), f"{p}: {float((x.double() - y.double()).abs().max())}"
+        assert torch.allclose(x.double(), y.double(), rtol=1e-4, atol=1e-5), \
+            f"{p}: {float((x.double() - y.double()).abs().max())}"
     # Training really moved the state between the resumed checkpoints.
     from ganfn import checkpoint
     ckpts = sorted((dp / "checkpoints").glob("ckpt-*.pt"))

@@ -101,7 +101,8 @@ def test_features_stats_and_fid_equal_pytorch_fid(tmp_path, fid_weights, pytorch
 @given(st.integers(2, 6), st.integers(0, 1000))
 def test_fd_formula_equals_pytorch_fid(d, seed):
     g = torch.Generator().manual_seed(seed)
-    a, b = torch.randn(3 * d, d, generator=g, dtype=torch.float64), torch.randn(3 * d, d, generator=g, dtype=torch.float64) * 2 + 1
+    a = torch.randn(3 * d, d, generator=g, dtype=torch.float64)
+    b = torch.randn(3 * d, d, generator=g, dtype=torch.float64) * 2 + 1
     sa, sb = M.feature_stats(a), M.feature_stats(b)
     theirs = pfid_score.calculate_frechet_distance(sa[0].numpy(), sa[1].numpy(), sb[0].numpy(), sb[1].numpy())
     assert float(M.frechet_distance_from_stats(*sa, *sb)) == pytest.approx(theirs, rel=1e-8, abs=1e-9)

@@ -294,7 +294,8 @@ def test_presets_do_not_import_the_training_loop():
     import subprocess
     import sys
 
-    code = "import sys, ganfn.presets; assert 'ganfn.loop' not in sys.modules, sorted(m for m in sys.modules if 'ganfn' in m)"
+    code = ("import sys, ganfn.presets; "
+            "assert 'ganfn.loop' not in sys.modules, sorted(m for m in sys.modules if 'ganfn' in m)")
     subprocess.run([sys.executable, "-c", code], check=True)
 
 

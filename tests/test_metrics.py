@@ -238,7 +238,8 @@ def test_conventional_centres():
     ring = M.ring8_centers()
     assert ring.shape == (8, 2)
     assert torch.allclose(ring.norm(dim=1), torch.full((8,), 2.0))
-    assert torch.allclose(ring[0], torch.tensor([2.0, 0.0])) and torch.allclose(ring[2], torch.tensor([0.0, 2.0]), atol=1e-6)
+    assert torch.allclose(ring[0], torch.tensor([2.0, 0.0]))
+    assert torch.allclose(ring[2], torch.tensor([0.0, 2.0]), atol=1e-6)
     grid = M.grid25_centers()
     assert grid.shape == (25, 2)
     assert sorted(set(grid[:, 0].tolist())) == [-4.0, -2.0, 0.0, 2.0, 4.0]

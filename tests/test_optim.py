@@ -107,7 +107,8 @@ def test_exponential_decay_equals_exponential_lr(gamma, every, lr):
 def test_linear_warmup_equals_linear_lr(steps, lr):
     ours, ours_lr = run_ganfn(optim.adam(lr, (0.5, 0.999), schedule=optim.linear_warmup(steps)), 0)
     ref, ref_lr = run_torch("adam", {"lr": lr, "betas": (0.5, 0.999)}, 0,
-                            scheduler=lambda o: torch.optim.lr_scheduler.LinearLR(o, 1 / steps, 1.0, total_iters=steps - 1))
+                            scheduler=lambda o: torch.optim.lr_scheduler.LinearLR(o, 1 / steps, 1.0,
+                                                                                  total_iters=steps - 1))
     assert ours_lr == pytest.approx(ref_lr, rel=1e-12)
     compare(ours, ref, "LinearLR warm-up")
 

@@ -43,7 +43,8 @@ def lecam(weight: float = 0.3, decay: float = 0.99) -> Part:
         return {"real": zero, "fake": zero.clone()}
 
     def d_term(x: DTerm, ctx: Ctx):
-        reg = torch.mean(F.relu(x.d_real - ctx.state["fake"]) ** 2) + torch.mean(F.relu(ctx.state["real"] - x.d_fake) ** 2)
+        reg = (torch.mean(F.relu(x.d_real - ctx.state["fake"]) ** 2)
+               + torch.mean(F.relu(ctx.state["real"] - x.d_fake) ** 2))
         return ctx.hp["lecam_weight"] * reg, {"real": x.d_real.detach().mean(), "fake": x.d_fake.detach().mean()}
 
     def after_d(d_params, ctx: Ctx, aux):
@@ -208,7 +209,8 @@ def test_ema_decay_follows_tensorflow_num_updates(decay, t, start):
     got = float(parts.ema_decay(_hp(decay, start), torch.tensor(t), warmup=True))
     want = 0.0 if t < start else min(decay, (1 + t - start) / (10 + t - start))
     assert got == pytest.approx(want, rel=1e-12, abs=1e-15)
-    assert float(parts.ema_decay(_hp(decay, start), torch.tensor(t), warmup=False)) == (0.0 if t < start else pytest.approx(decay))
+    got = float(parts.ema_decay(_hp(decay, start), torch.tensor(t), warmup=False))
+    assert got == (0.0 if t < start else pytest.approx(decay))
 
 
 @given(st.floats(0.5, 0.9999), st.integers(0, 10_000), st.floats(0.01, 1.0))
@@ -264,8 +266,9 @@ def test_instance_noise_anneals_inside_the_step(base, step, k):
     level = base * max(0.0, 1 - step / k)
     p = gan.part("instance_noise")
     r, f = p.d_inputs(real, real, gan.ctx(p, state, nd.parts))
-    torch.testing.assert_close(r,
-                               real + torch.tensor(level, dtype=torch.float64).float() * nd.parts["instance_noise"]["real"])
+    torch.testing.assert_close(
+        r, real + torch.tensor(level, dtype=torch.float64).float() * nd.parts["instance_noise"]["real"]
+    )
 
 
 def test_hooks_lists_the_parts_implementing_a_hook_in_run_order():

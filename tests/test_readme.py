@@ -58,7 +58,8 @@ def shell_commands() -> list[str]:
 def _run_python(code: str, tmp_path: Path, timeout: int = 600) -> str:
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
     # Blocks that define tests are also run: each test_* function is called.
-    runner = code + "\nfor _n, _f in list(globals().items()):\n    if _n.startswith('test_') and callable(_f):\n        _f()\n"
+    runner = code + ("\nfor _n, _f in list(globals().items()):\n"
+                     "    if _n.startswith('test_') and callable(_f):\n        _f()\n")
     r = subprocess.run([sys.executable, "-c", runner], cwd=tmp_path,
                        env=env, capture_output=True, text=True, timeout=timeout)
     assert r.returncode == 0, f"README block failed:\n{code}\n--- stderr ---\n{r.stderr[-3000:]}"

@@ -140,7 +140,8 @@ def test_bcr_brightness_on_a_sum_critic_is_the_shift_squared(x, seed, wr, wf):
     fake = x.flip(0)
     val = R.bcr_term(d, x, fake, nr, nf, wr, wf, policy="brightness")
     n = x[0].numel()
-    exp = wr * ((c * n * (nr["brightness"][:, 0] - 0.5)) ** 2).mean() + wf * ((c * n * (nf["brightness"][:, 0] - 0.5)) ** 2).mean()
+    exp = (wr * ((c * n * (nr["brightness"][:, 0] - 0.5)) ** 2).mean()
+           + wf * ((c * n * (nf["brightness"][:, 0] - 0.5)) ** 2).mean())
     torch.testing.assert_close(val, exp)
     # passing the already computed outputs gives the same value
     torch.testing.assert_close(R.bcr_term(d, x, fake, nr, nf, wr, wf, policy="brightness",

@@ -41,8 +41,11 @@ def test_grid_example_from_the_issue():
 
 
 @settings(max_examples=30, deadline=None)
-@given(spec=st.dictionaries(names,
-                            st.lists(st.floats(1e-6, 1e3, allow_nan=False), min_size=1, max_size=3), min_size=1, max_size=4))
+@given(
+    spec=st.dictionaries(
+        names, st.lists(st.floats(1e-6, 1e3, allow_nan=False), min_size=1, max_size=3), min_size=1, max_size=4
+    )
+)
 def test_parse_grid_round_trips_repr(spec):
     text = ";".join(f"{k}={','.join(repr(v) for v in vs)}" for k, vs in spec.items())
     assert sweep.parse_grid(text) == spec

@@ -72,7 +72,11 @@ def test_hyperparameters_in_range(lr, b, w, t, s):
     assert 0 <= w <= 100 and 0.5 <= t <= 1.0 and 0 <= s < 2**31
 
 
-@given(st.sampled_from(["sgd", "adam", "adamw", "rmsprop"]).flatmap(lambda n: st.tuples(st.just(n), gst.optimizer_hparams(n))))
+@given(
+    st.sampled_from(["sgd", "adam", "adamw", "rmsprop"]).flatmap(
+        lambda n: st.tuples(st.just(n), gst.optimizer_hparams(n))
+    )
+)
 def test_optimizer_hparams_accepted_by_ganfn_and_torch(pair):
     name, hp = pair
     getattr(ganfn.optim, name)(**hp)  # valid for ganfn
