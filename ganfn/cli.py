@@ -48,7 +48,8 @@ def _field_type(name: str) -> type:
 
 
 def _help(name: str) -> str:
-    """An option's help with its default: the Config default, or the text's own "(default: ...)" where None means more."""
+    """An option's help with its default: the Config default, or the text's own "(default: ...)" where None means
+    more."""
     text = HELP.get(name, name)
     default = P.FIELDS[name].default
     if "(default" in text or "Default:" in text or P.FIELDS[name].type in ("bool", bool) or name == "grid":
@@ -346,7 +347,8 @@ def _run_train(cfg: P.Config, resume: str | None, progress: bool, parser: argpar
 
 def _report(cfg: P.Config, hist: dict, evaluator: Any, members: Any, population: Any, compile_: bool, wall: float,
             run_dir: Path) -> None:
-    """The end-of-run lines: the per-member table (stacked) or the final figures, the stop reason and speed, the files."""
+    """The end-of-run lines: the per-member table (stacked) or the final figures, the stop reason and speed, the
+    files."""
     from . import sweep
 
     n_members = len(members[0]) if members else 1
@@ -362,7 +364,8 @@ def _report(cfg: P.Config, hist: dict, evaluator: Any, members: Any, population:
                     m[k] = last[k][i]
             if final:
                 m.update({k: v for k, v in final[i].items()
-                          if k == primary or k in ("high_quality", "kl", "on_class_mode") or k.startswith(("intra-", "class-acc-"))})
+                          if k == primary or k in ("high_quality", "kl", "on_class_mode")
+                          or k.startswith(("intra-", "class-acc-"))})
             da = hist.get("diverged_at")
             m["diverged"] = bool(da is not None and isinstance(da, list) and da[i] >= 0)
             if population is not None:

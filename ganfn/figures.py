@@ -169,7 +169,8 @@ def heatmap(
     masked = np.ma.masked_invalid(v)
     import matplotlib
 
-    cmap = matplotlib.colormaps["viridis" if higher_is_better in (None, True) else "viridis_r"].with_extremes(bad="lightgrey")
+    cmap = matplotlib.colormaps["viridis" if higher_is_better in (None, True)
+                                else "viridis_r"].with_extremes(bad="lightgrey")
     im = ax.imshow(masked, cmap=cmap, aspect="auto")
     ax.set_xticks(range(v.shape[1]), [str(c) for c in col_labels])
     ax.set_yticks(range(v.shape[0]), [str(r) for r in row_labels])

@@ -228,7 +228,8 @@ class GAN:
         """
         if not isinstance(seed, int) or isinstance(seed, bool):
             raise TypeError(f"seed must be an int, got {type(seed).__name__}")
-        g_mod, d_mod = fresh_copies((self.generator, self.discriminator), seed, self.weight_init) if reinit else (self.generator, self.discriminator)
+        g_mod, d_mod = (fresh_copies((self.generator, self.discriminator), seed, self.weight_init) if reinit
+                        else (self.generator, self.discriminator))
         g_params, g_buffers = extract(g_mod)
         d_params, d_buffers = extract(d_mod)
         self._sample_shape = check_compatible(self, g_params, g_buffers, d_params, d_buffers)
@@ -420,7 +421,8 @@ class GAN:
             out, _ = self.d_apply(self._d_weights(state.d.params, state), state.d.buffers, real, *yr)
         return self.loss.scores(out).detach()
 
-    def g_grads(self, state: TrainState, noise_g: UpdateNoise, real: Tensor | None = None) -> tuple[Tensor, Params, GAux]:
+    def g_grads(self, state: TrainState, noise_g: UpdateNoise,
+                real: Tensor | None = None) -> tuple[Tensor, Params, GAux]:
         """G's loss and gradient for one G update (pure).
 
         ``noise_g`` is one G update's noise (``ganfn.tree_index(noise.g, j)``).
@@ -459,7 +461,8 @@ class GAN:
 
     # -- the full step -------------------------------------------------------------------
 
-    def train_step(self, state: TrainState, real: Tensor | tuple[Tensor, Tensor], noise: Noise) -> tuple[TrainState, dict[str, Tensor]]:
+    def train_step(self, state: TrainState, real: Tensor | tuple[Tensor, Tensor],
+                   noise: Noise) -> tuple[TrainState, dict[str, Tensor]]:
         """One full update: ``n_critic`` D updates, then ``n_gen`` G updates. Pure.
 
         Args:

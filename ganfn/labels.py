@@ -109,8 +109,8 @@ Labelling = NoLabels | ClassLabels
 
 
 def class_labels(num_classes: int | None, class_probs: Sequence[float] | Tensor | None = None) -> Labelling:
-    """A checked :class:`ClassLabels` (``num_classes=None``: :class:`NoLabels`). ``class_probs`` are relative frequencies
-    (non-negative, finite, not all zero; normalised here), one per class."""
+    """A checked :class:`ClassLabels` (``num_classes=None``: :class:`NoLabels`). ``class_probs`` are relative
+    frequencies (non-negative, finite, not all zero; normalised here), one per class."""
     if num_classes is None:
         if class_probs is not None:
             raise ValueError("class_probs needs num_classes (a conditional GAN)")

@@ -221,7 +221,8 @@ def _diverged(run: Run, step: int, new_state: TrainState, metrics: Mapping[str, 
         found = run.manager.load_latest(map_location=run.device) if on_nonfinite == "rollback" and run.manager else None
         if found is not None:
             run.state = found[1]["state"]
-            run.history["stopped"] = f"non-finite loss at step {step}; rolled back to checkpoint step {found[1]['step']}"
+            run.history["stopped"] = (f"non-finite loss at step {step}; rolled back to checkpoint step "
+                                      f"{found[1]['step']}")
         else:
             run.history["stopped"] = f"non-finite loss at step {step}; kept the last finite state"
         run.say(f"{e}; {run.history['stopped']}")

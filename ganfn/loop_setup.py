@@ -120,7 +120,8 @@ def _members(gan: GAN, seed: int, seeds: Sequence[int] | None, hparams: Any, dev
         if len(hp_list) != S:
             raise ValueError(f"got {S} seeds but {len(hp_list)} hyperparameter dicts")
         state = ensemble.init_many(gan, seeds, hp_list)
-        step_fn = gd.make_train_step(gan, stacked=True) if world.distributed else ensemble.make_step(gan, compile=compile)
+        step_fn = (gd.make_train_step(gan, stacked=True) if world.distributed
+                   else ensemble.make_step(gan, compile=compile))
         return True, seeds, hp_list, state, ensemble.rngs(seeds, device), step_fn
     if isinstance(hparams, Sequence):
         raise ValueError("one hyperparameter dict per member needs seeds= (a stacked run)")
@@ -162,7 +163,8 @@ def _resolve_resume(resume: str | os.PathLike, device: torch.device) -> tuple[Pa
     if p.is_file():
         return p, ckpt.load(p, map_location=device)  # a file named by the user: a damaged one is refused
     if p.is_dir():
-        found = ckpt.CheckpointManager(p / "checkpoints" if (p / "checkpoints").is_dir() else p).load_latest(map_location=device)
+        found = ckpt.CheckpointManager(p / "checkpoints" if (p / "checkpoints").is_dir()
+                                       else p).load_latest(map_location=device)
         if found is None:
             raise FileNotFoundError(f"--resume {p}: no checkpoint (ckpt-*.pt) in {p} or {p / 'checkpoints'}")
         return found
@@ -213,7 +215,8 @@ def setup(gan: GAN, data: Tensor | Callable, *, steps: int, device: str | torch.
         run_path=run_path,
         manager=ckpt.CheckpointManager(run_path / "checkpoints", keep) if run_path is not None else None,
         evaluator=evaluator, eval_z=eval_z, eval_y=eval_y, fixed_y=fixed_y,
-        fixed_z=gan.draw_latents(torch.Generator().manual_seed(1234), n_fixed if fixed_y is None else len(fixed_y)).to(device=device, dtype=like.dtype),
+        fixed_z=gan.draw_latents(torch.Generator().manual_seed(1234),
+                                 n_fixed if fixed_y is None else len(fixed_y)).to(device=device, dtype=like.dtype),
         history={"train": [], "eval": [], "final": {}, "stopped": "steps", "diverged_at": None,
                  "members": len(seeds) if stacked else None},
         population=population,

@@ -373,12 +373,14 @@ def acgan(base: str | LossPair = "non_saturating", d_weight: float = 1.0, g_weig
                 acgan_g_weight: Target = g_weight, reduction: str = "mean", **kw):
         r, f = base.d_parts(real_out[0], fake_out[0], reduction=reduction, **kw)
         w = torch.as_tensor(acgan_d_weight, dtype=r.dtype, device=r.device)
-        return r + w * _class_loss(real_out[1], real_labels, reduction), f + w * _class_loss(fake_out[1], fake_labels, reduction)
+        return (r + w * _class_loss(real_out[1], real_labels, reduction),
+                f + w * _class_loss(fake_out[1], fake_labels, reduction))
 
     def g(fake_out, *, fake_labels: Tensor, acgan_d_weight: Target = d_weight, acgan_g_weight: Target = g_weight,
           reduction: str = "mean", **kw):
         adv = base.g(fake_out[0], reduction=reduction, **kw)
-        return adv + torch.as_tensor(acgan_g_weight, dtype=adv.dtype, device=adv.device) * _class_loss(fake_out[1], fake_labels, reduction)
+        return adv + (torch.as_tensor(acgan_g_weight, dtype=adv.dtype, device=adv.device)
+                      * _class_loss(fake_out[1], fake_labels, reduction))
 
     hp = {"acgan_d_weight": float(d_weight), "acgan_g_weight": float(g_weight)}
     return LossPair(f"acgan({base.name})", d_parts, g, base.threshold, hp, True, _scores_of_pair)

@@ -215,7 +215,8 @@ def _foreach_lists(params: PyTree, others: tuple[PyTree, ...], hp: dict):
         return None
     # 0-d leaves are left to the per-leaf path: there a 0-d float64 hyperparameter
     # times a 0-d leaf promotes the leaf to float64, which foreach would not copy.
-    if any(x.dtype != first.dtype or x.dim() == 0 for lst in (ps, *lists) for x in lst) or any(v.dim() != 0 for v in hp.values()):
+    if (any(x.dtype != first.dtype or x.dim() == 0 for lst in (ps, *lists) for x in lst)
+            or any(v.dim() != 0 for v in hp.values())):
         return None
     return treedef, ps, lists
 

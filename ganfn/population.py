@@ -137,7 +137,8 @@ def rank(scores: Tensor, higher_is_better: bool | Sequence[bool], last: Tensor |
     if len(dirs) != K:
         raise ValueError(f"rank: {K} score columns but {len(dirs)} directions")
     order = torch.arange(s.shape[0], device=s.device)
-    keys = [torch.where(torch.isnan(c), math.inf, c) for c in ((-s[:, j] if dirs[j] else s[:, j]).double() for j in range(K))]
+    keys = [torch.where(torch.isnan(c), math.inf, c)
+            for c in ((-s[:, j] if dirs[j] else s[:, j]).double() for j in range(K))]
     if last is not None:
         keys.insert(0, last.to(device=s.device, dtype=torch.float64))
     for key in reversed(keys):  # least significant key first; stable sorts keep the earlier order within ties
@@ -145,7 +146,9 @@ def rank(scores: Tensor, higher_is_better: bool | Sequence[bool], last: Tensor |
     return order
 
 
-def scores_from_figures(figures: Sequence[Mapping[str, float]], metrics: Sequence[str | Metric]) -> tuple[Tensor, list[bool]]:
+def scores_from_figures(
+    figures: Sequence[Mapping[str, float]], metrics: Sequence[str | Metric]
+) -> tuple[Tensor, list[bool]]:
     """``(scores [S, K] float64, directions)`` from the loop's per-member figure
     dicts; a missing figure is NaN (ranked last)."""
     ms = [metric(m) for m in metrics]

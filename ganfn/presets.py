@@ -344,7 +344,8 @@ def build_gan(cfg: Config, sample_shape: tuple[int, ...], classes: int | None = 
         G, D, latent_dim=latent, loss=cfg.loss, g_optimizer=opt(cfg.lr_g, cfg.steps * cfg.n_gen),
         d_optimizer=opt(cfg.lr_d, cfg.steps * cfg.n_critic),
         penalty=_penalties(cfg), n_critic=cfg.n_critic, n_gen=cfg.n_gen, ema_decay=ema, parts=extra,
-        # spectral_norm None: the discriminator's wants_spectral_norm decides (SNGAN, projection, ACGAN, ResNet D ask for it).
+        # spectral_norm None: the discriminator's wants_spectral_norm decides (SNGAN, projection, ACGAN, ResNet D ask
+        # for it).
         spectral_norm=cfg.spectral_norm or None, real_label=cfg.real_label, fake_label=cfg.fake_label,
         instance_noise=cfg.instance_noise, instance_noise_anneal=cfg.instance_noise_anneal,
         replay_size=cfg.replay_size, replay_fraction=cfg.replay_fraction,

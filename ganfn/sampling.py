@@ -66,7 +66,8 @@ def sample(gan: Any, state: Any, z: Tensor, y: Tensor | None = None, *, ema: boo
         raise ValueError(f"latents must have shape [N, {', '.join(map(str, gan.latent_shape))}], got {tuple(z.shape)}")
     check_standing(standing)
     labels = gan.labels.args(y, z.shape[0])
-    buffers = standing_stats(gan, state, torch.Generator().manual_seed(0), batches=standing, ema=ema) if standing else state.g.buffers
+    buffers = (standing_stats(gan, state, torch.Generator().manual_seed(0), batches=standing, ema=ema) if standing
+               else state.g.buffers)
     out, _ = gan.g_apply(sample_params(gan, state, ema=ema), buffers, z, *labels, train=train)
     return out
 
@@ -133,7 +134,8 @@ def standing_stats(gan: Any, state: Any, rng: torch.Generator, *, batches: int =
     with torch.no_grad():
         for _ in range(batches):
             z = gan.draw_latents(rng, batch_size, dtype=like.dtype)
-            y = [t[0].to(like.device) for t in gan.labels.draw(rng, 1, batch_size)]  # conditional: classes as in training
+            # conditional: classes as in training
+            y = [t[0].to(like.device) for t in gan.labels.draw(rng, 1, batch_size)]
             _, buffers = apply(params, buffers, z.to(like.device), *y, train=True)
     return buffers
 

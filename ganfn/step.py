@@ -90,7 +90,8 @@ def ops(gan: Any, lift: Callable[..., Callable] | None = None, *, shared_data: b
         d_grads=lift(gan.d_grads, in_dims=(0, 0 if not shared_data else None, 0)),
         d_update=lift(gan.d_update), d_metrics=lift(d_metrics),
         d_skip=lift(gan.d_skip) if gan.gates_d else None,
-        g_grads=lift(gan.g_grads, in_dims=(0, 0, 0 if not shared_data else None)) if gan.loss.g_needs_real else lift(gan.g_grads),
+        g_grads=(lift(gan.g_grads, in_dims=(0, 0, 0 if not shared_data else None)) if gan.loss.g_needs_real
+                 else lift(gan.g_grads)),
         g_update=lift(gan.g_update), g_metrics=lift(g_metrics),
         g_skip=lift(gan.g_skip) if gan.gates_g else None,
         lrs=lift(lrs), n_critic=gan.n_critic, n_gen=gan.n_gen, g_real=gan.loss.g_needs_real,

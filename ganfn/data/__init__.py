@@ -132,7 +132,8 @@ def load(
     if name == "digits":
         return digits(split, size or 8, labels=labels)
     if name == "fashion_mnist":
-        out = fashion_mnist(root, split, labels=labels) if root is not None else fashion_mnist(split=split, labels=labels)
+        out = (fashion_mnist(root, split, labels=labels) if root is not None
+               else fashion_mnist(split=split, labels=labels))
     elif name in ("mnist", "cifar10"):
         out = torchvision_dataset(name, root if root is not None else "data", split, labels=labels)
     elif name == "mnist5k":

@@ -68,7 +68,8 @@ class ImageFiles(torch.utils.data.Dataset):
             if not zipfile.is_zipfile(root):
                 raise NotADirectoryError(f"not a folder of images nor a zip archive: {root}")
             with zipfile.ZipFile(root) as z:
-                names = sorted(n for n in z.namelist() if not n.endswith("/") and Path(n).suffix.lower() in IMAGE_EXTENSIONS)
+                names = sorted(n for n in z.namelist()
+                               if not n.endswith("/") and Path(n).suffix.lower() in IMAGE_EXTENSIONS)
         else:
             names = sorted(str(p) for p in root.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
         if max_images is not None:

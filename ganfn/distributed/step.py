@@ -95,7 +95,9 @@ def make_train_step(gan: GAN, *, stacked: bool = False, shared_data: bool = True
     return step
 
 
-def train_step(gan: GAN, state: TrainState, real: Tensor, noise: Noise, *, group: Any = None) -> tuple[TrainState, dict[str, Tensor]]:
+def train_step(
+    gan: GAN, state: TrainState, real: Tensor, noise: Noise, *, group: Any = None
+) -> tuple[TrainState, dict[str, Tensor]]:
     """One data-parallel step of an unstacked state (``make_train_step(gan)``
     called once; build the step once in a loop instead)."""
     return make_train_step(gan, group=group)(state, real, noise)

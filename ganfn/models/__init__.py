@@ -353,6 +353,7 @@ def _build_mlp(shape, latent_dim, hidden, depth, num_classes, generator) -> tupl
     dp = depth or (1 if image else 3)
     act = "tanh" if image else None
     if num_classes is None:
-        return MLPGenerator(latent, shape, h, dp, out_act=act, generator=generator), MLPDiscriminator(shape, h, dp, generator=generator), latent
+        return (MLPGenerator(latent, shape, h, dp, out_act=act, generator=generator),
+                MLPDiscriminator(shape, h, dp, generator=generator), latent)
     return (CondMLPGenerator(latent, shape, num_classes, h, dp, out_act=act, generator=generator),
             CondMLPDiscriminator(shape, num_classes, h, dp, generator=generator), latent)

@@ -130,7 +130,8 @@ def assert_trees_close(a: Any, b: Any, what: str = "trees", *, rtol: float = 1e-
     bad = []
     for k, va in fa.items():
         vb = fb[k]
-        if isinstance(va, Tensor) and isinstance(vb, Tensor) and va.shape == vb.shape and (va.is_floating_point() or vb.is_floating_point()):
+        if (isinstance(va, Tensor) and isinstance(vb, Tensor) and va.shape == vb.shape
+                and (va.is_floating_point() or vb.is_floating_point())):
             x, y = va.detach().double(), vb.detach().to(va.device).double()
             if not torch.allclose(x, y, rtol=rtol, atol=atol, equal_nan=True):
                 err = ((x - y).abs() - rtol * y.abs()).nan_to_num(math.inf).max().item()
@@ -219,7 +220,8 @@ def assert_pure(fn: Callable, *args: Any, modules: nn.Module | Iterable[nn.Modul
         mods = [modules] if isinstance(modules, nn.Module) else list(modules)
     snap = _snapshot((args, kwargs), "") + _snapshot(mods, "modules")
     # Readable paths: args[i]... / kwargs[...]
-    snap = [(p.replace("[0]", "args", 1) if p.startswith("[0]") else p.replace("[1]", "kwargs", 1) if p.startswith("[1]") else p, l, s, v)
+    snap = [(p.replace("[0]", "args", 1) if p.startswith("[0]")
+             else p.replace("[1]", "kwargs", 1) if p.startswith("[1]") else p, l, s, v)
             for p, l, s, v in snap]
     grads_before = _grads_of(mods)
     outputs = []
@@ -259,7 +261,8 @@ def _keys_msg(which: str, grads: dict, params: dict) -> str | None:
     if set(grads) == set(params):
         for k, g in grads.items():
             if tuple(g.shape) != tuple(params[k].shape):
-                return f"{which}: gradient for {k!r} has shape {tuple(g.shape)} but the parameter has {tuple(params[k].shape)}"
+                return (f"{which}: gradient for {k!r} has shape {tuple(g.shape)} but the parameter has "
+                        f"{tuple(params[k].shape)}")
         return None
     extra, missing = sorted(set(grads) - set(params)), sorted(set(params) - set(grads))
     return (f"{which} must return gradients over exactly its own network's parameters: "
@@ -274,8 +277,8 @@ def assert_grads_isolated(gan: Any, state: Any, real: Tensor, noise: dict) -> No
     G's parameters and optimizer state and the G-side parts' states (the EMA)
     bit-identical; ``gan.g_grads`` returns exactly ``state.g.params``' keys and
     ``gan.g_update`` leaves D's parameters, optimizer state and the D-side
-    parts' states (spectral-norm vectors, replay buffer) bit-identical; no ``.grad`` appears on the GAN's modules. This is the
-    classic accumulation bug (G's backward leaving gradients on D, the next D
+    parts' states (spectral-norm vectors, replay buffer) bit-identical; no ``.grad`` appears on the GAN's modules. This
+    is the classic accumulation bug (G's backward leaving gradients on D, the next D
     step applying them) stated as a property.
     """
     from ganfn.tree import tree_index

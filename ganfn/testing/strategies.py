@@ -165,7 +165,9 @@ def learning_rates(min_value: float = 1e-5, max_value: float = 1e-1) -> st.Searc
     return st.floats(lo, hi).map(lambda e: float(min(max(10.0**e, min_value), max_value)))
 
 
-def betas(b1: tuple[float, float] = (0.0, 0.99), b2: tuple[float, float] = (0.9, 0.9999)) -> st.SearchStrategy[tuple[float, float]]:
+def betas(
+    b1: tuple[float, float] = (0.0, 0.99), b2: tuple[float, float] = (0.9, 0.9999)
+) -> st.SearchStrategy[tuple[float, float]]:
     """Adam ``(beta1, beta2)`` pairs; the default ranges cover GAN practice
     (0.0 and 0.5 for beta1 are common) and keep beta2 < 1."""
     return st.tuples(st.floats(*b1), st.floats(*b2))
@@ -213,7 +215,9 @@ def optimizer_hparams(draw: st.DrawFn, name: str) -> dict[str, Any]:
     }
 
 
-def train_states(gan: Any, seed: st.SearchStrategy[int] | None = None, **hparams: st.SearchStrategy[Any]) -> st.SearchStrategy[Any]:
+def train_states(
+    gan: Any, seed: st.SearchStrategy[int] | None = None, **hparams: st.SearchStrategy[Any]
+) -> st.SearchStrategy[Any]:
     """Whole training states ``gan.init(seed, **hparams)`` for the given ``GAN``.
 
     ``hparams`` maps per-state hyperparameter names (``lr_d``, ``gp_weight``,
