@@ -139,12 +139,12 @@ def run(o: Ops, state: TrainState, real: Any, noise: Noise, *, reduce: Reduce | 
     averaged over the step's updates."""
     d_ms, g_ms, d_aux = [], [], None
     for i in range(o.n_critic):
-        r = real if o.n_critic == 1 else tree_map(lambda x: x.select(real_axis, i), real)
-        out = o.d_grads(state, r, tree_map(lambda x: x.select(noise_axis, i), noise.d))
+        r = real if o.n_critic == 1 else tree_map(lambda x, i=i: x.select(real_axis, i), real)
+        out = o.d_grads(state, r, tree_map(lambda x, i=i: x.select(noise_axis, i), noise.d))
         state, m, d_aux = _update(o, "d", state, out, reduce, None)
         d_ms.append(m)
     for j in range(o.n_gen):
-        ng = tree_map(lambda x: x.select(noise_axis, j), noise.g)
+        ng = tree_map(lambda x, j=j: x.select(noise_axis, j), noise.g)
         out = o.g_grads(state, ng, r) if o.g_real else o.g_grads(state, ng)
         state, m, _ = _update(o, "g", state, out, reduce, d_aux)
         g_ms.append(m)
