@@ -64,7 +64,7 @@ class Arm:
         gaps = []
         with torch.no_grad():
             for s in ganfn.unstack(self.state):
-                d = lambda x: self.gan.d_apply(s.d.params, s.d.buffers, x, train=False)[0].mean()
+                d = lambda x, s=s: self.gan.d_apply(s.d.params, s.d.buffers, x, train=False)[0].mean()
                 gaps.append(float(d(train) - d(test)))
         return f"{sum(gaps) / len(gaps):.2f}"
 

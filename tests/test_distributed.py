@@ -314,7 +314,7 @@ def test_noise_shards_concatenate_to_the_global_draw(world, b, seed, n_critic):
                                     rank=r, world_size=world) for r in range(world)]
     glued = optree.tree_map(lambda *xs: torch.cat(xs, dim=2), *st_parts)
     for i, g in enumerate(rngs):
-        _assert_close(optree.tree_map(lambda x: x[i], glued), gan.draw_noise(g, world * b), f"member {i}", atol=0)
+        _assert_close(optree.tree_map(lambda x, i=i: x[i], glued), gan.draw_noise(g, world * b), f"member {i}", atol=0)
 
 
 @settings(max_examples=15, deadline=None)

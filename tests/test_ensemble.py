@@ -259,8 +259,8 @@ def test_init_many_and_noise_reproduce_single_draws():
     assert not torch.equal(state.g.params["0.weight"][0], state.g.params["0.weight"][1])
     noise = ensemble.draw_noise_many(GP_GAN, ensemble.rngs(seeds), 6)
     for i, s in enumerate(seeds):
-        assert_close(optree.tree_map(lambda x: x[i], noise), GP_GAN.draw_noise(torch.Generator().manual_seed(s), 6),
-                     exact=True)
+        assert_close(optree.tree_map(lambda x, i=i: x[i], noise),
+                     GP_GAN.draw_noise(torch.Generator().manual_seed(s), 6), exact=True)
     with pytest.raises(ValueError, match="one dict per member"):
         ensemble.init_many(GP_GAN, [0, 1], [{}])
 

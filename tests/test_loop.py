@@ -230,7 +230,7 @@ def test_resume_skips_a_damaged_newest_checkpoint(tmp_path):
     with pytest.warns(RuntimeWarning, match="ckpt-00000004.pt is damaged.*ckpt-00000002.pt"):
         state, _ = fit(gan, data.ring8, steps=5, batch_size=16, run_dir=tmp_path, resume=True, progress=False,
                        print_fn=lines.append)
-    assert any("resumed from" in l and "ckpt-00000002.pt" in l for l in lines)
+    assert any("resumed from" in line and "ckpt-00000002.pt" in line for line in lines)
     assert int(state.step) == 5
 
 
@@ -244,8 +244,8 @@ def test_metrics_json_is_strict_json(tmp_path):
     docs = {}
     for name in ("metrics.json", "config.json"):
         text = (tmp_path / name).read_text()
-        docs[name] = json.loads(text,
-                                parse_constant=lambda c: pytest.fail(f"{name} holds {c}, which strict JSON forbids"))
+        docs[name] = json.loads(text, parse_constant=lambda c, name=name: pytest.fail(
+            f"{name} holds {c}, which strict JSON forbids"))
         assert "NaN" not in text and "Infinity" not in text
     doc = docs["metrics.json"]
     assert docs["config.json"] == {"x": None}

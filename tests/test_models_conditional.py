@@ -114,7 +114,7 @@ def test_conditional_vmap_over_stacked_members_matches_each(name):
         params, buffers = stack_module_state(mods)
         base = copy.deepcopy(mods[0]).to("meta")
         inp = z if idx == 0 else torch.randn(2, B, *pairs[0][1].sample_shape, generator=gen(4))
-        out = vmap(lambda p, b, a, c: functional_call(base, (p, b), (a, c)))(params, buffers, inp, y)
+        out = vmap(lambda p, b, a, c, base=base: functional_call(base, (p, b), (a, c)))(params, buffers, inp, y)
         for i, m in enumerate(mods):
             torch.testing.assert_close(scores(out)[i], scores(m(inp[i], y[i])), rtol=1e-5, atol=1e-6)
 

@@ -56,8 +56,8 @@ def test_lazy_r1_is_computed_on_exactly_every_kth_d_update(k, n_critic):
             loss, grads, aux = gan.d_grads(state, real, ganfn.tree_index(noise.d, i))
             due.append(bool(aux.parts["r1"]["due"]))
             # the penalty is k times R1 where due and exactly 0 elsewhere
-            r1 = penalties.r1(1.0).term(lambda x: gan.d_apply(state.d.params, state.d.buffers, x)[0], real, real, None,
-                                        torch.tensor(1.0))
+            r1 = penalties.r1(1.0).term(lambda x, state=state: gan.d_apply(state.d.params, state.d.buffers, x)[0],
+                                        real, real, None, torch.tensor(1.0))
             torch.testing.assert_close(aux.penalty.float(), k * r1 if due[-1] else torch.zeros(()), rtol=1e-5, atol=0)
             state = gan.d_update(state, grads, aux)
             update += 1
