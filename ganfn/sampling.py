@@ -123,7 +123,7 @@ def standing_stats(gan: Any, state: Any, rng: torch.Generator, *, batches: int =
     for m in bns.values():
         m.momentum = None  # cumulative average over the batches below
     buffers = dict(state.g.buffers)
-    for n, m in bns.items():
+    for n in bns:
         pre = f"{n}." if n else ""
         buffers[pre + "running_mean"] = torch.zeros_like(buffers[pre + "running_mean"])
         buffers[pre + "running_var"] = torch.ones_like(buffers[pre + "running_var"])

@@ -85,9 +85,9 @@ def test_seeds_prints_per_seed_table_and_eval(tmp_path, capsys):
 def test_sweep_sorts_by_quality(tmp_path, capsys):
     out = _run(["sweep", "--grid", "lr_d=1e-4,1e-3;lr_g=1e-4,2e-4", "--data", "ring8", "--model", "mlp",
                 "--run-dir", str(tmp_path), *TINY], capsys)
-    rows = [l for l in out.splitlines() if l.startswith("| ") and "member" not in l and "mean" not in l]
+    rows = [line for line in out.splitlines() if line.startswith("| ") and "member" not in line and "mean" not in line]
     assert len(rows) == 4
-    header = next(l for l in out.splitlines() if l.startswith("| member"))
+    header = next(line for line in out.splitlines() if line.startswith("| member"))
     cols = [c.strip() for c in header.strip("|").split("|")]
     i = cols.index("modes")
     modes = [float(r.strip("|").split("|")[i]) for r in rows]

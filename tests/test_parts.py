@@ -231,7 +231,7 @@ def test_short_run_ema_is_not_the_untrained_generator():
         gan = ganfn.GAN(G, D, latent_dim=3, parts=[parts.ema(0.999, warmup=warmup)])
         state = gan.init(0)
         p0 = {k: v.clone() for k, v in state.g.params.items()}
-        for t in range(300):  # move G's parameters far from their start, step by step
+        for _ in range(300):  # move G's parameters far from their start, step by step
             moved = {k: v + 1.0 for k, v in p0.items()}
             _, st_ = gan.part("ema").after_g(moved, gan.ctx(gan.part("ema"), state), None)
             state = state._replace(parts={"ema": st_})

@@ -29,7 +29,7 @@ def _d_aux(gan, state, seed):
 @settings(max_examples=8)
 @given(gst.seeds(1000), st.floats(0.0, 20.0))
 def test_dragan_and_one_sided_gp_on_a_linear_critic_are_closed_forms(seed, weight):
-    for part, key, f in ((parts.dragan(weight), "dragan_weight", lambda n: (n - 1) ** 2),
+    for part, _key, f in ((parts.dragan(weight), "dragan_weight", lambda n: (n - 1) ** 2),
                          (parts.one_sided_gp(weight), "ogp_weight", lambda n: torch.clamp(n - 1, min=0) ** 2)):
         gan = _linear_gan(part)
         state = gan.init(seed)

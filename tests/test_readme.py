@@ -42,9 +42,9 @@ def python_blocks() -> list[str]:
 
 def shell_commands() -> list[str]:
     """Commands in plain fenced blocks, 4-space indented lines and inline `code` spans."""
-    found = [l for lang, text in fenced_blocks() if lang == "" for l in text.splitlines()]
+    found = [line for lang, text in fenced_blocks() if lang == "" for line in text.splitlines()]
     prose = re.sub(r"^```.*?^```", "", README, flags=re.S | re.M)
-    found += [l[4:] for l in prose.splitlines() if l.startswith("    ") and l.strip().startswith(PROGRAMS)]
+    found += [line[4:] for line in prose.splitlines() if line.startswith("    ") and line.strip().startswith(PROGRAMS)]
     found += re.findall(r"`([^`\n]+)`", prose)
     out = []
     for line in found:

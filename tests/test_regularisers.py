@@ -166,7 +166,7 @@ def test_lazy_is_due_on_every_kth_update_with_weight_times_k(every, v):
     value = torch.tensor(v, dtype=f64)
     outs = [R.lazy(value, torch.tensor(c), every) for c in range(3 * every)]
     assert [c for c, (_, due) in enumerate(outs) if due] == [0, every, 2 * every]
-    for c, (val, due) in enumerate(outs):
+    for c, (val, _) in enumerate(outs):
         assert float(val) == (every * v if c % every == 0 else 0.0)
     # the time average equals the eager penalty
     assert sum(float(x) for x, _ in outs) / (3 * every) == pytest.approx(v)

@@ -63,7 +63,7 @@ def test_one_step_matches_torch_power_iteration():
         p._u.copy_(u0)
         p._v.copy_(torch.nn.functional.normalize(w.mT @ u0, dim=0, eps=1e-12))
         lin.train()
-        lin.weight  # one power iteration updates _u in place
+        _ = lin.weight  # one power iteration updates _u in place
     torch.testing.assert_close(sn_step(params, {"weight": u0})["weight"], p._u, rtol=1e-12, atol=1e-12)
 
 

@@ -221,8 +221,8 @@ def assert_pure(fn: Callable, *args: Any, modules: nn.Module | Iterable[nn.Modul
     snap = _snapshot((args, kwargs), "") + _snapshot(mods, "modules")
     # Readable paths: args[i]... / kwargs[...]
     snap = [(p.replace("[0]", "args", 1) if p.startswith("[0]")
-             else p.replace("[1]", "kwargs", 1) if p.startswith("[1]") else p, l, s, v)
-            for p, l, s, v in snap]
+             else p.replace("[1]", "kwargs", 1) if p.startswith("[1]") else p, leaf, s, v)
+            for p, leaf, s, v in snap]
     grads_before = _grads_of(mods)
     outputs = []
     for call in range(max(1, repeats)):

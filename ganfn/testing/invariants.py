@@ -193,7 +193,7 @@ def _check_term(term: Callable, name: str, w: Tensor, target: str, sample_shape:
             raise AssertionError(f"penalty {name!r} must return a 0-d tensor, got {v!r}")
         return v.detach()
 
-    for trial in range(3):
+    for _ in range(3):
         d_fn = mlp_critic()
         real, fake = randn(B, *sample_shape), randn(B, *sample_shape) * 2
         eps = torch.rand(B, generator=gen, dtype=torch.float64)
