@@ -188,7 +188,8 @@ def _conv_transpose_dense(x: Tensor, weight: Tensor, bias: Tensor | None, d: _Pl
     return out if bias is None else out + bias[:, None, None]
 
 
-def _dense_plan(layer: nn.Module, x: Tensor, transpose: bool) -> tuple[_Plan, Tensor | None] | None:
+def _dense_plan(layer: nn.Conv2d | nn.ConvTranspose2d, x: Tensor,
+                transpose: bool) -> tuple[_Plan, Tensor | None] | None:
     """The layer's plan on input ``x`` and its one-hot matrix (None: the
     identity), or None where the layer keeps its convolution (a large image,
     groups, a padding mode other than zeros, a device not in ``DENSE_DEVICES``)."""
