@@ -39,7 +39,8 @@ def decode_square(source: PathLike | io.BytesIO, size: int, mode: str, name: str
             w, h = im.size
             s = min(w, h)
             left, top = (w - s) // 2, (h - s) // 2
-            im = im.crop((left, top, left + s, top + s)).resize((size, size), Image.BILINEAR, reducing_gap=None)
+            im = im.crop((left, top, left + s, top + s)).resize((size, size), Image.Resampling.BILINEAR,
+                                                                reducing_gap=None)
             arr = np.array(im, dtype=np.uint8)  # a writable copy: torch warns on read-only buffers
     except (UnidentifiedImageError, OSError) as e:
         raise ValueError(f"cannot read image {name}: {e}") from e
