@@ -83,7 +83,7 @@ SHIFT_INVARIANT = ("wasserstein", "rpgan", "ragan")
 
 
 def decision_threshold(loss_name: str, real_target: Tensor | float, fake_target: Tensor | float,
-                       out_real: Tensor, out_fake: Tensor) -> Tensor | float:
+                       out_real: Tensor, out_fake: Tensor) -> Tensor | float | None:
     """The output value that separates "judged real" from "judged fake" under a loss.
 
     - ``minimax`` / ``non_saturating``: D's optimum is the target mix, so the

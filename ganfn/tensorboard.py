@@ -61,7 +61,7 @@ def save_png(img: Tensor, path: str | os.PathLike, scale: int = 1) -> Path:
     """Save a [C, H, W] image in [0, 1] as PNG, enlarged ``scale`` times (nearest)."""
     pil = Image.fromarray(_to_uint8_hwc(img))
     if scale > 1:
-        pil = pil.resize((pil.width * scale, pil.height * scale), Image.NEAREST)
+        pil = pil.resize((pil.width * scale, pil.height * scale), Image.Resampling.NEAREST)
     path = Path(path)
     pil.save(path)
     return path
