@@ -127,8 +127,9 @@ def _use_fid_pooling(net: nn.Module) -> None:
         m._forward = types.MethodType(_fid_c, m)
     avg = lambda x: F.avg_pool2d(x, 3, stride=1, padding=1, count_include_pad=False)
     mx = lambda x: F.max_pool2d(x, 3, stride=1, padding=1)
-    net.Mixed_7b._forward = types.MethodType(_fid_e(avg), net.Mixed_7b)
-    net.Mixed_7c._forward = types.MethodType(_fid_e(mx), net.Mixed_7c)
+    for name, pool in (("Mixed_7b", avg), ("Mixed_7c", mx)):
+        m = getattr(net, name)
+        m._forward = types.MethodType(_fid_e(pool), m)
 
 
 def quantize(images: Tensor) -> Tensor:
