@@ -128,7 +128,8 @@ def load(
     """
     name = str(spec)
     if name in SAMPLERS:
-        return SAMPLERS[name](n, torch.Generator().manual_seed(seed), labels=labels)
+        drawn = (LABELLED_SAMPLERS if labels else SAMPLERS)[name](n, torch.Generator().manual_seed(seed))
+        return drawn if isinstance(drawn, Tensor) else (drawn[0], drawn[1])
     if name == "digits":
         return digits(split, size or 8, labels=labels)
     if name == "fashion_mnist":
@@ -144,4 +145,4 @@ def load(
             return image_folder(path, size or 64, labels=labels)
         raise FileNotFoundError(f"unknown data {name!r}: not one of {', '.join(NAMES)} and no such folder: "
                                 f"{path.resolve()}")
-    return (resize(out[0], size), out[1]) if labels else resize(out, size)
+    return (resize(out[0], size), out[1]) if isinstance(out, tuple) else resize(out, size)

@@ -280,7 +280,7 @@ def image_folder(
     # Labels before decoding: a bad layout fails fast.
     y = folder_labels(files.root, [files.root / n for n in files.names])[0] if labels else None
     images = to_unit_range(preload(files, workers))
-    return (images, y) if labels else images
+    return (images, y) if y is not None else images
 
 
 def folder_labels(root: PathLike, files: list[Path]) -> tuple[Tensor, list[str]]:

@@ -17,7 +17,7 @@ and a run resumed from a checkpoint's position continues exactly.
 from __future__ import annotations
 
 import os
-from typing import Iterator
+from typing import Any, Iterator
 
 import torch
 from torch import Tensor
@@ -102,7 +102,7 @@ class StreamingImages:
 
     def _restart(self, position: Position, total: int) -> None:
         self.close()
-        kw = dict(prefetch_factor=self.prefetch, worker_init_fn=_one_thread,
+        kw: dict[str, Any] = dict(prefetch_factor=self.prefetch, worker_init_fn=_one_thread,
                   persistent_workers=False) if self.workers else {}
         loader = torch.utils.data.DataLoader(self.files, batch_sampler=self._plans(position, total),
                                              num_workers=self.workers, **kw)
@@ -114,6 +114,7 @@ class StreamingImages:
         key = (tuple(sorted(position.items())), total)
         if self._it is None or self._expect != key:
             self._restart(position, total)
+        assert self._it is not None  # _restart made the iterator
         batch = next(self._it)
         _, _, new = batch_indices(position, total)
         self._expect = (tuple(sorted(new.items())), total)
