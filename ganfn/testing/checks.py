@@ -269,7 +269,7 @@ def _keys_msg(which: str, grads: dict, params: dict) -> str | None:
             f"extra keys {extra[:6]}, missing keys {missing[:6]}")
 
 
-def assert_grads_isolated(gan: Any, state: Any, real: Tensor, noise: dict) -> None:
+def assert_grads_isolated(gan: Any, state: Any, real: Tensor, noise: Any) -> None:
     """Assert that D's step never moves G and G's step never moves D.
 
     ``noise`` is ``gan.draw_noise(rng, B)``. Checks: ``gan.d_grads`` returns
@@ -329,7 +329,7 @@ def _with_accumulation(gan: Any, k: int) -> Any:
     return g
 
 
-def assert_accumulation_equivalent(gan: Any, state: Any, batch: Tensor, k: int, *, noise: dict | None = None,
+def assert_accumulation_equivalent(gan: Any, state: Any, batch: Tensor, k: int, *, noise: Any = None,
                                    rng: torch.Generator | None = None, rtol: float = 1e-4, atol: float = 1e-6) -> None:
     """Assert that ``k`` micro-batches give the same losses and gradients as one full batch.
 

@@ -67,6 +67,7 @@ def assert_loss_invariants(loss: Any, real_logits: Tensor | None = None, fake_lo
     if real_logits is not None or fake_logits is not None:
         r = real_logits if real_logits is not None else fake_logits
         f = fake_logits if fake_logits is not None else real_logits
+        assert r is not None and f is not None
         check(r, f, "on the given logits")
 
 
@@ -180,7 +181,7 @@ def _check_term(term: Callable, name: str, w: Tensor, target: str, sample_shape:
     """A penalty term is finite, >= 0, per-sample, and zero where its target holds."""
     dim = int(math.prod(sample_shape))
 
-    def randn(*s: int) -> Tensor:
+    def randn(*s: Any) -> Tensor:  # a size: ints, or () for a 0-d tensor
         return torch.randn(*s, generator=gen, dtype=torch.float64)
 
     def mlp_critic() -> Callable[[Tensor], Tensor]:
