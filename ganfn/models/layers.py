@@ -290,7 +290,7 @@ def n_doublings(size: int) -> int:
     return n
 
 
-def check_labels_arg(y: Tensor, batch: int, num_classes: int) -> None:
+def check_labels_arg(y: Tensor | None, batch: int, num_classes: int | None) -> None:
     """Metadata checks of a label argument (valid under vmap and compile):
     an integer tensor [batch]. Values are checked by ``GAN`` before a step."""
     if not isinstance(y, Tensor) or y.dtype.is_floating_point or y.dtype == torch.bool:
