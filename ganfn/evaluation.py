@@ -32,7 +32,7 @@ class Evaluator:
     ``reference`` ([M, 2] points) is drawn under 2-D scatter plots.
     """
 
-    fn: Callable[[Tensor], dict[str, float]]
+    fn: Callable[..., dict[str, float]]  # fn(samples) or, conditional, fn(samples, labels)
     primary: str
     higher_is_better: bool = False
     n_samples: int = 1000

@@ -9,7 +9,7 @@ over the K classes, or with given class frequencies (e.g. the data set's).
 from __future__ import annotations
 
 import math
-from typing import Any, NamedTuple, Sequence
+from typing import Any, NamedTuple, Sequence, cast
 
 import torch
 from torch import Tensor
@@ -36,7 +36,7 @@ class NoLabels(NamedTuple):
         if isinstance(real, (tuple, list)):
             raise TypeError("this GAN is unconditional, but the real batch is a pair (images, labels): pass the images "
                             "alone, or build a conditional GAN with ganfn.GAN(..., num_classes=K)")
-        return real, ()
+        return cast(Tensor, real), ()
 
     def args(self, y: Tensor | None, n: int) -> tuple[()]:
         """G's extra arguments for ``n`` samples of classes ``y`` (which must be None)."""

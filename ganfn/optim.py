@@ -473,7 +473,7 @@ def loss_scaled(opt: Optimizer, init_scale: float = 2.0**16, *, growth_interval:
     return Optimizer(init, update, opt.lr, f"loss_scaled({opt.name})", opt.fixed, lambda state: state["loss_scale"])
 
 
-_BUILDERS = {"sgd": sgd, "adam": adam, "adamw": adamw, "rmsprop": rmsprop}
+_BUILDERS: dict[str, Callable[..., Optimizer]] = {"sgd": sgd, "adam": adam, "adamw": adamw, "rmsprop": rmsprop}
 
 
 def get(name: str | Optimizer, **kwargs: Any) -> Optimizer:

@@ -65,7 +65,7 @@ class LeCamState(NamedTuple):
 
     real: Tensor
     fake: Tensor
-    count: Tensor
+    count: Tensor  # type: ignore[assignment]  # a field named like tuple.count, which it shadows
 
 
 def lecam_init(*, dtype: torch.dtype = torch.float32, device: torch.device | str | None = None) -> LeCamState:
