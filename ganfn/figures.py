@@ -63,6 +63,7 @@ def curves(ax: Any, steps: Sequence[int], values: Any, label: str, *, color: str
     line = None
     for s in range(v.shape[1]):
         (line,) = ax.plot(x, v[:, s], lw=0.7, alpha=0.35, color=color if line is None else line.get_color())
+    assert line is not None  # v has at least one column
     c = line.get_color()
     finite = np.isfinite(v)
     count = finite.sum(1)
@@ -124,7 +125,7 @@ def training_figure(
         ax.legend(fontsize="small")
     else:
         ax.text(0.5, 0.5, "no losses logged yet", ha="center", va="center", transform=ax.transAxes)
-    if quality:
+    if quality and primary:  # quality records exist only for a primary figure
         qa = fig.add_subplot(1, panels, 2)
         steps, vals = series(quality, primary)
         curves(qa, steps, vals, primary, color="tab:green")
@@ -182,7 +183,7 @@ def heatmap(
         ax.text(c, r, _fmt(x), ha="center", va="center", color="white" if dark else "black", fontsize="small")
     if higher_is_better is not None and masked.count():
         r, c = np.unravel_index(int(np.ma.argmax(masked) if higher_is_better else np.ma.argmin(masked)), v.shape)
-        ax.add_patch(_outline(c, r))
+        ax.add_patch(_outline(int(c), int(r)))
     fig.colorbar(im, ax=ax, label=value_name)
     return _save(fig, path)
 
@@ -292,9 +293,10 @@ def population_curves(
                 vs.append(math.nan)
         ax.plot(xs, vs, color=colors(i % colors.N), lw=1.2, label=f"member {i}")
     for e in events:
-        k, i = at.get(int(e["step"])), int(e["member"])
-        if k is None:
+        at_k, i = at.get(int(e["step"])), int(e["member"])
+        if at_k is None:
             continue
+        k = at_k
         c = colors(i % colors.N)
         if e["kind"] == "copy" and e.get("source") is not None:
             nxt = min(k + 1, len(steps) - 1)
