@@ -146,8 +146,9 @@ def weight_clip(clip: float | Tensor = 0.01) -> Penalty:
     return Penalty("weight_clip", "clip_value", clip, project=project)
 
 
-_BUILDERS = {"gp": gradient_penalty, "wgan-gp": gradient_penalty, "gradient_penalty": gradient_penalty,
-             "r1": r1, "r2": r2, "weight_clip": weight_clip, "clip": weight_clip}
+_BUILDERS: dict[str, Callable[..., Penalty]] = {
+    "gp": gradient_penalty, "wgan-gp": gradient_penalty, "gradient_penalty": gradient_penalty,
+    "r1": r1, "r2": r2, "weight_clip": weight_clip, "clip": weight_clip}
 
 
 def get(spec: str | Penalty, weight: float | None = None) -> Penalty:
@@ -193,6 +194,7 @@ def _lazy_hooks(p: Penalty) -> dict:
     if p.term is None or p.project is not None:
         raise ValueError(f"penalty {p.name!r}: every= applies to loss terms (gp, r1, r2), not to projections")
     term, key, k = p.term, p.weight_key, p.every
+    assert k is not None  # only lazy penalties (every=k) come here
 
     def init(ctx: InitCtx) -> dict:
         return {"count": torch.zeros((), dtype=torch.int64, device=ctx.device)}
