@@ -185,7 +185,10 @@ def make_step(gan: GAN, *, shared_data: bool = True, compile: bool | str = False
     kw: dict[str, Any] = {"fullgraph": True}
     if isinstance(compile, str):
         kw["mode" if compile in _COMPILE_MODES else "backend"] = compile
-    return _with_fallback(torch.compile(lambda s, r, n: vmapped(s, r, n), **kw), vmapped, check)
+    def fresh(s, r, n):
+        return vmapped(s, r, n)
+
+    return _with_fallback(torch.compile(fresh, **kw), vmapped, check)
 
 
 def _with_fallback(compiled: Callable, eager: Callable, check: Callable) -> Step:
@@ -226,6 +229,7 @@ def _check_inputs(gan: GAN, shared_data: bool, state: TrainState, real: Tensor, 
         raise ValueError(f"real must have shape [{form}] (shared_data={shared_data}, n_critic={gan.n_critic}), got "
                          f"{got}")
     for y in labels:  # values checked here, once, outside vmap
+        assert gan.num_classes is not None  # labels come with classes
         check_labels(y, gan.num_classes, tuple(real.shape[: want_real_dim - len(gan.sample_shape)]), "real labels")
     if not shared_data and real.shape[0] != S:
         raise ValueError(f"per-member real data has {real.shape[0]} members on axis 0 but the state has {S}")
