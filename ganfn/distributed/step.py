@@ -31,6 +31,7 @@ def make_reduce(*, sync_buffers: bool = True, group: Any = None) -> _step.Reduce
     def reduce(net: str, loss: Tensor, grads: dict, aux: DAux | GAux):
         bufs = {"d": _float_only(aux.d_buffers), "g": _float_only(aux.g_buffers)} if sync_buffers else {}
         if net == "d":
+            assert isinstance(aux, DAux)
             scal = (aux.d_loss_real, aux.d_loss_fake, aux.penalty, aux.d_acc_real, aux.d_acc_fake, aux.parts)
             loss, grads, scal, bufs = all_reduce_mean((loss, grads, scal, bufs), group)
             aux = aux._replace(**dict(zip(("d_loss_real", "d_loss_fake", "penalty", "d_acc_real", "d_acc_fake",
