@@ -49,7 +49,7 @@ class NoLabels(NamedTuple):
         """Example label arguments for ``n`` samples (none)."""
         return ()
 
-    def join(self, images: Tensor, labels: tuple[()]) -> Tensor:
+    def join(self, images: Tensor, labels: tuple[Tensor, ...]) -> Tensor:
         """The inverse of :meth:`split`: the images."""
         return images
 
@@ -95,7 +95,7 @@ class ClassLabels(NamedTuple):
         """Example label arguments for ``n`` samples (class 0)."""
         return (torch.zeros(n, dtype=torch.int64, device=device),)
 
-    def join(self, images: Tensor, labels: tuple[Tensor]) -> tuple[Tensor, Tensor]:
+    def join(self, images: Tensor, labels: tuple[Tensor, ...]) -> tuple[Tensor, Tensor]:
         """The inverse of :meth:`split`: the ``(images, labels)`` pair."""
         return (images, labels[0])
 

@@ -7,7 +7,7 @@ from typing import Sequence
 import torch
 from torch import Tensor
 
-from ..data.batching import Position, Sampler, next_batch
+from ..data.batching import Data, Position, Sampler, next_batch
 from ..gan import GAN
 from ..state import Noise
 from ..tree import tree_map
@@ -69,7 +69,7 @@ def _arange(n: int) -> Tensor:
 
 
 def next_shard(data: Tensor | Sampler, position: Position, batch_size: int, *, leading: int | None = None,
-               rank: int | None = None, world_size: int | None = None) -> tuple[Tensor, Position]:
+               rank: int | None = None, world_size: int | None = None) -> tuple[Data, Position]:
     """This rank's ``batch_size`` samples of the next global batch, and the new
     position (identical on every rank).
 
