@@ -262,8 +262,8 @@ def load_data(cfg: Config) -> Tensor | Any:
     if cfg.data == "digits":
         return gdata.digits("train", cfg.image_size or 8, labels=lab)
     if cfg.data in gdata.NAMES:
-        out = gdata.load(cfg.data, size=cfg.image_size, root=cfg.data_root, **({"labels": True} if lab else {}))
-        x, y = (out[0], out[1:]) if lab else (out, ())
+        out = gdata.load(cfg.data, size=cfg.image_size, root=cfg.data_root, labels=lab)
+        x, y = (out[0], out[1:]) if isinstance(out, tuple) else (out, ())
         x = gdata.resize(x, conv_size(x.shape[-1])) if cfg.image_size is None and cfg.model in CONV_MODELS else x
         return (x, *y) if lab else x
     path = Path(cfg.data).expanduser()
@@ -424,10 +424,10 @@ def make_evaluator(cfg: Config, n_samples: int | None = None) -> Evaluator | Non
     if cfg.data == "fashion_mnist":
         root = cfg.data_root or metrics.lenet.FASHION_MNIST_ROOT
         ext = metrics.lenet_extractor("fashion-mnist", root=root)
-        real = metrics.fid_stats(gdata.fashion_mnist(root, "test"), ext)  # the 10,000 test images
+        ref = metrics.fid_stats(gdata.fashion_mnist(root, "test"), ext)  # the 10,000 test images
 
         def fd_fashion(samples: Tensor, labels: Tensor | None = None) -> dict[str, float]:  # no per-class figures yet
-            out = metrics.fid(samples, real, ext)
+            out = metrics.fid(samples, ref, ext)
             return {out_key: float(v) for out_key, v in out.items() if v is not None}
 
         return Evaluator(fd_fashion, "FD-LeNet(fashion-mnist)", higher_is_better=False, n_samples=n)
