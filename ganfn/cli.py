@@ -261,7 +261,7 @@ def _population(cfg: P.Config, gan: Any, evaluator: Any, parser: argparse.Argume
             bad = [k for k, v in spec.items() if len(v) != 2]
             if bad:
                 raise ValueError(f"--pbt-space: give exactly two values (low,high) for {bad}")
-            space = {k: (min(v), max(v)) if v[0] <= v[1] else tuple(v) for k, v in spec.items()}
+            space: dict[str, Any] = {k: (min(v), max(v)) if v[0] <= v[1] else tuple(v) for k, v in spec.items()}
         else:
             space = lineage.space_from_grid(sweep.parse_grid(cfg.grid))
         halving = [int(x) for x in cfg.halving_at.split(",") if x.strip()] if cfg.halving_at else []
@@ -409,7 +409,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         from .cli_eval import run_eval
 
         return run_eval(args, parser)
-    sub = parser._subparsers._group_actions[0].choices[args.command]  # the subcommand's parser, for its errors
+    # the subcommand's parser, for its errors (argparse keeps its subparsers in private, untyped attributes)
+    sub = parser._subparsers._group_actions[0].choices[args.command]  # type: ignore[union-attr,index]
     cfg, resume = _config_from_args(args, sub)
     from . import distributed as gd
 
