@@ -185,7 +185,7 @@ def _start(run: Run, config: Mapping[str, Any] | None) -> None:
         run.say(act.eval_line(0, {}, run.history["initial"]["figures"], evaluator.primary) + "  (untrained generator)")
 
 
-def _next_inputs(run: Run, batch_size: int) -> tuple[Tensor, dict, Any]:
+def _next_inputs(run: Run, batch_size: int) -> tuple[Tensor | tuple[Tensor, Tensor], dict, Any]:
     """This step's real batch, the data position after it, and the step's noise."""
     if run.world.distributed:  # this rank's slice of the global batch (batch_size per rank)
         real, position = gd.next_shard(run.data, run.position, batch_size, leading=run.leading)

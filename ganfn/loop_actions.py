@@ -96,6 +96,7 @@ def member_samples(run: "Run") -> list[Tensor]:
 
 def member_figures(run: "Run") -> list[dict[str, float]]:
     """Each member's figures from the run's evaluator on the evaluation latents, with its standing statistics."""
+    assert run.evaluator is not None and run.eval_z is not None  # a run with an evaluator has evaluation latents
     return evaluate_members(run.evaluator, run.gan, run.state, run.eval_z, run.stacked, run.eval_y,
                             standing=run.standing_stats)
 
@@ -110,12 +111,13 @@ def images(run: "Run", step: int) -> None:
 
 def _cols(run: "Run") -> int | None:
     # A conditional run's fixed samples are class-major: one row per class.
-    return None if run.fixed_y is None else len(run.fixed_y) // run.gan.num_classes
+    return None if run.fixed_y is None or run.gan.num_classes is None else len(run.fixed_y) // run.gan.num_classes
 
 
 def evaluate(run: "Run", step: int, metrics: Mapping[str, Tensor], patience: int | None) -> bool:
     """Score every member, log and print the figures; True when early stopping says stop."""
     ev = run.evaluator
+    assert ev is not None  # evaluate is scheduled only with an evaluator
     figs = member_figures(run)
     run.history["eval"].append({"step": step, "figures": figs})
     if run.logger is not None:
@@ -194,6 +196,7 @@ def write_outputs(run: "Run", config: Mapping | None) -> None:
     """``samples.png`` (stacked: one labelled panel per member and a mosaic), the figures of
     :func:`ganfn.figures.run_figures` (``losses.png``, ...), and ``metrics.json``."""
     path = run.run_path
+    assert path is not None  # outputs are written only with a run directory
     path.mkdir(parents=True, exist_ok=True)
     samples = member_samples(run)
     ref = run.evaluator.reference if run.evaluator else None
@@ -203,6 +206,7 @@ def write_outputs(run: "Run", config: Mapping | None) -> None:
         tb.save_png(pics[0], path / "samples.png", scale=scale)
     else:
         labels = member_labels(run)
+        assert labels is not None  # several pictures: a stacked run
         for i, p in enumerate(pics):
             tb.save_png(tb.labelled(tb.upscale(p, scale), labels[i]), path / f"samples_member{i:02d}.png")
         # All members' grids tiled into one picture, member 0 top left, each captioned

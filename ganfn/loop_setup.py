@@ -242,6 +242,7 @@ def _checked_data(gan: GAN, data: Any, is_sampler: bool, device: torch.device, d
         raise ValueError(f"data samples have shape {tuple(images.shape[1:])} but the generator makes "
                          f"{gan.sample_shape}")
     for y in labels:
+        assert gan.num_classes is not None  # labels come with classes
         check_labels(y, gan.num_classes, (images.shape[0],), "the data's labels")
     if isinstance(images, Tensor):  # an image source stays where it is (uint8 or on disk)
         images = images.to(device=device, dtype=dtype)
