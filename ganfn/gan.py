@@ -179,7 +179,9 @@ class GAN:
         check_setup(self.labels, self.loss, self.parts)
         self._hp: dict[str, Hyper] = {**loss_hp, **{k: h for p in self.parts for k, h in p.defaults().items()}}
         self.defaults: dict[str, float | Tensor] = {k: h.value for k, h in self._hp.items()}
-        self._hooks = {f: tuple(p for p in self.parts if getattr(p, f) is not None) for f in Part._fields[2:]}
+        # hook name -> the parts that have it. Any: a string-keyed table cannot tell mypy that part.<hook> is set.
+        self._hooks: dict[str, tuple[Any, ...]] = {f: tuple(p for p in self.parts if getattr(p, f) is not None)
+                                                   for f in Part._fields[2:]}
         self.gates_d, self.gates_g = bool(self._hooks["skip_d"]), bool(self._hooks["skip_g"])
         self._ops = _step.ops(self)
 
