@@ -162,8 +162,7 @@ def main() -> None:
                                     "ms_per_step": 1e3 * sec,
                                     "allreduce_ms_per_step": 1e3 * secs["allreduce"], "parameters": secs["numel"]}
         print(f"distributed {backend:5s} world {world}               : {1 / sec:8.2f} steps/s  {1e3 * sec:8.2f} "
-              "ms/step "
-              f"(global batch {world * args.batch}, {world * args.batch / sec:9.1f} samples/s; "
+              f"ms/step (global batch {world * args.batch}, {world * args.batch / sec:9.1f} samples/s; "
               f"all-reduces alone {1e3 * secs['allreduce']:.2f} ms/step for {secs['numel'] / 1e6:.2f}M parameters)",
               flush=True)
     print(json.dumps(results))

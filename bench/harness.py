@@ -134,8 +134,7 @@ def main(argv=None) -> None:
             mb_s = f"{mb / 2**20:.2f}" if mb >= 0 else "n/a"
             mr = f"{mb / mem['imperative'][0]:.2f}" if mb >= 0 and mem.get("imperative", (0,))[0] > 0 else "n/a"
             print(f"| {v} | {med * 1e3:.2f} | {q[0] * 1e3:.2f}-{q[2] * 1e3:.2f} | {med / base:.3f} | "
-                  f"{base / med:.2f}x | "
-                  f"{'' if c is None else f'{c:.1f}'} | {mb_s} | {mr} |")
+                  f"{base / med:.2f}x | {'' if c is None else f'{c:.1f}'} | {mb_s} | {mr} |")
         for v in objs:
             if objs[v].note:
                 print(f"# {v}: {objs[v].note}")
