@@ -14,13 +14,11 @@ HELP: dict[str, str] = {
     "flip": "random horizontal flips of folder images (drawn from the data seed: resumes stay bit-identical)",
     "conditional": "class-conditional training on labelled data (class sub-folders of an image folder; the mixtures' "
                    "mode index): G(z, y), D(x, y); samples.png has one row per class and digits runs add the "
-                   "intra-class "
-                   "FD-LeNet and the LeNet's accuracy on the requested classes",
+                   "intra-class FD-LeNet and the LeNet's accuracy on the requested classes",
     "model": "network pair: mlp (Goodfellow et al., 2014), dcgan (Radford et al., 2016; scaled to the image size), "
              "sngan (spectral-norm D, Miyato et al., 2018; conditional: projection D, Miyato & Koyama 2018), "
              "resnet (the SNGAN CIFAR ResNets), acgan (conditional: auxiliary-classifier D, Odena et al. 2017, with "
-             "--loss acgan) "
-             "(default: follows the data: mlp for 2-D points, dcgan for images)",
+             "--loss acgan) (default: follows the data: mlp for 2-D points, dcgan for images)",
     "hidden": "hidden units of the mlp model (default: 128 for images, 256 for 2-D points)",
     "depth": "hidden layers of the mlp model (default: 1 for images, 3 for 2-D points)",
     "width": "channel width of the conv models (DCGAN's ngf/ndf)",
@@ -33,16 +31,13 @@ HELP: dict[str, str] = {
     "penalty_weight": "weight of --penalty (gp/r1/r2 weight, or the clip value for weight_clip) "
                       "(default: the penalty's own: 10 for gp, r1 and r2, 0.01 for weight_clip)",
     "r1_every": "lazy regularisation (StyleGAN2): compute --penalty (gp/r1/r2) every this many D updates, weight "
-                "times it "
-                "(default: every D update)",
+                "times it (default: every D update)",
     "lecam": "LeCam regularisation (Tseng et al. 2021) with this weight (0.3 in the paper's small-data runs) "
              "(default: off)",
     "augment": "differentiable augmentation of D's inputs (DiffAugment): policies color, translation, cutout, "
-               "comma-separated "
-               "(default: none)",
+               "comma-separated (default: none)",
     "ada_target": "adaptive augmentation (ADA): adapt the probability of --augment to keep E[sign(D(real))] at this "
-                  "(0.6) "
-                  "(default: off; fixed p = 1 with --augment)",
+                  "(0.6) (default: off; fixed p = 1 with --augment)",
     "ema_rampup": "StyleGAN2's EMA ramp-up: the EMA's half-life is at most this fraction of the updates so far (0.05) "
                   "(default: off)",
     "standing_stats": "samples and quality figures use BatchNorm statistics recomputed for the EMA generator over this "
@@ -93,8 +88,7 @@ HELP: dict[str, str] = {
                       "drawn within their bounds)",
     "device": "cpu, cuda or cuda:N",
     "threads": "CPU threads for torch (default 1: ganfn's small GAN steps are overhead-bound, and two threads on a "
-               "busy "
-               "2-core machine ran 20x slower in our measurements; raise it for large models on an idle machine)",
+               "busy 2-core machine ran 20x slower in our measurements; raise it for large models on an idle machine)",
     "precision": "fp32, bf16 (autocast) or fp16 (autocast with dynamic loss scaling: optim.loss_scaled)",
     "compile": "torch.compile the train step (first compile takes 10-60 s). Default: compile a stacked run of "
                "at least 4 members training at least 1000 steps (faster there: 3x 16 separate runs of the default "

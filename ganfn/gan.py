@@ -416,8 +416,7 @@ class GAN:
             return None
         if real is None:
             raise ValueError(f"loss {self.loss.name!r} compares G's samples with real data: pass g_grads(state, "
-                             "noise_g, real) "
-                             "(train_step passes the last D update's batch)")
+                             "noise_g, real) (train_step passes the last D update's batch)")
         real, yr = self.labels.split(real)
         with torch.no_grad():
             out, _ = self.d_apply(self._d_weights(state.d.params, state), state.d.buffers, real, *yr)

@@ -86,8 +86,7 @@ class ClassLabels(NamedTuple):
         """G's extra arguments for ``n`` samples of classes ``y`` [n] (checked)."""
         if y is None:
             raise ValueError(f"this GAN is conditional (num_classes={self.num_classes}): pass the classes y [N] of "
-                             "the samples "
-                             "(e.g. ganfn.labels.class_rows(K, per_class) for one row per class)")
+                             "the samples (e.g. ganfn.labels.class_rows(K, per_class) for one row per class)")
         check_labels(y, self.num_classes, (n,), "labels y")
         return (y,)
 
