@@ -54,8 +54,8 @@ def vmap(tree: Path, workload: str, members: int, rounds: int) -> dict[str, floa
     row = next(line for line in text.splitlines() if line.startswith(f"| {members} |"))
     names = [c.strip() for c in header.strip("|").split("|")]
     vals = [c.strip() for c in row.strip("|").split("|")]
-    return {f"vmap {workload} S={members}: {n}": float(v) for n,
-            v in zip(names, vals, strict=True) if n.endswith(" ms")}
+    return {f"vmap {workload} S={members}: {n}": float(v) for n, v in zip(names, vals, strict=True)
+            if n.endswith(" ms")}
 
 
 def measure(tree: Path, args: argparse.Namespace) -> dict[str, float]:

@@ -182,8 +182,8 @@ def draw(rng: torch.Generator, batch_size: int, policy: str | Sequence[str], *,
         raise TypeError(f"rng must be a torch.Generator, got {type(rng).__name__}")
     if not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size must be an int >= 1, got {batch_size!r}")
-    out = {k: torch.rand(*s, generator=rng, dtype=dtype, device=rng.device) for k,
-           s in noise_shapes(policy, batch_size).items()}
+    out = {k: torch.rand(*s, generator=rng, dtype=dtype, device=rng.device)
+           for k, s in noise_shapes(policy, batch_size).items()}
     return out if device is None else {k: v.to(device) for k, v in out.items()}
 
 

@@ -116,8 +116,8 @@ def standing_stats(gan: Any, state: Any, rng: torch.Generator, *, batches: int =
     if not isinstance(batches, int) or batches < 1 or not isinstance(batch_size, int) or batch_size < 2:
         raise ValueError(f"standing_stats needs batches >= 1 and batch_size >= 2, got {batches}, {batch_size}")
     g = copy.deepcopy(gan.generator)
-    bns = {n: m for n,
-           m in g.named_modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats}
+    bns = {n: m for n, m in g.named_modules()
+           if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats}
     if not bns:
         return dict(state.g.buffers)
     for m in bns.values():

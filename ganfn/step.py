@@ -101,8 +101,8 @@ def ops(gan: Any, lift: Callable[..., Callable] | None = None, *, shared_data: b
 def part_metrics(parts_aux: dict[str, Any]) -> dict[str, Tensor]:
     """The step metrics parts report: ``"<part>/<key>"`` for each entry of the
     ``"metrics"`` dict in a part's loss-term aux."""
-    return {f"{name}/{k}": v for name, a in parts_aux.items() if isinstance(a, dict) for k,
-            v in a.get("metrics", {}).items()}
+    return {f"{name}/{k}": v for name, a in parts_aux.items() if isinstance(a, dict)
+            for k, v in a.get("metrics", {}).items()}
 
 
 def _mean(xs: Sequence[dict]) -> dict:

@@ -206,8 +206,8 @@ class Logger:
         """``add_hparams`` for each member, written into that member's own run."""
         for w, hp, m in zip(self.writers, per_member, metrics, strict=True):
             clean = {k: v for k, v in hp.items() if isinstance(v, (int, float, str, bool))}
-            mets = {f"hparam/{k}": float(v) for k,
-                    v in m.items() if isinstance(v, (int, float)) and math.isfinite(float(v))}
+            mets = {f"hparam/{k}": float(v) for k, v in m.items()
+                    if isinstance(v, (int, float)) and math.isfinite(float(v))}
             w.add_hparams(clean, mets, run_name=".")
 
     def flush(self) -> None:

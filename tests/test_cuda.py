@@ -38,8 +38,8 @@ def _to(tree, dev: str):
 
 
 def _differ(a, b) -> bool:
-    return any(not torch.equal(x, y) for x,
-               y in zip(optree.tree_leaves(a), optree.tree_leaves(b), strict=True) if isinstance(x, torch.Tensor))
+    return any(not torch.equal(x, y) for x, y in zip(optree.tree_leaves(a), optree.tree_leaves(b), strict=True)
+               if isinstance(x, torch.Tensor))
 
 
 @DEVICES

@@ -87,8 +87,8 @@ def test_equals_torch_optim_over_a_loop(name, data):
 def test_tensor_hyperparameters_equal_float_ones(name, data):
     hp = data.draw(gst.optimizer_hparams(name))
     f64 = lambda v: torch.tensor(v, dtype=torch.float64)  # float32 would round 0.1
-    as_tensors = {k: (tuple(f64(b) for b in v) if k == "betas" else v if isinstance(v, bool) else f64(v)) for k,
-                  v in hp.items()}
+    as_tensors = {k: (tuple(f64(b) for b in v) if k == "betas" else v if isinstance(v, bool) else f64(v))
+                  for k, v in hp.items()}
     a = run_ganfn(ganfn_ctor(name, hp), 0)[0]
     b = run_ganfn(ganfn_ctor(name, as_tensors), 0)[0]
     assert_trees_equal(a, b, "float vs tensor hyperparameters")

@@ -248,8 +248,8 @@ def test_ema_start_copies_parameters_until_then():
         state, _ = gan.train_step(state, real, gan.draw_noise(rng, B))
         assert_trees_equal(state.parts["ema"]["params"], state.g.params, "EMA before its start")
     state, _ = gan.train_step(state, real, gan.draw_noise(rng, B))
-    assert any(not torch.equal(a, b) for a,
-               b in zip(leaves(state.parts["ema"]["params"]), leaves(state.g.params), strict=True))
+    assert any(not torch.equal(a, b)
+               for a, b in zip(leaves(state.parts["ema"]["params"]), leaves(state.g.params), strict=True))
 
 
 # -- instance noise annealing -------------------------------------------------------------------

@@ -25,8 +25,8 @@ def _noise_fn(ops: tuple[str, ...], sides: Sequence[str]):
     (``"real"``, ``"fake"``), keyed ``"{side}/{name}"``."""
 
     def noise(draw: Draw) -> dict[str, Tensor]:
-        return {f"{side}/{k}": draw.uniform(*s[1:]) for side in sides for k,
-                s in _aug.noise_shapes(ops, draw.batch_size).items()}
+        return {f"{side}/{k}": draw.uniform(*s[1:]) for side in sides
+                for k, s in _aug.noise_shapes(ops, draw.batch_size).items()}
 
     return noise
 
