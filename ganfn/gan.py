@@ -314,8 +314,7 @@ class GAN:
         pen, part_aux, scores = torch.zeros((), dtype=lr_.dtype, device=lr_.device), {}, self.loss.scores
         if self._hooks["d_term"]:
             term = DTerm(lambda x: scores(self.d_apply(p, buffers, x, *yr)[0]), real, fake, scores(out_r),
-                         scores(out_f),
-                         lambda x: scores(self.d_apply(p, buffers, x, *yf)[0]))
+                         scores(out_f), lambda x: scores(self.d_apply(p, buffers, x, *yf)[0]))
             for pt in self._hooks["d_term"]:
                 val, a = pt.d_term(term, self.ctx(pt, state, noise))
                 check_like(pt.name, "d_term (loss)", val, pen, dtype=False)
@@ -391,8 +390,7 @@ class GAN:
     # -- the G side -------------------------------------------------------------------
 
     def _g_loss(self, g_params: Params, state: TrainState, g_buffers: dict, d_buffers: dict, z: Tensor, noise: dict,
-                y: tuple,
-                real_out: Tensor | None = None):
+                y: tuple, real_out: Tensor | None = None):
         fake, g_buf = self.g_apply(g_params, g_buffers, z, *y)
         d_in = fake
         for p in self._hooks["g_inputs"]:
@@ -487,8 +485,7 @@ class GAN:
         return _sampling.sample_params(self, state, ema=ema)
 
     def sample(self, state: TrainState, z: Tensor, y: Tensor | None = None, *, ema: bool | None = None,
-               train: bool = False,
-               standing: int = 0) -> Tensor:
+               train: bool = False, standing: int = 0) -> Tensor:
         """Generated samples ``[N, *sample]`` for latents ``z`` ``[N, *latent]``
         (conditional: classes ``y`` int64 [N]); ``standing > 0``: BatchNorm
         statistics recomputed for the EMA weights. See :func:`ganfn.sampling.sample`.

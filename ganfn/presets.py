@@ -148,18 +148,15 @@ PRESETS: dict[str, dict[str, Any]] = {
     ),
     "mlp-mnist": dict(
         ema_decay=None, data="mnist", model="mlp", latent_dim=100, loss="non_saturating",
-        optimizer="adam", lr_g=2e-4, lr_d=2e-4,
-        beta1=0.5, beta2=0.999, real_label=0.9, batch_size=64,
+        optimizer="adam", lr_g=2e-4, lr_d=2e-4, beta1=0.5, beta2=0.999, real_label=0.9, batch_size=64,
     ),
     "wgan-gp": dict(
         ema_decay=None, data="digits", model="dcgan", d_norm="none", loss="wasserstein",
-        penalty="gp", penalty_weight=10.0,
-        n_critic=5, optimizer="adam", lr_g=1e-4, lr_d=1e-4, beta1=0.0, beta2=0.9,
+        penalty="gp", penalty_weight=10.0, n_critic=5, optimizer="adam", lr_g=1e-4, lr_d=1e-4, beta1=0.0, beta2=0.9,
     ),
     "wgan-clip": dict(
         ema_decay=None, data="digits", model="dcgan", d_norm="none", loss="wasserstein",
-        penalty="weight_clip", penalty_weight=0.01,
-        n_critic=5, optimizer="rmsprop", lr_g=5e-5, lr_d=5e-5,
+        penalty="weight_clip", penalty_weight=0.01, n_critic=5, optimizer="rmsprop", lr_g=5e-5, lr_d=5e-5,
     ),
     "lsgan": dict(
         ema_decay=None, data="digits", model="dcgan", loss="least_squares", optimizer="adam", lr_g=2e-4,

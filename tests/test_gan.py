@@ -355,8 +355,7 @@ def test_bad_construction_raises():
     G, D = small_gan_modules()
     for kw, msg in [(dict(loss="wgan_gpp"), "unknown loss 'wgan_gpp'"), (dict(real_label=float("nan")), "real_label"),
                     (dict(n_critic=0), "n_critic"), (dict(ema_decay=1.5), "ema_decay"),
-                    (dict(latent_dim=0), "latent_dim"),
-                    (dict(g_optimizer=torch.optim.Adam), "ganfn.optim.Optimizer"),
+                    (dict(latent_dim=0), "latent_dim"), (dict(g_optimizer=torch.optim.Adam), "ganfn.optim.Optimizer"),
                     (dict(penalty="gpp"), "unknown penalty")]:
         with pytest.raises((ValueError, TypeError), match=msg):
             ganfn.GAN(G, D, **{"latent_dim": 3, **kw})

@@ -257,8 +257,7 @@ def test_stacked_sample_panels_are_labelled(tmp_path):
 
     gan = _gan()
     fit(gan, data.ring8, steps=2, batch_size=16, run_dir=tmp_path, seeds=[5, 6],
-        hparams=[{"lr_d": 1e-3}, {"lr_d": 3e-4}],
-        **QUIET)
+        hparams=[{"lr_d": 1e-3}, {"lr_d": 3e-4}], **QUIET)
     plain = Image.open(tmp_path / "samples_member00.png")
     ref_h = 320  # scatter_image's size: the caption band sits above it
     assert plain.height > ref_h

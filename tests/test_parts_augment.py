@@ -74,8 +74,7 @@ def test_augmented_step_is_pure_and_vmapped_members_equal_single_runs():
     assert_vmap_equivalent(gan, [0, 1, 2], steps=2, batch_size=B, data=data,
                            hparams=[{"augment_p": 0.0}, {"augment_p": 0.5}, {}])
     assert_vmap_equivalent(_gan(parts.ada(POLICY, interval=1, speed_images=50.0)), [0, 1], steps=3, batch_size=B,
-                           data=data,
-                           hparams=[{"ada_target": 0.0}, {"ada_target": 0.9}])
+                           data=data, hparams=[{"ada_target": 0.0}, {"ada_target": 0.9}])
 
 
 def _train(gan, state, real, steps, seed=1):
