@@ -98,9 +98,9 @@ def make_parser() -> argparse.ArgumentParser:
                        help="train a GAN (no options: a DCGAN on scikit-learn's digits, 3.5 minutes on a loaded "
                             "2-core CPU)",
                        description="Train a GAN. With no options: a small DCGAN on scikit-learn's 8x8 digits "
-                                   f"({P.DEFAULT_STEPS} steps, 3.5 minutes on a loaded 2-core CPU), writing "
-                                   "TensorBoard logs, "
-                                   "samples.png, losses.png, metrics.json and checkpoints under runs/.")
+                                   f"({P.DEFAULT_STEPS} steps, 3.5 minutes on a loaded 2-core CPU), "
+                                   "writing TensorBoard logs, samples.png, losses.png, metrics.json and "
+                                   "checkpoints under runs/.")
     _add_train_options(t, sweep=False)
     s = sub.add_parser("sweep", help="train every combination of a hyperparameter grid as one vmapped run",
                        description="Train every member of --grid (times --seeds) as one stacked, vmapped run and print "

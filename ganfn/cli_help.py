@@ -74,9 +74,8 @@ HELP: dict[str, str] = {
     "grid": "hyperparameter grid, e.g. \"lr_d=1e-4,2e-4;gp_weight=1,10\": every combination is a member of one "
             "vmapped run",
     "pbt_every": "population-based training: every N steps the worst --pbt-fraction of the members copy the whole "
-                 "state "
-                 "of a better member and perturb the grid's hyperparameters (x0.8/x1.2 or a redraw within bounds) "
-                 "(default: off)",
+                 "state of a better member and perturb the grid's hyperparameters (x0.8/x1.2 or a redraw within "
+                 "bounds) (default: off)",
     "pbt_fraction": "fraction of the members replaced (and copied from) per PBT round, in (0, 0.5]",
     "pbt_space": "PBT bounds per hyperparameter, e.g. \"lr_d=1e-4,1e-2;lr_g=1e-4,1e-2\" (default: each grid key's "
                  "min..max)",

@@ -98,9 +98,8 @@ def check_compatible(gan: Any, g_params: dict, g_buffers: dict, d_params: dict, 
                          f"(sample shape {tuple(fake.shape[1:])}) ({how}): {e}") from e
     if isinstance(out, (tuple, list)) and not gan.loss.takes_labels:
         raise ValueError(f"the discriminator returns a {type(out).__name__} of {len(out)} (scores and class "
-                         "logits?), but loss "
-                         f"{gan.loss.name} takes one score per sample; use ganfn.losses.acgan for an auxiliary "
-                         "classifier")
+                         f"logits?), but loss {gan.loss.name} takes one score per sample; use ganfn.losses.acgan "
+                         "for an auxiliary classifier")
     try:
         out = gan.loss.scores(out)
     except Exception as e:
