@@ -64,14 +64,15 @@ class Arm:
         gaps = []
         with torch.no_grad():
             for s in ganfn.unstack(self.state):
-                d = lambda x: self.gan.d_apply(s.d.params, s.d.buffers, x, train=False)[0].mean()  # noqa: E731
+                d = lambda x, s=s: self.gan.d_apply(s.d.params, s.d.buffers, x, train=False)[0].mean()
                 gaps.append(float(d(train) - d(test)))
         return f"{sum(gaps) / len(gaps):.2f}"
 
     def fd(self, ext, real_test, n: int) -> torch.Tensor:
         z = self.gan.draw_latents(torch.Generator().manual_seed(7), n)
         fake = torch.stack([self.gan.sample(s, z) for s in ganfn.unstack(self.state)])  # never augmented
-        return metrics.evaluate_stacked_images(fake, real_test, ext, kid_subsets=10, kid_subset_size=min(300, n))["FD-LeNet(digits)"]
+        return metrics.evaluate_stacked_images(fake, real_test, ext, kid_subsets=10,
+                                               kid_subset_size=min(300, n))["FD-LeNet(digits)"]
 
 
 def main() -> None:
@@ -80,7 +81,8 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, default=8)
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--width", type=int, default=32)
-    ap.add_argument("--d-width", type=int, default=128, help="D's width (0: --width); a wider D overfits the subset sooner")
+    ap.add_argument("--d-width", type=int, default=128,
+                    help="D's width (0: --width); a wider D overfits the subset sooner")
     ap.add_argument("--lr-d", type=float, default=2e-3, help="D's learning rate (0: --lr)")
     ap.add_argument("--latent", type=int, default=32)
     ap.add_argument("--lr", type=float, default=5e-4)
@@ -88,7 +90,8 @@ def main() -> None:
     ap.add_argument("--n-eval", type=int, default=1000)
     ap.add_argument("--policy", default="translation,cutout")
     ap.add_argument("--ada-target", type=float, default=0.6)
-    ap.add_argument("--ada-speed", type=float, default=20_000.0, help="real images for p to move by 1 (ADA: 500k on long runs)")
+    ap.add_argument("--ada-speed", type=float, default=20_000.0,
+                    help="real images for p to move by 1 (ADA: 500k on long runs)")
     ap.add_argument("--arms", default="none,diffaugment,ada")
     ap.add_argument("--eval-every", type=int, default=2000)
     args = ap.parse_args()

@@ -42,7 +42,8 @@ def digit_rows(ext) -> list[tuple[str, dict]]:
         from ganfn.models import DCGANGenerator, MLPGenerator
 
         with torch.no_grad():
-            dc = DCGANGenerator(latent_dim=64, size=8, channels=1, width=32, generator=torch.Generator().manual_seed(0)).eval()
+            dc = DCGANGenerator(latent_dim=64, size=8, channels=1, width=32,
+                                generator=torch.Generator().manual_seed(0)).eval()
             rows.append(("untrained: random-init DCGANGenerator(size=8)", dc(torch.randn(N_FAKE, 64, generator=g))))
             mlp = MLPGenerator(64, (1, 8, 8), hidden=128, generator=torch.Generator().manual_seed(0))
             rows.append(("untrained: random-init MLPGenerator", mlp(torch.randn(N_FAKE, 64, generator=g))))
@@ -54,7 +55,8 @@ def digit_rows(ext) -> list[tuple[str, dict]]:
 
 def mixture_rows() -> list[tuple[str, M.ModeCoverage, int]]:
     out = []
-    for label, centers, std in (("ring8", M.ring8_centers(), M.RING8_STD), ("grid25", M.grid25_centers(), M.GRID25_STD)):
+    for label, centers, std in (("ring8", M.ring8_centers(), M.RING8_STD),
+                                ("grid25", M.grid25_centers(), M.GRID25_STD)):
         g = torch.Generator().manual_seed(0)
         data = sample_mixture(centers, std, 2500, g)
         collapsed = sample_mixture(centers, std, 2500, g, modes=torch.zeros(2500, dtype=torch.long))

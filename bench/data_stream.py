@@ -48,8 +48,8 @@ def run_mode(mode: str, folder: str, steps: int, batch: int, workers: int, width
 
     torch.set_num_threads(1)
     from ganfn import data
-    from ganfn.loop import fit
     from ganfn import presets as P
+    from ganfn.loop import fit
 
     t0 = time.perf_counter()
     if mode == "stream":

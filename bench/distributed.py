@@ -135,7 +135,8 @@ def main() -> None:
     if args.device == "cuda" and not torch.cuda.is_available():
         raise SystemExit("--device cuda: no CUDA device here")
     if args.device == "cuda" and max(args.world) > torch.cuda.device_count():
-        raise SystemExit(f"--world {max(args.world)} needs that many GPUs; this machine has {torch.cuda.device_count()}")
+        raise SystemExit(f"--world {max(args.world)} needs that many GPUs; this machine has "
+                         f"{torch.cuda.device_count()}")
     torch.set_num_threads(args.threads)
 
     results = {"model": args.model, "batch_per_rank": args.batch, "device": args.device,
@@ -153,14 +154,17 @@ def main() -> None:
         if "plain" in secs:
             p_ = secs["plain"]
             results["plain"] = {"steps_per_s": 1 / p_, "samples_per_s": args.batch / p_, "ms_per_step": 1e3 * p_}
-            print(f"plain gan.train_step (no all-reduce), batch {args.batch:4d}: {1 / p_:8.2f} steps/s  {1e3 * p_:8.2f} ms/step", flush=True)
+            print(f"plain gan.train_step (no all-reduce), batch {args.batch:4d}: {1 / p_:8.2f} steps/s  "
+                  f"{1e3 * p_:8.2f} ms/step", flush=True)
         backend = "nccl" if args.device == "cuda" else "gloo"
-        results[f"world{world}"] = {"backend": backend, "steps_per_s": 1 / sec, "samples_per_s": world * args.batch / sec,
+        results[f"world{world}"] = {"backend": backend, "steps_per_s": 1 / sec,
+                                    "samples_per_s": world * args.batch / sec,
                                     "ms_per_step": 1e3 * sec,
                                     "allreduce_ms_per_step": 1e3 * secs["allreduce"], "parameters": secs["numel"]}
-        print(f"distributed {backend:5s} world {world}               : {1 / sec:8.2f} steps/s  {1e3 * sec:8.2f} ms/step "
-              f"(global batch {world * args.batch}, {world * args.batch / sec:9.1f} samples/s; "
-              f"all-reduces alone {1e3 * secs['allreduce']:.2f} ms/step for {secs['numel'] / 1e6:.2f}M parameters)", flush=True)
+        print(f"distributed {backend:5s} world {world}               : {1 / sec:8.2f} steps/s  {1e3 * sec:8.2f} "
+              f"ms/step (global batch {world * args.batch}, {world * args.batch / sec:9.1f} samples/s; "
+              f"all-reduces alone {1e3 * secs['allreduce']:.2f} ms/step for {secs['numel'] / 1e6:.2f}M parameters)",
+              flush=True)
     print(json.dumps(results))
 
 

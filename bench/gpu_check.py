@@ -22,7 +22,8 @@ budget; the whole check is planned for under 8 minutes on one H100/H200):
 
 Output: ``DIR/gpu_check.md`` (one table: section, status, seconds, and every
 row of every table the sections printed, plus their FLOP/s lines) and
-``DIR/gpu_check_logs.txt`` (every section's command and full output). DIR defaults to ``$OUT`` when set, else ``bench/gpu_check_out``.
+``DIR/gpu_check_logs.txt`` (every section's command and full output). DIR defaults to ``$OUT`` when set, else
+``bench/gpu_check_out``.
 """
 from __future__ import annotations
 
@@ -52,15 +53,22 @@ def sections(smoke: bool) -> list[Section]:
     if smoke:
         h = [py, "bench/harness.py", "--device", "cpu", "--rounds", "1", "--steps", "1", "--warmup", "1", "--no-memory"]
         return [
-            Section("tests", [py, "-m", "pytest", "-o", "addopts=", "-m", "cuda", "-q", "-rfEs", "-p", "no:cacheprovider", "tests/test_cuda.py"], 60),
-            Section("harness_mlp", h + ["--workloads", "mlp_b64", "--variants", "imperative,ganfn,ganfn_cudagraphs"], 60),
+            Section("tests", [py, "-m", "pytest", "-o", "addopts=", "-m", "cuda", "-q", "-rfEs", "-p",
+                              "no:cacheprovider", "tests/test_cuda.py"], 60),
+            Section("harness_mlp",
+                    h + ["--workloads", "mlp_b64", "--variants", "imperative,ganfn,ganfn_cudagraphs"], 60),
             Section("vmap", [py, "bench/vmap.py", "--workload", "ring8", "--members", "1", "2", "--rounds", "1",
                              "--steps", "1", "--no-compile", "--no-jax"], 60),
             Section("noise", [py, "bench/noise.py", "--workload", "ring8", "--members", "2", "4", "--rounds", "1"], 60),
-            Section("seeds", [py, "bench/seeds.py", "--device", "cpu", "--members", "2", "--rounds", "1", "--steps", "1",
+            Section("seeds",
+                    [py, "bench/seeds.py", "--device", "cpu", "--members", "2", "--rounds", "1", "--steps", "1",
                               "--no-compile", "--plain-convs"], 60),
-            Section("flops", h + ["--workloads", "mlp_b64", "--variants", "imperative,ganfn", "--flops", "--dtype", "bfloat16"], 60),
-            Section("hang", [py, "-c", "import time; print('| a | b |'); print('|---|---|'); print('| 1 | 2 |', flush=True); time.sleep(60)"], 3),
+            Section("flops", h + ["--workloads", "mlp_b64", "--variants", "imperative,ganfn",
+                                  "--flops", "--dtype", "bfloat16"], 60),
+            Section("hang",
+                    [py, "-c",
+                     "import time; print('| a | b |'); print('|---|---|'); print('| 1 | 2 |', flush=True); "
+                     "time.sleep(60)"], 3),
         ]
     h = [py, "bench/harness.py", "--device", "cuda", "--rounds", "5", "--steps", "20"]
     eager, compiled = "imperative,lightning,ganfn", "imperative,ganfn_compiled,ganfn_cudagraphs"
@@ -70,9 +78,11 @@ def sections(smoke: bool) -> list[Section]:
         harness += [Section(f"harness_{name}", h + ["--workloads", wl, "--variants", eager], 25),
                     Section(f"harness_{name}_compiled", h + ["--workloads", wl, "--variants", compiled], 50)]
     return [
-        Section("tests", [py, "-m", "pytest", "-o", "addopts=", "-m", "cuda", "-q", "-rfEs", "-p", "no:cacheprovider", "tests/test_cuda.py"], 40),
+        Section("tests", [py, "-m", "pytest", "-o", "addopts=", "-m", "cuda", "-q", "-rfEs", "-p",
+                          "no:cacheprovider", "tests/test_cuda.py"], 40),
         *harness,
-        Section("vmap", [py, "bench/vmap.py", "--device", "cuda", "--workload", "003", "--members", "1", "16", "64", "256",
+        Section("vmap",
+                [py, "bench/vmap.py", "--device", "cuda", "--workload", "003", "--members", "1", "16", "64", "256",
                          "--rounds", "3", "--steps", "8", "--no-jax"], 90),
         Section("noise", [py, "bench/noise.py", "--device", "cuda", "--workload", "003", "--rounds", "3"], 20),
         # ganfn train --seeds N's default DCGAN/digits: matrix-form layers vs cuDNN's (grouped) convolutions
@@ -88,7 +98,8 @@ def run(sec: Section, out: Path, left_s: float) -> tuple[str, float, str]:
     before a timeout is kept (the child writes unbuffered to a log file)."""
     timeout = max(1.0, min(sec.timeout_s, left_s))
     log = out / f"{sec.name}.log"
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
+    env = {**os.environ, "PYTHONUNBUFFERED": "1",
+           "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
     t0 = time.perf_counter()
     with open(log, "w") as f:
         # own process group: a timeout kills the section's children (compile workers) too
@@ -125,7 +136,7 @@ def rows(text: str) -> list[tuple[str, str]]:
         if header is None:
             header = cells
         elif not all(set(c) <= set("-: ") for c in cells):
-            named = [f"{h}={c}" for h, c in zip(header[1:], cells[1:]) if c]
+            named = [f"{h}={c}" for h, c in zip(header[1:], cells[1:], strict=False) if c]
             out.append((" ".join(filter(None, [heading, f"{header[0]}={cells[0]}"])), "; ".join(named)))
     return out
 
@@ -163,8 +174,10 @@ def main(argv: list[str] | None = None) -> int:
         for sec, status, _, text in results:
             f.write(f"===== {sec.name}: {status}\n$ {' '.join(sec.argv)}\n{text}\n")
             (out / f"{sec.name}.log").unlink(missing_ok=True)
-    md = (f"# ganfn GPU check, {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, {'CPU smoke run' if args.cpu_smoke else _gpu()}\n\n"
-          f"Total {time.perf_counter() - start:.0f} s. Every section's output: gpu_check_logs.txt.\n\n" + table(results))
+    md = (f"# ganfn GPU check, {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, "
+          f"{'CPU smoke run' if args.cpu_smoke else _gpu()}\n\n"
+          f"Total {time.perf_counter() - start:.0f} s. Every section's output: "
+          "gpu_check_logs.txt.\n\n" + table(results))
     (out / "gpu_check.md").write_text(md)
     print(md)
     return 0 if all(r[1] == "ok" for r in results if r[0].name != "hang") else 1

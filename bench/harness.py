@@ -40,7 +40,8 @@ def parse(argv=None) -> argparse.Namespace:
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float64"])
     ap.add_argument("--threads", type=int, default=1, help="torch.set_num_threads (and XLA's pool when 1)")
-    ap.add_argument("--rounds", type=int, default=None, help="round-robin rounds (default 15, --quick 5; DCGAN fewer on CPU)")
+    ap.add_argument("--rounds", type=int, default=None,
+                    help="round-robin rounds (default 15, --quick 5; DCGAN fewer on CPU)")
     ap.add_argument("--steps", type=int, default=None, help="steps per variant per round (default 10; DCGAN on CPU 2)")
     ap.add_argument("--warmup", type=int, default=3, help="untimed steps per variant before timing")
     ap.add_argument("--quick", action="store_true", help="fewer rounds")
@@ -84,7 +85,8 @@ def main(argv=None) -> None:
 
     print(f"# torch {torch.__version__}, device {_device_name(device)}, dtype {args.dtype}, "
           f"torch.get_num_threads()={torch.get_num_threads()}, "
-          f"cores pinned {sorted(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity') else '?'}, python {platform.python_version()}")
+          f"cores pinned {sorted(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity') else '?'}, python "
+          f"{platform.python_version()}")
     _versions(variants)
     print(f"# command: python bench/harness.py {' '.join(sys.argv[1:] if argv is None else argv)}")
     peak = _matmul_peak(device, dtype) if args.flops else None
@@ -102,7 +104,7 @@ def main(argv=None) -> None:
             t0 = time.perf_counter()
             try:
                 objs[v] = variant_class(v)(wl, pool, device, dtype).setup()
-            except Exception as e:  # noqa: BLE001 - a variant that cannot run is reported, not fatal
+            except Exception as e:  # a variant that cannot run is reported, not fatal
                 print(f"# {v}: set-up failed: {type(e).__name__}: {e}")
                 continue
             objs[v].setup_s = time.perf_counter() - t0
@@ -117,11 +119,12 @@ def main(argv=None) -> None:
             for v, o in objs.items():
                 try:
                     mem[v] = o.memory(0)
-                except Exception as e:  # noqa: BLE001
+                except Exception as e:
                     mem[v] = (-1, f"failed: {type(e).__name__}: {e}")
         base = statistics.median(times["imperative"])
         flops = _step_flops(objs["imperative"]) if args.flops else None
-        print("| variant | step ms | IQR of rounds ms | ratio to imperative | speed-up | compile s | peak MB/step | mem ratio |")
+        print("| variant | step ms | IQR of rounds ms | ratio to imperative | speed-up | compile s | peak MB/step | "
+              "mem ratio |")
         print("|---|---|---|---|---|---|---|---|")
         for v in objs:
             med = statistics.median(times[v])
@@ -130,8 +133,8 @@ def main(argv=None) -> None:
             mb, how = mem.get(v, (-1, ""))
             mb_s = f"{mb / 2**20:.2f}" if mb >= 0 else "n/a"
             mr = f"{mb / mem['imperative'][0]:.2f}" if mb >= 0 and mem.get("imperative", (0,))[0] > 0 else "n/a"
-            print(f"| {v} | {med * 1e3:.2f} | {q[0] * 1e3:.2f}-{q[2] * 1e3:.2f} | {med / base:.3f} | {base / med:.2f}x | "
-                  f"{'' if c is None else f'{c:.1f}'} | {mb_s} | {mr} |")
+            print(f"| {v} | {med * 1e3:.2f} | {q[0] * 1e3:.2f}-{q[2] * 1e3:.2f} | {med / base:.3f} | "
+                  f"{base / med:.2f}x | {'' if c is None else f'{c:.1f}'} | {mb_s} | {mr} |")
         for v in objs:
             if objs[v].note:
                 print(f"# {v}: {objs[v].note}")
@@ -142,7 +145,8 @@ def main(argv=None) -> None:
             print(f"# FLOPs per step (torch.utils.flop_counter on the imperative step): {flops / 1e9:.2f} GFLOP")
             for v in objs:
                 rate = flops / statistics.median(times[v])
-                extra = f" = {100 * rate / peak:.1f}% of the measured {args.dtype} matmul rate ({peak / 1e12:.2f} TFLOP/s)" if peak else ""
+                extra = (f" = {100 * rate / peak:.1f}% of the measured {args.dtype} matmul rate "
+                         f"({peak / 1e12:.2f} TFLOP/s)" if peak else "")
                 print(f"#   {v}: {rate / 1e12:.3f} TFLOP/s{extra}")
         if args.profile and args.profile in objs:
             _profile(objs[args.profile], steps)
@@ -191,7 +195,8 @@ def _matmul_peak(device, dtype) -> float:
         a @ b
     sync(device)
     rate = 2 * n**3 * reps / (time.perf_counter() - t0)
-    print(f"# measured matmul rate ({n}x{n}, {dtype}{', tf32' if device.type == 'cuda' and dtype == torch.float32 else ''}): {rate / 1e12:.2f} TFLOP/s")
+    print(f"# measured matmul rate ({n}x{n}, "
+          f"{dtype}{', tf32' if device.type == 'cuda' and dtype == torch.float32 else ''}): {rate / 1e12:.2f} TFLOP/s")
     return rate
 
 

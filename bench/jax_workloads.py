@@ -8,13 +8,14 @@ same point and computes the same update as the torch variants (checked by
 """
 from __future__ import annotations
 
+import importlib.util
 import os
 import time
 
 import torch
 from torch import nn
 
-from bench.workloads import Variant, sync
+from bench.workloads import Variant
 
 __all__ = ["JaxVariant", "jax_available", "configure_threads"]
 
@@ -35,12 +36,7 @@ def configure_threads(n: int) -> None:
 
 
 def jax_available() -> bool:
-    try:
-        import jax  # noqa: F401
-        import optax  # noqa: F401
-        return True
-    except ImportError:
-        return False
+    return all(importlib.util.find_spec(m) is not None for m in ("jax", "optax"))
 
 
 def _translate(seq: nn.Sequential, prefix: str):
@@ -51,7 +47,8 @@ def _translate(seq: nn.Sequential, prefix: str):
         if isinstance(m, nn.Linear):
             layers.append(("linear", p, {"bias": m.bias is not None}))
         elif isinstance(m, nn.ConvTranspose2d):
-            layers.append(("convT", p, {"stride": m.stride[0], "pad": m.padding[0], "k": m.kernel_size[0], "bias": m.bias is not None}))
+            layers.append(("convT", p, {"stride": m.stride[0], "pad": m.padding[0],
+                                        "k": m.kernel_size[0], "bias": m.bias is not None}))
         elif isinstance(m, nn.Conv2d):
             layers.append(("conv", p, {"stride": m.stride[0], "pad": m.padding[0], "bias": m.bias is not None}))
         elif isinstance(m, nn.BatchNorm2d):
@@ -103,7 +100,8 @@ def _forward(layers, params, buffers, x):
             x = x * params[p + ".weight"][None, :, None, None] + params[p + ".bias"][None, :, None, None]
             mom = a["momentum"]
             new_buf[p + ".running_mean"] = (1 - mom) * buffers[p + ".running_mean"] + mom * jax.lax.stop_gradient(mean)
-            new_buf[p + ".running_var"] = (1 - mom) * buffers[p + ".running_var"] + mom * jax.lax.stop_gradient(var) * n / (n - 1)
+            new_buf[p + ".running_var"] = ((1 - mom) * buffers[p + ".running_var"]
+                                           + mom * jax.lax.stop_gradient(var) * n / (n - 1))
             new_buf[p + ".num_batches_tracked"] = buffers[p + ".num_batches_tracked"] + 1
         elif kind == "relu":
             x = jnp.maximum(x, 0)
@@ -158,8 +156,9 @@ class JaxVariant(Variant):
         g, d = _Net(G, wl.kind, True), _Net(D, wl.kind, False)
         d_batch_stats = any(isinstance(m, nn.BatchNorm2d) for m in D.modules())
         opt = optax.adam(wl.lr, b1=wl.betas[0], b2=wl.betas[1], eps=1e-8)
-        to = lambda mod, f: {k: _to_jax(v) for k, v in getattr(mod, f)()}  # noqa: E731
-        gp_, gb, dp, db = to(G, "named_parameters"), to(G, "named_buffers"), to(D, "named_parameters"), to(D, "named_buffers")
+        to = lambda mod, f: {k: _to_jax(v) for k, v in getattr(mod, f)()}
+        gp_, gb = to(G, "named_parameters"), to(G, "named_buffers")
+        dp, db = to(D, "named_parameters"), to(D, "named_buffers")
         self.state = (gp_, gb, dp, db, opt.init(gp_), opt.init(dp))
         nc, wass, gpw = wl.n_critic, wl.loss == "wasserstein", wl.gp
 
@@ -188,7 +187,8 @@ class JaxVariant(Variant):
                 fake, gb = g(gp_, gb, zd[k])
                 fake = jax.lax.stop_gradient(fake)
                 r = real if nc == 1 else real[k]
-                (ld, db), grads = jax.value_and_grad(d_loss, has_aux=True)(dp, db, r, fake, None if eps is None else eps[k])
+                (ld, db), grads = jax.value_and_grad(d_loss, has_aux=True)(dp, db, r, fake,
+                                                                           None if eps is None else eps[k])
                 upd, od = opt.update(grads, od, dp)
                 dp = optax.apply_updates(dp, upd)
 
@@ -204,7 +204,8 @@ class JaxVariant(Variant):
             return (gp_, gb, dp, db, og, od), {"d_loss": ld, "g_loss": lg}
 
         self.fn = jax.jit(step, donate_argnums=0)
-        self.jpool = [(_to_jax(r), _to_jax(n.d.z), _to_jax(n.d.parts["gp"]["eps"]) if "gp" in n.d.parts else None, _to_jax(n.g.z))
+        self.jpool = [(_to_jax(r), _to_jax(n.d.z),
+                       _to_jax(n.d.parts["gp"]["eps"]) if "gp" in n.d.parts else None, _to_jax(n.g.z))
                       for r, n in self.pool]
         self.note = "jax.jit(step, donate_argnums=0) + optax.adam"
         init = self.state

@@ -28,11 +28,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import optree  # noqa: E402
-import torch  # noqa: E402
+import optree
+import torch
 
-from bench.vmap import WORKLOADS, make_gan, sync, tune_malloc  # noqa: E402
-from ganfn import ensemble  # noqa: E402
+from bench.vmap import WORKLOADS, make_gan, sync, tune_malloc
+from ganfn import ensemble
 
 
 def one_randn(gan, rng: torch.Generator, S: int, B: int, device):
@@ -84,13 +84,15 @@ def main(argv=None) -> None:
     print(f"# torch {torch.__version__}, {device}, {torch.get_num_threads()} torch threads, {os.cpu_count()} cores, "
           f"load average {os.getloadavg()[0]:.1f}, malloc tuning {'on' if tuned else 'off'}")
     print(f"# command: python bench/noise.py {' '.join(sys.argv[1:] if argv is None else argv)}\n")
-    print("| workload | S | per-member draw ms | one randn ms | vmap step ms | share of step | per-member / one randn |")
+    print("| workload | S | per-member draw ms | one randn ms | vmap step ms | share of step | per-member / one "
+          "randn |")
     print("|---|---|---|---|---|---|---|")
     for w in (list(WORKLOADS) if args.workload == "all" else [args.workload]):
         for S in args.members:
             r = bench(w, S, args.rounds, device)
             d, o, s = r["per-member draw"], r["one randn"], r["vmap step"]
-            print(f"| {w} | {S} | {d * 1e3:.3f} | {o * 1e3:.3f} | {s * 1e3:.2f} | {100 * d / (d + s):.1f}% | {d / o:.1f}x |", flush=True)
+            print(f"| {w} | {S} | {d * 1e3:.3f} | {o * 1e3:.3f} | {s * 1e3:.2f} | {100 * d / (d + s):.1f}% | "
+                  f"{d / o:.1f}x |", flush=True)
 
 
 if __name__ == "__main__":

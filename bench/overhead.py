@@ -44,8 +44,8 @@ def main(argv=None) -> float:
     imp = Imperative(wl, pool, dev, torch.float32).setup()
     fn = GanfnEager(wl, pool, dev, torch.float32).setup()
     # the step without both diagnostics, without the gradient norms, without D's accuracy
-    leans = {k: GanfnEager(wl, pool, dev, torch.float32).setup() for k in (("norm", "accuracy"), ("norm",), ("accuracy",))} \
-        if args.diagnostics_cost else {}
+    leans = {k: GanfnEager(wl, pool, dev, torch.float32).setup()
+             for k in (("norm", "accuracy"), ("norm",), ("accuracy",))} if args.diagnostics_cost else {}
     for v in (imp, fn, *leans.values()):
         v.run(list(range(5)))
     t_imp, t_fn, t_leans = [], [], {k: [] for k in leans}
@@ -63,7 +63,7 @@ def main(argv=None) -> float:
     print(f"imperative loop : {a * 1e3:.3f} ms/step")
     print(f"ganfn train_step: {b * 1e3:.3f} ms/step")
     # Per-round ratios show how much of the spread is machine noise.
-    per_round = sorted(f / i for f, i in zip(t_fn, t_imp))
+    per_round = sorted(f / i for f, i in zip(t_fn, t_imp, strict=True))
     print(f"ratio ganfn/imperative = {ratio:.3f} (per-round ratios: min {per_round[0]:.3f}, "
           f"median {statistics.median(per_round):.3f}, max {per_round[-1]:.3f}); target <= 1.05: "
           f"{'met' if ratio <= 1.05 else 'MISSED'}")

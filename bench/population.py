@@ -92,7 +92,8 @@ def main(argv=None) -> int:
     torch.set_num_threads(1)
     lrs = [1e-3, 2e-3, 1e-2, 2e-2] if args.members_per_axis == 4 else [2e-3, 2e-2]
     members = sweep.grid({"lr_g": lrs, "lr_d": lrs})
-    cfg = presets.merge(presets.from_preset("ring8-hinge"), dict(steps=args.steps, batch_size=args.batch, ema_decay=args.ema_decay))
+    cfg = presets.merge(presets.from_preset("ring8-hinge"),
+                        dict(steps=args.steps, batch_size=args.batch, ema_decay=args.ema_decay))
     gan = presets.build_gan(cfg, (2,))
     t0 = time.time()
     lo, hi = min(lrs), max(lrs)
@@ -101,12 +102,15 @@ def main(argv=None) -> int:
     wall = time.time() - t0
 
     print(f"ring8-hinge, {len(members)} members (lr_g x lr_d in {lrs}), {args.steps} steps, batch {args.batch}, "
-          f"EMA {args.ema_decay}, PBT every {args.every} steps, fraction {args.fraction}; both as one vmapped run of {2 * len(members)} members, {wall:.0f}s, torch {torch.__version__}")
-    print("\n| member | start lr_g | start lr_d | grid modes | grid high-q | PBT modes | PBT high-q | PBT schedule | PBT lineage |")
+          f"EMA {args.ema_decay}, PBT every {args.every} steps, fraction {args.fraction}; both as one vmapped run "
+          f"of {2 * len(members)} members, {wall:.0f}s, torch {torch.__version__}")
+    print("\n| member | start lr_g | start lr_d | grid modes | grid high-q | PBT modes | PBT high-q | PBT schedule "
+          "| PBT lineage |")
     print("|---|---|---|---|---|---|---|---|---|")
     for i, m in enumerate(members):
         g, p = grid_final[i], pbt_final[i]
-        print(f"| {i} | {m['lr_g']:g} | {m['lr_d']:g} | {g['modes']:.0f}/8 | {g['high_quality']:.3f} | {p['modes']:.0f}/8 | "
+        print(f"| {i} | {m['lr_g']:g} | {m['lr_d']:g} | {g['modes']:.0f}/8 | {g['high_quality']:.3f} | "
+              f"{p['modes']:.0f}/8 | "
               f"{p['high_quality']:.3f} | {lineage.schedule_text(i)} | {lineage.lineage_text(i)} |")
     rows = []
     verdict = True
@@ -130,8 +134,10 @@ def main(argv=None) -> int:
     figures.population_curves(evals, "high_quality", out / "curves.png", events=lineage.events,
                               title="PBT on ring8: high-quality fraction per member (o- -: copy; x: halved)")
     for name, fin in (("grid", grid_final), ("pbt", pbt_final)):
-        figures.sweep_heatmap(members, [f["high_quality"] for f in fin], out / f"heatmap_{name}.png", keys=("lr_g", "lr_d"),
-                              value_name=f"final high-quality fraction ({name}, by starting cell)", higher_is_better=True)
+        figures.sweep_heatmap(members, [f["high_quality"] for f in fin], out / f"heatmap_{name}.png",
+                              keys=("lr_g", "lr_d"),
+                              value_name=f"final high-quality fraction ({name}, by starting cell)",
+                              higher_is_better=True)
     print(f"wrote {out}/curves.png, heatmap_grid.png, heatmap_pbt.png")
     return 0 if verdict else 1
 

@@ -16,6 +16,7 @@ import argparse
 import time
 
 import torch
+
 import ganfn
 from ganfn import data, ensemble, metrics, presets
 
@@ -61,8 +62,9 @@ def main(argv=None) -> int:
 
     z_rng = torch.Generator().manual_seed(5)
     rows = []
-    for s, st in zip(seeds, ganfn.unstack(state)):
-        cov = metrics.mode_coverage(gan.sample(st, gan.draw_latents(z_rng, 2500)), metrics.ring8_centers(), metrics.RING8_STD)
+    for s, st in zip(seeds, ganfn.unstack(state), strict=True):
+        cov = metrics.mode_coverage(gan.sample(st, gan.draw_latents(z_rng, 2500)), metrics.ring8_centers(),
+                                    metrics.RING8_STD)
         rows.append((s, int(cov.modes), float(cov.high_quality), float(cov.kl), int(st.diverged_at)))
     print(f"\nring8, {args.loss}, {S} seeds as one vmapped run, {args.steps} steps, batch {B}, "
           f"{time.time() - t0:.0f}s, torch {torch.__version__}")

@@ -35,13 +35,13 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import torch  # noqa: E402
+import torch
 
-import ganfn  # noqa: E402
-from bench.vmap import sync  # noqa: E402
-from ganfn import ensemble, presets  # noqa: E402
-from ganfn.allocator import tune_cpu_allocator  # noqa: E402
-from ganfn.models import FullConv2d, FullConvTranspose2d, layers  # noqa: E402
+import ganfn
+from bench.vmap import sync
+from ganfn import ensemble, presets
+from ganfn.allocator import tune_cpu_allocator
+from ganfn.models import FullConv2d, FullConvTranspose2d, layers
 
 _FULL = {FullConv2d: FullConv2d.forward, FullConvTranspose2d: FullConvTranspose2d.forward}
 
@@ -134,15 +134,18 @@ def bench(N: int, args) -> None:
     graphs_after = torch._dynamo.utils.counters["stats"]["unique_graphs"]
     base = med["seq"]
     for c in cs:
-        noise = f"{statistics.median(c.noise_s) * 1e3:.2f} ({100 * statistics.median(c.noise_s) / med[c.name]:.1f}%)" if hasattr(c, "noise_s") else ""
+        noise = (f"{statistics.median(c.noise_s) * 1e3:.2f} ({100 * statistics.median(c.noise_s) / med[c.name]:.1f}%)"
+                 if hasattr(c, "noise_s") else "")
         comp = f"{setup[c.name]:.1f}" if c.name.startswith("vmap+compile") else ""
-        print(f"| {N} | {c.name} | {med[c.name] * 1e3:.1f} | {N / med[c.name]:.1f} | {base / med[c.name]:.2f} | {noise} | {comp} |", flush=True)
+        print(f"| {N} | {c.name} | {med[c.name] * 1e3:.1f} | {N / med[c.name]:.1f} | {base / med[c.name]:.2f} | "
+              f"{noise} | {comp} |", flush=True)
     if graphs_after != graphs_warm:  # a compiled contender recompiled while timed: its figure is not a steady step
         print(f"# N = {N}: WARNING {graphs_after - graphs_warm} graphs compiled during the timed rounds", flush=True)
 
 
 def profile(N: int, steps: int) -> None:
-    from torch.profiler import ProfilerActivity, profile as prof
+    from torch.profiler import ProfilerActivity
+    from torch.profiler import profile as prof
 
     gan, real = default_gan()
     v = Vmap(gan, real, N, False)
@@ -152,7 +155,8 @@ def profile(N: int, steps: int) -> None:
         for _ in range(steps):
             v.step()
     print(f"\n# torch.profiler, eager vmapped step, N = {N}, {steps} steps, by self CPU time:")
-    print(p.key_averages(group_by_input_shape=True).table(sort_by="self_cpu_time_total", row_limit=25, max_name_column_width=32, max_shapes_column_width=70))
+    print(p.key_averages(group_by_input_shape=True).table(sort_by="self_cpu_time_total", row_limit=25,
+                                                          max_name_column_width=32, max_shapes_column_width=70))
 
 
 def main(argv=None) -> None:
@@ -165,7 +169,8 @@ def main(argv=None) -> None:
     ap.add_argument("--no-compile", action="store_true")
     ap.add_argument("--plain-convs", action="store_true",
                     help="also time every contender with every DCGAN layer a plain convolution (before/after)")
-    ap.add_argument("--profile", type=int, default=None, metavar="N", help="profile the eager vmapped step at N members and exit")
+    ap.add_argument("--profile", type=int, default=None, metavar="N",
+                    help="profile the eager vmapped step at N members and exit")
     ap.add_argument("--no-malloc-tuning", dest="malloc", action="store_false",
                     help="keep glibc's allocator defaults (ganfn train tunes them on the CPU: ganfn.allocator)")
     args = ap.parse_args(argv)
@@ -173,7 +178,8 @@ def main(argv=None) -> None:
         layers.DENSE_DEVICES.add("cuda")
     torch.set_num_threads(args.threads)
     tuned = args.malloc and tune_cpu_allocator()
-    print(f"# torch {torch.__version__}, device {args.device}, {os.cpu_count()} CPU cores, {torch.get_num_threads()} torch threads, "
+    print(f"# torch {torch.__version__}, device {args.device}, {os.cpu_count()} CPU cores, "
+          f"{torch.get_num_threads()} torch threads, "
           f"load average {os.getloadavg()[0]:.1f}, glibc allocator tuning {'on' if tuned else 'off'} (as ganfn train)")
     print(f"# command: python bench/seeds.py {' '.join(sys.argv[1:] if argv is None else argv)}")
     if args.profile:

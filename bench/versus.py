@@ -54,7 +54,8 @@ def vmap(tree: Path, workload: str, members: int, rounds: int) -> dict[str, floa
     row = next(line for line in text.splitlines() if line.startswith(f"| {members} |"))
     names = [c.strip() for c in header.strip("|").split("|")]
     vals = [c.strip() for c in row.strip("|").split("|")]
-    return {f"vmap {workload} S={members}: {n}": float(v) for n, v in zip(names, vals) if n.endswith(" ms")}
+    return {f"vmap {workload} S={members}: {n}": float(v) for n, v in zip(names, vals, strict=True)
+            if n.endswith(" ms")}
 
 
 def measure(tree: Path, args: argparse.Namespace) -> dict[str, float]:
@@ -85,7 +86,8 @@ def main(argv: list[str] | None = None) -> None:
                 for k, v in measure(tree, args).items():
                     res[name].setdefault(k, []).append(v)
             print(f"alternation {a + 1}/{args.alternations} done", file=sys.stderr, flush=True)
-    head = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
+    head = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True,
+                          text=True).stdout.strip()
     print(f"# new = {head} (+ working tree), old = {args.base}; median of {args.alternations} alternations; "
           f"command: python bench/versus.py {' '.join(sys.argv[1:] if argv is None else argv)}")
     print("| figure | old | new | new / old |\n|---|---|---|---|")

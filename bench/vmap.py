@@ -42,7 +42,6 @@ import sys
 import time
 import warnings
 from pathlib import Path
-from typing import Callable
 
 import torch
 from torch import nn
@@ -177,7 +176,7 @@ class SeqGanfn(Contender):
 
     def step(self):
         B = self.real.shape[0]
-        for i, (st, rng) in enumerate(zip(self.states, self.rngs)):
+        for i, (st, rng) in enumerate(zip(self.states, self.rngs, strict=True)):
             self.states[i], _ = self.gan.train_step(st, self.real, self.gan.draw_noise(rng, B))
 
     def teardown(self):
@@ -245,7 +244,8 @@ class JaxVmap(Contender):
         def dense(key, i, o):
             k1, k2 = jax.random.split(key)
             lim = 1 / math.sqrt(i)
-            return {"w": jax.random.uniform(k1, (i, o), minval=-lim, maxval=lim), "b": jax.random.uniform(k2, (o,), minval=-lim, maxval=lim)}
+            return {"w": jax.random.uniform(k1, (i, o), minval=-lim, maxval=lim),
+                    "b": jax.random.uniform(k2, (o,), minval=-lim, maxval=lim)}
 
         def init(key):
             ks = jax.random.split(key, 4)
@@ -310,7 +310,8 @@ def bench(workload: str, S: int, args, device: torch.device) -> dict[str, tuple[
     latent, shape, hidden, B, _ = WORKLOADS[workload]
     torch._dynamo.reset()  # a fresh compile per S (no automatic dynamic shapes)
     gan = make_gan(workload, device)
-    real = (torch.randn(B, *shape, generator=torch.Generator().manual_seed(0)) * (2.0 if workload == "ring8" else 0.5)).clamp(-3, 3).to(device)
+    real = (torch.randn(B, *shape, generator=torch.Generator().manual_seed(0))
+            * (2.0 if workload == "ring8" else 0.5)).clamp(-3, 3).to(device)
     cs: list[Contender] = [SeqTorch(gan, real, device), SeqGanfn(gan, real, device), VmapStep(gan, real, device, False)]
     if not args.no_compile:
         cs.append(VmapStep(gan, real, device, True))
@@ -356,7 +357,8 @@ def bench(workload: str, S: int, args, device: torch.device) -> dict[str, tuple[
 
 
 def main(argv: list[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--workload", choices=[*WORKLOADS, "all"], default="all")
     ap.add_argument("--members", type=int, nargs="+", default=[1, 4, 16, 64], help="ensemble sizes S")
     ap.add_argument("--device", default="cpu")
@@ -380,7 +382,8 @@ def main(argv: list[str] | None = None) -> None:
             configure_threads(args.threads)
     device = torch.device(args.device)
     workloads = list(WORKLOADS) if args.workload == "all" else [args.workload]
-    where = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU, {os.cpu_count()} cores, {torch.get_num_threads()} torch threads"
+    where = (torch.cuda.get_device_name(device) if device.type == "cuda"
+             else f"CPU, {os.cpu_count()} cores, {torch.get_num_threads()} torch threads")
     print(f"# ganfn vmap bench — torch {torch.__version__}, {where}")
     print(f"# command: python bench/vmap.py {' '.join(sys.argv[1:] if argv is None else argv)}")
     print(f"# glibc malloc tuning (tune_malloc, applies to every contender): {'on' if tuned else 'off'}")
@@ -388,7 +391,8 @@ def main(argv: list[str] | None = None) -> None:
     for w in workloads:
         latent, shape, hidden, B, _ = WORKLOADS[w]
         print(f"\n## {w}: MLP GAN latent {latent}, hidden {hidden}, sample {shape}, batch {B}")
-        print(f"ms/step for S members; ratio = throughput vs `seq torch` (S sequential imperative loops); memory: {mem_kind} per member\n")
+        print("ms/step for S members; ratio = throughput vs `seq torch` (S sequential imperative loops); memory: "
+              f"{mem_kind} per member\n")
         header = None
         for S in args.members:
             try:
@@ -399,10 +403,12 @@ def main(argv: list[str] | None = None) -> None:
             names = list(res)
             if header is None:
                 header = names
-                print("| S | " + " | ".join(f"{n} ms" for n in names) + " | " + " | ".join(f"{n} x" for n in names[1:]) + " | " + " | ".join(f"{n} MiB/member" for n in names) + " |")
+                print("| S | " + " | ".join(f"{n} ms" for n in names) + " | " + " | ".join(f"{n} x" for n in names[1:])
+                      + " | " + " | ".join(f"{n} MiB/member" for n in names) + " |")
                 print("|---" * (1 + 3 * len(names) - 1) + "|")
             base = res["seq torch"][0]
-            row = [str(S)] + [f"{res[n][0] * 1e3:.2f}" for n in header] + [f"{base / res[n][0]:.2f}" for n in header[1:]] + [f"{res[n][1] / 2**20:.2f}" for n in header]
+            row = ([str(S)] + [f"{res[n][0] * 1e3:.2f}" for n in header]
+                   + [f"{base / res[n][0]:.2f}" for n in header[1:]] + [f"{res[n][1] / 2**20:.2f}" for n in header])
             print("| " + " | ".join(row) + " |", flush=True)
 
 

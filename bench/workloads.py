@@ -30,6 +30,7 @@ workload's sample shape (speed does not depend on the pixel values).
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
@@ -73,7 +74,7 @@ class Workload:
                 M.DCGANDiscriminator(size=self.size, channels=self.channels, width=self.hidden, generator=g))
 
     def gan(self, G: nn.Module, D: nn.Module) -> ganfn.GAN:
-        opt = lambda: ganfn.optim.adam(self.lr, self.betas)  # noqa: E731
+        opt = lambda: ganfn.optim.adam(self.lr, self.betas)
         return ganfn.GAN(G, D, latent_dim=self.latent, loss=self.loss, g_optimizer=opt(), d_optimizer=opt(),
                          penalty=None if self.gp is None else ganfn.penalties.gradient_penalty(self.gp),
                          n_critic=self.n_critic)
@@ -91,7 +92,9 @@ WORKLOADS: dict[str, Workload] = {w.name: w for w in [
 ]}
 
 
-def make_pool(wl: Workload, gan: ganfn.GAN, n: int, device: torch.device, dtype: torch.dtype, seed: int = 0) -> list[tuple[torch.Tensor, dict]]:
+def make_pool(
+    wl: Workload, gan: ganfn.GAN, n: int, device: torch.device, dtype: torch.dtype, seed: int = 0
+) -> list[tuple[torch.Tensor, dict]]:
     """``n`` (real, noise) pairs: real [B, *sample] (or [n_critic, B, *sample]) in [-1, 1],
     noise from ``gan.draw_noise``; all variants cycle through the same pool."""
     rng = torch.Generator().manual_seed(seed)
@@ -321,11 +324,7 @@ class GanfnCompiledCpuOptions(GanfnCompiled):
 
 
 def lightning_available() -> bool:
-    try:
-        import lightning  # noqa: F401
-        return True
-    except ImportError:
-        return False
+    return importlib.util.find_spec("lightning") is not None
 
 
 class LightningVariant(Variant):
@@ -363,7 +362,8 @@ class LightningVariant(Variant):
                     for k in range(wl.n_critic):
                         r = real if wl.n_critic == 1 else real[k]
                         fake = self.generator(noise.d.z[k])
-                        disc_loss = imp.d_loss(r, fake.detach(), noise.d.parts["gp"]["eps"][k] if wl.gp is not None else None)
+                        disc_loss = imp.d_loss(r, fake.detach(),
+                                               noise.d.parts["gp"]["eps"][k] if wl.gp is not None else None)
                         self.log("disc_loss", disc_loss)
                         d_opt.zero_grad()
                         self.manual_backward(disc_loss)
@@ -386,7 +386,8 @@ class LightningVariant(Variant):
         acc = "gpu" if self.device.type == "cuda" else "cpu"
         trainer = self.L.Trainer(accelerator=acc, devices=1, max_epochs=1, logger=False, enable_checkpointing=False,
                                  enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0,
-                                 callbacks=list(callbacks), precision="64-true" if self.dtype == torch.float64 else "32-true")
+                                 callbacks=list(callbacks),
+                                 precision="64-true" if self.dtype == torch.float64 else "32-true")
         loader = torch.utils.data.DataLoader(idx, batch_size=None, shuffle=False)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -406,7 +407,7 @@ class LightningVariant(Variant):
                 stamps.append(time.perf_counter())
 
         self._fit(list(idx), [Clock()])
-        return [b - a for a, b in zip(stamps, stamps[1:])]
+        return [b - a for a, b in zip(stamps, stamps[1:], strict=False)]
 
     def memory(self, i: int) -> tuple[int, str]:
         if self.device.type == "cuda":

@@ -62,8 +62,10 @@ def main(steps: int = 200) -> None:
     step = ensemble.make_step(gan)
     for _ in range(steps):
         state, metrics = step(state, ring8(128, data_rng), ensemble.draw_noise_many(gan, rngs, 128))
-    for w, a_real, a_fake, pen in zip(weights, state.parts["lecam"]["real"], state.parts["lecam"]["fake"], metrics["penalty"]):
-        print(f"lecam_weight {w:.1f}: running D(real) {float(a_real):+.3f}, D(fake) {float(a_fake):+.3f}, term {float(pen):.4f}")
+    for w, a_real, a_fake, pen in zip(weights, state.parts["lecam"]["real"], state.parts["lecam"]["fake"],
+                                      metrics["penalty"], strict=True):
+        print(f"lecam_weight {w:.1f}: running D(real) {float(a_real):+.3f}, D(fake) {float(a_fake):+.3f}, term "
+              f"{float(pen):.4f}")
 
 
 if __name__ == "__main__":

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import torch
 from hypothesis import given, settings
-from hypothesis import strategies as st
 from torch import nn
 
 import ganfn
@@ -29,7 +28,8 @@ class MyGenerator(nn.Module):
 
     def __init__(self, latent: int = 16):
         super().__init__()
-        self.net = nn.Sequential(nn.Linear(latent, 64), nn.ReLU(), nn.Linear(64, 64), nn.Tanh(), nn.Unflatten(1, (1, 8, 8)))
+        self.net = nn.Sequential(nn.Linear(latent, 64), nn.ReLU(), nn.Linear(64, 64), nn.Tanh(),
+                                 nn.Unflatten(1, (1, 8, 8)))
 
     def forward(self, z):
         return self.net(z)
@@ -40,7 +40,8 @@ class MyCritic(nn.Module):
 
     def __init__(self):
         super().__init__()
-        self.net = nn.Sequential(nn.Conv2d(1, 8, 3, stride=2, padding=1), nn.LeakyReLU(0.2), nn.Flatten(), nn.Linear(8 * 4 * 4, 1))
+        self.net = nn.Sequential(nn.Conv2d(1, 8, 3, stride=2, padding=1), nn.LeakyReLU(0.2), nn.Flatten(),
+                                 nn.Linear(8 * 4 * 4, 1))
 
     def forward(self, x):
         return self.net(x)
@@ -69,7 +70,8 @@ BATCH = 8
 
 
 @settings(max_examples=5, deadline=None)
-@given(state=gst.train_states(GAN, lr_d=gst.learning_rates()), real=gst.batches((1, 8, 8), batch_size=BATCH, kind="image"), seed=gst.seeds())
+@given(state=gst.train_states(GAN, lr_d=gst.learning_rates()),
+       real=gst.batches((1, 8, 8), batch_size=BATCH, kind="image"), seed=gst.seeds())
 def test_train_step_is_pure(state, real, seed):
     """Inputs never mutated, repeat calls bit-identical, no .grad on MyGenerator/MyCritic."""
     noise = GAN.draw_noise(torch.Generator().manual_seed(seed), BATCH)

@@ -5,11 +5,11 @@ step is a pure function ``(state, real, noise) -> (state, metrics)`` that can be
 vmapped over many seeds or hyperparameter settings.
 """
 from . import augment, losses, optim, parts, penalties, regularisers, sampling
+from .ensemble import stack, unstack
 from .errors import NonFiniteLossError, check_finite
+from .export import load_generator
 from .gan import GAN
 from .state import DAux, GAux, NetState, Noise, TrainState, UpdateNoise
-from .ensemble import stack, unstack
-from .export import load_generator
 from .tree import global_norm, tree_index, tree_map
 
 __version__ = "0.1.0"

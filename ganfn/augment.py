@@ -156,7 +156,8 @@ def parse_policy(policy: str | Sequence[str]) -> tuple[str, ...]:
         elif n in OPS:
             ops.append(n)
         else:
-            raise ValueError(f"unknown augmentation {n!r}: expected policies {sorted(POLICIES)} or operations {sorted(OPS)}, "
+            raise ValueError(f"unknown augmentation {n!r}: expected policies {sorted(POLICIES)} or operations "
+                             f"{sorted(OPS)}, "
                              "e.g. 'color,translation,cutout'")
     if not ops:
         raise ValueError("empty augmentation policy: name at least one of " + ", ".join(sorted(POLICIES)))
@@ -181,7 +182,8 @@ def draw(rng: torch.Generator, batch_size: int, policy: str | Sequence[str], *,
         raise TypeError(f"rng must be a torch.Generator, got {type(rng).__name__}")
     if not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size must be an int >= 1, got {batch_size!r}")
-    out = {k: torch.rand(*s, generator=rng, dtype=dtype, device=rng.device) for k, s in noise_shapes(policy, batch_size).items()}
+    out = {k: torch.rand(*s, generator=rng, dtype=dtype, device=rng.device)
+           for k, s in noise_shapes(policy, batch_size).items()}
     return out if device is None else {k: v.to(device) for k, v in out.items()}
 
 
@@ -211,7 +213,8 @@ def apply(x: Tensor, noise: dict[str, Tensor], policy: str | Sequence[str], p: P
         if k not in noise:
             raise ValueError(f"augmentation noise lacks {k!r}: draw it with augment.draw(rng, B, {','.join(ops)!r})")
         if tuple(noise[k].shape) != s:
-            raise ValueError(f"augmentation noise {k!r} has shape {tuple(noise[k].shape)}, expected {s} for a batch of {x.shape[0]}")
+            raise ValueError(f"augmentation noise {k!r} has shape {tuple(noise[k].shape)}, expected {s} for a batch "
+                             f"of {x.shape[0]}")
     check_probability(p)
     gate = noise["gate"] < torch.as_tensor(p, dtype=noise["gate"].dtype, device=x.device)
     for i, op in enumerate(ops):
@@ -234,7 +237,8 @@ class AdaState(NamedTuple):
     rt: Tensor
 
 
-def ada_init(p: float = 0.0, *, dtype: torch.dtype = torch.float32, device: torch.device | str | None = None) -> AdaState:
+def ada_init(p: float = 0.0, *, dtype: torch.dtype = torch.float32,
+             device: torch.device | str | None = None) -> AdaState:
     """ADA's state at the start of training (``p = 0``: no augmentation yet)."""
     check_probability(p, "ADA's initial p")
     z = torch.zeros((), dtype=dtype, device=device)

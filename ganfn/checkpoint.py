@@ -109,7 +109,7 @@ def set_rng_states(rngs: Sequence[torch.Generator], states: Sequence[Tensor]) ->
     """Restore generators in place from :func:`rng_states` (side effect by design: RNGs are the loop's)."""
     if len(rngs) != len(states):
         raise ValueError(f"checkpoint holds {len(states)} RNG states but the run has {len(rngs)} generators")
-    for g, s in zip(rngs, states):
+    for g, s in zip(rngs, states, strict=True):
         g.set_state(s.cpu() if s.device.type != "cpu" else s)
 
 
@@ -155,7 +155,7 @@ def load(path: str | os.PathLike, *, map_location: str | torch.device | None = "
         raise FileNotFoundError(f"no checkpoint file at {path}")
     try:
         obj = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as e:  # noqa: BLE001 - re-raised with the path named
+    except Exception as e:  # re-raised with the path named
         raise ValueError(f"{path} is not a readable ganfn checkpoint: {e}") from e
     if not isinstance(obj, dict) or obj.get("format") != FORMAT:
         raise ValueError(f"{path} is not a ganfn checkpoint (no '{FORMAT}' marker)")

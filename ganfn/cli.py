@@ -49,7 +49,8 @@ def _field_type(name: str) -> type:
 
 
 def _help(name: str) -> str:
-    """An option's help with its default: the Config default, or the text's own "(default: ...)" where None means more."""
+    """An option's help with its default: the Config default, or the text's own "(default: ...)" where None means
+    more."""
     text = HELP.get(name, name)
     default = P.FIELDS[name].default
     if "(default" in text or "Default:" in text or P.FIELDS[name].type in ("bool", bool) or name == "grid":
@@ -98,10 +99,13 @@ def make_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ganfn", description="Functional GAN training on torch.func.")
     sub = parser.add_subparsers(dest="command", metavar="{train,sweep,eval,sample,export}")
     sub.required = True
-    t = sub.add_parser("train", help="train a GAN (no options: a DCGAN on scikit-learn's digits, 3.5 minutes on a loaded 2-core CPU)",
+    t = sub.add_parser("train",
+                       help="train a GAN (no options: a DCGAN on scikit-learn's digits, 3.5 minutes on a loaded "
+                            "2-core CPU)",
                        description="Train a GAN. With no options: a small DCGAN on scikit-learn's 8x8 digits "
-                                   f"({P.DEFAULT_STEPS} steps, 3.5 minutes on a loaded 2-core CPU), writing TensorBoard logs, "
-                                   "samples.png, losses.png, metrics.json and checkpoints under runs/.")
+                                   f"({P.DEFAULT_STEPS} steps, 3.5 minutes on a loaded 2-core CPU), "
+                                   "writing TensorBoard logs, samples.png, losses.png, metrics.json and "
+                                   "checkpoints under runs/.")
     _add_train_options(t, sweep=False)
     s = sub.add_parser("sweep", help="train every combination of a hyperparameter grid as one vmapped run",
                        description="Train every member of --grid (times --seeds) as one stacked, vmapped run and print "
@@ -177,7 +181,8 @@ def _grid_penalty(cfg: P.Config, parser: argparse.ArgumentParser, say) -> None:
 
 
 def _check(cfg: P.Config, parser: argparse.ArgumentParser) -> None:
-    for name in ("steps", "batch_size", "seeds", "n_critic", "n_gen", "log_every", "image_every", "eval_every", "keep", "n_eval"):
+    for name in ("steps", "batch_size", "seeds", "n_critic", "n_gen", "log_every", "image_every", "eval_every", "keep",
+                 "n_eval"):
         v = getattr(cfg, name)
         if not isinstance(v, int) or v < (0 if name == "steps" else 1):
             parser.error(f"--{name.replace('_', '-')} must be an integer >= {0 if name == 'steps' else 1}, got {v!r}")
@@ -226,7 +231,8 @@ def _announce_lenet(cfg: P.Config) -> None:
     from .metrics import lenet
 
     if cfg.data == "digits" and not lenet.cache_path("digits").exists():
-        say(f"training the LeNet that scores digits (FD-LeNet): once, a few seconds; cached in {lenet.cache_path('digits')}")
+        say("training the LeNet that scores digits (FD-LeNet): once, a few seconds; cached in "
+            f"{lenet.cache_path('digits')}")
 
 
 def say(msg: str) -> None:
@@ -255,14 +261,15 @@ def _population(cfg: P.Config, gan: Any, evaluator: Any, parser: argparse.Argume
     if not cfg.grid:
         parser.error("--pbt-every / --halving-at need a --grid (the population and the hyperparameters to explore)")
     if evaluator is None:
-        parser.error(f"--pbt-every / --halving-at rank members by a quality figure; data {cfg.data!r} has none (use ring8, grid25 or digits)")
+        parser.error(f"--pbt-every / --halving-at rank members by a quality figure; data {cfg.data!r} has none (use "
+                     "ring8, grid25 or digits)")
     try:
         if cfg.pbt_space:
             spec = sweep.parse_grid(cfg.pbt_space)
             bad = [k for k, v in spec.items() if len(v) != 2]
             if bad:
                 raise ValueError(f"--pbt-space: give exactly two values (low,high) for {bad}")
-            space = {k: (min(v), max(v)) if v[0] <= v[1] else tuple(v) for k, v in spec.items()}
+            space: dict[str, Any] = {k: (min(v), max(v)) if v[0] <= v[1] else tuple(v) for k, v in spec.items()}
         else:
             space = lineage.space_from_grid(sweep.parse_grid(cfg.grid))
         halving = [int(x) for x in cfg.halving_at.split(",") if x.strip()] if cfg.halving_at else []
@@ -330,7 +337,8 @@ def _run_train(cfg: P.Config, resume: str | None, progress: bool, parser: argpar
         say(evaluator.card.line())
     if compile_:
         say(f"compiling the {'vmapped ' if members else ''}step with torch.compile"
-            f"{'' if cfg.compile else ' (chosen for this run size; --no-compile to skip)'}: the first step includes the compile")
+            f"{'' if cfg.compile else ' (chosen for this run size; --no-compile to skip)'}: the first step includes "
+            "the compile")
     t0 = time.perf_counter()
     existed = run_dir.exists()
     try:
@@ -389,7 +397,8 @@ def _after_bad_image(run_dir: Path, existed: bool) -> str:
 
 def _report(cfg: P.Config, hist: dict, evaluator: Any, members: Any, population: Any, compile_: bool, wall: float,
             run_dir: Path) -> None:
-    """The end-of-run lines: the per-member table (stacked) or the final figures, the stop reason and speed, the files."""
+    """The end-of-run lines: the per-member table (stacked) or the final figures, the stop reason and speed, the
+    files."""
     from . import sweep
 
     n_members = len(members[0]) if members else 1
@@ -482,7 +491,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     world = gd.setup()
     try:
         if world.rank != 0:
-            sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - closed with the process
+            sys.stdout = open(os.devnull, "w")
         return _run_train(cfg, resume, progress=not args.no_progress and sys.stderr.isatty(), parser=sub,
                           trackers=_trackers(args, sub))
     finally:

@@ -86,7 +86,7 @@ def _fid_figures(args: argparse.Namespace, data: Any, parser: argparse.ArgumentP
     except (FileNotFoundError, ValueError, TypeError) as e:
         parser.error(f"eval: {e}")
 
-    def figures(samples: torch.Tensor) -> dict[str, float]:
+    def figures(samples: torch.Tensor) -> dict[str, float | int | None]:
         feats = ext(samples).features
         out = F.fid(F.FIDStats(*feature_stats(feats), feats.shape[0]), ref, ext)
         kid, kid_std = kernel_inception_distance(feats, real_kid)

@@ -9,7 +9,8 @@ HELP: dict[str, str] = {
                   "takes that is not below its images' own (median short side), at most 64; the choice is printed)",
     "data_root": "folder holding torchvision's MNIST / CIFAR-10 files, or the Fashion-MNIST IDX files "
                  "(default: data for torchvision's files, Debian's dataset-fashion-mnist folder for Fashion-MNIST)",
-    "data_workers": "worker processes decoding an image folder or zip archive ahead of training (0: in the main process)",
+    "data_workers": "worker processes decoding an image folder or zip archive ahead of training (0: in the main "
+                    "process)",
     "preload": "decode an image folder once into memory as uint8 instead of streaming it from disk",
     "channels": "colour channels of a folder's images: 1 (grey) or 3 (RGB) (default: from the files' headers: 1 when "
                 "every image is grey, else 3)",
@@ -18,12 +19,12 @@ HELP: dict[str, str] = {
                        "error naming the first one",
     "flip": "random horizontal flips of folder images (drawn from the data seed: resumes stay bit-identical)",
     "conditional": "class-conditional training on labelled data (class sub-folders of an image folder; the mixtures' "
-                   "mode index): G(z, y), D(x, y); samples.png has one row per class and digits runs add the intra-class "
-                   "FD-LeNet and the LeNet's accuracy on the requested classes",
+                   "mode index): G(z, y), D(x, y); samples.png has one row per class and digits runs add the "
+                   "intra-class FD-LeNet and the LeNet's accuracy on the requested classes",
     "model": "network pair: mlp (Goodfellow et al., 2014), dcgan (Radford et al., 2016; scaled to the image size), "
              "sngan (spectral-norm D, Miyato et al., 2018; conditional: projection D, Miyato & Koyama 2018), "
-             "resnet (the SNGAN CIFAR ResNets), acgan (conditional: auxiliary-classifier D, Odena et al. 2017, with --loss acgan) "
-             "(default: follows the data: mlp for 2-D points, dcgan for images)",
+             "resnet (the SNGAN CIFAR ResNets), acgan (conditional: auxiliary-classifier D, Odena et al. 2017, with "
+             "--loss acgan) (default: follows the data: mlp for 2-D points, dcgan for images)",
     "hidden": "hidden units of the mlp model (default: 128 for images, 256 for 2-D points)",
     "depth": "hidden layers of the mlp model (default: 1 for images, 3 for 2-D points)",
     "width": "channel width of the conv models (DCGAN's ngf/ndf)",
@@ -35,14 +36,14 @@ HELP: dict[str, str] = {
                "(default: none; a --grid over gp_weight, r1_weight, r2_weight or clip_value switches its penalty on)",
     "penalty_weight": "weight of --penalty (gp/r1/r2 weight, or the clip value for weight_clip) "
                       "(default: the penalty's own: 10 for gp, r1 and r2, 0.01 for weight_clip)",
-    "r1_every": "lazy regularisation (StyleGAN2): compute --penalty (gp/r1/r2) every this many D updates, weight times it "
-                "(default: every D update)",
+    "r1_every": "lazy regularisation (StyleGAN2): compute --penalty (gp/r1/r2) every this many D updates, weight "
+                "times it (default: every D update)",
     "lecam": "LeCam regularisation (Tseng et al. 2021) with this weight (0.3 in the paper's small-data runs) "
              "(default: off)",
-    "augment": "differentiable augmentation of D's inputs (DiffAugment): policies color, translation, cutout, comma-separated "
-               "(default: none)",
-    "ada_target": "adaptive augmentation (ADA): adapt the probability of --augment to keep E[sign(D(real))] at this (0.6) "
-                  "(default: off; fixed p = 1 with --augment)",
+    "augment": "differentiable augmentation of D's inputs (DiffAugment): policies color, translation, cutout, "
+               "comma-separated (default: none)",
+    "ada_target": "adaptive augmentation (ADA): adapt the probability of --augment to keep E[sign(D(real))] at this "
+                  "(0.6) (default: off; fixed p = 1 with --augment)",
     "ema_rampup": "StyleGAN2's EMA ramp-up: the EMA's half-life is at most this fraction of the updates so far (0.05) "
                   "(default: off)",
     "standing_stats": "samples and quality figures use BatchNorm statistics recomputed for the EMA generator over this "
@@ -58,7 +59,8 @@ HELP: dict[str, str] = {
     "beta2": "Adam beta2",
     "weight_decay": "weight decay (decoupled for adamw)",
     "lr_decay": "exponential learning-rate decay factor, applied every --lr-decay-every updates (default: no decay)",
-    "lr_linear_decay": "decay both learning rates linearly to 0 over the run (G over steps x n_gen updates, D over steps x n_critic)",
+    "lr_linear_decay": "decay both learning rates linearly to 0 over the run (G over steps x n_gen updates, D over "
+                       "steps x n_critic)",
     "lr_decay_every": "updates between two learning-rate decays",
     "grad_clip": "clip each network's gradient to this global norm (default: no clipping)",
     "ema_decay": "keep an exponential moving average of G's weights with this decay; samples and figures use it "
@@ -75,12 +77,14 @@ HELP: dict[str, str] = {
     "batch_size": "samples per batch",
     "seed": "random seed (parameters, noise and batch order)",
     "seeds": "train N seeds (seed, seed+1, ...) at once as one vmapped run; ends with a per-seed table",
-    "grid": "hyperparameter grid, e.g. \"lr_d=1e-4,2e-4;gp_weight=1,10\": every combination is a member of one vmapped run",
-    "pbt_every": "population-based training: every N steps the worst --pbt-fraction of the members copy the whole state "
-                 "of a better member and perturb the grid's hyperparameters (x0.8/x1.2 or a redraw within bounds) "
-                 "(default: off)",
+    "grid": "hyperparameter grid, e.g. \"lr_d=1e-4,2e-4;gp_weight=1,10\": every combination is a member of one "
+            "vmapped run",
+    "pbt_every": "population-based training: every N steps the worst --pbt-fraction of the members copy the whole "
+                 "state of a better member and perturb the grid's hyperparameters (x0.8/x1.2 or a redraw within "
+                 "bounds) (default: off)",
     "pbt_fraction": "fraction of the members replaced (and copied from) per PBT round, in (0, 0.5]",
-    "pbt_space": "PBT bounds per hyperparameter, e.g. \"lr_d=1e-4,1e-2;lr_g=1e-4,1e-2\" (default: each grid key's min..max)",
+    "pbt_space": "PBT bounds per hyperparameter, e.g. \"lr_d=1e-4,1e-2;lr_g=1e-4,1e-2\" (default: each grid key's "
+                 "min..max)",
     "pbt_metric": "quality figures that rank members, compared in order, e.g. modes,high_quality "
                   "(default: the data's figure; modes then high_quality for ring8/grid25)",
     "halving_at": "successive halving: at these steps (e.g. 1000,2000) freeze the worst half of the active members "
@@ -90,8 +94,8 @@ HELP: dict[str, str] = {
     "split": "under torchrun: batch (every rank holds every member and a shard of each batch) or members (each rank "
              "holds a block of the members and trains them on the whole batch; PBT copies cross ranks)",
     "device": "cpu, cuda or cuda:N",
-    "threads": "CPU threads for torch (default 1: ganfn's small GAN steps are overhead-bound, and two threads on a busy "
-               "2-core machine ran 20x slower in our measurements; raise it for large models on an idle machine)",
+    "threads": "CPU threads for torch (default 1: ganfn's small GAN steps are overhead-bound, and two threads on a "
+               "busy 2-core machine ran 20x slower in our measurements; raise it for large models on an idle machine)",
     "precision": "fp32, bf16 (autocast) or fp16 (autocast with dynamic loss scaling: optim.loss_scaled)",
     "compile": "torch.compile the train step (first compile takes 10-60 s). Default: compile a stacked run of "
                "at least 4 members training at least 1000 steps (faster there: 3x 16 separate runs of the default "
@@ -105,6 +109,7 @@ HELP: dict[str, str] = {
     "latent_dim": "size of G's latent vector",
     "keep": "checkpoints to keep",
     "patience": "stop early when the quality figure has not improved for this many evaluations (default: never)",
-    "on_nonfinite": "when a loss turns NaN/inf: stop (keep the last finite state), rollback (to the last checkpoint) or raise",
+    "on_nonfinite": "when a loss turns NaN/inf: stop (keep the last finite state), rollback (to the last "
+                    "checkpoint) or raise",
     "run_dir": "output folder (default runs/<time>-<data>)",
 }

@@ -18,7 +18,8 @@ from typing import Callable
 import torch
 from torch import Tensor, nn
 
-__all__ = ["SCORE_LOSSES", "SHIFT_INVARIANT", "trailing_sigmoid", "check_discriminator", "decision_threshold", "d_accuracy"]
+__all__ = ["SCORE_LOSSES", "SHIFT_INVARIANT", "trailing_sigmoid", "check_discriminator", "decision_threshold",
+           "d_accuracy"]
 
 SCORE_LOSSES = ("minimax", "non_saturating", "wasserstein", "hinge")
 """Losses that take D's raw, unbounded scores (logits for the first two)."""
@@ -54,7 +55,8 @@ def _looks_like_probabilities(d_fn: Callable[[Tensor], Tensor], sample: Tensor) 
     return bool((o >= 0).all() and (o <= 1).all() and o.max() > o.min())
 
 
-def check_discriminator(discriminator: nn.Module, d_fn: Callable[[Tensor], Tensor], sample: Tensor, loss_name: str) -> None:
+def check_discriminator(discriminator: nn.Module, d_fn: Callable[[Tensor], Tensor], sample: Tensor,
+                        loss_name: str) -> None:
     """Raise ``ValueError`` if D outputs probabilities but ``loss_name`` takes raw scores.
 
     Args:
@@ -81,7 +83,7 @@ SHIFT_INVARIANT = ("wasserstein", "rpgan", "ragan")
 
 
 def decision_threshold(loss_name: str, real_target: Tensor | float, fake_target: Tensor | float,
-                       out_real: Tensor, out_fake: Tensor) -> Tensor | float:
+                       out_real: Tensor, out_fake: Tensor) -> Tensor | float | None:
     """The output value that separates "judged real" from "judged fake" under a loss.
 
     - ``minimax`` / ``non_saturating``: D's optimum is the target mix, so the

@@ -44,7 +44,8 @@ from .labels import check_labels
 from .state import Noise, TrainState
 from .step import freeze, freeze_diverged, frozen
 
-__all__ = ["stack", "unstack", "init_many", "rngs", "draw_noise_many", "make_step", "num_members", "frozen", "freeze", "Step"]
+__all__ = ["stack", "unstack", "init_many", "rngs", "draw_noise_many", "make_step", "num_members", "frozen", "freeze",
+           "Step"]
 
 Step = Callable[[TrainState, Tensor, Noise], tuple[TrainState, dict[str, Tensor]]]
 
@@ -61,7 +62,8 @@ def stack(states: Sequence[Any]) -> Any:
     try:
         return optree.tree_map(lambda *xs: torch.stack(xs), *states, none_is_leaf=False)
     except ValueError as e:
-        raise ValueError(f"stack: the states do not share one pytree structure (built by different GAN setups or with different hyperparameter keys?): {e}") from e
+        raise ValueError("stack: the states do not share one pytree structure (built by different GAN setups or "
+                         f"with different hyperparameter keys?): {e}") from e
 
 
 def unstack(stacked: Any) -> list[Any]:
@@ -79,7 +81,8 @@ def unstack(stacked: Any) -> list[Any]:
 def num_members(stacked: TrainState) -> int:
     """S, the size of the member axis of a stacked state."""
     if stacked.step.dim() != 1:
-        raise ValueError(f"expected a stacked state (state.step of shape [S]), got state.step of shape {tuple(stacked.step.shape)}: use ganfn.stack or ensemble.init_many")
+        raise ValueError("expected a stacked state (state.step of shape [S]), got state.step of shape "
+                         f"{tuple(stacked.step.shape)}: use ganfn.stack or ensemble.init_many")
     return int(stacked.step.shape[0])
 
 
@@ -99,7 +102,7 @@ def init_many(gan: GAN, seeds: Sequence[int], hparams: Sequence[dict[str, Any]] 
     hparams = list(hparams)
     if len(hparams) != len(seeds):
         raise ValueError(f"got {len(seeds)} seeds but {len(hparams)} hyperparameter dicts: give one dict per member")
-    return stack([gan.init(s, **hp) for s, hp in zip(seeds, hparams)])
+    return stack([gan.init(s, **hp) for s, hp in zip(seeds, hparams, strict=True)])
 
 
 def rngs(seeds: Sequence[int], device: torch.device | str = "cpu") -> list[torch.Generator]:
@@ -182,7 +185,10 @@ def make_step(gan: GAN, *, shared_data: bool = True, compile: bool | str = False
     kw: dict[str, Any] = {"fullgraph": True}
     if isinstance(compile, str):
         kw["mode" if compile in _COMPILE_MODES else "backend"] = compile
-    return _with_fallback(torch.compile(lambda s, r, n: vmapped(s, r, n), **kw), vmapped, check)
+    def fresh(s, r, n):
+        return vmapped(s, r, n)
+
+    return _with_fallback(torch.compile(fresh, **kw), vmapped, check)
 
 
 def _with_fallback(compiled: Callable, eager: Callable, check: Callable) -> Step:
@@ -195,7 +201,7 @@ def _with_fallback(compiled: Callable, eager: Callable, check: Callable) -> Step
         if use_compiled[0]:
             try:
                 return compiled(state, real, noise)
-            except Exception as e:  # noqa: BLE001 - any compiler failure falls back to the same pure step
+            except Exception as e:  # any compiler failure falls back to the same pure step
                 use_compiled[0] = False
                 msg = str(e).strip().splitlines()[0] if str(e).strip() else ""
                 warnings.warn(
@@ -213,17 +219,21 @@ def _check_inputs(gan: GAN, shared_data: bool, state: TrainState, real: Tensor, 
     """Clear errors for a stacked step's inputs, checked once outside vmap."""
     want_real_dim = 1 + len(gan.sample_shape) + (gan.n_critic > 1) + (not shared_data)
     if not isinstance(state, TrainState):
-        raise TypeError(f"state must be a stacked ganfn.TrainState (ganfn.stack / ensemble.init_many), got {type(state).__name__}")
+        raise TypeError("state must be a stacked ganfn.TrainState (ganfn.stack / ensemble.init_many), got "
+                        f"{type(state).__name__}")
     S = num_members(state)
     real, labels = gan.labels.split(real)
     if not isinstance(real, Tensor) or real.dim() != want_real_dim:
         form = ("" if shared_data else "S, ") + ("n_critic, " if gan.n_critic > 1 else "") + "B, *sample"
         got = tuple(real.shape) if isinstance(real, Tensor) else type(real).__name__
-        raise ValueError(f"real must have shape [{form}] (shared_data={shared_data}, n_critic={gan.n_critic}), got {got}")
+        raise ValueError(f"real must have shape [{form}] (shared_data={shared_data}, n_critic={gan.n_critic}), got "
+                         f"{got}")
     for y in labels:  # values checked here, once, outside vmap
+        assert gan.num_classes is not None  # labels come with classes
         check_labels(y, gan.num_classes, tuple(real.shape[: want_real_dim - len(gan.sample_shape)]), "real labels")
     if not shared_data and real.shape[0] != S:
         raise ValueError(f"per-member real data has {real.shape[0]} members on axis 0 but the state has {S}")
     z = noise.d.z if isinstance(noise, Noise) else None
     if z is None or z.dim() < 2 or z.shape[0] != S:
-        raise ValueError(f"noise must be stacked for {S} members (ensemble.draw_noise_many), got d-latents of shape {None if z is None else tuple(z.shape)}")
+        raise ValueError(f"noise must be stacked for {S} members (ensemble.draw_noise_many), got d-latents of shape "
+                         f"{None if z is None else tuple(z.shape)}")

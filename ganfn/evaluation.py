@@ -36,7 +36,7 @@ class Evaluator:
     without a feature extractor (mode coverage).
     """
 
-    fn: Callable[[Tensor], dict[str, float]]
+    fn: Callable[..., dict[str, float]]  # fn(samples) or, conditional, fn(samples, labels)
     primary: str
     higher_is_better: bool = False
     n_samples: int = 1000
@@ -76,7 +76,7 @@ def update_best(best: list[float] | None, figs: list[dict[str, float]], ev: Eval
         return vals, any(math.isfinite(v) for v in vals)
     improved = False
     new = list(best)
-    for i, (b, v) in enumerate(zip(best, vals)):
+    for i, (b, v) in enumerate(zip(best, vals, strict=True)):
         if not math.isfinite(v):
             continue
         if not math.isfinite(b) or (v > b if ev.higher_is_better else v < b):

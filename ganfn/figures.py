@@ -65,13 +65,15 @@ def curves(ax: Any, steps: Sequence[int], values: Any, label: str, *, color: str
     line = None
     for s in range(v.shape[1]):
         (line,) = ax.plot(x, v[:, s], lw=0.7, alpha=0.35, color=color if line is None else line.get_color())
+    assert line is not None  # v has at least one column
     c = line.get_color()
     finite = np.isfinite(v)
     count = finite.sum(1)
     safe = np.where(finite, v, 0.0)
     with np.errstate(invalid="ignore", divide="ignore"):
         mean = np.where(count > 0, safe.sum(1) / np.maximum(count, 1), np.nan)
-        std = np.sqrt(np.where(count > 0, (np.where(finite, v - mean[:, None], 0.0) ** 2).sum(1) / np.maximum(count, 1), np.nan))
+        std = np.sqrt(np.where(count > 0,
+                               (np.where(finite, v - mean[:, None], 0.0) ** 2).sum(1) / np.maximum(count, 1), np.nan))
     ax.plot(x, mean, lw=2.0, color=c, label=f"{label} (mean of {v.shape[1]})")
     ax.fill_between(x, mean - std, mean + std, color=c, alpha=0.2, lw=0, label=f"{label} ± std")
 
@@ -146,7 +148,7 @@ def training_plot(
         ax.legend(fontsize="small")
     else:
         ax.text(0.5, 0.5, "no losses logged yet", ha="center", va="center", transform=ax.transAxes)
-    if quality:
+    if quality and primary:  # quality records exist only for a primary figure
         qa = fig.add_subplot(1, panels, 2)
         steps, vals = series(quality, primary)
         curves(qa, steps, vals, primary, color="tab:green")
@@ -194,7 +196,8 @@ def heatmap(
     masked = np.ma.masked_invalid(v)
     import matplotlib
 
-    cmap = matplotlib.colormaps["viridis" if higher_is_better in (None, True) else "viridis_r"].with_extremes(bad="lightgrey")
+    cmap = matplotlib.colormaps["viridis" if higher_is_better in (None, True)
+                                else "viridis_r"].with_extremes(bad="lightgrey")
     im = ax.imshow(masked, cmap=cmap, aspect="auto")
     ax.set_xticks(range(v.shape[1]), [str(c) for c in col_labels])
     ax.set_yticks(range(v.shape[0]), [str(r) for r in row_labels])
@@ -206,7 +209,7 @@ def heatmap(
         ax.text(c, r, _fmt(x), ha="center", va="center", color="white" if dark else "black", fontsize="small")
     if higher_is_better is not None and masked.count():
         r, c = np.unravel_index(int(np.ma.argmax(masked) if higher_is_better else np.ma.argmin(masked)), v.shape)
-        ax.add_patch(_outline(c, r))
+        ax.add_patch(_outline(int(c), int(r)))
     fig.colorbar(im, ax=ax, label=value_name)
     return _save(fig, path)
 
@@ -242,7 +245,7 @@ def sweep_heatmap(
     rows = sorted({h[keys[0]] for h in hparams})
     cols = sorted({h[keys[1]] for h in hparams})
     cells: dict[tuple[int, int], list[float]] = {}
-    for h, f in zip(hparams, finals):
+    for h, f in zip(hparams, finals, strict=True):
         cells.setdefault((rows.index(h[keys[0]]), cols.index(h[keys[1]])), []).append(float(f))
     grid = np.full((len(rows), len(cols)), np.nan)
     for (r, c), fs in cells.items():
@@ -273,7 +276,7 @@ def member_rows(
         rows.append(np.concatenate(list(x), axis=1))
     h = rows[0].shape[0]
     fig = Figure(figsize=(1.5 + 0.9 * k, 0.3 + 0.9 * len(samples)), layout="constrained")
-    for i, (row, lab) in enumerate(zip(rows, labels)):
+    for i, (row, lab) in enumerate(zip(rows, labels, strict=True)):
         ax = fig.add_subplot(len(rows), 1, i + 1)
         ax.imshow(row[..., 0] if row.shape[-1] == 1 else row, cmap="gray", vmin=0, vmax=1, interpolation="nearest")
         ax.set_xticks([])
@@ -345,7 +348,7 @@ def population_curves(
     for i in range(S):
         # A copied member's own line breaks at the copy: it continues from the source's state.
         xs, vs = [], []
-        for k, (x, v) in enumerate(zip(steps, ys[i])):
+        for k, (x, v) in enumerate(zip(steps, ys[i], strict=True)):
             xs.append(x)
             vs.append(v)
             if (i, k) in copied_at:
@@ -353,9 +356,10 @@ def population_curves(
                 vs.append(math.nan)
         ax.plot(xs, vs, color=colors(i % colors.N), lw=1.2, label=f"member {i}")
     for e in events:
-        k, i = at.get(int(e["step"])), int(e["member"])
-        if k is None:
+        at_k, i = at.get(int(e["step"])), int(e["member"])
+        if at_k is None:
             continue
+        k = at_k
         c = colors(i % colors.N)
         if e["kind"] == "copy" and e.get("source") is not None:
             nxt = min(k + 1, len(steps) - 1)
@@ -400,7 +404,8 @@ def run_figures(
         varying = [k for k in hparams[0] if len({h.get(k) for h in hparams}) > 1]
         if len(varying) == 2:
             name = primary + (f" (n = {n_samples})" if n_samples else "")
-            out.append(sweep_heatmap(hparams, [f.get(primary, math.nan) for f in finals], run_path / "sweep_heatmap.png",
+            out.append(sweep_heatmap(hparams, [f.get(primary, math.nan) for f in finals],
+                                     run_path / "sweep_heatmap.png",
                                      value_name=name, keys=(varying[0], varying[1]), higher_is_better=higher_is_better))
     if primary and history.get("population") and history.get("eval"):
         out.append(population_curves(history["eval"], primary, run_path / "population.png",

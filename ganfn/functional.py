@@ -94,7 +94,7 @@ def make_apply(module: nn.Module, *, tie_weights: bool | None = None) -> Apply:
 def _tensor_slots(module: nn.Module) -> list[tuple[dict, str, str]]:
     """``(owner dict, key, full name)`` of every parameter and buffer of ``module``:
     where ``functional_call`` would put the tensor called ``full name``."""
-    out = []
+    out: list[tuple[dict, str, str]] = []
     for prefix, m in module.named_modules():
         for owner in (m._parameters, m._buffers):
             out.extend((owner, k, f"{prefix}.{k}" if prefix else k) for k, v in owner.items() if v is not None)

@@ -32,14 +32,22 @@ from torch import Tensor, nn
 
 from . import diagnose
 from . import losses as _losses
+from . import noise as _noise
 from . import optim as _optim
 from . import penalties as _penalties
-from . import noise as _noise
 from . import sampling as _sampling
 from . import step as _step
 from .functional import Params, extract, fresh_copies, has_batch_stats, make_apply
+from .gan_parts import (
+    PartInfo,
+    check_counts,
+    check_optimizer,
+    latent_shape_of,
+    loss_hparams,
+    shorthand_parts,
+    validate_parts,
+)
 from .grads import value_and_grad
-from .gan_parts import PartInfo, check_counts, check_optimizer, latent_shape_of, loss_hparams, shorthand_parts, validate_parts
 from .hparams import apply_overrides, make_hparams
 from .inputs import check_batch, check_compatible, check_step_inputs
 from .labels import Labelling, check_setup, class_labels
@@ -151,7 +159,8 @@ class GAN:
         self.num_classes: int | None = self.labels.num_classes
         self.g_optimizer = check_optimizer("g_optimizer", g_optimizer or _optim.adam(2e-4, (0.5, 0.999)))
         self.d_optimizer = check_optimizer("d_optimizer", d_optimizer or _optim.adam(2e-4, (0.5, 0.999)))
-        self.n_critic, self.n_gen, self.accumulation_steps = check_counts(n_critic=n_critic, n_gen=n_gen, accumulation_steps=accumulation_steps)
+        self.n_critic, self.n_gen, self.accumulation_steps = check_counts(n_critic=n_critic, n_gen=n_gen,
+                                                                          accumulation_steps=accumulation_steps)
         loss_hp = loss_hparams(self.loss, real_label=real_label, fake_label=fake_label, g_target=g_target)
         self.weight_init = weight_init
         self.g_apply = make_apply(generator)
@@ -160,14 +169,19 @@ class GAN:
         self._sample_shape: tuple[int, ...] | None = None
         if spectral_norm is None:  # the discriminator's own declaration (models.SNDiscriminator)
             spectral_norm = bool(getattr(discriminator, "wants_spectral_norm", False))
-        built = shorthand_parts(penalty=penalty, spectral_norm=spectral_norm, sn_iters=sn_iters, instance_noise=instance_noise,
-                                instance_noise_anneal=instance_noise_anneal, replay_size=replay_size, replay_fraction=replay_fraction,
+        built = shorthand_parts(penalty=penalty, spectral_norm=spectral_norm, sn_iters=sn_iters,
+                                instance_noise=instance_noise,
+                                instance_noise_anneal=instance_noise_anneal, replay_size=replay_size,
+                                replay_fraction=replay_fraction,
                                 d_skip_accuracy=d_skip_accuracy, g_skip_accuracy=g_skip_accuracy, ema_decay=ema_decay)
-        self.parts: tuple[Part, ...] = validate_parts((*built, *parts), loss_hp, PartInfo(self._d_batch_stats, self.latent_shape))
+        self.parts: tuple[Part, ...] = validate_parts((*built, *parts), loss_hp,
+                                                      PartInfo(self._d_batch_stats, self.latent_shape))
         check_setup(self.labels, self.loss, self.parts)
         self._hp: dict[str, Hyper] = {**loss_hp, **{k: h for p in self.parts for k, h in p.defaults().items()}}
         self.defaults: dict[str, float | Tensor] = {k: h.value for k, h in self._hp.items()}
-        self._hooks = {f: tuple(p for p in self.parts if getattr(p, f) is not None) for f in Part._fields[2:]}
+        # hook name -> the parts that have it. Any: a string-keyed table cannot tell mypy that part.<hook> is set.
+        self._hooks: dict[str, tuple[Any, ...]] = {f: tuple(p for p in self.parts if getattr(p, f) is not None)
+                                                   for f in Part._fields[2:]}
         self.gates_d, self.gates_g = bool(self._hooks["skip_d"]), bool(self._hooks["skip_g"])
         self._ops = _step.ops(self)
 
@@ -178,7 +192,8 @@ class GAN:
         """The shape of one generated sample (found once by running G on 2 latents)."""
         if self._sample_shape is None:
             p = next(self.generator.parameters(), None)
-            z = torch.zeros(2, *self.latent_shape, device=p.device if p is not None else None, dtype=p.dtype if p is not None else None)
+            z = torch.zeros(2, *self.latent_shape, device=p.device if p is not None else None,
+                            dtype=p.dtype if p is not None else None)
             params, buffers = extract(self.generator)
             with torch.no_grad():
                 out, _ = self.g_apply(params, buffers, z, *self.labels.probe(2, z.device), train=False)
@@ -215,7 +230,8 @@ class GAN:
         """
         if not isinstance(seed, int) or isinstance(seed, bool):
             raise TypeError(f"seed must be an int, got {type(seed).__name__}")
-        g_mod, d_mod = fresh_copies((self.generator, self.discriminator), seed, self.weight_init) if reinit else (self.generator, self.discriminator)
+        g_mod, d_mod = (fresh_copies((self.generator, self.discriminator), seed, self.weight_init) if reinit
+                        else (self.generator, self.discriminator))
         g_params, g_buffers = extract(g_mod)
         d_params, d_buffers = extract(d_mod)
         self._sample_shape = check_compatible(self, g_params, g_buffers, d_params, d_buffers)
@@ -223,7 +239,8 @@ class GAN:
         g_opt, d_opt = self.g_optimizer.init(g_params), self.d_optimizer.init(d_params)
         hp = make_hparams(self._hp, like.device)
         apply_overrides(hparams, self._hp, hp, g_opt, d_opt, self.g_optimizer, self.d_optimizer)
-        ctx = InitCtx(g_params, d_params, self.sample_shape, self.latent_shape, torch.Generator().manual_seed(seed), like.dtype, like.device)
+        ctx = InitCtx(g_params, d_params, self.sample_shape, self.latent_shape, torch.Generator().manual_seed(seed),
+                      like.dtype, like.device)
         return TrainState(
             step=torch.zeros((), dtype=torch.int64, device=like.device),
             g=NetState(g_params, g_buffers, g_opt),
@@ -235,7 +252,8 @@ class GAN:
 
     # -- randomness ---------------------------------------------------------------
 
-    def draw_latents(self, rng: torch.Generator, n: int, *, dtype: torch.dtype = torch.float32, device: torch.device | str | None = None) -> Tensor:
+    def draw_latents(self, rng: torch.Generator, n: int, *, dtype: torch.dtype = torch.float32,
+                     device: torch.device | str | None = None) -> Tensor:
         """``n`` standard normal latents [n, *latent_shape] from ``rng``."""
         z = torch.randn(n, *self.latent_shape, generator=rng, dtype=dtype, device=rng.device)
         return z if device is None else z.to(device)
@@ -300,7 +318,7 @@ class GAN:
         else:
             # One forward over [real; fake] halves D's launches; valid only
             # because no layer of D mixes samples.
-            both = tuple(torch.cat([a, b]) for a, b in zip(yr, yf))
+            both = tuple(torch.cat([a, b]) for a, b in zip(yr, yf, strict=True))
             out, buf = self.d_apply(p, buffers, torch.cat([real, fake]), *both)
             n = real.shape[0]
             out_r, out_f = tree_map(lambda o: o[:n], out), tree_map(lambda o: o[n:], out)
@@ -308,8 +326,8 @@ class GAN:
                                      **self._loss_hp(hp), **self._loss_labels(yr, yf))
         pen, part_aux, scores = torch.zeros((), dtype=lr_.dtype, device=lr_.device), {}, self.loss.scores
         if self._hooks["d_term"]:
-            term = DTerm(lambda x: scores(self.d_apply(p, buffers, x, *yr)[0]), real, fake, scores(out_r), scores(out_f),
-                         lambda x: scores(self.d_apply(p, buffers, x, *yf)[0]))
+            term = DTerm(lambda x: scores(self.d_apply(p, buffers, x, *yr)[0]), real, fake, scores(out_r),
+                         scores(out_f), lambda x: scores(self.d_apply(p, buffers, x, *yf)[0]))
             for pt in self._hooks["d_term"]:
                 val, a = pt.d_term(term, self.ctx(pt, state, noise))
                 check_like(pt.name, "d_term (loss)", val, pen, dtype=False)
@@ -359,7 +377,8 @@ class GAN:
         scale = self.d_optimizer.loss_scale(state.d.opt) if self.d_optimizer.loss_scale is not None else None
 
         def one(cut: Callable, buf: dict) -> tuple[tuple, dict]:
-            out = value_and_grad(self._d_loss, state.d.params, state, buf, *cut((real_in, fake_in, noise_d.parts, yr, noise_d.labels)),
+            out = value_and_grad(self._d_loss, state.d.params, state, buf,
+                                 *cut((real_in, fake_in, noise_d.parts, yr, noise_d.labels)),
                                  scale=scale)
             return out, out[2][0]
 
@@ -378,12 +397,13 @@ class GAN:
         Gates (``d_skip``) are applied by ``train_step``, not here."""
         new_p, new_opt = self.d_optimizer.update(grads, state.d.opt, state.d.params)
         new_p, parts = self._after("after_d", new_p, state, aux)
-        return _replace(state, d=NetState(new_p, aux.d_buffers, new_opt), g=NetState(state.g.params, aux.g_buffers, state.g.opt), parts=parts)
+        return _replace(state, d=NetState(new_p, aux.d_buffers, new_opt),
+                        g=NetState(state.g.params, aux.g_buffers, state.g.opt), parts=parts)
 
     # -- the G side -------------------------------------------------------------------
 
-    def _g_loss(self, g_params: Params, state: TrainState, g_buffers: dict, d_buffers: dict, z: Tensor, noise: dict, y: tuple,
-                real_out: Tensor | None = None):
+    def _g_loss(self, g_params: Params, state: TrainState, g_buffers: dict, d_buffers: dict, z: Tensor, noise: dict,
+                y: tuple, real_out: Tensor | None = None):
         fake, g_buf = self.g_apply(g_params, g_buffers, z, *y)
         d_in = fake
         for p in self._hooks["g_inputs"]:
@@ -392,7 +412,8 @@ class GAN:
             d_in = out
         out, d_buf = self.d_apply(self._d_weights(state.d.params, state), d_buffers, d_in, *y)
         rel = {"real_out": real_out} if self.loss.g_needs_real else {}
-        loss = self.loss.g(out, g_target=state.hparams["g_target"], **self._loss_hp(state.hparams), **rel, **self._loss_labels(y, y))
+        loss = self.loss.g(out, g_target=state.hparams["g_target"], **self._loss_hp(state.hparams), **rel,
+                           **self._loss_labels(y, y))
         part_aux = {}
         for p in self._hooks["g_term"]:
             val, a = p.g_term(GTerm(z, fake, d_in, self.loss.scores(out)), self.ctx(p, state, noise))
@@ -405,14 +426,15 @@ class GAN:
         if not self.loss.g_needs_real:
             return None
         if real is None:
-            raise ValueError(f"loss {self.loss.name!r} compares G's samples with real data: pass g_grads(state, noise_g, real) "
-                             "(train_step passes the last D update's batch)")
+            raise ValueError(f"loss {self.loss.name!r} compares G's samples with real data: pass g_grads(state, "
+                             "noise_g, real) (train_step passes the last D update's batch)")
         real, yr = self.labels.split(real)
         with torch.no_grad():
             out, _ = self.d_apply(self._d_weights(state.d.params, state), state.d.buffers, real, *yr)
         return self.loss.scores(out).detach()
 
-    def g_grads(self, state: TrainState, noise_g: UpdateNoise, real: Tensor | None = None) -> tuple[Tensor, Params, GAux]:
+    def g_grads(self, state: TrainState, noise_g: UpdateNoise,
+                real: Tensor | None = None) -> tuple[Tensor, Params, GAux]:
         """G's loss and gradient for one G update (pure).
 
         ``noise_g`` is one G update's noise (``ganfn.tree_index(noise.g, j)``).
@@ -428,7 +450,8 @@ class GAN:
         scale = self.g_optimizer.loss_scale(state.g.opt) if self.g_optimizer.loss_scale is not None else None
 
         def one(cut: Callable, bufs: tuple[dict, dict]) -> tuple[tuple, tuple[dict, dict]]:
-            out = value_and_grad(self._g_loss, state.g.params, state, *bufs, *cut((z, noise_g.parts, noise_g.labels, real_out)),
+            out = value_and_grad(self._g_loss, state.g.params, state, *bufs,
+                                 *cut((z, noise_g.parts, noise_g.labels, real_out)),
                                  scale=scale)
             return out, (out[2].g_buffers, out[2].d_buffers)
 
@@ -445,11 +468,13 @@ class GAN:
         (EMA) and the new buffers."""
         new_p, new_opt = self.g_optimizer.update(grads, state.g.opt, state.g.params)
         new_p, parts = self._after("after_g", new_p, state, aux)
-        return _replace(state, g=NetState(new_p, aux.g_buffers, new_opt), d=NetState(state.d.params, aux.d_buffers, state.d.opt), parts=parts)
+        return _replace(state, g=NetState(new_p, aux.g_buffers, new_opt),
+                        d=NetState(state.d.params, aux.d_buffers, state.d.opt), parts=parts)
 
     # -- the full step -------------------------------------------------------------------
 
-    def train_step(self, state: TrainState, real: Tensor | tuple[Tensor, Tensor], noise: Noise) -> tuple[TrainState, dict[str, Tensor]]:
+    def train_step(self, state: TrainState, real: Tensor | tuple[Tensor, Tensor],
+                   noise: Noise) -> tuple[TrainState, dict[str, Tensor]]:
         """One full update: ``n_critic`` D updates, then ``n_gen`` G updates. Pure.
 
         Args:
@@ -472,8 +497,8 @@ class GAN:
         """The G weights :meth:`sample` uses; see :func:`ganfn.sampling.sample_params`."""
         return _sampling.sample_params(self, state, ema=ema)
 
-    def sample(self, state: TrainState, z: Tensor, y: Tensor | None = None, *, ema: bool | None = None, train: bool = False,
-               standing: int = 0) -> Tensor:
+    def sample(self, state: TrainState, z: Tensor, y: Tensor | None = None, *, ema: bool | None = None,
+               train: bool = False, standing: int = 0) -> Tensor:
         """Generated samples ``[N, *sample]`` for latents ``z`` ``[N, *latent]``
         (conditional: classes ``y`` int64 [N]); ``standing > 0``: BatchNorm
         statistics recomputed for the EMA weights. See :func:`ganfn.sampling.sample`.

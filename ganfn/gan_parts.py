@@ -4,12 +4,13 @@ from __future__ import annotations
 from typing import Any, Mapping, NamedTuple, Sequence
 
 from . import optim as _optim
-from . import penalties as _penalties
 from . import parts as _parts
+from . import penalties as _penalties
 from .parts.base import Hyper, Part, check_part
 from .validate import Range, check_range
 
-__all__ = ["PartInfo", "check_counts", "check_optimizer", "latent_shape_of", "loss_hparams", "shorthand_parts", "validate_parts"]
+__all__ = ["PartInfo", "check_counts", "check_optimizer", "latent_shape_of", "loss_hparams", "shorthand_parts",
+           "validate_parts"]
 
 
 def latent_shape_of(latent_dim: int | Sequence[int]) -> tuple[int, ...]:
@@ -23,7 +24,8 @@ def latent_shape_of(latent_dim: int | Sequence[int]) -> tuple[int, ...]:
 def check_optimizer(name: str, opt: Any) -> Any:
     """``opt`` if it is a ``ganfn.optim.Optimizer``, else a ``TypeError`` naming ``name``."""
     if not isinstance(opt, _optim.Optimizer):
-        raise TypeError(f"{name} must be a ganfn.optim.Optimizer (e.g. ganfn.optim.adam(2e-4)), got {type(opt).__name__}")
+        raise TypeError(f"{name} must be a ganfn.optim.Optimizer (e.g. ganfn.optim.adam(2e-4)), got "
+                        f"{type(opt).__name__}")
     return opt
 
 
@@ -63,7 +65,8 @@ def _penalty_list(penalty: Any) -> list:
 
 def shorthand_parts(*, penalty: Any, spectral_norm: bool, sn_iters: int, instance_noise: float,
                     instance_noise_anneal: int | None, replay_size: int, replay_fraction: float,
-                    d_skip_accuracy: float | None, g_skip_accuracy: float | None, ema_decay: float | None) -> list[Part]:
+                    d_skip_accuracy: float | None, g_skip_accuracy: float | None,
+                    ema_decay: float | None) -> list[Part]:
     """The parts ``GAN``'s keyword options describe, in the order their hooks run:
     penalties (their clipping before the power iteration), spectral norm,
     instance noise, replay, balancing, EMA. Noise is drawn in this order too."""
@@ -95,7 +98,8 @@ def validate_parts(parts: Sequence[Part], reserved: Mapping[str, Hyper], info: P
     for p in parts:
         check_part(p)
         if p.name in names:
-            raise ValueError(f"two parts are named {p.name!r}: part names key the state and the noise, so they must be unique")
+            raise ValueError(f"two parts are named {p.name!r}: part names key the state and the noise, so they must "
+                             "be unique")
         names.add(p.name)
         for k in p.hparams:
             if k in seen:

@@ -24,7 +24,7 @@ def value_and_grad(fn: Callable, params: Params, *args: Any, scale: Tensor | Non
     if scale is not None:
         inner = fn
 
-        def fn(p, *a):  # noqa: F811 - the scaled loss, the unscaled one kept in aux
+        def fn(p, *a):  # the scaled loss, the unscaled one kept in aux
             loss, aux = inner(p, *a)
             return loss * scale.to(loss.dtype), (loss.detach(), aux)
 
@@ -37,7 +37,7 @@ def value_and_grad(fn: Callable, params: Params, *args: Any, scale: Tensor | Non
         with torch.enable_grad():
             loss, aux = fn(leaves, *args)
             gs = torch.autograd.grad(loss, list(leaves.values()), allow_unused=True)
-        grads = {k: (g if g is not None else torch.zeros_like(v)) for (k, v), g in zip(leaves.items(), gs)}
+        grads = {k: (g if g is not None else torch.zeros_like(v)) for (k, v), g in zip(leaves.items(), gs, strict=True)}
         loss, aux = loss.detach(), tree_map(lambda t: t.detach(), aux)
     if scale is not None:
         loss, aux = aux  # the unscaled loss

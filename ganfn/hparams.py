@@ -45,7 +45,8 @@ def apply_overrides(overrides: Mapping[str, float | Tensor], defaults: Mapping[s
     ``init``), each checked against its valid range; ``ValueError`` on an unknown
     key, naming the known ones."""
     for key, value in overrides.items():
-        t = torch.as_tensor(value, dtype=torch.float64, device=next(iter(hp.values()), torch.zeros(())).device).detach().clone()
+        t = torch.as_tensor(value, dtype=torch.float64,
+                            device=next(iter(hp.values()), torch.zeros(())).device).detach().clone()
         if key in defaults:
             check_range(key, t, defaults[key].range)
             hp[key] = t

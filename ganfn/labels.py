@@ -9,14 +9,15 @@ over the K classes, or with given class frequencies (e.g. the data set's).
 from __future__ import annotations
 
 import math
-from typing import Any, NamedTuple, Sequence
+from typing import Any, NamedTuple, Sequence, cast
 
 import torch
 from torch import Tensor
 
 from .tree import in_transform
 
-__all__ = ["NoLabels", "ClassLabels", "Labelling", "check_setup", "class_labels", "draw_labels", "check_labels", "class_rows", "rows_for"]
+__all__ = ["NoLabels", "ClassLabels", "Labelling", "check_setup", "class_labels", "draw_labels", "check_labels",
+           "class_rows", "rows_for"]
 
 
 class NoLabels(NamedTuple):
@@ -35,19 +36,20 @@ class NoLabels(NamedTuple):
         if isinstance(real, (tuple, list)):
             raise TypeError("this GAN is unconditional, but the real batch is a pair (images, labels): pass the images "
                             "alone, or build a conditional GAN with ganfn.GAN(..., num_classes=K)")
-        return real, ()
+        return cast(Tensor, real), ()
 
     def args(self, y: Tensor | None, n: int) -> tuple[()]:
         """G's extra arguments for ``n`` samples of classes ``y`` (which must be None)."""
         if y is not None:
-            raise ValueError("labels were given, but this GAN is unconditional (build it with num_classes=K to condition on classes)")
+            raise ValueError("labels were given, but this GAN is unconditional (build it with num_classes=K to "
+                             "condition on classes)")
         return ()
 
     def probe(self, n: int, device: torch.device | None) -> tuple[()]:
         """Example label arguments for ``n`` samples (none)."""
         return ()
 
-    def join(self, images: Tensor, labels: tuple[()]) -> Tensor:
+    def join(self, images: Tensor, labels: tuple[Tensor, ...]) -> Tensor:
         """The inverse of :meth:`split`: the images."""
         return images
 
@@ -74,15 +76,17 @@ class ClassLabels(NamedTuple):
         """``(images, (labels,))`` of a real batch given as an ``(images, labels)`` pair."""
         if not isinstance(real, (tuple, list)) or len(real) != 2:
             got = "a tensor" if isinstance(real, Tensor) else type(real).__name__
-            raise TypeError(f"a conditional GAN (num_classes={self.num_classes}) takes the real batch as an (images, labels) "
-                            f"pair, got {got}; load labelled data (e.g. ganfn.data.load(name, labels=True)) and pass (x, y)")
+            raise TypeError(f"a conditional GAN (num_classes={self.num_classes}) takes the real batch as an "
+                            "(images, labels) "
+                            f"pair, got {got}; load labelled data (e.g. ganfn.data.load(name, labels=True)) and "
+                            "pass (x, y)")
         return real[0], (real[1],)
 
     def args(self, y: Tensor | None, n: int) -> tuple[Tensor]:
         """G's extra arguments for ``n`` samples of classes ``y`` [n] (checked)."""
         if y is None:
-            raise ValueError(f"this GAN is conditional (num_classes={self.num_classes}): pass the classes y [N] of the samples "
-                             "(e.g. ganfn.labels.class_rows(K, per_class) for one row per class)")
+            raise ValueError(f"this GAN is conditional (num_classes={self.num_classes}): pass the classes y [N] of "
+                             "the samples (e.g. ganfn.labels.class_rows(K, per_class) for one row per class)")
         check_labels(y, self.num_classes, (n,), "labels y")
         return (y,)
 
@@ -90,7 +94,7 @@ class ClassLabels(NamedTuple):
         """Example label arguments for ``n`` samples (class 0)."""
         return (torch.zeros(n, dtype=torch.int64, device=device),)
 
-    def join(self, images: Tensor, labels: tuple[Tensor]) -> tuple[Tensor, Tensor]:
+    def join(self, images: Tensor, labels: tuple[Tensor, ...]) -> tuple[Tensor, Tensor]:
         """The inverse of :meth:`split`: the ``(images, labels)`` pair."""
         return (images, labels[0])
 
@@ -104,14 +108,15 @@ Labelling = NoLabels | ClassLabels
 
 
 def class_labels(num_classes: int | None, class_probs: Sequence[float] | Tensor | None = None) -> Labelling:
-    """A checked :class:`ClassLabels` (``num_classes=None``: :class:`NoLabels`). ``class_probs`` are relative frequencies
-    (non-negative, finite, not all zero; normalised here), one per class."""
+    """A checked :class:`ClassLabels` (``num_classes=None``: :class:`NoLabels`). ``class_probs`` are relative
+    frequencies (non-negative, finite, not all zero; normalised here), one per class."""
     if num_classes is None:
         if class_probs is not None:
             raise ValueError("class_probs needs num_classes (a conditional GAN)")
         return NoLabels()
     if not isinstance(num_classes, int) or isinstance(num_classes, bool) or num_classes < 2:
-        raise ValueError(f"num_classes must be an int >= 2 (a conditional GAN needs at least 2 classes), got {num_classes!r}")
+        raise ValueError("num_classes must be an int >= 2 (a conditional GAN needs at least 2 classes), got "
+                         f"{num_classes!r}")
     if class_probs is None:
         return ClassLabels(num_classes)
     p = torch.as_tensor(class_probs, dtype=torch.float64).detach().cpu()
@@ -146,7 +151,8 @@ def check_labels(y: object, num_classes: int, batch_shape: tuple[int, ...], what
         return
     lo, hi = int(y.min()), int(y.max())
     if lo < 0 or hi >= num_classes:
-        raise ValueError(f"{what} has values in [{lo}, {hi}] but num_classes={num_classes}: labels must lie in [0, {num_classes})")
+        raise ValueError(f"{what} has values in [{lo}, {hi}] but num_classes={num_classes}: labels must lie in [0, "
+                         f"{num_classes})")
 
 
 def check_setup(labels: Labelling, loss: Any, parts: Sequence[Any]) -> None:

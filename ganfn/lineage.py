@@ -48,7 +48,7 @@ class Lineage:
         S = len(next(iter(cols.values()))) if cols else 0
         return cls([[{"step": int(step), **{k: c[i] for k, c in cols.items()}}] for i in range(S)])
 
-    def _set(self, step: int, member: int, values: Mapping[str, list[float]]) -> None:
+    def _set(self, step: int, member: int, values: Mapping[str, Sequence[float] | Mapping[int, float]]) -> None:
         entry = {"step": int(step), **{k: v[member] for k, v in values.items()}}
         hist = self.hparams[member]
         if hist and hist[-1]["step"] == step:
@@ -195,6 +195,7 @@ class Schedule:
         absent), recorded in :attr:`lineage`; ``figures`` has one dict per member."""
         if self.lineage is None:
             self.start(state, step)
+        assert self.lineage is not None  # start made it
         if not self.due(step):
             return state
         scores, dirs = pop.scores_from_figures(figures, self.metrics)
@@ -218,6 +219,7 @@ class Schedule:
         """``state`` with ``slots`` holding fresh members with newly drawn hyperparameters."""
         if not slots:
             return state
+        assert self.refill is not None and self.lineage is not None  # called for a refilling, started schedule
         seeds = [int(s) for s in torch.randint(0, 2**31 - 1, (len(slots),), generator=self.rng)]
         bounds = pop.check_space(self.space, state)
         u = torch.rand(len(bounds), len(slots), generator=self.rng, dtype=torch.float64)

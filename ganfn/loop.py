@@ -158,14 +158,16 @@ def fit(
                 {"log_every": log_every, "image_every": image_every, "eval_every": eval_every},
                 checkpoint_every, resume, run_dir, standing_stats)
     if population is not None and (seeds is None or evaluator is None):
-        raise ValueError("population (PBT / successive halving) needs a stacked run (seeds=...) and an evaluator for its scores")
+        raise ValueError("population (PBT / successive halving) needs a stacked run (seeds=...) and an evaluator "
+                         "for its scores")
     run = setup(gan, data, steps=steps, device=device, run_dir=run_dir, seed=seed, seeds=seeds, hparams=hparams,
                 data_seed=data_seed, evaluator=evaluator, keep=keep, resume=resume, compile=compile,
                 print_fn=print_fn, n_fixed=n_fixed, population=population, split=split)
     run.standing_stats = standing_stats
     _start(run, config, trackers)
     t0 = run.t0 = time.perf_counter()
-    run.bar = tqdm(total=steps, initial=run.start, disable=not progress or not run.main, unit="step", dynamic_ncols=True)
+    run.bar = tqdm(total=steps, initial=run.start, disable=not progress or not run.main, unit="step",
+                   dynamic_ncols=True)
     try:
         step, last_metrics = _train(run, steps, batch_size, precision, on_nonfinite, patience,
                                     log_every, image_every, eval_every, checkpoint_every, progress)
@@ -202,11 +204,12 @@ def _start(run: Run, config: Mapping[str, Any] | None, trackers: Sequence[Tracke
         run.say(act.eval_line(0, {}, run.history["initial"]["figures"], evaluator.primary) + "  (untrained generator)")
 
 
-def _next_inputs(run: Run, batch_size: int) -> tuple[Tensor, dict, Any]:
+def _next_inputs(run: Run, batch_size: int) -> tuple[Tensor | tuple[Tensor, Tensor], dict, Any]:
     """This step's real batch, the data position after it, and the step's noise."""
     if run.world.distributed and run.split is None:  # this rank's slice of the global batch (batch_size per rank)
         real, position = gd.next_shard(run.data, run.position, batch_size, leading=run.leading)
-        noise = gd.draw_noise_shard(run.gan, run.rngs if run.stacked else run.rngs[0], batch_size, dtype=run.like.dtype, device=run.device)
+        noise = gd.draw_noise_shard(run.gan, run.rngs if run.stacked else run.rngs[0], batch_size, dtype=run.like.dtype,
+                                    device=run.device)
     else:
         real, position = next_batch(run.data, run.position, batch_size, leading=run.leading)
         if run.stacked:
@@ -214,7 +217,8 @@ def _next_inputs(run: Run, batch_size: int) -> tuple[Tensor, dict, Any]:
         else:
             noise = run.gan.draw_noise(run.rngs[0], batch_size, dtype=run.like.dtype, device=run.device)
     x, y = run.gan.labels.split(real)  # a conditional batch: (images, labels); only the images take the dtype
-    return run.gan.labels.join(x.to(device=run.device, dtype=run.like.dtype), tuple(t.to(run.device) for t in y)), position, noise
+    return run.gan.labels.join(x.to(device=run.device, dtype=run.like.dtype),
+                               tuple(t.to(run.device) for t in y)), position, noise
 
 
 def _diverged(run: Run, step: int, new_state: TrainState, metrics: Mapping[str, Tensor], on_nonfinite: str) -> bool:
@@ -236,7 +240,8 @@ def _diverged(run: Run, step: int, new_state: TrainState, metrics: Mapping[str, 
         found = run.manager.load_latest(map_location=run.device) if on_nonfinite == "rollback" and run.manager else None
         if found is not None:
             run.state = found[1]["state"]
-            run.history["stopped"] = f"non-finite loss at step {step}; rolled back to checkpoint step {found[1]['step']}"
+            run.history["stopped"] = (f"non-finite loss at step {step}; rolled back to checkpoint step "
+                                      f"{found[1]['step']}")
         else:
             run.history["stopped"] = f"non-finite loss at step {step}; kept the last finite state"
         run.say(f"{e}; {run.history['stopped']}")
@@ -244,7 +249,8 @@ def _diverged(run: Run, step: int, new_state: TrainState, metrics: Mapping[str, 
     return False
 
 
-def _train(run: Run, steps: int, batch_size: int, precision: str, on_nonfinite: str, patience: int | None, log_every: int, image_every: int, eval_every: int, checkpoint_every: int | None,
+def _train(run: Run, steps: int, batch_size: int, precision: str, on_nonfinite: str, patience: int | None,
+           log_every: int, image_every: int, eval_every: int, checkpoint_every: int | None,
            progress: bool) -> tuple[int, Mapping[str, Tensor]]:
     """Step ``run`` up to ``steps``, calling the periodic actions; returns the last step and its metrics."""
     step, last_metrics = run.start, {}

@@ -74,7 +74,7 @@ def member_labels(run: "Run") -> list[str] | None:
     if not run.stacked:
         return None
     out = []
-    for i, (seed, hp) in enumerate(zip(run.seeds, run.hp_list)):
+    for i, (seed, hp) in enumerate(zip(run.seeds, run.hp_list, strict=True)):
         hps = ", ".join(f"{k}={v:g}" if isinstance(v, (int, float)) else f"{k}={v}" for k, v in hp.items())
         out.append(f"member {i}: seed {seed}" + (f", {hps}" if hps else ""))
     return out
@@ -127,12 +127,13 @@ def images(run: "Run", step: int) -> None:
 
 def _cols(run: "Run") -> int | None:
     # A conditional run's fixed samples are class-major: one row per class.
-    return None if run.fixed_y is None else len(run.fixed_y) // run.gan.num_classes
+    return None if run.fixed_y is None or run.gan.num_classes is None else len(run.fixed_y) // run.gan.num_classes
 
 
 def evaluate(run: "Run", step: int, metrics: Mapping[str, Tensor], patience: int | None) -> bool:
     """Score every member, log and print the figures; True when early stopping says stop."""
     ev = run.evaluator
+    assert ev is not None  # evaluate is scheduled only with an evaluator
     figs = member_figures(run)
     run.history["eval"].append({"step": step, "figures": figs})
     if run.logger is not None:  # a member without a figure (diverged) gets NaN, which is not logged
@@ -240,6 +241,7 @@ def write_outputs(run: "Run", config: Mapping | None) -> None:
     if not run.main:
         return
     path = run.run_path
+    assert path is not None  # outputs are written only with a run directory
     path.mkdir(parents=True, exist_ok=True)
     ref = run.evaluator.reference if run.evaluator else None
     pics = [picture(s, ref, _cols(run)) for s in samples]
@@ -252,6 +254,7 @@ def write_outputs(run: "Run", config: Mapping | None) -> None:
             tb.save_png(pics[0], path / "samples.png", scale=scale)
     else:
         labels = member_labels(run)
+        assert labels is not None  # several pictures: a stacked run
         for i, p in enumerate(pics):
             if by_class:
                 figures.class_rows(samples[i], run.gan.num_classes, path / f"samples_member{i:02d}.png", title=labels[i])

@@ -190,7 +190,8 @@ def _resolve_resume(resume: str | os.PathLike, device: torch.device) -> tuple[Pa
     if p.is_file():
         return p, ckpt.load(p, map_location=device)  # a file named by the user: a damaged one is refused
     if p.is_dir():
-        found = ckpt.CheckpointManager(p / "checkpoints" if (p / "checkpoints").is_dir() else p).load_latest(map_location=device)
+        found = ckpt.CheckpointManager(p / "checkpoints" if (p / "checkpoints").is_dir()
+                                       else p).load_latest(map_location=device)
         if found is None:
             raise FileNotFoundError(f"--resume {p}: no checkpoint (ckpt-*.pt) in {p} or {p / 'checkpoints'}")
         return found
@@ -239,9 +240,11 @@ def setup(gan: GAN, data: Tensor | Callable, *, steps: int, device: str | torch.
         gan=gan, stacked=stacked, seeds=seeds, hp_list=hp_list, state=state, rngs=rngs, step_fn=step_fn, data=data,
         position=loader_init(None if is_sampler else gan.labels.split(data)[0].shape[0], data_seed),
         leading=gan.n_critic if gan.n_critic > 1 else None, device=device, like=like, world=world, main=main, say=say,
-        run_path=run_path, manager=ckpt.CheckpointManager(run_path / "checkpoints", keep) if run_path is not None else None,
+        run_path=run_path,
+        manager=ckpt.CheckpointManager(run_path / "checkpoints", keep) if run_path is not None else None,
         evaluator=evaluator, eval_z=eval_z, eval_y=eval_y, fixed_y=fixed_y,
-        fixed_z=gan.draw_latents(torch.Generator().manual_seed(1234), n_fixed if fixed_y is None else len(fixed_y)).to(device=device, dtype=like.dtype),
+        fixed_z=gan.draw_latents(torch.Generator().manual_seed(1234),
+                                 n_fixed if fixed_y is None else len(fixed_y)).to(device=device, dtype=like.dtype),
         history={"train": [], "eval": [], "final": {}, "stopped": "steps", "diverged_at": None,
                  "members": len(seeds) if stacked else None},
         population=exploit.SplitSchedule(population, sp) if sp is not None and population is not None else population,
@@ -267,8 +270,10 @@ def _checked_data(gan: GAN, data: Any, is_sampler: bool, device: torch.device, d
         raise TypeError(f"data must be a tensor [N, ...] (conditional: an (images, labels) pair), an image source "
                         f"(ganfn.data.images_source) or a sampler f(n, generator), got {type(images).__name__}")
     if tuple(images.shape[1:]) != gan.sample_shape:
-        raise ValueError(f"data samples have shape {tuple(images.shape[1:])} but the generator makes {gan.sample_shape}")
+        raise ValueError(f"data samples have shape {tuple(images.shape[1:])} but the generator makes "
+                         f"{gan.sample_shape}")
     for y in labels:
+        assert gan.num_classes is not None  # labels come with classes
         check_labels(y, gan.num_classes, (images.shape[0],), "the data's labels")
     if isinstance(images, Tensor):  # an image source stays where it is (uint8 or on disk)
         images = images.to(device=device, dtype=dtype)
@@ -283,9 +288,10 @@ def _compiled_single(gan: GAN) -> Callable:
         if not failed[0]:
             try:
                 return compiled(state, real, noise)
-            except Exception as e:  # noqa: BLE001 - any compiler failure falls back to the same pure step
+            except Exception as e:  # any compiler failure falls back to the same pure step
                 failed[0] = True
-                warnings.warn(f"torch.compile of train_step failed ({type(e).__name__}); running eagerly", RuntimeWarning, stacklevel=2)
+                warnings.warn(f"torch.compile of train_step failed ({type(e).__name__}); running eagerly",
+                              RuntimeWarning, stacklevel=2)
         return gan.train_step(state, real, noise)
 
     return step

@@ -294,7 +294,8 @@ LOSSES: dict[str, LossPair] = {
 RELATIVISTIC: dict[str, LossPair] = {lp.name: lp for lp in (rpgan, ragan)}
 """The relativistic losses: their ``g`` also takes D's outputs on real data."""
 
-_ALIASES = {"bce": non_saturating, "ns": non_saturating, "wgan": wasserstein, "lsgan": least_squares, "ls": least_squares}
+_ALIASES = {"bce": non_saturating, "ns": non_saturating, "wgan": wasserstein, "lsgan": least_squares,
+            "ls": least_squares}
 
 
 def get(loss: str | LossPair) -> LossPair:
@@ -412,7 +413,8 @@ def acgan(base: str | LossPair = "non_saturating", d_weight: float = 1.0, g_weig
     """
     base = get(base)
     if base.hparams or base.takes_labels or base.g_needs_real:
-        raise ValueError(f"acgan: the base loss must be a plain loss (no hyperparameters, labels or real outputs in G's loss), got {base.name}")
+        raise ValueError("acgan: the base loss must be a plain loss (no hyperparameters, labels or real outputs in "
+                         f"G's loss), got {base.name}")
     for name, w in (("d_weight", d_weight), ("g_weight", g_weight)):
         if not isinstance(w, (int, float)) or not 0.0 <= float(w) < float("inf"):
             raise ValueError(f"acgan {name} must be a finite number >= 0, got {w!r}")
@@ -421,12 +423,14 @@ def acgan(base: str | LossPair = "non_saturating", d_weight: float = 1.0, g_weig
                 acgan_g_weight: Target = g_weight, reduction: str = "mean", **kw):
         r, f = base.d_parts(real_out[0], fake_out[0], reduction=reduction, **kw)
         w = torch.as_tensor(acgan_d_weight, dtype=r.dtype, device=r.device)
-        return r + w * _class_loss(real_out[1], real_labels, reduction), f + w * _class_loss(fake_out[1], fake_labels, reduction)
+        return (r + w * _class_loss(real_out[1], real_labels, reduction),
+                f + w * _class_loss(fake_out[1], fake_labels, reduction))
 
     def g(fake_out, *, fake_labels: Tensor, acgan_d_weight: Target = d_weight, acgan_g_weight: Target = g_weight,
           reduction: str = "mean", **kw):
         adv = base.g(fake_out[0], reduction=reduction, **kw)
-        return adv + torch.as_tensor(acgan_g_weight, dtype=adv.dtype, device=adv.device) * _class_loss(fake_out[1], fake_labels, reduction)
+        return adv + (torch.as_tensor(acgan_g_weight, dtype=adv.dtype, device=adv.device)
+                      * _class_loss(fake_out[1], fake_labels, reduction))
 
     hp = {"acgan_d_weight": float(d_weight), "acgan_g_weight": float(g_weight)}
     return LossPair(f"acgan({base.name})", d_parts, g, base.threshold, hp, True, _scores_of_pair)
@@ -468,5 +472,6 @@ def top_k_count(step: int | Tensor, batch_size: int, *, steps_per_epoch: int, ga
     if not isinstance(steps_per_epoch, int) or steps_per_epoch < 1:
         raise ValueError(f"steps_per_epoch must be an int >= 1, got {steps_per_epoch!r}")
     epoch = torch.div(torch.as_tensor(step), steps_per_epoch, rounding_mode="floor").to(torch.float64)
-    frac = torch.maximum(torch.as_tensor(gamma, dtype=torch.float64) ** epoch, torch.as_tensor(min_fraction, dtype=torch.float64))
+    frac = torch.maximum(torch.as_tensor(gamma, dtype=torch.float64) ** epoch,
+                         torch.as_tensor(min_fraction, dtype=torch.float64))
     return torch.ceil(frac * batch_size - 1e-9).clamp(1, batch_size).to(torch.int64)

@@ -182,7 +182,7 @@ def _computed_once(scalars: dict[str, Tensor]) -> dict[str, Tensor]:
     """
     keys = list(scalars)
     v = torch.stack([scalars[k] for k in keys])
-    return dict(zip(keys, torch.stack([v, v]).amax(0).unbind(0)))
+    return dict(zip(keys, torch.stack([v, v]).amax(0).unbind(0), strict=True))
 
 
 # Set False to force the per-leaf path everywhere (tests compare the two).
@@ -215,7 +215,8 @@ def _foreach_lists(params: PyTree, others: tuple[PyTree, ...], hp: dict):
         return None
     # 0-d leaves are left to the per-leaf path: there a 0-d float64 hyperparameter
     # times a 0-d leaf promotes the leaf to float64, which foreach would not copy.
-    if any(x.dtype != first.dtype or x.dim() == 0 for lst in (ps, *lists) for x in lst) or any(v.dim() != 0 for v in hp.values()):
+    if (any(x.dtype != first.dtype or x.dim() == 0 for lst in (ps, *lists) for x in lst)
+            or any(v.dim() != 0 for v in hp.values())):
         return None
     return treedef, ps, lists
 
@@ -223,7 +224,8 @@ def _foreach_lists(params: PyTree, others: tuple[PyTree, ...], hp: dict):
 # -- the optimizers ----------------------------------------------------------------------
 
 
-def sgd(lr: Hyper, momentum: Hyper = 0.0, *, nesterov: bool = False, dampening: Hyper = 0.0, weight_decay: Hyper = 0.0, schedule: Schedule | None = None) -> Optimizer:
+def sgd(lr: Hyper, momentum: Hyper = 0.0, *, nesterov: bool = False, dampening: Hyper = 0.0, weight_decay: Hyper = 0.0,
+        schedule: Schedule | None = None) -> Optimizer:
     """SGD with optional (Nesterov) momentum, as ``torch.optim.SGD``.
 
     The momentum buffer starts as the first gradient, as in torch.
@@ -284,7 +286,7 @@ def _adam_like(name: str, lr, b1, b2, eps, weight_decay, decoupled: bool, schedu
         }
 
     def step(grads, params, slots, hp, count):
-        from_tensors = lambda: scalars(hp, (count + 1).to(torch.float64), torch.sqrt)  # noqa: E731
+        from_tensors = lambda: scalars(hp, (count + 1).to(torch.float64), torch.sqrt)
         flat = _foreach_lists(params, (grads, slots["mu"], slots["nu"]), hp)
         if flat is not None:
             # The same arithmetic as `leaf` below, op for op, as foreach calls over
@@ -299,12 +301,12 @@ def _adam_like(name: str, lr, b1, b2, eps, weight_decay, decoupled: bool, schedu
                 # last pass one addcdiv (whose value must be a number). Each op casts
                 # a float to the parameters' dtype as the tensor path does below.
                 c = scalars({k: x.item() for k, x in hp.items()}, count.item() + 1.0, math.sqrt)
-                w = lambda x: x  # noqa: E731
+                w = lambda x: x
             else:
                 # Other dtypes would cast a number to float32 (their op math), not to
                 # their own dtype as `leaf` does; CUDA would synchronise.
                 c = {k: x.to(dtype) for k, x in from_tensors().items()}
-                w = lambda x: [x] * n  # noqa: E731
+                w = lambda x: [x] * n
             if use_wd and decoupled:
                 p = torch._foreach_mul(p, c["decay"])
             elif use_wd:
@@ -320,7 +322,7 @@ def _adam_like(name: str, lr, b1, b2, eps, weight_decay, decoupled: bool, schedu
                 upd = torch._foreach_mul(m, c["neg_step_c"])
                 torch._foreach_div_(upd, denom)
                 new_p = torch._foreach_add(p, upd)
-            unflat = lambda xs: optree.tree_unflatten(treedef, xs)  # noqa: E731
+            unflat = lambda xs: optree.tree_unflatten(treedef, xs)
             return unflat(new_p), {"mu": unflat(m), "nu": unflat(v)}
 
         sc = from_tensors()
@@ -348,19 +350,22 @@ def _adam_like(name: str, lr, b1, b2, eps, weight_decay, decoupled: bool, schedu
     return _make(name, hypers, ("mu", "nu"), step, schedule, frozenset() if use_wd else frozenset({"weight_decay"}))
 
 
-def adam(lr: Hyper = 2e-4, betas: tuple[Hyper, Hyper] = (0.5, 0.999), eps: Hyper = 1e-8, weight_decay: Hyper = 0.0, *, schedule: Schedule | None = None) -> Optimizer:
+def adam(lr: Hyper = 2e-4, betas: tuple[Hyper, Hyper] = (0.5, 0.999), eps: Hyper = 1e-8, weight_decay: Hyper = 0.0, *,
+         schedule: Schedule | None = None) -> Optimizer:
     """Adam (Kingma & Ba, 2015) as ``torch.optim.Adam`` (L2 weight decay added to
     the gradient). Defaults are the DCGAN setting, betas (0.5, 0.999)."""
     return _adam_like("adam", lr, betas[0], betas[1], eps, weight_decay, False, schedule)
 
 
-def adamw(lr: Hyper = 2e-4, betas: tuple[Hyper, Hyper] = (0.5, 0.999), eps: Hyper = 1e-8, weight_decay: Hyper = 1e-2, *, schedule: Schedule | None = None) -> Optimizer:
+def adamw(lr: Hyper = 2e-4, betas: tuple[Hyper, Hyper] = (0.5, 0.999), eps: Hyper = 1e-8, weight_decay: Hyper = 1e-2, *,
+          schedule: Schedule | None = None) -> Optimizer:
     """AdamW (Loshchilov & Hutter, 2019) as ``torch.optim.AdamW``: decoupled decay
     ``p *= 1 - lr * weight_decay`` before the Adam step."""
     return _adam_like("adamw", lr, betas[0], betas[1], eps, weight_decay, True, schedule)
 
 
-def rmsprop(lr: Hyper = 5e-5, alpha: Hyper = 0.99, eps: Hyper = 1e-8, weight_decay: Hyper = 0.0, momentum: Hyper = 0.0, *, centered: bool = False, schedule: Schedule | None = None) -> Optimizer:
+def rmsprop(lr: Hyper = 5e-5, alpha: Hyper = 0.99, eps: Hyper = 1e-8, weight_decay: Hyper = 0.0, momentum: Hyper = 0.0,
+            *, centered: bool = False, schedule: Schedule | None = None) -> Optimizer:
     """RMSprop as ``torch.optim.RMSprop``. Default lr 5e-5 is WGAN's (Arjovsky et al.)."""
     check_range("lr", lr, Range(0.0))
     check_range("alpha", alpha, Range(0.0, 1.0))
@@ -468,7 +473,7 @@ def loss_scaled(opt: Optimizer, init_scale: float = 2.0**16, *, growth_interval:
     return Optimizer(init, update, opt.lr, f"loss_scaled({opt.name})", opt.fixed, lambda state: state["loss_scale"])
 
 
-_BUILDERS = {"sgd": sgd, "adam": adam, "adamw": adamw, "rmsprop": rmsprop}
+_BUILDERS: dict[str, Callable[..., Optimizer]] = {"sgd": sgd, "adam": adam, "adamw": adamw, "rmsprop": rmsprop}
 
 
 def get(name: str | Optimizer, **kwargs: Any) -> Optimizer:

@@ -146,8 +146,9 @@ def weight_clip(clip: float | Tensor = 0.01) -> Penalty:
     return Penalty("weight_clip", "clip_value", clip, project=project)
 
 
-_BUILDERS = {"gp": gradient_penalty, "wgan-gp": gradient_penalty, "gradient_penalty": gradient_penalty,
-             "r1": r1, "r2": r2, "weight_clip": weight_clip, "clip": weight_clip}
+_BUILDERS: dict[str, Callable[..., Penalty]] = {
+    "gp": gradient_penalty, "wgan-gp": gradient_penalty, "gradient_penalty": gradient_penalty,
+    "r1": r1, "r2": r2, "weight_clip": weight_clip, "clip": weight_clip}
 
 
 def get(spec: str | Penalty, weight: float | None = None) -> Penalty:
@@ -193,6 +194,7 @@ def _lazy_hooks(p: Penalty) -> dict:
     if p.term is None or p.project is not None:
         raise ValueError(f"penalty {p.name!r}: every= applies to loss terms (gp, r1, r2), not to projections")
     term, key, k = p.term, p.weight_key, p.every
+    assert k is not None  # only lazy penalties (every=k) come here
 
     def init(ctx: InitCtx) -> dict:
         return {"count": torch.zeros((), dtype=torch.int64, device=ctx.device)}
@@ -202,7 +204,8 @@ def _lazy_hooks(p: Penalty) -> dict:
         if not in_transform(count) and bool(torch.remainder(count, k) != 0):
             # Eager, not due: skip the input gradient altogether. The same numbers
             # as the masked term below, which vmap and compile need (no branch there).
-            zero = x.d_real.new_zeros((), dtype=torch.promote_types(x.d_real.dtype, ctx.hp[key].dtype))  # the term's dtype
+            # a zero of the term's dtype
+            zero = x.d_real.new_zeros((), dtype=torch.promote_types(x.d_real.dtype, ctx.hp[key].dtype))
             return zero, {"due": zero, "metrics": {"term": torch.full_like(zero, float("nan"))}}
         val, due = _reg.lazy(term(x.d_fn, x.real, x.fake, ctx.noise.get("eps"), ctx.hp[key]), count, k)
         shown = torch.where(due, val, torch.full_like(val, float("nan")))
@@ -214,7 +217,8 @@ def _lazy_hooks(p: Penalty) -> dict:
     return {"init": init, "d_term": d_term, "after_d": after_d}
 
 
-def lecam(weight: float | Tensor = 0.3, *, decay: float | Tensor = 0.99, start: int = 0, one_sided: bool = True) -> Part:
+def lecam(weight: float | Tensor = 0.3, *, decay: float | Tensor = 0.99, start: int = 0,
+          one_sided: bool = True) -> Part:
     """LeCam regularisation (Tseng et al., 2021) as a part named ``lecam``:
     ``lecam_weight * (E[relu(D(x) - a_fake)^2] + E[relu(a_real - D(G(z)))^2])``
     (:func:`ganfn.regularisers.lecam_term`), with ``a_real`` / ``a_fake`` moving
@@ -229,7 +233,8 @@ def lecam(weight: float | Tensor = 0.3, *, decay: float | Tensor = 0.99, start: 
         return _reg.lecam_init(dtype=ctx.dtype, device=ctx.device)._asdict()
 
     def d_term(x: DTerm, ctx: Ctx):
-        new = _reg.lecam_update(_reg.LeCamState(**ctx.state), x.d_real, x.d_fake, decay=ctx.hp["lecam_decay"], start=start)
+        new = _reg.lecam_update(_reg.LeCamState(**ctx.state), x.d_real, x.d_fake, decay=ctx.hp["lecam_decay"],
+                                start=start)
         val = _reg.lecam_term(x.d_real, x.d_fake, new, ctx.hp["lecam_weight"].to(x.d_real.dtype), one_sided=one_sided)
         return val, {"real": new.real, "fake": new.fake}
 

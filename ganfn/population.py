@@ -67,7 +67,8 @@ def metric(name: str | Metric) -> Metric:
         return Metric(name, True)
     if name in ("kl",) or name.split("-")[0] in _LOWER:
         return Metric(name, False)
-    raise ValueError(f"metric {name!r}: direction unknown; pass ganfn.population.Metric({name!r}, higher_is_better=True/False)")
+    raise ValueError(f"metric {name!r}: direction unknown; pass ganfn.population.Metric({name!r}, "
+                     "higher_is_better=True/False)")
 
 
 def ranking(primary: str | Metric) -> list[Metric]:
@@ -145,7 +146,8 @@ def rank(scores: Tensor, higher_is_better: bool | Sequence[bool], last: Tensor |
     if len(dirs) != K:
         raise ValueError(f"rank: {K} score columns but {len(dirs)} directions")
     order = torch.arange(s.shape[0], device=s.device)
-    keys = [torch.where(torch.isnan(c), math.inf, c) for c in ((-s[:, j] if dirs[j] else s[:, j]).double() for j in range(K))]
+    keys = [torch.where(torch.isnan(c), math.inf, c)
+            for c in ((-s[:, j] if dirs[j] else s[:, j]).double() for j in range(K))]
     if last is not None:
         keys.insert(0, last.to(device=s.device, dtype=torch.float64))
     for key in reversed(keys):  # least significant key first; stable sorts keep the earlier order within ties
@@ -153,7 +155,9 @@ def rank(scores: Tensor, higher_is_better: bool | Sequence[bool], last: Tensor |
     return order
 
 
-def scores_from_figures(figures: Sequence[Mapping[str, float]], metrics: Sequence[str | Metric]) -> tuple[Tensor, list[bool]]:
+def scores_from_figures(
+    figures: Sequence[Mapping[str, float]], metrics: Sequence[str | Metric]
+) -> tuple[Tensor, list[bool]]:
     """``(scores [S, K] float64, directions)`` from the loop's per-member figure
     dicts; a missing figure is NaN (ranked last)."""
     ms = [metric(m) for m in metrics]
@@ -175,9 +179,11 @@ def check_space(space: Mapping[str, Bounds | Sequence[float]], state: Any = None
             raise ValueError(f"unknown hyperparameter {name!r} in space; this state has {sorted(known)}")
         b = Bounds(*b)
         if not (math.isfinite(b.low) and math.isfinite(b.high)) or b.low > b.high:
-            raise ValueError(f"bounds of {name!r} must be finite with low <= high, got low={b.low}, high={b.high} (inverted?)")
+            raise ValueError(f"bounds of {name!r} must be finite with low <= high, got low={b.low}, high={b.high} "
+                             "(inverted?)")
         if b.log and b.low <= 0:
-            raise ValueError(f"bounds of {name!r}: log-uniform resampling needs low > 0, got {b.low}; pass Bounds(low, high, log=False)")
+            raise ValueError(f"bounds of {name!r}: log-uniform resampling needs low > 0, got {b.low}; pass "
+                             "Bounds(low, high, log=False)")
         out[name] = b
     return out
 
@@ -239,7 +245,8 @@ def exploit_explore(state: Any, scores: Tensor | Sequence[float], rng: torch.Gen
     """
     S = num_members(state)
     if not isinstance(fraction, (int, float)) or not 0 < fraction <= 0.5:
-        raise ValueError(f"fraction must be in (0, 0.5] (the worst fraction copies from the best fraction), got {fraction!r}")
+        raise ValueError("fraction must be in (0, 0.5] (the worst fraction copies from the best fraction), got "
+                         f"{fraction!r}")
     if not 0 <= resample_probability <= 1:
         raise ValueError(f"resample_probability must be in [0, 1], got {resample_probability!r}")
     factors = [float(f) for f in perturb]
@@ -306,14 +313,16 @@ def refill(state: Any, slots: Sequence[int], members: Any) -> Any:
     if not slots or len(set(slots)) != len(slots) or any(not (isinstance(i, int) and 0 <= i < S) for i in slots):
         raise ValueError(f"slots must be distinct member indices in [0, {S}), got {slots}")
     if optree.tree_structure(members, none_is_leaf=False) != optree.tree_structure(state, none_is_leaf=False):
-        raise ValueError("refill: the new members' state has a different structure (another GAN setup or other hyperparameter keys)")
+        raise ValueError("refill: the new members' state has a different structure (another GAN setup or other "
+                         "hyperparameter keys)")
     if num_members(members) != len(slots):
         raise ValueError(f"refill: {len(slots)} slots but {num_members(members)} new members")
     idx = torch.tensor(slots, dtype=torch.int64, device=state.step.device)
 
     def put(x: Tensor, y: Tensor) -> Tensor:
         if y.shape[1:] != x.shape[1:]:
-            raise ValueError(f"refill: a leaf of the new members has shape {tuple(y.shape[1:])}, the state's has {tuple(x.shape[1:])}")
+            raise ValueError(f"refill: a leaf of the new members has shape {tuple(y.shape[1:])}, the state's has "
+                             f"{tuple(x.shape[1:])}")
         return x.index_copy(0, idx, y.to(device=x.device, dtype=x.dtype))
 
     return optree.tree_map(put, state, members, none_is_leaf=False)

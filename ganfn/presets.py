@@ -36,9 +36,8 @@ Presets (:data:`PRESETS`) reproduce common published and tutorial setups:
 from __future__ import annotations
 
 import dataclasses
-import math
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -47,8 +46,8 @@ from torch import Tensor
 
 from . import data as gdata
 from . import models, optim, parts, penalties
-from .gan import GAN
 from .evaluation import Evaluator
+from .gan import GAN
 from .metrics.card import ProtocolCard, weights_hash
 from .presets_folder import FolderChoice, choose, folder_evaluator
 
@@ -154,19 +153,20 @@ PRESETS: dict[str, dict[str, Any]] = {
         beta1=0.5, beta2=0.999, weight_decay=1e-2, lr_decay=0.99, lr_decay_every=100, grad_clip=10.0,
     ),
     "mlp-mnist": dict(
-        ema_decay=None, data="mnist", model="mlp", latent_dim=100, loss="non_saturating", optimizer="adam", lr_g=2e-4, lr_d=2e-4,
-        beta1=0.5, beta2=0.999, real_label=0.9, batch_size=64,
+        ema_decay=None, data="mnist", model="mlp", latent_dim=100, loss="non_saturating",
+        optimizer="adam", lr_g=2e-4, lr_d=2e-4, beta1=0.5, beta2=0.999, real_label=0.9, batch_size=64,
     ),
     "wgan-gp": dict(
-        ema_decay=None, data="digits", model="dcgan", d_norm="none", loss="wasserstein", penalty="gp", penalty_weight=10.0,
-        n_critic=5, optimizer="adam", lr_g=1e-4, lr_d=1e-4, beta1=0.0, beta2=0.9,
+        ema_decay=None, data="digits", model="dcgan", d_norm="none", loss="wasserstein",
+        penalty="gp", penalty_weight=10.0, n_critic=5, optimizer="adam", lr_g=1e-4, lr_d=1e-4, beta1=0.0, beta2=0.9,
     ),
     "wgan-clip": dict(
-        ema_decay=None, data="digits", model="dcgan", d_norm="none", loss="wasserstein", penalty="weight_clip", penalty_weight=0.01,
-        n_critic=5, optimizer="rmsprop", lr_g=5e-5, lr_d=5e-5,
+        ema_decay=None, data="digits", model="dcgan", d_norm="none", loss="wasserstein",
+        penalty="weight_clip", penalty_weight=0.01, n_critic=5, optimizer="rmsprop", lr_g=5e-5, lr_d=5e-5,
     ),
     "lsgan": dict(
-        ema_decay=None, data="digits", model="dcgan", loss="least_squares", optimizer="adam", lr_g=2e-4, lr_d=2e-4, beta1=0.5, beta2=0.999,
+        ema_decay=None, data="digits", model="dcgan", loss="least_squares", optimizer="adam", lr_g=2e-4,
+        lr_d=2e-4, beta1=0.5, beta2=0.999,
     ),
     "ring8-hinge": dict(
         # The setup bench/quality.py checks the README's ring8 target with: 16/16 seeds
@@ -194,7 +194,8 @@ PRESETS: dict[str, dict[str, Any]] = {
         optimizer="adam", lr_g=2e-4, lr_d=2e-4, beta1=0.0, beta2=0.99, ema_decay=0.999,
     ),
     "dcgan-dogs": dict(
-        ema_decay=None, data="data/dogs", image_size=64, model="dcgan", width=64, latent_dim=100, g_norm="batch", d_norm="batch",
+        ema_decay=None, data="data/dogs", image_size=64, model="dcgan", width=64, latent_dim=100,
+        g_norm="batch", d_norm="batch",
         loss="non_saturating", real_label=0.5, optimizer="adam", lr_g=2e-4, lr_d=1e-4, beta1=0.5, beta2=0.999,
         batch_size=64, steps=20000,
     ),
@@ -240,7 +241,8 @@ def load_toml(path: str | Path) -> dict[str, Any]:
         try:
             import tomli as tomllib
         except ImportError as e:
-            raise RuntimeError("reading a TOML config on Python 3.10 needs the 'tomli' package (pip install tomli)") from e
+            raise RuntimeError("reading a TOML config on Python 3.10 needs the 'tomli' package (pip install "
+                               "tomli)") from e
     try:
         with path.open("rb") as f:
             doc = tomllib.load(f)
@@ -294,8 +296,8 @@ def load_data(cfg: Config, folder: FolderChoice | None = None) -> Tensor | Any:
     if cfg.data == "digits":
         return gdata.digits("train", cfg.image_size or 8, labels=lab)
     if cfg.data in gdata.NAMES:
-        out = gdata.load(cfg.data, size=cfg.image_size, root=cfg.data_root, **({"labels": True} if lab else {}))
-        x, y = (out[0], out[1:]) if lab else (out, ())
+        out = gdata.load(cfg.data, size=cfg.image_size, root=cfg.data_root, labels=lab)
+        x, y = (out[0], out[1:]) if isinstance(out, tuple) else (out, ())
         x = gdata.resize(x, conv_size(x.shape[-1])) if cfg.image_size is None and cfg.model in CONV_MODELS else x
         return (x, *y) if lab else x
     folder = folder or choose_folder(cfg)
@@ -381,9 +383,11 @@ def build_gan(cfg: Config, sample_shape: tuple[int, ...], classes: int | None = 
         extra.append(parts.ema(ema, rampup=cfg.ema_rampup))
         ema = None
     return GAN(
-        G, D, latent_dim=latent, loss=cfg.loss, g_optimizer=opt(cfg.lr_g, cfg.steps * cfg.n_gen), d_optimizer=opt(cfg.lr_d, cfg.steps * cfg.n_critic),
+        G, D, latent_dim=latent, loss=cfg.loss, g_optimizer=opt(cfg.lr_g, cfg.steps * cfg.n_gen),
+        d_optimizer=opt(cfg.lr_d, cfg.steps * cfg.n_critic),
         penalty=_penalties(cfg), n_critic=cfg.n_critic, n_gen=cfg.n_gen, ema_decay=ema, parts=extra,
-        # spectral_norm None: the discriminator's wants_spectral_norm decides (SNGAN, projection, ACGAN, ResNet D ask for it).
+        # spectral_norm None: the discriminator's wants_spectral_norm decides (SNGAN, projection, ACGAN, ResNet D ask
+        # for it).
         spectral_norm=cfg.spectral_norm or None, real_label=cfg.real_label, fake_label=cfg.fake_label,
         instance_noise=cfg.instance_noise, instance_noise_anneal=cfg.instance_noise_anneal,
         replay_size=cfg.replay_size, replay_fraction=cfg.replay_fraction,
@@ -454,7 +458,8 @@ def make_evaluator(cfg: Config, n_samples: int | None = None, data: Any = None) 
         real = ext(test_x)
 
         def fd(samples: Tensor, labels: Tensor | None = None) -> dict[str, float]:
-            out = metrics.evaluate_images(samples, real, ext, kid_subsets=20, kid_subset_size=min(300, samples.shape[0]),
+            out = metrics.evaluate_images(samples, real, ext, kid_subsets=20,
+                                          kid_subset_size=min(300, samples.shape[0]),
                                           generator=torch.Generator().manual_seed(0))
             if labels is not None:
                 out.update(metrics.evaluate_conditional_images(samples, labels, real, test_y, ext))

@@ -65,7 +65,7 @@ class LeCamState(NamedTuple):
 
     real: Tensor
     fake: Tensor
-    count: Tensor
+    count: Tensor  # type: ignore[assignment]  # a field named like tuple.count, which it shadows
 
 
 def lecam_init(*, dtype: torch.dtype = torch.float32, device: torch.device | str | None = None) -> LeCamState:
@@ -74,18 +74,21 @@ def lecam_init(*, dtype: torch.dtype = torch.float32, device: torch.device | str
     return LeCamState(real=z, fake=z, count=torch.zeros((), dtype=torch.long, device=device))
 
 
-def lecam_update(state: LeCamState, real_out: Tensor, fake_out: Tensor, *, decay: Weight = 0.99, start: int = 0) -> LeCamState:
+def lecam_update(state: LeCamState, real_out: Tensor, fake_out: Tensor, *, decay: Weight = 0.99,
+                 start: int = 0) -> LeCamState:
     """The averages after one D update: ``a <- decay * a + (1 - decay) * mean(D(x))``
     for real and fake outputs (detached). Until ``count >= start`` (and always on
     the first update) the decay is 0, so the averages follow the latest batch, as
     in the authors' code. Pure; no data-dependent branch."""
     r = _scores(real_out.detach()).mean().to(state.real.dtype)
     f = _scores(fake_out.detach()).mean().to(state.fake.dtype)
-    d = torch.where((state.count < max(int(start), 1)), torch.zeros_like(state.real), torch.as_tensor(decay, dtype=state.real.dtype, device=r.device))
+    d = torch.where((state.count < max(int(start), 1)), torch.zeros_like(state.real),
+                    torch.as_tensor(decay, dtype=state.real.dtype, device=r.device))
     return LeCamState(real=torch.lerp(r, state.real, d), fake=torch.lerp(f, state.fake, d), count=state.count + 1)
 
 
-def lecam_term(real_out: Tensor, fake_out: Tensor, state: LeCamState, weight: Weight, *, one_sided: bool = True) -> Tensor:
+def lecam_term(real_out: Tensor, fake_out: Tensor, state: LeCamState, weight: Weight, *,
+               one_sided: bool = True) -> Tensor:
     """``weight * (E[relu(D(x_real) - a_fake)^2] + E[relu(a_real - D(x_fake))^2])``.
 
     It pulls D's outputs on real data toward the running average of its fake
@@ -117,13 +120,15 @@ def dragan_term(d_fn: DFn, real: Tensor, u: Tensor, alpha: Tensor, weight: Weigh
     D's gradients tame around real samples, where mode collapse starts. ``weight = 10`` in the paper.
     """
     if tuple(u.shape) != tuple(real.shape):
-        raise ValueError(f"DRAGAN perturbation u must have the real batch's shape {tuple(real.shape)}, got {tuple(u.shape)}")
+        raise ValueError(f"DRAGAN perturbation u must have the real batch's shape {tuple(real.shape)}, got "
+                         f"{tuple(u.shape)}")
     x_hat = real + _per_sample(alpha, real) * (scale * real.std(correction=0).detach()) * u.to(real.dtype)
     norms = _penalties.input_grad_norms(d_fn, x_hat)
     return weight * torch.mean(torch.square(norms - target))
 
 
-def one_sided_gp_term(d_fn: DFn, real: Tensor, fake: Tensor, eps: Tensor, weight: Weight, *, target: float = 1.0) -> Tensor:
+def one_sided_gp_term(d_fn: DFn, real: Tensor, fake: Tensor, eps: Tensor, weight: Weight, *,
+                      target: float = 1.0) -> Tensor:
     """The one-sided gradient penalty ``weight * E[relu(||grad D(x_hat)|| - target)^2]``
     at WGAN-GP's interpolates ``x_hat = eps * real + (1 - eps) * fake`` (``eps`` [B]).
 

@@ -17,8 +17,8 @@ these only to make samples::
 """
 from __future__ import annotations
 
-import math
 import copy
+import math
 from typing import Any, Sequence
 
 import torch
@@ -79,7 +79,8 @@ def sample(gan: Any, state: Any, z: Tensor, y: Tensor | None = None, *, ema: boo
         raise ValueError(f"latents must have shape [N, {', '.join(map(str, gan.latent_shape))}], got {tuple(z.shape)}")
     check_standing(standing)
     labels = gan.labels.args(y, z.shape[0])
-    buffers = standing_stats(gan, state, torch.Generator().manual_seed(0), batches=standing, ema=ema) if standing else state.g.buffers
+    buffers = (standing_stats(gan, state, torch.Generator().manual_seed(0), batches=standing, ema=ema) if standing
+               else state.g.buffers)
     out, _ = gan.g_apply(sample_params(gan, state, ema=ema), buffers, z, *labels, train=train)
     return out
 
@@ -128,13 +129,14 @@ def standing_stats(gan: Any, state: Any, rng: torch.Generator, *, batches: int =
     if not isinstance(batches, int) or batches < 1 or not isinstance(batch_size, int) or batch_size < 2:
         raise ValueError(f"standing_stats needs batches >= 1 and batch_size >= 2, got {batches}, {batch_size}")
     g = copy.deepcopy(gan.generator)
-    bns = {n: m for n, m in g.named_modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats}
+    bns = {n: m for n, m in g.named_modules()
+           if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats}
     if not bns:
         return dict(state.g.buffers)
     for m in bns.values():
         m.momentum = None  # cumulative average over the batches below
     buffers = dict(state.g.buffers)
-    for n, m in bns.items():
+    for n in bns:
         pre = f"{n}." if n else ""
         buffers[pre + "running_mean"] = torch.zeros_like(buffers[pre + "running_mean"])
         buffers[pre + "running_var"] = torch.ones_like(buffers[pre + "running_var"])
@@ -145,7 +147,8 @@ def standing_stats(gan: Any, state: Any, rng: torch.Generator, *, batches: int =
     with torch.no_grad():
         for _ in range(batches):
             z = gan.draw_latents(rng, batch_size, dtype=like.dtype)
-            y = [t[0].to(like.device) for t in gan.labels.draw(rng, 1, batch_size)]  # conditional: classes as in training
+            # conditional: classes as in training
+            y = [t[0].to(like.device) for t in gan.labels.draw(rng, 1, batch_size)]
             _, buffers = apply(params, buffers, z.to(like.device), *y, train=True)
     return buffers
 

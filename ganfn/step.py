@@ -22,7 +22,8 @@ from .state import NetState, Noise, TrainState
 from .tree import global_norm, tree_map, tree_where
 from .tree import replace as _replace
 
-__all__ = ["Ops", "ops", "run", "Reduce", "finite", "frozen", "freeze", "freeze_diverged", "keep", "grad_norm_metrics", "part_metrics"]
+__all__ = ["Ops", "ops", "run", "Reduce", "finite", "frozen", "freeze", "freeze_diverged", "keep", "grad_norm_metrics",
+           "part_metrics"]
 
 # reduce(net, loss, grads, aux) -> (loss, grads, aux); net is "d" or "g".
 Reduce = Callable[[str, Tensor, Any, Any], tuple[Tensor, Any, Any]]
@@ -36,7 +37,8 @@ def grad_norm_metrics(net: str, grads: Any, optimizer: Any, opt_state: dict) -> 
         return {f"{net}_grad_norm": norm}
     scale = optimizer.loss_scale(opt_state)
     norm = norm / scale.to(norm.dtype)
-    return {f"{net}_grad_norm": torch.where(torch.isfinite(norm), norm, torch.zeros_like(norm)), f"{net}_loss_scale": scale}
+    return {f"{net}_grad_norm": torch.where(torch.isfinite(norm), norm, torch.zeros_like(norm)),
+            f"{net}_loss_scale": scale}
 
 
 def keep(skip: Tensor, old: TrainState, new: TrainState, net: str) -> TrainState:
@@ -72,12 +74,14 @@ def ops(gan: Any, lift: Callable[..., Callable] | None = None, *, shared_data: b
     lift = lift or (lambda fn, in_dims=0: fn)
 
     def d_metrics(loss, grads, aux, state):
-        return {**part_metrics(aux.parts), "d_loss": loss, "d_loss_real": aux.d_loss_real, "d_loss_fake": aux.d_loss_fake, "penalty": aux.penalty,
+        return {**part_metrics(aux.parts), "d_loss": loss, "d_loss_real": aux.d_loss_real,
+                "d_loss_fake": aux.d_loss_fake, "penalty": aux.penalty,
                 "d_acc_real": aux.d_acc_real, "d_acc_fake": aux.d_acc_fake,
                 **grad_norm_metrics("d", grads, gan.d_optimizer, state.d.opt)}
 
     def g_metrics(loss, grads, aux, state):
-        return {**part_metrics(aux.parts), "g_loss": loss, **grad_norm_metrics("g", grads, gan.g_optimizer, state.g.opt)}
+        return {**part_metrics(aux.parts), "g_loss": loss,
+                **grad_norm_metrics("g", grads, gan.g_optimizer, state.g.opt)}
 
     def lrs(state):  # the end-of-step readings: learning rates and the parts' declared scalars
         return {"lr_d": gan.d_optimizer.lr(state.d.opt), "lr_g": gan.g_optimizer.lr(state.g.opt), **gan.scalars(state)}
@@ -86,7 +90,8 @@ def ops(gan: Any, lift: Callable[..., Callable] | None = None, *, shared_data: b
         d_grads=lift(gan.d_grads, in_dims=(0, 0 if not shared_data else None, 0)),
         d_update=lift(gan.d_update), d_metrics=lift(d_metrics),
         d_skip=lift(gan.d_skip) if gan.gates_d else None,
-        g_grads=lift(gan.g_grads, in_dims=(0, 0, 0 if not shared_data else None)) if gan.loss.g_needs_real else lift(gan.g_grads),
+        g_grads=(lift(gan.g_grads, in_dims=(0, 0, 0 if not shared_data else None)) if gan.loss.g_needs_real
+                 else lift(gan.g_grads)),
         g_update=lift(gan.g_update), g_metrics=lift(g_metrics),
         g_skip=lift(gan.g_skip) if gan.gates_g else None,
         lrs=lift(lrs), n_critic=gan.n_critic, n_gen=gan.n_gen, g_real=gan.loss.g_needs_real,
@@ -96,7 +101,8 @@ def ops(gan: Any, lift: Callable[..., Callable] | None = None, *, shared_data: b
 def part_metrics(parts_aux: dict[str, Any]) -> dict[str, Tensor]:
     """The step metrics parts report: ``"<part>/<key>"`` for each entry of the
     ``"metrics"`` dict in a part's loss-term aux."""
-    return {f"{name}/{k}": v for name, a in parts_aux.items() if isinstance(a, dict) for k, v in a.get("metrics", {}).items()}
+    return {f"{name}/{k}": v for name, a in parts_aux.items() if isinstance(a, dict)
+            for k, v in a.get("metrics", {}).items()}
 
 
 def _mean(xs: Sequence[dict]) -> dict:
@@ -133,12 +139,12 @@ def run(o: Ops, state: TrainState, real: Any, noise: Noise, *, reduce: Reduce | 
     averaged over the step's updates."""
     d_ms, g_ms, d_aux = [], [], None
     for i in range(o.n_critic):
-        r = real if o.n_critic == 1 else tree_map(lambda x: x.select(real_axis, i), real)
-        out = o.d_grads(state, r, tree_map(lambda x: x.select(noise_axis, i), noise.d))
+        r = real if o.n_critic == 1 else tree_map(lambda x, i=i: x.select(real_axis, i), real)
+        out = o.d_grads(state, r, tree_map(lambda x, i=i: x.select(noise_axis, i), noise.d))
         state, m, d_aux = _update(o, "d", state, out, reduce, None)
         d_ms.append(m)
     for j in range(o.n_gen):
-        ng = tree_map(lambda x: x.select(noise_axis, j), noise.g)
+        ng = tree_map(lambda x, j=j: x.select(noise_axis, j), noise.g)
         out = o.g_grads(state, ng, r) if o.g_real else o.g_grads(state, ng)
         state, m, _ = _update(o, "g", state, out, reduce, d_aux)
         g_ms.append(m)
@@ -167,7 +173,8 @@ def freeze(state: TrainState, members: Tensor) -> TrainState:
     ``diverged_at``. Pure, no host synchronisation."""
     members = members.to(device=state.diverged_at.device, dtype=torch.bool)
     if members.shape != state.diverged_at.shape:
-        raise ValueError(f"freeze: the member mask has shape {tuple(members.shape)} but the state's members are {tuple(state.diverged_at.shape)}")
+        raise ValueError(f"freeze: the member mask has shape {tuple(members.shape)} but the state's members are "
+                         f"{tuple(state.diverged_at.shape)}")
     return _replace(state, diverged_at=torch.where(members & ~frozen(state), state.step, state.diverged_at))
 
 

@@ -40,7 +40,7 @@ def grid(spec: Mapping[str, Sequence[Any]]) -> list[dict[str, Any]]:
         if len(v) == 0:
             raise ValueError(f"grid: {k!r} has no values")
         values.append(list(v))
-    return [dict(zip(keys, combo)) for combo in itertools.product(*values)]
+    return [dict(zip(keys, combo, strict=True)) for combo in itertools.product(*values)]
 
 
 def _number(text: str) -> float | int:
@@ -124,7 +124,7 @@ def rows(members: Sequence[Mapping[str, Any]], metrics: Mapping[str, Any] | Sequ
     """
     members = list(members)
     per = _per_member(metrics, len(members)) if metrics is not None else [{} for _ in members]
-    out = [{"member": i, **dict(m), **p} for i, (m, p) in enumerate(zip(members, per))]
+    out = [{"member": i, **dict(m), **p} for i, (m, p) in enumerate(zip(members, per, strict=True))]
     if sort_by is not None:
         keys = [sort_by] if isinstance(sort_by, str) else list(sort_by)
         desc = [descending] * len(keys) if isinstance(descending, bool) else list(descending)

@@ -64,7 +64,7 @@ def save_png(img: Tensor, path: str | os.PathLike, scale: int = 1) -> Path:
     """Save a [C, H, W] image in [0, 1] as PNG, enlarged ``scale`` times (nearest)."""
     pil = Image.fromarray(_to_uint8_hwc(img))
     if scale > 1:
-        pil = pil.resize((pil.width * scale, pil.height * scale), Image.NEAREST)
+        pil = pil.resize((pil.width * scale, pil.height * scale), Image.Resampling.NEAREST)
     path = Path(path)
     pil.save(path)
     return path
@@ -90,7 +90,8 @@ def labelled(img: Tensor, text: str) -> Tensor:
     return torch.cat([top, body], dim=-2)
 
 
-def scatter_image(points: Tensor, *, reference: Tensor | None = None, size: int = 320, extent: float | None = None) -> Tensor:
+def scatter_image(points: Tensor, *, reference: Tensor | None = None, size: int = 320,
+                  extent: float | None = None) -> Tensor:
     """A scatter plot of 2-D ``points`` [N, 2] (blue) over ``reference`` [M, 2]
     (grey, e.g. the mixture's centres or real samples): [3, size, size] in [0, 1]."""
     pts = points.detach().float().cpu()
@@ -208,7 +209,8 @@ class TensorBoardLogger:
         """``add_hparams`` for each member, written into that member's own run."""
         for w, hp, m in zip(self.writers, self.params, figures, strict=True):
             clean = {k: v for k, v in hp.items() if isinstance(v, (int, float, str, bool))}
-            mets = {f"hparam/{k}": float(v) for k, v in m.items() if isinstance(v, (int, float)) and math.isfinite(float(v))}
+            mets = {f"hparam/{k}": float(v) for k, v in m.items()
+                    if isinstance(v, (int, float)) and math.isfinite(float(v))}
             w.add_hparams(clean, mets, run_name=".")
 
     def log_artifact(self, path: str | os.PathLike) -> None:

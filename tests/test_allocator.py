@@ -26,8 +26,10 @@ def test_without_glibc_nothing_is_changed_and_false_comes_back(monkeypatch):
 def test_ganfn_train_tunes_the_allocator_on_the_cpu_only(monkeypatch, tmp_path):
     calls = []
     monkeypatch.setattr(allocator, "tune_cpu_allocator", lambda: calls.append(1) or True)
-    argv = ["train", "--data", "ring8", "--steps", "1", "--batch-size", "8", "--eval-every", "100", "--image-every", "100",
-            "--log-every", "100", "--checkpoint-every", "0", "--no-progress", "--n-eval", "50", "--run-dir", str(tmp_path / "r")]
+    argv = ["train", "--data", "ring8", "--steps", "1", "--batch-size", "8", "--eval-every", "100", "--image-every",
+            "100",
+            "--log-every", "100", "--checkpoint-every", "0", "--no-progress", "--n-eval", "50", "--run-dir",
+            str(tmp_path / "r")]
     assert cli.main(argv) == 0
     assert calls == [1]
     if not torch.cuda.is_available():  # --device cuda is refused here, before anything is tuned

@@ -34,7 +34,8 @@ def test_brightness_saturation_contrast_closed_forms(x, seed):
     torch.testing.assert_close(s - s.mean(1, keepdim=True), (x - x.mean(1, keepdim=True)) * 2 * u.reshape(-1, 1, 1, 1))
     c = augment.contrast(x, u)
     torch.testing.assert_close(c.mean((1, 2, 3)), x.mean((1, 2, 3)))
-    torch.testing.assert_close(c - c.mean((1, 2, 3), keepdim=True), (x - x.mean((1, 2, 3), keepdim=True)) * (u.reshape(-1, 1, 1, 1) + 0.5))
+    torch.testing.assert_close(c - c.mean((1, 2, 3), keepdim=True),
+                               (x - x.mean((1, 2, 3), keepdim=True)) * (u.reshape(-1, 1, 1, 1) + 0.5))
 
 
 def reference_shift(x, dy, dx):
@@ -221,7 +222,8 @@ def test_ada_under_vmap_per_member_targets_equals_single_runs():
     step = torch.func.vmap(lambda s, x, t: augment.ada_update(s, x, target=t, interval=1, speed_images=80.0))
     out = step(states, scores, targets)
     for i in range(3):
-        single = augment.ada_update(augment.ada_init(0.5), scores[i], target=float(targets[i]), interval=1, speed_images=80.0)
+        single = augment.ada_update(augment.ada_init(0.5), scores[i], target=float(targets[i]), interval=1,
+                                    speed_images=80.0)
         assert torch.equal(out.p[i], single.p) and torch.equal(out.rt[i], single.rt)
     assert out.p[0] > 0.5 > out.p[2]
 

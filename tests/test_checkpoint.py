@@ -1,10 +1,10 @@
 """Checkpoints: round trip, code-free loading, atomic writes, pruning, RNG state."""
 import os
-import pickle
 
 import pytest
 import torch
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import ganfn
 from ganfn import checkpoint as ckpt
@@ -22,7 +22,7 @@ def _gan(**kw):
 def _assert_same(a, b):
     la, lb = leaves(a), leaves(b)
     assert len(la) == len(lb)
-    for x, y in zip(la, lb):
+    for x, y in zip(la, lb, strict=True):
         assert x.dtype == y.dtype and torch.equal(x, y)
 
 

@@ -8,7 +8,8 @@ from ganfn import cli
 from ganfn import presets as P
 
 torch.set_num_threads(1)
-TINY = ["--steps", "4", "--batch-size", "16", "--n-eval", "200", "--eval-every", "2", "--log-every", "1", "--no-progress"]
+TINY = ["--steps", "4", "--batch-size", "16", "--n-eval", "200", "--eval-every", "2", "--log-every", "1",
+        "--no-progress"]
 
 
 def _run(argv, capsys):
@@ -72,7 +73,8 @@ def test_digits_default_model_runs(tmp_path, capsys):
 
 
 def test_seeds_prints_per_seed_table_and_eval(tmp_path, capsys):
-    out = _run(["train", "--data", "ring8", "--model", "mlp", "--seeds", "3", "--run-dir", str(tmp_path), *TINY], capsys)
+    out = _run(["train", "--data", "ring8", "--model", "mlp", "--seeds", "3", "--run-dir", str(tmp_path), *TINY],
+               capsys)
     assert "| member | seed |" in out and "mean ± std" in out and "diverged" in out
     assert all(f"| {i} | {i} |" in out for i in range(3))
     assert (tmp_path / "samples_member02.png").is_file()
@@ -83,9 +85,9 @@ def test_seeds_prints_per_seed_table_and_eval(tmp_path, capsys):
 def test_sweep_sorts_by_quality(tmp_path, capsys):
     out = _run(["sweep", "--grid", "lr_d=1e-4,1e-3;lr_g=1e-4,2e-4", "--data", "ring8", "--model", "mlp",
                 "--run-dir", str(tmp_path), *TINY], capsys)
-    rows = [l for l in out.splitlines() if l.startswith("| ") and "member" not in l and "mean" not in l]
+    rows = [line for line in out.splitlines() if line.startswith("| ") and "member" not in line and "mean" not in line]
     assert len(rows) == 4
-    header = next(l for l in out.splitlines() if l.startswith("| member"))
+    header = next(line for line in out.splitlines() if line.startswith("| member"))
     cols = [c.strip() for c in header.strip("|").split("|")]
     i = cols.index("modes")
     modes = [float(r.strip("|").split("|")[i]) for r in rows]
@@ -183,7 +185,8 @@ def test_28_pixel_data_gets_a_size_the_model_takes(tmp_path, capsys, monkeypatch
     argv = ["train", "--data", "fashion_mnist", "--run-dir", str(tmp_path), *TINY]
     out = _run(argv + ([] if model == "dcgan" else ["--model", model]), capsys)
     assert f"(1, {size}, {size}), image size {size} (chosen for the data" in out
-    out = _run(["train", "--data", "fashion_mnist", "--image-size", "16", "--run-dir", str(tmp_path / "b"), *TINY], capsys)
+    out = _run(["train", "--data", "fashion_mnist", "--image-size", "16", "--run-dir", str(tmp_path / "b"), *TINY],
+               capsys)
     assert "(1, 16, 16)," in out and "chosen for the data" not in out
 
 

@@ -3,18 +3,19 @@ import json
 
 import numpy as np
 import torch
-
 from test_cli import _error, _run  # the same helpers as the unconditional CLI tests
 
 from ganfn import presets as P
 
 torch.set_num_threads(1)
-TINY = ["--steps", "4", "--batch-size", "16", "--n-eval", "100", "--eval-every", "2", "--log-every", "1", "--no-progress"]
+TINY = ["--steps", "4", "--batch-size", "16", "--n-eval", "100", "--eval-every", "2", "--log-every", "1",
+        "--no-progress"]
 
 
 def test_digits_cond_preset_reports_per_class_figures_per_seed(tmp_path, capsys):
     run = tmp_path / "run"
-    out = _run(["train", "--preset", "digits-cond", "--seeds", "2", "--width", "4", "--run-dir", str(run), *TINY], capsys)
+    out = _run(["train", "--preset", "digits-cond", "--seeds", "2", "--width", "4", "--run-dir", str(run), *TINY],
+               capsys)
     assert "2 members (vmapped)" in out
     for key in ("FD-LeNet(digits)", "intra-FD-LeNet(digits)", "class-acc-LeNet(digits)"):
         assert key in out
@@ -55,7 +56,8 @@ def test_conditional_on_unlabelled_data_is_refused_before_training(tmp_path, cap
     flat.mkdir()
     for i in range(3):
         Image.fromarray(np.full((8, 8, 3), 40 * i, np.uint8)).save(flat / f"{i}.png")
-    err = _error(["train", "--data", str(flat), "--conditional", "--image-size", "8", "--run-dir", str(tmp_path / "r"), *TINY], capsys)
+    err = _error(["train", "--data", str(flat), "--conditional", "--image-size", "8", "--run-dir",
+                  str(tmp_path / "r"), *TINY], capsys)
     assert "--conditional needs labelled data" in err and "folder named after its class" in err
     assert not (tmp_path / "r").exists()  # nothing was written
 

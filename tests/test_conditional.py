@@ -165,7 +165,8 @@ def test_penalties_differentiate_images_only_with_the_right_labels(name, side):
 def test_acgan_loss_through_the_step():
     G = models.CondDCGANGenerator(4, K, 8, 1, 4)
     D = models.ACGANDiscriminator(8, 1, 4, K)
-    gan = ganfn.GAN(G, D, latent_dim=4, num_classes=K, loss=losses.acgan("hinge", 1.0, 0.5), spectral_norm=True, penalty="r1")
+    gan = ganfn.GAN(G, D, latent_dim=4, num_classes=K, loss=losses.acgan("hinge", 1.0, 0.5), spectral_norm=True,
+                    penalty="r1")
     state = gan.init(0, acgan_d_weight=2.0)
     assert float(state.hparams["acgan_d_weight"]) == 2.0
     new, m = gan.train_step(state, batch(gan, 6), gan.draw_noise(torch.Generator().manual_seed(0), 6))

@@ -15,7 +15,8 @@ import ganfn
 from ganfn import ensemble
 from ganfn.testing import assert_pure
 
-CUDA = pytest.param("cuda", marks=[pytest.mark.cuda, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")])
+CUDA = pytest.param("cuda", marks=[pytest.mark.cuda,
+                                   pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")])
 DEVICES = pytest.mark.parametrize("dev", ["cpu", CUDA])
 LATENT, B, STEPS = 4, 16, 5
 
@@ -37,7 +38,8 @@ def _to(tree, dev: str):
 
 
 def _differ(a, b) -> bool:
-    return any(not torch.equal(x, y) for x, y in zip(optree.tree_leaves(a), optree.tree_leaves(b)) if isinstance(x, torch.Tensor))
+    return any(not torch.equal(x, y) for x, y in zip(optree.tree_leaves(a), optree.tree_leaves(b), strict=True)
+               if isinstance(x, torch.Tensor))
 
 
 @DEVICES
@@ -51,7 +53,7 @@ def test_vmapped_members_equal_single_runs(dev: str) -> None:
         state, metrics = step(state, real, ensemble.draw_noise_many(gan, rngs, B))
     assert metrics["d_loss"].device.type == dev and not metrics["diverged"].any()
     members = ganfn.unstack(state)
-    for seed, member in zip(seeds, members):
+    for seed, member in zip(seeds, members, strict=True):
         single = _to(gan.init(seed), dev)
         rng = ensemble.rngs([seed], device=dev)[0]
         for real in reals:

@@ -154,7 +154,8 @@ def make_fashion(root: Path, n_train=6, n_test=4, compress=True):
     root.mkdir(parents=True, exist_ok=True)
     for prefix, n in [("train", n_train), ("t10k", n_test)]:
         sfx = ".gz" if compress else ""
-        write_idx(root / f"{prefix}-images-idx3-ubyte{sfx}", rng.integers(0, 256, (n, 28, 28)).astype(np.uint8), compress=compress)
+        write_idx(root / f"{prefix}-images-idx3-ubyte{sfx}", rng.integers(0, 256, (n, 28, 28)).astype(np.uint8),
+                  compress=compress)
         write_idx(root / f"{prefix}-labels-idx1-ubyte{sfx}", (np.arange(n) % 10).astype(np.uint8), compress=compress)
 
 
@@ -337,8 +338,8 @@ def test_same_seed_same_batches_and_different_seed_differs():
     a, _ = take(data, D.loader_init(100, 5), 16, 10)
     b, _ = take(data, D.loader_init(100, 5), 16, 10)
     c, _ = take(data, D.loader_init(100, 6), 16, 10)
-    assert all(torch.equal(x, y) for x, y in zip(a, b))
-    assert not all(torch.equal(x, y) for x, y in zip(a, c))
+    assert all(torch.equal(x, y) for x, y in zip(a, b, strict=True))
+    assert not all(torch.equal(x, y) for x, y in zip(a, c, strict=True))
 
 
 @given(split=st.integers(0, 12), bs=st.integers(1, 30), leading=st.sampled_from([None, 1, 3]))
@@ -353,7 +354,7 @@ def test_resume_continues_identically(tmp_path_factory, split, bs, leading):
     pos = torch.load(path, weights_only=True)
     pos = json.loads(json.dumps(pos))
     rest, _ = take(data, pos, bs, 12 - split, leading=leading)
-    assert all(torch.equal(x, y) for x, y in zip(full, first + rest))
+    assert all(torch.equal(x, y) for x, y in zip(full, first + rest, strict=True))
 
 
 def test_next_batch_is_pure():
@@ -423,7 +424,7 @@ def test_fresh_sampling_stream():
     # Resumable: restarting from a saved position reproduces the stream.
     _, mid = take(D.grid25, pos, 32, 2, leading=2)
     again, _ = take(D.grid25, mid, 32, 2, leading=2)
-    assert all(torch.equal(a, b) for a, b in zip(batches[2:], again))
+    assert all(torch.equal(a, b) for a, b in zip(batches[2:], again, strict=True))
     # Ranks draw different samples.
     other, _ = take(D.grid25, D.loader_init(None, 7, rank=1, world_size=2), 32, 1, leading=2)
     assert not torch.equal(other[0], batches[0])

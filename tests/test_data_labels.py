@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import gzip
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -19,7 +18,8 @@ torch.set_num_threads(1)
 FEW = settings(max_examples=10, deadline=None)
 
 
-@pytest.mark.parametrize("fn, centers, std", [(D.ring8, D.ring8_centers(), D.RING8_STD), (D.grid25, D.grid25_centers(), D.GRID25_STD)])
+@pytest.mark.parametrize("fn, centers, std",
+                         [(D.ring8, D.ring8_centers(), D.RING8_STD), (D.grid25, D.grid25_centers(), D.GRID25_STD)])
 @given(n=st.integers(0, 300), seed=st.integers(0, 2**31))
 @FEW
 def test_mixture_label_is_the_mode_index(fn, centers, std, n, seed):

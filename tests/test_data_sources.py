@@ -4,7 +4,8 @@ import zipfile
 import numpy as np
 import pytest
 import torch
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from PIL import Image
 
 import ganfn
@@ -128,12 +129,13 @@ def test_resume_mid_epoch_with_workers_is_bit_identical(folder, tmp_path):
     # 3 steps x 4 = 12 of 23 samples: the checkpoint is in the middle of epoch 0.
     c = ganfn.checkpoint.load(ganfn.checkpoint.CheckpointManager(tmp_path / "half" / "checkpoints").latest())
     assert c["position"]["epoch"] == 0 and c["position"]["index"] == 12
-    resumed, h_res = fit(gan, images_source(root, 8, flip=True, workers=2), run_dir=tmp_path / "half", resume=True, **kw)
-    assert all(torch.equal(a, b) for a, b in zip(leaves(full), leaves(resumed)))
+    resumed, h_res = fit(gan, images_source(root, 8, flip=True, workers=2), run_dir=tmp_path / "half", resume=True,
+                         **kw)
+    assert all(torch.equal(a, b) for a, b in zip(leaves(full), leaves(resumed), strict=True))
     assert [r["d_loss"] for r in h_full["train"]] == [r["d_loss"] for r in h_res["train"]]
     # A run on unflipped data differs (the comparison can fail).
     other, _ = fit(gan, images_source(root, 8, workers=0), run_dir=tmp_path / "other", **kw)
-    assert not all(torch.equal(a, b) for a, b in zip(leaves(full), leaves(other)))
+    assert not all(torch.equal(a, b) for a, b in zip(leaves(full), leaves(other), strict=True))
 
 
 def test_bad_sources_raise_clear_errors(folder, tmp_path):

@@ -80,7 +80,8 @@ def test_bce_accuracy_uses_the_soft_label_boundary(real_target, fake_target):
     # D at its optimum outputs logit(target) exactly: every sample is on its side.
     out_r = torch.full((6,), float(torch.logit(torch.tensor(real_target), eps=1e-6)) + 1e-3)
     out_f = torch.full((6,), float(torch.logit(torch.tensor(fake_target), eps=1e-6)) - 1e-3)
-    acc_r, acc_f = diagnose.d_accuracy(losses.non_saturating, out_r, out_f, torch.tensor(real_target, dtype=torch.float64),
+    acc_r, acc_f = diagnose.d_accuracy(losses.non_saturating, out_r, out_f,
+                                       torch.tensor(real_target, dtype=torch.float64),
                                        torch.tensor(fake_target, dtype=torch.float64))
     assert float(acc_r) == 1.0 and float(acc_f) == 1.0
 

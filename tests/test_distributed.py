@@ -173,7 +173,7 @@ def _assert_close(a, b, what: str, atol: float = 1e-9) -> None:
     lb, tb = optree.tree_flatten(b, none_is_leaf=False)
     assert ta == tb, f"{what}: different structures"
     paths = optree.tree_paths(a, none_is_leaf=False)
-    for p, x, y in zip(paths, la, lb):
+    for p, x, y in zip(paths, la, lb, strict=True):
         assert x.shape == y.shape, f"{what} {p}: shapes {x.shape} vs {y.shape}"
         assert torch.allclose(x.double(), y.double(), rtol=1e-7, atol=atol, equal_nan=True), \
             f"{what} {p}: max diff {float((x.double() - y.double()).abs().max())}"
@@ -188,7 +188,7 @@ def test_two_ranks_equal_one_process_with_double_batch(spawned, name):
     for r in range(WORLD):
         state, hist, _ = spawned[r][name]
         _assert_close(state, ref_state, f"{name} rank {r} state")
-        for t, (m, mr) in enumerate(zip(hist, ref_hist)):
+        for t, (m, mr) in enumerate(zip(hist, ref_hist, strict=True)):
             assert set(m) == set(mr)
             _assert_close(m, mr, f"{name} rank {r} metrics step {t}")
     # The run really trained: parameters moved away from the initial state.
@@ -204,7 +204,7 @@ def test_stacked_members_reduce_together_and_match_single_runs(spawned):
     for i, member in enumerate(ensemble.unstack(state)):
         ref_state, ref_hist = _run_single("stacked", member=i)
         _assert_close(member, ref_state, f"stacked member {i}")
-        for m, mr in zip(hist, ref_hist):
+        for m, mr in zip(hist, ref_hist, strict=True):
             _assert_close({k: m[k][i] for k in mr}, mr, f"stacked member {i} metrics")
 
 
@@ -213,7 +213,7 @@ def test_ranks_stay_in_sync(spawned, name):
     s0, _, div0 = spawned[0][name]
     s1, _, div1 = spawned[1][name]
     assert div0 == div1 == 0.0
-    for x, y in zip(optree.tree_leaves(s0), optree.tree_leaves(s1)):
+    for x, y in zip(optree.tree_leaves(s0), optree.tree_leaves(s1), strict=True):
         assert torch.equal(x, y)
 
 
@@ -238,7 +238,7 @@ def test_fit_writes_files_on_rank_0_only(spawned, tmp_path_factory):
     s0, div = spawned[0]["fit"]
     s1, _ = spawned[1]["fit"]
     assert div == 0.0
-    for x, y in zip(optree.tree_leaves(s0), optree.tree_leaves(s1)):
+    for x, y in zip(optree.tree_leaves(s0), optree.tree_leaves(s1), strict=True):
         assert torch.equal(x, y)
     out = Path(spawned[0]["out"])
     written = sorted(p.relative_to(out / "fit_rank0").as_posix() for p in (out / "fit_rank0").rglob("*") if p.is_file())
@@ -314,7 +314,7 @@ def test_noise_shards_concatenate_to_the_global_draw(world, b, seed, n_critic):
                                     rank=r, world_size=world) for r in range(world)]
     glued = optree.tree_map(lambda *xs: torch.cat(xs, dim=2), *st_parts)
     for i, g in enumerate(rngs):
-        _assert_close(optree.tree_map(lambda x: x[i], glued), gan.draw_noise(g, world * b), f"member {i}", atol=0)
+        _assert_close(optree.tree_map(lambda x, i=i: x[i], glued), gan.draw_noise(g, world * b), f"member {i}", atol=0)
 
 
 @settings(max_examples=15, deadline=None)
@@ -393,7 +393,7 @@ def test_dask_local_cluster_two_workers():
         assert r["divergence"] == 0.0
         _assert_close(r["state"], ref_state, "dask state")
         assert len(r["records"]) == STEPS
-        for rec, mr in zip(r["records"], ref_hist):
+        for rec, mr in zip(r["records"], ref_hist, strict=True):
             assert rec["d_loss"] == pytest.approx(float(mr["d_loss"]), rel=1e-9, abs=1e-12)
 
 
@@ -423,13 +423,15 @@ def test_torchrun_train_matches_one_process_and_resumes(tmp_path):
         assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-3000:]
         assert r.stdout.count("ganfn train:") == 1  # rank 0 alone prints
     one = tmp_path / "one"
-    r = subprocess.run([sys.executable, "-m", "ganfn", *common, "--batch-size", "32", "--steps", "12", "--run-dir", str(one)],
+    r = subprocess.run([sys.executable, "-m", "ganfn", *common, "--batch-size", "32",
+                        "--steps", "12", "--run-dir", str(one)],
                        env=env, cwd=tmp_path, capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr[-3000:]
     (step_dp, s_dp), (step_one, s_one) = _latest_state(dp), _latest_state(one)
     assert step_dp == step_one == 12
-    for p, x, y in zip(optree.tree_paths(s_one), optree.tree_leaves(s_dp), optree.tree_leaves(s_one)):
-        assert torch.allclose(x.double(), y.double(), rtol=1e-4, atol=1e-5), f"{p}: {float((x.double() - y.double()).abs().max())}"
+    for p, x, y in zip(optree.tree_paths(s_one), optree.tree_leaves(s_dp), optree.tree_leaves(s_one), strict=True):
+        assert torch.allclose(x.double(), y.double(), rtol=1e-4, atol=1e-5), \
+            f"{p}: {float((x.double() - y.double()).abs().max())}"
     # Training really moved the state between the resumed checkpoints.
     from ganfn import checkpoint
     ckpts = sorted((dp / "checkpoints").glob("ckpt-*.pt"))

@@ -64,7 +64,7 @@ def assert_close(a, b, exact: bool = False) -> None:
     fa, ta = optree.tree_flatten(a)
     fb, tb = optree.tree_flatten(b)
     assert ta == tb
-    for x, y in zip(fa, fb):
+    for x, y in zip(fa, fb, strict=True):
         if exact or not x.is_floating_point():
             # bit-identical (a frozen NaN member equals itself)
             torch.testing.assert_close(x, y, rtol=0, atol=0, equal_nan=True)
@@ -98,7 +98,8 @@ def test_vmapped_step_equals_single_runs(S, B, data):
 
 
 @SETTINGS
-@given(S=st.integers(2, 3), B=st.sampled_from([4, 6]), mix=st.lists(st.sampled_from([0.0, 0.3, 1.0]), min_size=3, max_size=3))
+@given(S=st.integers(2, 3), B=st.sampled_from([4, 6]),
+       mix=st.lists(st.sampled_from([0.0, 0.3, 1.0]), min_size=3, max_size=3))
 def test_per_member_data_and_loss_mixture(S, B, mix):
     """Per-member batches ([S, B, ...]) and a per-member loss mixture weight."""
     seeds = list(range(10, 10 + S))
@@ -118,7 +119,8 @@ def test_shared_and_per_member_data_agree_when_batches_are_equal():
     # and different per-member batches give different members
     other = [torch.stack([r, r + 1.0, r]) for r in reals]
     diff, _ = ensemble_run(GP_GAN, [0, 1, 2], None, other, B, shared_data=False)
-    assert not torch.allclose(ganfn.unstack(diff)[1].d.params["0.weight"], ganfn.unstack(shared)[1].d.params["0.weight"])
+    assert not torch.allclose(ganfn.unstack(diff)[1].d.params["0.weight"],
+                              ganfn.unstack(shared)[1].d.params["0.weight"])
     assert_close(ganfn.unstack(diff)[0], ganfn.unstack(shared)[0])
 
 
@@ -143,7 +145,7 @@ def test_zero_learning_rate_member_is_unchanged_while_others_move(S, zero, lr):
     seeds = list(range(S))
     init = ganfn.unstack(ensemble.init_many(GP_GAN, seeds, hps))
     state, _ = ensemble_run(GP_GAN, seeds, hps, real_batches(GP_GAN, 5, 8), 8)
-    for i, (m, m0) in enumerate(zip(ganfn.unstack(state), init)):
+    for i, (m, m0) in enumerate(zip(ganfn.unstack(state), init, strict=True)):
         for k in m.d.params:
             assert torch.equal(m.d.params[k], m0.d.params[k]) == (i == zero)
         for k in m.g.params:
@@ -159,7 +161,7 @@ def test_different_learning_rates_equal_single_runs_with_those_rates():
     torch.testing.assert_close(ms[-1]["lr_d"], torch.tensor(lrs, dtype=torch.float64))
     members = ganfn.unstack(state)
     assert not torch.allclose(members[0].d.params["0.weight"], members[2].d.params["0.weight"])
-    for m, hp in zip(members, hps):
+    for m, hp in zip(members, hps, strict=True):
         assert_close(m, single_run(GP_GAN, 7, hp, reals, 8))
 
 
@@ -195,7 +197,7 @@ def test_nan_member_is_frozen_and_others_are_bit_identical(at, in_graph):
 
     clean, clean_ms, _ = run(False)
     dirty, dirty_ms, frozen = run(True)
-    for i, (c, d) in enumerate(zip(ganfn.unstack(clean), ganfn.unstack(dirty))):
+    for i, (c, d) in enumerate(zip(ganfn.unstack(clean), ganfn.unstack(dirty), strict=True)):
         if i == bad:
             assert int(d.diverged_at) == at
             assert_close(d._replace(diverged_at=frozen.diverged_at), frozen, exact=True)  # nothing moved since
@@ -231,7 +233,7 @@ def test_stack_unstack_round_trip(S, seed, lr):
     assert stacked.d.opt["hp"]["lr"].dtype == torch.float64
     back = ganfn.unstack(stacked)
     assert len(back) == S
-    for a, b in zip(back, states):
+    for a, b in zip(back, states, strict=True):
         assert_close(a, b, exact=True)
     # torch's pytree (used by vmap) sees the same leaves, whatever order it uses
     tl, _ = torch.utils._pytree.tree_flatten(stacked)
@@ -257,7 +259,8 @@ def test_init_many_and_noise_reproduce_single_draws():
     assert not torch.equal(state.g.params["0.weight"][0], state.g.params["0.weight"][1])
     noise = ensemble.draw_noise_many(GP_GAN, ensemble.rngs(seeds), 6)
     for i, s in enumerate(seeds):
-        assert_close(optree.tree_map(lambda x: x[i], noise), GP_GAN.draw_noise(torch.Generator().manual_seed(s), 6), exact=True)
+        assert_close(optree.tree_map(lambda x, i=i: x[i], noise),
+                     GP_GAN.draw_noise(torch.Generator().manual_seed(s), 6), exact=True)
     with pytest.raises(ValueError, match="one dict per member"):
         ensemble.init_many(GP_GAN, [0, 1], [{}])
 
@@ -316,7 +319,7 @@ def test_accuracy_skip_thresholds_are_per_member():
     reals = real_batches(gan, 3, B)
     stacked, ms = ensemble_run(gan, seeds, hps, reals, B)
     members = ganfn.unstack(stacked)
-    for seed, hp, member in zip(seeds, hps, members):
+    for seed, hp, member in zip(seeds, hps, members, strict=True):
         assert_close(member, single_run(gan, seed, hp, reals, B))
     assert float(ms[0]["d_skipped"][0]) == 0.0 and float(ms[0]["d_skipped"][1]) == 1.0
     assert not torch.equal(members[0].d.params["0.weight"], members[1].d.params["0.weight"])
@@ -340,7 +343,7 @@ def test_dcgan_members_match_single_runs_to_round_off():
         single = single_run(gan, seed, {}, reals, 16)
         got, want = optree.tree_leaves(ensemble.unstack(stacked)[i]), optree.tree_leaves(single)
         assert len(got) == len(want)
-        for a, b in zip(got, want):
+        for a, b in zip(got, want, strict=True):
             torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
     # the members really differ (distinct seeds), so the comparison above is not vacuous
     assert not torch.equal(ensemble.unstack(stacked)[0].g.params["net.0.weight"],

@@ -69,7 +69,8 @@ def test_fashion_evaluator_reports_fd_lenet_with_sample_count(fashion_root, tmp_
     assert figs["FD-LeNet(fashion-mnist)"] < noise["FD-LeNet(fashion-mnist)"]
 
 
-@pytest.mark.skipif(not Path("/usr/share/datasets/fashion-mnist").is_dir(), reason="dataset-fashion-mnist not installed")
+@pytest.mark.skipif(not Path("/usr/share/datasets/fashion-mnist").is_dir(),
+                    reason="dataset-fashion-mnist not installed")
 def test_debian_package_files_when_present():
     x, y = data.fashion_mnist(split="test", labels=True)
     assert x.shape == (10_000, 1, 28, 28) and sorted(y.unique().tolist()) == list(range(10))

@@ -9,7 +9,8 @@ import math
 import numpy as np
 import pytest
 import torch
-from hypothesis import given, strategies as st
+from hypothesis import given
+from hypothesis import strategies as st
 from PIL import Image
 
 from ganfn import metrics as M
@@ -100,7 +101,8 @@ def test_features_stats_and_fid_equal_pytorch_fid(tmp_path, fid_weights, pytorch
 @given(st.integers(2, 6), st.integers(0, 1000))
 def test_fd_formula_equals_pytorch_fid(d, seed):
     g = torch.Generator().manual_seed(seed)
-    a, b = torch.randn(3 * d, d, generator=g, dtype=torch.float64), torch.randn(3 * d, d, generator=g, dtype=torch.float64) * 2 + 1
+    a = torch.randn(3 * d, d, generator=g, dtype=torch.float64)
+    b = torch.randn(3 * d, d, generator=g, dtype=torch.float64) * 2 + 1
     sa, sb = M.feature_stats(a), M.feature_stats(b)
     theirs = pfid_score.calculate_frechet_distance(sa[0].numpy(), sa[1].numpy(), sb[0].numpy(), sb[1].numpy())
     assert float(M.frechet_distance_from_stats(*sa, *sb)) == pytest.approx(theirs, rel=1e-8, abs=1e-9)
@@ -148,8 +150,7 @@ def test_fid_names_other_features_honestly_and_checks_dims():
 
 @given(st.lists(st.floats(-1.5, 1.5, allow_nan=False), min_size=1, max_size=50))
 def test_quantize_is_save_image(values):
-    from torchvision.utils import save_image  # noqa: F401 - the rule restated below is save_image's
-
+    # The rule restated below is torchvision.utils.save_image's.
     x = torch.tensor(values).reshape(1, 1, 1, -1)
     ref = ((x + 1) / 2).clamp(0, 1).mul(255).add(0.5).clamp(0, 255).to(torch.uint8)
     assert torch.equal(quantize(x), ref)

@@ -4,7 +4,8 @@ import math
 import numpy as np
 import pytest
 import torch
-from hypothesis import given, strategies as st
+from hypothesis import given
+from hypothesis import strategies as st
 from matplotlib.figure import Figure
 from PIL import Image
 
@@ -75,7 +76,8 @@ def test_heatmap_any_grid(tmp_path_factory, r, c, higher):
 
 def test_heatmap_rejects_mismatched_labels(tmp_path):
     with pytest.raises(ValueError, match=r"\[R, C\] = \[2, 3\]"):
-        figures.heatmap(np.zeros((3, 2)), [0, 1], [0, 1, 2], tmp_path / "h.png", row_name="a", col_name="b", value_name="v")
+        figures.heatmap(np.zeros((3, 2)), [0, 1], [0, 1, 2], tmp_path / "h.png", row_name="a", col_name="b",
+                        value_name="v")
 
 
 def test_sweep_heatmap_averages_seeds_and_needs_two_keys(tmp_path):

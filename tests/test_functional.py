@@ -6,8 +6,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 from torch import nn
 
-from ganfn.functional import extract, has_batch_stats, make_apply
 from ganfn import stack
+from ganfn.functional import extract, has_batch_stats, make_apply
 from ganfn.testing import assert_pure, assert_trees_equal
 from ganfn.testing import strategies as gst
 
@@ -107,7 +107,8 @@ def test_apply_equals_functional_call(x, width, train):
     ref = torch.func.functional_call(net, (params, ref_buffers), (x,))
     assert torch.equal(out, ref)
     assert_trees_equal(new, ref_buffers if train else buffers, "buffers")
-    assert all(v is own[k] for k, v in net.state_dict(keep_vars=True).items()), "the module's own tensors must come back"
+    assert all(v is own[k] for k, v in net.state_dict(keep_vars=True).items()), \
+        "the module's own tensors must come back"
 
 
 def test_apply_puts_the_module_back_when_forward_raises():

@@ -132,7 +132,7 @@ def test_autograd_path_equals_torch_func_path(name):
     gan = GANS[name]
     state, real, noise = setup(gan)
     nd, ng = ganfn.tree_index(noise.d, 0), ganfn.tree_index(noise.g, 0)
-    one = lambda t: ganfn.stack([t])  # noqa: E731 - a stack of one member
+    one = lambda t: ganfn.stack([t])  # a stack of one member
     d_out = gan.d_grads(state, real, nd)
     d_vm = torch.func.vmap(gan.d_grads)(one(state), one(real), one(nd))
     assert_trees_close(d_out[:2], ganfn.unstack(d_vm[:2])[0], "d_grads autograd vs torch.func", rtol=1e-5, atol=1e-7)
@@ -141,7 +141,8 @@ def test_autograd_path_equals_torch_func_path(name):
     assert_trees_close(g_out, ganfn.unstack(g_vm)[0], "g_grads autograd vs torch.func", rtol=1e-5, atol=1e-7)
 
 
-@pytest.mark.parametrize("name", ["plain", "wgan_gp_ema", "hinge_sn_r1", "wgan_clip_ncritic2", "replay_instnoise", "g_batchnorm"])
+@pytest.mark.parametrize("name", ["plain", "wgan_gp_ema", "hinge_sn_r1", "wgan_clip_ncritic2",
+                                  "replay_instnoise", "g_batchnorm"])
 def test_vmapped_runs_equal_single_runs(name):
     assert_vmap_equivalent(GANS[name], [0, 1, 2], steps=2)
 
@@ -159,11 +160,13 @@ def test_train_step_equals_imperative_pytorch_loop():
     torch.manual_seed(0)
     G, D = small_gan_modules()
     G, D = G.double(), D.double()
-    gan = ganfn.GAN(G, D, latent_dim=3, g_optimizer=optim.adam(1e-2, (0.5, 0.999)), d_optimizer=optim.adam(1e-2, (0.5, 0.999)), real_label=0.9)
+    gan = ganfn.GAN(G, D, latent_dim=3, g_optimizer=optim.adam(1e-2, (0.5, 0.999)),
+                    d_optimizer=optim.adam(1e-2, (0.5, 0.999)), real_label=0.9)
     state = gan.init(0, reinit=False)
     rng = torch.Generator().manual_seed(0)
     Gi, Di = copy.deepcopy(G), copy.deepcopy(D)
-    og, od = torch.optim.Adam(Gi.parameters(), 1e-2, betas=(0.5, 0.999)), torch.optim.Adam(Di.parameters(), 1e-2, betas=(0.5, 0.999))
+    og = torch.optim.Adam(Gi.parameters(), 1e-2, betas=(0.5, 0.999))
+    od = torch.optim.Adam(Di.parameters(), 1e-2, betas=(0.5, 0.999))
     for step in range(3):
         real = torch.randn(B, 2, generator=rng, dtype=torch.float64)
         noise = gan.draw_noise(rng, B, dtype=torch.float64)
@@ -171,7 +174,8 @@ def test_train_step_equals_imperative_pytorch_loop():
         od.zero_grad()
         fake = Gi(noise.d.z[0]).detach()
         lr_, lf_ = Di(real).squeeze(1), Di(fake).squeeze(1)
-        d_loss = F.binary_cross_entropy_with_logits(lr_, torch.full_like(lr_, 0.9)) + F.binary_cross_entropy_with_logits(lf_, torch.zeros_like(lf_))
+        d_loss = (F.binary_cross_entropy_with_logits(lr_, torch.full_like(lr_, 0.9))
+                  + F.binary_cross_entropy_with_logits(lf_, torch.zeros_like(lf_)))
         d_loss.backward()
         od.step()
         og.zero_grad()
@@ -219,7 +223,8 @@ def test_ema_follows_its_formula(decay, seed):
     _, real, noise = setup(gan, seed)
     new, _ = gan.train_step(state, real, noise)
     for k, e in new.parts["ema"]["params"].items():
-        torch.testing.assert_close(e, decay * state.parts["ema"]["params"][k] + (1 - decay) * new.g.params[k], rtol=1e-5, atol=1e-7)
+        torch.testing.assert_close(e, decay * state.parts["ema"]["params"][k] + (1 - decay) * new.g.params[k],
+                                   rtol=1e-5, atol=1e-7)
     z = gan.draw_latents(torch.Generator().manual_seed(0), 4)
     assert torch.equal(gan.sample(new, z), gan.sample(new, z, ema=True))
     if decay > 0.01:  # a smaller decay rounds the EMA to the parameters themselves
@@ -255,7 +260,8 @@ def test_instance_noise_changes_d_inputs_and_zero_std_is_off():
     l_off, g_off, _ = noisy.d_grads(noisy.init(0, instance_noise=0.0), real, nd)
     l_plain, g_plain, _ = plain.d_grads(plain.init(0), real, ganfn.UpdateNoise(nd.z))
     assert not torch.allclose(l_noisy, l_plain)
-    assert_trees_close((l_off, g_off), (l_plain, g_plain), "instance_noise=0 vs no instance noise", rtol=1e-6, atol=1e-7)
+    assert_trees_close((l_off, g_off), (l_plain, g_plain), "instance_noise=0 vs no instance noise", rtol=1e-6,
+                       atol=1e-7)
 
 
 def test_d_skip_accuracy_freezes_d_and_g_skip_freezes_g():
@@ -331,7 +337,8 @@ def test_bad_step_inputs_raise_before_any_change():
     with pytest.raises(ValueError, match="needs interpolation weights"):
         GANS["wgan_gp_ema"].train_step(GANS["wgan_gp_ema"].init(0), real, noise)
     with pytest.raises(ValueError, match="divisible by accumulation_steps"):
-        GANS["accumulate2"].train_step(GANS["accumulate2"].init(0), real[:7], GANS["accumulate2"].draw_noise(torch.Generator(), 7))
+        GANS["accumulate2"].train_step(GANS["accumulate2"].init(0), real[:7],
+                                       GANS["accumulate2"].draw_noise(torch.Generator(), 7))
     assert_trees_equal(state, before, "state after rejected calls")
 
 
@@ -347,8 +354,9 @@ def test_bad_hyperparameters_raise(kw, msg):
 def test_bad_construction_raises():
     G, D = small_gan_modules()
     for kw, msg in [(dict(loss="wgan_gpp"), "unknown loss 'wgan_gpp'"), (dict(real_label=float("nan")), "real_label"),
-                    (dict(n_critic=0), "n_critic"), (dict(ema_decay=1.5), "ema_decay"), (dict(latent_dim=0), "latent_dim"),
-                    (dict(g_optimizer=torch.optim.Adam), "ganfn.optim.Optimizer"), (dict(penalty="gpp"), "unknown penalty")]:
+                    (dict(n_critic=0), "n_critic"), (dict(ema_decay=1.5), "ema_decay"),
+                    (dict(latent_dim=0), "latent_dim"), (dict(g_optimizer=torch.optim.Adam), "ganfn.optim.Optimizer"),
+                    (dict(penalty="gpp"), "unknown penalty")]:
         with pytest.raises((ValueError, TypeError), match=msg):
             ganfn.GAN(G, D, **{"latent_dim": 3, **kw})
     with pytest.raises(ValueError, match="lr"):

@@ -25,7 +25,8 @@ def test_class_frequencies_are_followed():
     assert counts[1] == 0 and abs(float(counts[0]) - 0.25) < 0.02
 
 
-@pytest.mark.parametrize("k, probs, match", [(1, None, "num_classes"), (2.0, None, "num_classes"), (True, None, "num_classes"),
+@pytest.mark.parametrize("k, probs, match",
+                         [(1, None, "num_classes"), (2.0, None, "num_classes"), (True, None, "num_classes"),
                                              (3, [1.0, 1.0], "shape"), (2, [1.0, -1.0], "non-negative"),
                                              (2, [0.0, 0.0], "not all zero"), (2, [float("nan"), 1.0], "finite")])
 def test_bad_specs_rejected(k, probs, match):

@@ -4,7 +4,8 @@ import math
 
 import pytest
 import torch
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import ganfn
 from ganfn import data, models
@@ -29,11 +30,12 @@ def _digits_gan(**kw):
 def _same(a, b):
     la, lb = leaves(a), leaves(b)
     assert len(la) == len(lb)
-    return all(torch.equal(x, y) for x, y in zip(la, lb))
+    return all(torch.equal(x, y) for x, y in zip(la, lb, strict=True))
 
 
 def _strip(history):
-    return {k: v for k, v in history.items() if k not in ("wall_time_s", "steps_per_s", "steps_run", "first_step_s")}  # timings
+    timings = ("wall_time_s", "steps_per_s", "steps_run", "first_step_s")
+    return {k: v for k, v in history.items() if k not in timings}
 
 
 @pytest.mark.parametrize("stacked", [False, True])
@@ -106,7 +108,8 @@ def test_stacked_run_stops_only_when_every_member_diverged():
 def test_early_stopping_after_patience_evaluations(patience, every):
     gan = _gan()
     flat = Evaluator(lambda s: {"q": 1.0}, "q", n_samples=8)
-    _, hist = fit(gan, data.ring8, steps=100, batch_size=8, evaluator=flat, eval_every=every, patience=patience, **QUIET)
+    _, hist = fit(gan, data.ring8, steps=100, batch_size=8, evaluator=flat, eval_every=every, patience=patience,
+                  **QUIET)
     # The initial evaluation sets the best; evaluation k after it is the k-th without improvement.
     assert hist["steps_run"] == every * patience
     assert "no improvement" in hist["stopped"]
@@ -202,8 +205,10 @@ def test_resume_at_or_past_steps_refuses_and_writes_nothing(tmp_path):
     fit(gan, data.ring8, steps=6, batch_size=16, run_dir=tmp_path, checkpoint_every=2, config={"steps": 6}, **QUIET)
     before = {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
     for steps in (3, 6):  # fewer steps than done, and exactly as many
-        with pytest.raises(FinishedRunError, match=r"at step 6 and the run was asked for \d steps: nothing was trained") as e:
-            fit(gan, data.ring8, steps=steps, batch_size=16, run_dir=tmp_path, resume=True, config={"steps": steps}, **QUIET)
+        with pytest.raises(FinishedRunError,
+                           match=r"at step 6 and the run was asked for \d steps: nothing was trained") as e:
+            fit(gan, data.ring8, steps=steps, batch_size=16, run_dir=tmp_path, resume=True, config={"steps": steps},
+                **QUIET)
         assert (e.value.step, e.value.steps) == (6, steps)
     after = {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
     assert after == before  # config.json, metrics.json, checkpoints, tb/: untouched
@@ -225,7 +230,7 @@ def test_resume_skips_a_damaged_newest_checkpoint(tmp_path):
     with pytest.warns(RuntimeWarning, match="ckpt-00000004.pt is damaged.*ckpt-00000002.pt"):
         state, _ = fit(gan, data.ring8, steps=5, batch_size=16, run_dir=tmp_path, resume=True, progress=False,
                        print_fn=lines.append)
-    assert any("resumed from" in l and "ckpt-00000002.pt" in l for l in lines)
+    assert any("resumed from" in line and "ckpt-00000002.pt" in line for line in lines)
     assert int(state.step) == 5
 
 
@@ -239,7 +244,8 @@ def test_metrics_json_is_strict_json(tmp_path):
     docs = {}
     for name in ("metrics.json", "config.json"):
         text = (tmp_path / name).read_text()
-        docs[name] = json.loads(text, parse_constant=lambda c: pytest.fail(f"{name} holds {c}, which strict JSON forbids"))
+        docs[name] = json.loads(text, parse_constant=lambda c, name=name: pytest.fail(
+            f"{name} holds {c}, which strict JSON forbids"))
         assert "NaN" not in text and "Infinity" not in text
     doc = docs["metrics.json"]
     assert docs["config.json"] == {"x": None}
@@ -250,8 +256,8 @@ def test_stacked_sample_panels_are_labelled(tmp_path):
     from PIL import Image
 
     gan = _gan()
-    fit(gan, data.ring8, steps=2, batch_size=16, run_dir=tmp_path, seeds=[5, 6], hparams=[{"lr_d": 1e-3}, {"lr_d": 3e-4}],
-        **QUIET)
+    fit(gan, data.ring8, steps=2, batch_size=16, run_dir=tmp_path, seeds=[5, 6],
+        hparams=[{"lr_d": 1e-3}, {"lr_d": 3e-4}], **QUIET)
     plain = Image.open(tmp_path / "samples_member00.png")
     ref_h = 320  # scatter_image's size: the caption band sits above it
     assert plain.height > ref_h
@@ -287,7 +293,8 @@ def test_presets_do_not_import_the_training_loop():
     import subprocess
     import sys
 
-    code = "import sys, ganfn.presets; assert 'ganfn.loop' not in sys.modules, sorted(m for m in sys.modules if 'ganfn' in m)"
+    code = ("import sys, ganfn.presets; "
+            "assert 'ganfn.loop' not in sys.modules, sorted(m for m in sys.modules if 'ganfn' in m)")
     subprocess.run([sys.executable, "-c", code], check=True)
 
 
@@ -309,7 +316,7 @@ def test_standing_stats_reach_the_figures_and_bad_values_are_refused(tmp_path):
     G = nn.Sequential(nn.Linear(3, 5, bias=False), nn.BatchNorm1d(5), nn.Tanh(), nn.Linear(5, 2))
     gan = ganfn.GAN(G, nn.Sequential(nn.Linear(2, 8), nn.LeakyReLU(0.2), nn.Linear(8, 1)), latent_dim=3, ema_decay=0.5)
     ev = Evaluator(lambda s: {"m": float(s.mean())}, "m", n_samples=16)
-    sampler = lambda n, g: torch.randn(n, 2, generator=g) + 3  # noqa: E731
+    sampler = lambda n, g: torch.randn(n, 2, generator=g) + 3
     state, hist = fit(gan, sampler, steps=6, batch_size=8, eval_every=3, evaluator=ev, standing_stats=2, **QUIET)
     z = gan.draw_latents(torch.Generator().manual_seed(0), 16)
     with_standing = evaluate_members(ev, gan, state, z, False, standing=2)[0]["m"]

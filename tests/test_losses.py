@@ -37,7 +37,8 @@ def test_minimax_g_is_minus_bce_against_fake_label(fake):
 def test_non_saturating_g_is_bce_with_logits(fake, t):
     ref = F.binary_cross_entropy_with_logits(flat(fake), torch.full_like(flat(fake), t))
     torch.testing.assert_close(losses.non_saturating.g(fake, g_target=t), ref, rtol=1e-12, atol=1e-9)
-    torch.testing.assert_close(losses.non_saturating.g(fake), F.binary_cross_entropy_with_logits(flat(fake), torch.ones_like(flat(fake))))
+    torch.testing.assert_close(losses.non_saturating.g(fake),
+                               F.binary_cross_entropy_with_logits(flat(fake), torch.ones_like(flat(fake))))
 
 
 @given(f64_pairs, gst.label_smoothing(), st.floats(0.0, 0.3))
@@ -45,11 +46,14 @@ def test_bce_d_loss_equals_torch_and_minimax_equals_non_saturating_for_d(pair, r
     real, fake = pair
     kw = dict(real_target=real_t, fake_target=fake_t)
     r, f = losses.non_saturating.d_parts(real, fake, **kw)
-    torch.testing.assert_close(r, F.binary_cross_entropy_with_logits(flat(real), torch.full_like(flat(real), real_t)), rtol=1e-12, atol=1e-9)
-    torch.testing.assert_close(f, F.binary_cross_entropy_with_logits(flat(fake), torch.full_like(flat(fake), fake_t)), rtol=1e-12, atol=1e-9)
+    torch.testing.assert_close(r, F.binary_cross_entropy_with_logits(flat(real), torch.full_like(flat(real), real_t)),
+                               rtol=1e-12, atol=1e-9)
+    torch.testing.assert_close(f, F.binary_cross_entropy_with_logits(flat(fake), torch.full_like(flat(fake), fake_t)),
+                               rtol=1e-12, atol=1e-9)
     assert torch.equal(losses.minimax.d(real, fake, **kw), losses.non_saturating.d(real, fake, **kw))
     # Targets as 0-d tensors (one per ensemble member) give the same numbers.
-    t = dict(real_target=torch.tensor(real_t, dtype=torch.float64), fake_target=torch.tensor(fake_t, dtype=torch.float64))
+    t = dict(real_target=torch.tensor(real_t, dtype=torch.float64),
+             fake_target=torch.tensor(fake_t, dtype=torch.float64))
     torch.testing.assert_close(losses.non_saturating.d(real, fake, **t), r + f)
 
 
@@ -95,7 +99,8 @@ def test_label_smoothing_moves_bce_optimum_to_logit_of_target(t):
     (g,) = torch.autograd.grad(r, x)
     assert abs(g.item()) < 1e-12
     for d in (-0.5, 0.5):
-        other, _ = losses.non_saturating.d_parts(torch.tensor([opt + d], dtype=torch.float64), torch.zeros(1, dtype=torch.float64), real_target=t)
+        other, _ = losses.non_saturating.d_parts(torch.tensor([opt + d], dtype=torch.float64),
+                                                 torch.zeros(1, dtype=torch.float64), real_target=t)
         assert other.item() > r.item()
     # and the unsmoothed loss has no finite optimum: its gradient stays negative there.
     x1 = torch.tensor([opt], dtype=torch.float64, requires_grad=True)
@@ -106,7 +111,8 @@ def test_label_smoothing_moves_bce_optimum_to_logit_of_target(t):
 @given(st.floats(0.0, 2.0))
 def test_least_squares_optimum_is_the_target(b):
     xs = torch.linspace(b - 1, b + 1, 201, dtype=torch.float64)
-    vals = torch.stack([losses.least_squares.d_parts(x.reshape(1), torch.zeros(1, dtype=torch.float64), real_target=b)[0] for x in xs])
+    vals = torch.stack([losses.least_squares.d_parts(x.reshape(1), torch.zeros(1, dtype=torch.float64),
+                                                     real_target=b)[0] for x in xs])
     assert abs(xs[vals.argmin()].item() - b) < 1e-9
 
 

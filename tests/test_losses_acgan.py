@@ -34,7 +34,8 @@ def test_acgan_is_base_plus_weighted_cross_entropy(base, batch, wd, wg):
     torch.testing.assert_close(f, bf + wd * F.cross_entropy(fake[1], yf))
     torch.testing.assert_close(loss.g(fake, fake_labels=yf), b.g(fake[0]) + wg * F.cross_entropy(fake[1], yf))
     # the weights are per-member hyperparameters: passing them as tensors overrides the defaults
-    r2, _ = loss.d_parts(real, fake, real_labels=yr, fake_labels=yf, acgan_d_weight=torch.tensor(0.0, dtype=torch.float64))
+    r2, _ = loss.d_parts(real, fake, real_labels=yr, fake_labels=yf,
+                         acgan_d_weight=torch.tensor(0.0, dtype=torch.float64))
     torch.testing.assert_close(r2, br)
     assert torch.equal(loss.scores(real), real[0])
 

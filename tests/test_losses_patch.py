@@ -25,7 +25,7 @@ def patch_outputs(draw):
     seed = draw(st.integers(0, 2**16))
     g = torch.Generator().manual_seed(seed)
     scale = draw(st.sampled_from([0.1, 1.0, 8.0]))
-    make = lambda: (torch.rand(B, *patch, generator=g, dtype=torch.float64) * 2 - 1) * scale  # noqa: E731
+    make = lambda: (torch.rand(B, *patch, generator=g, dtype=torch.float64) * 2 - 1) * scale
     return make(), make()
 
 

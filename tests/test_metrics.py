@@ -101,7 +101,8 @@ def test_frechet_zero_on_identical_and_symmetric(d, n, m, seed):
     y = torch.randn(m, d, generator=g) + 1
     scale = float(x.var(0).sum() + y.var(0).sum() + 1)
     assert float(M.frechet_distance(x, x)) <= 1e-9 * scale
-    assert math.isclose(float(M.frechet_distance(x, y)), float(M.frechet_distance(y, x)), rel_tol=1e-8, abs_tol=1e-9 * scale)
+    assert math.isclose(float(M.frechet_distance(x, y)), float(M.frechet_distance(y, x)), rel_tol=1e-8,
+                        abs_tol=1e-9 * scale)
     assert float(M.frechet_distance(x, y)) > 0
 
 
@@ -141,13 +142,15 @@ def test_kid_unbiased_same_distribution():
     # standard errors. The biased (V-statistic) estimator would sit far above.
     g = torch.Generator().manual_seed(1)
     est = torch.stack(
-        [mmd2_unbiased(torch.randn(30, 6, generator=g, dtype=torch.float64), torch.randn(30, 6, generator=g, dtype=torch.float64)) for _ in range(400)]
+        [mmd2_unbiased(torch.randn(30, 6, generator=g, dtype=torch.float64),
+                       torch.randn(30, 6, generator=g, dtype=torch.float64)) for _ in range(400)]
     )
     se = est.std() / math.sqrt(len(est))
     assert abs(float(est.mean())) < 4 * float(se)
     # ...and it does detect a difference of distributions (so the test can fail).
     shifted = torch.stack(
-        [mmd2_unbiased(torch.randn(30, 6, generator=g, dtype=torch.float64), 0.5 + torch.randn(30, 6, generator=g, dtype=torch.float64)) for _ in range(50)]
+        [mmd2_unbiased(torch.randn(30, 6, generator=g, dtype=torch.float64),
+                       0.5 + torch.randn(30, 6, generator=g, dtype=torch.float64)) for _ in range(50)]
     )
     assert float(shifted.mean()) > 4 * float(shifted.std() / math.sqrt(50))
 
@@ -235,7 +238,8 @@ def test_conventional_centres():
     ring = M.ring8_centers()
     assert ring.shape == (8, 2)
     assert torch.allclose(ring.norm(dim=1), torch.full((8,), 2.0))
-    assert torch.allclose(ring[0], torch.tensor([2.0, 0.0])) and torch.allclose(ring[2], torch.tensor([0.0, 2.0]), atol=1e-6)
+    assert torch.allclose(ring[0], torch.tensor([2.0, 0.0]))
+    assert torch.allclose(ring[2], torch.tensor([0.0, 2.0]), atol=1e-6)
     grid = M.grid25_centers()
     assert grid.shape == (25, 2)
     assert sorted(set(grid[:, 0].tolist())) == [-4.0, -2.0, 0.0, 2.0, 4.0]

@@ -71,7 +71,8 @@ def test_stacked_equals_each_member(lenet):
 
 
 def test_inception_names_have_no_class_accuracy():
-    ext = M.FunctionExtractor(lambda im: (im.flatten(1).double(), torch.ones(im.shape[0], 3) / 3), "inc", kind="inception")
+    ext = M.FunctionExtractor(lambda im: (im.flatten(1).double(), torch.ones(im.shape[0], 3) / 3), "inc",
+                              kind="inception")
     x = torch.randn(8, 1, 2, 2, generator=torch.Generator().manual_seed(0))
     y = torch.arange(8) % 2
     out = M.evaluate_conditional_images(x, y, x, y, ext)

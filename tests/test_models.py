@@ -42,7 +42,8 @@ def test_conv_model_shapes(size, channels, width, batch, latent, norm):
     x = g(torch.randn(batch, latent, generator=gen(1)))
     assert x.shape == (batch, channels, size, size) and g.sample_shape == (channels, size, size)
     assert x.abs().max() <= 1  # tanh output
-    for d in (M.DCGANDiscriminator(size, channels, width, norm, generator=gen(2)), M.SNDiscriminator(size, channels, width, generator=gen(3))):
+    for d in (M.DCGANDiscriminator(size, channels, width, norm, generator=gen(2)),
+              M.SNDiscriminator(size, channels, width, generator=gen(3))):
         out = d(x)
         assert out.shape == (batch,) and torch.isfinite(out).all()
 
@@ -150,7 +151,7 @@ def test_dcgan_init_uses_only_the_given_generator():
     assert torch.equal(state, torch.get_rng_state())
     a = copy.deepcopy(d)
     M.dcgan_init(d, gen(5))
-    assert all(torch.equal(p, q) for p, q in zip(a.parameters(), d.parameters()))
+    assert all(torch.equal(p, q) for p, q in zip(a.parameters(), d.parameters(), strict=True))
     assert all(torch.all(m.bias == 0) for m in d.modules() if isinstance(m, nn.Conv2d) and m.bias is not None)
 
 
@@ -164,7 +165,7 @@ def test_default_init_matches_torch_bounds():
     state = torch.get_rng_state()
     M.default_init(e, gen(0))
     assert torch.equal(state, torch.get_rng_state())  # only the given generator is used
-    assert all(torch.equal(p, q) for p, q in zip(d.parameters(), e.parameters()))
+    assert all(torch.equal(p, q) for p, q in zip(d.parameters(), e.parameters(), strict=True))
 
 
 # -------------------------------------------------------- torch.func use ----
@@ -249,7 +250,8 @@ def test_functional_call_is_pure_for_batchnorm_free_models():
 
 @pytest.mark.parametrize(
     "name, shape",
-    [("mlp", (2,)), ("mlp", (1, 8, 8)), ("dcgan", (1, 8, 8)), ("dcgan", (1, 16, 16)), ("dcgan", (3, 32, 32)), ("sngan", (3, 32, 32))],
+    [("mlp", (2,)), ("mlp", (1, 8, 8)), ("dcgan", (1, 8, 8)), ("dcgan", (1, 16, 16)),
+     ("dcgan", (3, 32, 32)), ("sngan", (3, 32, 32))],
 )
 def test_build(name, shape):
     g, d, latent = M.build(name, shape, width=4, generator=gen(0))
@@ -264,7 +266,7 @@ def test_build(name, shape):
     # toy data is unbounded, images are in [-1, 1]
     assert isinstance(g.net[-1], nn.Identity if shape == (2,) else nn.Tanh)
     g2, _, _ = M.build(name, shape, width=4, generator=gen(0))
-    assert all(torch.equal(p, q) for p, q in zip(g.parameters(), g2.parameters()))
+    assert all(torch.equal(p, q) for p, q in zip(g.parameters(), g2.parameters(), strict=True))
 
 
 def test_build_errors():

@@ -114,7 +114,7 @@ def test_conditional_vmap_over_stacked_members_matches_each(name):
         params, buffers = stack_module_state(mods)
         base = copy.deepcopy(mods[0]).to("meta")
         inp = z if idx == 0 else torch.randn(2, B, *pairs[0][1].sample_shape, generator=gen(4))
-        out = vmap(lambda p, b, a, c: functional_call(base, (p, b), (a, c)))(params, buffers, inp, y)
+        out = vmap(lambda p, b, a, c, base=base: functional_call(base, (p, b), (a, c)))(params, buffers, inp, y)
         for i, m in enumerate(mods):
             torch.testing.assert_close(scores(out)[i], scores(m(inp[i], y[i])), rtol=1e-5, atol=1e-6)
 
@@ -156,7 +156,7 @@ def test_init_depends_only_on_the_given_generator():
             torch.manual_seed(2)  # a different global RNG state changes nothing
             g2, d2 = make(3)
         for a, b in ((g1, g2), (d1, d2)):
-            assert all(torch.equal(p, q) for p, q in zip(a.parameters(), b.parameters())), name
+            assert all(torch.equal(p, q) for p, q in zip(a.parameters(), b.parameters(), strict=True)), name
 
 
 def test_sn_weight_names_cover_the_projection_embedding():
@@ -205,7 +205,8 @@ def test_bad_num_classes_rejected():
         M.ProjectionDiscriminator(8, 1, 4, 2.5)
 
 
-@pytest.mark.parametrize("name, shape", [("mlp", (2,)), ("mlp", (1, 8, 8)), ("dcgan", (1, 8, 8)), ("sngan", (1, 16, 16)),
+@pytest.mark.parametrize("name, shape",
+                         [("mlp", (2,)), ("mlp", (1, 8, 8)), ("dcgan", (1, 8, 8)), ("sngan", (1, 16, 16)),
                                          ("resnet", (3, 8, 8)), ("acgan", (1, 8, 8))])
 def test_build_conditional(name, shape):
     G, D, latent = M.build(name, shape, width=4, num_classes=3, generator=gen(0))

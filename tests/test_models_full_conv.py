@@ -14,14 +14,13 @@ from hypothesis import strategies as st
 from torch import nn
 from torch.func import functional_call, grad, vmap
 
-from ganfn.models import DCGANDiscriminator, DCGANGenerator, FullConv2d, FullConvTranspose2d
+from ganfn.models import DCGANDiscriminator, DCGANGenerator, FullConv2d, FullConvTranspose2d, layers
 from ganfn.models.conditional import CondDCGANGenerator
-from ganfn.models import layers
 from ganfn.models.layers import DENSE_PAIRS
 
 torch.set_num_threads(1)
 dims = st.integers(1, 5)
-pair = lambda lo, hi: st.tuples(st.integers(lo, hi), st.integers(lo, hi))  # noqa: E731
+pair = lambda lo, hi: st.tuples(st.integers(lo, hi), st.integers(lo, hi))
 
 
 def _twin(full: nn.Module) -> nn.Module:
@@ -52,7 +51,7 @@ def no_convolution():
 def _layer(transpose, C, O, kernel, stride, padding, dilation, out_pad, bias):
     if transpose:
         # torch requires output_padding < max(stride, dilation) per axis
-        out_pad = tuple(min(o, max(s, d) - 1) for o, s, d in zip(out_pad, stride, dilation))
+        out_pad = tuple(min(o, max(s, d) - 1) for o, s, d in zip(out_pad, stride, dilation, strict=True))
         return FullConvTranspose2d(C, O, kernel, stride, padding, out_pad, bias=bias, dilation=dilation).double()
     return FullConv2d(C, O, kernel, stride, padding, dilation, bias=bias).double()
 
@@ -66,7 +65,7 @@ def _assert_same(full, plain, x):
     g = torch.randn_like(ref)
     got = torch.autograd.grad(out, [x, full.weight], g)
     want = torch.autograd.grad(ref, [x, plain.weight], g)
-    for a, b in zip(got, want):
+    for a, b in zip(got, want, strict=True):
         torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
 
 
@@ -189,7 +188,7 @@ def test_compiled_matrix_form_equals_eager():
     G = DCGANGenerator(latent_dim=5, size=8, channels=1, width=4, norm="none").double()
     D = DCGANDiscriminator(size=8, channels=1, width=4, norm="none").double()
     z = torch.randn(3, 5, dtype=torch.float64)
-    f = lambda z_: D(G(z_)).sum()  # noqa: E731
+    f = lambda z_: D(G(z_)).sum()
     want = torch.func.grad(f)(z)
     torch._dynamo.reset()
     got = torch.compile(torch.func.grad(f), fullgraph=True)(z)
@@ -225,7 +224,7 @@ def test_gradients_and_second_derivatives_pass_gradcheck(transpose):
     x = torch.randn(2, 2, *((3, 3) if transpose else (6, 6)), dtype=torch.float64, requires_grad=True)
     w = layer.weight.detach().clone().requires_grad_()
     b = layer.bias.detach().clone().requires_grad_()
-    f = lambda x_, w_, b_: functional_call(layer, {"weight": w_, "bias": b_}, (x_,))  # noqa: E731
+    f = lambda x_, w_, b_: functional_call(layer, {"weight": w_, "bias": b_}, (x_,))
     with convolutions_refused():
         assert torch.autograd.gradcheck(f, (x, w, b))
         assert torch.autograd.gradgradcheck(f, (x, w, b))

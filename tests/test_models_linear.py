@@ -171,7 +171,7 @@ def test_mixture_gan_members_equal_single_runs(spy):
     singles, single_rngs = [gan.init(s) for s in seeds], ensemble.rngs(seeds)
     for _ in range(3):
         stacked, _ = step(stacked, real, ensemble.draw_noise_many(gan, rngs, B))
-        singles = [gan.train_step(s, real, gan.draw_noise(r, B))[0] for s, r in zip(singles, single_rngs)]
+        singles = [gan.train_step(s, real, gan.draw_noise(r, B))[0] for s, r in zip(singles, single_rngs, strict=True)]
     assert spy
     for i, single in enumerate(singles):
         for net in ("d", "g"):

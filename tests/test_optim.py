@@ -9,8 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import ganfn
-from ganfn import optim
-from ganfn import stack, unstack
+from ganfn import optim, stack, unstack
 from ganfn.testing import assert_pure, assert_trees_close, assert_trees_equal
 from ganfn.testing import strategies as gst
 
@@ -20,7 +19,8 @@ STEPS = 6
 
 def init_params(seed: int) -> dict[str, torch.Tensor]:
     g = torch.Generator().manual_seed(seed)
-    return {"w": torch.randn(4, 3, generator=g, dtype=torch.float64), "b": torch.randn(3, generator=g, dtype=torch.float64)}
+    return {"w": torch.randn(4, 3, generator=g, dtype=torch.float64),
+            "b": torch.randn(3, generator=g, dtype=torch.float64)}
 
 
 def loss_fn(p: dict[str, torch.Tensor], step: int) -> torch.Tensor:
@@ -50,7 +50,8 @@ def run_ganfn(opt, seed: int, steps: int = STEPS):
     return traj, lrs
 
 
-def run_torch(name: str, hp: dict, seed: int, steps: int = STEPS, scheduler=None, every: int = 1, clip: float | None = None):
+def run_torch(name: str, hp: dict, seed: int, steps: int = STEPS, scheduler=None, every: int = 1,
+              clip: float | None = None):
     p = {k: torch.nn.Parameter(v.clone()) for k, v in init_params(seed).items()}
     o = TORCH[name](list(p.values()), **hp)
     sched = scheduler(o) if scheduler else None
@@ -69,7 +70,7 @@ def run_torch(name: str, hp: dict, seed: int, steps: int = STEPS, scheduler=None
 
 
 def compare(traj_a, traj_b, what):
-    for t, (a, b) in enumerate(zip(traj_a, traj_b)):
+    for t, (a, b) in enumerate(zip(traj_a, traj_b, strict=True)):
         assert_trees_close(a, b, f"{what} after update {t + 1}", rtol=1e-9, atol=1e-11)
 
 
@@ -85,8 +86,9 @@ def test_equals_torch_optim_over_a_loop(name, data):
 @given(data=st.data())
 def test_tensor_hyperparameters_equal_float_ones(name, data):
     hp = data.draw(gst.optimizer_hparams(name))
-    f64 = lambda v: torch.tensor(v, dtype=torch.float64)  # noqa: E731 - float32 would round 0.1
-    as_tensors = {k: (tuple(f64(b) for b in v) if k == "betas" else v if isinstance(v, bool) else f64(v)) for k, v in hp.items()}
+    f64 = lambda v: torch.tensor(v, dtype=torch.float64)  # float32 would round 0.1
+    as_tensors = {k: (tuple(f64(b) for b in v) if k == "betas" else v if isinstance(v, bool) else f64(v))
+                  for k, v in hp.items()}
     a = run_ganfn(ganfn_ctor(name, hp), 0)[0]
     b = run_ganfn(ganfn_ctor(name, as_tensors), 0)[0]
     assert_trees_equal(a, b, "float vs tensor hyperparameters")
@@ -95,7 +97,8 @@ def test_tensor_hyperparameters_equal_float_ones(name, data):
 @given(st.floats(0.5, 0.999), st.integers(1, 3), gst.learning_rates(1e-3, 1e-1))
 def test_exponential_decay_equals_exponential_lr(gamma, every, lr):
     ours, ours_lr = run_ganfn(optim.sgd(lr, schedule=optim.exponential_decay(gamma, every)), 0)
-    ref, ref_lr = run_torch("sgd", {"lr": lr}, 0, scheduler=lambda o: torch.optim.lr_scheduler.ExponentialLR(o, gamma), every=every)
+    ref, ref_lr = run_torch("sgd", {"lr": lr}, 0, scheduler=lambda o: torch.optim.lr_scheduler.ExponentialLR(o, gamma),
+                            every=every)
     assert ours_lr == pytest.approx(ref_lr, rel=1e-12)
     compare(ours, ref, "ExponentialLR")
 
@@ -104,7 +107,8 @@ def test_exponential_decay_equals_exponential_lr(gamma, every, lr):
 def test_linear_warmup_equals_linear_lr(steps, lr):
     ours, ours_lr = run_ganfn(optim.adam(lr, (0.5, 0.999), schedule=optim.linear_warmup(steps)), 0)
     ref, ref_lr = run_torch("adam", {"lr": lr, "betas": (0.5, 0.999)}, 0,
-                            scheduler=lambda o: torch.optim.lr_scheduler.LinearLR(o, 1 / steps, 1.0, total_iters=steps - 1))
+                            scheduler=lambda o: torch.optim.lr_scheduler.LinearLR(o, 1 / steps, 1.0,
+                                                                                  total_iters=steps - 1))
     assert ours_lr == pytest.approx(ref_lr, rel=1e-12)
     compare(ours, ref, "LinearLR warm-up")
 
@@ -112,7 +116,8 @@ def test_linear_warmup_equals_linear_lr(steps, lr):
 @given(st.integers(1, 5), st.floats(0.01, 1.0))
 def test_linear_decay_equals_linear_lr(total, end):
     ours, ours_lr = run_ganfn(optim.sgd(0.05, schedule=optim.linear_decay(total, end)), 0)
-    ref, ref_lr = run_torch("sgd", {"lr": 0.05}, 0, scheduler=lambda o: torch.optim.lr_scheduler.LinearLR(o, 1.0, end, total_iters=total))
+    ref, ref_lr = run_torch("sgd", {"lr": 0.05}, 0,
+                            scheduler=lambda o: torch.optim.lr_scheduler.LinearLR(o, 1.0, end, total_iters=total))
     assert ours_lr == pytest.approx(ref_lr, rel=1e-9)
     compare(ours, ref, "LinearLR decay")
 
@@ -120,7 +125,8 @@ def test_linear_decay_equals_linear_lr(total, end):
 @given(st.floats(1e-3, 10.0), st.sampled_from(["sgd", "adam"]))
 def test_clip_by_global_norm_equals_clip_grad_norm(max_norm, name):
     hp = {"lr": 0.01} if name == "sgd" else {"lr": 0.01, "betas": (0.5, 0.999)}
-    ours = run_ganfn(optim.clip_by_global_norm(ganfn_ctor(name, {"momentum": 0.0, **hp} if name == "sgd" else hp), max_norm), 0)[0]
+    inner = ganfn_ctor(name, {"momentum": 0.0, **hp} if name == "sgd" else hp)
+    ours = run_ganfn(optim.clip_by_global_norm(inner, max_norm), 0)[0]
     ref = run_torch(name, hp, 0, clip=max_norm)[0]
     compare(ours, ref, f"clip_by_global_norm({max_norm})")
 
@@ -139,18 +145,19 @@ def test_update_is_pure():
 def test_vmapped_update_with_per_member_hyperparameters(lrs, betas):
     """A stack of optimizer states, each with its own lr and betas, updated by one vmapped call."""
     n = len(lrs)
-    opts = [optim.adam(lr, b) for lr, b in zip(lrs, betas[:n])]
+    opts = [optim.adam(lr, b) for lr, b in zip(lrs, betas[:n], strict=True)]
     params = [init_params(i) for i in range(n)]
-    states = [o.init(p) for o, p in zip(opts, params)]
+    states = [o.init(p) for o, p in zip(opts, params, strict=True)]
     grads = [torch.func.grad(loss_fn)(p, 0) for p in params]
-    singles = [o.update(g, s, p) for o, g, s, p in zip(opts, grads, states, params)]
+    singles = [o.update(g, s, p) for o, g, s, p in zip(opts, grads, states, params, strict=True)]
     # Any member's optimizer works for all: the hyperparameters live in the state.
     out = torch.func.vmap(opts[0].update)(stack(grads), stack(states), stack(params))
-    for i, (p_i, s_i) in enumerate(zip(*[unstack(x) for x in out])):
+    for i, (p_i, s_i) in enumerate(zip(*[unstack(x) for x in out], strict=True)):
         assert_trees_close(singles[i], (p_i, s_i), f"member {i}", rtol=1e-12, atol=1e-14)
 
 
-@pytest.mark.parametrize("bad", [dict(lr=-1e-3), dict(lr=float("nan")), dict(lr=float("inf")), dict(betas=(0.5, 1.0)), dict(eps=-1.0)])
+@pytest.mark.parametrize("bad", [dict(lr=-1e-3), dict(lr=float("nan")), dict(lr=float("inf")),
+                                 dict(betas=(0.5, 1.0)), dict(eps=-1.0)])
 def test_invalid_hyperparameters_raise(bad):
     with pytest.raises(ValueError, match=r"hyperparameter (lr|beta2|eps)=.*valid range"):
         optim.adam(**bad)
@@ -173,7 +180,8 @@ def test_other_invalid_settings_raise():
 @pytest.mark.parametrize("make,ref", [
     (lambda: optim.adam(1e-2, (0.9, 0.99)), lambda p: torch.optim.Adam(p, 1e-2, (0.9, 0.99))),
     (lambda: optim.sgd(1e-2, 0.9), lambda p: torch.optim.SGD(p, 1e-2, 0.9)),
-    (lambda: optim.rmsprop(1e-2, momentum=0.5, centered=True), lambda p: torch.optim.RMSprop(p, 1e-2, momentum=0.5, centered=True)),
+    (lambda: optim.rmsprop(1e-2, momentum=0.5, centered=True),
+     lambda p: torch.optim.RMSprop(p, 1e-2, momentum=0.5, centered=True)),
 ])
 def test_zero_dim_float32_parameters_keep_their_dtype(make, ref):
     # 0-d leaves (a learned temperature, a scalar gain) must not be promoted to
@@ -186,7 +194,7 @@ def test_zero_dim_float32_parameters_keep_their_dtype(make, ref):
     for i in range(3):
         g = {"s": torch.tensor(0.1 * (i + 1)), "w": torch.tensor([0.2, -0.1 * i])}
         params, state = opt.update(g, state, params)
-        for t, k in zip(tp, g):
+        for t, k in zip(tp, g, strict=True):
             t.grad = g[k].clone()
         to.step()
     assert params["s"].dtype == torch.float32 and params["s"].dim() == 0
@@ -199,8 +207,9 @@ def _scaled_gan(scale_g, scale_d, dtype=torch.float64, **kw):
     torch.manual_seed(0)
     G = nn.Sequential(nn.Linear(4, 16), nn.ReLU(), nn.Linear(16, 2)).to(dtype)
     D = nn.Sequential(nn.Linear(2, 16), nn.LeakyReLU(0.2), nn.Linear(16, 1)).to(dtype)
-    wrap = lambda o, s: o if s is None else optim.loss_scaled(o, s, **kw)  # noqa: E731
-    return ganfn.GAN(G, D, latent_dim=4, g_optimizer=wrap(optim.adam(1e-3), scale_g), d_optimizer=wrap(optim.adam(1e-3), scale_d))
+    wrap = lambda o, s: o if s is None else optim.loss_scaled(o, s, **kw)
+    return ganfn.GAN(G, D, latent_dim=4, g_optimizer=wrap(optim.adam(1e-3), scale_g),
+                     d_optimizer=wrap(optim.adam(1e-3), scale_d))
 
 
 @given(log2_scale=st.integers(0, 40), seed=st.integers(0, 100))

@@ -31,7 +31,8 @@ def test_adam_foreach_equals_per_leaf(shapes, seed, decoupled, wd, lr, dtype, st
     if dtype == torch.bfloat16:
         lr = max(lr, 0.05)  # bf16 keeps 8 bits: a smaller Adam step of a unit weight rounds away
     gen = torch.Generator().manual_seed(seed)
-    opt = (optim.adamw if decoupled else optim.adam)(lr, (0.5, 0.999), weight_decay=wd, schedule=optim.linear_decay(2 * 10**6, end=0.5))
+    opt = (optim.adamw if decoupled else optim.adam)(lr, (0.5, 0.999), weight_decay=wd,
+                                                     schedule=optim.linear_decay(2 * 10**6, end=0.5))
     params = _tree(gen, shapes, dtype)
     grads = [_tree(gen, shapes, dtype) for _ in range(3)]
     results = {}
@@ -61,7 +62,7 @@ def test_foreach_leaves_inputs_untouched() -> None:
     state = opt.init(params)
     copies = [{k: v.clone() for k, v in t.items()} for t in (params, grads, state["mu"], state["nu"])]
     opt.update(grads, state, params)
-    for orig, copy in zip((params, grads, state["mu"], state["nu"]), copies):
+    for orig, copy in zip((params, grads, state["mu"], state["nu"]), copies, strict=True):
         for k in orig:
             assert torch.equal(orig[k], copy[k])
 

@@ -16,7 +16,13 @@ import ganfn
 from ganfn import data, parts
 from ganfn.loop import fit
 from ganfn.parts import Ctx, DTerm, Hyper, InitCtx, Part, PartError
-from ganfn.testing import assert_grads_isolated, assert_pure, assert_trees_close, assert_trees_equal, assert_vmap_equivalent
+from ganfn.testing import (
+    assert_grads_isolated,
+    assert_pure,
+    assert_trees_close,
+    assert_trees_equal,
+    assert_vmap_equivalent,
+)
 from ganfn.tree import leaves
 
 torch.set_num_threads(1)
@@ -37,7 +43,8 @@ def lecam(weight: float = 0.3, decay: float = 0.99) -> Part:
         return {"real": zero, "fake": zero.clone()}
 
     def d_term(x: DTerm, ctx: Ctx):
-        reg = torch.mean(F.relu(x.d_real - ctx.state["fake"]) ** 2) + torch.mean(F.relu(ctx.state["real"] - x.d_fake) ** 2)
+        reg = (torch.mean(F.relu(x.d_real - ctx.state["fake"]) ** 2)
+               + torch.mean(F.relu(ctx.state["real"] - x.d_fake) ** 2))
         return ctx.hp["lecam_weight"] * reg, {"real": x.d_real.detach().mean(), "fake": x.d_fake.detach().mean()}
 
     def after_d(d_params, ctx: Ctx, aux):
@@ -80,13 +87,16 @@ def test_user_part_regularises():
     state = state._replace(parts={"lecam": {"real": torch.tensor(5.0), "fake": torch.tensor(-5.0)}})
     nd = ganfn.tree_index(noise.d, 0)
     _, g_on, aux = gan.d_grads(state, real, nd)
-    _, g_off, _ = gan.d_grads(state._replace(hparams={**state.hparams, "lecam_weight": torch.tensor(0.0, dtype=torch.float64)}), real, nd)
+    _, g_off, _ = gan.d_grads(state._replace(hparams={**state.hparams,
+                                                      "lecam_weight": torch.tensor(0.0, dtype=torch.float64)}), real,
+                              nd)
     assert float(aux.penalty) > 0
-    assert any(not torch.equal(a, b) for a, b in zip(leaves(g_on), leaves(g_off)))
+    assert any(not torch.equal(a, b) for a, b in zip(leaves(g_on), leaves(g_off), strict=True))
 
 
 def test_user_part_vmapped_equals_single_runs():
-    assert_vmap_equivalent(_gan(), [0, 1, 2], steps=3, hparams=[{"lecam_weight": 0.1}, {"lecam_weight": 1.0}, {"lecam_decay": 0.5}])
+    assert_vmap_equivalent(_gan(), [0, 1, 2], steps=3,
+                           hparams=[{"lecam_weight": 0.1}, {"lecam_weight": 1.0}, {"lecam_decay": 0.5}])
 
 
 def test_user_part_resumes_bit_identically(tmp_path):
@@ -171,7 +181,8 @@ def test_bad_parts_are_refused_at_construction():
     with pytest.raises(TypeError, match="ganfn.parts.Part"):
         ganfn.GAN(G, D, latent_dim=3, parts=[object()])
     with pytest.raises(ValueError, match="lecam_decay"):
-        ganfn.GAN(G, D, latent_dim=3, parts=[lecam()._replace(hparams={"lecam_decay": Hyper(2.0, ganfn.validate.Range(0.0, 1.0))})])
+        ganfn.GAN(G, D, latent_dim=3,
+                  parts=[lecam()._replace(hparams={"lecam_decay": Hyper(2.0, ganfn.validate.Range(0.0, 1.0))})])
     gan = _gan()
     with pytest.raises(ValueError, match="lecam_weight"):
         gan.init(0, lecam_weight=float("nan"))
@@ -198,7 +209,8 @@ def test_ema_decay_follows_tensorflow_num_updates(decay, t, start):
     got = float(parts.ema_decay(_hp(decay, start), torch.tensor(t), warmup=True))
     want = 0.0 if t < start else min(decay, (1 + t - start) / (10 + t - start))
     assert got == pytest.approx(want, rel=1e-12, abs=1e-15)
-    assert float(parts.ema_decay(_hp(decay, start), torch.tensor(t), warmup=False)) == (0.0 if t < start else pytest.approx(decay))
+    got = float(parts.ema_decay(_hp(decay, start), torch.tensor(t), warmup=False))
+    assert got == (0.0 if t < start else pytest.approx(decay))
 
 
 @given(st.floats(0.5, 0.9999), st.integers(0, 10_000), st.floats(0.01, 1.0))
@@ -219,7 +231,7 @@ def test_short_run_ema_is_not_the_untrained_generator():
         gan = ganfn.GAN(G, D, latent_dim=3, parts=[parts.ema(0.999, warmup=warmup)])
         state = gan.init(0)
         p0 = {k: v.clone() for k, v in state.g.params.items()}
-        for t in range(300):  # move G's parameters far from their start, step by step
+        for _ in range(300):  # move G's parameters far from their start, step by step
             moved = {k: v + 1.0 for k, v in p0.items()}
             _, st_ = gan.part("ema").after_g(moved, gan.ctx(gan.part("ema"), state), None)
             state = state._replace(parts={"ema": st_})
@@ -236,7 +248,8 @@ def test_ema_start_copies_parameters_until_then():
         state, _ = gan.train_step(state, real, gan.draw_noise(rng, B))
         assert_trees_equal(state.parts["ema"]["params"], state.g.params, "EMA before its start")
     state, _ = gan.train_step(state, real, gan.draw_noise(rng, B))
-    assert any(not torch.equal(a, b) for a, b in zip(leaves(state.parts["ema"]["params"]), leaves(state.g.params)))
+    assert any(not torch.equal(a, b)
+               for a, b in zip(leaves(state.parts["ema"]["params"]), leaves(state.g.params), strict=True))
 
 
 # -- instance noise annealing -------------------------------------------------------------------
@@ -253,7 +266,9 @@ def test_instance_noise_anneals_inside_the_step(base, step, k):
     level = base * max(0.0, 1 - step / k)
     p = gan.part("instance_noise")
     r, f = p.d_inputs(real, real, gan.ctx(p, state, nd.parts))
-    torch.testing.assert_close(r, real + torch.tensor(level, dtype=torch.float64).float() * nd.parts["instance_noise"]["real"])
+    torch.testing.assert_close(
+        r, real + torch.tensor(level, dtype=torch.float64).float() * nd.parts["instance_noise"]["real"]
+    )
 
 
 def test_hooks_lists_the_parts_implementing_a_hook_in_run_order():

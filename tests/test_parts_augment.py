@@ -28,11 +28,12 @@ def _real(seed=0, n=B):
 
 
 def _without(noise: Noise, name: str) -> Noise:
-    drop = lambda u: UpdateNoise(u.z, {k: v for k, v in u.parts.items() if k != name})  # noqa: E731
+    drop = lambda u: UpdateNoise(u.z, {k: v for k, v in u.parts.items() if k != name})
     return Noise(drop(noise.d), drop(noise.g))
 
 
-@pytest.mark.parametrize("make", [lambda: parts.diffaugment(POLICY, p=0.0), lambda: parts.ada(POLICY, p=0.0)], ids=["diffaugment", "ada"])
+@pytest.mark.parametrize("make", [lambda: parts.diffaugment(POLICY, p=0.0), lambda: parts.ada(POLICY, p=0.0)],
+                         ids=["diffaugment", "ada"])
 def test_p_zero_is_the_unaugmented_step_bit_for_bit(make):
     aug, plain = _gan(make()), _gan()
     state, real = aug.init(0), _real()
@@ -52,7 +53,7 @@ def test_d_sees_augmented_real_and_fake_and_g_trains_through_augmentation():
     _, _, aux = gan.d_grads(state, real, nd)
     # D's loss equals the loss on explicitly augmented batches.
     mine = nd.parts["diffaugment"]
-    side = lambda s: {k.split("/", 1)[1]: v for k, v in mine.items() if k.startswith(s + "/")}  # noqa: E731
+    side = lambda s: {k.split("/", 1)[1]: v for k, v in mine.items() if k.startswith(s + "/")}
     r = augment.apply(real, side("real"), "translation,cutout")
     f = augment.apply(aux.fake, side("fake"), "translation,cutout")
     out = gan.d_apply(state.d.params, state.d.buffers, torch.cat([r, f]))[0]
@@ -69,10 +70,11 @@ def test_augmented_step_is_pure_and_vmapped_members_equal_single_runs():
     gan = _gan(parts.diffaugment(POLICY))
     state, real = gan.init(0), _real()
     assert_pure(gan.train_step, state, real, gan.draw_noise(torch.Generator().manual_seed(1), B))
-    data = lambda n, g: torch.rand(n, 1, 8, 8, generator=g) * 2 - 1  # noqa: E731
-    assert_vmap_equivalent(gan, [0, 1, 2], steps=2, batch_size=B, data=data, hparams=[{"augment_p": 0.0}, {"augment_p": 0.5}, {}])
-    assert_vmap_equivalent(_gan(parts.ada(POLICY, interval=1, speed_images=50.0)), [0, 1], steps=3, batch_size=B, data=data,
-                           hparams=[{"ada_target": 0.0}, {"ada_target": 0.9}])
+    data = lambda n, g: torch.rand(n, 1, 8, 8, generator=g) * 2 - 1
+    assert_vmap_equivalent(gan, [0, 1, 2], steps=2, batch_size=B, data=data,
+                           hparams=[{"augment_p": 0.0}, {"augment_p": 0.5}, {}])
+    assert_vmap_equivalent(_gan(parts.ada(POLICY, interval=1, speed_images=50.0)), [0, 1], steps=3, batch_size=B,
+                           data=data, hparams=[{"ada_target": 0.0}, {"ada_target": 0.9}])
 
 
 def _train(gan, state, real, steps, seed=1):
@@ -95,10 +97,12 @@ def test_ada_p_rises_when_d_overfits_a_tiny_training_set():
 def test_ada_p_falls_when_d_does_not_overfit():
     """A D that judges every real image fake (r_t = -1 < 0.6) and never learns
     (lr_d = 0): p falls from 0.5 to 0 and stays there."""
-    gan = _gan(parts.ada("translation", interval=2, speed_images=60.0, p=0.5), d_optimizer=ganfn.optim.adam(0.0, (0.5, 0.99)))
+    gan = _gan(parts.ada("translation", interval=2, speed_images=60.0, p=0.5),
+               d_optimizer=ganfn.optim.adam(0.0, (0.5, 0.99)))
     state = gan.init(0)
     last = [k for k in state.d.params if k.endswith("bias")][-1]
-    state = state._replace(d=state.d._replace(params={**state.d.params, last: torch.full_like(state.d.params[last], -50.0)}))
+    state = state._replace(d=state.d._replace(params={**state.d.params,
+                                                      last: torch.full_like(state.d.params[last], -50.0)}))
     p = [float(state.parts["ada"]["p"])]
     for i in range(3):
         state = _train(gan, state, _real(), 2, seed=i)
@@ -140,8 +144,9 @@ def test_ada_state_checkpoints_and_resumes_bit_identically(tmp_path):
     from ganfn.loop import fit
 
     gan = _gan(parts.ada("translation", interval=1, speed_images=100.0, p=0.5))
-    images = lambda n, g: torch.rand(n, 1, 8, 8, generator=g) * 2 - 1  # noqa: E731
-    kw = dict(steps=4, batch_size=B, log_every=1, checkpoint_every=None, seed=3, progress=False, print_fn=lambda s: None)
+    images = lambda n, g: torch.rand(n, 1, 8, 8, generator=g) * 2 - 1
+    kw = dict(steps=4, batch_size=B, log_every=1, checkpoint_every=None, seed=3, progress=False,
+              print_fn=lambda s: None)
     full, _ = fit(gan, images, run_dir=tmp_path / "full", **kw)
     fit(gan, images, run_dir=tmp_path / "half", **{**kw, "steps": 2})
     resumed, _ = fit(gan, images, run_dir=tmp_path / "half", resume=True, **kw)
@@ -149,7 +154,8 @@ def test_ada_state_checkpoints_and_resumes_bit_identically(tmp_path):
     assert float(resumed.parts["ada"]["p"]) != 0.5  # it moved, and the move was checkpointed
 
 
-@pytest.mark.parametrize("make", [lambda: parts.diffaugment(POLICY), lambda: parts.ada(POLICY, p=0.5)], ids=["diffaugment", "ada"])
+@pytest.mark.parametrize("make", [lambda: parts.diffaugment(POLICY), lambda: parts.ada(POLICY, p=0.5)],
+                         ids=["diffaugment", "ada"])
 def test_augmentation_in_a_conditional_gan_keeps_the_labels(make):
     # D scores the augmented images with their own labels (real labels with real
     # images, the drawn fake labels with fakes); the step stays pure and each
@@ -165,7 +171,7 @@ def test_augmentation_in_a_conditional_gan_keeps_the_labels(make):
     _, _, aux = gan.d_grads(state, real, nd)
     name = gan.parts[0].name
     mine = nd.parts[name]
-    side = lambda s: {k.split("/", 1)[1]: v for k, v in mine.items() if k.startswith(s + "/")}  # noqa: E731
+    side = lambda s: {k.split("/", 1)[1]: v for k, v in mine.items() if k.startswith(s + "/")}
     p = state.hparams["augment_p"] if name == "diffaugment" else state.parts[name]["p"]
     r = augment.apply(real[0], side("real"), POLICY, p=p)
     f = augment.apply(aux.fake, side("fake"), POLICY, p=p)

@@ -29,7 +29,7 @@ def _d_aux(gan, state, seed):
 @settings(max_examples=8)
 @given(gst.seeds(1000), st.floats(0.0, 20.0))
 def test_dragan_and_one_sided_gp_on_a_linear_critic_are_closed_forms(seed, weight):
-    for part, key, f in ((parts.dragan(weight), "dragan_weight", lambda n: (n - 1) ** 2),
+    for part, _key, f in ((parts.dragan(weight), "dragan_weight", lambda n: (n - 1) ** 2),
                          (parts.one_sided_gp(weight), "ogp_weight", lambda n: torch.clamp(n - 1, min=0) ** 2)):
         gan = _linear_gan(part)
         state = gan.init(seed)
@@ -58,9 +58,10 @@ def test_bcr_part_adds_the_consistency_term_on_real_and_fake():
     nd = ganfn.tree_index(noise.d, 0)
     aux = gan.d_grads(state, real, nd)[2]
     mine = nd.parts["bcr"]
-    side = lambda s: {k.split("/", 1)[1]: v for k, v in mine.items() if k.startswith(s + "/")}  # noqa: E731
-    d_fn = lambda x: gan.d_apply(state.d.params, state.d.buffers, x)[0]  # noqa: E731
-    want = regularisers.bcr_term(d_fn, real, aux.fake, side("real"), side("fake"), 2.0, 3.0, policy="translation,cutout")
+    side = lambda s: {k.split("/", 1)[1]: v for k, v in mine.items() if k.startswith(s + "/")}
+    d_fn = lambda x: gan.d_apply(state.d.params, state.d.buffers, x)[0]
+    want = regularisers.bcr_term(d_fn, real, aux.fake, side("real"), side("fake"), 2.0, 3.0,
+                                 policy="translation,cutout")
     torch.testing.assert_close(aux.penalty.float(), want, rtol=1e-5, atol=1e-7)
     assert float(want) > 0
 
@@ -84,8 +85,10 @@ def test_top_k_part_keeps_the_k_best_fakes_in_g_loss():
 
 
 def test_regulariser_parts_are_pure_and_vmap_equivalent():
-    gan = _conv_gan(parts.bcr(), parts.dragan(1.0), parts.one_sided_gp(1.0), parts.top_k("non_saturating", steps_per_epoch=1))
+    gan = _conv_gan(parts.bcr(), parts.dragan(1.0), parts.one_sided_gp(1.0),
+                    parts.top_k("non_saturating", steps_per_epoch=1))
     real = torch.rand(B, 1, 8, 8) * 2 - 1
     assert_pure(gan.train_step, gan.init(0), real, gan.draw_noise(torch.Generator().manual_seed(0), B))
-    data = lambda n, g: torch.rand(n, 1, 8, 8, generator=g) * 2 - 1  # noqa: E731
-    assert_vmap_equivalent(gan, [0, 1], steps=2, batch_size=B, data=data, hparams=[{"bcr_real": 0.0, "topk_min": 0.25}, {"dragan_weight": 5.0}])
+    data = lambda n, g: torch.rand(n, 1, 8, 8, generator=g) * 2 - 1
+    assert_vmap_equivalent(gan, [0, 1], steps=2, batch_size=B, data=data,
+                           hparams=[{"bcr_real": 0.0, "topk_min": 0.25}, {"dragan_weight": 5.0}])

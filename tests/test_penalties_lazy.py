@@ -56,7 +56,8 @@ def test_lazy_r1_is_computed_on_exactly_every_kth_d_update(k, n_critic):
             loss, grads, aux = gan.d_grads(state, real, ganfn.tree_index(noise.d, i))
             due.append(bool(aux.parts["r1"]["due"]))
             # the penalty is k times R1 where due and exactly 0 elsewhere
-            r1 = penalties.r1(1.0).term(lambda x: gan.d_apply(state.d.params, state.d.buffers, x)[0], real, real, None, torch.tensor(1.0))
+            r1 = penalties.r1(1.0).term(lambda x, state=state: gan.d_apply(state.d.params, state.d.buffers, x)[0],
+                                        real, real, None, torch.tensor(1.0))
             torch.testing.assert_close(aux.penalty.float(), k * r1 if due[-1] else torch.zeros(()), rtol=1e-5, atol=0)
             state = gan.d_update(state, grads, aux)
             update += 1
@@ -109,7 +110,8 @@ def test_lecam_state_checkpoints_and_resumes_bit_identically(tmp_path):
 
 def test_lecam_vmapped_members_with_their_own_weights_equal_single_runs():
     gan = _gan(parts=[penalties.lecam()])
-    assert_vmap_equivalent(gan, [0, 1, 2], steps=3, hparams=[{"lecam_weight": 0.0}, {"lecam_weight": 1.0}, {"lecam_decay": 0.5}])
+    assert_vmap_equivalent(gan, [0, 1, 2], steps=3,
+                           hparams=[{"lecam_weight": 0.0}, {"lecam_weight": 1.0}, {"lecam_decay": 0.5}])
     with pytest.raises(ValueError, match="lecam_decay"):
         gan.init(0, lecam_decay=1.5)
 
@@ -121,7 +123,7 @@ def test_lazy_term_metric_reports_the_term_only_where_computed():
     gan = _gan(penalties.r1(1.0, every=3))
     _, ms = _run(gan, 7)
     terms = [float(m["r1/term"]) for m in ms]
-    for t, (term, m) in enumerate(zip(terms, ms)):
+    for t, (term, m) in enumerate(zip(terms, ms, strict=True)):
         if t % 3 == 0:
             assert term == float(m["penalty"]) and term > 0
         else:
@@ -131,7 +133,8 @@ def test_lazy_term_metric_reports_the_term_only_where_computed():
     data_rng = torch.Generator().manual_seed(1)
     for t in range(7):
         state, m = step(state, torch.randn(B, 2, generator=data_rng), ganfn.ensemble.draw_noise_many(gan, rng, B))
-        torch.testing.assert_close(m["r1/term"][0], torch.tensor(terms[t], dtype=m["r1/term"].dtype), equal_nan=True, rtol=1e-6, atol=0)
+        torch.testing.assert_close(m["r1/term"][0], torch.tensor(terms[t], dtype=m["r1/term"].dtype), equal_nan=True,
+                                   rtol=1e-6, atol=0)
         assert m["penalty"].dtype == ms[t]["penalty"].dtype
 
 
@@ -176,7 +179,7 @@ def test_lazy_r1_and_lecam_compile_and_equal_eager():
                 ms.append(m)
         out.append((st_, ms))
     (sc, mc), (se, me) = out
-    assert_trees_close_nan = lambda a, b: torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5, equal_nan=True)  # noqa: E731
-    for a, b in zip(ganfn.tree.leaves((sc, mc)), ganfn.tree.leaves((se, me))):
+    assert_trees_close_nan = lambda a, b: torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5, equal_nan=True)
+    for a, b in zip(ganfn.tree.leaves((sc, mc)), ganfn.tree.leaves((se, me)), strict=True):
         assert_trees_close_nan(a, b)
     assert [bool(m["r1/term"][0].isnan()) for m in mc] == [False, True, False, True]

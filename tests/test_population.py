@@ -12,10 +12,12 @@ from hypothesis import strategies as st
 
 torch.set_num_threads(1)
 
-import ganfn  # noqa: E402
-from ganfn import ensemble, population as P, tree  # noqa: E402
-from ganfn.lineage import Lineage, Schedule  # noqa: E402
 from conftest import small_gan_modules  # noqa: E402
+
+import ganfn  # noqa: E402
+from ganfn import ensemble, tree  # noqa: E402
+from ganfn import population as P  # noqa: E402
+from ganfn.lineage import Lineage, Schedule  # noqa: E402
 
 GAN = ganfn.GAN(*small_gan_modules(), latent_dim=3, loss="hinge", penalty="r1", ema_decay=0.9)
 SPACE = {"lr_d": (1e-4, 1e-2), "lr_g": (1e-4, 1e-2), "r1_weight": P.Bounds(0.01, 10.0)}
@@ -55,7 +57,7 @@ def clone(state):
 
 
 def same(a, b) -> bool:
-    return all(torch.equal(x, y) for x, y in zip(leaves(a), leaves(b)))
+    return all(torch.equal(x, y) for x, y in zip(leaves(a), leaves(b), strict=True))
 
 
 def member(state, i):
@@ -88,7 +90,7 @@ def test_exploit_copies_the_chosen_members_whole_state_bit_for_bit(r):
     assert set(torch.nonzero(copied).flatten().tolist()) == set(order[S - k:].tolist()) if k else True
     assert set(source[copied].tolist()) <= set(order[:k].tolist())
     explored = hp_leaf_ids(state, SPACE)
-    for j, (old_leaf, new_leaf) in enumerate(zip(leaves(state), leaves(new))):
+    for j, (old_leaf, new_leaf) in enumerate(zip(leaves(state), leaves(new), strict=True)):
         if j in explored:
             continue
         # Every leaf that is not an explored hyperparameter is the source's, bit for bit.
@@ -159,7 +161,7 @@ def test_rank_orders_best_first_nan_after_finite_and_frozen_last(values, hib, da
     assert sorted(order.tolist()) == list(range(len(values)))
     key = [(bool(last[i]), math.isnan(values[i]), -values[i] if hib and not math.isnan(values[i]) else values[i])
            for i in order.tolist()]
-    for a, b in zip(key, key[1:]):
+    for a, b in zip(key, key[1:], strict=False):
         assert a[:2] <= b[:2]
         if a[:2] == b[:2] and not a[1]:
             assert a[2] <= b[2]
@@ -184,7 +186,8 @@ def test_halve_freezes_the_worst_half_and_frozen_members_never_change():
     s = halved
     for _ in range(2):
         s, _ = step(s, torch.randn(8, 2, generator=g), ensemble.draw_noise_many(GAN, rngs, 8))
-        s, _ = P.exploit_explore(s, -scores, torch.Generator().manual_seed(2), space=SPACE, fraction=0.5, retired=retired)
+        s, _ = P.exploit_explore(s, -scores, torch.Generator().manual_seed(2), space=SPACE, fraction=0.5,
+                                 retired=retired)
     for i in retired:
         assert same(member(s, i), member(halved, i)), i
     # The next halving ranks only the four active members; a diverged one counts among the worst.
@@ -269,7 +272,7 @@ def run_schedule(state, steps, sched, stop_at=None):
 
 
 def test_schedule_lineage_and_resume_are_bit_identical():
-    mk = lambda: Schedule(SPACE, every=2, fraction=0.25, halving_at=[3], metrics=("modes", "high_quality"), seed=4)  # noqa: E731
+    mk = lambda: Schedule(SPACE, every=2, fraction=0.25, halving_at=[3], metrics=("modes", "high_quality"), seed=4)
     a = mk()
     a.start(population(8))
     full, _, _ = run_schedule(population(8), 6, a)
@@ -289,7 +292,7 @@ def test_schedule_lineage_and_resume_are_bit_identical():
     c = mk()
     c.load_state_dict(torch.load(buf, weights_only=True))
     step, rngs, g = ensemble.make_step(GAN), ensemble.rngs(range(8)), torch.Generator()
-    for r, s in zip(rngs, rng_states):
+    for r, s in zip(rngs, rng_states, strict=True):
         r.set_state(s)
     g.set_state(data_state)
     state = mid

@@ -35,7 +35,7 @@ KW = dict(steps=8, batch_size=16, eval_every=2, log_every=2, seeds=list(range(8)
 
 
 def _same(a, b):
-    return all(torch.equal(x, y) for x, y in zip(leaves(a), leaves(b)))
+    return all(torch.equal(x, y) for x, y in zip(leaves(a), leaves(b), strict=True))
 
 
 def test_pbt_run_resumes_bit_identically_with_its_lineage(tmp_path):
@@ -58,7 +58,7 @@ def test_pbt_run_resumes_bit_identically_with_its_lineage(tmp_path):
 
 def test_pbt_run_with_halving_refill_resumes_bit_identically(tmp_path):
     gan = _gan()
-    refill = lambda seeds: ganfn.ensemble.init_many(gan, seeds)  # noqa: E731
+    refill = lambda seeds: ganfn.ensemble.init_many(gan, seeds)
     full, hist = fit(gan, data.ring8, evaluator=_evaluator(), population=_schedule(refill), run_dir=tmp_path,
                      checkpoint_every=4, keep=10, **KW)
     lin = hist["population"]
@@ -89,7 +89,8 @@ def test_fit_rejects_a_population_without_members_or_scores():
         fit(_gan(), data.ring8, evaluator=_evaluator(), population=bad, **{**KW, "steps": 2})
 
 
-TINY = ["--steps", "4", "--batch-size", "16", "--n-eval", "200", "--eval-every", "2", "--log-every", "1", "--no-progress",
+TINY = ["--steps", "4", "--batch-size", "16", "--n-eval", "200", "--eval-every", "2", "--log-every", "1",
+        "--no-progress",
         "--data", "ring8", "--model", "mlp"]
 
 
@@ -130,7 +131,8 @@ def test_train_has_no_population_options(capsys):
 
 def test_population_curves_figure(tmp_path):
     evals = [{"step": s, "figures": [{"m": s * 0.1 + i} for i in range(3)]} for s in (0, 2, 4)]
-    events = [{"step": 2, "kind": "copy", "member": 0, "source": 2}, {"step": 2, "kind": "halved", "member": 1, "source": None}]
+    events = [{"step": 2, "kind": "copy", "member": 0, "source": 2},
+              {"step": 2, "kind": "halved", "member": 1, "source": None}]
     assert figures.population_curves(evals, "m", tmp_path / "c.png", events=events).stat().st_size > 0
     with pytest.raises(ValueError, match="at least one"):
         figures.population_curves([], "m", tmp_path / "d.png")

@@ -7,7 +7,6 @@ import torch
 from PIL import Image
 
 from ganfn import cli
-from ganfn import data as gdata
 from ganfn import presets as P
 
 torch.set_num_threads(1)
@@ -93,7 +92,8 @@ def test_ring8_hinge_preset_is_the_quality_benchmark_setup():
     # bench/quality.py measures issue 6's ring8 target with exactly this preset.
     cfg = P.from_preset("ring8-hinge")
     gan = P.build_gan(cfg, (2,))
-    assert gan.loss.name == "hinge" and [p.name for p in gan.parts] == ["r1", "ema"] and gan.defaults["ema_decay"] == 0.999
+    assert gan.loss.name == "hinge" and [p.name for p in gan.parts] == ["r1", "ema"]
+    assert gan.defaults["ema_decay"] == 0.999
     state = gan.init(0)
     assert float(state.hparams["r1_weight"]) == 0.1 and float(state.d.opt["hp"]["lr"]) == 2e-3
     # linear decay to 0 over the run: half-way the learning rate is halved

@@ -22,9 +22,11 @@ def _part(gan, name):
 
 
 def test_flags_build_the_parts():
-    cfg = _cfg("--augment", "color,translation,cutout", "--ada-target", "0.6", "--penalty", "r1", "--penalty-weight", "1",
+    cfg = _cfg("--augment", "color,translation,cutout", "--ada-target", "0.6", "--penalty", "r1", "--penalty-weight",
+               "1",
                "--r1-every", "16", "--lecam", "0.3", "--ema-rampup", "0.05")
-    assert (cfg.augment, cfg.ada_target, cfg.r1_every, cfg.lecam, cfg.ema_rampup) == ("color,translation,cutout", 0.6, 16, 0.3, 0.05)
+    assert (cfg.augment, cfg.ada_target, cfg.r1_every, cfg.lecam, cfg.ema_rampup) == \
+        ("color,translation,cutout", 0.6, 16, 0.3, 0.05)
     gan = P.build_gan(cfg, (1, 8, 8))
     state = gan.init(0)
     assert _part(gan, "ada") is not None and _part(gan, "diffaugment") is None

@@ -42,9 +42,9 @@ def python_blocks() -> list[str]:
 
 def shell_commands() -> list[str]:
     """Commands in plain fenced blocks, 4-space indented lines and inline `code` spans."""
-    found = [l for lang, text in fenced_blocks() if lang == "" for l in text.splitlines()]
+    found = [line for lang, text in fenced_blocks() if lang == "" for line in text.splitlines()]
     prose = re.sub(r"^```.*?^```", "", README, flags=re.S | re.M)
-    found += [l[4:] for l in prose.splitlines() if l.startswith("    ") and l.strip().startswith(PROGRAMS)]
+    found += [line[4:] for line in prose.splitlines() if line.startswith("    ") and line.strip().startswith(PROGRAMS)]
     found += re.findall(r"`([^`\n]+)`", prose)
     out = []
     for line in found:
@@ -58,7 +58,8 @@ def shell_commands() -> list[str]:
 def _run_python(code: str, tmp_path: Path, timeout: int = 600) -> str:
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
     # Blocks that define tests are also run: each test_* function is called.
-    runner = code + "\nfor _n, _f in list(globals().items()):\n    if _n.startswith('test_') and callable(_f):\n        _f()\n"
+    runner = code + ("\nfor _n, _f in list(globals().items()):\n"
+                     "    if _n.startswith('test_') and callable(_f):\n        _f()\n")
     r = subprocess.run([sys.executable, "-c", runner], cwd=tmp_path,
                        env=env, capture_output=True, text=True, timeout=timeout)
     assert r.returncode == 0, f"README block failed:\n{code}\n--- stderr ---\n{r.stderr[-3000:]}"
@@ -103,6 +104,7 @@ def test_every_ganfn_command_parses():
 
 def test_every_other_command_names_something_that_exists():
     import importlib.util
+
     import tomllib
 
     extras = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]

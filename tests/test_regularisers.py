@@ -7,7 +7,8 @@ import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
-from ganfn import augment, regularisers as R
+from ganfn import augment
+from ganfn import regularisers as R
 from ganfn.testing import assert_pure
 from ganfn.testing import strategies as gst
 
@@ -117,7 +118,7 @@ def test_penalty_terms_are_second_order_differentiable_under_vmap():
     u, a = torch.rand(3, 5, 4, dtype=f64), torch.rand(3, 5, dtype=f64)
 
     def loss(w, r, f, u_, a_):
-        d = lambda x: torch.tanh(x @ w)  # noqa: E731
+        d = lambda x: torch.tanh(x @ w)
         return R.dragan_term(d, r, u_, a_, 10.0) + R.one_sided_gp_term(d, r, f, a_, 10.0)
 
     g = torch.func.vmap(torch.func.grad(loss))(W, real, fake, u, a)
@@ -128,28 +129,31 @@ def test_penalty_terms_are_second_order_differentiable_under_vmap():
 # -- bCR ------------------------------------------------------------------------------------
 
 
-@given(gst.batches((2, 4, 4), max_batch=4, dtype=f64, kind="image"), gst.seeds(), gst.penalty_weights(), gst.penalty_weights())
+@given(gst.batches((2, 4, 4), max_batch=4, dtype=f64, kind="image"), gst.seeds(), gst.penalty_weights(),
+       gst.penalty_weights())
 def test_bcr_brightness_on_a_sum_critic_is_the_shift_squared(x, seed, wr, wf):
     """D(x) = c * sum(x) moves by c * numel * (u - 0.5) under brightness."""
     c = 0.3
-    d = lambda t: c * t.flatten(1).sum(1)  # noqa: E731
+    d = lambda t: c * t.flatten(1).sum(1)
     nr, nf = augment.draw(torch.Generator().manual_seed(seed), x.shape[0], "brightness", dtype=f64), \
         augment.draw(torch.Generator().manual_seed(seed + 1), x.shape[0], "brightness", dtype=f64)
     fake = x.flip(0)
     val = R.bcr_term(d, x, fake, nr, nf, wr, wf, policy="brightness")
     n = x[0].numel()
-    exp = wr * ((c * n * (nr["brightness"][:, 0] - 0.5)) ** 2).mean() + wf * ((c * n * (nf["brightness"][:, 0] - 0.5)) ** 2).mean()
+    exp = (wr * ((c * n * (nr["brightness"][:, 0] - 0.5)) ** 2).mean()
+           + wf * ((c * n * (nf["brightness"][:, 0] - 0.5)) ** 2).mean())
     torch.testing.assert_close(val, exp)
     # passing the already computed outputs gives the same value
-    torch.testing.assert_close(R.bcr_term(d, x, fake, nr, nf, wr, wf, policy="brightness", real_out=d(x), fake_out=d(fake)), exp)
+    torch.testing.assert_close(R.bcr_term(d, x, fake, nr, nf, wr, wf, policy="brightness",
+                                          real_out=d(x), fake_out=d(fake)), exp)
 
 
 def test_bcr_zero_for_an_augmentation_invariant_critic_and_at_p_zero():
     x = torch.rand(4, 1, 8, 8, dtype=f64)
     n = augment.draw(torch.Generator().manual_seed(0), 4, "translation,cutout", dtype=f64)
-    const = lambda t: t.flatten(1)[:, :1] * 0 + 2.0  # noqa: E731
+    const = lambda t: t.flatten(1)[:, :1] * 0 + 2.0
     assert float(R.bcr_term(const, x, x, n, n, 10.0, 10.0, policy="translation,cutout")) == 0.0
-    mean = lambda t: t.flatten(1).mean(1)  # noqa: E731
+    mean = lambda t: t.flatten(1).mean(1)
     assert float(R.bcr_term(mean, x, x, n, n, 10.0, 10.0, policy="translation,cutout", p=0.0)) == 0.0
     assert float(R.bcr_term(mean, x, x, n, n, 10.0, 10.0, policy="translation,cutout")) > 0.0
 
@@ -162,7 +166,7 @@ def test_lazy_is_due_on_every_kth_update_with_weight_times_k(every, v):
     value = torch.tensor(v, dtype=f64)
     outs = [R.lazy(value, torch.tensor(c), every) for c in range(3 * every)]
     assert [c for c, (_, due) in enumerate(outs) if due] == [0, every, 2 * every]
-    for c, (val, due) in enumerate(outs):
+    for c, (val, _) in enumerate(outs):
         assert float(val) == (every * v if c % every == 0 else 0.0)
     # the time average equals the eager penalty
     assert sum(float(x) for x, _ in outs) / (3 * every) == pytest.approx(v)

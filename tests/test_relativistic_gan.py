@@ -27,7 +27,7 @@ def test_g_loss_compares_fakes_with_d_on_the_real_batch(name):
     ng = ganfn.tree_index(gan.draw_noise(torch.Generator().manual_seed(2), B).g, 0)
     loss, grads, _ = gan.g_grads(state, ng, real)
     fake = gan.g_apply(state.g.params, state.g.buffers, ng.z)[0]
-    d = lambda x: gan.d_apply(state.d.params, state.d.buffers, x)[0]  # noqa: E731
+    d = lambda x: gan.d_apply(state.d.params, state.d.buffers, x)[0]
     torch.testing.assert_close(loss, gan.loss.g(d(fake), real_out=d(real)))
     assert set(grads) == set(state.g.params)
     with pytest.raises(ValueError, match="pass g_grads\\(state, noise_g, real\\)"):

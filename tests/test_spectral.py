@@ -63,12 +63,13 @@ def test_one_step_matches_torch_power_iteration():
         p._u.copy_(u0)
         p._v.copy_(torch.nn.functional.normalize(w.mT @ u0, dim=0, eps=1e-12))
         lin.train()
-        lin.weight  # one power iteration updates _u in place
+        _ = lin.weight  # one power iteration updates _u in place
     torch.testing.assert_close(sn_step(params, {"weight": u0})["weight"], p._u, rtol=1e-12, atol=1e-12)
 
 
 def test_pure_and_names():
-    params = {"a.weight": weight((3, 2), 0), "a.bias": weight((3,), 1), "c.weight": weight((2, 1, 3, 3), 2), "n.weight": weight((4,), 3)}
+    params = {"a.weight": weight((3, 2), 0), "a.bias": weight((3,), 1), "c.weight": weight((2, 1, 3, 3), 2),
+              "n.weight": weight((4,), 3)}
     assert sn_names(params) == ["a.weight", "c.weight"]
     u = assert_pure(lambda p: sn_init(p, torch.Generator().manual_seed(0)), params)
     assert_pure(sn_step, params, u, 3)

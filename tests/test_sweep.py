@@ -41,7 +41,11 @@ def test_grid_example_from_the_issue():
 
 
 @settings(max_examples=30, deadline=None)
-@given(spec=st.dictionaries(names, st.lists(st.floats(1e-6, 1e3, allow_nan=False), min_size=1, max_size=3), min_size=1, max_size=4))
+@given(
+    spec=st.dictionaries(
+        names, st.lists(st.floats(1e-6, 1e3, allow_nan=False), min_size=1, max_size=3), min_size=1, max_size=4
+    )
+)
 def test_parse_grid_round_trips_repr(spec):
     text = ";".join(f"{k}={','.join(repr(v) for v in vs)}" for k, vs in spec.items())
     assert sweep.parse_grid(text) == spec
@@ -59,7 +63,8 @@ def test_sweep_members_reach_the_stacked_state():
     G = torch.nn.Sequential(torch.nn.Linear(3, 8), torch.nn.ReLU(), torch.nn.Linear(8, 2))
     D = torch.nn.Sequential(torch.nn.Linear(2, 8), torch.nn.ReLU(), torch.nn.Linear(8, 1))
     gan = ganfn.GAN(G, D, latent_dim=3, loss=ganfn.losses.mixture("hinge", "non_saturating"), penalty="gp")
-    members = sweep.grid({"lr_d": [1e-4, 4e-4], "b1_g": [0.0, 0.5], "gp_weight": [1, 10], "real_label": [0.9], "loss_mix": [0.0, 1.0]})
+    members = sweep.grid({"lr_d": [1e-4, 4e-4], "b1_g": [0.0, 0.5], "gp_weight": [1, 10],
+                          "real_label": [0.9], "loss_mix": [0.0, 1.0]})
     state = ensemble.init_many(gan, [0] * len(members), members)
     assert state.d.opt["hp"]["lr"].tolist() == [m["lr_d"] for m in members]
     assert state.g.opt["hp"]["b1"].tolist() == [m["b1_g"] for m in members]

@@ -2,7 +2,8 @@
 import math
 
 import torch
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 import ganfn
@@ -14,7 +15,8 @@ torch.set_num_threads(1)
 
 
 @settings(max_examples=15, deadline=None)
-@given(n=st.integers(1, 20), c=st.sampled_from([1, 3]), h=st.integers(1, 5), w=st.integers(1, 5), cols=st.one_of(st.none(), st.integers(1, 6)))
+@given(n=st.integers(1, 20), c=st.sampled_from([1, 3]), h=st.integers(1, 5), w=st.integers(1, 5),
+       cols=st.one_of(st.none(), st.integers(1, 6)))
 def test_image_grid_places_each_image(n, c, h, w, cols):
     imgs = torch.rand(n, c, h, w) * 2 - 1
     grid = tb.image_grid(imgs, cols)
@@ -49,12 +51,14 @@ def test_stacked_run_writes_one_tensorboard_run_per_member(tmp_path):
     gan = ganfn.GAN(G, D, latent_dim=latent, penalty="r1")
     ev = Evaluator(lambda s: {"spread": float(s.std())}, "spread", n_samples=64, reference=data.ring8_centers())
     fit(gan, data.ring8, steps=4, batch_size=16, seeds=[0, 1], hparams=[{"lr_d": 1e-4}, {"lr_d": 1e-3}],
-        run_dir=tmp_path, log_every=1, image_every=2, eval_every=2, evaluator=ev, progress=False, print_fn=lambda s: None)
+        run_dir=tmp_path, log_every=1, image_every=2, eval_every=2, evaluator=ev, progress=False,
+        print_fn=lambda s: None)
     dirs = sorted(p.name for p in (tmp_path / "tb").iterdir())
     assert dirs == ["member_00", "member_01"]
     accs = [_tags(tmp_path / "tb" / d) for d in dirs]
     want = {"train/d_loss", "train/g_loss", "train/d_loss_real", "train/d_loss_fake", "train/penalty",
-            "train/d_acc_real", "train/d_acc_fake", "train/d_grad_norm", "train/g_grad_norm", "train/lr_d", "train/lr_g",
+            "train/d_acc_real", "train/d_acc_fake", "train/d_grad_norm", "train/g_grad_norm", "train/lr_d",
+            "train/lr_g",
             "quality/spread"}
     for acc in accs:
         tags = acc.Tags()

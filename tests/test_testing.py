@@ -57,7 +57,8 @@ def test_logits_reach_extremes():
     assert max(abs(v) for v in seen) >= 1e3
 
 
-@given(gst.batches((1, 4, 4), kind="image", min_batch=2, max_batch=5), gst.batches(st.tuples(st.integers(1, 3), st.just(5)), batch_size=3))
+@given(gst.batches((1, 4, 4), kind="image", min_batch=2, max_batch=5),
+       gst.batches(st.tuples(st.integers(1, 3), st.just(5)), batch_size=3))
 def test_batches_shapes_and_ranges(img, vec):
     assert img.shape[1:] == (1, 4, 4) and 2 <= img.shape[0] <= 5
     assert img.min() >= -1 and img.max() <= 1
@@ -71,11 +72,16 @@ def test_hyperparameters_in_range(lr, b, w, t, s):
     assert 0 <= w <= 100 and 0.5 <= t <= 1.0 and 0 <= s < 2**31
 
 
-@given(st.sampled_from(["sgd", "adam", "adamw", "rmsprop"]).flatmap(lambda n: st.tuples(st.just(n), gst.optimizer_hparams(n))))
+@given(
+    st.sampled_from(["sgd", "adam", "adamw", "rmsprop"]).flatmap(
+        lambda n: st.tuples(st.just(n), gst.optimizer_hparams(n))
+    )
+)
 def test_optimizer_hparams_accepted_by_ganfn_and_torch(pair):
     name, hp = pair
     getattr(ganfn.optim, name)(**hp)  # valid for ganfn
-    torch_cls = {"sgd": torch.optim.SGD, "adam": torch.optim.Adam, "adamw": torch.optim.AdamW, "rmsprop": torch.optim.RMSprop}[name]
+    torch_cls = {"sgd": torch.optim.SGD, "adam": torch.optim.Adam, "adamw": torch.optim.AdamW,
+                 "rmsprop": torch.optim.RMSprop}[name]
     torch_cls([torch.zeros(1, requires_grad=True)], **hp)  # and for torch
 
 
@@ -255,13 +261,15 @@ def test_penalty_invariants_catch_wrong_target_and_sign():
         (penalties.input_grad_norms(d, r) - 2.0) ** 2), needs_eps=True)
     with pytest.raises(AssertionError, match="must be zero"):
         assert_penalty_invariants(off_target)
-    negative = Penalty("neg_r1", "r1_weight", 1.0, term=lambda d, r, f, e, w: -w * torch.mean(penalties.input_grad_norms(d, r) ** 2))
+    negative = Penalty("neg_r1", "r1_weight", 1.0, term=lambda d, r, f, e,
+                       w: -w * torch.mean(penalties.input_grad_norms(d, r) ** 2))
     with pytest.raises(AssertionError, match=">= 0"):
         assert_penalty_invariants(negative)
 
 
 def test_penalty_invariants_catch_bad_clip():
-    leaky = Penalty("weight_clip", "clip_value", 0.01, project=lambda p, c: {k: torch.clamp(v, -2 * c, 2 * c) for k, v in p.items()})
+    leaky = Penalty("weight_clip", "clip_value", 0.01, project=lambda p,
+                    c: {k: torch.clamp(v, -2 * c, 2 * c) for k, v in p.items()})
     with pytest.raises(AssertionError, match="outside"):
         assert_penalty_invariants(leaky)
 

@@ -25,8 +25,6 @@ from torch import Tensor
 
 from .batching import Position, Sampler, batch_indices, epoch_indices, flip_bits, loader_init, next_batch
 from .folder import BadImageError, ImageFiles
-from .scan import FolderScan, scan_images
-from .sources import ImageSource, InMemoryImages, StreamingImages, images_source, in_order, preload
 from .images import (
     DIGITS_TRAIN_SIZE,
     IMAGE_EXTENSIONS,
@@ -41,7 +39,19 @@ from .images import (
     to_unit_range,
     torchvision_dataset,
 )
-from .toy import GRID25_STD, RING8_STD, grid25, grid25_centers, grid25_labelled, mixture, ring8, ring8_centers, ring8_labelled
+from .scan import FolderScan, scan_images
+from .sources import ImageSource, InMemoryImages, StreamingImages, images_source, in_order, preload
+from .toy import (
+    GRID25_STD,
+    RING8_STD,
+    grid25,
+    grid25_centers,
+    grid25_labelled,
+    mixture,
+    ring8,
+    ring8_centers,
+    ring8_labelled,
+)
 
 __all__ = [
     "NAMES",
@@ -124,11 +134,13 @@ def load(
     """
     name = str(spec)
     if name in SAMPLERS:
-        return SAMPLERS[name](n, torch.Generator().manual_seed(seed), labels=labels)
+        drawn = (LABELLED_SAMPLERS if labels else SAMPLERS)[name](n, torch.Generator().manual_seed(seed))
+        return drawn if isinstance(drawn, Tensor) else (drawn[0], drawn[1])
     if name == "digits":
         return digits(split, size or 8, labels=labels)
     if name == "fashion_mnist":
-        out = fashion_mnist(root, split, labels=labels) if root is not None else fashion_mnist(split=split, labels=labels)
+        out = (fashion_mnist(root, split, labels=labels) if root is not None
+               else fashion_mnist(split=split, labels=labels))
     elif name in ("mnist", "cifar10"):
         out = torchvision_dataset(name, root if root is not None else "data", split, labels=labels)
     elif name == "mnist5k":
@@ -137,5 +149,6 @@ def load(
         path = Path(name).expanduser()
         if path.exists():
             return image_folder(path, size or 64, labels=labels)
-        raise FileNotFoundError(f"unknown data {name!r}: not one of {', '.join(NAMES)} and no such folder: {path.resolve()}")
-    return (resize(out[0], size), out[1]) if labels else resize(out, size)
+        raise FileNotFoundError(f"unknown data {name!r}: not one of {', '.join(NAMES)} and no such folder: "
+                                f"{path.resolve()}")
+    return (resize(out[0], size), out[1]) if isinstance(out, tuple) else resize(out, size)

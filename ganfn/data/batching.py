@@ -60,6 +60,14 @@ def _mix(*values: int) -> int:
     return h & ((1 << 63) - 1)  # manual_seed wants a value that fits int64
 
 
+def _count(position: Position, key: str) -> int:
+    # Only "n" may be None (a sampler's position); every other field is a count.
+    v = position[key]
+    if v is None:
+        raise ValueError(f"position[{key!r}] is None; only 'n' may be (a sampler's position): {position}")
+    return v
+
+
 def loader_init(n: int | None, seed: int, *, rank: int = 0, world_size: int = 1) -> Position:
     """The starting position for iterating ``n`` samples (``None``: a sampler).
 
@@ -111,10 +119,11 @@ def batch_indices(position: Position, total: int, *, flips: bool = False) -> tup
     A batch that runs past the end of an epoch takes the rest from the next
     epoch's order (see the module docstring).
     """
-    n, seed, rank, ws = position["n"], position["seed"], position["rank"], position["world_size"]
+    n, seed, ws = position["n"], _count(position, "seed"), _count(position, "world_size")
+    rank = _count(position, "rank")
     if n is None:
         raise ValueError("batch_indices needs a position over n samples (loader_init(n, seed)), not a sampler's")
-    epoch, index = position["epoch"], position["index"]
+    epoch, index = _count(position, "epoch"), _count(position, "index")
     m = n // ws
     pieces, flip_pieces = [], []
     need = total
@@ -152,13 +161,14 @@ def next_batch(
     if leading is not None and leading < 1:
         raise ValueError(f"leading must be >= 1 or None, got {leading}")
     total = batch_size * (leading or 1)
-    n, seed, rank = position["n"], position["seed"], position["rank"]
+    n, seed, rank = position["n"], _count(position, "seed"), _count(position, "rank")
     if callable(data) and not isinstance(data, Tensor):
         if n is not None:
             raise ValueError("position was made for a tensor of n samples; use loader_init(None, seed) for a sampler")
-        gen = torch.Generator().manual_seed(_mix(seed, rank, position["index"]))
+        index = _count(position, "index")
+        gen = torch.Generator().manual_seed(_mix(seed, rank, index))
         batch = data(total, gen)
-        new = {**position, "index": position["index"] + 1}
+        new = {**position, "index": index + 1}
     elif isinstance(data, (Tensor, tuple)):
         if n is None or _length(data) != n:
             raise ValueError(f"position is for n={n} samples but data has {_length(data)}")
@@ -180,6 +190,7 @@ def _length(data: Data) -> int:
     if isinstance(data, tuple):
         sizes = {t.shape[0] for t in data}
         if len(sizes) != 1:
-            raise ValueError(f"the tensors of a labelled data set must have equal lengths, got {[t.shape[0] for t in data]}")
+            raise ValueError("the tensors of a labelled data set must have equal lengths, got "
+                             f"{[t.shape[0] for t in data]}")
         return sizes.pop()
     return data.shape[0]

@@ -56,7 +56,8 @@ def decode_square(source: PathLike | io.BytesIO, size: int, mode: str, name: str
             w, h = im.size
             s = min(w, h)
             left, top = (w - s) // 2, (h - s) // 2
-            im = im.crop((left, top, left + s, top + s)).resize((size, size), Image.BILINEAR, reducing_gap=None)
+            im = im.crop((left, top, left + s, top + s)).resize((size, size), Image.Resampling.BILINEAR,
+                                                                reducing_gap=None)
             arr = np.array(im, dtype=np.uint8)  # a writable copy: torch warns on read-only buffers
     except READ_ERRORS as e:
         raise BadImageError(name, str(e) or type(e).__name__) from e
@@ -88,7 +89,8 @@ class ImageFiles(torch.utils.data.Dataset):
             if not zipfile.is_zipfile(root):
                 raise NotADirectoryError(f"not a folder of images nor a zip archive: {root}")
             with zipfile.ZipFile(root) as z:
-                names = sorted(n for n in z.namelist() if not n.endswith("/") and Path(n).suffix.lower() in IMAGE_EXTENSIONS)
+                names = sorted(n for n in z.namelist()
+                               if not n.endswith("/") and Path(n).suffix.lower() in IMAGE_EXTENSIONS)
         else:
             names = sorted(str(p) for p in root.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
         if exclude:

@@ -283,7 +283,7 @@ def image_folder(
     # Labels before decoding: a bad layout fails fast.
     y = folder_labels(files.root, [files.root / n for n in files.names])[0] if labels else None
     images = to_unit_range(preload(files, workers))
-    return (images, y) if labels else images
+    return (images, y) if y is not None else images
 
 
 def folder_labels(root: PathLike, files: list[Path]) -> tuple[Tensor, list[str]]:
@@ -295,7 +295,7 @@ def folder_labels(root: PathLike, files: list[Path]) -> tuple[Tensor, list[str]]
     """
     root = Path(root)
     parts = [Path(f).relative_to(root).parts for f in files]
-    loose = [str(f) for f, p in zip(files, parts) if len(p) < 2]
+    loose = [str(f) for f, p in zip(files, parts, strict=True) if len(p) < 2]
     if loose:
         raise ValueError(f"labels come from class sub-folders of {root}, but {len(loose)} image(s) lie directly in it "
                          f"(e.g. {loose[0]}): move each image into a folder named after its class")

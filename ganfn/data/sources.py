@@ -83,7 +83,8 @@ class InMemoryImages:
 
     def __init__(self, images: Tensor, *, flip: bool = False) -> None:
         if images.dtype != torch.uint8 or images.dim() != 4:
-            raise ValueError(f"InMemoryImages holds uint8 [N, C, H, W] images, got {images.dtype} {tuple(images.shape)}")
+            raise ValueError(f"InMemoryImages holds uint8 [N, C, H, W] images, got {images.dtype} "
+                             f"{tuple(images.shape)}")
         self.images, self.flip = images, flip
 
     @property
@@ -130,7 +131,7 @@ class StreamingImages:
         while True:
             idx, flips, position = batch_indices(position, total, flips=self.flip)
             fl = flips.tolist() if flips is not None else [False] * total
-            yield list(zip(idx.tolist(), fl))
+            yield list(zip(idx.tolist(), fl, strict=True))
 
     def _restart(self, position: Position, total: int) -> None:
         self.close()
@@ -165,7 +166,8 @@ class StreamingImages:
 ImageSource = (InMemoryImages, StreamingImages)  # for isinstance checks
 
 
-def in_order(data: Tensor | InMemoryImages | StreamingImages, batch_size: int = 256, workers: int = 0) -> Iterator[Tensor]:
+def in_order(data: Tensor | InMemoryImages | StreamingImages, batch_size: int = 256,
+             workers: int = 0) -> Iterator[Tensor]:
     """Every sample of ``data`` once, in storage order, unflipped, in batches of ``batch_size``.
 
     A tensor yields its own slices; an image source yields uint8 [b, C, H, W]

@@ -63,9 +63,13 @@ def grid25(n: int, generator: torch.Generator, *, labels: bool = False) -> Tenso
 
 def ring8_labelled(n: int, generator: torch.Generator) -> tuple[Tensor, Tensor]:
     """A labelled sampler: ``ring8(n, generator, labels=True)``."""
-    return ring8(n, generator, labels=True)
+    out = ring8(n, generator, labels=True)
+    assert isinstance(out, tuple)
+    return out
 
 
 def grid25_labelled(n: int, generator: torch.Generator) -> tuple[Tensor, Tensor]:
     """A labelled sampler: ``grid25(n, generator, labels=True)``."""
-    return grid25(n, generator, labels=True)
+    out = grid25(n, generator, labels=True)
+    assert isinstance(out, tuple)
+    return out

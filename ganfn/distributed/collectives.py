@@ -34,7 +34,7 @@ def flatten(tree: PyTree, dtype: torch.dtype | None = None) -> tuple[Tensor, Cal
 
     def unflatten(buf: Tensor) -> PyTree:
         parts = torch.split(buf, sizes) if sizes else []
-        return optree.tree_unflatten(treedef, [p.reshape(s).to(dt) for p, (s, dt) in zip(parts, shapes)])
+        return optree.tree_unflatten(treedef, [p.reshape(s).to(dt) for p, (s, dt) in zip(parts, shapes, strict=True)])
 
     return flat, unflatten
 
@@ -69,7 +69,7 @@ def broadcast(tree: PyTree, src: int = 0, group: Any = None) -> PyTree:
         flat, unflatten = flatten([ls[i] for i in idx], dtype=dt)
         flat = flat.clone()  # flatten of a single leaf may alias the caller's tensor
         dist.broadcast(flat, src, group=group)
-        for i, x in zip(idx, unflatten(flat)):
+        for i, x in zip(idx, unflatten(flat), strict=True):
             out[i] = x
     return optree.tree_unflatten(treedef, out)
 

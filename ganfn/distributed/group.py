@@ -8,7 +8,8 @@ from typing import Any, NamedTuple
 import torch
 import torch.distributed as dist
 
-__all__ = ["World", "world", "rank", "world_size", "is_main", "is_distributed", "setup", "teardown", "device", "barrier"]
+__all__ = ["World", "world", "rank", "world_size", "is_main", "is_distributed", "setup", "teardown", "device",
+           "barrier"]
 
 
 # -- who am I ----------------------------------------------------------------------------

@@ -4,11 +4,10 @@ from __future__ import annotations
 import functools
 from typing import Sequence
 
-import optree
 import torch
 from torch import Tensor
 
-from ..data.batching import Position, Sampler, next_batch
+from ..data.batching import Data, Position, Sampler, next_batch
 from ..gan import GAN
 from ..state import Noise
 from ..tree import tree_map
@@ -32,10 +31,10 @@ def shard_noise(noise: Noise, rank: int | None = None, world_size: int | None = 
     """Rank ``rank``'s slice of a global batch's noise (every leaf cut along
     ``batch_axis``: 1 for ``gan.draw_noise`` output, ``[n_critic, B, ...]``; 2 for
     stacked noise ``[S, n_critic, B, ...]``). Defaults: this process's rank/size."""
-    w = world() if rank is None or world_size is None else None
-    r = w.rank if rank is None else rank
-    n = w.size if world_size is None else world_size
-    return tree_map(lambda x: _slice(x, batch_axis, r, n), noise)
+    if rank is None or world_size is None:
+        w = world()
+        rank, world_size = w.rank if rank is None else rank, w.size if world_size is None else world_size
+    return tree_map(lambda x: _slice(x, batch_axis, rank, world_size), noise)
 
 
 def draw_noise_shard(gan: GAN, rng: torch.Generator | Sequence[torch.Generator], batch_size: int, *,
@@ -60,7 +59,7 @@ def draw_noise_shard(gan: GAN, rng: torch.Generator | Sequence[torch.Generator],
     members = [shard_noise(gan.draw_noise(g, batch_size * n, dtype=dtype, device=device), r, n) for g in rng]
     if not members:
         raise ValueError("draw_noise_shard needs a generator or a non-empty sequence of generators")
-    return optree.tree_map(lambda *xs: torch.stack(xs), *members, none_is_leaf=False)
+    return tree_map(lambda *xs: torch.stack(xs), *members)
 
 
 @functools.lru_cache(maxsize=4)
@@ -70,7 +69,7 @@ def _arange(n: int) -> Tensor:
 
 
 def next_shard(data: Tensor | Sampler, position: Position, batch_size: int, *, leading: int | None = None,
-               rank: int | None = None, world_size: int | None = None) -> tuple[Tensor, Position]:
+               rank: int | None = None, world_size: int | None = None) -> tuple[Data, Position]:
     """This rank's ``batch_size`` samples of the next global batch, and the new
     position (identical on every rank).
 
@@ -101,5 +100,6 @@ def next_shard(data: Tensor | Sampler, position: Position, batch_size: int, *, l
     # Run the data module's batching on the index range [0, N): the same global
     # order, but only this rank's samples are gathered.
     idx, new = next_batch(_arange(N), position, batch_size * n, leading=leading)
+    assert isinstance(idx, Tensor)  # indices of a tensor data set
     mine = _slice(idx, axis, r, n)
     return tree_map(lambda t: t[mine.to(t.device)], data), new

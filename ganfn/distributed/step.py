@@ -31,9 +31,11 @@ def make_reduce(*, sync_buffers: bool = True, group: Any = None) -> _step.Reduce
     def reduce(net: str, loss: Tensor, grads: dict, aux: DAux | GAux):
         bufs = {"d": _float_only(aux.d_buffers), "g": _float_only(aux.g_buffers)} if sync_buffers else {}
         if net == "d":
+            assert isinstance(aux, DAux)
             scal = (aux.d_loss_real, aux.d_loss_fake, aux.penalty, aux.d_acc_real, aux.d_acc_fake, aux.parts)
             loss, grads, scal, bufs = all_reduce_mean((loss, grads, scal, bufs), group)
-            aux = aux._replace(**dict(zip(("d_loss_real", "d_loss_fake", "penalty", "d_acc_real", "d_acc_fake", "parts"), scal)))
+            aux = aux._replace(**dict(zip(("d_loss_real", "d_loss_fake", "penalty", "d_acc_real", "d_acc_fake",
+                                           "parts"), scal, strict=True)))
         else:
             loss, grads, parts, bufs = all_reduce_mean((loss, grads, aux.parts, bufs), group)
             aux = aux._replace(parts=parts)
@@ -45,7 +47,8 @@ def make_reduce(*, sync_buffers: bool = True, group: Any = None) -> _step.Reduce
 
 
 def make_train_step(gan: GAN, *, stacked: bool = False, shared_data: bool = True, sync_buffers: bool = True,
-                    isolate: bool = True, group: Any = None) -> Callable[[TrainState, Tensor, Noise], tuple[TrainState, dict[str, Tensor]]]:
+                    isolate: bool = True, group: Any = None) -> Callable[[TrainState, Tensor, Noise],
+                                                                         tuple[TrainState, dict[str, Tensor]]]:
     """A data-parallel ``step(state, real, noise) -> (state, metrics)``.
 
     It is ``gan.train_step``'s orchestration (:func:`ganfn.step.run`) with the
@@ -93,7 +96,9 @@ def make_train_step(gan: GAN, *, stacked: bool = False, shared_data: bool = True
     return step
 
 
-def train_step(gan: GAN, state: TrainState, real: Tensor, noise: Noise, *, group: Any = None) -> tuple[TrainState, dict[str, Tensor]]:
+def train_step(
+    gan: GAN, state: TrainState, real: Tensor, noise: Noise, *, group: Any = None
+) -> tuple[TrainState, dict[str, Tensor]]:
     """One data-parallel step of an unstacked state (``make_train_step(gan)``
     called once; build the step once in a loop instead)."""
     return make_train_step(gan, group=group)(state, real, noise)

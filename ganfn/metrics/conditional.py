@@ -32,7 +32,8 @@ __all__ = [
 
 def _check_labels(labels: Tensor, n: int, name: str) -> Tensor:
     if not isinstance(labels, Tensor) or labels.dtype.is_floating_point or labels.dtype == torch.bool:
-        raise TypeError(f"{name} must be an int64 tensor of class labels, got {getattr(labels, 'dtype', type(labels).__name__)}")
+        raise TypeError(f"{name} must be an int64 tensor of class labels, got "
+                        f"{getattr(labels, 'dtype', type(labels).__name__)}")
     if labels.shape != (n,):
         raise ValueError(f"{name} must have shape [{n}] (one label per sample), got {tuple(labels.shape)}")
     return labels.cpu()
@@ -77,9 +78,11 @@ def conditional_names(extractor: Extractor) -> dict[str, str]:
     return {"intra_fd": f"intra-{names['fd']}", "acc": "class-acc-" + names["fd"].removeprefix("FD-")}
 
 
-def _figures(ff: Features, fake_labels: Tensor, rf: Features, real_labels: Tensor, extractor: Extractor) -> dict[str, float]:
+def _figures(ff: Features, fake_labels: Tensor, rf: Features, real_labels: Tensor,
+             extractor: Extractor) -> dict[str, float]:
     names = conditional_names(extractor)
-    out = {names["intra_fd"]: float(intra_class_frechet_distance(ff.features, fake_labels, rf.features, real_labels)[0])}
+    out = {names["intra_fd"]: float(intra_class_frechet_distance(ff.features, fake_labels,
+                                                                 rf.features, real_labels)[0])}
     if ff.probs is not None and getattr(extractor, "kind", "") != "inception":
         out[names["acc"]] = float(class_accuracy(ff.probs, fake_labels))
     return out
@@ -109,5 +112,6 @@ def evaluate_stacked_conditional_images(
     ff = extractor(fake.reshape(s * n, *fake.shape[2:]))
     feats = ff.features.reshape(s, n, -1)
     probs = None if ff.probs is None else ff.probs.reshape(s, n, -1)
-    rows = [_figures(Features(feats[i], None if probs is None else probs[i]), labels[i], rf, real_labels, extractor) for i in range(s)]
+    rows = [_figures(Features(feats[i], None if probs is None else probs[i]), labels[i], rf,
+                     real_labels, extractor) for i in range(s)]
     return {k: torch.tensor([r[k] for r in rows], dtype=torch.float64) for k in rows[0]}

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Callable, Iterable, NamedTuple
+from typing import Any, Callable, Iterable, NamedTuple
 
 import numpy as np
 import torch
@@ -61,7 +61,7 @@ def save_stats(path: str | os.PathLike, stats: FIDStats) -> Path:
     if path.suffix != ".npz":
         raise ValueError(f"FID statistics files end in .npz (pytorch-fid's format), got {path}")
     path.parent.mkdir(parents=True, exist_ok=True)
-    arrays = {"mu": stats.mu.double().cpu().numpy(), "sigma": stats.sigma.double().cpu().numpy()}
+    arrays: dict[str, Any] = {"mu": stats.mu.double().cpu().numpy(), "sigma": stats.sigma.double().cpu().numpy()}
     if stats.n is not None:
         arrays["n"] = np.asarray(stats.n, dtype=np.int64)
     np.savez_compressed(path, **arrays)
@@ -80,7 +80,8 @@ def load_stats(path: str | os.PathLike) -> FIDStats:
                                 "or `python -m pytorch_fid --save-stats DIR OUT.npz`)")
     with np.load(path, allow_pickle=False) as f:
         if "mu" not in f or "sigma" not in f:
-            raise ValueError(f"{path} is not a FID statistics file: it holds {sorted(f.files)}, expected 'mu' and 'sigma'")
+            raise ValueError(f"{path} is not a FID statistics file: it holds {sorted(f.files)}, expected 'mu' and "
+                             "'sigma'")
         mu, sigma = torch.from_numpy(f["mu"][:]).double(), torch.from_numpy(f["sigma"][:]).double()
         n = int(f["n"]) if "n" in f else None
     d = mu.shape[0] if mu.dim() == 1 else -1

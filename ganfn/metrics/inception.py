@@ -125,10 +125,11 @@ def _use_fid_pooling(net: nn.Module) -> None:
     for name in ("Mixed_6b", "Mixed_6c", "Mixed_6d", "Mixed_6e"):
         m = getattr(net, name)
         m._forward = types.MethodType(_fid_c, m)
-    avg = lambda x: F.avg_pool2d(x, 3, stride=1, padding=1, count_include_pad=False)  # noqa: E731
-    mx = lambda x: F.max_pool2d(x, 3, stride=1, padding=1)  # noqa: E731
-    net.Mixed_7b._forward = types.MethodType(_fid_e(avg), net.Mixed_7b)
-    net.Mixed_7c._forward = types.MethodType(_fid_e(mx), net.Mixed_7c)
+    avg = lambda x: F.avg_pool2d(x, 3, stride=1, padding=1, count_include_pad=False)
+    mx = lambda x: F.max_pool2d(x, 3, stride=1, padding=1)
+    for name, pool in (("Mixed_7b", avg), ("Mixed_7c", mx)):
+        m = getattr(net, name)
+        m._forward = types.MethodType(_fid_e(pool), m)
 
 
 def quantize(images: Tensor) -> Tensor:

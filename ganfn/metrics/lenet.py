@@ -34,7 +34,7 @@ import hashlib
 import json
 import os
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 import torch
 import torch.nn.functional as F
@@ -83,7 +83,9 @@ def digits_labelled(split: str) -> tuple[Tensor, Tensor]:
 
     if split not in ("train", "test"):
         raise ValueError(f"split must be 'train' or 'test', got {split!r}")
-    return digits(split, labels=True)
+    out = digits(split, labels=True)
+    assert isinstance(out, tuple)
+    return out
 
 
 def fashion_mnist_split(split: str, root: str | os.PathLike = FASHION_MNIST_ROOT) -> tuple[Tensor, Tensor]:
@@ -96,7 +98,9 @@ def fashion_mnist_split(split: str, root: str | os.PathLike = FASHION_MNIST_ROOT
 
     if split not in ("train", "test"):
         raise ValueError(f"split must be 'train' or 'test', got {split!r}")
-    return fashion_mnist(root, split, labels=True)
+    out = fashion_mnist(root, split, labels=True)
+    assert isinstance(out, tuple)
+    return out
 
 
 def mnist5k_split(split: str) -> tuple[Tensor, Tensor]:
@@ -116,7 +120,7 @@ def mnist5k_split(split: str) -> tuple[Tensor, Tensor]:
     return images[idx], labels[idx]
 
 
-_DATASETS = {
+_DATASETS: dict[str, tuple[Callable[..., tuple[Tensor, Tensor]], int, int]] = {
     # name: (loader, image size, epochs)
     "digits": (digits_labelled, 8, 25),
     "fashion-mnist": (fashion_mnist_split, 28, 3),
@@ -325,6 +329,7 @@ def lenet_extractor(
     ``dataset-fashion-mnist``); another folder gets its own cache entry."""
     loader, size, _ = _DATASETS[dataset] if dataset in _DATASETS else (None, None, None)
     path = cache_path(dataset, cache_dir=cache_dir, seed=seed, epochs=epochs, root=root)
+    assert loader is not None and size is not None  # cache_path refused an unknown dataset
     epochs = _DATASETS[dataset][2] if epochs is None else epochs
     if path.exists():
         params = load_weights(path)

@@ -25,7 +25,6 @@ leak information between samples and break per-sample gradient penalties.
 from __future__ import annotations
 
 import math
-from typing import Sequence
 
 import torch
 from torch import Tensor, nn
@@ -54,17 +53,30 @@ __all__ = [
     "ResNetDiscriminator",
 ]
 
-from .linear import Linear
-from .layers import NORMS, FullConv2d, FullConvTranspose2d, Shape, dcgan_init, default_init, sn_weight_names, sngan_conv_body
+from .conditional import (
+    ACGANDiscriminator,
+    CondDCGANGenerator,
+    CondMLPDiscriminator,
+    CondMLPGenerator,
+    ProjectionDiscriminator,
+)
+from .layers import (
+    ConditionalBatchNorm2d,
+    FullConv2d,
+    FullConvTranspose2d,
+    Shape,
+    dcgan_init,
+    default_init,
+    sn_weight_names,
+    sngan_conv_body,
+)
 from .layers import activation as _act
 from .layers import as_shape as _shape
 from .layers import check_norm as _check_norm
 from .layers import n_doublings as _n_doublings
 from .layers import norm2d as _norm2d
-from .conditional import ACGANDiscriminator, CondDCGANGenerator, CondMLPDiscriminator, CondMLPGenerator, ProjectionDiscriminator
-from .layers import ConditionalBatchNorm2d
+from .linear import Linear
 from .resnet import ResNetDiscriminator, ResNetGenerator
-
 
 # ------------------------------------------------------------------ MLP -----
 
@@ -341,6 +353,7 @@ def _build_mlp(shape, latent_dim, hidden, depth, num_classes, generator) -> tupl
     dp = depth or (1 if image else 3)
     act = "tanh" if image else None
     if num_classes is None:
-        return MLPGenerator(latent, shape, h, dp, out_act=act, generator=generator), MLPDiscriminator(shape, h, dp, generator=generator), latent
+        return (MLPGenerator(latent, shape, h, dp, out_act=act, generator=generator),
+                MLPDiscriminator(shape, h, dp, generator=generator), latent)
     return (CondMLPGenerator(latent, shape, num_classes, h, dp, out_act=act, generator=generator),
             CondMLPDiscriminator(shape, num_classes, h, dp, generator=generator), latent)

@@ -24,7 +24,6 @@ import math
 import torch
 from torch import Tensor, nn
 
-from .linear import Linear
 from .layers import (
     ConditionalBatchNorm2d,
     FullConvTranspose2d,
@@ -37,6 +36,7 @@ from .layers import (
     n_doublings,
     sngan_conv_body,
 )
+from .linear import Linear
 
 __all__ = [
     "CondMLPGenerator",
@@ -168,7 +168,7 @@ class CondDCGANGenerator(nn.Module):
     def forward(self, z: Tensor, y: Tensor) -> Tensor:
         check_labels_arg(y, z.shape[0], self.num_classes)
         h = z.reshape(z.shape[0], self.latent_dim, 1, 1)
-        for conv, norm in zip(self.convs, self.norms):
+        for conv, norm in zip(self.convs, self.norms, strict=True):
             h = torch.relu(norm(conv(h), y))
         return torch.tanh(self.out(h))
 

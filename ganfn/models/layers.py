@@ -188,7 +188,8 @@ def _conv_transpose_dense(x: Tensor, weight: Tensor, bias: Tensor | None, d: _Pl
     return out if bias is None else out + bias[:, None, None]
 
 
-def _dense_plan(layer: nn.Module, x: Tensor, transpose: bool) -> tuple[_Plan, Tensor | None] | None:
+def _dense_plan(layer: nn.Conv2d | nn.ConvTranspose2d, x: Tensor,
+                transpose: bool) -> tuple[_Plan, Tensor | None] | None:
     """The layer's plan on input ``x`` and its one-hot matrix (None: the
     identity), or None where the layer keeps its convolution (a large image,
     groups, a padding mode other than zeros, a device not in ``DENSE_DEVICES``)."""
@@ -289,7 +290,7 @@ def n_doublings(size: int) -> int:
     return n
 
 
-def check_labels_arg(y: Tensor, batch: int, num_classes: int) -> None:
+def check_labels_arg(y: Tensor | None, batch: int, num_classes: int | None) -> None:
     """Metadata checks of a label argument (valid under vmap and compile):
     an integer tensor [batch]. Values are checked by ``GAN`` before a step."""
     if not isinstance(y, Tensor) or y.dtype.is_floating_point or y.dtype == torch.bool:
@@ -404,7 +405,8 @@ def sngan_conv_body(size: int, channels: int, width: int, negative_slope: float 
     layers: list[nn.Module] = []
     c_in, ch = channels, width
     for _ in range(n):
-        layers += [nn.Conv2d(c_in, ch, 3, 1, 1), nn.LeakyReLU(negative_slope), nn.Conv2d(ch, ch, 4, 2, 1), nn.LeakyReLU(negative_slope)]
+        layers += [nn.Conv2d(c_in, ch, 3, 1, 1), nn.LeakyReLU(negative_slope), nn.Conv2d(ch, ch, 4, 2, 1),
+                   nn.LeakyReLU(negative_slope)]
         c_in, ch = ch, ch * 2
     layers += [nn.Conv2d(c_in, ch, 3, 1, 1), nn.LeakyReLU(negative_slope), nn.Flatten()]
     return layers, ch * 16

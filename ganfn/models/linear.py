@@ -46,7 +46,7 @@ def _under_vmap() -> bool:
     if torch.compiler.is_compiling():
         return False
     stack = _interpreters()
-    return bool(stack) and any(i.key() == _VMAP for i in stack)
+    return any(i.key() == _VMAP for i in stack or ())
 
 
 _interpreters = getattr(torch._C._functorch, "get_interpreter_stack", lambda: None)

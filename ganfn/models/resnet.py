@@ -24,8 +24,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .linear import Linear
 from .layers import ConditionalBatchNorm2d, check_labels_arg, n_doublings
+from .linear import Linear
 
 __all__ = ["ResNetGenerator", "ResNetDiscriminator", "resnet_init"]
 
@@ -38,8 +38,9 @@ def resnet_init(module: nn.Module, generator: torch.Generator | None = None) -> 
     for m in module.modules():
         if isinstance(m, (nn.Conv2d, nn.Linear, nn.Embedding)):
             nn.init.xavier_uniform_(m.weight, generator=generator)
-            if getattr(m, "bias", None) is not None:
-                nn.init.zeros_(m.bias)
+            bias = getattr(m, "bias", None)
+            if bias is not None:
+                nn.init.zeros_(bias)
         elif isinstance(m, (nn.BatchNorm2d, ConditionalBatchNorm2d)):
             m.reset_parameters()
     return module

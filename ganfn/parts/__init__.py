@@ -14,7 +14,8 @@ in the order the parts were given, at fixed points of the step::
                  real, fake   -> d_inputs (instance noise, augmentation)
                  D weights    -> d_weights (spectral norm), on D and G updates
                  D loss       =  loss(D(real), D(fake)) + sum of d_term(DTerm(d_fn, real, fake, D(real), D(fake)))
-                 grads -> reduce (identity / all-reduce) -> skip_d? -> optimizer -> after_d (clip, power iteration, replay write)
+                 grads -> reduce (identity / all-reduce) -> skip_d? -> optimizer
+                       -> after_d (clip, power iteration, replay write)
     G update:    fake = G(z)  -> g_inputs (augmentation) -> D
                  G loss       =  loss(D(fake)) + sum of g_term(GTerm(z, fake, D input, D(fake)))
                  grads -> reduce -> skip_g? -> optimizer -> after_g (EMA)
@@ -49,5 +50,6 @@ from .spectral_norm import spectral_norm
 
 __all__ = [
     "Part", "Hyper", "Ctx", "InitCtx", "Draw", "DTerm", "GTerm", "PartError", "check_part", "check_like",
-    "diffaugment", "ada", "dragan", "one_sided_gp", "bcr", "top_k", "ema", "ema_decay", "instance_noise", "instance_noise_level", "replay", "balance", "spectral_norm",
+    "diffaugment", "ada", "dragan", "one_sided_gp", "bcr", "top_k", "ema", "ema_decay", "instance_noise",
+    "instance_noise_level", "replay", "balance", "spectral_norm",
 ]

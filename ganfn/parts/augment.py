@@ -25,7 +25,8 @@ def _noise_fn(ops: tuple[str, ...], sides: Sequence[str]):
     (``"real"``, ``"fake"``), keyed ``"{side}/{name}"``."""
 
     def noise(draw: Draw) -> dict[str, Tensor]:
-        return {f"{side}/{k}": draw.uniform(*s[1:]) for side in sides for k, s in _aug.noise_shapes(ops, draw.batch_size).items()}
+        return {f"{side}/{k}": draw.uniform(*s[1:]) for side in sides
+                for k, s in _aug.noise_shapes(ops, draw.batch_size).items()}
 
     return noise
 
@@ -45,7 +46,8 @@ def _hooks(ops: tuple[str, ...], p_of):
     def g_inputs(fake: Tensor, ctx: Ctx) -> Tensor:
         return _aug.apply(fake, _side(ctx.noise, "fake"), ops, p_of(ctx))
 
-    return dict(noise_d=_noise_fn(ops, ("real", "fake")), noise_g=_noise_fn(ops, ("fake",)), d_inputs=d_inputs, g_inputs=g_inputs)
+    return dict(noise_d=_noise_fn(ops, ("real", "fake")), noise_g=_noise_fn(ops, ("fake",)), d_inputs=d_inputs,
+                g_inputs=g_inputs)
 
 
 def diffaugment(policy: str | Sequence[str] = "color,translation,cutout", p: float | Tensor = 1.0) -> Part:
@@ -85,7 +87,8 @@ def ada(policy: str | Sequence[str] = "color,translation,cutout", *, target: flo
     def d_term(x: DTerm, ctx: Ctx) -> tuple[Tensor, dict]:
         s = x.d_real.detach().reshape(x.d_real.shape[0], -1).mean(1)
         sign = torch.sign(s - threshold).mean().to(torch.float64)
-        return torch.zeros((), dtype=x.d_real.dtype, device=s.device), {"sign": sign, "n": torch.full_like(sign, s.shape[0])}
+        return torch.zeros((), dtype=x.d_real.dtype, device=s.device), {"sign": sign,
+                                                                        "n": torch.full_like(sign, s.shape[0])}
 
     def after_d(d_params, ctx: Ctx, aux) -> tuple[dict, dict]:
         a = aux.parts["ada"]

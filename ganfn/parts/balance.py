@@ -1,6 +1,8 @@
 """Balancing D and G by D's accuracy: skip updates of the network that is ahead."""
 from __future__ import annotations
 
+from typing import Any
+
 from torch import Tensor
 
 from ..validate import Range, check_range
@@ -21,7 +23,8 @@ def balance(d_above: float | Tensor | None = None, g_below: float | Tensor | Non
     Hyperparameters (per member, in [0, 1]): ``d_skip_accuracy`` (``d_above``)
     and ``g_skip_accuracy`` (``g_below``). No state, no noise.
     """
-    hparams, kw = {}, {}
+    hparams: dict[str, Hyper] = {}
+    kw: dict[str, Any] = {}
     if d_above is not None:
         hparams["d_skip_accuracy"] = Hyper(d_above, Range(0.0, 1.0))
         kw["skip_d"] = lambda aux, ctx: _accuracy(aux) > ctx.hp["d_skip_accuracy"]

@@ -61,13 +61,16 @@ class Draw(NamedTuple):
     dtype: torch.dtype
 
     def normal(self, *shape: int) -> Tensor:
-        return torch.randn(self.n, self.batch_size, *shape, generator=self.generator, dtype=self.dtype, device=self.generator.device)
+        return torch.randn(self.n, self.batch_size, *shape, generator=self.generator, dtype=self.dtype,
+                           device=self.generator.device)
 
     def uniform(self, *shape: int) -> Tensor:
-        return torch.rand(self.n, self.batch_size, *shape, generator=self.generator, dtype=self.dtype, device=self.generator.device)
+        return torch.rand(self.n, self.batch_size, *shape, generator=self.generator, dtype=self.dtype,
+                          device=self.generator.device)
 
     def randint(self, high: int, *shape: int) -> Tensor:
-        return torch.randint(high, (self.n, self.batch_size, *shape), generator=self.generator, device=self.generator.device)
+        return torch.randint(high, (self.n, self.batch_size, *shape), generator=self.generator,
+                             device=self.generator.device)
 
 
 class DTerm(NamedTuple):
@@ -187,14 +190,15 @@ def check_like(part: str, hook: str, got: PyTree, want: PyTree, *, dtype: bool =
     try:
         gl, gdef = optree.tree_flatten(got, none_is_leaf=False)
         wl, wdef = optree.tree_flatten(want, none_is_leaf=False)
-    except Exception as e:  # noqa: BLE001 - re-raised naming the part
+    except Exception as e:  # re-raised naming the part
         raise PartError(f"part {part!r}: {hook} returned something that is not a pytree of tensors: {e}") from None
     # torch 2.11's Dynamo cannot trace a treespec comparison: under compile the
     # structure is checked by leaf count (the eager and vmapped paths check it whole).
     same = len(gl) == len(wl) if torch.compiler.is_compiling() else gdef == wdef
     if not same:
         raise PartError(f"part {part!r}: {hook} returned a tree of structure {gdef}, expected {wdef}")
-    for i, (g, w) in enumerate(zip(gl, wl)):
+    for i, (g, w) in enumerate(zip(gl, wl, strict=True)):
         if not isinstance(g, Tensor) or g.shape != w.shape or (dtype and g.dtype != w.dtype):
             what = f"shape {tuple(g.shape)} {g.dtype}" if isinstance(g, Tensor) else type(g).__name__
-            raise PartError(f"part {part!r}: {hook} returned leaf {i} with {what}, expected shape {tuple(w.shape)} {w.dtype}")
+            raise PartError(f"part {part!r}: {hook} returned leaf {i} with {what}, expected shape {tuple(w.shape)} "
+                            f"{w.dtype}")

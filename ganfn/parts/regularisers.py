@@ -37,9 +37,11 @@ def dragan(weight: float | Tensor = 10.0, *, scale: float = 0.5) -> Part:
         return {"u": draw.uniform(*draw.sample_shape), "alpha": draw.uniform()}
 
     def d_term(x: DTerm, ctx: Ctx):
-        return _reg.dragan_term(x.d_fn, x.real, ctx.noise["u"], ctx.noise["alpha"], ctx.hp["dragan_weight"], scale=scale), {}
+        return _reg.dragan_term(x.d_fn, x.real, ctx.noise["u"], ctx.noise["alpha"], ctx.hp["dragan_weight"],
+                                scale=scale), {}
 
-    return Part("dragan", {"dragan_weight": Hyper(weight, _NONNEG)}, noise_d=noise_d, d_term=d_term, check=_per_sample_grads)
+    return Part("dragan", {"dragan_weight": Hyper(weight, _NONNEG)}, noise_d=noise_d, d_term=d_term,
+                check=_per_sample_grads)
 
 
 def one_sided_gp(weight: float | Tensor = 10.0) -> Part:
@@ -68,7 +70,7 @@ def bcr(weight_real: float | Tensor = 10.0, weight_fake: float | Tensor = 10.0, 
         return {f"{side}/{k}": draw.uniform(*s[1:]) for side in ("real", "fake") for k, s in shapes.items()}
 
     def d_term(x: DTerm, ctx: Ctx):
-        side = lambda s: {k[len(s) + 1:]: v for k, v in ctx.noise.items() if k.startswith(s + "/")}  # noqa: E731
+        side = lambda s: {k[len(s) + 1:]: v for k, v in ctx.noise.items() if k.startswith(s + "/")}
         val = _reg.bcr_term(x.d_fn, x.real, x.fake, side("real"), side("fake"), ctx.hp["bcr_real"], ctx.hp["bcr_fake"],
                             policy=ops, real_out=x.d_real, fake_out=x.d_fake)
         return val, {}

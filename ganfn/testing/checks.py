@@ -92,7 +92,7 @@ def _leaf_equal(a: Any, b: Any) -> bool:
         return torch.equal(a.get_state(), b.get_state())
     try:
         return bool(a == b)
-    except Exception:  # noqa: BLE001 - objects without a usable ==
+    except Exception:  # objects without a usable ==
         return a is b
 
 
@@ -119,7 +119,8 @@ def assert_trees_equal(a: Any, b: Any, what: str = "trees", root: str = "") -> N
             raise AssertionError(f"{what} differ at {k or '<root>'}: {_describe(va, fb[k])}")
 
 
-def assert_trees_close(a: Any, b: Any, what: str = "trees", *, rtol: float = 1e-5, atol: float = 1e-6, root: str = "") -> None:
+def assert_trees_close(a: Any, b: Any, what: str = "trees", *, rtol: float = 1e-5, atol: float = 1e-6,
+                       root: str = "") -> None:
     """``torch.allclose`` on every tensor leaf (non-tensor leaves must be equal);
     the error names the worst leaf."""
     fa, fb = _flat(a, root), _flat(b, root)
@@ -129,7 +130,8 @@ def assert_trees_close(a: Any, b: Any, what: str = "trees", *, rtol: float = 1e-
     bad = []
     for k, va in fa.items():
         vb = fb[k]
-        if isinstance(va, Tensor) and isinstance(vb, Tensor) and va.shape == vb.shape and (va.is_floating_point() or vb.is_floating_point()):
+        if (isinstance(va, Tensor) and isinstance(vb, Tensor) and va.shape == vb.shape
+                and (va.is_floating_point() or vb.is_floating_point())):
             x, y = va.detach().double(), vb.detach().to(va.device).double()
             if not torch.allclose(x, y, rtol=rtol, atol=atol, equal_nan=True):
                 err = ((x - y).abs() - rtol * y.abs()).nan_to_num(math.inf).max().item()
@@ -168,7 +170,7 @@ def _snapshot(tree: Any, root: str) -> list[tuple[str, Any, Any, int | None]]:
         else:
             try:
                 snap.append((path, leaf, copy.deepcopy(leaf), None))
-            except Exception:  # noqa: BLE001 - uncopyable objects: identity only
+            except Exception:  # uncopyable objects: identity only
                 snap.append((path, leaf, leaf, None))
     return snap
 
@@ -177,7 +179,8 @@ def _check_snapshot(snap, name: str) -> None:
     for path, leaf, saved, version in snap:
         if isinstance(leaf, Tensor):
             if not _same_tensor(leaf.detach(), saved):
-                raise AssertionError(f"{name} is not pure: it modified its input {path} in place ({_describe(leaf.detach(), saved)})")
+                raise AssertionError(f"{name} is not pure: it modified its input {path} in place "
+                                     f"({_describe(leaf.detach(), saved)})")
             try:
                 now = leaf._version
             except RuntimeError:
@@ -197,7 +200,8 @@ def _grads_of(modules: Iterable[nn.Module]) -> dict[str, Tensor | None]:
     return out
 
 
-def assert_pure(fn: Callable, *args: Any, modules: nn.Module | Iterable[nn.Module] | None = None, repeats: int = 2, **kwargs: Any) -> Any:
+def assert_pure(fn: Callable, *args: Any, modules: nn.Module | Iterable[nn.Module] | None = None, repeats: int = 2,
+                **kwargs: Any) -> Any:
     """Assert that ``fn(*args, **kwargs)`` behaves as a pure function; return its result.
 
     Checks that (1) no input changes: every tensor in ``args``/``kwargs``
@@ -216,8 +220,9 @@ def assert_pure(fn: Callable, *args: Any, modules: nn.Module | Iterable[nn.Modul
         mods = [modules] if isinstance(modules, nn.Module) else list(modules)
     snap = _snapshot((args, kwargs), "") + _snapshot(mods, "modules")
     # Readable paths: args[i]... / kwargs[...]
-    snap = [(p.replace("[0]", "args", 1) if p.startswith("[0]") else p.replace("[1]", "kwargs", 1) if p.startswith("[1]") else p, l, s, v)
-            for p, l, s, v in snap]
+    snap = [(p.replace("[0]", "args", 1) if p.startswith("[0]")
+             else p.replace("[1]", "kwargs", 1) if p.startswith("[1]") else p, leaf, s, v)
+            for p, leaf, s, v in snap]
     grads_before = _grads_of(mods)
     outputs = []
     for call in range(max(1, repeats)):
@@ -234,7 +239,8 @@ def assert_pure(fn: Callable, *args: Any, modules: nn.Module | Iterable[nn.Modul
         try:
             assert_trees_equal(outputs[0], out, "outputs", root="output")
         except AssertionError as e:
-            raise AssertionError(f"{name} is not deterministic: call {i} returned different results from call 1: {e}") from None
+            raise AssertionError(f"{name} is not deterministic: call {i} returned different results from call 1: "
+                                 f"{e}") from None
     return outputs[0]
 
 
@@ -255,14 +261,15 @@ def _keys_msg(which: str, grads: dict, params: dict) -> str | None:
     if set(grads) == set(params):
         for k, g in grads.items():
             if tuple(g.shape) != tuple(params[k].shape):
-                return f"{which}: gradient for {k!r} has shape {tuple(g.shape)} but the parameter has {tuple(params[k].shape)}"
+                return (f"{which}: gradient for {k!r} has shape {tuple(g.shape)} but the parameter has "
+                        f"{tuple(params[k].shape)}")
         return None
     extra, missing = sorted(set(grads) - set(params)), sorted(set(params) - set(grads))
     return (f"{which} must return gradients over exactly its own network's parameters: "
             f"extra keys {extra[:6]}, missing keys {missing[:6]}")
 
 
-def assert_grads_isolated(gan: Any, state: Any, real: Tensor, noise: dict) -> None:
+def assert_grads_isolated(gan: Any, state: Any, real: Tensor, noise: Any) -> None:
     """Assert that D's step never moves G and G's step never moves D.
 
     ``noise`` is ``gan.draw_noise(rng, B)``. Checks: ``gan.d_grads`` returns
@@ -270,8 +277,8 @@ def assert_grads_isolated(gan: Any, state: Any, real: Tensor, noise: dict) -> No
     G's parameters and optimizer state and the G-side parts' states (the EMA)
     bit-identical; ``gan.g_grads`` returns exactly ``state.g.params``' keys and
     ``gan.g_update`` leaves D's parameters, optimizer state and the D-side
-    parts' states (spectral-norm vectors, replay buffer) bit-identical; no ``.grad`` appears on the GAN's modules. This is the
-    classic accumulation bug (G's backward leaving gradients on D, the next D
+    parts' states (spectral-norm vectors, replay buffer) bit-identical; no ``.grad`` appears on the GAN's modules. This
+    is the classic accumulation bug (G's backward leaving gradients on D, the next D
     step applying them) stated as a property.
     """
     from ganfn.tree import tree_index
@@ -322,7 +329,7 @@ def _with_accumulation(gan: Any, k: int) -> Any:
     return g
 
 
-def assert_accumulation_equivalent(gan: Any, state: Any, batch: Tensor, k: int, *, noise: dict | None = None,
+def assert_accumulation_equivalent(gan: Any, state: Any, batch: Tensor, k: int, *, noise: Any = None,
                                    rng: torch.Generator | None = None, rtol: float = 1e-4, atol: float = 1e-6) -> None:
     """Assert that ``k`` micro-batches give the same losses and gradients as one full batch.
 
@@ -359,9 +366,11 @@ def assert_accumulation_equivalent(gan: Any, state: Any, batch: Tensor, k: int, 
         _, mf = full.train_step(state, batch, noise)
         _, ma = acc.train_step(state, batch, noise)
         keys = [k for k in ("d_loss", "d_grad_norm") if k in mf] if getattr(gan, "n_critic", 1) == 1 else []
-        assert_trees_close({k: mf[k] for k in keys}, {k: ma[k] for k in keys}, "train_step metrics", **tol, root="metrics")
+        assert_trees_close({k: mf[k] for k in keys}, {k: ma[k] for k in keys}, "train_step metrics", **tol,
+                           root="metrics")
     except AssertionError as e:
-        raise AssertionError(f"{k} accumulated micro-batches of {B // k} are not equivalent to one batch of {B}: {e}") from None
+        raise AssertionError(f"{k} accumulated micro-batches of {B // k} are not equivalent to one batch of {B}: "
+                             f"{e}") from None
 
 
 # -- vmap --------------------------------------------------------------------------------------
@@ -397,13 +406,13 @@ def assert_vmap_equivalent(gan: Any, seeds: Sequence[int], steps: int = 2, *, ba
     data = data or _default_data(gan)
     hps = list(hparams) if hparams is not None else [{}] * len(seeds)
     nc = getattr(gan, "n_critic", 1)
-    states = [gan.init(s, **h) for s, h in zip(seeds, hps)]
+    states = [gan.init(s, **h) for s, h in zip(seeds, hps, strict=True)]
     noise_rngs = [torch.Generator().manual_seed(s) for s in seeds]
     data_rngs = [torch.Generator().manual_seed(s + 1) for s in seeds]
     inputs = []  # [step][member] -> (real, noise)
     for _ in range(steps):
         row = []
-        for nr, dr in zip(noise_rngs, data_rngs):
+        for nr, dr in zip(noise_rngs, data_rngs, strict=True):
             real = data(nc * batch_size, dr)
             real = real if nc == 1 else tree_map(lambda t: t.reshape(nc, batch_size, *t.shape[1:]), real)
             row.append((real, gan.draw_noise(nr, batch_size)))
@@ -424,11 +433,14 @@ def assert_vmap_equivalent(gan: Any, seeds: Sequence[int], steps: int = 2, *, ba
         stacked, m = vstep(stacked, real, noise)
         for i in range(len(seeds)):
             try:
-                assert_trees_close(single_metrics[i][t], {k: v[i] for k, v in m.items()}, "metrics", rtol=rtol, atol=atol, root="metrics")
+                assert_trees_close(single_metrics[i][t], {k: v[i] for k, v in m.items()}, "metrics", rtol=rtol,
+                                   atol=atol, root="metrics")
             except AssertionError as e:
-                raise AssertionError(f"vmapped step {t + 1} differs from the single run of member {i} (seed {seeds[i]}): {e}") from None
+                raise AssertionError(f"vmapped step {t + 1} differs from the single run of member {i} (seed "
+                                     f"{seeds[i]}): {e}") from None
     for i, st in enumerate(unstack(stacked)):
         try:
             assert_trees_close(singles[i], st, "states", rtol=rtol, atol=atol, root="state")
         except AssertionError as e:
-            raise AssertionError(f"after {steps} vmapped steps member {i} (seed {seeds[i]}) differs from its single run: {e}") from None
+            raise AssertionError(f"after {steps} vmapped steps member {i} (seed {seeds[i]}) differs from its single "
+                                 f"run: {e}") from None

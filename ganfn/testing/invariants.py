@@ -67,6 +67,7 @@ def assert_loss_invariants(loss: Any, real_logits: Tensor | None = None, fake_lo
     if real_logits is not None or fake_logits is not None:
         r = real_logits if real_logits is not None else fake_logits
         f = fake_logits if fake_logits is not None else real_logits
+        assert r is not None and f is not None
         check(r, f, "on the given logits")
 
 
@@ -83,15 +84,19 @@ def _check_logits(parts: Callable, name: str, thr: float, real: Tensor, fake: Te
         gr, = torch.autograd.grad(r.sum(), real, allow_unused=True)
         gf, = torch.autograd.grad(f.sum(), fake, allow_unused=True)
         gg, = torch.autograd.grad(g.sum(), fake, allow_unused=True)
-    for label, gv in (("D's real loss w.r.t. real logits", gr), ("D's fake loss w.r.t. fake logits", gf), ("G's loss w.r.t. fake logits", gg)):
+    for label, gv in (("D's real loss w.r.t. real logits", gr), ("D's fake loss w.r.t. fake logits", gf),
+                      ("G's loss w.r.t. fake logits", gg)):
         if gv is not None and not bool(torch.isfinite(gv).all()):
             raise AssertionError(f"loss {name!r}: the gradient of {label} is not finite {where}: {gv.tolist()}")
     # Direction on the wrong side of the threshold (per-sample gradients of a
     # mean/sum keep their sign): (gradient, logits, wrong side, bad sign, message).
     x_r, x_f = real.detach().reshape(real.shape[0], -1).mean(1), fake.detach().reshape(fake.shape[0], -1).mean(1)
-    cases = ((gr, x_r, x_r < thr, 1, "D's loss rises when a real logit below the threshold {thr} rises (at real logit {x!r})"),
-             (gf, x_f, x_f > thr, -1, "D's loss rises when a fake logit above the threshold {thr} falls (at fake logit {x!r})"),
-             (gg, x_f, x_f < thr, 1, "G's loss rises when a fake logit below the threshold {thr} rises (at fake logit {x!r})"))
+    cases = ((gr, x_r, x_r < thr, 1,
+              "D's loss rises when a real logit below the threshold {thr} rises (at real logit {x!r})"),
+             (gf, x_f, x_f > thr, -1,
+              "D's loss rises when a fake logit above the threshold {thr} falls (at fake logit {x!r})"),
+             (gg, x_f, x_f < thr, 1,
+              "G's loss rises when a fake logit below the threshold {thr} rises (at fake logit {x!r})"))
     for gv, x, wrong, sign, msg in cases:
         if gv is None:
             continue
@@ -167,7 +172,8 @@ def assert_penalty_invariants(penalty: Any, *, target: str | None = None, sample
             raise ValueError(f"target must be 'lipschitz' or 'flat', got {target!r}")
         _check_term(term, name, w, target, tuple(sample_shape), batch_size, gen)
     if project is not None:
-        _check_projection(project, name, w, name == "weight_clip" or getattr(pen, "weight_key", "") == "clip_value", gen)
+        _check_projection(project, name, w, name == "weight_clip" or getattr(pen, "weight_key", "") == "clip_value",
+                          gen)
 
 
 def _check_term(term: Callable, name: str, w: Tensor, target: str, sample_shape: tuple[int, ...], B: int,
@@ -175,7 +181,7 @@ def _check_term(term: Callable, name: str, w: Tensor, target: str, sample_shape:
     """A penalty term is finite, >= 0, per-sample, and zero where its target holds."""
     dim = int(math.prod(sample_shape))
 
-    def randn(*s: int) -> Tensor:
+    def randn(*s: Any) -> Tensor:  # a size: ints, or () for a 0-d tensor
         return torch.randn(*s, generator=gen, dtype=torch.float64)
 
     def mlp_critic() -> Callable[[Tensor], Tensor]:
@@ -188,7 +194,7 @@ def _check_term(term: Callable, name: str, w: Tensor, target: str, sample_shape:
             raise AssertionError(f"penalty {name!r} must return a 0-d tensor, got {v!r}")
         return v.detach()
 
-    for trial in range(3):
+    for _ in range(3):
         d_fn = mlp_critic()
         real, fake = randn(B, *sample_shape), randn(B, *sample_shape) * 2
         eps = torch.rand(B, generator=gen, dtype=torch.float64)
@@ -205,11 +211,11 @@ def _check_term(term: Callable, name: str, w: Tensor, target: str, sample_shape:
         u = randn(dim)
         u = u / u.norm()
         b = randn(())
-        d_fn = lambda x: x.reshape(x.shape[0], -1) @ u + b  # noqa: E731
+        d_fn = lambda x: x.reshape(x.shape[0], -1) @ u + b
         what = "a linear critic with a unit-norm weight (1-Lipschitz)"
     else:
         zero, b = torch.zeros(dim, dtype=torch.float64), randn(())
-        d_fn = lambda x: x.reshape(x.shape[0], -1) @ zero + b  # noqa: E731
+        d_fn = lambda x: x.reshape(x.shape[0], -1) @ zero + b
         what = "a constant critic"
     real, fake = randn(B, *sample_shape), randn(B, *sample_shape) * 3
     eps = torch.rand(B, generator=gen, dtype=torch.float64)
@@ -229,12 +235,14 @@ def _check_projection(project: Callable, name: str, w: Tensor, is_clip: bool, ge
     if is_clip:
         for k, v in out.items():
             if bool((v.abs() > c).any()):
-                raise AssertionError(f"projection {name!r} left {k} outside [-{c}, {c}] (max |x| = {v.abs().max().item():.4g})")
+                raise AssertionError(f"projection {name!r} left {k} outside [-{c}, {c}] (max |x| = "
+                                     f"{v.abs().max().item():.4g})")
         inside = {k: v.clamp(-c / 2, c / 2) for k, v in params.items()}
         try:
             assert_trees_equal(inside, project(inside, w), "parameters already inside the bound")
         except AssertionError as e:
-            raise AssertionError(f"projection {name!r} changed parameters that were already inside [-{c}, {c}]: {e}") from None
+            raise AssertionError(f"projection {name!r} changed parameters that were already inside [-{c}, {c}]: "
+                                 f"{e}") from None
     try:
         assert_trees_equal(out, project(out, w), "projected parameters")
     except AssertionError as e:

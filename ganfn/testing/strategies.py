@@ -46,7 +46,8 @@ __all__ = [
     "train_states",
 ]
 
-EXTREME_LOGITS: tuple[float, ...] = (-1e4, -1e3, -200.0, -104.0, -30.0, -1e-30, 0.0, 1e-30, 30.0, 104.0, 200.0, 1e3, 1e4)
+EXTREME_LOGITS: tuple[float, ...] = (-1e4, -1e3, -200.0, -104.0, -30.0, -1e-30, 0.0, 1e-30, 30.0, 104.0, 200.0, 1e3,
+                                     1e4)
 """Logits where naive losses break: ``exp`` overflows past ~88 (float32), and
 ``sigmoid`` underflows to exactly 0 below about -104, so ``log(sigmoid(x))`` is -inf."""
 
@@ -164,7 +165,9 @@ def learning_rates(min_value: float = 1e-5, max_value: float = 1e-1) -> st.Searc
     return st.floats(lo, hi).map(lambda e: float(min(max(10.0**e, min_value), max_value)))
 
 
-def betas(b1: tuple[float, float] = (0.0, 0.99), b2: tuple[float, float] = (0.9, 0.9999)) -> st.SearchStrategy[tuple[float, float]]:
+def betas(
+    b1: tuple[float, float] = (0.0, 0.99), b2: tuple[float, float] = (0.9, 0.9999)
+) -> st.SearchStrategy[tuple[float, float]]:
     """Adam ``(beta1, beta2)`` pairs; the default ranges cover GAN practice
     (0.0 and 0.5 for beta1 are common) and keep beta2 < 1."""
     return st.tuples(st.floats(*b1), st.floats(*b2))
@@ -197,9 +200,11 @@ def optimizer_hparams(draw: st.DrawFn, name: str) -> dict[str, Any]:
         nesterov = draw(st.booleans())
         momentum = draw(st.floats(0.1, 0.99) if nesterov else st.one_of(st.just(0.0), st.floats(0.0, 0.99)))
         dampening = 0.0 if nesterov else draw(st.one_of(st.just(0.0), st.floats(0.0, 0.9)))
-        return {"lr": draw(learning_rates()), "momentum": momentum, "dampening": dampening, "weight_decay": wd, "nesterov": nesterov}
+        return {"lr": draw(learning_rates()), "momentum": momentum, "dampening": dampening, "weight_decay": wd,
+                "nesterov": nesterov}
     if name in ("adam", "adamw"):
-        return {"lr": draw(learning_rates()), "betas": draw(betas()), "eps": draw(st.sampled_from([1e-8, 1e-6, 1e-3])), "weight_decay": wd}
+        return {"lr": draw(learning_rates()), "betas": draw(betas()), "eps": draw(st.sampled_from([1e-8, 1e-6, 1e-3])),
+                "weight_decay": wd}
     return {
         "lr": draw(learning_rates(1e-5, 1e-2)),
         "alpha": draw(st.floats(0.5, 0.999)),
@@ -210,7 +215,9 @@ def optimizer_hparams(draw: st.DrawFn, name: str) -> dict[str, Any]:
     }
 
 
-def train_states(gan: Any, seed: st.SearchStrategy[int] | None = None, **hparams: st.SearchStrategy[Any]) -> st.SearchStrategy[Any]:
+def train_states(
+    gan: Any, seed: st.SearchStrategy[int] | None = None, **hparams: st.SearchStrategy[Any]
+) -> st.SearchStrategy[Any]:
     """Whole training states ``gan.init(seed, **hparams)`` for the given ``GAN``.
 
     ``hparams`` maps per-state hyperparameter names (``lr_d``, ``gp_weight``,
@@ -220,7 +227,7 @@ def train_states(gan: Any, seed: st.SearchStrategy[int] | None = None, **hparams
     """
     names = sorted(hparams)
     return st.builds(
-        lambda s, vals: gan.init(s, **dict(zip(names, vals))),
+        lambda s, vals: gan.init(s, **dict(zip(names, vals, strict=True))),
         seed if seed is not None else seeds(),
         st.tuples(*[hparams[k] for k in names]),
     )
