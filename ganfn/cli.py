@@ -8,6 +8,7 @@ this order, later ones winning: built-in defaults, ``--preset``, ``--config``
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import os
@@ -20,6 +21,7 @@ import torch
 
 from . import presets as P
 from .cli_help import HELP
+from .interrupt import EXIT_STATUS, deferred_signals
 from .validate import Range, check_range
 
 __all__ = ["main", "make_parser"]
@@ -83,9 +85,6 @@ def _add_train_options(p: argparse.ArgumentParser, *, sweep: bool) -> None:
             kw["choices"] = _CHOICES[name]
         if name in _METAVAR:
             kw["metavar"] = _METAVAR[name]
-        if name == "grid":
-            kw["required"] = True
-            kw.pop("default")
         p.add_argument(flag, dest=name, **kw)
 
 
@@ -315,8 +314,12 @@ def _run_train(cfg: P.Config, resume: str | None, progress: bool, parser: argpar
         say(f"compiling the {'vmapped ' if members else ''}step with torch.compile"
             f"{'' if cfg.compile else ' (chosen for this run size; --no-compile to skip)'}: the first step includes the compile")
     t0 = time.perf_counter()
+    # SIGINT / SIGTERM end the run after the current step, with its files written (ganfn.interrupt);
+    # data-parallel ranks would stop at different steps, so they keep the default handling.
+    signals = contextlib.nullcontext(None) if world.distributed else deferred_signals()
     try:
-        state, hist = loop.fit(
+        with signals as stop:
+            state, hist = loop.fit(
             gan, data, steps=cfg.steps, batch_size=cfg.batch_size, device=cfg.device, run_dir=run_dir,
             seed=cfg.seed, seeds=members[0] if members else None,
             hparams=members[1] if members else None, data_seed=cfg.seed, evaluator=evaluator,
@@ -324,7 +327,7 @@ def _run_train(cfg: P.Config, resume: str | None, progress: bool, parser: argpar
             checkpoint_every=cfg.checkpoint_every or None, keep=cfg.keep, resume=resume or False,
             precision=cfg.precision, compile=compile_, patience=cfg.patience, on_nonfinite=cfg.on_nonfinite,
             progress=progress, print_fn=say,
-            config=cfg.to_dict(), population=population, standing_stats=cfg.standing_stats,
+            config=cfg.to_dict(), population=population, standing_stats=cfg.standing_stats, stop=stop,
         )
     except loop.FinishedRunError as e:
         if e.step == e.steps:  # asked to finish a finished run: nothing to do, and that is not an error
@@ -333,6 +336,11 @@ def _run_train(cfg: P.Config, resume: str | None, progress: bool, parser: argpar
         parser.error(str(e))
     except ValueError as e:
         parser.error(str(e))
+    if hist.get("interrupted"):
+        stopped = hist["interrupted"]
+        say(f"{parser.prog}: interrupted by {stopped['by']} at step {stopped['step']} of {cfg.steps}: checkpoint, "
+            f"samples.png, metrics.json and figures written to {run_dir}; continue with: {parser.prog} --resume {run_dir}")
+        return EXIT_STATUS
     _report(cfg, hist, evaluator, members, population, compile_, time.perf_counter() - t0, run_dir)
     return 0
 
@@ -401,6 +409,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return run_eval(args, parser)
     sub = parser._subparsers._group_actions[0].choices[args.command]  # the subcommand's parser, for its errors
     cfg, resume = _config_from_args(args, sub)
+    if args.command == "sweep" and not cfg.grid:
+        sub.error("the following arguments are required: --grid (or --resume RUN_DIR of a sweep)")
     from . import distributed as gd
 
     # Under torchrun (WORLD_SIZE set) join the process group: gloo on CPU, NCCL
@@ -411,6 +421,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         if world.rank != 0:
             sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - closed with the process
         return _run_train(cfg, resume, progress=not args.no_progress and sys.stderr.isatty(), parser=sub)
+    except KeyboardInterrupt:  # before training started, or a second signal while the files were being written
+        print(f"{sub.prog}: interrupted; files already written are kept (a run with checkpoints continues with "
+              f"{sub.prog} --resume {cfg.run_dir or 'RUN_DIR'})", file=sys.stderr)
+        return EXIT_STATUS
     finally:
         if joined:  # leave only a group this call joined
             gd.teardown()

@@ -150,6 +150,8 @@ def _restore(run: Run, resume: Any, steps: int) -> None:
     ckpt.set_rng_states(run.rngs, c["rngs"])
     extra = c["extra"]
     run.history = extra["history"]
+    if run.history.pop("interrupted", None) is not None:  # the stop is not part of the continued run's story
+        run.history["stopped"] = "steps"
     run.best, run.bad_evals = extra.get("best"), int(extra.get("bad_evals", 0))
     if run.population is not None and extra.get("population") is not None:
         run.population.load_state_dict(extra["population"])
