@@ -24,7 +24,7 @@ from .cli_help import HELP
 from .interrupt import EXIT_STATUS, deferred_signals
 from .validate import Range, check_range
 
-__all__ = ["main", "make_parser"]
+__all__ = ["main", "make_parser", "negative_values"]
 
 _CHOICES = {
     "model": ["mlp", "dcgan", "sngan", "resnet", "acgan"],
@@ -399,10 +399,36 @@ def _rates(hist: dict[str, Any], n_members: int, compiled: bool) -> str:
     return out
 
 
+def negative_values(argv: Sequence[str]) -> list[str]:
+    """``--opt -1e-4`` rewritten as ``--opt=-1e-4``: argparse reads ``-1e-4`` (unlike ``-1``) as an option
+    and would stop with "expected one argument"; nothing after ``--`` is touched."""
+    out, i = [], 0
+    while i < len(argv):
+        arg = argv[i]
+        if arg == "--":
+            return out + list(argv[i:])
+        nxt = argv[i + 1] if i + 1 < len(argv) else ""
+        if arg.startswith("--") and "=" not in arg and nxt.startswith("-") and _is_number(nxt):
+            out.append(f"{arg}={nxt}")
+            i += 2
+            continue
+        out.append(arg)
+        i += 1
+    return out
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``ganfn`` console script; returns the exit status."""
     parser = make_parser()
-    args = parser.parse_args(argv)
+    args = parser.parse_args(negative_values(sys.argv[1:] if argv is None else argv))
     if args.command == "eval":
         from .cli_eval import run_eval
 
