@@ -88,6 +88,14 @@ def _add_train_options(p: argparse.ArgumentParser, *, sweep: bool) -> None:
         p.add_argument(flag, dest=name, **kw)
 
 
+CACHE_HELP = ("GANFN_CACHE: the folder of the scoring networks ganfn trains once and caches with a checksum "
+              "(default: ~/.cache/ganfn).")
+ENV_HELP = (f"environment: {CACHE_HELP} GANFN_DATA_ROOT, when set: the folder replacing every default data folder "
+            "(Fashion-MNIST from $GANFN_DATA_ROOT/fashion-mnist, torchvision's files, mnist_5k.csv.gz); "
+            "--data-root wins. Ctrl-C or SIGTERM ends a run after the current step with its checkpoint and files "
+            f"written, and exits with status {EXIT_STATUS}.")
+
+
 def make_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ganfn", description="Functional GAN training on torch.func.")
     sub = parser.add_subparsers(dest="command", metavar="{train,sweep,eval}")
@@ -95,13 +103,14 @@ def make_parser() -> argparse.ArgumentParser:
     t = sub.add_parser("train", help="train a GAN (no options: a DCGAN on scikit-learn's digits, 3.5 minutes on a loaded 2-core CPU)",
                        description="Train a GAN. With no options: a small DCGAN on scikit-learn's 8x8 digits "
                                    f"({P.DEFAULT_STEPS} steps, 3.5 minutes on a loaded 2-core CPU), writing TensorBoard logs, "
-                                   "samples.png, losses.png, metrics.json and checkpoints under runs/.")
+                                   "samples.png, losses.png, metrics.json and checkpoints under runs/.", epilog=ENV_HELP)
     _add_train_options(t, sweep=False)
     s = sub.add_parser("sweep", help="train every combination of a hyperparameter grid as one vmapped run",
                        description="Train every member of --grid (times --seeds) as one stacked, vmapped run and print "
-                                   "the members sorted by the quality figure.")
+                                   "the members sorted by the quality figure.", epilog=ENV_HELP)
     _add_train_options(s, sweep=True)
-    e = sub.add_parser("eval", help="print the quality figures of a finished run (each member of a stacked run)")
+    e = sub.add_parser("eval", help="print the quality figures of a finished run (each member of a stacked run)",
+                       epilog=f"environment: {CACHE_HELP}")
     e.add_argument("run_dir", metavar="RUN_DIR", help="a folder written by ganfn train / sweep")
     e.add_argument("--n-eval", type=int, default=None, help="generated samples per member (default: the run's setting)")
     e.add_argument("--device", default="cpu", help="cpu or cuda")

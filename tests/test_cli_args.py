@@ -35,3 +35,12 @@ def test_only_numbers_after_an_option_are_joined():
     argv = ["train", "--lr-g", "-1e-4", "--lr-d=-2", "--data", "-x", "--spectral-norm", "--", "--seed", "-1e3"]
     assert cli.negative_values(argv) == ["train", "--lr-g=-1e-4", "--lr-d=-2", "--data", "-x", "--spectral-norm",
                                          "--", "--seed", "-1e3"]
+
+
+@pytest.mark.parametrize("command", ["train", "sweep", "eval"])
+def test_help_names_the_cache_folder_and_its_default(capsys, command):
+    with pytest.raises(SystemExit):
+        cli.main([command, "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "GANFN_CACHE: the folder of the scoring networks" in text and "(default: ~/.cache/ganfn)" in text
+    assert ("GANFN_DATA_ROOT" in text and "exits with status 130" in text) == (command != "eval")
