@@ -39,6 +39,7 @@ import optree
 import torch
 from torch import Tensor
 
+from . import compiling
 from .gan import GAN
 from .labels import check_labels
 from .state import Noise, TrainState
@@ -182,7 +183,7 @@ def make_step(gan: GAN, *, shared_data: bool = True, compile: bool | str = False
     kw: dict[str, Any] = {"fullgraph": True}
     if isinstance(compile, str):
         kw["mode" if compile in _COMPILE_MODES else "backend"] = compile
-    return _with_fallback(torch.compile(lambda s, r, n: vmapped(s, r, n), **kw), vmapped, check)
+    return _with_fallback(compiling.compile(lambda s, r, n: vmapped(s, r, n), **kw), vmapped, check)
 
 
 def _with_fallback(compiled: Callable, eager: Callable, check: Callable) -> Step:

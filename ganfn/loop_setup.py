@@ -16,6 +16,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from . import checkpoint as ckpt
+from . import compiling
 from . import distributed as gd
 from . import ensemble
 from . import tensorboard as tb
@@ -245,7 +246,7 @@ def _checked_data(gan: GAN, data: Any, is_sampler: bool, device: torch.device, d
 
 
 def _compiled_single(gan: GAN) -> Callable:
-    compiled = torch.compile(gan.train_step)
+    compiled = compiling.compile(gan.train_step)
     failed = [False]
 
     def step(state, real, noise):
