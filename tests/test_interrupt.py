@@ -95,6 +95,26 @@ def test_fit_stopped_at_any_step_writes_its_files_and_resumes_bit_identically(tm
     assert at == 0 or not _same(full, part)  # the comparison can fail
 
 
+@pytest.mark.parametrize("at", [3, 4])
+def test_a_population_run_stopped_at_or_before_a_round_resumes_bit_identically(tmp_path, at):
+    # Step 4 has a PBT round and a halving: the stop comes after them, so the checkpoint holds their result.
+    from ganfn.lineage import Schedule
+    from ganfn.population import Metric
+
+    def schedule():
+        return Schedule({"lr_d": (1e-4, 1e-2), "lr_g": (1e-4, 1e-2)}, every=2, fraction=0.25, halving_at=[4],
+                        metrics=(Metric("m", True),), seed=1)
+
+    kw = dict(steps=6, batch_size=16, eval_every=2, log_every=2, seeds=list(range(4)), progress=False,
+              print_fn=lambda s: None, hparams=[{"lr_d": 1e-3 * (1 + i), "lr_g": 1e-3} for i in range(4)],
+              evaluator=Evaluator(lambda s: {"m": float(s.std())}, "m", higher_is_better=True, n_samples=32))
+    full, h_full = fit(_ring_gan(), data.ring8, population=schedule(), run_dir=tmp_path / "full", **kw)
+    fit(_ring_gan(), data.ring8, population=schedule(), run_dir=tmp_path / "cut", stop=_stop_after(at), **kw)
+    resumed, h_res = fit(_ring_gan(), data.ring8, population=schedule(), run_dir=tmp_path / "cut", resume=True, **kw)
+    assert _same(full, resumed) and h_res["population"] == h_full["population"]
+    assert any(e["kind"] == "copy" for e in h_full["population"]["events"])
+
+
 # ------------------------------------------------------------------ the command line, a real process
 
 
