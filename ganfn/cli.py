@@ -329,15 +329,15 @@ def _run_train(cfg: P.Config, resume: str | None, progress: bool, parser: argpar
     try:
         with signals as stop:
             state, hist = loop.fit(
-            gan, data, steps=cfg.steps, batch_size=cfg.batch_size, device=cfg.device, run_dir=run_dir,
-            seed=cfg.seed, seeds=members[0] if members else None,
-            hparams=members[1] if members else None, data_seed=cfg.seed, evaluator=evaluator,
-            log_every=cfg.log_every, image_every=cfg.image_every, eval_every=cfg.eval_every,
-            checkpoint_every=cfg.checkpoint_every or None, keep=cfg.keep, resume=resume or False,
-            precision=cfg.precision, compile=compile_, patience=cfg.patience, on_nonfinite=cfg.on_nonfinite,
-            progress=progress, print_fn=say,
-            config=cfg.to_dict(), population=population, standing_stats=cfg.standing_stats, stop=stop,
-        )
+                gan, data, steps=cfg.steps, batch_size=cfg.batch_size, device=cfg.device, run_dir=run_dir,
+                seed=cfg.seed, seeds=members[0] if members else None,
+                hparams=members[1] if members else None, data_seed=cfg.seed, evaluator=evaluator,
+                log_every=cfg.log_every, image_every=cfg.image_every, eval_every=cfg.eval_every,
+                checkpoint_every=cfg.checkpoint_every or None, keep=cfg.keep, resume=resume or False,
+                precision=cfg.precision, compile=compile_, patience=cfg.patience, on_nonfinite=cfg.on_nonfinite,
+                progress=progress, print_fn=say,
+                config=cfg.to_dict(), population=population, standing_stats=cfg.standing_stats, stop=stop,
+            )
     except loop.FinishedRunError as e:
         if e.step == e.steps:  # asked to finish a finished run: nothing to do, and that is not an error
             say(f"{parser.prog}: {e}")

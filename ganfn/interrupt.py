@@ -19,7 +19,7 @@ from __future__ import annotations
 import contextlib
 import signal
 import threading
-from typing import Callable, Iterator
+from typing import Any, Callable, Iterator
 
 __all__ = ["deferred_signals", "SIGNALS", "EXIT_STATUS"]
 
@@ -42,7 +42,7 @@ def deferred_signals(signals: tuple[signal.Signals, ...] = SIGNALS) -> Iterator[
         if len(received) > 1:
             raise KeyboardInterrupt(f"second {signal.Signals(signum).name}: stopping without writing the run's files")
 
-    previous: dict[signal.Signals, object] = {}
+    previous: dict[signal.Signals, Any] = {}
     if threading.current_thread() is threading.main_thread():
         for s in signals:
             previous[s] = signal.signal(s, note)
@@ -51,4 +51,4 @@ def deferred_signals(signals: tuple[signal.Signals, ...] = SIGNALS) -> Iterator[
     finally:
         for s, handler in previous.items():
             # None: the old handler was not set from Python, and the default is the nearest one Python can set.
-            signal.signal(s, handler if handler is not None else signal.SIG_DFL)  # type: ignore[arg-type]
+            signal.signal(s, handler if handler is not None else signal.SIG_DFL)
