@@ -8,6 +8,7 @@ this order, later ones winning: built-in defaults, ``--preset``, ``--config``
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import os
@@ -20,9 +21,10 @@ import torch
 
 from . import presets as P
 from .cli_help import HELP
+from .interrupt import EXIT_STATUS, deferred_signals
 from .validate import Range, check_range
 
-__all__ = ["main", "make_parser"]
+__all__ = ["main", "make_parser", "negative_values"]
 
 _CHOICES = {
     "model": ["mlp", "dcgan", "sngan", "resnet", "acgan"],
@@ -89,10 +91,15 @@ def _add_train_options(p: argparse.ArgumentParser, *, sweep: bool) -> None:
             kw["choices"] = _CHOICES[name]
         if name in _METAVAR:
             kw["metavar"] = _METAVAR[name]
-        if name == "grid":
-            kw["required"] = True
-            kw.pop("default")
         p.add_argument(flag, dest=name, **kw)
+
+
+CACHE_HELP = ("GANFN_CACHE: the folder of the scoring networks ganfn trains once and caches with a checksum "
+              "(default: ~/.cache/ganfn).")
+ENV_HELP = (f"environment: {CACHE_HELP} GANFN_DATA_ROOT, when set: the folder replacing every default data folder "
+            "(Fashion-MNIST from $GANFN_DATA_ROOT/fashion-mnist, torchvision's files, mnist_5k.csv.gz); "
+            "--data-root wins. Ctrl-C or SIGTERM ends a run after the current step with its checkpoint and files "
+            f"written, and exits with status {EXIT_STATUS}.")
 
 
 def make_parser() -> argparse.ArgumentParser:
@@ -105,13 +112,14 @@ def make_parser() -> argparse.ArgumentParser:
                        description="Train a GAN. With no options: a small DCGAN on scikit-learn's 8x8 digits "
                                    f"({P.DEFAULT_STEPS} steps, 3.5 minutes on a loaded 2-core CPU), "
                                    "writing TensorBoard logs, samples.png, losses.png, metrics.json and "
-                                   "checkpoints under runs/.")
+                                   "checkpoints under runs/.", epilog=ENV_HELP)
     _add_train_options(t, sweep=False)
     s = sub.add_parser("sweep", help="train every combination of a hyperparameter grid as one vmapped run",
                        description="Train every member of --grid (times --seeds) as one stacked, vmapped run and print "
-                                   "the members sorted by the quality figure.")
+                                   "the members sorted by the quality figure.", epilog=ENV_HELP)
     _add_train_options(s, sweep=True)
-    e = sub.add_parser("eval", help="print the quality figures of a finished run (each member of a stacked run)")
+    e = sub.add_parser("eval", help="print the quality figures of a finished run (each member of a stacked run)",
+                       epilog=f"environment: {CACHE_HELP}")
     e.add_argument("run_dir", metavar="RUN_DIR", help="a folder written by ganfn train / sweep")
     e.add_argument("--n-eval", type=int, default=None, help="generated samples per member (default: the run's setting)")
     e.add_argument("--device", default="cpu", help="cpu or cuda")
@@ -341,18 +349,21 @@ def _run_train(cfg: P.Config, resume: str | None, progress: bool, parser: argpar
             "the compile")
     t0 = time.perf_counter()
     existed = run_dir.exists()
+    # SIGINT / SIGTERM end the run after the current step, with its files written (ganfn.interrupt);
+    # data-parallel ranks would stop at different steps, so they keep the default handling.
+    signals = contextlib.nullcontext(None) if world.distributed else deferred_signals()
     try:
-        state, hist = loop.fit(
-            gan, data, steps=cfg.steps, batch_size=cfg.batch_size, device=cfg.device, run_dir=run_dir,
-            seed=cfg.seed, seeds=members[0] if members else None,
-            hparams=members[1] if members else None, data_seed=cfg.seed, evaluator=evaluator,
-            log_every=cfg.log_every, image_every=cfg.image_every, eval_every=cfg.eval_every,
-            checkpoint_every=cfg.checkpoint_every or None, keep=cfg.keep, resume=resume or False,
-            precision=cfg.precision, compile=compile_, patience=cfg.patience, on_nonfinite=cfg.on_nonfinite,
-            progress=progress, print_fn=say,
-            config=cfg.to_dict(), population=population, standing_stats=cfg.standing_stats, trackers=trackers,
-            split=cfg.split,
-        )
+        with signals as stop:
+            state, hist = loop.fit(
+                gan, data, steps=cfg.steps, batch_size=cfg.batch_size, device=cfg.device, run_dir=run_dir,
+                seed=cfg.seed, seeds=members[0] if members else None,
+                hparams=members[1] if members else None, data_seed=cfg.seed, evaluator=evaluator,
+                log_every=cfg.log_every, image_every=cfg.image_every, eval_every=cfg.eval_every,
+                checkpoint_every=cfg.checkpoint_every or None, keep=cfg.keep, resume=resume or False,
+                precision=cfg.precision, compile=compile_, patience=cfg.patience, on_nonfinite=cfg.on_nonfinite,
+                progress=progress, print_fn=say, config=cfg.to_dict(), population=population,
+                standing_stats=cfg.standing_stats, trackers=trackers, split=cfg.split, stop=stop,
+            )
     except P.gdata.BadImageError as e:
         parser.exit(2, f"{parser.prog}: error: {e}\n{_after_bad_image(run_dir, existed)}\n")
     except loop.FinishedRunError as e:
@@ -362,6 +373,11 @@ def _run_train(cfg: P.Config, resume: str | None, progress: bool, parser: argpar
         parser.error(str(e))
     except ValueError as e:
         parser.error(str(e))
+    if hist.get("interrupted"):
+        stopped = hist["interrupted"]
+        say(f"{parser.prog}: interrupted by {stopped['by']} at step {stopped['step']} of {cfg.steps}: checkpoint, "
+            f"samples.png, metrics.json and figures written to {run_dir}; continue with: {parser.prog} --resume {run_dir}")
+        return EXIT_STATUS
     _report(cfg, hist, evaluator, members, population, compile_, time.perf_counter() - t0, run_dir)
     return 0
 
@@ -469,10 +485,36 @@ def _trackers(args: argparse.Namespace, parser: argparse.ArgumentParser) -> list
         parser.error(str(e))
 
 
+def negative_values(argv: Sequence[str]) -> list[str]:
+    """``--opt -1e-4`` rewritten as ``--opt=-1e-4``: argparse reads ``-1e-4`` (unlike ``-1``) as an option
+    and would stop with "expected one argument"; nothing after ``--`` is touched."""
+    out, i = [], 0
+    while i < len(argv):
+        arg = argv[i]
+        if arg == "--":
+            return out + list(argv[i:])
+        nxt = argv[i + 1] if i + 1 < len(argv) else ""
+        if arg.startswith("--") and "=" not in arg and nxt.startswith("-") and _is_number(nxt):
+            out.append(f"{arg}={nxt}")
+            i += 2
+            continue
+        out.append(arg)
+        i += 1
+    return out
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``ganfn`` console script; returns the exit status."""
     parser = make_parser()
-    args = parser.parse_args(argv)
+    args = parser.parse_args(negative_values(sys.argv[1:] if argv is None else argv))
     if args.command == "eval":
         from .cli_eval import run_eval
 
@@ -483,6 +525,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return cli_sample.run(args, parser._subparsers._group_actions[0].choices[args.command])
     sub = parser._subparsers._group_actions[0].choices[args.command]  # the subcommand's parser, for its errors
     cfg, resume = _config_from_args(args, sub)
+    if args.command == "sweep" and not cfg.grid:
+        sub.error("the following arguments are required: --grid (or --resume RUN_DIR of a sweep)")
     from . import distributed as gd
 
     # Under torchrun (WORLD_SIZE set) join the process group: gloo on CPU, NCCL
@@ -491,9 +535,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     world = gd.setup()
     try:
         if world.rank != 0:
-            sys.stdout = open(os.devnull, "w")
+            sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - closed with the process
         return _run_train(cfg, resume, progress=not args.no_progress and sys.stderr.isatty(), parser=sub,
                           trackers=_trackers(args, sub))
+    except KeyboardInterrupt:  # before training started, or a second signal while the files were being written
+        print(f"{sub.prog}: interrupted; files already written are kept (a run with checkpoints continues with "
+              f"{sub.prog} --resume {cfg.run_dir or 'RUN_DIR'})", file=sys.stderr)
+        return EXIT_STATUS
     finally:
         if joined:  # leave only a group this call joined
             gd.teardown()

@@ -39,6 +39,7 @@ import optree
 import torch
 from torch import Tensor
 
+from . import compiling
 from .gan import GAN
 from .labels import check_labels
 from .state import Noise, TrainState
@@ -188,7 +189,7 @@ def make_step(gan: GAN, *, shared_data: bool = True, compile: bool | str = False
     def fresh(s, r, n):
         return vmapped(s, r, n)
 
-    return _with_fallback(torch.compile(fresh, **kw), vmapped, check)
+    return _with_fallback(compiling.compile(fresh, **kw), vmapped, check)
 
 
 def _with_fallback(compiled: Callable, eager: Callable, check: Callable) -> Step:

@@ -84,6 +84,7 @@ def fit(
     standing_stats: int = 0,
     trackers: Sequence[Tracker] = (),
     split: str = "batch",
+    stop: Callable[[], str | None] | None = None,
 ) -> tuple[TrainState, dict[str, Any]]:
     """Train ``gan`` on ``data`` for ``steps`` steps; return ``(state, history)``.
 
@@ -146,11 +147,17 @@ def fit(
             rank holds every member and a shard of each batch) or ``"members"``
             (each rank holds a block of the members, :mod:`ganfn.distributed.members`;
             the returned state is this rank's members, the history the whole population's).
+        stop: asked before every step; when it returns a reason (such as
+            ``"SIGINT"``, from :func:`ganfn.interrupt.deferred_signals`) the
+            run ends there as at its last step: checkpoint, samples and
+            metrics are written, ``history["interrupted"]`` says why and where,
+            and resuming continues as if it had never stopped.
 
     Returns ``(state, history)``: history is a JSON-able dict with ``train``
     (every ``log_every`` steps: step and each metric, lists for stacked runs),
     ``eval`` (step and figures), ``final`` (the last figures), ``stopped``
-    (why training ended), ``diverged_at`` (and ``halved_at`` for a population
+    (why training ended), ``interrupted`` (``{"by": reason, "step": N}``, only
+    when ``stop`` ended it), ``diverged_at`` (and ``halved_at`` for a population
     run: members successive halving froze, apart from diverged ones) and timings: ``wall_time_s``,
     ``steps_per_s`` and ``first_step_s`` (the first step, which includes any compile).
     """
@@ -170,13 +177,14 @@ def fit(
                    dynamic_ncols=True)
     try:
         step, last_metrics = _train(run, steps, batch_size, precision, on_nonfinite, patience,
-                                    log_every, image_every, eval_every, checkpoint_every, progress)
+                                    log_every, image_every, eval_every, checkpoint_every, progress, stop)
     except BadImageError as e:
         run.bar.close()
         _save_before_bad_image(run, e, time.perf_counter() - t0, config)
         raise
     finally:
         run.bar.close()
+        _close_workers(run.data)
     _finish(run, step, last_metrics, time.perf_counter() - t0, config)
     return run.state, run.history
 
@@ -249,12 +257,31 @@ def _diverged(run: Run, step: int, new_state: TrainState, metrics: Mapping[str, 
     return False
 
 
+def _close_workers(data: Any) -> None:
+    # A streamed source's DataLoader workers, stopped while the interpreter still runs: they then exit
+    # normally and remove their multiprocessing temporary folders (killed at exit, they leave pymp-* behind).
+    close = getattr(data, "close", None)
+    if callable(close):
+        close()
+
+
+def _interrupted(run: Run, step: int, stop: Callable[[], str | None] | None) -> bool:
+    """Whether ``stop`` asks to end the run before the step after ``step`` (recorded in the history)."""
+    why = stop() if stop is not None else None
+    if why:
+        run.history["interrupted"] = {"by": why, "step": step}
+        run.history["stopped"] = f"interrupted ({why}) at step {step}"
+    return bool(why)
+
+
 def _train(run: Run, steps: int, batch_size: int, precision: str, on_nonfinite: str, patience: int | None,
            log_every: int, image_every: int, eval_every: int, checkpoint_every: int | None,
-           progress: bool) -> tuple[int, Mapping[str, Tensor]]:
+           progress: bool, stop: Callable[[], str | None] | None = None) -> tuple[int, Mapping[str, Tensor]]:
     """Step ``run`` up to ``steps``, calling the periodic actions; returns the last step and its metrics."""
     step, last_metrics = run.start, {}
-    while step < steps:
+    # ``stop`` is asked between steps, after the periodic actions (a population round changes the
+    # state), so the checkpoint at the stopping step is the one an uninterrupted run would have.
+    while step < steps and not _interrupted(run, step, stop):
         real, position, noise = _next_inputs(run, batch_size)
         with _autocast(run.device, precision):
             new_state, metrics = run.step_fn(run.state, real, noise)

@@ -16,6 +16,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from . import checkpoint as ckpt
+from . import compiling
 from . import distributed as gd
 from . import ensemble
 from .data import ImageSource, loader_init
@@ -165,6 +166,8 @@ def _restore(run: Run, resume: Any, steps: int) -> None:
     ckpt.set_rng_states(run.rngs, c["rngs"])
     extra = c["extra"]
     run.history = extra["history"]
+    if run.history.pop("interrupted", None) is not None:  # the stop is not part of the continued run's story
+        run.history["stopped"] = "steps"
     run.best, run.bad_evals = extra.get("best"), int(extra.get("bad_evals", 0))
     if run.population is not None and extra.get("population") is not None:
         run.population.load_state_dict(extra["population"])
@@ -281,7 +284,7 @@ def _checked_data(gan: GAN, data: Any, is_sampler: bool, device: torch.device, d
 
 
 def _compiled_single(gan: GAN) -> Callable:
-    compiled = torch.compile(gan.train_step)
+    compiled = compiling.compile(gan.train_step)
     failed = [False]
 
     def step(state, real, noise):

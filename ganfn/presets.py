@@ -469,7 +469,7 @@ def make_evaluator(cfg: Config, n_samples: int | None = None, data: Any = None) 
                          card=_lenet_card(ext, n, len(test_y), "scikit-learn digits, test split: 397 held-out images "
                                                                "(ganfn.data.digits_split, randperm seed 0)"))
     if cfg.data == "fashion_mnist":
-        root = cfg.data_root or metrics.lenet.FASHION_MNIST_ROOT
+        root = cfg.data_root or gdata.roots.fashion_mnist_root()
         ext = metrics.lenet_extractor("fashion-mnist", root=root)
         ref = metrics.fid_stats(gdata.fashion_mnist(root, "test"), ext)  # the 10,000 test images
 

