@@ -17,13 +17,20 @@ from torch import nn
 
 import ganfn
 from ganfn import optim, penalties
-from ganfn.models.r3gan import R3GANDiscriminator, R3GANGenerator, _Block, bilinear_down, bilinear_up, r3gan
+from ganfn.models.r3gan import (
+    R3GANDiscriminator,
+    R3GANGenerator,
+    _Block,
+    bilinear_down,
+    bilinear_up,
+    r3gan,
+)
 from ganfn.testing import assert_pure, assert_vmap_equivalent
 from ganfn.testing.drift import dead_parameters, member_drift
 
 torch.set_num_threads(1)
 FEW = settings(max_examples=8, deadline=None)
-TINY = dict(width=8, blocks=1, group_channels=4)
+TINY = {"width": 8, "blocks": 1, "group_channels": 4}
 
 
 def gen(seed: int) -> torch.Generator:
@@ -121,8 +128,8 @@ def test_bilinear_resampling():
 
 
 @pytest.mark.parametrize("bad, match", [
-    (dict(image_size=12), "power of two"), (dict(image_size=4), "power of two"),
-    (dict(width=[8, 8]), "one per stage"), (dict(group_channels=3), "multiple of group_channels"),
+    ({"image_size": 12}, "power of two"), ({"image_size": 4}, "power of two"),
+    ({"width": [8, 8]}, "one per stage"), ({"group_channels": 3}, "multiple of group_channels"),
 ])
 def test_bad_arguments_rejected(bad, match):
     kw = dict(image_size=16, channels=3, **TINY) | bad

@@ -52,6 +52,9 @@ __all__ = [
     "ConditionalBatchNorm2d",
     "ResNetGenerator",
     "ResNetDiscriminator",
+    "r3gan",
+    "R3GANGenerator",
+    "R3GANDiscriminator",
 ]
 
 from .linear import Linear
@@ -64,6 +67,7 @@ from .layers import norm2d as _norm2d
 from .conditional import ACGANDiscriminator, CondDCGANGenerator, CondMLPDiscriminator, CondMLPGenerator, ProjectionDiscriminator
 from .layers import ConditionalBatchNorm2d
 from .resnet import ResNetDiscriminator, ResNetGenerator
+from .r3gan import R3GANDiscriminator, R3GANGenerator, r3gan  # the function shadows the module's name
 
 
 # ------------------------------------------------------------------ MLP -----

@@ -35,7 +35,7 @@ pass small ``width`` / ``blocks`` for a CPU.
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -43,7 +43,7 @@ from torch import Tensor, nn
 
 from .layers import check_labels_arg
 
-__all__ = ["r3gan", "R3GANGenerator", "R3GANDiscriminator", "bilinear_up", "bilinear_down"]
+__all__ = ["R3GANDiscriminator", "R3GANGenerator", "bilinear_down", "bilinear_up", "r3gan"]
 
 _SLOPE = 0.2
 _GAIN = math.sqrt(2 / (1 + _SLOPE**2))  # leaky ReLU(0.2)'s variance-preserving gain (He et al., 2015)
@@ -108,7 +108,7 @@ def _stage_widths(width: int | Sequence[int], stages: int) -> list[int]:
 
 
 def _n_stages(size: int) -> int:
-    n = int(round(math.log2(size))) - 1 if size > 0 else 0
+    n = round(math.log2(size)) - 1 if size > 0 else 0
     if n < 2 or 2 ** (n + 1) != size:
         raise ValueError(f"image_size must be a power of two >= 8 (8, 16, 32, 64, ..., 256), got {size}")
     return n
@@ -232,7 +232,7 @@ def r3gan(image_size: int = 32, channels: int = 3, *, latent_dim: int = 64, widt
     ``width`` may list one width per stage, 4x4 first (FFHQ-256: 768, 768, 768,
     768, 384, 192, 96). Both networks draw their initial weights only from
     ``generator`` (D after G)."""
-    kw = dict(width=width, blocks=blocks, expansion=expansion, group_channels=group_channels, kernel=kernel,
-              num_classes=num_classes, generator=generator)
+    kw = {"width": width, "blocks": blocks, "expansion": expansion, "group_channels": group_channels, "kernel": kernel,
+              "num_classes": num_classes, "generator": generator}
     return (R3GANGenerator(latent_dim, image_size, channels, **kw),  # type: ignore[arg-type]
             R3GANDiscriminator(image_size, channels, **kw))  # type: ignore[arg-type]

@@ -14,7 +14,8 @@ magnitude.
 from __future__ import annotations
 
 import copy
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -23,7 +24,7 @@ from torch.func import functional_call
 from ..ensemble import stack, unstack
 from ..tree import tree_map
 
-__all__ = ["member_drift", "dead_parameters"]
+__all__ = ["dead_parameters", "member_drift"]
 
 
 def _run_both(gan: Any, seeds: Sequence[int], steps: int, batch_size: int,
