@@ -104,7 +104,7 @@ def test_init_uses_only_the_given_generator():
     for x, y in zip(a, b):
         assert all(torch.equal(p, q) for p, q in zip(x.parameters(), y.parameters()))
     c, _ = r3gan(16, 3, **TINY, generator=gen(4))
-    assert not torch.equal(c.basis, a[0].basis)
+    assert not torch.equal(c.basis.weight, a[0].basis.weight)
 
 
 @pytest.mark.parametrize("classes", [None, 3])
@@ -167,3 +167,25 @@ def test_classes_are_checked():
     assert isinstance(G, R3GANGenerator) and isinstance(D, R3GANDiscriminator)
     with pytest.raises(TypeError, match="int64"):
         D(torch.randn(2, 3, 8, 8), torch.tensor([0.0, 1.0]))
+
+
+def test_gan_init_keeps_the_fixup_scheme_and_seeds_differ():
+    # GAN.init re-draws every submodule by its reset_parameters(): the branches' last convs stay zero
+    gan = _gan()
+    a, b, c = gan.init(0), gan.init(0), gan.init(1)
+    for net in ("g", "d"):
+        pa, pb, pc = (getattr(s, net).params for s in (a, b, c))
+        last = [k for k in pa if k.endswith("conv3.weight")]
+        assert last and all(torch.equal(pa[k], torch.zeros_like(pa[k])) for k in last)
+        assert all(torch.equal(pa[k], pb[k]) for k in pa)
+        assert any(not torch.equal(pa[k], pc[k]) for k in pa)
+        first = [k for k in pa if k.endswith("conv1.weight")]
+        assert all(pa[k].abs().sum() > 0 for k in first)
+
+
+def test_conditional_nets_need_labels():
+    G, D = r3gan(8, 3, **TINY, num_classes=3)
+    with pytest.raises(TypeError, match="class-conditional"):
+        G(torch.randn(2, 64))
+    with pytest.raises(TypeError, match="class-conditional"):
+        D(torch.randn(2, 3, 8, 8))

@@ -55,6 +55,10 @@ __all__ = [
     "r3gan",
     "R3GANGenerator",
     "R3GANDiscriminator",
+    "stylegan2",
+    "StyleGAN2Generator",
+    "StyleGAN2Discriminator",
+    "MinibatchStd",
 ]
 
 from .linear import Linear
@@ -68,6 +72,7 @@ from .conditional import ACGANDiscriminator, CondDCGANGenerator, CondMLPDiscrimi
 from .layers import ConditionalBatchNorm2d
 from .resnet import ResNetDiscriminator, ResNetGenerator
 from .r3gan import R3GANDiscriminator, R3GANGenerator, r3gan  # the function shadows the module's name
+from .stylegan2 import MinibatchStd, StyleGAN2Discriminator, StyleGAN2Generator, stylegan2  # likewise
 
 
 # ------------------------------------------------------------------ MLP -----

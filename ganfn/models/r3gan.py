@@ -34,6 +34,7 @@ pass small ``width`` / ``blocks`` for a CPU.
 """
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Sequence
 
@@ -67,8 +68,43 @@ def bilinear_down(x: Tensor) -> Tensor:
     return F.conv2d(y, kernel, stride=2).reshape(b, c, h // 2, w // 2)
 
 
-def _conv(c_in: int, c_out: int, kernel: int = 1, groups: int = 1) -> nn.Conv2d:
-    return nn.Conv2d(c_in, c_out, kernel, 1, kernel // 2, groups=groups, bias=False)
+class _Conv(nn.Conv2d):
+    """Bias-free conv whose ``reset_parameters`` draws N(0, gain^2 / fan_in)
+    (``gain`` 0: zeros), so that ``GAN.init``'s re-initialisation (each
+    submodule's ``reset_parameters()``) keeps the fix-up scheme."""
+
+    def __init__(self, c_in: int, c_out: int, kernel: int = 1, groups: int = 1, gain: float = 1.0,
+                 padding: int | None = None) -> None:
+        self.gain = gain
+        super().__init__(c_in, c_out, kernel, 1, kernel // 2 if padding is None else padding, groups=groups, bias=False)
+
+    def reset_parameters(self, generator: torch.Generator | None = None) -> None:
+        with torch.no_grad():
+            nn.init.normal_(self.weight, 0.0, self.gain / math.sqrt(self.weight[0].numel()), generator=generator)
+
+
+class _Linear(nn.Linear):
+    """Bias-free linear layer, weights N(0, 1 / fan_in)."""
+
+    def __init__(self, c_in: int, c_out: int) -> None:
+        super().__init__(c_in, c_out, bias=False)
+
+    def reset_parameters(self, generator: torch.Generator | None = None) -> None:
+        with torch.no_grad():
+            nn.init.normal_(self.weight, 0.0, 1 / math.sqrt(self.weight.shape[1]), generator=generator)
+
+
+class _Basis(nn.Module):
+    """G's learned 4x4 basis [C, 4, 4], ~ N(0, 1)."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.zeros(channels, 4, 4))
+        self.reset_parameters()
+
+    def reset_parameters(self, generator: torch.Generator | None = None) -> None:
+        with torch.no_grad():
+            nn.init.normal_(self.weight, 0.0, 1.0, generator=generator)
 
 
 class _BiasAct(nn.Module):
@@ -78,6 +114,10 @@ class _BiasAct(nn.Module):
         super().__init__()
         self.bias = nn.Parameter(torch.zeros(channels))
 
+    def reset_parameters(self, generator: torch.Generator | None = None) -> None:
+        with torch.no_grad():
+            self.bias.zero_()
+
     def forward(self, x: Tensor) -> Tensor:
         return F.leaky_relu(x + self.bias.reshape(1, -1, 1, 1), _SLOPE)
 
@@ -86,15 +126,16 @@ class _Block(nn.Module):
     """Inverted-bottleneck residual block: ``x + conv3(act(conv2(act(conv1(x)))))``,
     conv2 grouped. [B, C, H, W] -> [B, C, H, W]."""
 
-    def __init__(self, width: int, expansion: int, group_channels: int, kernel: int) -> None:
+    def __init__(self, width: int, expansion: int, group_channels: int, kernel: int, n_blocks: int) -> None:
         super().__init__()
         wide = width * expansion
         if wide % group_channels:
             raise ValueError(f"width * expansion = {wide} is not a multiple of group_channels = {group_channels}: "
                              "choose a width or group_channels that divides it")
-        self.conv1, self.act1 = _conv(width, wide), _BiasAct(wide)
-        self.conv2, self.act2 = _conv(wide, wide, kernel, groups=wide // group_channels), _BiasAct(wide)
-        self.conv3 = _conv(wide, width)
+        gain = _GAIN * n_blocks ** (-1 / (2 * _BRANCH_CONVS - 2))  # fix-up: L ** (-1 / (2m - 2))
+        self.conv1, self.act1 = _Conv(width, wide, gain=gain), _BiasAct(wide)
+        self.conv2, self.act2 = _Conv(wide, wide, kernel, groups=wide // group_channels, gain=gain), _BiasAct(wide)
+        self.conv3 = _Conv(wide, width, gain=0.0)  # each block starts as the identity
 
     def forward(self, x: Tensor) -> Tensor:
         return x + self.conv3(self.act2(self.conv2(self.act1(self.conv1(x)))))
@@ -131,22 +172,23 @@ class R3GANGenerator(nn.Module):
         self.sample_shape = (channels, image_size, image_size)
         self.embed = nn.Embedding(num_classes, latent_dim) if num_classes is not None else None
         z_in = latent_dim * (2 if num_classes is not None else 1)
-        self.basis = nn.Parameter(torch.zeros(ws[0], 4, 4))
-        self.basis_linear = nn.Linear(z_in, ws[0], bias=False)
+        self.basis, self.basis_linear = _Basis(ws[0]), _Linear(z_in, ws[0])
         self.stages = nn.ModuleList()
         for i, w in enumerate(ws):
-            layers: list[nn.Module] = [] if i == 0 or ws[i - 1] == w else [_conv(ws[i - 1], w)]
-            layers += [_Block(w, expansion, group_channels, kernel) for _ in range(blocks)]
+            layers: list[nn.Module] = [] if i == 0 or ws[i - 1] == w else [_Conv(ws[i - 1], w)]
+            layers += [_Block(w, expansion, group_channels, kernel, blocks * len(ws)) for _ in range(blocks)]
             self.stages.append(nn.Sequential(*layers))
-        self.out = _conv(ws[-1], channels)
+        self.out = _Conv(ws[-1], channels)
         r3gan_init(self, generator)
 
     def forward(self, z: Tensor, y: Tensor | None = None) -> Tensor:
         z = z.reshape(z.shape[0], -1)
         if self.embed is not None:
+            if y is None:
+                raise TypeError("this R3GAN generator is class-conditional: call G(z, y) with int64 labels y [B]")
             check_labels_arg(y, z.shape[0], self.embed.num_embeddings)
             z = torch.cat([z, self.embed(y).to(z.dtype)], dim=1)
-        h = self.basis[None] * self.basis_linear(z)[:, :, None, None]
+        h = self.basis.weight[None] * self.basis_linear(z)[:, :, None, None]
         for i, stage in enumerate(self.stages):
             h = stage(h if i == 0 else bilinear_up(h))
         return self.out(h)
@@ -164,59 +206,45 @@ class R3GANDiscriminator(nn.Module):
         super().__init__()
         ws = _stage_widths(width, _n_stages(image_size))[::-1]  # highest resolution first
         self.sample_shape, self.num_classes = (channels, image_size, image_size), num_classes
-        self.inp = _conv(channels, ws[0])
-        self.stages = nn.ModuleList()
-        for i, w in enumerate(ws):
-            layers: list[nn.Module] = [_Block(w, expansion, group_channels, kernel) for _ in range(blocks)]
-            if i + 1 < len(ws) and ws[i + 1] != w:
-                layers.append(_conv(w, ws[i + 1]))  # after the downsampling, see forward
-            self.stages.append(nn.Sequential(*layers))
-        self.basis = nn.Conv2d(ws[-1], ws[-1], 4, groups=ws[-1], bias=False)  # depthwise 4x4 -> 1x1
+        self.inp = _Conv(channels, ws[0])
+        self.stages = nn.ModuleList([nn.Sequential(*[_Block(w, expansion, group_channels, kernel, blocks * len(ws))
+                                                     for _ in range(blocks)]) for w in ws])
+        # after each downsampling, a 1x1 conv where the width changes
+        self.widen = nn.ModuleList([_Conv(w, n) if n != w else nn.Identity() for w, n in itertools.pairwise(ws)])
+        self.basis = _Conv(ws[-1], ws[-1], 4, groups=ws[-1], padding=0)  # depthwise 4x4 -> 1x1
         out_dim = 1 if num_classes is None else ws[-1]
-        self.head = nn.Linear(ws[-1], out_dim, bias=False)
+        self.head = _Linear(ws[-1], out_dim)
         self.embed = nn.Embedding(num_classes, out_dim) if num_classes is not None else None
         r3gan_init(self, generator)
 
     def forward(self, x: Tensor, y: Tensor | None = None) -> Tensor:
         h = self.inp(x)
-        for i, stage in enumerate(self.stages):
-            blocks = [m for m in stage if isinstance(m, _Block)]
-            for b in blocks:
-                h = b(h)
-            if i + 1 < len(self.stages):
-                h = bilinear_down(h)
-                if len(stage) > len(blocks):
-                    h = stage[-1](h)
-        out = self.head(self.basis(h).reshape(x.shape[0], -1))
+        for stage, widen in zip(self.stages, self.widen):
+            h = widen(bilinear_down(stage(h)))
+        out = self.head(self.basis(self.stages[-1](h)).reshape(x.shape[0], -1))
         if self.embed is None:
             return out.reshape(x.shape[0])
+        if y is None:
+            raise TypeError("this R3GAN discriminator is class-conditional: call D(x, y) with int64 labels y [B]")
         check_labels_arg(y, x.shape[0], self.embed.num_embeddings)
         return (out * self.embed(y).to(out.dtype)).sum(1) / math.sqrt(out.shape[1])
 
 
 @torch.no_grad()
 def r3gan_init(module: nn.Module, generator: torch.Generator | None = None) -> nn.Module:
-    """R3GAN's fix-up initialisation, in place, drawing only from ``generator``.
+    """R3GAN's fix-up initialisation, in place, drawing only from ``generator``
+    (``None``: the global RNG, as ``GAN.init``'s ``reset_parameters()`` pass does).
 
-    Weights ~ N(0, gain^2 / fan_in): the first two convs of every residual
-    branch with gain ``sqrt(2 / 1.04) * L ** (-1 / (2m - 2))`` (``L`` blocks in
-    ``module``, ``m = 3``), the branch's last conv zero, every other conv and
-    linear layer gain 1; biases 0; G's 4x4 basis and the class embeddings ~ N(0, 1)."""
-    blocks = [m for m in module.modules() if isinstance(m, _Block)]
-    branch_gain = _GAIN * max(len(blocks), 1) ** (-1 / (2 * _BRANCH_CONVS - 2))
-    in_branch = {id(b.conv1): branch_gain for b in blocks} | {id(b.conv2): branch_gain for b in blocks}
-    last = {id(b.conv3) for b in blocks}
+    Conv and linear weights ~ N(0, gain^2 / fan_in): the first two convs of
+    every residual branch with gain ``sqrt(2 / 1.04) * L ** (-1 / (2m - 2))``
+    (``L`` residual blocks in the network, ``m = 3``), the branch's last conv
+    zero, every other layer gain 1; activation biases 0; G's 4x4 basis and the
+    class embeddings ~ N(0, 1). Returns ``module``."""
     for m in module.modules():
-        if isinstance(m, (nn.Conv2d, nn.Linear)):
-            fan_in = m.weight[0].numel()
-            nn.init.normal_(m.weight, 0.0, 0.0 if id(m) in last else in_branch.get(id(m), 1.0) / math.sqrt(fan_in),
-                            generator=generator)
-        elif isinstance(m, _BiasAct):
-            nn.init.zeros_(m.bias)
+        if isinstance(m, (_Conv, _Linear, _Basis, _BiasAct)):
+            m.reset_parameters(generator)
         elif isinstance(m, nn.Embedding):
             nn.init.normal_(m.weight, 0.0, 1.0, generator=generator)
-    if isinstance(module, R3GANGenerator):
-        nn.init.normal_(module.basis, 0.0, 1.0, generator=generator)
     return module
 
 
