@@ -16,7 +16,8 @@ HELP: dict[str, str] = {
                    "FD-LeNet and the LeNet's accuracy on the requested classes",
     "model": "network pair: mlp (Goodfellow et al., 2014), dcgan (Radford et al., 2016; scaled to the image size), "
              "sngan (spectral-norm D, Miyato et al., 2018; conditional: projection D, Miyato & Koyama 2018), "
-             "resnet (the SNGAN CIFAR ResNets), acgan (conditional: auxiliary-classifier D, Odena et al. 2017, with --loss acgan) "
+             "resnet (the SNGAN CIFAR ResNets), acgan (conditional: auxiliary-classifier D, Odena et al. 2017, with --loss acgan), "
+             "r3gan (Huang et al., 2024), stylegan2 (Karras et al., 2020; StyleGAN2-ADA's cifar layout) "
              "(default: follows the data: mlp for 2-D points, dcgan for images)",
     "hidden": "hidden units of the mlp model (default: 128 for images, 256 for 2-D points)",
     "depth": "hidden layers of the mlp model (default: 1 for images, 3 for 2-D points)",
