@@ -43,6 +43,30 @@ def _clock(fn, device: str) -> float:
     return time.perf_counter() - t
 
 
+def _time_model(name: str, a: argparse.Namespace) -> tuple[float, float]:
+    """(vmapped, sequential) median seconds per step of ``a.members`` members."""
+    gan = _gan(name, a.size, a.width)
+    states = [ganfn.tree_map(lambda t: t.to(a.device), gan.init(s)) for s in range(a.members)]
+    rngs = [torch.Generator().manual_seed(s) for s in range(a.members)]
+    real = [torch.randn(a.batch, 3, a.size, a.size, generator=r).to(a.device) for r in rngs]
+    noise = [ganfn.tree_map(lambda t: t.to(a.device), gan.draw_noise(r, a.batch)) for r in rngs]
+    stacked, sreal, snoise = ganfn.stack(states), torch.stack(real), ganfn.stack(noise)
+    vstep = torch.func.vmap(gan.train_step)
+
+    def vm():
+        return vstep(stacked, sreal, snoise)
+
+    def seq():
+        return [gan.train_step(s, r, n) for s, r, n in zip(states, real, noise)]
+
+    vm(), seq()  # warm-up
+    tv, ts = [], []
+    for _ in range(a.rounds):
+        tv.append(_clock(vm, a.device))
+        ts.append(_clock(seq, a.device))
+    return statistics.median(tv), statistics.median(ts)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--members", type=int, default=4)
@@ -55,25 +79,7 @@ def main() -> None:
     a = ap.parse_args()
     torch.set_num_threads(1)
     for name in a.models.split(","):
-        gan = _gan(name, a.size, a.width)
-        states = [gan.init(s) for s in range(a.members)]
-        states = [ganfn.tree.tree_map(lambda t: t.to(a.device), s) for s in states]
-        rngs = [torch.Generator().manual_seed(s) for s in range(a.members)]
-        real = [torch.randn(a.batch, 3, a.size, a.size, generator=r).to(a.device) for r in rngs]
-        noise = [ganfn.tree.tree_map(lambda t: t.to(a.device), gan.draw_noise(r, a.batch)) for r in rngs]
-        stacked, sreal, snoise = ganfn.stack(states), torch.stack(real), ganfn.stack(noise)
-        vstep = torch.func.vmap(gan.train_step)
-
-        def vm(): return vstep(stacked, sreal, snoise)
-
-        def seq(): return [gan.train_step(s, r, n) for s, r, n in zip(states, real, noise)]
-
-        vm(), seq()  # warm-up
-        tv, ts = [], []
-        for _ in range(a.rounds):
-            tv.append(_clock(vm, a.device))
-            ts.append(_clock(seq, a.device))
-        v, s = statistics.median(tv), statistics.median(ts)
+        v, s = _time_model(name, a)
         print(f"{name}-{a.size} width {a.width} batch {a.batch}, S={a.members}: vmap {v * 1e3:.0f} ms/step, "
               f"sequential {s * 1e3:.0f} ms/step, throughput ratio {s / v:.2f}")
 
