@@ -25,7 +25,7 @@ from .validate import Range, check_range
 __all__ = ["main", "make_parser"]
 
 _CHOICES = {
-    "model": ["mlp", "dcgan", "sngan", "resnet", "acgan"],
+    "model": ["mlp", "dcgan", "sngan", "resnet", "acgan", "r3gan", "stylegan2"],
     "loss": ["non_saturating", "minimax", "wasserstein", "hinge", "least_squares", "rpgan", "ragan", "acgan"],
     "optimizer": ["adam", "adamw", "rmsprop", "sgd"],
     "precision": ["fp32", "bf16", "fp16"],
@@ -34,7 +34,7 @@ _CHOICES = {
     "d_norm": ["batch", "layer", "none"],
 }
 _METAVAR = {"data": "NAME|PATH", "seeds": "N", "run_dir": "DIR", "grid": "SPEC", "pbt_every": "N", "pbt_space": "SPEC",
-            "halving_at": "STEPS", "pbt_metric": "NAMES"}
+            "halving_at": "STEPS", "pbt_metric": "NAMES", "init_from": "RUN"}
 _SWEEP_ONLY = ("grid", "pbt_every", "pbt_fraction", "pbt_space", "pbt_metric", "halving_at", "halving_refill")
 _TYPES = {"int": int, "float": float, "str": str}
 

@@ -19,6 +19,9 @@ HELP: dict[str, str] = {
              "resnet (the SNGAN CIFAR ResNets), acgan (conditional: auxiliary-classifier D, Odena et al. 2017, with --loss acgan), "
              "r3gan (Huang et al., 2024), stylegan2 (Karras et al., 2020; StyleGAN2-ADA's cifar layout) "
              "(default: follows the data: mlp for 2-D points, dcgan for images)",
+    "init_from": "start G and D from the weights of RUN's newest checkpoint (or a checkpoint file; RUN:k for member k "
+                 "of a stacked run): weights only, fresh optimizers and step count; names and shapes must match "
+                 "(default: fresh weights from --seed)",
     "hidden": "hidden units of the mlp model (default: 128 for images, 256 for 2-D points)",
     "depth": "hidden layers of the mlp model (default: 1 for images, 3 for 2-D points)",
     "width": "channel width of the conv models (DCGAN's ngf/ndf)",

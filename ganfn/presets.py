@@ -54,6 +54,7 @@ from . import data as gdata
 from . import models, optim, parts, penalties
 from .gan import GAN
 from .evaluation import Evaluator
+from .init_from import weights_init_from
 
 __all__ = ["Config", "PRESETS", "DEFAULT_STEPS", "build", "build_gan", "load_data", "num_classes", "make_evaluator", "from_preset", "load_toml", "merge"]
 
@@ -73,6 +74,7 @@ class Config:
     preload: bool = False
     flip: bool = False
     model: str = "dcgan"
+    init_from: str | None = None
     width: int = 64
     latent_dim: int | None = 32
     hidden: int | None = None
@@ -373,6 +375,7 @@ def build_gan(cfg: Config, sample_shape: tuple[int, ...], classes: int | None = 
         replay_size=cfg.replay_size, replay_fraction=cfg.replay_fraction,
         d_skip_accuracy=cfg.d_skip_accuracy, g_skip_accuracy=cfg.g_skip_accuracy,
         num_classes=classes if cfg.conditional else None,
+        weight_init=weights_init_from(cfg.init_from) if cfg.init_from else None,
     )
 
 
