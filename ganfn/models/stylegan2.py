@@ -164,6 +164,9 @@ class MinibatchStd(nn.Module):
     channels of each of ``features`` channel slices, and appended as
     ``features`` constant maps to every sample of the group. Samples interact
     only within their group; under ``vmap`` the groups stay within a member.
+    R1 / R2 take the input gradient of ``D(x).sum()``, so with this layer a
+    sample's penalty gradient includes its group's cross terms, as in the
+    official StyleGAN2 code, which does the same.
     """
 
     def __init__(self, group_size: int = 4, features: int = 1) -> None:
