@@ -27,7 +27,7 @@ from .validate import Range, check_range
 __all__ = ["main", "make_parser", "negative_values"]
 
 _CHOICES = {
-    "model": ["mlp", "dcgan", "sngan", "resnet", "acgan"],
+    "model": ["mlp", "dcgan", "sngan", "resnet", "acgan", "r3gan", "stylegan2"],
     "loss": ["non_saturating", "minimax", "wasserstein", "hinge", "least_squares", "rpgan", "ragan", "acgan"],
     "optimizer": ["adam", "adamw", "rmsprop", "sgd"],
     "precision": ["fp32", "bf16", "fp16"],
@@ -37,7 +37,7 @@ _CHOICES = {
     "d_norm": ["batch", "layer", "none"],
 }
 _METAVAR = {"data": "NAME|PATH", "seeds": "N", "run_dir": "DIR", "grid": "SPEC", "pbt_every": "N", "pbt_space": "SPEC",
-            "halving_at": "STEPS", "pbt_metric": "NAMES"}
+            "halving_at": "STEPS", "pbt_metric": "NAMES", "init_from": "RUN"}
 _SWEEP_ONLY = ("grid", "pbt_every", "pbt_fraction", "pbt_space", "pbt_metric", "halving_at", "halving_refill", "split")
 _TYPES = {"int": int, "float": float, "str": str}
 
@@ -238,7 +238,7 @@ def _announce_lenet(cfg: P.Config) -> None:
     """Say so before the scoring LeNet trains for the first time (it then comes from the cache)."""
     from .metrics import lenet
 
-    if cfg.data == "digits" and not lenet.cache_path("digits").exists():
+    if cfg.data in ("digits", "stacked_digits") and not lenet.cache_path("digits").exists():
         say("training the LeNet that scores digits (FD-LeNet): once, a few seconds; cached in "
             f"{lenet.cache_path('digits')}")
 
@@ -270,7 +270,7 @@ def _population(cfg: P.Config, gan: Any, evaluator: Any, parser: argparse.Argume
         parser.error("--pbt-every / --halving-at need a --grid (the population and the hyperparameters to explore)")
     if evaluator is None:
         parser.error(f"--pbt-every / --halving-at rank members by a quality figure; data {cfg.data!r} has none (use "
-                     "ring8, grid25 or digits)")
+                     "ring8, grid25, digits or stacked_digits)")
     try:
         if cfg.pbt_space:
             spec = sweep.parse_grid(cfg.pbt_space)

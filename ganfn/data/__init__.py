@@ -26,6 +26,7 @@ from torch import Tensor
 from . import roots
 from .batching import Position, Sampler, batch_indices, epoch_indices, flip_bits, loader_init, next_batch
 from .folder import BadImageError, ImageFiles
+from .stacked_digits import STACKED_MODES, stacked_digits, stacked_digits_sampler
 from .images import (
     DIGITS_TRAIN_SIZE,
     IMAGE_EXTENSIONS,
@@ -57,6 +58,9 @@ from .toy import (
 __all__ = [
     "NAMES",
     "roots",
+    "STACKED_MODES",
+    "stacked_digits",
+    "stacked_digits_sampler",
     "SAMPLERS",
     "LABELLED_SAMPLERS",
     "NUM_CLASSES",
@@ -103,8 +107,9 @@ __all__ = [
 
 SAMPLERS: dict[str, Sampler] = {"ring8": ring8, "grid25": grid25}
 LABELLED_SAMPLERS: dict[str, Sampler] = {"ring8": ring8_labelled, "grid25": grid25_labelled}
-NAMES = ("ring8", "grid25", "digits", "mnist", "fashion_mnist", "cifar10", "mnist5k")
-NUM_CLASSES = {"ring8": 8, "grid25": 25, "digits": 10, "mnist": 10, "fashion_mnist": 10, "cifar10": 10, "mnist5k": 10}
+NAMES = ("ring8", "grid25", "digits", "stacked_digits", "mnist", "fashion_mnist", "cifar10", "mnist5k")
+NUM_CLASSES = {"ring8": 8, "grid25": 25, "digits": 10, "stacked_digits": STACKED_MODES, "mnist": 10, "fashion_mnist": 10,
+               "cifar10": 10, "mnist5k": 10}
 """Classes of each named data set's labels (a folder has one per sub-folder)."""
 
 
@@ -123,6 +128,8 @@ def load(
     - ``ring8`` / ``grid25``: ``n`` samples [n, 2] drawn with ``seed`` (for an
       endless fresh stream, pass ``SAMPLERS[name]`` to ``next_batch`` instead);
     - ``digits``: scikit-learn digits, ``size`` defaults to 8;
+    - ``stacked_digits``: ``n`` samples [n, 3, size, size] of three stacked digits
+      drawn with ``seed`` (1,000 modes; labels: the mode index);
     - ``fashion_mnist``: the IDX files in ``root`` (default: Debian's
       /usr/share/datasets/fashion-mnist; torchvision's layout also works);
     - ``mnist`` / ``cifar10``: torchvision's files under ``root`` (default ``data``);
@@ -141,6 +148,8 @@ def load(
         return drawn if isinstance(drawn, Tensor) else (drawn[0], drawn[1])
     if name == "digits":
         return digits(split, size or 8, labels=labels)
+    if name == "stacked_digits":
+        return stacked_digits(n, torch.Generator().manual_seed(seed), split=split, size=size or 8, labels=labels)
     if name == "fashion_mnist":
         out = fashion_mnist(root, split, labels=labels)
     elif name in ("mnist", "cifar10"):

@@ -51,6 +51,13 @@ __all__ = [
     "ConditionalBatchNorm2d",
     "ResNetGenerator",
     "ResNetDiscriminator",
+    "r3gan",
+    "R3GANGenerator",
+    "R3GANDiscriminator",
+    "stylegan2",
+    "StyleGAN2Generator",
+    "StyleGAN2Discriminator",
+    "MinibatchStd",
 ]
 
 from .conditional import (
@@ -77,6 +84,8 @@ from .layers import n_doublings as _n_doublings
 from .layers import norm2d as _norm2d
 from .linear import Linear
 from .resnet import ResNetDiscriminator, ResNetGenerator
+from .r3gan import R3GANDiscriminator, R3GANGenerator, r3gan  # the function shadows the module's name
+from .stylegan2 import MinibatchStd, StyleGAN2Discriminator, StyleGAN2Generator, stylegan2  # likewise
 
 # ------------------------------------------------------------------ MLP -----
 
@@ -279,7 +288,7 @@ class SNDiscriminator(nn.Module):
 
 # ------------------------------------------------------------- registry -----
 
-MODELS = ("mlp", "dcgan", "sngan", "resnet", "acgan")
+MODELS = ("mlp", "dcgan", "sngan", "resnet", "acgan", "r3gan", "stylegan2")
 
 
 def build(
@@ -310,6 +319,12 @@ def build(
     - ``resnet``: the SNGAN ResNet pair (:mod:`ganfn.models.resnet`), latent 128,
       ``width`` for both networks.
     - ``acgan``: CondDCGANGenerator / ACGANDiscriminator (needs ``num_classes``).
+    - ``r3gan``: R3GAN's pair (:mod:`ganfn.models.r3gan`), ``width`` per stage,
+      2 blocks per stage, groups of 16 channels, latent 64; conditional with ``num_classes``.
+    - ``stylegan2``: StyleGAN2 as StyleGAN2-ADA's ``cifar`` config builds it
+      (:mod:`ganfn.models.stylegan2`: 2 mapping layers, plain D, minibatch-std
+      groups of 32), ``width`` channels, z of ``latent_dim`` (default 512); the
+      returned latent size includes the noise maps. Unconditional only.
 
     With ``num_classes`` the pair is class-conditional (``G(z, y)``, ``D(x, y)``):
     ``mlp`` -> CondMLPGenerator / CondMLPDiscriminator (label embeddings
@@ -329,6 +344,8 @@ def build(
     if len(shape) != 3 or shape[1] != shape[2]:
         raise ValueError(f"model {name!r} needs square images (C, S, S), got data shape {shape}; use 'mlp'")
     c, s = shape[0], shape[1]
+    if name in ("r3gan", "stylegan2"):
+        return _build_modern(name, c, s, latent_dim, width, num_classes, generator)
     if name == "resnet":
         latent = latent_dim or 128
         return (ResNetGenerator(latent, s, c, width, num_classes, generator=generator),
@@ -357,3 +374,14 @@ def _build_mlp(shape, latent_dim, hidden, depth, num_classes, generator) -> tupl
                 MLPDiscriminator(shape, h, dp, generator=generator), latent)
     return (CondMLPGenerator(latent, shape, num_classes, h, dp, out_act=act, generator=generator),
             CondMLPDiscriminator(shape, num_classes, h, dp, generator=generator), latent)
+
+
+def _build_modern(name, c, s, latent_dim, width, num_classes, generator) -> tuple[nn.Module, nn.Module, int]:
+    if name == "r3gan":
+        g3, d3 = r3gan(s, c, latent_dim=latent_dim or 64, width=width, num_classes=num_classes, generator=generator)
+        return g3, d3, g3.latent_dim
+    if num_classes is not None:
+        raise ValueError("model 'stylegan2' is unconditional here: drop --conditional, or use r3gan or resnet")
+    g2, d2 = stylegan2(s, c, z_dim=latent_dim or 512, w_dim=latent_dim or 512, mapping_layers=2, width=width,
+                       residual=False, mbstd_group=32, generator=generator)
+    return g2, d2, g2.latent_dim

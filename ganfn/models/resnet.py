@@ -62,8 +62,12 @@ class _UpBlock(nn.Module):
     def __init__(self, c_in: int, c_out: int, num_classes: int | None) -> None:
         super().__init__()
         self.n1, self.n2 = _Norm(c_in, num_classes), _Norm(c_out, num_classes)
-        self.c1, self.c2 = nn.Conv2d(c_in, c_out, 3, 1, 1), nn.Conv2d(c_out, c_out, 3, 1, 1)
-        self.skip = nn.Conv2d(c_in, c_out, 1, 1, 0)
+        # No biases: c1 feeds a batch norm, and c2 + skip feed the next block's
+        # batch norm and (through linear shortcuts only) the output batch norm,
+        # which subtracts any per-channel constant. Their true gradient is zero,
+        # and Adam would turn its round-off into full-size steps.
+        self.c1, self.c2 = nn.Conv2d(c_in, c_out, 3, 1, 1, bias=False), nn.Conv2d(c_out, c_out, 3, 1, 1, bias=False)
+        self.skip = nn.Conv2d(c_in, c_out, 1, 1, 0, bias=False)
 
     def forward(self, x: Tensor, y: Tensor | None) -> Tensor:
         up = F.interpolate(x, scale_factor=2, mode="nearest")
@@ -100,6 +104,11 @@ class ResNetGenerator(nn.Module):
     ``size`` is a power of two >= 8 (32 is the CIFAR baseline: 3 up-blocks);
     ``num_classes`` makes it conditional (conditional batch norm).
     Initialised by :func:`resnet_init` from ``generator``.
+
+    Only the output conv has a bias: every other layer feeds a batch norm,
+    directly or through linear shortcuts, so a bias there would have a true
+    gradient of zero (Adam then steps on its round-off, and vmapped members
+    drift from their single runs; see :func:`ganfn.testing.drift.member_drift`).
     """
 
     def __init__(
@@ -116,7 +125,7 @@ class ResNetGenerator(nn.Module):
         n = n_doublings(size)
         self.latent_dim, self.num_classes, self.width = int(latent_dim), num_classes, width
         self.sample_shape = (channels, size, size)
-        self.linear = Linear(latent_dim, 16 * width)
+        self.linear = Linear(latent_dim, 16 * width, bias=False)  # feeds batch norms only (see _UpBlock)
         self.blocks = nn.ModuleList([_UpBlock(width, width, num_classes) for _ in range(n)])
         self.out_norm = nn.BatchNorm2d(width)
         self.out = nn.Conv2d(width, channels, 3, 1, 1)
