@@ -36,11 +36,12 @@ from . import optim as _optim
 from . import penalties as _penalties
 from . import noise as _noise
 from . import sampling as _sampling
+from . import schedules as _schedules
 from . import step as _step
 from .functional import Params, extract, fresh_copies, has_batch_stats, make_apply
 from .grads import value_and_grad
 from .gan_parts import PartInfo, check_counts, check_optimizer, latent_shape_of, loss_hparams, shorthand_parts, validate_parts
-from .hparams import apply_overrides, make_hparams
+from .hparams import apply_overrides, expand, make_hparams
 from .inputs import check_batch, check_compatible, check_step_inputs
 from .labels import Labelling, check_setup, class_labels
 from .parts.base import Ctx, DTerm, GTerm, Hyper, InitCtx, Part, check_like
@@ -165,7 +166,9 @@ class GAN:
                                 d_skip_accuracy=d_skip_accuracy, g_skip_accuracy=g_skip_accuracy, ema_decay=ema_decay)
         self.parts: tuple[Part, ...] = validate_parts((*built, *parts), loss_hp, PartInfo(self._d_batch_stats, self.latent_shape))
         check_setup(self.labels, self.loss, self.parts)
-        self._hp: dict[str, Hyper] = {**loss_hp, **{k: h for p in self.parts for k, h in p.defaults().items()}}
+        # A scheduled hyperparameter is stored as its fields (ganfn.schedules) and evaluated at the step in _hp_at.
+        self._hp, self._scheduled = expand({**loss_hp, **{k: h for p in self.parts for k, h in p.defaults().items()}})
+        self._loss_keys: tuple[str, ...] = tuple(loss_hp)
         self.defaults: dict[str, float | Tensor] = {k: h.value for k, h in self._hp.items()}
         self._hooks = {f: tuple(p for p in self.parts if getattr(p, f) is not None) for f in Part._fields[2:]}
         self.gates_d, self.gates_g = bool(self._hooks["skip_d"]), bool(self._hooks["skip_g"])
@@ -252,8 +255,14 @@ class GAN:
         """The :class:`~ganfn.parts.Ctx` the step passes to part ``p``'s hooks: its
         state, its hyperparameters and ``noise[p.name]`` (one update's part noise,
         e.g. ``tree_index(noise.d, 0).parts``). For calling a hook by hand in a test."""
-        return Ctx(state.parts.get(p.name), {k: state.hparams[k] for k in p.hparams},
+        return Ctx(state.parts.get(p.name), self._hp_at(state, p.hparams),
                    noise.get(p.name, {}) if noise else {}, state.step)
+
+    def _hp_at(self, state: TrainState, keys: Any) -> dict[str, Tensor]:
+        """The hyperparameters ``keys`` at ``state.step``: a schedule evaluated from this member's fields."""
+        if not self._scheduled:
+            return {k: state.hparams[k] for k in keys}
+        return _schedules.resolve(state.hparams, self._scheduled, tuple(keys), state.step)
 
     def _d_weights(self, d_params: Params, state: TrainState) -> Params:
         for p in self._hooks["d_weights"]:
@@ -280,7 +289,7 @@ class GAN:
                 yr: tuple, yf: tuple):
         # yr / yf: the real and fake batches' labels, () for an unconditional GAN.
         p = self._d_weights(d_params, state)
-        hp = state.hparams
+        hp = self._hp_at(state, self._loss_keys)
         if self._d_batch_stats:
             out_r, buf = self.d_apply(p, buffers, real, *yr)
             out_f, buf = self.d_apply(p, buf, fake, *yf)
@@ -379,7 +388,8 @@ class GAN:
             d_in = out
         out, d_buf = self.d_apply(self._d_weights(state.d.params, state), d_buffers, d_in, *y)
         rel = {"real_out": real_out} if self.loss.g_needs_real else {}
-        loss = self.loss.g(out, g_target=state.hparams["g_target"], **self._loss_hp(state.hparams), **rel, **self._loss_labels(y, y))
+        hp = self._hp_at(state, self._loss_keys)
+        loss = self.loss.g(out, g_target=hp["g_target"], **self._loss_hp(hp), **rel, **self._loss_labels(y, y))
         part_aux = {}
         for p in self._hooks["g_term"]:
             val, a = p.g_term(GTerm(z, fake, d_in, self.loss.scores(out)), self.ctx(p, state, noise))
