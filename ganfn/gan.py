@@ -44,7 +44,7 @@ from .gan_parts import PartInfo, check_counts, check_optimizer, latent_shape_of,
 from .hparams import apply_overrides, expand, make_hparams
 from .inputs import check_batch, check_compatible, check_step_inputs
 from .labels import Labelling, check_setup, class_labels
-from .parts.base import Ctx, DTerm, GTerm, Hyper, InitCtx, Part, check_like
+from .parts.base import Ctx, DTerm, GTerm, InitCtx, Part, check_like
 from .state import DAux, GAux, NetState, Noise, TrainState, UpdateNoise
 from .tree import in_transform, tree_map
 from .tree import replace as _replace

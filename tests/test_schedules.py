@@ -70,7 +70,7 @@ def test_vmapped_member_equals_single(ends, step):
     starts = torch.tensor([a for a, _ in ends], dtype=torch.float64)
     stops = torch.tensor([b for _, b in ends], dtype=torch.float64)
     for kind in (schedules.linear, schedules.cosine):
-        def f(a, b):
+        def f(a, b, kind=kind):
             return kind(a, b, 100, begin=20)(torch.tensor(step))
         many = torch.func.vmap(f)(starts, stops)
         for i in range(len(ends)):
