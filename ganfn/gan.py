@@ -72,6 +72,16 @@ def _accumulate(k: int, n: int, one: Callable, carry: Any) -> tuple[list, Any]:
     return outs, carry
 
 
+def _aliases(hp: dict) -> dict[str, str]:
+    """The flat keys of namespaced hyperparameters (``ema_decay`` for
+    ``ema_slow/ema_decay``: ``parts.named``) where exactly one part declares them."""
+    short: dict[str, list[str]] = {}
+    for k in hp:
+        if "/" in k:
+            short.setdefault(k.split("/", 1)[1], []).append(k)
+    return {s: ks[0] for s, ks in short.items() if len(ks) == 1 and s not in hp}
+
+
 class GAN:
     """A GAN training setup; all methods are pure functions of their arguments.
 
@@ -170,6 +180,7 @@ class GAN:
         self._hp, self._scheduled = expand({**loss_hp, **{k: h for p in self.parts for k, h in p.defaults().items()}})
         self._loss_keys: tuple[str, ...] = tuple(loss_hp)
         self.defaults: dict[str, float | Tensor] = {k: h.value for k, h in self._hp.items()}
+        self.aliases: dict[str, str] = _aliases(self._hp)
         self._hooks = {f: tuple(p for p in self.parts if getattr(p, f) is not None) for f in Part._fields[2:]}
         self.gates_d, self.gates_g = bool(self._hooks["skip_d"]), bool(self._hooks["skip_g"])
         self._ops = _step.ops(self)
@@ -225,6 +236,7 @@ class GAN:
         like = next(iter(d_params.values()))
         g_opt, d_opt = self.g_optimizer.init(g_params), self.d_optimizer.init(d_params)
         hp = make_hparams(self._hp, like.device)
+        hparams = {self.aliases.get(k, k): v for k, v in hparams.items()}
         apply_overrides(hparams, self._hp, hp, g_opt, d_opt, self.g_optimizer, self.d_optimizer)
         ctx = InitCtx(g_params, d_params, self.sample_shape, self.latent_shape, torch.Generator().manual_seed(seed), like.dtype, like.device)
         return TrainState(
@@ -274,7 +286,7 @@ class GAN:
     def _after(self, hook: str, params: Params, state: TrainState, aux: Any) -> tuple[Params, dict]:
         parts = dict(state.parts)
         for p in self._hooks[hook]:
-            ctx = self.ctx(p, state)
+            ctx = self.ctx(p, state)._replace(aux=aux.parts.get(p.name))
             new_p, new_s = getattr(p, hook)(params, ctx, aux)
             check_like(p.name, f"{hook} (parameters)", new_p, params)
             check_like(p.name, f"{hook} (state)", new_s, ctx.state)

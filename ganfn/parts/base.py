@@ -26,13 +26,16 @@ class Hyper(NamedTuple):
 class Ctx(NamedTuple):
     """What every hook gets about its own part: its ``state`` (from ``init``),
     its hyperparameters ``hp`` (0-d tensors by key), its ``noise`` for this
-    update (the dict its noise hook drew, one update's slice) and ``step``,
-    the number of completed train steps (a 0-d tensor)."""
+    update (the dict its noise hook drew, one update's slice), ``step``,
+    the number of completed train steps (a 0-d tensor), and in ``after_d`` /
+    ``after_g`` its own ``aux``: what its ``d_term`` / ``g_term`` returned on
+    this update (``None`` elsewhere), so no part looks itself up by name."""
 
     state: PyTree
     hp: dict[str, Tensor]
     noise: dict[str, Tensor]
     step: Tensor
+    aux: Any = None
 
 
 class InitCtx(NamedTuple):
