@@ -317,7 +317,8 @@ class GAN:
         pen, part_aux, scores = torch.zeros((), dtype=lr_.dtype, device=lr_.device), {}, self.loss.scores
         if self._hooks["d_term"]:
             term = DTerm(lambda x: scores(self.d_apply(p, buffers, x, *yr)[0]), real, fake, scores(out_r), scores(out_f),
-                         lambda x: scores(self.d_apply(p, buffers, x, *yf)[0]))
+                         lambda x: scores(self.d_apply(p, buffers, x, *yf)[0]),
+                         lambda z: self.g_apply(state.g.params, state.g.buffers, z, *yf)[0].detach())
             for pt in self._hooks["d_term"]:
                 val, a = pt.d_term(term, self.ctx(pt, state, noise))
                 check_like(pt.name, "d_term (loss)", val, pen, dtype=False)
@@ -398,13 +399,17 @@ class GAN:
             out = p.g_inputs(d_in, self.ctx(p, state, noise))
             check_like(p.name, "g_inputs", out, d_in)
             d_in = out
-        out, d_buf = self.d_apply(self._d_weights(state.d.params, state), d_buffers, d_in, *y)
+        d_w = self._d_weights(state.d.params, state)
+        out, d_buf = self.d_apply(d_w, d_buffers, d_in, *y)
         rel = {"real_out": real_out} if self.loss.g_needs_real else {}
         hp = self._hp_at(state, self._loss_keys)
         loss = self.loss.g(out, g_target=hp["g_target"], **self._loss_hp(hp), **rel, **self._loss_labels(y, y))
         part_aux = {}
+        if self._hooks["g_term"]:
+            term = GTerm(z, fake, d_in, self.loss.scores(out), lambda z2: self.g_apply(g_params, g_buffers, z2, *y)[0],
+                         lambda x: self.loss.scores(self.d_apply(d_w, d_buffers, x, *y)[0]))
         for p in self._hooks["g_term"]:
-            val, a = p.g_term(GTerm(z, fake, d_in, self.loss.scores(out)), self.ctx(p, state, noise))
+            val, a = p.g_term(term, self.ctx(p, state, noise))
             check_like(p.name, "g_term (loss)", val, loss, dtype=False)
             loss, part_aux[p.name] = loss + val, a
         return loss, GAux(g_buf, d_buf, part_aux)
