@@ -4,7 +4,7 @@ Models are stateless functions of explicit parameter pytrees; every training
 step is a pure function ``(state, real, noise) -> (state, metrics)`` that can be
 vmapped over many seeds or hyperparameter settings.
 """
-from . import augment, losses, optim, parts, penalties, regularisers, sampling, schedules
+from . import augment, losses, optim, parts, penalties, recipes, regularisers, sampling, schedules
 from .errors import NonFiniteLossError, check_finite
 from .gan import GAN
 from .state import DAux, GAux, NetState, Noise, TrainState, UpdateNoise
@@ -29,6 +29,7 @@ __all__ = [
     "regularisers",
     "sampling",
     "schedules",
+    "recipes",
     "optim",
     "penalties",
     "NonFiniteLossError",

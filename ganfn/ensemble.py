@@ -7,7 +7,7 @@ initial parameters and its noise) and in any per-state hyperparameter
 states with different values is a sweep. One call of the step made by
 :func:`make_step` updates all S members::
 
-    gan = ganfn.GAN(G, D, latent_dim=64, penalty="gp", n_critic=5)
+    gan = ganfn.GAN(G, D, latent_dim=64, loss="wasserstein", parts=ganfn.recipes.wgan_gp(10.0), n_critic=5)
     seeds = list(range(8))
     state = ensemble.init_many(gan, seeds, [{"lr_d": lr} for lr in lrs])
     rngs = ensemble.rngs(seeds)

@@ -5,7 +5,7 @@ counts and the parts the step is built from) and holds no tensor that changes
 during training. The state is a :class:`~ganfn.state.TrainState` pytree; every
 method is a pure function of its arguments::
 
-    gan = GAN(G, D, latent_dim=64, loss="hinge", penalty=penalties.r1(1.0))
+    gan = GAN(G, D, latent_dim=64, loss="hinge", parts=[penalties.r1(1.0), parts.ema(0.999)])
     state = gan.init(seed=0)
     rng = torch.Generator().manual_seed(0)
     for real in batches:
@@ -40,7 +40,8 @@ from . import schedules as _schedules
 from . import step as _step
 from .functional import Params, extract, fresh_copies, has_batch_stats, make_apply
 from .grads import value_and_grad
-from .gan_parts import PartInfo, check_counts, check_optimizer, latent_shape_of, loss_hparams, shorthand_parts, validate_parts
+from .gan_parts import (PartInfo, check_counts, check_optimizer, check_spectral_norm, latent_shape_of, loss_hparams, refuse_removed,
+                        validate_parts)
 from .hparams import apply_overrides, expand, make_hparams
 from .inputs import check_batch, check_compatible, check_step_inputs
 from .labels import Labelling, check_setup, class_labels
@@ -95,13 +96,13 @@ class GAN:
             betas (0.5, 0.999)); different learning rates give TTUR. Wrap them
             in ``optim.loss_scaled`` for fp16 training.
         n_critic, n_gen: D updates and G updates per ``train_step``.
-        real_label, fake_label, g_target: targets for the BCE / least-squares
-            losses (``real_label=0.9`` is one-sided label smoothing).
         accumulation_steps: D and G gradients are *averaged* over this many
             micro-batches of each batch (equal to one full-batch gradient for
             networks without batch statistics).
-        parts: :class:`ganfn.parts.Part` s the step is built from, after those
-            the short-hand options below build (see :mod:`ganfn.parts`).
+        parts: the :class:`ganfn.parts.Part` s the step is built from, run in
+            the order given (see :mod:`ganfn.parts`; :mod:`ganfn.recipes` gives
+            lists for known setups). A :class:`~ganfn.penalties.Penalty` is
+            taken as its part (:func:`ganfn.penalties.as_part`).
         weight_init: ``fn(module, generator)`` applied after each submodule's
             ``reset_parameters()`` when ``init`` re-draws parameters per seed.
         num_classes: a class-conditional setup with this many classes: G is
@@ -113,14 +114,10 @@ class GAN:
         class_probs: frequencies of the fake batches' labels (one per class,
             normalised; default uniform), e.g. the data set's class frequencies.
 
-    Short-hand options, each building a part: ``penalty`` (a
-    :class:`~ganfn.penalties.Penalty`, a name, or a sequence of them);
-    ``spectral_norm``/``sn_iters`` (:func:`~ganfn.parts.spectral_norm`; default: on
-    when the discriminator class sets ``wants_spectral_norm = True``);
-    ``instance_noise``/``instance_noise_anneal`` (:func:`~ganfn.parts.instance_noise`);
-    ``replay_size``/``replay_fraction`` (:func:`~ganfn.parts.replay`);
-    ``d_skip_accuracy``/``g_skip_accuracy`` (:func:`~ganfn.parts.balance`);
-    ``ema_decay`` (:func:`~ganfn.parts.ema`, with warm-up).
+    A loss owns its targets (``losses.bce(real_label=0.9)`` is one-sided label
+    smoothing; :func:`ganfn.losses.with_targets`). Every feature is a part:
+    ``GAN`` has no short-hand options, and a removed one (``ema_decay=``,
+    ``penalty=``, ...) raises a ``TypeError`` naming the part to use.
     """
 
     def __init__(
@@ -132,27 +129,16 @@ class GAN:
         loss: str | _losses.LossPair = "non_saturating",
         g_optimizer: _optim.Optimizer | None = None,
         d_optimizer: _optim.Optimizer | None = None,
-        penalty: str | _penalties.Penalty | Part | Sequence[str | _penalties.Penalty | Part] | None = None,
+        parts: Sequence[Part | _penalties.Penalty] = (),
         n_critic: int = 1,
         n_gen: int = 1,
-        ema_decay: float | None = None,
-        spectral_norm: bool | None = None,
-        sn_iters: int = 1,
-        real_label: float = 1.0,
-        fake_label: float = 0.0,
-        g_target: float = 1.0,
         accumulation_steps: int = 1,
-        instance_noise: float = 0.0,
-        instance_noise_anneal: int | None = None,
-        replay_size: int = 0,
-        replay_fraction: float = 0.5,
-        d_skip_accuracy: float | None = None,
-        g_skip_accuracy: float | None = None,
-        parts: Sequence[Part] = (),
-        weight_init: Callable[[nn.Module, torch.Generator], None] | None = None,
         num_classes: int | None = None,
         class_probs: Sequence[float] | Tensor | None = None,
+        weight_init: Callable[[nn.Module, torch.Generator], None] | None = None,
+        **removed: Any,
     ) -> None:
+        refuse_removed(removed)
         if not isinstance(generator, nn.Module) or not isinstance(discriminator, nn.Module):
             raise TypeError("generator and discriminator must be torch.nn.Module instances")
         self.generator, self.discriminator = generator, discriminator
@@ -163,19 +149,15 @@ class GAN:
         self.g_optimizer = check_optimizer("g_optimizer", g_optimizer or _optim.adam(2e-4, (0.5, 0.999)))
         self.d_optimizer = check_optimizer("d_optimizer", d_optimizer or _optim.adam(2e-4, (0.5, 0.999)))
         self.n_critic, self.n_gen, self.accumulation_steps = check_counts(n_critic=n_critic, n_gen=n_gen, accumulation_steps=accumulation_steps)
-        loss_hp = loss_hparams(self.loss, real_label=real_label, fake_label=fake_label, g_target=g_target)
+        loss_hp = loss_hparams(self.loss)
         self.weight_init = weight_init
         self.g_apply = make_apply(generator)
         self.d_apply = make_apply(discriminator)
         self._d_batch_stats = has_batch_stats(discriminator)
         self._sample_shape: tuple[int, ...] | None = None
-        if spectral_norm is None:  # the discriminator's own declaration (models.SNDiscriminator)
-            spectral_norm = bool(getattr(discriminator, "wants_spectral_norm", False))
-        built = shorthand_parts(penalty=penalty, spectral_norm=spectral_norm, sn_iters=sn_iters, instance_noise=instance_noise,
-                                instance_noise_anneal=instance_noise_anneal, replay_size=replay_size, replay_fraction=replay_fraction,
-                                d_skip_accuracy=d_skip_accuracy, g_skip_accuracy=g_skip_accuracy, ema_decay=ema_decay)
-        self.parts: tuple[Part, ...] = validate_parts((*built, *parts), loss_hp, PartInfo(self._d_batch_stats, self.latent_shape))
+        self.parts: tuple[Part, ...] = validate_parts(parts, loss_hp, PartInfo(self._d_batch_stats, self.latent_shape))
         check_setup(self.labels, self.loss, self.parts)
+        check_spectral_norm(discriminator, self.parts)
         # A scheduled hyperparameter is stored as its fields (ganfn.schedules) and evaluated at the step in _hp_at.
         self._hp, self._scheduled = expand({**loss_hp, **{k: h for p in self.parts for k, h in p.defaults().items()}})
         self._loss_keys: tuple[str, ...] = tuple(loss_hp)

@@ -41,7 +41,7 @@ def sample_params(gan: Any, state: Any, *, ema: bool | None = None) -> dict[str,
     hooks = gan.hooks("sample_weights")
     use = bool(hooks) if ema is None else ema
     if use and not hooks:
-        raise ValueError("ema=True but this GAN keeps no EMA (pass ema_decay= to GAN, or parts=[ganfn.parts.ema(...)])")
+        raise ValueError("ema=True but this GAN keeps no EMA (add parts=[ganfn.parts.ema(0.999)] to GAN)")
     params = state.g.params
     for p in hooks if use else ():
         params = p.sample_weights(params, gan.ctx(p, state))

@@ -39,9 +39,9 @@ hyperparameters namespaced ``"<name>/<key>"``). Any hyperparameter may be a
 Built-in parts: :func:`diffaugment`, :func:`ada`, :func:`dragan`,
 :func:`one_sided_gp`, :func:`bcr`, :func:`top_k`, :func:`ema`, :func:`instance_noise`, :func:`replay`,
 :func:`balance`, :func:`spectral_norm`, and every penalty through
-:func:`ganfn.penalties.as_part`. ``GAN``'s keyword options (``penalty=``,
-``ema_decay=``, ...) are a short-hand that builds these; ``GAN(parts=[...])``
-adds any others (see ``examples/custom_part.py``).
+:func:`ganfn.penalties.as_part` (``GAN(parts=[...])`` takes a penalty as
+its part). :mod:`ganfn.recipes` returns part lists for known setups; write any
+others (see ``examples/custom_part.py``).
 """
 from .augment import ada, diffaugment
 from .balance import balance
