@@ -32,16 +32,24 @@ from torch import Tensor, nn
 
 from . import diagnose
 from . import losses as _losses
+from . import noise as _noise
 from . import optim as _optim
 from . import penalties as _penalties
-from . import noise as _noise
 from . import sampling as _sampling
 from . import schedules as _schedules
 from . import step as _step
 from .functional import Params, extract, fresh_copies, has_batch_stats, make_apply
+from .gan_parts import (
+    PartInfo,
+    check_counts,
+    check_optimizer,
+    check_spectral_norm,
+    latent_shape_of,
+    loss_hparams,
+    refuse_removed,
+    validate_parts,
+)
 from .grads import value_and_grad
-from .gan_parts import (PartInfo, check_counts, check_optimizer, check_spectral_norm, latent_shape_of, loss_hparams, refuse_removed,
-                        validate_parts)
 from .hparams import apply_overrides, expand, make_hparams
 from .inputs import check_batch, check_compatible, check_step_inputs
 from .labels import Labelling, check_setup, class_labels

@@ -36,9 +36,8 @@ Presets (:data:`PRESETS`) reproduce common published and tutorial setups:
 from __future__ import annotations
 
 import dataclasses
-import math
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -47,8 +46,8 @@ from torch import Tensor
 
 from . import data as gdata
 from . import losses, models, optim, parts, penalties, recipes
-from .gan import GAN
 from .evaluation import Evaluator
+from .gan import GAN
 
 __all__ = ["Config", "PRESETS", "DEFAULT_STEPS", "build", "build_gan", "load_data", "num_classes", "make_evaluator", "from_preset", "load_toml", "merge"]
 

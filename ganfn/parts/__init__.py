@@ -45,8 +45,19 @@ others (see ``examples/custom_part.py``).
 """
 from .augment import ada, diffaugment
 from .balance import balance
+from .base import (
+    Ctx,
+    Draw,
+    DTerm,
+    GTerm,
+    Hyper,
+    InitCtx,
+    Part,
+    PartError,
+    check_like,
+    check_part,
+)
 from .combinators import every, named, starting_at, wrap
-from .base import Ctx, Draw, DTerm, GTerm, Hyper, InitCtx, Part, PartError, check_like, check_part
 from .ema import ema, ema_decay
 from .instance_noise import instance_noise, instance_noise_level
 from .regularisers import bcr, dragan, one_sided_gp, top_k

@@ -69,7 +69,9 @@ def every(k: int, part: Part, *, scale: bool = True) -> Part:
 
     The term's aux becomes ``{"due", "metrics": {"term"}}``: the metric
     ``"<name>/term"`` is the (scaled) term where computed, NaN elsewhere (left
-    out of a step's mean); the part's own aux is not passed on.
+    out of a step's mean). The part's own after-hook on that network runs on
+    due updates only, seeing its term's aux as ``ctx.aux`` (its other metrics
+    are not reported).
     """
     k = _check_k(k)
     if (part.d_term is None) == (part.g_term is None):
@@ -93,15 +95,26 @@ def every(k: int, part: Part, *, scale: bool = True) -> Part:
             # Not due, eagerly: the same numbers as the masked term below, without computing it.
             zero = x.d_fake.new_zeros((), dtype=_term_dtype(x.d_fake, ctx.hp))
             return zero, {"due": zero, "metrics": {"term": torch.full_like(zero, float("nan"))}}
-        val, _ = term_fn(x, inner(ctx))
+        val, own = term_fn(x, inner(ctx))
         due = torch.remainder(count, k) == 0
         val = torch.where(due, val * k if scale else val, torch.zeros_like(val))
-        return val, {"due": due.to(val.dtype), "metrics": {"term": torch.where(due, val, torch.full_like(val, float("nan"))).detach()}}
+        out = {"due": due.to(val.dtype), "metrics": {"term": torch.where(due, val, torch.full_like(val, float("nan"))).detach()}}
+        # The part's own aux (for its after-hook) where it has one; an eager update that is not due has none.
+        return val, {**out, "inner": own} if own_after is not None and own else out
 
     own_after = getattr(part, f"after_{side}")
 
     def after(params, ctx: Ctx, aux):
-        new_p, new_s = own_after(params, inner(ctx), aux) if own_after is not None else (params, ctx.state.get("inner"))
+        old = ctx.state.get("inner")
+        if own_after is None:
+            return params, outer(ctx, old, 1)
+        # The part's own after-hook acts on the updates its term ran on only, seeing that term's aux.
+        due = torch.remainder(ctx.state["count"], k) == 0
+        if not in_transform(due) and not bool(due):
+            return params, outer(ctx, old, 1)
+        own_aux = ctx.aux.get("inner") if isinstance(ctx.aux, dict) else None
+        new_p, new_s = own_after(params, inner(ctx)._replace(aux=own_aux), aux)
+        new_p, new_s = tree_where(due, (new_p, new_s), (params, old))
         return new_p, outer(ctx, new_s, 1)
 
     wrapped = wrap(part, inner, outer)
