@@ -15,7 +15,12 @@ from torch import nn
 
 import ganfn
 from ganfn import checkpoint, ensemble
-from ganfn.testing import assert_pure, assert_trees_close, assert_trees_equal, assert_vmap_equivalent
+from ganfn.testing import (
+    assert_pure,
+    assert_trees_close,
+    assert_trees_equal,
+    assert_vmap_equivalent,
+)
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "examples"))
 from path_length import lazy_path_length, path_length  # noqa: E402
