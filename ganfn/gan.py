@@ -51,9 +51,10 @@ from .gan_parts import (
 )
 from .grads import value_and_grad
 from .hparams import apply_overrides, expand, make_hparams
-from .inputs import check_batch, check_compatible, check_step_inputs
+from .inputs import check_batch, check_compatible, check_step_inputs, how_called
 from .labels import Labelling, check_setup, class_labels
 from .parts.base import Ctx, DTerm, GTerm, InitCtx, Part, check_like
+from .parts.table import Hooks, hook_table
 from .state import DAux, GAux, NetState, Noise, TrainState, UpdateNoise
 from .tree import in_transform, tree_map
 from .tree import replace as _replace
@@ -162,7 +163,6 @@ class GAN:
         self.g_apply = make_apply(generator)
         self.d_apply = make_apply(discriminator)
         self._d_batch_stats = has_batch_stats(discriminator)
-        self._sample_shape: tuple[int, ...] | None = None
         self.parts: tuple[Part, ...] = validate_parts(parts, loss_hp, PartInfo(self._d_batch_stats, self.latent_shape))
         check_setup(self.labels, self.loss, self.parts)
         check_spectral_norm(discriminator, self.parts)
@@ -171,30 +171,36 @@ class GAN:
         self._loss_keys: tuple[str, ...] = tuple(loss_hp)
         self.defaults: dict[str, float | Tensor] = {k: h.value for k, h in self._hp.items()}
         self.aliases: dict[str, str] = _aliases(self._hp)
-        self._hooks = {f: tuple(p for p in self.parts if getattr(p, f) is not None) for f in Part._fields[2:]}
-        self.gates_d, self.gates_g = bool(self._hooks["skip_d"]), bool(self._hooks["skip_g"])
+        self._sample_shape: tuple[int, ...] = self._probe_sample_shape()  # fixed at construction
+        self.table: Hooks = hook_table(self.parts)  # built once, typed: the step calls hook functions directly
+        self.gates_d, self.gates_g = bool(self.table.skip_d), bool(self.table.skip_g)
         self._ops = _step.ops(self)
 
     # -- construction -----------------------------------------------------------
 
     @property
     def sample_shape(self) -> tuple[int, ...]:
-        """The shape of one generated sample (found once by running G on 2 latents)."""
-        if self._sample_shape is None:
-            p = next(self.generator.parameters(), None)
-            z = torch.zeros(2, *self.latent_shape, device=p.device if p is not None else None, dtype=p.dtype if p is not None else None)
-            params, buffers = extract(self.generator)
+        """The shape of one generated sample (found at construction by running G on 2 latents)."""
+        return self._sample_shape
+
+    def _probe_sample_shape(self) -> tuple[int, ...]:
+        p = next(self.generator.parameters(), None)
+        z = torch.zeros(2, *self.latent_shape, device=p.device if p is not None else None, dtype=p.dtype if p is not None else None)
+        params, buffers = extract(self.generator)
+        try:
             with torch.no_grad():
                 out, _ = self.g_apply(params, buffers, z, *self.labels.probe(2, z.device), train=False)
-            self._sample_shape = tuple(out.shape[1:])
-        return self._sample_shape
+        except Exception as e:  # noqa: BLE001 - re-raised naming the shapes and how G is called
+            raise ValueError(f"the generator cannot take latents of shape {tuple(z.shape)} (latent_dim={self.latent_shape}) "
+                             f"({how_called(self.num_classes)}): {e}") from e
+        return tuple(out.shape[1:])
 
     def hooks(self, hook: str) -> tuple[Part, ...]:
         """The parts that implement ``hook`` (a :class:`~ganfn.parts.Part` field such
         as ``"noise_d"`` or ``"sample_weights"``), in the order they run."""
-        if hook not in self._hooks:
-            raise KeyError(f"a part has no hook {hook!r}; the hooks are {list(self._hooks)}")
-        return self._hooks[hook]
+        if hook not in Hooks._fields:
+            raise KeyError(f"a part has no hook {hook!r}; the hooks are {list(Hooks._fields)}")
+        return tuple(p for p, _ in getattr(self.table, hook))
 
     def part(self, name: str) -> Part:
         """The part called ``name`` (``KeyError`` naming the parts there are)."""
@@ -222,7 +228,7 @@ class GAN:
         g_mod, d_mod = fresh_copies((self.generator, self.discriminator), seed, self.weight_init) if reinit else (self.generator, self.discriminator)
         g_params, g_buffers = extract(g_mod)
         d_params, d_buffers = extract(d_mod)
-        self._sample_shape = check_compatible(self, g_params, g_buffers, d_params, d_buffers)
+        check_compatible(self, g_params, g_buffers, d_params, d_buffers)
         like = next(iter(d_params.values()))
         g_opt, d_opt = self.g_optimizer.init(g_params), self.d_optimizer.init(d_params)
         hp = make_hparams(self._hp, like.device)
@@ -233,7 +239,7 @@ class GAN:
             step=torch.zeros((), dtype=torch.int64, device=like.device),
             g=NetState(g_params, g_buffers, g_opt),
             d=NetState(d_params, d_buffers, d_opt),
-            parts={p.name: p.init(ctx) for p in self._hooks["init"]},
+            parts={p.name: init(ctx) for p, init in self.table.init},
             hparams=hp,
             diverged_at=torch.full((), -1, dtype=torch.int64, device=like.device),
         )
@@ -267,17 +273,17 @@ class GAN:
         return _schedules.resolve(state.hparams, self._scheduled, tuple(keys), state.step)
 
     def _d_weights(self, d_params: Params, state: TrainState) -> Params:
-        for p in self._hooks["d_weights"]:
-            out = p.d_weights(d_params, self.ctx(p, state))
+        for p, fn in self.table.d_weights:
+            out = fn(d_params, self.ctx(p, state))
             check_like(p.name, "d_weights", out, d_params)
             d_params = out
         return d_params
 
     def _after(self, hook: str, params: Params, state: TrainState, aux: Any) -> tuple[Params, dict]:
         parts = dict(state.parts)
-        for p in self._hooks[hook]:
+        for p, fn in getattr(self.table, hook):
             ctx = self.ctx(p, state)._replace(aux=aux.parts.get(p.name))
-            new_p, new_s = getattr(p, hook)(params, ctx, aux)
+            new_p, new_s = fn(params, ctx, aux)
             check_like(p.name, f"{hook} (parameters)", new_p, params)
             check_like(p.name, f"{hook} (state)", new_s, ctx.state)
             params = new_p
@@ -305,12 +311,12 @@ class GAN:
         lr_, lf_ = self.loss.d_parts(out_r, out_f, real_target=hp["real_label"], fake_target=hp["fake_label"],
                                      **self._loss_hp(hp), **self._loss_labels(yr, yf))
         pen, part_aux, scores = torch.zeros((), dtype=lr_.dtype, device=lr_.device), {}, self.loss.scores
-        if self._hooks["d_term"]:
+        if self.table.d_term:
             term = DTerm(lambda x: scores(self.d_apply(p, buffers, x, *yr)[0]), real, fake, scores(out_r), scores(out_f),
                          lambda x: scores(self.d_apply(p, buffers, x, *yf)[0]),
                          lambda z: self.g_apply(state.g.params, state.g.buffers, z, *yf)[0].detach())
-            for pt in self._hooks["d_term"]:
-                val, a = pt.d_term(term, self.ctx(pt, state, noise))
+            for pt, fn in self.table.d_term:
+                val, a = fn(term, self.ctx(pt, state, noise))
                 check_like(pt.name, "d_term (loss)", val, pen, dtype=False)
                 pen, part_aux[pt.name] = pen + val, a
         acc_r, acc_f = diagnose.d_accuracy(self.loss, scores(out_r), scores(out_f), hp["real_label"], hp["fake_label"])
@@ -328,15 +334,15 @@ class GAN:
         with torch.no_grad():
             fake, g_buf = self.g_apply(state.g.params, state.g.buffers, nd.z, *nd.labels)
         fake = fake.detach()
-        for p in self._hooks["fake_for_d"]:
-            out = p.fake_for_d(fake, self.ctx(p, state, nd.parts))
+        for p, fn in self.table.fake_for_d:
+            out = fn(fake, self.ctx(p, state, nd.parts))
             check_like(p.name, "fake_for_d", out, fake)
             fake = out
         real_in, fake_in = real, fake
-        for p in self._hooks["d_inputs"]:
-            out = p.d_inputs(real_in, fake_in, self.ctx(p, state, nd.parts))
-            check_like(p.name, "d_inputs", out, (real_in, fake_in))
-            real_in, fake_in = out
+        for p, both in self.table.d_inputs:
+            pair = both(real_in, fake_in, self.ctx(p, state, nd.parts))
+            check_like(p.name, "d_inputs", pair, (real_in, fake_in))
+            real_in, fake_in = pair
         return fake, real_in, fake_in, g_buf
 
     def d_grads(self, state: TrainState, real: Tensor, noise_d: UpdateNoise) -> tuple[Tensor, Params, DAux]:
@@ -368,7 +374,7 @@ class GAN:
 
     def d_skip(self, state: TrainState, aux: DAux) -> Tensor:
         """Whether a part gates this D update off (a bool tensor), given ``d_grads``' aux."""
-        flags = [p.skip_d(aux, self.ctx(p, state)) for p in self._hooks["skip_d"]]
+        flags = [fn(aux, self.ctx(p, state)) for p, fn in self.table.skip_d]
         return torch.stack(flags).any(0)
 
     def d_update(self, state: TrainState, grads: Params, aux: DAux) -> TrainState:
@@ -385,8 +391,8 @@ class GAN:
                 real_out: Tensor | None = None):
         fake, g_buf = self.g_apply(g_params, g_buffers, z, *y)
         d_in = fake
-        for p in self._hooks["g_inputs"]:
-            out = p.g_inputs(d_in, self.ctx(p, state, noise))
+        for p, fn in self.table.g_inputs:
+            out = fn(d_in, self.ctx(p, state, noise))
             check_like(p.name, "g_inputs", out, d_in)
             d_in = out
         d_w = self._d_weights(state.d.params, state)
@@ -395,11 +401,11 @@ class GAN:
         hp = self._hp_at(state, self._loss_keys)
         loss = self.loss.g(out, g_target=hp["g_target"], **self._loss_hp(hp), **rel, **self._loss_labels(y, y))
         part_aux = {}
-        if self._hooks["g_term"]:
+        if self.table.g_term:
             term = GTerm(z, fake, d_in, self.loss.scores(out), lambda z2: self.g_apply(g_params, g_buffers, z2, *y)[0],
                          lambda x: self.loss.scores(self.d_apply(d_w, d_buffers, x, *y)[0]))
-        for p in self._hooks["g_term"]:
-            val, a = p.g_term(term, self.ctx(p, state, noise))
+        for p, g_term in self.table.g_term:
+            val, a = g_term(term, self.ctx(p, state, noise))
             check_like(p.name, "g_term (loss)", val, loss, dtype=False)
             loss, part_aux[p.name] = loss + val, a
         return loss, GAux(g_buf, d_buf, part_aux)
@@ -442,7 +448,7 @@ class GAN:
 
     def g_skip(self, state: TrainState, d_aux: DAux) -> Tensor:
         """Whether a part gates this G update off, given the last D update's aux."""
-        return torch.stack([p.skip_g(d_aux, self.ctx(p, state)) for p in self._hooks["skip_g"]]).any(0)
+        return torch.stack([fn(d_aux, self.ctx(p, state)) for p, fn in self.table.skip_g]).any(0)
 
     def g_update(self, state: TrainState, grads: Params, aux: GAux) -> TrainState:
         """Apply G gradients (pure): the optimizer step, every part's ``after_g``
