@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import os
 import sys
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
@@ -17,7 +16,7 @@ from tqdm.auto import tqdm
 
 from . import checkpoint as ckpt
 from . import distributed as gd
-from . import ensemble
+from . import ensemble, steps
 from . import tensorboard as tb
 from .data import ImageSource, loader_init
 from .evaluation import Evaluator
@@ -120,14 +119,14 @@ def _members(gan: GAN, seed: int, seeds: Sequence[int] | None, hparams: Any, dev
         if len(hp_list) != S:
             raise ValueError(f"got {S} seeds but {len(hp_list)} hyperparameter dicts")
         state = ensemble.init_many(gan, seeds, hp_list)
-        step_fn = gd.make_train_step(gan, stacked=True) if world.distributed else ensemble.make_step(gan, compile=compile)
+        step_fn = steps.make_step(gan, members=True, reduce="all_reduce" if world.distributed else None, compile=compile)
         return True, seeds, hp_list, state, ensemble.rngs(seeds, device), step_fn
     if isinstance(hparams, Sequence):
         raise ValueError("one hyperparameter dict per member needs seeds= (a stacked run)")
     hp_list = [dict(hparams or {})]
     state = gan.init(int(seed), **hp_list[0])
     rngs = [torch.Generator(device=device).manual_seed(int(seed))]
-    step_fn = gd.make_train_step(gan) if world.distributed else (_compiled_single(gan) if compile else gan.train_step)
+    step_fn = steps.make_step(gan, reduce="all_reduce" if world.distributed else None, compile=compile)
     return False, [int(seed)], hp_list, state, rngs, step_fn
 
 
@@ -242,17 +241,3 @@ def _checked_data(gan: GAN, data: Any, is_sampler: bool, device: torch.device, d
     return gan.labels.join(images, tuple(y.to(device) for y in labels))
 
 
-def _compiled_single(gan: GAN) -> Callable:
-    compiled = torch.compile(gan.train_step)
-    failed = [False]
-
-    def step(state, real, noise):
-        if not failed[0]:
-            try:
-                return compiled(state, real, noise)
-            except Exception as e:  # noqa: BLE001 - any compiler failure falls back to the same pure step
-                failed[0] = True
-                warnings.warn(f"torch.compile of train_step failed ({type(e).__name__}); running eagerly", RuntimeWarning, stacklevel=2)
-        return gan.train_step(state, real, noise)
-
-    return step
