@@ -37,10 +37,10 @@ def build(model: str, device: str) -> ganfn.GAN:
         kw = dict(loss="non_saturating")
     elif model == "mlp_gp":  # the same with WGAN-GP, n_critic=2
         G, D, z = models.build("mlp", (1, 28, 28), latent_dim=64, hidden=128)
-        kw = dict(loss="wasserstein", penalty="gp", n_critic=2)
+        kw = dict(loss="wasserstein", parts=ganfn.recipes.wgan_gp(), n_critic=2)
     elif model == "dcgan":  # reference 004's DCGAN at 64x64
         G, D, z = models.build("dcgan", (3, 64, 64), latent_dim=100)
-        kw = dict(loss="non_saturating", real_label=0.9)
+        kw = dict(loss=ganfn.losses.bce(real_label=0.9))
     else:
         raise SystemExit(f"unknown model {model!r}")
     return ganfn.GAN(G.to(device), D.to(device), latent_dim=z, **kw)

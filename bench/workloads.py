@@ -76,7 +76,7 @@ class Workload:
     def gan(self, G: nn.Module, D: nn.Module) -> ganfn.GAN:
         opt = lambda: ganfn.optim.adam(self.lr, self.betas)
         return ganfn.GAN(G, D, latent_dim=self.latent, loss=self.loss, g_optimizer=opt(), d_optimizer=opt(),
-                         penalty=None if self.gp is None else ganfn.penalties.gradient_penalty(self.gp),
+                         parts=[] if self.gp is None else ganfn.recipes.wgan_gp(self.gp),
                          n_critic=self.n_critic)
 
 

@@ -12,7 +12,7 @@ from ganfn import data, metrics, optim
 torch.set_num_threads(1)
 G = nn.Sequential(nn.Linear(2, 128), nn.ReLU(), nn.Linear(128, 128), nn.ReLU(), nn.Linear(128, 2))
 D = nn.Sequential(nn.Linear(2, 128), nn.LeakyReLU(0.2), nn.Linear(128, 128), nn.LeakyReLU(0.2), nn.Linear(128, 1))
-gan = ganfn.GAN(G, D, latent_dim=2, loss="non_saturating", ema_decay=0.99,
+gan = ganfn.GAN(G, D, latent_dim=2, loss="non_saturating", parts=[ganfn.parts.ema(0.99)],
                 g_optimizer=optim.adam(1e-3, (0.5, 0.999)), d_optimizer=optim.adam(1e-3, (0.5, 0.999)))
 state = gan.init(seed=0)                         # parameters, optimizer states, EMA: a pytree of tensors
 noise_rng, data_rng = torch.Generator().manual_seed(1), torch.Generator().manual_seed(2)

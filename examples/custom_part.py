@@ -53,7 +53,7 @@ def main(steps: int = 200) -> None:
     torch.set_num_threads(1)
     G = nn.Sequential(nn.Linear(2, 64), nn.ReLU(), nn.Linear(64, 2))
     D = nn.Sequential(nn.Linear(2, 64), nn.LeakyReLU(0.2), nn.Linear(64, 1))
-    gan = ganfn.GAN(G, D, latent_dim=2, loss="hinge", parts=[lecam()], ema_decay=0.99,
+    gan = ganfn.GAN(G, D, latent_dim=2, loss="hinge", parts=[lecam(), ganfn.parts.ema(0.99)],
                     g_optimizer=optim.adam(1e-3), d_optimizer=optim.adam(1e-3))
     # Three members, three LeCam weights, one vmapped program.
     seeds, weights = [0, 1, 2], [0.0, 0.3, 1.0]

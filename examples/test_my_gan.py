@@ -61,7 +61,7 @@ def _my_g(fake_out, **_):
 
 MY_LOSS = ganfn.losses.LossPair("soft_hinge", _my_d_parts, _my_g, threshold=0.0)
 
-GAN = ganfn.GAN(MyGenerator(), MyCritic(), latent_dim=16, loss=MY_LOSS, penalty=ganfn.penalties.r1(1.0),
+GAN = ganfn.GAN(MyGenerator(), MyCritic(), latent_dim=16, loss=MY_LOSS, parts=[ganfn.penalties.r1(1.0)],
                 g_optimizer=ganfn.optim.adam(2e-4, (0.5, 0.999)), d_optimizer=ganfn.optim.adam(2e-4, (0.5, 0.999)))
 BATCH = 8
 

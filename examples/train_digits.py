@@ -23,7 +23,7 @@ args = parser.parse_args()
 torch.set_num_threads(1)
 x = data.digits("train", 8)                                     # [1400, 1, 8, 8] in [-1, 1]
 G, D, latent = models.build("dcgan", x.shape[1:], width=64, latent_dim=32)
-gan = ganfn.GAN(G, D, latent_dim=latent, loss="non_saturating", ema_decay=0.999,
+gan = ganfn.GAN(G, D, latent_dim=latent, loss="non_saturating", parts=[ganfn.parts.ema(0.999)],
                 g_optimizer=optim.adam(2e-4, (0.5, 0.999)), d_optimizer=optim.adam(2e-4, (0.5, 0.999)))
 evaluator = presets.make_evaluator(presets.Config(data="digits"))  # FD-LeNet(digits) vs held-out digits
 state, history = fit(gan, x, steps=args.steps, batch_size=64, run_dir=args.run_dir, seed=0,

@@ -4,7 +4,7 @@ Models are stateless functions of explicit parameter pytrees; every training
 step is a pure function ``(state, real, noise) -> (state, metrics)`` that can be
 vmapped over many seeds or hyperparameter settings.
 """
-from . import augment, losses, optim, parts, penalties, regularisers, sampling
+from . import augment, losses, optim, parts, penalties, recipes, regularisers, sampling, schedules
 from .ensemble import stack, unstack
 from .errors import NonFiniteLossError, check_finite
 from .export import load_generator
@@ -30,6 +30,8 @@ __all__ = [
     "losses",
     "regularisers",
     "sampling",
+    "schedules",
+    "recipes",
     "optim",
     "penalties",
     "NonFiniteLossError",

@@ -7,7 +7,7 @@ initial parameters and its noise) and in any per-state hyperparameter
 states with different values is a sweep. One call of the step made by
 :func:`make_step` updates all S members::
 
-    gan = ganfn.GAN(G, D, latent_dim=64, penalty="gp", n_critic=5)
+    gan = ganfn.GAN(G, D, latent_dim=64, loss="wasserstein", parts=ganfn.recipes.wgan_gp(10.0), n_critic=5)
     seeds = list(range(8))
     state = ensemble.init_many(gan, seeds, [{"lr_d": lr} for lr in lrs])
     rngs = ensemble.rngs(seeds)
@@ -31,8 +31,6 @@ so a NaN in one member never reaches the others' numbers.
 from __future__ import annotations
 
 import functools
-import os
-import warnings
 from typing import Any, Callable, Sequence
 
 import optree
@@ -44,6 +42,7 @@ from .gan import GAN
 from .labels import check_labels
 from .state import Noise, TrainState
 from .step import freeze, freeze_diverged, frozen
+from .steps import compile_disabled, with_fallback
 
 __all__ = ["stack", "unstack", "init_many", "rngs", "draw_noise_many", "make_step", "num_members", "frozen", "freeze",
            "Step"]
@@ -169,7 +168,7 @@ def make_step(gan: GAN, *, shared_data: bool = True, compile: bool | str = False
     member = _isolated(gan) if isolate else _plain(gan)
     vmapped = torch.func.vmap(member, in_dims=(0, None if shared_data else 0, 0))
     check = functools.partial(_check_inputs, gan, shared_data)
-    if not compile or os.environ.get("GANFN_NO_COMPILE", "") not in ("", "0"):
+    if not compile or compile_disabled():
         plain = torch.func.vmap(gan.train_step, in_dims=(0, None if shared_data else 0, 0)) if isolate else None
 
         def eager_step(state, real, noise):
@@ -186,34 +185,7 @@ def make_step(gan: GAN, *, shared_data: bool = True, compile: bool | str = False
     kw: dict[str, Any] = {"fullgraph": True}
     if isinstance(compile, str):
         kw["mode" if compile in _COMPILE_MODES else "backend"] = compile
-    def fresh(s, r, n):
-        return vmapped(s, r, n)
-
-    return _with_fallback(compiling.compile(fresh, **kw), vmapped, check)
-
-
-def _with_fallback(compiled: Callable, eager: Callable, check: Callable) -> Step:
-    """``compiled`` after ``check``; on its first failure a warning naming the
-    error, and ``eager`` (the same pure step) from then on."""
-    use_compiled = [True]
-
-    def compiled_step(state, real, noise):
-        check(state, real, noise)
-        if use_compiled[0]:
-            try:
-                return compiled(state, real, noise)
-            except Exception as e:  # any compiler failure falls back to the same pure step
-                use_compiled[0] = False
-                msg = str(e).strip().splitlines()[0] if str(e).strip() else ""
-                warnings.warn(
-                    f"ganfn.ensemble: torch.compile of the vmapped step failed ({type(e).__name__}: {msg[:300]}); "
-                    "running it eagerly instead (same results, slower). Pass compile=False to skip the attempt.",
-                    RuntimeWarning,
-                    stacklevel=2,
-                )
-        return eager(state, real, noise)
-
-    return compiled_step
+    return with_fallback(compiling.compile(lambda s, r, n: vmapped(s, r, n), **kw), vmapped, "the vmapped step", check)
 
 
 def _check_inputs(gan: GAN, shared_data: bool, state: TrainState, real: Tensor, noise: Noise) -> None:

@@ -5,7 +5,7 @@ counts and the parts the step is built from) and holds no tensor that changes
 during training. The state is a :class:`~ganfn.state.TrainState` pytree; every
 method is a pure function of its arguments::
 
-    gan = GAN(G, D, latent_dim=64, loss="hinge", penalty=penalties.r1(1.0))
+    gan = GAN(G, D, latent_dim=64, loss="hinge", parts=[penalties.r1(1.0), parts.ema(0.999)])
     state = gan.init(seed=0)
     rng = torch.Generator().manual_seed(0)
     for real in batches:
@@ -36,22 +36,25 @@ from . import noise as _noise
 from . import optim as _optim
 from . import penalties as _penalties
 from . import sampling as _sampling
+from . import schedules as _schedules
 from . import step as _step
 from .functional import Params, extract, fresh_copies, has_batch_stats, make_apply
 from .gan_parts import (
     PartInfo,
     check_counts,
     check_optimizer,
+    check_spectral_norm,
     latent_shape_of,
     loss_hparams,
-    shorthand_parts,
+    refuse_removed,
     validate_parts,
 )
 from .grads import value_and_grad
-from .hparams import apply_overrides, make_hparams
-from .inputs import check_batch, check_compatible, check_step_inputs
+from .hparams import apply_overrides, expand, make_hparams
+from .inputs import check_batch, check_compatible, check_step_inputs, how_called
 from .labels import Labelling, check_setup, class_labels
-from .parts.base import Ctx, DTerm, GTerm, Hyper, InitCtx, Part, PartError, check_like
+from .parts.base import Ctx, DTerm, GTerm, InitCtx, Part, PartError, check_like
+from .parts.table import Hooks, hook_table
 from .state import DAux, GAux, NetState, Noise, TrainState, UpdateNoise
 from .tree import in_transform, tree_map
 from .tree import replace as _replace
@@ -79,6 +82,16 @@ def _accumulate(k: int, n: int, one: Callable, carry: Any) -> tuple[list, Any]:
     return outs, carry
 
 
+def _aliases(hp: dict) -> dict[str, str]:
+    """The flat keys of namespaced hyperparameters (``ema_decay`` for
+    ``ema_slow/ema_decay``: ``parts.named``) where exactly one part declares them."""
+    short: dict[str, list[str]] = {}
+    for k in hp:
+        if "/" in k:
+            short.setdefault(k.split("/", 1)[1], []).append(k)
+    return {s: ks[0] for s, ks in short.items() if len(ks) == 1 and s not in hp}
+
+
 class GAN:
     """A GAN training setup; all methods are pure functions of their arguments.
 
@@ -92,13 +105,13 @@ class GAN:
             betas (0.5, 0.999)); different learning rates give TTUR. Wrap them
             in ``optim.loss_scaled`` for fp16 training.
         n_critic, n_gen: D updates and G updates per ``train_step``.
-        real_label, fake_label, g_target: targets for the BCE / least-squares
-            losses (``real_label=0.9`` is one-sided label smoothing).
         accumulation_steps: D and G gradients are *averaged* over this many
             micro-batches of each batch (equal to one full-batch gradient for
             networks without batch statistics).
-        parts: :class:`ganfn.parts.Part` s the step is built from, after those
-            the short-hand options below build (see :mod:`ganfn.parts`).
+        parts: the :class:`ganfn.parts.Part` s the step is built from, run in
+            the order given (see :mod:`ganfn.parts`; :mod:`ganfn.recipes` gives
+            lists for known setups). A :class:`~ganfn.penalties.Penalty` is
+            taken as its part (:func:`ganfn.penalties.as_part`).
         weight_init: ``fn(module, generator)`` applied after each submodule's
             ``reset_parameters()`` when ``init`` re-draws parameters per seed.
         num_classes: a class-conditional setup with this many classes: G is
@@ -110,14 +123,10 @@ class GAN:
         class_probs: frequencies of the fake batches' labels (one per class,
             normalised; default uniform), e.g. the data set's class frequencies.
 
-    Short-hand options, each building a part: ``penalty`` (a
-    :class:`~ganfn.penalties.Penalty`, a name, or a sequence of them);
-    ``spectral_norm``/``sn_iters`` (:func:`~ganfn.parts.spectral_norm`; default: on
-    when the discriminator class sets ``wants_spectral_norm = True``);
-    ``instance_noise``/``instance_noise_anneal`` (:func:`~ganfn.parts.instance_noise`);
-    ``replay_size``/``replay_fraction`` (:func:`~ganfn.parts.replay`);
-    ``d_skip_accuracy``/``g_skip_accuracy`` (:func:`~ganfn.parts.balance`);
-    ``ema_decay`` (:func:`~ganfn.parts.ema`, with warm-up).
+    A loss owns its targets (``losses.bce(real_label=0.9)`` is one-sided label
+    smoothing; :func:`ganfn.losses.with_targets`). Every feature is a part:
+    ``GAN`` has no short-hand options, and a removed one (``ema_decay=``,
+    ``penalty=``, ...) raises a ``TypeError`` naming the part to use.
     """
 
     def __init__(
@@ -129,27 +138,16 @@ class GAN:
         loss: str | _losses.LossPair = "non_saturating",
         g_optimizer: _optim.Optimizer | None = None,
         d_optimizer: _optim.Optimizer | None = None,
-        penalty: str | _penalties.Penalty | Part | Sequence[str | _penalties.Penalty | Part] | None = None,
+        parts: Sequence[Part | _penalties.Penalty] = (),
         n_critic: int = 1,
         n_gen: int = 1,
-        ema_decay: float | None = None,
-        spectral_norm: bool | None = None,
-        sn_iters: int = 1,
-        real_label: float = 1.0,
-        fake_label: float = 0.0,
-        g_target: float = 1.0,
         accumulation_steps: int = 1,
-        instance_noise: float = 0.0,
-        instance_noise_anneal: int | None = None,
-        replay_size: int = 0,
-        replay_fraction: float = 0.5,
-        d_skip_accuracy: float | None = None,
-        g_skip_accuracy: float | None = None,
-        parts: Sequence[Part] = (),
-        weight_init: Callable[[nn.Module, torch.Generator], None] | None = None,
         num_classes: int | None = None,
         class_probs: Sequence[float] | Tensor | None = None,
+        weight_init: Callable[[nn.Module, torch.Generator], None] | None = None,
+        **removed: Any,
     ) -> None:
+        refuse_removed(removed)
         if not isinstance(generator, nn.Module) or not isinstance(discriminator, nn.Module):
             raise TypeError("generator and discriminator must be torch.nn.Module instances")
         self.generator, self.discriminator = generator, discriminator
@@ -159,53 +157,50 @@ class GAN:
         self.num_classes: int | None = self.labels.num_classes
         self.g_optimizer = check_optimizer("g_optimizer", g_optimizer or _optim.adam(2e-4, (0.5, 0.999)))
         self.d_optimizer = check_optimizer("d_optimizer", d_optimizer or _optim.adam(2e-4, (0.5, 0.999)))
-        self.n_critic, self.n_gen, self.accumulation_steps = check_counts(n_critic=n_critic, n_gen=n_gen,
-                                                                          accumulation_steps=accumulation_steps)
-        loss_hp = loss_hparams(self.loss, real_label=real_label, fake_label=fake_label, g_target=g_target)
+        self.n_critic, self.n_gen, self.accumulation_steps = check_counts(n_critic=n_critic, n_gen=n_gen, accumulation_steps=accumulation_steps)
+        loss_hp = loss_hparams(self.loss)
         self.weight_init = weight_init
         self.g_apply = make_apply(generator)
         self.d_apply = make_apply(discriminator)
         self._d_batch_stats = has_batch_stats(discriminator)
-        self._sample_shape: tuple[int, ...] | None = None
-        if spectral_norm is None:  # the discriminator's own declaration (models.SNDiscriminator)
-            spectral_norm = bool(getattr(discriminator, "wants_spectral_norm", False))
-        built = shorthand_parts(penalty=penalty, spectral_norm=spectral_norm, sn_iters=sn_iters,
-                                instance_noise=instance_noise,
-                                instance_noise_anneal=instance_noise_anneal, replay_size=replay_size,
-                                replay_fraction=replay_fraction,
-                                d_skip_accuracy=d_skip_accuracy, g_skip_accuracy=g_skip_accuracy, ema_decay=ema_decay)
-        self.parts: tuple[Part, ...] = validate_parts((*built, *parts), loss_hp,
-                                                      PartInfo(self._d_batch_stats, self.latent_shape))
+        self.parts: tuple[Part, ...] = validate_parts(parts, loss_hp, PartInfo(self._d_batch_stats, self.latent_shape))
         check_setup(self.labels, self.loss, self.parts)
-        self._hp: dict[str, Hyper] = {**loss_hp, **{k: h for p in self.parts for k, h in p.defaults().items()}}
+        check_spectral_norm(discriminator, self.parts)
+        # A scheduled hyperparameter is stored as its fields (ganfn.schedules) and evaluated at the step in _hp_at.
+        self._hp, self._scheduled = expand({**loss_hp, **{k: h for p in self.parts for k, h in p.defaults().items()}})
+        self._loss_keys: tuple[str, ...] = tuple(loss_hp)
         self.defaults: dict[str, float | Tensor] = {k: h.value for k, h in self._hp.items()}
-        # hook name -> the parts that have it. Any: a string-keyed table cannot tell mypy that part.<hook> is set.
-        self._hooks: dict[str, tuple[Any, ...]] = {f: tuple(p for p in self.parts if getattr(p, f) is not None)
-                                                   for f in Part._fields[2:]}
-        self.gates_d, self.gates_g = bool(self._hooks["skip_d"]), bool(self._hooks["skip_g"])
+        self.aliases: dict[str, str] = _aliases(self._hp)
+        self._sample_shape: tuple[int, ...] = self._probe_sample_shape()  # fixed at construction
+        self.table: Hooks = hook_table(self.parts)  # built once, typed: the step calls hook functions directly
+        self.gates_d, self.gates_g = bool(self.table.skip_d), bool(self.table.skip_g)
         self._ops = _step.ops(self)
 
     # -- construction -----------------------------------------------------------
 
     @property
     def sample_shape(self) -> tuple[int, ...]:
-        """The shape of one generated sample (found once by running G on 2 latents)."""
-        if self._sample_shape is None:
-            p = next(self.generator.parameters(), None)
-            z = torch.zeros(2, *self.latent_shape, device=p.device if p is not None else None,
-                            dtype=p.dtype if p is not None else None)
-            params, buffers = extract(self.generator)
+        """The shape of one generated sample (found at construction by running G on 2 latents)."""
+        return self._sample_shape
+
+    def _probe_sample_shape(self) -> tuple[int, ...]:
+        p = next(self.generator.parameters(), None)
+        z = torch.zeros(2, *self.latent_shape, device=p.device if p is not None else None, dtype=p.dtype if p is not None else None)
+        params, buffers = extract(self.generator)
+        try:
             with torch.no_grad():
                 out, _ = self.g_apply(params, buffers, z, *self.labels.probe(2, z.device), train=False)
-            self._sample_shape = tuple(out.shape[1:])
-        return self._sample_shape
+        except Exception as e:  # noqa: BLE001 - re-raised naming the shapes and how G is called
+            raise ValueError(f"the generator cannot take latents of shape {tuple(z.shape)} (latent_dim={self.latent_shape}) "
+                             f"({how_called(self.num_classes)}): {e}") from e
+        return tuple(out.shape[1:])
 
     def hooks(self, hook: str) -> tuple[Part, ...]:
         """The parts that implement ``hook`` (a :class:`~ganfn.parts.Part` field such
         as ``"noise_d"`` or ``"sample_weights"``), in the order they run."""
-        if hook not in self._hooks:
-            raise KeyError(f"a part has no hook {hook!r}; the hooks are {list(self._hooks)}")
-        return self._hooks[hook]
+        if hook not in Hooks._fields:
+            raise KeyError(f"a part has no hook {hook!r}; the hooks are {list(Hooks._fields)}")
+        return tuple(p for p, _ in getattr(self.table, hook))
 
     def part(self, name: str) -> Part:
         """The part called ``name`` (``KeyError`` naming the parts there are)."""
@@ -234,10 +229,11 @@ class GAN:
                         else (self.generator, self.discriminator))
         g_params, g_buffers = extract(g_mod)
         d_params, d_buffers = extract(d_mod)
-        self._sample_shape = check_compatible(self, g_params, g_buffers, d_params, d_buffers)
+        check_compatible(self, g_params, g_buffers, d_params, d_buffers)
         like = next(iter(d_params.values()))
         g_opt, d_opt = self.g_optimizer.init(g_params), self.d_optimizer.init(d_params)
         hp = make_hparams(self._hp, like.device)
+        hparams = {self.aliases.get(k, k): v for k, v in hparams.items()}
         apply_overrides(hparams, self._hp, hp, g_opt, d_opt, self.g_optimizer, self.d_optimizer)
         ctx = InitCtx(g_params, d_params, self.sample_shape, self.latent_shape, torch.Generator().manual_seed(seed),
                       like.dtype, like.device)
@@ -245,7 +241,7 @@ class GAN:
             step=torch.zeros((), dtype=torch.int64, device=like.device),
             g=NetState(g_params, g_buffers, g_opt),
             d=NetState(d_params, d_buffers, d_opt),
-            parts={p.name: p.init(ctx) for p in self._hooks["init"]},
+            parts={p.name: init(ctx) for p, init in self.table.init},
             hparams=hp,
             diverged_at=torch.full((), -1, dtype=torch.int64, device=like.device),
         )
@@ -270,7 +266,7 @@ class GAN:
         """The :class:`~ganfn.parts.Ctx` the step passes to part ``p``'s hooks: its
         state, its hyperparameters and ``noise[p.name]`` (one update's part noise,
         e.g. ``tree_index(noise.d, 0).parts``). For calling a hook by hand in a test."""
-        return Ctx(state.parts.get(p.name), {k: state.hparams[k] for k in p.hparams},
+        return Ctx(state.parts.get(p.name), self._hp_at(state, p.hparams),
                    noise.get(p.name, {}) if noise else {}, state.step)
 
     def scalars(self, state: TrainState) -> dict[str, Tensor]:
@@ -278,26 +274,33 @@ class GAN:
         read from ``state``: ``{"<part>/<key>": 0-d tensor}`` (ADA's ``ada/p``).
         ``train_step`` reports them among its metrics, read after the step."""
         out = {}
-        for p in self._hooks["scalars"]:
-            vals = p.scalars(self.ctx(p, state))
+        for p, fn in self.table.scalars:
+            vals = fn(self.ctx(p, state))
             if not isinstance(vals, dict) or any(not isinstance(v, Tensor) or v.dim() != 0 for v in vals.values()):
-                got = {k: tuple(v.shape) if isinstance(v, Tensor) else type(v).__name__ for k, v in vals.items()} if isinstance(vals, dict) else type(vals).__name__
+                got = ({k: tuple(v.shape) if isinstance(v, Tensor) else type(v).__name__ for k, v in vals.items()}
+                       if isinstance(vals, dict) else type(vals).__name__)
                 raise PartError(f"part {p.name!r}: scalars must return a dict of 0-d tensors, got {got}")
             out.update({f"{p.name}/{k}": v for k, v in vals.items()})
         return out
 
+    def _hp_at(self, state: TrainState, keys: Any) -> dict[str, Tensor]:
+        """The hyperparameters ``keys`` at ``state.step``: a schedule evaluated from this member's fields."""
+        if not self._scheduled:
+            return {k: state.hparams[k] for k in keys}
+        return _schedules.resolve(state.hparams, self._scheduled, tuple(keys), state.step)
+
     def _d_weights(self, d_params: Params, state: TrainState) -> Params:
-        for p in self._hooks["d_weights"]:
-            out = p.d_weights(d_params, self.ctx(p, state))
+        for p, fn in self.table.d_weights:
+            out = fn(d_params, self.ctx(p, state))
             check_like(p.name, "d_weights", out, d_params)
             d_params = out
         return d_params
 
     def _after(self, hook: str, params: Params, state: TrainState, aux: Any) -> tuple[Params, dict]:
         parts = dict(state.parts)
-        for p in self._hooks[hook]:
-            ctx = self.ctx(p, state)
-            new_p, new_s = getattr(p, hook)(params, ctx, aux)
+        for p, fn in getattr(self.table, hook):
+            ctx = self.ctx(p, state)._replace(aux=aux.parts.get(p.name))
+            new_p, new_s = fn(params, ctx, aux)
             check_like(p.name, f"{hook} (parameters)", new_p, params)
             check_like(p.name, f"{hook} (state)", new_s, ctx.state)
             params = new_p
@@ -311,7 +314,7 @@ class GAN:
                 yr: tuple, yf: tuple):
         # yr / yf: the real and fake batches' labels, () for an unconditional GAN.
         p = self._d_weights(d_params, state)
-        hp = state.hparams
+        hp = self._hp_at(state, self._loss_keys)
         if self._d_batch_stats:
             out_r, buf = self.d_apply(p, buffers, real, *yr)
             out_f, buf = self.d_apply(p, buf, fake, *yf)
@@ -325,11 +328,12 @@ class GAN:
         lr_, lf_ = self.loss.d_parts(out_r, out_f, real_target=hp["real_label"], fake_target=hp["fake_label"],
                                      **self._loss_hp(hp), **self._loss_labels(yr, yf))
         pen, part_aux, scores = torch.zeros((), dtype=lr_.dtype, device=lr_.device), {}, self.loss.scores
-        if self._hooks["d_term"]:
-            term = DTerm(lambda x: scores(self.d_apply(p, buffers, x, *yr)[0]), real, fake, scores(out_r),
-                         scores(out_f), lambda x: scores(self.d_apply(p, buffers, x, *yf)[0]))
-            for pt in self._hooks["d_term"]:
-                val, a = pt.d_term(term, self.ctx(pt, state, noise))
+        if self.table.d_term:
+            term = DTerm(lambda x: scores(self.d_apply(p, buffers, x, *yr)[0]), real, fake, scores(out_r), scores(out_f),
+                         lambda x: scores(self.d_apply(p, buffers, x, *yf)[0]),
+                         lambda z: self.g_apply(state.g.params, state.g.buffers, z, *yf)[0].detach())
+            for pt, fn in self.table.d_term:
+                val, a = fn(term, self.ctx(pt, state, noise))
                 check_like(pt.name, "d_term (loss)", val, pen, dtype=False)
                 pen, part_aux[pt.name] = pen + val, a
         acc_r, acc_f = diagnose.d_accuracy(self.loss, scores(out_r), scores(out_f), hp["real_label"], hp["fake_label"])
@@ -347,15 +351,15 @@ class GAN:
         with torch.no_grad():
             fake, g_buf = self.g_apply(state.g.params, state.g.buffers, nd.z, *nd.labels)
         fake = fake.detach()
-        for p in self._hooks["fake_for_d"]:
-            out = p.fake_for_d(fake, self.ctx(p, state, nd.parts))
+        for p, fn in self.table.fake_for_d:
+            out = fn(fake, self.ctx(p, state, nd.parts))
             check_like(p.name, "fake_for_d", out, fake)
             fake = out
         real_in, fake_in = real, fake
-        for p in self._hooks["d_inputs"]:
-            out = p.d_inputs(real_in, fake_in, self.ctx(p, state, nd.parts))
-            check_like(p.name, "d_inputs", out, (real_in, fake_in))
-            real_in, fake_in = out
+        for p, both in self.table.d_inputs:
+            pair = both(real_in, fake_in, self.ctx(p, state, nd.parts))
+            check_like(p.name, "d_inputs", pair, (real_in, fake_in))
+            real_in, fake_in = pair
         return fake, real_in, fake_in, g_buf
 
     def d_grads(self, state: TrainState, real: Tensor, noise_d: UpdateNoise) -> tuple[Tensor, Params, DAux]:
@@ -388,7 +392,7 @@ class GAN:
 
     def d_skip(self, state: TrainState, aux: DAux) -> Tensor:
         """Whether a part gates this D update off (a bool tensor), given ``d_grads``' aux."""
-        flags = [p.skip_d(aux, self.ctx(p, state)) for p in self._hooks["skip_d"]]
+        flags = [fn(aux, self.ctx(p, state)) for p, fn in self.table.skip_d]
         return torch.stack(flags).any(0)
 
     def d_update(self, state: TrainState, grads: Params, aux: DAux) -> TrainState:
@@ -406,17 +410,21 @@ class GAN:
                 y: tuple, real_out: Tensor | None = None):
         fake, g_buf = self.g_apply(g_params, g_buffers, z, *y)
         d_in = fake
-        for p in self._hooks["g_inputs"]:
-            out = p.g_inputs(d_in, self.ctx(p, state, noise))
+        for p, fn in self.table.g_inputs:
+            out = fn(d_in, self.ctx(p, state, noise))
             check_like(p.name, "g_inputs", out, d_in)
             d_in = out
-        out, d_buf = self.d_apply(self._d_weights(state.d.params, state), d_buffers, d_in, *y)
+        d_w = self._d_weights(state.d.params, state)
+        out, d_buf = self.d_apply(d_w, d_buffers, d_in, *y)
         rel = {"real_out": real_out} if self.loss.g_needs_real else {}
-        loss = self.loss.g(out, g_target=state.hparams["g_target"], **self._loss_hp(state.hparams), **rel,
-                           **self._loss_labels(y, y))
+        hp = self._hp_at(state, self._loss_keys)
+        loss = self.loss.g(out, g_target=hp["g_target"], **self._loss_hp(hp), **rel, **self._loss_labels(y, y))
         part_aux = {}
-        for p in self._hooks["g_term"]:
-            val, a = p.g_term(GTerm(z, fake, d_in, self.loss.scores(out)), self.ctx(p, state, noise))
+        if self.table.g_term:
+            term = GTerm(z, fake, d_in, self.loss.scores(out), lambda z2: self.g_apply(g_params, g_buffers, z2, *y)[0],
+                         lambda x: self.loss.scores(self.d_apply(d_w, d_buffers, x, *y)[0]))
+        for p, g_term in self.table.g_term:
+            val, a = g_term(term, self.ctx(p, state, noise))
             check_like(p.name, "g_term (loss)", val, loss, dtype=False)
             loss, part_aux[p.name] = loss + val, a
         return loss, GAux(g_buf, d_buf, part_aux)
@@ -461,7 +469,7 @@ class GAN:
 
     def g_skip(self, state: TrainState, d_aux: DAux) -> Tensor:
         """Whether a part gates this G update off, given the last D update's aux."""
-        return torch.stack([p.skip_g(d_aux, self.ctx(p, state)) for p in self._hooks["skip_g"]]).any(0)
+        return torch.stack([fn(d_aux, self.ctx(p, state)) for p, fn in self.table.skip_g]).any(0)
 
     def g_update(self, state: TrainState, grads: Params, aux: GAux) -> TrainState:
         """Apply G gradients (pure): the optimizer step, every part's ``after_g``

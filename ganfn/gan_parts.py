@@ -1,16 +1,15 @@
-"""How ``GAN`` checks its arguments, turns its short-hand options into parts, and checks a list of parts."""
+"""How ``GAN`` checks its arguments and its list of parts, and refuses the short-hand options it no longer takes."""
 from __future__ import annotations
 
 from typing import Any, Mapping, NamedTuple, Sequence
 
 from . import optim as _optim
-from . import parts as _parts
 from . import penalties as _penalties
 from .parts.base import Hyper, Part, check_part
 from .validate import Range, check_range
 
-__all__ = ["PartInfo", "check_counts", "check_optimizer", "latent_shape_of", "loss_hparams", "shorthand_parts",
-           "validate_parts"]
+__all__ = ["PartInfo", "REMOVED", "check_counts", "check_optimizer", "check_spectral_norm", "latent_shape_of", "loss_hparams",
+           "refuse_removed", "validate_parts"]
 
 
 def latent_shape_of(latent_dim: int | Sequence[int]) -> tuple[int, ...]:
@@ -37,15 +36,52 @@ def check_counts(**counts: int) -> tuple[int, ...]:
     return tuple(counts.values())
 
 
-def loss_hparams(loss: Any, *, real_label: float, fake_label: float, g_target: float) -> dict[str, Hyper]:
-    """The loss's per-member hyperparameters: its targets (a BCE target is a
-    probability, in [0, 1]) and the loss's own (e.g. a mixture's weight)."""
+def loss_hparams(loss: Any) -> dict[str, Hyper]:
+    """The loss's per-member hyperparameters: its targets (``loss.targets``; a BCE
+    target is a probability, in [0, 1]) and the loss's own (e.g. a mixture's weight)."""
     bce = loss.name in ("minimax", "non_saturating")
-    hp = {"real_label": Hyper(real_label, Range(0.0, 1.0) if bce else Range()), "fake_label": Hyper(fake_label),
-          "g_target": Hyper(g_target), **{k: Hyper(v) for k, v in loss.hparams.items()}}
+    t = loss.targets
+    hp = {"real_label": Hyper(t["real_label"], Range(0.0, 1.0) if bce else Range()), "fake_label": Hyper(t["fake_label"]),
+          "g_target": Hyper(t["g_target"]), **{k: Hyper(v) for k, v in loss.hparams.items()}}
     for k, h in hp.items():
         check_range(k, h.value, h.range)
     return hp
+
+
+REMOVED = {
+    "penalty": "parts=[ganfn.penalties.r1(10.0)] (any penalty, or ganfn.recipes.wgan_gp())",
+    "ema_decay": "parts=[ganfn.parts.ema(0.999)]",
+    "spectral_norm": "parts=[ganfn.parts.spectral_norm()] (or ganfn.recipes.sngan())",
+    "sn_iters": "parts=[ganfn.parts.spectral_norm(n_iters)]",
+    "instance_noise": "parts=[ganfn.parts.instance_noise(std)]",
+    "instance_noise_anneal": "parts=[ganfn.parts.instance_noise(std, anneal_steps=n)]",
+    "replay_size": "parts=[ganfn.parts.replay(size, fraction)]",
+    "replay_fraction": "parts=[ganfn.parts.replay(size, fraction)]",
+    "d_skip_accuracy": "parts=[ganfn.parts.balance(d_above, g_below)]",
+    "g_skip_accuracy": "parts=[ganfn.parts.balance(d_above, g_below)]",
+    "real_label": "loss=ganfn.losses.bce(real_label=0.9) (or ganfn.losses.with_targets(loss, real_label=...))",
+    "fake_label": "loss=ganfn.losses.with_targets(loss, fake_label=...)",
+    "g_target": "loss=ganfn.losses.with_targets(loss, g_target=...)",
+}
+"""Each keyword ``GAN`` no longer takes, and what replaces it."""
+
+
+def refuse_removed(kwargs: Mapping[str, Any]) -> None:
+    """``TypeError`` for any keyword in ``kwargs``: naming its replacement for a
+    removed short-hand option, and the accepted keywords otherwise."""
+    for k in kwargs:
+        if k in REMOVED:
+            raise TypeError(f"GAN no longer takes {k}=: features are parts, run in the order listed; use {REMOVED[k]}")
+        raise TypeError(f"GAN got an unexpected keyword argument {k!r}")
+
+
+def check_spectral_norm(discriminator: Any, parts: Sequence[Part]) -> None:
+    """``ValueError`` when the discriminator declares ``wants_spectral_norm`` but
+    no part reparametrises D's weights (spectral norm is no longer implicit)."""
+    if getattr(discriminator, "wants_spectral_norm", False) and not any(p.d_weights is not None for p in parts):
+        raise ValueError(f"the discriminator ({type(discriminator).__name__}) declares wants_spectral_norm, but no part "
+                         "normalises its weights: add ganfn.parts.spectral_norm() to parts= (ganfn.recipes.sngan()), or set "
+                         "its wants_spectral_norm = False to train it without")
 
 
 class PartInfo(NamedTuple):
@@ -55,46 +91,12 @@ class PartInfo(NamedTuple):
     latent_shape: tuple[int, ...]
 
 
-def _penalty_list(penalty: Any) -> list:
-    if penalty is None:
-        return []
-    if isinstance(penalty, (str, _penalties.Penalty, Part)):
-        return [penalty]
-    return list(penalty)
-
-
-def shorthand_parts(*, penalty: Any, spectral_norm: bool, sn_iters: int, instance_noise: float,
-                    instance_noise_anneal: int | None, replay_size: int, replay_fraction: float,
-                    d_skip_accuracy: float | None, g_skip_accuracy: float | None,
-                    ema_decay: float | None) -> list[Part]:
-    """The parts ``GAN``'s keyword options describe, in the order their hooks run:
-    penalties (their clipping before the power iteration), spectral norm,
-    instance noise, replay, balancing, EMA. Noise is drawn in this order too."""
-    out = [p if isinstance(p, Part) else _penalties.as_part(p) for p in _penalty_list(penalty)]
-    if not isinstance(sn_iters, int) or sn_iters < 1:
-        raise ValueError(f"sn_iters must be an int >= 1, got {sn_iters!r}")
-    if spectral_norm:
-        out.append(_parts.spectral_norm(sn_iters))
-    if instance_noise_anneal is not None and not instance_noise > 0:
-        raise ValueError("instance_noise_anneal needs instance_noise > 0 (the level it anneals from)")
-    if instance_noise != 0:
-        out.append(_parts.instance_noise(instance_noise, anneal_steps=instance_noise_anneal or 0))
-    if not isinstance(replay_size, int) or replay_size < 0:
-        raise ValueError(f"replay_size must be an int >= 0, got {replay_size!r}")
-    if replay_size:
-        out.append(_parts.replay(replay_size, replay_fraction))
-    if d_skip_accuracy is not None or g_skip_accuracy is not None:
-        out.append(_parts.balance(d_skip_accuracy, g_skip_accuracy))
-    if ema_decay is not None:
-        out.append(_parts.ema(ema_decay))
-    return out
-
-
-def validate_parts(parts: Sequence[Part], reserved: Mapping[str, Hyper], info: PartInfo) -> tuple[Part, ...]:
-    """``parts`` checked: well-formed, unique names, hyperparameter keys that
+def validate_parts(parts: Sequence[Any], reserved: Mapping[str, Hyper], info: PartInfo) -> tuple[Part, ...]:
+    """``parts`` (a penalty taken as its part) checked: well-formed, unique names, hyperparameter keys that
     collide with no other part's or the loss's, and each part's own ``check``."""
     seen: dict[str, str] = {k: "the loss" for k in reserved}
     names: set[str] = set()
+    parts = [_penalties.as_part(p) if isinstance(p, _penalties.Penalty) else p for p in parts]
     for p in parts:
         check_part(p)
         if p.name in names:

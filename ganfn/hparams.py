@@ -12,14 +12,31 @@ from typing import Mapping
 import torch
 from torch import Tensor
 
+from . import schedules as _sched
 from .parts.base import Hyper
 from .validate import Range, check_range
 
-__all__ = ["OPT_ALIASES", "apply_overrides", "make_hparams"]
+__all__ = ["OPT_ALIASES", "apply_overrides", "expand", "make_hparams"]
 
 OPT_ALIASES = {"lr": "lr", "b1": "b1", "b2": "b2", "beta1": "b1", "beta2": "b2", "eps": "eps",
                "weight_decay": "weight_decay", "momentum": "momentum", "alpha": "alpha",
                "dampening": "dampening", "max_norm": "max_norm"}
+
+
+def expand(defaults: Mapping[str, Hyper]) -> tuple[dict[str, Hyper], dict[str, _sched.Schedule]]:
+    """``defaults`` as stored (a schedule's fields under ``"<key>.<field>"``, each
+    value field with the key's range, each step field >= 0) and the scheduled
+    keys' templates (:func:`ganfn.schedules.resolve` evaluates them)."""
+    out: dict[str, Hyper] = {}
+    scheduled: dict[str, _sched.Schedule] = {}
+    for k, h in defaults.items():
+        if _sched.is_schedule(h.value):
+            scheduled[k] = h.value
+            for f, v in h.value.fields.items():
+                out[f"{k}.{f}"] = Hyper(v, h.range if f in h.value.value_fields else Range(0.0))
+        else:
+            out[k] = h
+    return out, scheduled
 
 
 def make_hparams(defaults: Mapping[str, Hyper], device: torch.device) -> dict[str, Tensor]:
@@ -28,14 +45,15 @@ def make_hparams(defaults: Mapping[str, Hyper], device: torch.device) -> dict[st
 
 
 def _set_opt(key: str, t: Tensor, opt_state: dict, optimizer) -> None:
-    name = OPT_ALIASES[key[:-2]]
+    base, dot, field = key[:-2].partition(".")  # "lr.end_g": a field of a scheduled learning rate
+    name = OPT_ALIASES[base] + dot + field
     if name not in opt_state["hp"]:
         raise ValueError(f"hyperparameter {key!r}: the {'G' if key.endswith('_g') else 'D'} optimizer has no {name!r} "
                          f"(it has {sorted(opt_state['hp'])})")
     if name in optimizer.fixed and float(t) != float(opt_state["hp"][name]):
         raise ValueError(f"hyperparameter {key!r}: the optimizer was built with {name}=0.0, which removes its "
                          f"arithmetic; build it with a tensor (e.g. {name}=torch.tensor(0.0)) to sweep {name}")
-    check_range(key, t, Range(0.0) if name == "lr" else Range())
+    check_range(key, t, Range(0.0) if name.partition(".")[0] == "lr" else Range())
     opt_state["hp"][name] = t
 
 
@@ -50,7 +68,7 @@ def apply_overrides(overrides: Mapping[str, float | Tensor], defaults: Mapping[s
         if key in defaults:
             check_range(key, t, defaults[key].range)
             hp[key] = t
-        elif key.endswith(("_g", "_d")) and key[:-2] in OPT_ALIASES:
+        elif key.endswith(("_g", "_d")) and key[:-2].partition(".")[0] in OPT_ALIASES:
             check_range(key, t)
             g = key.endswith("_g")
             _set_opt(key, t, g_opt if g else d_opt, g_optimizer if g else d_optimizer)

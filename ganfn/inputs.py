@@ -72,6 +72,13 @@ def check_step_inputs(gan: Any, state: TrainState, real: Any, noise: Noise) -> N
                                  "draw the noise with this GAN's draw_noise")
 
 
+def how_called(num_classes: int | None) -> str:
+    """How a GAN calls G and D, for error messages."""
+    if num_classes:
+        return f"this GAN is conditional (num_classes={num_classes}), so it calls G(z, y) and D(x, y) with int64 labels y [B]"
+    return "this GAN is unconditional, so it calls G(z) and D(x); for class-conditional networks pass num_classes=K"
+
+
 def check_compatible(gan: Any, g_params: dict, g_buffers: dict, d_params: dict, d_buffers: dict) -> tuple[int, ...]:
     """G's sample shape, after checking that G takes latents ``[2, *latent]`` (and
     labels, conditionally) and D takes G's output, returning one score per
@@ -80,10 +87,7 @@ def check_compatible(gan: Any, g_params: dict, g_buffers: dict, d_params: dict, 
     z = torch.zeros(2, *gan.latent_shape, dtype=like.dtype if like is not None else None,
                     device=like.device if like is not None else None)
     y = gan.labels.probe(2, z.device)
-    how = (f"this GAN is conditional (num_classes={gan.num_classes}), so it calls G(z, y) and D(x, y) with int64 "
-           "labels y [B]"
-           if y else "this GAN is unconditional, so it calls G(z) and D(x); for class-conditional networks pass "
-                     "num_classes=K")
+    how = how_called(gan.num_classes)
     try:
         with torch.no_grad():
             fake, _ = gan.g_apply(g_params, g_buffers, z, *y, train=False)

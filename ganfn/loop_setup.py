@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import os
 import sys
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
@@ -16,9 +15,8 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from . import checkpoint as ckpt
-from . import compiling
 from . import distributed as gd
-from . import ensemble
+from . import ensemble, steps
 from .data import ImageSource, loader_init
 from .distributed import exploit, shards
 from .distributed import members as split_members
@@ -128,10 +126,10 @@ def _members(gan: GAN, seed: int, seeds: Sequence[int] | None, hparams: Any, dev
         if split == "members":
             sp = split_members.split(world, S)
             state = ensemble.init_many(gan, seeds[sp.lo:sp.hi], hp_list[sp.lo:sp.hi])
-            step_fn = split_members.make_step(sp, ensemble.make_step(gan, compile=compile))
+            step_fn = split_members.make_step(sp, steps.make_step(gan, members=True, compile=compile))
             return True, seeds, hp_list, state, ensemble.rngs(seeds[sp.lo:sp.hi], device), step_fn, sp
         state = ensemble.init_many(gan, seeds, hp_list)
-        step_fn = gd.make_train_step(gan, stacked=True) if world.distributed else ensemble.make_step(gan, compile=compile)
+        step_fn = steps.make_step(gan, members=True, reduce="all_reduce" if world.distributed else None, compile=compile)
         return True, seeds, hp_list, state, ensemble.rngs(seeds, device), step_fn, None
     if split == "members":
         raise ValueError("split='members' (--split members) spreads the members of a population over the ranks: "
@@ -141,7 +139,7 @@ def _members(gan: GAN, seed: int, seeds: Sequence[int] | None, hparams: Any, dev
     hp_list = [dict(hparams or {})]
     state = gan.init(int(seed), **hp_list[0])
     rngs = [torch.Generator(device=device).manual_seed(int(seed))]
-    step_fn = gd.make_train_step(gan) if world.distributed else (_compiled_single(gan) if compile else gan.train_step)
+    step_fn = steps.make_step(gan, reduce="all_reduce" if world.distributed else None, compile=compile)
     return False, [int(seed)], hp_list, state, rngs, step_fn, None
 
 
@@ -283,18 +281,3 @@ def _checked_data(gan: GAN, data: Any, is_sampler: bool, device: torch.device, d
     return gan.labels.join(images, tuple(y.to(device) for y in labels))
 
 
-def _compiled_single(gan: GAN) -> Callable:
-    compiled = compiling.compile(gan.train_step)
-    failed = [False]
-
-    def step(state, real, noise):
-        if not failed[0]:
-            try:
-                return compiled(state, real, noise)
-            except Exception as e:  # any compiler failure falls back to the same pure step
-                failed[0] = True
-                warnings.warn(f"torch.compile of train_step failed ({type(e).__name__}); running eagerly",
-                              RuntimeWarning, stacklevel=2)
-        return gan.train_step(state, real, noise)
-
-    return step

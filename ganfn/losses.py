@@ -21,7 +21,7 @@ scores first and then taking the loss agrees only for the linear losses;
 """
 from __future__ import annotations
 
-from typing import Any, Callable, NamedTuple
+from typing import Any, Callable, Mapping, NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -37,6 +37,8 @@ __all__ = [
     "hinge",
     "least_squares",
     "get",
+    "with_targets",
+    "bce",
     "LOSSES",
     "bce_with_logits",
     "rpgan",
@@ -75,6 +77,10 @@ class LossPair(NamedTuple):
     g_needs_real: bool = False
     """``g`` compares the fake outputs with D's outputs on real data and takes
     them as ``g(fake_out, real_out=...)`` (the relativistic losses)."""
+    targets: Mapping[str, float | Tensor] = {"real_label": 1.0, "fake_label": 0.0, "g_target": 1.0}
+    """The default targets ``GAN`` keeps per member as hyperparameters
+    ``real_label``, ``fake_label``, ``g_target`` (read by the BCE and
+    least-squares forms; :func:`with_targets`)."""
 
     def d(self, real_out: Tensor, fake_out: Tensor, **kw) -> Tensor:
         """The discriminator's total loss: real part + fake part."""
@@ -316,6 +322,21 @@ def get(loss: str | LossPair) -> LossPair:
         f"unknown loss {loss!r}: expected one of {sorted(LOSSES) + sorted(RELATIVISTIC)} "
         f"(aliases {sorted(_ALIASES)}), 'acgan', or a ganfn.losses.LossPair"
     )
+
+
+def with_targets(loss: str | LossPair, *, real_label: float | Tensor | None = None, fake_label: float | Tensor | None = None,
+                 g_target: float | Tensor | None = None) -> LossPair:
+    """``loss`` with its own targets (``None`` keeps the loss's): ``real_label=0.9``
+    is one-sided label smoothing (Salimans et al., 2016). A ``GAN`` keeps them per
+    member as hyperparameters of the same names."""
+    lp = get(loss)
+    given = {"real_label": real_label, "fake_label": fake_label, "g_target": g_target}
+    return lp._replace(targets={**lp.targets, **{k: v for k, v in given.items() if v is not None}})
+
+
+def bce(*, real_label: float | Tensor = 1.0, fake_label: float | Tensor = 0.0, g_target: float | Tensor = 1.0) -> LossPair:
+    """The non-saturating BCE loss with its targets, e.g. ``bce(real_label=0.9)``."""
+    return with_targets(non_saturating, real_label=real_label, fake_label=fake_label, g_target=g_target)
 
 
 # -- per-member mixtures (for sweeps over the loss) ---------------------------------

@@ -32,7 +32,7 @@ def draw_noise(gan: Any, rng: torch.Generator, batch_size: int, *, dtype: torch.
         draw = Draw(rng, n, batch_size, gan.sample_shape, gan.latent_shape, dtype)
         z = torch.randn(n, batch_size, *gan.latent_shape, generator=rng, dtype=dtype, device=rng.device)
         labels = gan.labels.draw(rng, n, batch_size)  # (): nothing drawn for an unconditional GAN
-        return UpdateNoise(z, {p.name: getattr(p, hook)(draw) for p in gan.hooks(hook)}, labels)
+        return UpdateNoise(z, {p.name: fn(draw) for p, fn in getattr(gan.table, hook)}, labels)
 
     noise = Noise(side(gan.n_critic, "noise_d"), side(gan.n_gen, "noise_g"))
     return noise if device is None else tree_map(lambda t: t.to(device), noise)

@@ -11,9 +11,11 @@ ensemble members gives each member its own learning rate, betas, ... and a
 vmapped update reads them as ordinary tensors (optax's ``inject_hyperparams``
 idea). Constructors accept Python floats or 0-d tensors.
 
-Learning-rate schedules are pure functions of the update count returning a
-multiplier of the base learning rate; :func:`clip_by_global_norm` wraps any
-optimizer. Results match ``torch.optim`` (see ``tests/test_optim.py``).
+Any hyperparameter may also be a :mod:`ganfn.schedules` value (``lr``, a beta,
+...): it is stored as its fields (``hp["lr.start"]``, ...) and evaluated at the
+update count on each update. The ``schedule=`` argument is a multiplier of the
+base learning rate (:func:`exponential_decay`, :func:`linear_warmup`,
+:func:`linear_decay`); :func:`clip_by_global_norm` wraps any optimizer. Results match ``torch.optim`` (see ``tests/test_optim.py``).
 """
 from __future__ import annotations
 
@@ -24,6 +26,7 @@ import optree
 import torch
 from torch import Tensor
 
+from . import schedules as _sched
 from .tree import PyTree, global_norm, in_transform, tree_map, tree_where
 from .validate import Range, check_range
 
@@ -92,10 +95,11 @@ def linear_warmup(steps: int) -> Schedule:
 
 
 def linear_decay(total_steps: int, end: float = 0.0) -> Schedule:
-    """Falls linearly from 1 at update 0 to ``end`` at update ``total_steps``, then ``end``."""
+    """Falls linearly from 1 at update 0 to ``end`` at update ``total_steps``, then
+    ``end``: :func:`ganfn.schedules.linear` ``(1, end, total_steps)`` as a multiplier."""
     if total_steps < 1:
         raise ValueError(f"total_steps must be >= 1, got {total_steps}")
-    return lambda count: 1.0 - (1.0 - end) * torch.clamp(count.to(torch.float64) / total_steps, max=1.0)
+    return _sched.linear(1.0, end, total_steps)
 
 
 # -- hyperparameter handling ----------------------------------------------------------
@@ -122,23 +126,32 @@ def _first_leaf(params: PyTree) -> Tensor | None:
 def _make(name: str, hypers: dict[str, Hyper], slots: tuple[str, ...], step: Callable, schedule: Schedule | None,
           fixed: frozenset = frozenset()) -> Optimizer:
 
+    scheduled = {k: v for k, v in hypers.items() if _sched.is_schedule(v)}
+
     def init(params: PyTree) -> dict:
         like = _first_leaf(params)
         state = {
             "count": torch.zeros((), dtype=torch.int64, device=like.device if like is not None else None),
-            "hp": {k: _hp(v, like) for k, v in hypers.items()},
+            "hp": {k: _hp(v, like) for key, value in hypers.items() for k, v in _sched.flat(key, value).items()},
         }
         for s in slots:
             state[s] = tree_map(torch.zeros_like, params)
         return state
 
+    def values(state: dict) -> dict[str, Tensor]:
+        # The hyperparameters at this update: each scheduled one evaluated from its stored fields.
+        if not scheduled:
+            return dict(state["hp"])
+        return _sched.resolve(state["hp"], scheduled, tuple(hypers), state["count"])
+
     def lr(state: dict) -> Tensor:
+        base = state["hp"]["lr"] if "lr" not in scheduled else values(state)["lr"]
         # No schedule: the base rate itself (a constant() schedule gives the same numbers, with two more ops).
-        return state["hp"]["lr"] if schedule is None else state["hp"]["lr"] * schedule(state["count"])
+        return base if schedule is None else base * schedule(state["count"])
 
     def update(grads: PyTree, state: dict, params: PyTree) -> tuple[PyTree, dict]:
-        hp = dict(state["hp"])
-        hp["lr"] = lr(state)
+        hp = values(state)
+        hp["lr"] = hp["lr"] if schedule is None else hp["lr"] * schedule(state["count"])
         new_params, new_slots = step(grads, params, {s: state[s] for s in slots}, hp, state["count"])
         new_state = {"count": state["count"] + 1, "hp": state["hp"], **new_slots}
         return new_params, new_state

@@ -24,8 +24,8 @@ import torch
 from torch import Tensor
 
 from . import regularisers as _reg
+from .parts import combinators as _combinators
 from .parts.base import Ctx, DTerm, Hyper, InitCtx, Part
-from .tree import in_transform
 from .validate import Range, check_range
 
 DFn = Callable[[Tensor], Tensor]
@@ -175,46 +175,17 @@ def as_part(p: Penalty | str) -> Part:
         term, side = p.term, ("d_fn_fake" if p.on_fake else "d_fn")
         kw["d_term"] = lambda x, ctx: (term(getattr(x, side), x.real, x.fake, ctx.noise.get("eps"), ctx.hp[key]), {})
         kw["check"] = _needs_per_sample_grads
-    if p.every is not None:
-        kw.update(_lazy_hooks(p))
     if p.project is not None:
         project = p.project
         kw["after_d"] = lambda d_params, ctx, aux: (project(d_params, ctx.hp[key]), ctx.state)
     valid = _POSITIVE if p.project is not None else _NONNEG
-    return Part(p.name, {key: Hyper(p.weight, valid)}, **kw)
-
-
-def _lazy_hooks(p: Penalty) -> dict:
-    """A lazy penalty's hooks: a D-update counter in the state; the term every
-    ``p.every``-th update times ``p.every`` (a ``torch.where``, no Python branch),
-    its aux ``{"due": 1.0 or 0.0}``. The ``penalty`` metric (the sum of D's
-    loss terms) has the scaled term on the updates where it is computed and 0 on
-    the others; the metric ``"<name>/term"`` reports the term only where it is
-    computed (NaN on the other updates, left out of a step's mean)."""
+    part = Part(p.name, {key: Hyper(p.weight, valid)}, **kw)
+    if p.every is None:
+        return part
     if p.term is None or p.project is not None:
         raise ValueError(f"penalty {p.name!r}: every= applies to loss terms (gp, r1, r2), not to projections")
-    term, key, k = p.term, p.weight_key, p.every
-    assert k is not None  # only lazy penalties (every=k) come here
-
-    def init(ctx: InitCtx) -> dict:
-        return {"count": torch.zeros((), dtype=torch.int64, device=ctx.device)}
-
-    def d_term(x: DTerm, ctx: Ctx):
-        count = ctx.state["count"]
-        if not in_transform(count) and bool(torch.remainder(count, k) != 0):
-            # Eager, not due: skip the input gradient altogether. The same numbers
-            # as the masked term below, which vmap and compile need (no branch there).
-            # a zero of the term's dtype
-            zero = x.d_real.new_zeros((), dtype=torch.promote_types(x.d_real.dtype, ctx.hp[key].dtype))
-            return zero, {"due": zero, "metrics": {"term": torch.full_like(zero, float("nan"))}}
-        val, due = _reg.lazy(term(x.d_fn, x.real, x.fake, ctx.noise.get("eps"), ctx.hp[key]), count, k)
-        shown = torch.where(due, val, torch.full_like(val, float("nan")))
-        return val, {"due": due.to(val.dtype), "metrics": {"term": shown.detach()}}
-
-    def after_d(d_params, ctx: Ctx, aux):
-        return d_params, {"count": ctx.state["count"] + 1}
-
-    return {"init": init, "d_term": d_term, "after_d": after_d}
+    # Lazy: the term on every k-th D update times k (parts.every); the metric "<name>/term" shows it where computed.
+    return _combinators.every(p.every, part)
 
 
 def lecam(weight: float | Tensor = 0.3, *, decay: float | Tensor = 0.99, start: int = 0,
@@ -239,7 +210,7 @@ def lecam(weight: float | Tensor = 0.3, *, decay: float | Tensor = 0.99, start: 
         return val, {"real": new.real, "fake": new.fake}
 
     def after_d(d_params, ctx: Ctx, aux):
-        a = aux.parts["lecam"]
+        a = ctx.aux  # this part's own d_term aux
         return d_params, {"real": a["real"], "fake": a["fake"], "count": ctx.state["count"] + 1}
 
     hparams = {"lecam_weight": Hyper(weight, _NONNEG), "lecam_decay": Hyper(decay, Range(0.0, 1.0))}

@@ -50,12 +50,12 @@ import torch
 from torch import Tensor
 
 from . import data as gdata
-from . import models, optim, parts, penalties
+from . import losses, models, optim, parts, penalties, recipes
 from .evaluation import Evaluator
 from .gan import GAN
+from .init_from import weights_init_from
 from .metrics.card import ProtocolCard, weights_hash
 from .presets_folder import FolderChoice, choose, folder_evaluator
-from .init_from import weights_init_from
 
 __all__ = ["Config", "PRESETS", "DEFAULT_STEPS", "build", "build_gan", "model_args", "sample_shape", "load_data",
            "num_classes", "make_evaluator", "from_preset", "load_toml", "merge", "saved", "choose_folder", "is_folder"]
@@ -416,17 +416,16 @@ def build_gan(cfg: Config, sample_shape: tuple[int, ...], classes: int | None = 
     if ema is not None and cfg.ema_rampup:
         extra.append(parts.ema(ema, rampup=cfg.ema_rampup))
         ema = None
+    # Spectral norm where asked for, or where the discriminator declares it wants it (SNGAN, projection, ACGAN, ResNet D).
+    sn = bool(cfg.spectral_norm or getattr(D, "wants_spectral_norm", False))
+    tricks = recipes.classic(penalties=_penalties(cfg), spectral_norm=sn, instance_noise=cfg.instance_noise,
+                             instance_noise_anneal=cfg.instance_noise_anneal, replay_size=cfg.replay_size,
+                             replay_fraction=cfg.replay_fraction, d_skip_accuracy=cfg.d_skip_accuracy,
+                             g_skip_accuracy=cfg.g_skip_accuracy, ema_decay=ema)
     return GAN(
-        G, D, latent_dim=latent, loss=cfg.loss, g_optimizer=opt(cfg.lr_g, cfg.steps * cfg.n_gen),
-        d_optimizer=opt(cfg.lr_d, cfg.steps * cfg.n_critic),
-        penalty=_penalties(cfg), n_critic=cfg.n_critic, n_gen=cfg.n_gen, ema_decay=ema, parts=extra,
-        # spectral_norm None: the discriminator's wants_spectral_norm decides (SNGAN, projection, ACGAN, ResNet D ask
-        # for it).
-        spectral_norm=cfg.spectral_norm or None, real_label=cfg.real_label, fake_label=cfg.fake_label,
-        instance_noise=cfg.instance_noise, instance_noise_anneal=cfg.instance_noise_anneal,
-        replay_size=cfg.replay_size, replay_fraction=cfg.replay_fraction,
-        d_skip_accuracy=cfg.d_skip_accuracy, g_skip_accuracy=cfg.g_skip_accuracy,
-        num_classes=classes if cfg.conditional else None,
+        G, D, latent_dim=latent, loss=losses.with_targets(cfg.loss, real_label=cfg.real_label, fake_label=cfg.fake_label),
+        g_optimizer=opt(cfg.lr_g, cfg.steps * cfg.n_gen), d_optimizer=opt(cfg.lr_d, cfg.steps * cfg.n_critic),
+        parts=[*tricks, *extra], n_critic=cfg.n_critic, n_gen=cfg.n_gen, num_classes=classes if cfg.conditional else None,
         weight_init=weights_init_from(cfg.init_from) if cfg.init_from else None,
     )
 

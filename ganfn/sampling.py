@@ -50,13 +50,13 @@ def check_single(state: Any) -> None:
 def sample_params(gan: Any, state: Any, *, ema: bool | None = None) -> dict[str, Tensor]:
     """The G weights :func:`sample` uses: the parts' sampling weights (G's EMA)
     when the setup keeps them (``ema=None``; ``ema=False``: G's own parameters)."""
-    hooks = gan.hooks("sample_weights")
+    hooks = gan.table.sample_weights
     use = bool(hooks) if ema is None else ema
     if use and not hooks:
-        raise ValueError("ema=True but this GAN keeps no EMA (pass ema_decay= to GAN, or parts=[ganfn.parts.ema(...)])")
+        raise ValueError("ema=True but this GAN keeps no EMA (add parts=[ganfn.parts.ema(0.999)] to GAN)")
     params = state.g.params
-    for p in hooks if use else ():
-        params = p.sample_weights(params, gan.ctx(p, state))
+    for p, fn in hooks if use else ():
+        params = fn(params, gan.ctx(p, state))
     return params
 
 

@@ -42,7 +42,11 @@ UNBOUNDED = Range()
 
 def check_range(name: str, value: float | Tensor, valid: Range = UNBOUNDED) -> None:
     """Raise ``ValueError`` naming ``name``, its value and its valid range when
-    ``value`` is not a finite number inside ``valid``."""
+    ``value`` is not a finite number inside ``valid``. A schedule
+    (:class:`ganfn.schedules.Schedule`) is checked field by field."""
+    if hasattr(value, "check_within"):
+        value.check_within(name, valid)
+        return
     if isinstance(value, Tensor):
         if in_transform(value):
             return

@@ -12,7 +12,7 @@ from torch import nn
 
 import ganfn
 from ganfn import data as gdata
-from ganfn import losses, models, penalties
+from ganfn import losses, models, penalties, recipes
 from ganfn.testing import (
     assert_accumulation_equivalent,
     assert_grads_isolated,
@@ -28,16 +28,22 @@ K = 4
 FEW = settings(max_examples=6, deadline=None)
 
 
-def cond_gan(k: int = K, **kw) -> ganfn.GAN:
+def _pens(penalty) -> list:
+    return [] if penalty is None else [penalties.get(penalty)]
+
+
+def cond_gan(k: int = K, penalty=None, ema: float | None = None, **kw) -> ganfn.GAN:
     G = models.CondMLPGenerator(3, 2, k, 16, 2, out_act=None)
     D = models.CondMLPDiscriminator(2, k, 16, 2)
-    return ganfn.GAN(G, D, latent_dim=3, num_classes=k, **kw)
+    return ganfn.GAN(G, D, latent_dim=3, num_classes=k, parts=recipes.classic(penalties=_pens(penalty), ema_decay=ema), **kw)
 
 
-def proj_gan(sn: bool = True, **kw) -> ganfn.GAN:
+def proj_gan(sn: bool = True, penalty=None, ema: float | None = None, **kw) -> ganfn.GAN:
     G = models.CondDCGANGenerator(4, K, 8, 1, 4)
     D = models.ProjectionDiscriminator(8, 1, 4, K)
-    return ganfn.GAN(G, D, latent_dim=4, num_classes=K, spectral_norm=sn, **kw)
+    D.wants_spectral_norm = sn
+    parts = recipes.classic(penalties=_pens(penalty), spectral_norm=sn, ema_decay=ema)
+    return ganfn.GAN(G, D, latent_dim=4, num_classes=K, parts=parts, **kw)
 
 
 def batch(gan: ganfn.GAN, B: int, seed: int = 0, lead: int | None = None):
@@ -90,7 +96,7 @@ def test_sample_takes_the_classes():
 
 @pytest.mark.parametrize("make", [cond_gan, proj_gan])
 def test_step_is_pure_and_isolated(make):
-    gan = make(penalty="r1", ema_decay=0.9)
+    gan = make(penalty="r1", ema=0.9)
     state = gan.init(0)
     real = batch(gan, 6)
     noise = gan.draw_noise(torch.Generator().manual_seed(0), 6)
@@ -101,7 +107,7 @@ def test_step_is_pure_and_isolated(make):
 @given(seed=st.integers(0, 100), ncrit=st.integers(1, 3), penalty=st.sampled_from([None, "gp", "r1", "r2"]))
 @FEW
 def test_conditional_ensemble_equals_its_single_runs(seed, ncrit, penalty):
-    gan = cond_gan(n_critic=ncrit, penalty=penalty, ema_decay=0.9)
+    gan = cond_gan(n_critic=ncrit, penalty=penalty, ema=0.9)
     # float32 double backward (gp) under vmap reorders sums: agreement to ~1e-5 absolute
     assert_vmap_equivalent(gan, [seed, seed + 1, seed + 2], steps=2, batch_size=4,
                            hparams=[{"lr_d": 1e-3}, {"lr_d": 2e-4}, {}], atol=1e-4)
@@ -165,8 +171,8 @@ def test_penalties_differentiate_images_only_with_the_right_labels(name, side):
 def test_acgan_loss_through_the_step():
     G = models.CondDCGANGenerator(4, K, 8, 1, 4)
     D = models.ACGANDiscriminator(8, 1, 4, K)
-    gan = ganfn.GAN(G, D, latent_dim=4, num_classes=K, loss=losses.acgan("hinge", 1.0, 0.5), spectral_norm=True,
-                    penalty="r1")
+    gan = ganfn.GAN(G, D, latent_dim=4, num_classes=K, loss=losses.acgan("hinge", 1.0, 0.5),
+                    parts=recipes.classic(penalties=[penalties.r1()], spectral_norm=True))
     state = gan.init(0, acgan_d_weight=2.0)
     assert float(state.hparams["acgan_d_weight"]) == 2.0
     new, m = gan.train_step(state, batch(gan, 6), gan.draw_noise(torch.Generator().manual_seed(0), 6))
@@ -218,10 +224,10 @@ def test_bad_conditional_setups_are_refused():
     with pytest.raises(ValueError, match="acgan.*num_classes"):
         ganfn.GAN(nn.Linear(3, 2), nn.Linear(2, 1), latent_dim=3, loss="acgan")
     with pytest.raises(ValueError, match="replay.*labels"):
-        ganfn.GAN(G, D, latent_dim=3, num_classes=K, replay_size=8)
+        ganfn.GAN(G, D, latent_dim=3, num_classes=K, parts=[ganfn.parts.replay(8)])
     with pytest.raises(ValueError, match="losses.acgan"):
         ganfn.GAN(models.CondDCGANGenerator(4, K, 8, 1, 4), models.ACGANDiscriminator(8, 1, 4, K), latent_dim=4,
-                  num_classes=K).init(0)
+                  num_classes=K, parts=[ganfn.parts.spectral_norm()]).init(0)
 
 
 # -- a conditional ring run -------------------------------------------------------------------
@@ -231,7 +237,7 @@ def test_bad_conditional_setups_are_refused():
 def test_conditional_ring_samples_of_class_k_land_on_mode_k():
     G = models.CondMLPGenerator(4, 2, 8, 128, 2, out_act=None, generator=torch.Generator().manual_seed(0))
     D = models.CondMLPDiscriminator(2, 8, 128, 2, generator=torch.Generator().manual_seed(1))
-    gan = ganfn.GAN(G, D, latent_dim=4, num_classes=8, loss="hinge", penalty=penalties.r1(0.1), ema_decay=0.99,
+    gan = ganfn.GAN(G, D, latent_dim=4, num_classes=8, loss="hinge", parts=[penalties.r1(0.1), ganfn.parts.ema(0.99)],
                     g_optimizer=ganfn.optim.adam(2e-3, (0.5, 0.9)), d_optimizer=ganfn.optim.adam(2e-3, (0.5, 0.9)))
     state = gan.init(0)
     rng, data_rng = torch.Generator().manual_seed(0), torch.Generator().manual_seed(1)
@@ -257,7 +263,7 @@ def test_conditional_resume_is_bit_identical(tmp_path, stacked):
 
     x, y = gdata.digits("train", 8, labels=True)
     y = y % K  # four classes
-    gan = proj_gan(penalty="r1", ema_decay=0.9, n_critic=2)
+    gan = proj_gan(penalty="r1", ema=0.9, n_critic=2)
     ev = Evaluator(lambda s, lab: {"m": float(s.mean()), "classes": float(lab.double().mean())}, "m", n_samples=16)
     kw = dict(steps=6, batch_size=100, log_every=1, eval_every=3, evaluator=ev, progress=False, checkpoint_every=None)
     kw.update(seeds=[3, 4], hparams=[{"lr_d": 1e-3}, {"lr_d": 3e-4}]) if stacked else kw.update(seed=3)

@@ -22,10 +22,12 @@ LATENT, B, STEPS = 4, 16, 5
 
 
 def _gan(dev: str, penalty: str | None = "gp") -> ganfn.GAN:
+    pens = [] if penalty is None else [ganfn.penalties.get(penalty)]
     torch.manual_seed(0)
     G = nn.Sequential(nn.Linear(LATENT, 32), nn.ReLU(), nn.Linear(32, 2)).to(dev)
     D = nn.Sequential(nn.Linear(2, 32), nn.LeakyReLU(0.2), nn.Linear(32, 1)).to(dev)
-    return ganfn.GAN(G, D, latent_dim=LATENT, loss="non_saturating", penalty=penalty, n_critic=2, ema_decay=0.9)
+    return ganfn.GAN(G, D, latent_dim=LATENT, loss="non_saturating", n_critic=2,
+                     parts=ganfn.recipes.classic(penalties=pens, ema_decay=0.9))
 
 
 def _reals(gan: ganfn.GAN, dev: str) -> list[torch.Tensor]:

@@ -49,15 +49,16 @@ def _mlp(i: int, o: int, norm: bool = False) -> nn.Sequential:
 
 SCENARIOS = {
     # WGAN-GP with n_critic > 1 and gradient accumulation inside each rank.
-    "wgan_gp": dict(loss="wasserstein", penalty="gp", n_critic=3, accumulation_steps=2),
+    "wgan_gp": dict(loss="wasserstein", parts=ganfn.recipes.wgan_gp(), n_critic=3, accumulation_steps=2),
     # R1, label smoothing, EMA, spectral norm, instance noise, D skipping by accuracy.
-    "ns_extras": dict(loss="non_saturating", penalty="r1", real_label=0.9, ema_decay=0.9, spectral_norm=True,
-                      instance_noise=0.1, d_skip_accuracy=0.55, n_gen=2),
+    "ns_extras": dict(loss=ganfn.losses.bce(real_label=0.9), n_gen=2,
+                      parts=ganfn.recipes.classic(penalties=[ganfn.penalties.r1()], spectral_norm=True, instance_noise=0.1,
+                                                  d_skip_accuracy=0.55, ema_decay=0.9)),
     # Weight clipping with RMSprop (WGAN).
-    "wgan_clip": dict(loss="wasserstein", penalty="weight_clip", n_critic=2,
+    "wgan_clip": dict(loss="wasserstein", parts=ganfn.recipes.wgan(0.01), n_critic=2,
                       g_optimizer=ganfn.optim.rmsprop(5e-3), d_optimizer=ganfn.optim.rmsprop(5e-3)),
     # Class-conditional (labels in the data and the noise), hinge + R1, n_critic > 1.
-    "conditional": dict(loss="hinge", penalty="r1", n_critic=2, num_classes=3, ema_decay=0.9),
+    "conditional": dict(loss="hinge", parts=[ganfn.penalties.r1(), ganfn.parts.ema(0.9)], n_critic=2, num_classes=3),
 }
 STACK_SEEDS, STACK_LRS = (0, 1), (1e-3, 3e-3)
 
@@ -67,7 +68,7 @@ def _gan(name: str) -> ganfn.GAN:
     kw.setdefault("g_optimizer", ganfn.optim.adam(1e-3, (0.5, 0.999)))
     kw.setdefault("d_optimizer", ganfn.optim.adam(1e-3, (0.5, 0.999)))
     if name == "stacked":
-        kw.update(loss="hinge", penalty="gp", n_critic=2)
+        kw.update(loss="hinge", parts=ganfn.recipes.wgan_gp(), n_critic=2)
     norm = name == "batchnorm"
     if "num_classes" in kw:
         k = kw["num_classes"]
@@ -302,7 +303,7 @@ def test_step_equals_train_step_in_one_process(name, seed):
 @settings(max_examples=10, deadline=None)
 @given(world=st.integers(1, 4), b=st.integers(1, 5), seed=st.integers(0, 1000), n_critic=st.integers(1, 3))
 def test_noise_shards_concatenate_to_the_global_draw(world, b, seed, n_critic):
-    gan = ganfn.GAN(_mlp(3, 2), _mlp(2, 1), latent_dim=3, penalty="gp", n_critic=n_critic)
+    gan = ganfn.GAN(_mlp(3, 2), _mlp(2, 1), latent_dim=3, parts=ganfn.recipes.wgan_gp(), n_critic=n_critic)
     full = gan.draw_noise(torch.Generator().manual_seed(seed), world * b)
     parts = [gd.draw_noise_shard(gan, torch.Generator().manual_seed(seed), b, rank=r, world_size=world)
              for r in range(world)]

@@ -28,7 +28,8 @@ def nets() -> tuple[nn.Module, nn.Module]:
 def gp_gan(n_critic: int = 2) -> ganfn.GAN:
     """n_critic > 1, a gradient penalty and EMA: the hardest setup to vmap."""
     G, D = nets()
-    return ganfn.GAN(G, D, latent_dim=LATENT, loss="non_saturating", penalty="gp", n_critic=n_critic, ema_decay=0.9)
+    return ganfn.GAN(G, D, latent_dim=LATENT, loss="non_saturating", n_critic=n_critic,
+                     parts=ganfn.recipes.wgan_gp(ema_decay=0.9))
 
 
 GP_GAN = gp_gan()
@@ -314,7 +315,7 @@ def test_compiled_step_equals_eager():
 def test_accuracy_skip_thresholds_are_per_member():
     # Member 0 never skips D (threshold 1), member 1 always does (threshold 0):
     # each equals its own single run, and they differ from each other.
-    gan = ganfn.GAN(*nets(), latent_dim=LATENT, loss="non_saturating", d_skip_accuracy=0.8, g_skip_accuracy=0.1)
+    gan = ganfn.GAN(*nets(), latent_dim=LATENT, loss="non_saturating", parts=[ganfn.parts.balance(0.8, 0.1)])
     seeds, hps, B = [3, 3], [{"d_skip_accuracy": 1.0}, {"d_skip_accuracy": 0.0}], 8
     reals = real_batches(gan, 3, B)
     stacked, ms = ensemble_run(gan, seeds, hps, reals, B)
@@ -334,7 +335,7 @@ def test_dcgan_members_match_single_runs_to_round_off():
 
     torch.manual_seed(0)
     gan = ganfn.GAN(models.DCGANGenerator(8, 8, 1, 8), models.DCGANDiscriminator(8, 1, 8), latent_dim=8,
-                    loss="non_saturating", ema_decay=0.9)
+                    loss="non_saturating", parts=[ganfn.parts.ema(0.9)])
     g = torch.Generator().manual_seed(1)
     reals = [torch.rand(16, 1, 8, 8, generator=g) * 2 - 1 for _ in range(3)]
     seeds = [0, 1, 2]

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from torch import nn
 
 import ganfn
-from ganfn import optim, penalties
+from ganfn import losses, optim, parts, penalties, recipes
 from ganfn.testing import (
     assert_accumulation_equivalent,
     assert_grads_isolated,
@@ -28,15 +28,15 @@ B = 8
 
 CONFIGS = {
     "plain": {},
-    "wgan_gp_ema": dict(loss="wasserstein", penalty="gp", ema_decay=0.9),
-    "hinge_sn_r1": dict(loss="hinge", spectral_norm=True, penalty="r1"),
-    "lsgan_smooth_r2": dict(loss="least_squares", penalty=penalties.r2(1.0), real_label=0.9),
-    "wgan_clip_ncritic2": dict(loss="wasserstein", penalty="weight_clip", n_critic=2, n_gen=2,
+    "wgan_gp_ema": dict(loss="wasserstein", parts=recipes.wgan_gp(ema_decay=0.9)),
+    "hinge_sn_r1": dict(loss="hinge", parts=[penalties.r1(), parts.spectral_norm()]),
+    "lsgan_smooth_r2": dict(loss=losses.with_targets("least_squares", real_label=0.9), parts=[penalties.r2(1.0)]),
+    "wgan_clip_ncritic2": dict(loss="wasserstein", parts=recipes.wgan(0.01), n_critic=2, n_gen=2,
                                d_optimizer=optim.rmsprop(5e-3), g_optimizer=optim.rmsprop(5e-3)),
-    "replay_instnoise": dict(replay_size=16, instance_noise=0.1),
-    "accumulate2": dict(accumulation_steps=2, penalty="gp", loss="wasserstein"),
+    "replay_instnoise": dict(parts=[parts.instance_noise(0.1), parts.replay(16)]),
+    "accumulate2": dict(accumulation_steps=2, parts=recipes.wgan_gp(), loss="wasserstein"),
     "g_batchnorm": dict(g_batchnorm=True),
-    "skip_balance": dict(d_skip_accuracy=0.6, g_skip_accuracy=0.4),
+    "skip_balance": dict(parts=[parts.balance(0.6, 0.4)]),
 }
 
 
@@ -160,8 +160,8 @@ def test_train_step_equals_imperative_pytorch_loop():
     torch.manual_seed(0)
     G, D = small_gan_modules()
     G, D = G.double(), D.double()
-    gan = ganfn.GAN(G, D, latent_dim=3, g_optimizer=optim.adam(1e-2, (0.5, 0.999)),
-                    d_optimizer=optim.adam(1e-2, (0.5, 0.999)), real_label=0.9)
+    gan = ganfn.GAN(G, D, latent_dim=3, g_optimizer=optim.adam(1e-2, (0.5, 0.999)), d_optimizer=optim.adam(1e-2, (0.5, 0.999)),
+                    loss=losses.bce(real_label=0.9))
     state = gan.init(0, reinit=False)
     rng = torch.Generator().manual_seed(0)
     Gi, Di = copy.deepcopy(G), copy.deepcopy(D)
@@ -213,7 +213,7 @@ def test_n_critic_uses_real_i_for_update_i_and_n_gen_updates():
 
 
 # The EMA rule with a constant decay: the part without its warm-up.
-_EMA_NO_WARMUP = make("plain", loss="wasserstein", penalty="gp", parts=[ganfn.parts.ema(0.9, warmup=False)])
+_EMA_NO_WARMUP = make("plain", loss="wasserstein", parts=[*recipes.wgan_gp(), ganfn.parts.ema(0.9, warmup=False)])
 
 
 @given(st.floats(0.0, 0.999), gst.seeds(1000))
@@ -232,7 +232,7 @@ def test_ema_follows_its_formula(decay, seed):
 
 
 def test_replay_buffer_fills_and_feeds_old_samples_to_d():
-    gan = make("plain", replay_size=16, replay_fraction=0.5)
+    gan = make("plain", parts=[parts.replay(16, 0.5)])
     state, real, noise = setup(gan)
     assert state.parts["replay"]["count"].item() == 0
     nd = ganfn.tree_index(noise.d, 0)
@@ -252,7 +252,7 @@ def test_replay_buffer_fills_and_feeds_old_samples_to_d():
 
 
 def test_instance_noise_changes_d_inputs_and_zero_std_is_off():
-    noisy, plain = make("plain", instance_noise=0.5), make("plain")
+    noisy, plain = make("plain", parts=[parts.instance_noise(0.5)]), make("plain")
     _, real, _ = setup(plain)
     noise = noisy.draw_noise(torch.Generator().manual_seed(0), B)
     nd = ganfn.tree_index(noise.d, 0)
@@ -267,19 +267,19 @@ def test_instance_noise_changes_d_inputs_and_zero_std_is_off():
 def test_d_skip_accuracy_freezes_d_and_g_skip_freezes_g():
     # The thresholds are per-member hyperparameters, so each setup's state carries its own.
     state, real, noise = setup(GANS["plain"])
-    always = make("plain", d_skip_accuracy=0.0)  # skip whenever accuracy > 0
+    always = make("plain", parts=[parts.balance(d_above=0.0)])  # skip whenever accuracy > 0
     s, m = always.train_step(always.init(0), real, noise)
     if m["d_acc_real"] + m["d_acc_fake"] > 0:
         assert m["d_skipped"].item() == 1.0
         assert_trees_equal(s.d.params, state.d.params, "D params after a skipped update")
         assert_trees_equal(s.d.opt, state.d.opt, "D optimizer after a skipped update")
-    never = make("plain", d_skip_accuracy=1.0)
+    never = make("plain", parts=[parts.balance(d_above=1.0)])
     s_never, m_never = never.train_step(never.init(0), real, noise)
     s_plain, _ = GANS["plain"].train_step(state, real, noise)
     assert m_never["d_skipped"].item() == 0.0
     assert float(s_never.hparams.pop("d_skip_accuracy")) == 1.0
     assert_trees_equal(s_never, s_plain, "d_skip_accuracy=1.0 vs no balancing")
-    g_always = make("plain", g_skip_accuracy=1.0)  # skip G whenever accuracy < 1
+    g_always = make("plain", parts=[parts.balance(g_below=1.0)])  # skip G whenever accuracy < 1
     s, m = g_always.train_step(g_always.init(0), real, noise)
     if (m["d_acc_real"] + m["d_acc_fake"]).item() < 2.0:
         assert m["g_skipped"].item() == 1.0
@@ -353,10 +353,9 @@ def test_bad_hyperparameters_raise(kw, msg):
 
 def test_bad_construction_raises():
     G, D = small_gan_modules()
-    for kw, msg in [(dict(loss="wgan_gpp"), "unknown loss 'wgan_gpp'"), (dict(real_label=float("nan")), "real_label"),
-                    (dict(n_critic=0), "n_critic"), (dict(ema_decay=1.5), "ema_decay"),
-                    (dict(latent_dim=0), "latent_dim"), (dict(g_optimizer=torch.optim.Adam), "ganfn.optim.Optimizer"),
-                    (dict(penalty="gpp"), "unknown penalty")]:
+    for kw, msg in [(dict(loss="wgan_gpp"), "unknown loss 'wgan_gpp'"), (dict(loss=losses.bce(real_label=float("nan"))), "real_label"),
+                    (dict(n_critic=0), "n_critic"), (dict(parts=[parts.ema(1.5)]), "ema_decay"), (dict(latent_dim=0), "latent_dim"),
+                    (dict(g_optimizer=torch.optim.Adam), "ganfn.optim.Optimizer"), (dict(parts=["gp"]), "ganfn.parts.Part")]:
         with pytest.raises((ValueError, TypeError), match=msg):
             ganfn.GAN(G, D, **{"latent_dim": 3, **kw})
     with pytest.raises(ValueError, match="lr"):
@@ -397,7 +396,7 @@ def test_mlp_gan_covers_ring8_modes():
 
     G = nn.Sequential(nn.Linear(2, 128), nn.ReLU(), nn.Linear(128, 128), nn.ReLU(), nn.Linear(128, 2))
     D = nn.Sequential(nn.Linear(2, 128), nn.LeakyReLU(0.2), nn.Linear(128, 128), nn.LeakyReLU(0.2), nn.Linear(128, 1))
-    gan = ganfn.GAN(G, D, latent_dim=2, ema_decay=0.99,
+    gan = ganfn.GAN(G, D, latent_dim=2, parts=[parts.ema(0.99)],
                     g_optimizer=optim.adam(1e-3, (0.5, 0.999)), d_optimizer=optim.adam(1e-3, (0.5, 0.999)))
     state = gan.init(0)
     noise_rng, data_rng = torch.Generator().manual_seed(1), torch.Generator().manual_seed(2)

@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import ganfn
-from ganfn import data, models
+from ganfn import data, losses, models, parts, penalties, recipes
 from ganfn.loop import Evaluator, fit
 from ganfn.parts import instance_noise_level
 from ganfn.tree import leaves
@@ -43,7 +43,7 @@ def test_resume_is_bit_identical(tmp_path, stacked):
     # Tensor data (digits: epochs of a seeded permutation, 1400 samples / 200 per batch
     # crosses an epoch boundary) plus penalty noise, replay draws and instance noise.
     x = data.digits("train", 8)
-    gan = _digits_gan(penalty="r1", replay_size=32, instance_noise=0.1)
+    gan = _digits_gan(parts=recipes.classic(penalties=[penalties.r1()], instance_noise=0.1, replay_size=32))
     kw = dict(steps=10, batch_size=200, log_every=1, eval_every=3, **QUIET,
               evaluator=Evaluator(lambda s: {"m": float(s.mean())}, "m", n_samples=16))
     if stacked:
@@ -63,7 +63,7 @@ def test_resume_is_bit_identical(tmp_path, stacked):
 
 
 def test_resume_from_sampler_data_and_explicit_path(tmp_path):
-    gan = _gan(penalty="gp", n_critic=2)
+    gan = _gan(parts=recipes.wgan_gp(), n_critic=2)
     kw = dict(steps=6, batch_size=16, **QUIET)
     full, _ = fit(gan, data.ring8, **kw)
     fit(gan, data.ring8, run_dir=tmp_path, checkpoint_every=2, **{**kw, "steps": 5}, keep=10)
@@ -129,7 +129,7 @@ def test_update_frequencies_n_critic_n_gen():
 
 @pytest.mark.parametrize("thr", [0.5, 0.8])
 def test_d_skip_accuracy_skips_exactly_when_d_is_too_accurate(thr):
-    gan = _gan(d_skip_accuracy=thr)
+    gan = _gan(parts=[parts.balance(d_above=thr)])
     st, hist = fit(gan, data.ring8, steps=30, batch_size=8, log_every=1, **QUIET)
     recs = hist["train"]
     for r in recs:
@@ -141,7 +141,7 @@ def test_d_skip_accuracy_skips_exactly_when_d_is_too_accurate(thr):
 
 
 def test_g_skip_accuracy_skips_exactly_when_d_is_weak():
-    gan = _gan(g_skip_accuracy=0.6)
+    gan = _gan(parts=[parts.balance(g_below=0.6)])
     st, hist = fit(gan, data.ring8, steps=30, batch_size=8, log_every=1, **QUIET)
     recs = hist["train"]
     for r in recs:
@@ -151,7 +151,7 @@ def test_g_skip_accuracy_skips_exactly_when_d_is_weak():
 
 
 def test_replay_buffer_fills_and_changes_training():
-    gan = _gan(replay_size=20, replay_fraction=0.5)
+    gan = _gan(parts=[parts.replay(20, 0.5)])
     st, _ = fit(gan, data.ring8, steps=5, batch_size=8, **QUIET)
     assert int(st.parts["replay"]["count"]) == 5 * 8
     plain, _ = fit(_gan(), data.ring8, steps=5, batch_size=8, **QUIET)
@@ -161,7 +161,7 @@ def test_replay_buffer_fills_and_changes_training():
 @settings(max_examples=10, deadline=None)
 @given(base=st.floats(0.01, 2.0), step=st.integers(0, 50), k=st.integers(1, 40))
 def test_anneal_instance_noise_is_linear(base, step, k):
-    gan = _gan(instance_noise=base, instance_noise_anneal=k)
+    gan = _gan(parts=[parts.instance_noise(base, anneal_steps=k)])
     s = gan.init(0)
     out = instance_noise_level(s.hparams, step)
     want = base * max(0.0, 1 - step / k)
@@ -170,13 +170,13 @@ def test_anneal_instance_noise_is_linear(base, step, k):
 
 
 def test_fit_anneals_instance_noise_and_label_smoothing_is_in_state():
-    gan = _gan(instance_noise=0.5, real_label=0.9, instance_noise_anneal=8)
+    gan = _gan(parts=[parts.instance_noise(0.5, anneal_steps=8)], loss=losses.bce(real_label=0.9))
     st, _ = fit(gan, data.ring8, steps=4, batch_size=8, **QUIET)
     # The last step (index 3) ran with 0.5 * (1 - 3/8).
     assert float(instance_noise_level(st.hparams, st.step - 1)) == pytest.approx(0.5 * (1 - 3 / 8))
     assert float(st.hparams["real_label"]) == pytest.approx(0.9)
     with pytest.raises(ValueError, match="instance_noise > 0"):
-        _gan(instance_noise_anneal=8)
+        _gan(parts=recipes.classic(instance_noise_anneal=8))
 
 
 def test_bf16_autocast_keeps_fp32_state():
@@ -301,7 +301,7 @@ def test_presets_do_not_import_the_training_loop():
 def test_stacked_panels_with_captions_of_different_lengths_tile(tmp_path):
     # Long and short captions wrap to different heights; the mosaic still tiles.
     hps = [{"lr_d": 1e-4, "lr_g": 1e-4, "gp_weight": 1.0, "real_label": 0.9}, {"lr_d": 1e-3}]
-    fit(_digits_gan(penalty="gp"), data.digits("train", 8), steps=2, batch_size=32, run_dir=tmp_path,
+    fit(_digits_gan(parts=recipes.wgan_gp()), data.digits("train", 8), steps=2, batch_size=32, run_dir=tmp_path,
         seeds=[0, 1], hparams=hps, **QUIET)
     assert (tmp_path / "samples.png").is_file() and (tmp_path / "samples_member01.png").is_file()
 
@@ -314,7 +314,7 @@ def test_standing_stats_reach_the_figures_and_bad_values_are_refused(tmp_path):
     from ganfn.evaluation import evaluate_members
 
     G = nn.Sequential(nn.Linear(3, 5, bias=False), nn.BatchNorm1d(5), nn.Tanh(), nn.Linear(5, 2))
-    gan = ganfn.GAN(G, nn.Sequential(nn.Linear(2, 8), nn.LeakyReLU(0.2), nn.Linear(8, 1)), latent_dim=3, ema_decay=0.5)
+    gan = ganfn.GAN(G, nn.Sequential(nn.Linear(2, 8), nn.LeakyReLU(0.2), nn.Linear(8, 1)), latent_dim=3, parts=[parts.ema(0.5)])
     ev = Evaluator(lambda s: {"m": float(s.mean())}, "m", n_samples=16)
     sampler = lambda n, g: torch.randn(n, 2, generator=g) + 3
     state, hist = fit(gan, sampler, steps=6, batch_size=8, eval_every=3, evaluator=ev, standing_stats=2, **QUIET)

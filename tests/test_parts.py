@@ -13,7 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import ganfn
-from ganfn import data, parts
+from ganfn import data, parts, penalties, recipes
 from ganfn.loop import fit
 from ganfn.parts import Ctx, DTerm, Hyper, InitCtx, Part, PartError
 from ganfn.testing import (
@@ -56,9 +56,9 @@ def lecam(weight: float = 0.3, decay: float = 0.99) -> Part:
     return Part("lecam", {"lecam_weight": weight, "lecam_decay": decay}, init=init, d_term=d_term, after_d=after_d)
 
 
-def _gan(*extra: Part, **kw):
+def _gan(*extra: Part, first=(), **kw):
     G, D = small_gan_modules()
-    return ganfn.GAN(G, D, latent_dim=3, loss="hinge", parts=[lecam(), *extra], **kw)
+    return ganfn.GAN(G, D, latent_dim=3, loss="hinge", parts=[*first, lecam(), *extra], **kw)
 
 
 def _inputs(gan, seed=0):
@@ -100,7 +100,7 @@ def test_user_part_vmapped_equals_single_runs():
 
 
 def test_user_part_resumes_bit_identically(tmp_path):
-    gan = _gan(ema_decay=0.9)
+    gan = _gan(first=[parts.ema(0.9)])
     kw = dict(steps=6, batch_size=8, log_every=1, checkpoint_every=None, seed=3, **QUIET)
     full, _ = fit(gan, data.ring8, run_dir=tmp_path / "full", **kw)
     fit(gan, data.ring8, run_dir=tmp_path / "half", **{**kw, "steps": 3})
@@ -132,7 +132,7 @@ def test_user_part_under_torch_compile_equals_eager():
     from ganfn import ensemble
 
     torch._dynamo.reset()
-    gan = _gan(ema_decay=0.9)
+    gan = _gan(first=[parts.ema(0.9)])
     state = ensemble.init_many(gan, [0, 1], [{"lecam_weight": 1.0}, {}])
     rng = torch.Generator().manual_seed(5)
     reals = [torch.randn(B, 2, generator=rng) for _ in range(3)]
@@ -173,7 +173,7 @@ def test_bad_parts_are_refused_at_construction():
     with pytest.raises(ValueError, match="two parts are named 'lecam'"):
         ganfn.GAN(G, D, latent_dim=3, parts=[lecam(), lecam()])
     with pytest.raises(ValueError, match="'ema_decay', which part 'ema' already declares"):
-        ganfn.GAN(G, D, latent_dim=3, ema_decay=0.9, parts=[Part("mine", {"ema_decay": 0.5})])
+        ganfn.GAN(G, D, latent_dim=3, parts=[parts.ema(0.9), Part("mine", {"ema_decay": 0.5})])
     with pytest.raises(ValueError, match="'real_label', which the loss already declares"):
         ganfn.GAN(G, D, latent_dim=3, parts=[Part("mine", {"real_label": 0.5})])
     with pytest.raises(ValueError, match="identifier"):
@@ -189,7 +189,7 @@ def test_bad_parts_are_refused_at_construction():
 
 
 def test_noise_lacking_a_parts_draws_is_refused():
-    gan = _gan(penalty="gp")
+    gan = _gan(first=[penalties.get("gp")])
     state, real, _ = _inputs(gan)
     plain = _gan()
     with pytest.raises(ValueError, match="part 'gp' needs"):
@@ -259,7 +259,7 @@ def test_ema_start_copies_parameters_until_then():
 @given(st.floats(0.01, 2.0), st.integers(0, 50), st.integers(1, 40))
 def test_instance_noise_anneals_inside_the_step(base, step, k):
     G, D = small_gan_modules()
-    gan = ganfn.GAN(G, D, latent_dim=3, instance_noise=base, instance_noise_anneal=k)
+    gan = ganfn.GAN(G, D, latent_dim=3, parts=recipes.classic(instance_noise=base, instance_noise_anneal=k))
     state, real, noise = _inputs(gan)
     state = state._replace(step=torch.tensor(step))
     nd = ganfn.tree_index(noise.d, 0)
@@ -272,7 +272,7 @@ def test_instance_noise_anneals_inside_the_step(base, step, k):
 
 
 def test_hooks_lists_the_parts_implementing_a_hook_in_run_order():
-    gan = _gan(ema_decay=0.9, instance_noise=0.1)
+    gan = _gan(first=recipes.classic(instance_noise=0.1, ema_decay=0.9))
     for hook in ("d_term", "after_d", "after_g", "noise_d", "sample_weights", "g_term"):
         want = [p.name for p in gan.parts if getattr(p, hook) is not None]
         assert [p.name for p in gan.hooks(hook)] == want

@@ -73,7 +73,7 @@ def test_gp_through_gan_equals_closed_form(seed, weight):
     """The GAN wires the penalty on the interpolates: a linear D gives the closed form."""
     G = nn.Linear(3, 2)
     D = nn.Linear(2, 1)
-    gan = ganfn.GAN(G, D, latent_dim=3, loss="wasserstein", penalty=penalties.gradient_penalty(weight))
+    gan = ganfn.GAN(G, D, latent_dim=3, loss="wasserstein", parts=[penalties.gradient_penalty(weight)])
     state = gan.init(seed % 1000, gp_weight=weight)
     B = 4
     noise = gan.draw_noise(torch.Generator().manual_seed(seed), B)
@@ -86,7 +86,7 @@ def test_gp_through_gan_equals_closed_form(seed, weight):
 @given(st.floats(1e-3, 0.5), gst.seeds(1000))
 def test_weight_clip_bounds_every_d_weight_after_a_step(c, seed):
     G, D = small_gan_modules()
-    gan = ganfn.GAN(G, D, latent_dim=3, loss="wasserstein", penalty=penalties.weight_clip(0.01),
+    gan = ganfn.GAN(G, D, latent_dim=3, loss="wasserstein", parts=[penalties.weight_clip(0.01)],
                     d_optimizer=ganfn.optim.sgd(1.0))  # a large step pushes weights far out
     state = gan.init(seed, clip_value=c)
     noise = gan.draw_noise(torch.Generator().manual_seed(seed), 8)
@@ -107,7 +107,7 @@ def test_errors():
         penalties.weight_clip(0.0)
     G, D = small_gan_modules(d_norm=nn.BatchNorm1d(8))
     with pytest.raises(ValueError, match="batch-normalisation"):
-        ganfn.GAN(G, D, latent_dim=3, penalty="gp")
+        ganfn.GAN(G, D, latent_dim=3, parts=[penalties.gradient_penalty()])
 
 
 def test_input_grad_norms_are_per_sample():

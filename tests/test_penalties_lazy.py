@@ -19,7 +19,7 @@ QUIET = dict(progress=False, print_fn=lambda s: None)
 
 def _gan(*penalty, parts=(), **kw):
     G, D = small_gan_modules()
-    return ganfn.GAN(G, D, latent_dim=3, loss="hinge", penalty=list(penalty), parts=list(parts), **kw)
+    return ganfn.GAN(G, D, latent_dim=3, loss="hinge", parts=[*penalty, *parts], **kw)
 
 
 def _run(gan, steps, seed=0, n_critic=1):

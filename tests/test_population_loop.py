@@ -17,7 +17,7 @@ QUIET = dict(progress=False, print_fn=lambda s: None)
 
 def _gan():
     G, D, latent = models.build("mlp", (2,), hidden=16, depth=1)
-    return ganfn.GAN(G, D, latent_dim=latent, loss="hinge", ema_decay=0.9)
+    return ganfn.GAN(G, D, latent_dim=latent, loss="hinge", parts=[ganfn.parts.ema(0.9)])
 
 
 def _schedule(refill=None):

@@ -35,7 +35,7 @@ def test_g_loss_compares_fakes_with_d_on_the_real_batch(name):
 
 
 def test_train_step_passes_the_last_d_batch_and_is_pure_and_vmappable():
-    gan = _gan("rpgan", n_critic=2, penalty=[penalties.r1(0.1), penalties.r2(0.1)])
+    gan = _gan("rpgan", n_critic=2, parts=[penalties.r1(0.1), penalties.r2(0.1)])
     state = gan.init(0)
     real = torch.randn(2, B, 2, generator=torch.Generator().manual_seed(1))
     noise = gan.draw_noise(torch.Generator().manual_seed(2), B)

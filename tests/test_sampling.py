@@ -8,6 +8,7 @@ import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
+import ganfn
 from ganfn import sampling
 from ganfn.testing import strategies as gst
 
@@ -62,7 +63,7 @@ def _bn_gan(**kw):
 
 
 def test_standing_stats_average_the_ema_generators_batch_statistics():
-    gan = _bn_gan(ema_decay=0.5)
+    gan = _bn_gan(parts=[ganfn.parts.ema(0.5)])
     state = gan.init(0)
     rng = torch.Generator().manual_seed(0)
     for _ in range(3):
@@ -96,7 +97,7 @@ def test_standing_stats_without_batch_norm_and_bad_arguments():
 
 
 def test_sample_with_standing_uses_the_recomputed_statistics():
-    gan = _bn_gan(ema_decay=0.5)
+    gan = _bn_gan(parts=[ganfn.parts.ema(0.5)])
     state, rng = gan.init(0), torch.Generator().manual_seed(0)
     for _ in range(3):
         state, _ = gan.train_step(state, torch.randn(8, 2, generator=rng), gan.draw_noise(rng, 8))
@@ -116,7 +117,8 @@ def test_standing_stats_of_a_conditional_generator_draw_classes():
     from ganfn import models
 
     G = models.CondDCGANGenerator(4, 3, 8, 1, 4)  # conditional batch norm: G(z, y)
-    gan = ganfn.GAN(G, models.ProjectionDiscriminator(8, 1, 4, 3), latent_dim=4, num_classes=3, ema_decay=0.9)
+    gan = ganfn.GAN(G, models.ProjectionDiscriminator(8, 1, 4, 3), latent_dim=4, num_classes=3,
+                    parts=[ganfn.parts.spectral_norm(), ganfn.parts.ema(0.9)])
     state = gan.init(0)
     buf = sampling.standing_stats(gan, state, torch.Generator().manual_seed(0), batches=2, batch_size=8)
     assert any(not torch.equal(buf[k], state.g.buffers[k]) for k in buf if k.endswith("running_mean"))

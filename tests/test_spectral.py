@@ -80,7 +80,7 @@ def test_pure_and_names():
 def test_gan_with_spectral_norm_is_vmappable_and_normalises_d():
     G = nn.Sequential(nn.Linear(3, 8), nn.Tanh(), nn.Linear(8, 2))
     D = nn.Sequential(nn.Linear(2, 8), nn.LeakyReLU(0.2), nn.Linear(8, 1))
-    gan = ganfn.GAN(G, D, latent_dim=3, loss="hinge", spectral_norm=True, sn_iters=50)
+    gan = ganfn.GAN(G, D, latent_dim=3, loss="hinge", parts=ganfn.recipes.sngan(50))
     assert_vmap_equivalent(gan, [0, 1], steps=2)
     state = gan.init(0)
     assert sorted(state.parts["spectral_norm"]) == ["0.weight", "2.weight"]

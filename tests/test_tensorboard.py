@@ -48,7 +48,7 @@ def _tags(path):
 
 def test_stacked_run_writes_one_tensorboard_run_per_member(tmp_path):
     G, D, latent = models.build("mlp", (2,), hidden=16, depth=1)
-    gan = ganfn.GAN(G, D, latent_dim=latent, penalty="r1")
+    gan = ganfn.GAN(G, D, latent_dim=latent, parts=[ganfn.penalties.r1()])
     ev = Evaluator(lambda s: {"spread": float(s.std())}, "spread", n_samples=64, reference=data.ring8_centers())
     fit(gan, data.ring8, steps=4, batch_size=16, seeds=[0, 1], hparams=[{"lr_d": 1e-4}, {"lr_d": 1e-3}],
         run_dir=tmp_path, log_every=1, image_every=2, eval_every=2, evaluator=ev, progress=False,

@@ -9,7 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import ganfn
-from ganfn import losses, penalties
+from ganfn import losses, penalties, recipes
 from ganfn.penalties import Penalty
 from ganfn.testing import (
     assert_accumulation_equivalent,
@@ -85,7 +85,7 @@ def test_optimizer_hparams_accepted_by_ganfn_and_torch(pair):
     torch_cls([torch.zeros(1, requires_grad=True)], **hp)  # and for torch
 
 
-_STATE_GAN = make_gan(penalty="gp", loss="wasserstein")
+_STATE_GAN = make_gan(parts=recipes.wgan_gp(), loss="wasserstein")
 
 
 @given(gst.train_states(_STATE_GAN, lr_d=gst.learning_rates(), gp_weight=gst.penalty_weights()))
@@ -193,7 +193,7 @@ class DStepMovesG(ganfn.GAN):
 
 
 def test_grads_isolated_passes_on_core():
-    for kw in ({}, dict(penalty="gp", loss="wasserstein", ema_decay=0.9), dict(spectral_norm=True, replay_size=16)):
+    for kw in ({}, dict(parts=recipes.wgan_gp(ema_decay=0.9), loss="wasserstein"), dict(parts=recipes.classic(spectral_norm=True, replay_size=16))):
         gan = make_gan(**kw)
         assert_grads_isolated(gan, *inputs(gan))
 
@@ -221,13 +221,13 @@ BATCH_NORM_GP = Penalty("gp_batch_norm", "gp_weight", 10.0, term=_global_norm_gp
 
 
 def test_accumulation_check_passes_on_core():
-    gan = make_gan(penalty="gp", loss="wasserstein")
+    gan = make_gan(parts=recipes.wgan_gp(), loss="wasserstein")
     state, real, _ = inputs(gan)
     assert_accumulation_equivalent(gan, state, real, 4)
 
 
 def test_accumulation_check_catches_batch_norm_gp():
-    gan = make_gan(penalty=BATCH_NORM_GP, loss="wasserstein")
+    gan = make_gan(parts=[BATCH_NORM_GP], loss="wasserstein")
     state, real, _ = inputs(gan)
     with pytest.raises(AssertionError, match="not equivalent to one batch"):
         assert_accumulation_equivalent(gan, state, real, 4)
@@ -321,7 +321,7 @@ def test_loss_invariants_catch_wrong_direction():
 
 
 def test_vmap_check_passes_on_core():
-    assert_vmap_equivalent(make_gan(penalty="gp", loss="wasserstein"), [0, 1, 2], steps=2)
+    assert_vmap_equivalent(make_gan(parts=recipes.wgan_gp(), loss="wasserstein"), [0, 1, 2], steps=2)
 
 
 def test_vmap_check_catches_member_dependent_step():

@@ -32,16 +32,33 @@ k updates keeps a counter in its state and multiplies its term by
 ``k * (count % k == 0)``. ``GAN`` checks every hook's output structure and
 shapes (metadata only) and names the part when they are wrong.
 
+Combinators return parts: :func:`every` (lazy, StyleGAN2's weighting),
+:func:`starting_at` (off before a step) and :func:`named` (one part used twice,
+hyperparameters namespaced ``"<name>/<key>"``). Any hyperparameter may be a
+:mod:`ganfn.schedules` value.
+
 Built-in parts: :func:`diffaugment`, :func:`ada`, :func:`dragan`,
 :func:`one_sided_gp`, :func:`bcr`, :func:`top_k`, :func:`ema`, :func:`instance_noise`, :func:`replay`,
 :func:`balance`, :func:`spectral_norm`, and every penalty through
-:func:`ganfn.penalties.as_part`. ``GAN``'s keyword options (``penalty=``,
-``ema_decay=``, ...) are a short-hand that builds these; ``GAN(parts=[...])``
-adds any others (see ``examples/custom_part.py``).
+:func:`ganfn.penalties.as_part` (``GAN(parts=[...])`` takes a penalty as
+its part). :mod:`ganfn.recipes` returns part lists for known setups; write any
+others (see ``examples/custom_part.py``).
 """
 from .augment import ada, diffaugment
 from .balance import balance
-from .base import Ctx, Draw, DTerm, GTerm, Hyper, InitCtx, Part, PartError, check_like, check_part
+from .base import (
+    Ctx,
+    Draw,
+    DTerm,
+    GTerm,
+    Hyper,
+    InitCtx,
+    Part,
+    PartError,
+    check_like,
+    check_part,
+)
+from .combinators import every, named, starting_at, wrap
 from .ema import ema, ema_decay
 from .instance_noise import instance_noise, instance_noise_level
 from .regularisers import bcr, dragan, one_sided_gp, top_k
@@ -50,6 +67,6 @@ from .spectral_norm import spectral_norm
 
 __all__ = [
     "Part", "Hyper", "Ctx", "InitCtx", "Draw", "DTerm", "GTerm", "PartError", "check_part", "check_like",
-    "diffaugment", "ada", "dragan", "one_sided_gp", "bcr", "top_k", "ema", "ema_decay", "instance_noise",
-    "instance_noise_level", "replay", "balance", "spectral_norm",
+    "every", "starting_at", "named", "wrap",
+    "diffaugment", "ada", "dragan", "one_sided_gp", "bcr", "top_k", "ema", "ema_decay", "instance_noise", "instance_noise_level", "replay", "balance", "spectral_norm",
 ]

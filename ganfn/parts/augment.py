@@ -91,7 +91,7 @@ def ada(policy: str | Sequence[str] = "color,translation,cutout", *, target: flo
                                                                         "n": torch.full_like(sign, s.shape[0])}
 
     def after_d(d_params, ctx: Ctx, aux) -> tuple[dict, dict]:
-        a = aux.parts["ada"]
+        a = ctx.aux  # this part's own d_term aux
         new = _aug.ada_accumulate(_aug.AdaState(**ctx.state), a["sign"] * a["n"], a["n"], target=ctx.hp["ada_target"],
                                   interval=interval, speed_images=ctx.hp["ada_speed"])
         return d_params, new._asdict()

@@ -26,13 +26,16 @@ class Hyper(NamedTuple):
 class Ctx(NamedTuple):
     """What every hook gets about its own part: its ``state`` (from ``init``),
     its hyperparameters ``hp`` (0-d tensors by key), its ``noise`` for this
-    update (the dict its noise hook drew, one update's slice) and ``step``,
-    the number of completed train steps (a 0-d tensor)."""
+    update (the dict its noise hook drew, one update's slice), ``step``,
+    the number of completed train steps (a 0-d tensor), and in ``after_d`` /
+    ``after_g`` its own ``aux``: what its ``d_term`` / ``g_term`` returned on
+    this update (``None`` elsewhere), so no part looks itself up by name."""
 
     state: PyTree
     hp: dict[str, Tensor]
     noise: dict[str, Tensor]
     step: Tensor
+    aux: Any = None
 
 
 class InitCtx(NamedTuple):
@@ -78,7 +81,10 @@ class DTerm(NamedTuple):
     parameters and in ``x``), the real and fake batches as D saw them, and D's
     outputs on them. In a conditional setup ``d_fn`` runs D with the real
     batch's labels and ``d_fn_fake`` with the fake batch's (both fixed: only
-    the images are inputs); unconditionally they are the same function."""
+    the images are inputs); unconditionally they are the same function.
+    ``g_fn(z) -> G(z)`` runs G (its current weights, constants here: a D update
+    never differentiates G) on latents ``[B, *latent]`` with the fake batch's
+    labels, for a D term that needs fresh fakes (zCR)."""
 
     d_fn: Callable[[Tensor], Tensor]
     real: Tensor
@@ -86,16 +92,22 @@ class DTerm(NamedTuple):
     d_real: Tensor
     d_fake: Tensor
     d_fn_fake: Callable[[Tensor], Tensor] | None = None
+    g_fn: Callable[[Tensor], Tensor] | None = None
 
 
 class GTerm(NamedTuple):
     """A G loss term's inputs: the latents, G's output (differentiable in G's
-    parameters), the fakes as D saw them and D's output on them."""
+    parameters), the fakes as D saw them and D's output on them; ``g_fn(z) ->
+    G(z)`` runs G again on other latents (differentiable in G's parameters:
+    path length, zCR) and ``d_fn(x) -> D's scores`` runs D (its weights
+    constant) on other inputs."""
 
     z: Tensor
     fake: Tensor
     d_input: Tensor
     d_fake: Tensor
+    g_fn: Callable[[Tensor], Tensor] | None = None
+    d_fn: Callable[[Tensor], Tensor] | None = None
 
 
 class Part(NamedTuple):
