@@ -14,7 +14,6 @@ Written with the public API only (``ganfn.parts``).
 """
 from __future__ import annotations
 
-import torch
 from torch import Tensor
 
 from ganfn.parts import Ctx, Draw, DTerm, GTerm, Hyper, Part
