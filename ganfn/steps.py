@@ -71,6 +71,7 @@ def make_step(gan: Any, *, members: bool = False, reduce: str | None = None, com
         return ensemble.make_step(gan, shared_data=shared_data, compile=compile, isolate=isolate)
     if not compile or compile_disabled():
         return gan.train_step
-    kw = {"mode" if compile in ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs") else "backend": compile} \
-        if isinstance(compile, str) else {}
+    kw: dict[str, Any] = {}
+    if isinstance(compile, str):
+        kw["mode" if compile in ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs") else "backend"] = compile
     return with_fallback(compiling.compile(gan.train_step, **kw), gan.train_step, "train_step")

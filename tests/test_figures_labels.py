@@ -85,7 +85,7 @@ def test_fit_draws_a_conditional_runs_samples_with_class_rows(tmp_path, monkeypa
     monkeypatch.setattr(figures, "class_rows", spy)
     G = models.CondDCGANGenerator(4, 3, 8, 1, 4)
     D = models.ProjectionDiscriminator(8, 1, 4, 3)
-    gan = ganfn.GAN(G, D, latent_dim=4, num_classes=3)
+    gan = ganfn.GAN(G, D, latent_dim=4, num_classes=3, parts=[ganfn.parts.spectral_norm()])
     g = torch.Generator().manual_seed(0)
     images, labels = torch.rand(30, 1, 8, 8, generator=g) * 2 - 1, torch.randint(3, (30,), generator=g)
     fit(gan, (images, labels), steps=1, batch_size=6, run_dir=tmp_path, progress=False, print_fn=lambda s: None)

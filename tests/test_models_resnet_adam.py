@@ -41,7 +41,7 @@ def test_dead_parameters_catches_a_bias_before_batch_norm():
 def test_vmapped_resnet_members_do_not_drift_under_adam():
     G, D = M.ResNetGenerator(16, 8, 3, 32), M.ResNetDiscriminator(8, 3, 32)
     gan = ganfn.GAN(G, D, latent_dim=16, g_optimizer=optim.adam(2e-4, (0.0, 0.9)),
-                    d_optimizer=optim.adam(2e-4, (0.0, 0.9)))  # spectral norm on D: its wants_spectral_norm
+                    d_optimizer=optim.adam(2e-4, (0.0, 0.9)), parts=ganfn.recipes.sngan())  # SNGAN: spectral norm on D
     drift = member_drift(gan, [0, 1, 2], steps=2)
     worst = max(drift, key=drift.get)
     assert drift[worst] < 1e-5, f"{worst} drifts by {drift[worst]:.2e}"

@@ -77,7 +77,8 @@ def every(k: int, part: Part, *, scale: bool = True) -> Part:
     if (part.d_term is None) == (part.g_term is None):
         raise ValueError(f"every: part {part.name!r} must have exactly one loss term (d_term or g_term) to make lazy")
     side = "d" if part.d_term is not None else "g"
-    term_fn, has_state = getattr(part, f"{side}_term"), part.init is not None
+    term_fn, own_init = getattr(part, f"{side}_term"), part.init
+    has_state = own_init is not None
 
     def inner(ctx: Ctx) -> Ctx:
         return ctx._replace(state=ctx.state.get("inner"))
@@ -87,7 +88,7 @@ def every(k: int, part: Part, *, scale: bool = True) -> Part:
 
     def init(ictx: InitCtx) -> dict:
         count = torch.zeros((), dtype=torch.int64, device=ictx.device)
-        return {"count": count, **({"inner": part.init(ictx)} if has_state else {})}
+        return {"count": count, **({"inner": own_init(ictx)} if own_init is not None else {})}
 
     def term(x: Any, ctx: Ctx) -> tuple[Tensor, dict]:
         count = ctx.state["count"]
@@ -118,7 +119,8 @@ def every(k: int, part: Part, *, scale: bool = True) -> Part:
         return new_p, outer(ctx, new_s, 1)
 
     wrapped = wrap(part, inner, outer)
-    return wrapped._replace(init=init, **{f"{side}_term": term, f"after_{side}": after})
+    changes: dict[str, Any] = {"init": init, f"{side}_term": term, f"after_{side}": after}
+    return wrapped._replace(**changes)
 
 
 def _term_dtype(like: Tensor, hp: dict[str, Tensor]) -> torch.dtype:
@@ -147,8 +149,9 @@ def starting_at(step: int | float | Tensor, part: Part) -> Part:
         return ctx._replace(hp={k: v for k, v in ctx.hp.items() if k != key})
 
     w = wrap(part, inner, lambda ctx, s: s)
-    kw = {hook: _gated(hook, getattr(w, hook), on) for hook in _CTX_AT if getattr(w, hook) is not None}
-    return w._replace(hparams={**part.hparams, key: Hyper(step, Range(0.0))}, **kw)
+    kw: dict[str, Any] = {hook: _gated(hook, getattr(w, hook), on) for hook in _CTX_AT if getattr(w, hook) is not None}
+    kw["hparams"] = {**part.hparams, key: Hyper(step, Range(0.0))}
+    return w._replace(**kw)
 
 
 def _gated(hook: str, fn: Callable, on: Callable[[Ctx], Tensor]) -> Callable:
