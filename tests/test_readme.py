@@ -1,6 +1,7 @@
-"""README.md cannot drift: every ```python block runs as pasted, every shell
-command parses (ganfn's through its own parser), and the ones that train run,
-shortened by appending options (later options win)."""
+"""README.md and the documentation site (docs/) cannot drift: every ```python
+block runs as pasted, every shell command parses (ganfn's through its own
+parser), and the ones that train run, shortened by appending options (later
+options win)."""
 from __future__ import annotations
 
 import os
@@ -15,16 +16,18 @@ import pytest
 from ganfn import cli
 
 ROOT = Path(__file__).resolve().parents[1]
-README = (ROOT / "README.md").read_text()
+PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]
+TEXTS = {str(p.relative_to(ROOT)): p.read_text() for p in PAGES}
+README_MAX_LINES = 350
 CLUSTER = "# Needs "  # first line of a block that needs torchrun, a cluster or a network: checked, never run here
 SHORT = ["--steps", "4", "--n-eval", "100", "--eval-every", "2", "--checkpoint-every", "2", "--no-progress"]
 PROGRAMS = ("ganfn", "python", "pip", "torchrun", "tensorboard", "pytest")
 
 
-def fenced_blocks(readme: str = README) -> list[tuple[str, str]]:
-    """``(language, text)`` of every fenced block, in order."""
+def fenced_blocks(text: str) -> list[tuple[str, str]]:
+    """``(language, text)`` of every fenced block of one page, in order."""
     blocks, lang, lines = [], None, []
-    for line in readme.splitlines():
+    for line in text.splitlines():
         if line.startswith("```"):
             if lang is None:
                 lang, lines = line[3:].strip(), []
@@ -36,20 +39,25 @@ def fenced_blocks(readme: str = README) -> list[tuple[str, str]]:
     return blocks
 
 
-def python_blocks() -> list[str]:
-    return [text for lang, text in fenced_blocks() if lang == "python"]
+def python_blocks() -> list[tuple[str, str]]:
+    """``(page, code)`` of every ```python block of the README and the docs."""
+    return [(page, code) for page, text in TEXTS.items() for lang, code in fenced_blocks(text) if lang == "python"]
 
 
-def not_run(readme: str = README) -> set[str]:
+def not_run(pages: list[str] | None = None) -> set[str]:
     """The commands of plain fenced blocks whose first line starts with ``# Needs ``: parsed, never run."""
-    return {c for lang, text in fenced_blocks(readme) if lang == "" and text.startswith(CLUSTER)
-            for c in shell_commands(text.join(["```\n", "```\n"]))}
+    return {c for text in (TEXTS.values() if pages is None else pages) for lang, block in fenced_blocks(text) if lang == "" and block.startswith(CLUSTER)
+            for c in _page_commands(block.join(["```\n", "```\n"]))}
 
 
-def shell_commands(readme: str = README) -> list[str]:
-    """Commands in plain fenced blocks, 4-space indented lines and inline `code` spans."""
-    found = [line for lang, text in fenced_blocks(readme) if lang == "" for line in text.splitlines()]
-    prose = re.sub(r"^```.*?^```", "", readme, flags=re.S | re.M)
+def shell_commands() -> list[str]:
+    """Commands in plain fenced blocks, 4-space indented lines and inline `code` spans of every page."""
+    return list(dict.fromkeys(c for text in TEXTS.values() for c in _page_commands(text)))
+
+
+def _page_commands(text: str) -> list[str]:
+    found = [line for lang, block in fenced_blocks(text) if lang == "" for line in block.splitlines()]
+    prose = re.sub(r"^```.*?^```", "", text, flags=re.S | re.M)
     found += [line[4:] for line in prose.splitlines() if line.startswith("    ") and line.strip().startswith(PROGRAMS)]
     found += re.findall(r"`([^`\n]+)`", prose)
     out = []
@@ -68,19 +76,34 @@ def _run_python(code: str, tmp_path: Path, timeout: int = 600) -> str:
                      "    if _n.startswith('test_') and callable(_f):\n        _f()\n")
     r = subprocess.run([sys.executable, "-c", runner], cwd=tmp_path,
                        env=env, capture_output=True, text=True, timeout=timeout)
-    assert r.returncode == 0, f"README block failed:\n{code}\n--- stderr ---\n{r.stderr[-3000:]}"
+    assert r.returncode == 0, f"documentation block failed:\n{code}\n--- stderr ---\n{r.stderr[-3000:]}"
     return r.stdout
 
 
-def test_readme_has_blocks_and_commands():
+def test_docs_have_blocks_and_commands():
     assert len(python_blocks()) >= 4 and len(shell_commands()) >= 15
-    assert any(b.startswith(CLUSTER) for b in python_blocks())
+    assert any(code.startswith(CLUSTER) for _, code in python_blocks())
+    readme = TEXTS["README.md"]
+    assert any(lang == "python" for lang, _ in fenced_blocks(readme)), "the README keeps one short custom loop"
+
+
+def test_readme_is_short_and_points_to_the_docs():
+    readme = TEXTS["README.md"]
+    assert len(readme.splitlines()) <= README_MAX_LINES
+    assert "mkdocs serve" in readme and "docs/" in readme
+
+
+def test_blocks_are_found_in_docs_pages():  # negative check of the collector: a page's block is collected
+    page = "# t\n\n```python\nprint(1)\n```\n\nRun `ganfn train --steps 5`.\n"
+    assert fenced_blocks(page) == [("python", "print(1)\n")]
+    assert _page_commands(page) == ["ganfn train --steps 5"]
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("index", range(len(python_blocks())))
+@pytest.mark.parametrize("index", range(len(python_blocks())),
+                         ids=[f"{page}:{i}" for i, (page, _) in enumerate(python_blocks())])
 def test_python_block_runs_as_pasted(index, tmp_path):
-    code = python_blocks()[index]
+    code = python_blocks()[index][1]
     if code.startswith(CLUSTER):
         pytest.skip(code.splitlines()[0])
     out = _run_python(code, tmp_path)
@@ -105,7 +128,7 @@ def test_every_ganfn_command_parses():
             parser.parse_args(_ganfn_args(cmd))
         except SystemExit as e:
             if e.code != 0:  # --help exits 0
-                pytest.fail(f"README command does not parse: {cmd} ({e})")
+                pytest.fail(f"documented command does not parse: {cmd} ({e})")
 
 
 def test_every_other_command_names_something_that_exists():
@@ -136,18 +159,18 @@ def test_every_other_command_names_something_that_exists():
 
 
 # The README's training commands, run shortened (data paths and CUDA excepted: those only parse).
-def _runnable(cmd: str, readme: str = README) -> bool:
+def _runnable(cmd: str, pages: list[str] | None = None) -> bool:
     args = _ganfn_args(cmd)
-    return (args is not None and cmd.startswith("ganfn") and args[0] in ("train", "sweep") and cmd not in not_run(readme)
+    return (args is not None and cmd.startswith("ganfn") and args[0] in ("train", "sweep") and cmd not in not_run(pages)
             and not any(a in ("cuda", "--help") or "/" in a for a in args))
 
 
 def test_a_block_marked_needs_is_parsed_but_not_run():
     marked = "```\n# Needs a network: not run by the tests\nganfn train --data ring8\n```\n"
     plain = "```\nganfn train --data ring8\n```\n"
-    assert shell_commands(marked) == shell_commands(plain) == ["ganfn train --data ring8"]  # both are checked
-    assert not _runnable("ganfn train --data ring8", marked) and _runnable("ganfn train --data ring8", plain)
-    # The README's own: the CPU-only install is marked, the two set-up commands are not.
+    assert _page_commands(marked) == _page_commands(plain) == ["ganfn train --data ring8"]  # both are checked
+    assert not _runnable("ganfn train --data ring8", [marked]) and _runnable("ganfn train --data ring8", [plain])
+    # The docs' own: the CPU-only install is marked, the two set-up commands are not.
     assert any(c.startswith("pip install torch") and "/whl/cpu" in c for c in not_run())
     assert "ganfn train" in shell_commands() and "ganfn train" not in not_run()
 
