@@ -42,7 +42,7 @@ def run_eval(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         parser.error(str(e))
     if evaluator is None and not args.fid_weights:
         parser.error(f"eval: no offline quality figure for data {cfg.data!r} (available for ring8, grid25, digits, "
-                     "stacked_digits, fashion_mnist and image folders); pass --fid-weights FILE for FID")
+                     "stacked_digits, fashion_mnist, cifar10 and image folders); pass --fid-weights FILE for FID")
     n_eval = args.n_eval or (evaluator.n_samples if evaluator else cfg.n_eval)
     fid, fid_card = _fid_figures(args, data, parser, cfg) if args.fid_weights else (None, None)
     state = c["state"]

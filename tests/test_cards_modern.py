@@ -2,6 +2,8 @@
 and of the stacked-digits modes: every printed figure says what it depends on."""
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -72,3 +74,17 @@ def test_stacked_digits_modes_carry_their_card(tmp_path, monkeypatch):
     # the card's floor is what real samples score: a perfect generator's KL sits just above it
     kl = ev.fn(stacked_digits(5000, torch.Generator().manual_seed(3)))["kl"]
     assert 999 / (2 * 5000) * 0.8 < kl < 1.0
+
+
+def test_train_on_cifar10_prints_the_card_with_the_figures(cifar_root, tmp_path, capsys):
+    from ganfn import cli
+
+    root, _ = cifar_root
+    run = tmp_path / "run"
+    assert cli.main(["train", "--data", "cifar10", "--data-root", str(root), "--model", "dcgan", "--width", "8",
+                     "--latent-dim", "8", "--steps", "2", "--batch-size", "4", "--eval-every", "2", "--n-eval", "16",
+                     "--no-compile", "--no-progress", "--run-dir", str(run)]) == 0
+    out = capsys.readouterr().out
+    assert "dcgan on cifar10 (3, 32, 32)" in out and "FD-RandConv" in out
+    assert out.count("FD-RandConv protocol:") == 2 and "CIFAR-10 test split (7 images" in out  # at the start and end
+    assert json.loads((run / "metrics.json").read_text())["protocol"]["figure"] == "FD-RandConv"
