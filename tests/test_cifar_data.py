@@ -227,3 +227,13 @@ def test_a_corrupt_pickle_is_named(tmp_path):
         cifar.cifar10_uint8(tmp_path, "test")
     with pytest.raises(ValueError, match="split must be one of"):
         cifar.cifar10_uint8(tmp_path, "val")
+
+
+def test_a_broken_archive_is_named(tmp_path):
+    batches = _batches(np.random.default_rng(3), [1] * 6)
+    good = _write(tmp_path / "good", batches, archive=True).read_bytes()
+    for i, blob in enumerate((b"not a tar archive", good[: len(good) // 2])):
+        (tmp_path / str(i)).mkdir()
+        (tmp_path / str(i) / cifar.ARCHIVE).write_bytes(blob)
+        with pytest.raises(ValueError, match=r"cifar-10-python\.tar\.gz: not a readable tar archive"):
+            cifar.cifar10_uint8(tmp_path / str(i), "test")

@@ -14,10 +14,12 @@ The archive is read in place (never extracted to disk). ganfn never downloads.
 """
 from __future__ import annotations
 
+import gzip
 import io
 import os
 import pickle
 import tarfile
+import zlib
 from pathlib import Path
 from typing import IO, Any
 
@@ -116,30 +118,29 @@ def find_cifar10(root: str | os.PathLike | None = None) -> Path:
 def _read(source: Path, names: tuple[str, ...]) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """The named batches of a folder or a .tar.gz archive (read as a stream, in archive order)."""
     if source.is_dir():
-        out = {}
-        for name in names:
-            path = source / name
-            if not path.is_file():
-                raise FileNotFoundError(f"CIFAR-10 batch {path} not found; {_GET}")
-            with path.open("rb") as f:
-                out[name] = load_batch(f, str(path))
-        return out
+        return {name: _read_file(source / name) for name in names}
     out = {}
     try:
         with tarfile.open(source, "r|*") as tar:
             for member in tar:
                 name = Path(member.name).name
-                if name in names and name not in out and member.isfile():
-                    f = tar.extractfile(member)
-                    assert f is not None  # a regular file member always has its data
+                f = tar.extractfile(member) if name in names and name not in out and member.isfile() else None
+                if f is not None:
                     out[name] = load_batch(io.BytesIO(f.read()), f"{source}:{member.name}")
-    except tarfile.TarError as e:
+    except (tarfile.TarError, EOFError, zlib.error, gzip.BadGzipFile) as e:
         raise ValueError(f"{source}: not a readable tar archive ({e}); {_GET}") from e
     missing = [n for n in names if n not in out]
     if missing:
         raise FileNotFoundError(f"{source} holds no {FOLDER}/{missing[0]}" + (f" (nor {', '.join(missing[1:])})"
                                 if len(missing) > 1 else "") + f": is it the python version of CIFAR-10? {_GET}")
     return out
+
+
+def _read_file(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    if not path.is_file():
+        raise FileNotFoundError(f"CIFAR-10 batch {path} not found; {_GET}")
+    with path.open("rb") as f:
+        return load_batch(f, str(path))
 
 
 def cifar10_uint8(root: str | os.PathLike | None = None, split: str = "train") -> tuple[Tensor, Tensor]:
