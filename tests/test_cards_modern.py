@@ -88,3 +88,7 @@ def test_train_on_cifar10_prints_the_card_with_the_figures(cifar_root, tmp_path,
     assert "dcgan on cifar10 (3, 32, 32)" in out and "FD-RandConv" in out
     assert out.count("FD-RandConv protocol:") == 2 and "CIFAR-10 test split (7 images" in out  # at the start and end
     assert json.loads((run / "metrics.json").read_text())["protocol"]["figure"] == "FD-RandConv"
+    assert cli.main(["eval", str(run), "--n-eval", "12"]) == 0  # ganfn eval: the same card, at its own n
+    out = capsys.readouterr().out
+    assert "FD-RandConv protocol:" in out and "12 generated vs 7 reference images (CIFAR-10 test split" in out
+    assert "FD-RandConv " in out.split("protocol:")[-1]
