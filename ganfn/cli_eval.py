@@ -42,9 +42,9 @@ def run_eval(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         parser.error(str(e))
     if evaluator is None and not args.fid_weights:
         parser.error(f"eval: no offline quality figure for data {cfg.data!r} (available for ring8, grid25, digits, "
-                     "stacked_digits, fashion_mnist and image folders); pass --fid-weights FILE for FID")
+                     "stacked_digits, fashion_mnist, cifar10 and image folders); pass --fid-weights FILE for FID")
     n_eval = args.n_eval or (evaluator.n_samples if evaluator else cfg.n_eval)
-    fid, fid_card = _fid_figures(args, data, parser) if args.fid_weights else (None, None)
+    fid, fid_card = _fid_figures(args, data, parser, cfg) if args.fid_weights else (None, None)
     state = c["state"]
     stacked = state.step.dim() == 1
     y = gan.labels.rows(n_eval, args.device)  # conditional: every class equally often
@@ -71,7 +71,8 @@ def run_eval(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     return 0
 
 
-def _fid_figures(args: argparse.Namespace, data: Any, parser: argparse.ArgumentParser) -> tuple[Any, Any]:
+def _fid_figures(args: argparse.Namespace, data: Any, parser: argparse.ArgumentParser,
+                 cfg: P.Config) -> tuple[Any, Any]:
     """``samples -> {FID, KID, KID-std, n, n_ref}`` against the run's training data (or cached statistics),
     and the FID's protocol card."""
     from .atomic import sha256_file
@@ -92,8 +93,20 @@ def _fid_figures(args: argparse.Namespace, data: Any, parser: argparse.ArgumentP
         kid, kid_std = kernel_inception_distance(feats, real_kid)
         return {**out, "KID": float(kid), "KID-std": float(kid_std), "n_ref_KID": real_kid.shape[0]}
 
-    src = f"statistics file {args.fid_ref_stats}" if args.fid_ref_stats else "the run's training data, every image once"
+    src = f"statistics file {args.fid_ref_stats}" if args.fid_ref_stats else _fid_reference(cfg, data)
     card = ProtocolCard("FID", f"Inception-v3 pool3 (2048 features) from {args.fid_weights}", sha256_file(args.fid_weights),
                         "quantised to uint8 as a PNG; bilinear (no antialias) to 299x299, as pytorch-fid",
                         None, ref.n, src)
     return figures, card
+
+
+def _fid_reference(cfg: P.Config, data: Any) -> str:
+    """The FID card's words for a reference computed from the run's training data."""
+    if cfg.data != "cifar10":
+        return "the run's training data, every image once"
+    from .data import cifar
+
+    images = data[0] if isinstance(data, tuple) else data
+    return (f"CIFAR-10 training split ({cifar.find_cifar10(cfg.data_root)}: data_batch_1..5, every image once, "
+            f"{'x'.join(map(str, images.shape[1:]))} as trained); the papers' FIDs (R3GAN, StyleGAN2-ADA) use "
+            "50,000 generated images against these 50,000 (--n-eval 50000)")

@@ -32,8 +32,8 @@ class Evaluator:
     (conditional: rounded up to a multiple of the number of classes).
     ``reference`` ([M, 2] points) is drawn under 2-D scatter plots.
     ``card``: what the figure depends on (:class:`ganfn.metrics.card.ProtocolCard`),
-    printed with the scores and saved in ``metrics.json``; None for figures
-    without a feature extractor (mode coverage).
+    printed with the scores and saved in ``metrics.json``; None for the 2-D
+    mixtures' mode coverage (no feature extractor).
     """
 
     fn: Callable[..., dict[str, float]]  # fn(samples) or, conditional, fn(samples, labels)

@@ -55,7 +55,7 @@ from .evaluation import Evaluator
 from .gan import GAN
 from .init_from import weights_init_from
 from .metrics.card import ProtocolCard, weights_hash
-from .presets_folder import FolderChoice, choose, folder_evaluator
+from .presets_folder import FolderChoice, choose, folder_evaluator, randconv_evaluator
 
 __all__ = ["Config", "PRESETS", "DEFAULT_STEPS", "build", "build_gan", "model_args", "sample_shape", "load_data",
            "num_classes", "make_evaluator", "from_preset", "load_toml", "merge", "saved", "choose_folder", "is_folder"]
@@ -463,9 +463,10 @@ def make_evaluator(cfg: Config, n_samples: int | None = None, data: Any = None) 
     """The quality figure for ``cfg.data``: mode coverage for ring8 / grid25,
     ``FD-LeNet(digits)`` (against the 397 held-out digits) for digits,
     ``FD-LeNet(fashion-mnist)`` (against the 10,000 test images) for
-    fashion_mnist, ``FD-RandConv`` (random-feature Fréchet distance against
-    the training images, :func:`ganfn.presets_folder.folder_evaluator`) for a
-    folder when its training ``data`` is given; None otherwise.
+    fashion_mnist, ``FD-RandConv`` (random-feature Fréchet distance, not FID)
+    against the CIFAR-10 test split for cifar10 and against the training images
+    (:func:`ganfn.presets_folder.folder_evaluator`) for a folder when its
+    training ``data`` is given; modes and reverse KL for stacked_digits; None otherwise.
     The image figures carry their :class:`ganfn.metrics.card.ProtocolCard`.
     Conditional runs add per-class figures and their ``fn`` takes ``(samples, labels)``:
     on digits the intra-class FD-LeNet and the LeNet's accuracy on the requested
@@ -515,6 +516,8 @@ def make_evaluator(cfg: Config, n_samples: int | None = None, data: Any = None) 
 
         return Evaluator(fd_fashion, "FD-LeNet(fashion-mnist)", higher_is_better=False, n_samples=n,
                          card=_lenet_card(ext, n, ref.n, f"Fashion-MNIST test split from {root}"))
+    if cfg.data == "cifar10":
+        return _cifar10_evaluator(cfg.data_root, n)
     if is_folder(cfg) and data is not None:
         return folder_evaluator(data, n, str(Path(cfg.data).expanduser()), cfg.data_workers)
     return None
@@ -534,11 +537,31 @@ def _stacked_digits_evaluator(n: int | None) -> Evaluator:
     from .metrics.stacked_modes import STACKED_EVAL_SAMPLES, stacked_digit_modes
 
     ext = metrics.lenet_extractor("digits")
+    n = n or STACKED_EVAL_SAMPLES
 
     def modes(samples: Tensor, labels: Tensor | None = None) -> dict[str, float]:
         return stacked_digit_modes(samples, lambda x: ext(x).probs)
 
-    return Evaluator(modes, "modes", higher_is_better=True, n_samples=n or STACKED_EVAL_SAMPLES)
+    card = ProtocolCard(
+        "modes", f"{ext.name} trained by ganfn (ganfn.metrics.lenet): each channel's argmax class gives one digit "
+        "of the mode 100 d0 + 10 d1 + d2", weights_hash(ext.params),
+        f"each channel as a grey image; bilinear (antialiased when shrinking) to {ext.image_size}x{ext.image_size}",
+        n, 0, f"no real images: the uniform distribution over the 1,000 modes (modes covered, reverse KL in nats, "
+        f"as StackedMNIST is scored); at {n} samples a perfect generator's KL is about {999 / (2 * n):.3g} "
+        "(finite-sample bias)")
+    return Evaluator(modes, "modes", higher_is_better=True, n_samples=n, card=card)
+
+
+def _cifar10_evaluator(root: str | None, n: int) -> Evaluator:
+    """``FD-RandConv`` against the CIFAR-10 test split: the offline figure (no Inception
+    weights needed). It is not FID; ``ganfn eval --fid-weights`` gives FID."""
+    from .data import cifar
+
+    where = cifar.find_cifar10(root)
+    return randconv_evaluator(
+        cifar.cifar10_uint8(where, "test")[0], n,
+        f"CIFAR-10 test split ({{m}} images, test_batch of {where}, 32x32); NOT FID and not comparable to published "
+        "CIFAR-10 FIDs (ganfn eval --fid-weights gives FID)", str(where))
 
 
 def build(cfg: Config, folder: FolderChoice | None = None) -> tuple[GAN, Any, Evaluator | None]:

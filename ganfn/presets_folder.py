@@ -4,7 +4,8 @@
   (the smallest size the model takes that is not below the images' own,
   capped at :data:`AUTO_MAX_SIZE`), each with the reason, in one line.
 - :func:`folder_evaluator`: ``FD-RandConv`` (:mod:`ganfn.metrics.random_features`)
-  of generated samples against the folder's images, with its protocol card.
+  of generated samples against the folder's images, with its protocol card;
+  :func:`randconv_evaluator`: the same figure against any reference images.
 """
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ from . import data as gdata
 from . import metrics
 from .evaluation import Evaluator
 
-__all__ = ["AUTO_MAX_SIZE", "REFERENCE_MAX", "FolderChoice", "choose", "folder_evaluator"]
+__all__ = ["AUTO_MAX_SIZE", "REFERENCE_MAX", "FolderChoice", "choose", "folder_evaluator", "randconv_evaluator"]
 
 AUTO_MAX_SIZE = 64  # DCGAN's classic size; larger photos train at 64 unless --image-size asks for more
 REFERENCE_MAX = 10_000  # reference images for FD-RandConv: the folder's first ones, in sorted order
@@ -75,12 +76,23 @@ def folder_evaluator(data: Any, n: int, root: str, workers: int = 0) -> Evaluato
     images are embedded once, here. Conditional runs are scored over all
     classes together. Comparable only between runs on the same folder.
     """
-    ext = metrics.random_conv_extractor()
     images = _real_images(data, workers)
-    real, real_shape = ext(images), tuple(images.shape[1:])
+    shape = "x".join(map(str, images.shape[1:]))
+    return randconv_evaluator(images, n, f"the training folder {root} as trained ({shape}): its first {{m}} images in "
+                              "sorted order, unflipped; no held-out split; comparable only between runs on this folder "
+                              "at this shape", root)
+
+
+def randconv_evaluator(images: Tensor, n: int, reference: str, name: str) -> Evaluator:
+    """``FD-RandConv`` (and ``KID-RandConv``) of ``n`` generated samples against
+    ``images`` [M, C, H, W] (uint8, or float in [-1, 1]), embedded once here.
+    ``reference`` describes them on the card (``{m}`` becomes M); ``name``
+    names them in errors."""
+    ext = metrics.random_conv_extractor()
+    real = ext(images)
     m = real.features.shape[0]
     if m < 2:
-        raise ValueError(f"FD-RandConv needs >= 2 reference images; {root} has {m}")
+        raise ValueError(f"FD-RandConv needs >= 2 reference images; {name} has {m}")
 
     def fd(samples: Tensor, labels: Tensor | None = None) -> dict[str, float]:
         size = min(300, samples.shape[0], m)
@@ -88,8 +100,6 @@ def folder_evaluator(data: Any, n: int, root: str, workers: int = 0) -> Evaluato
                                       generator=torch.Generator().manual_seed(0))
         return {k: float(v) for k, v in out.items()}
 
-    card = metrics.ProtocolCard(
-        "FD-RandConv", ext.description, ext.weights_sha256, ext.resize, n, m,
-        f"the training folder {root} as trained ({'x'.join(map(str, real_shape))}): its first {m} images in sorted "
-        "order, unflipped; no held-out split; comparable only between runs on this folder at this shape")
+    card = metrics.ProtocolCard("FD-RandConv", ext.description, ext.weights_sha256, ext.resize, n, m,
+                                reference.replace("{m}", str(m)))
     return Evaluator(fd, "FD-RandConv", higher_is_better=False, n_samples=n, card=card)

