@@ -38,7 +38,8 @@ hyperparameters namespaced ``"<name>/<key>"``). Any hyperparameter may be a
 :mod:`ganfn.schedules` value.
 
 Built-in parts: :func:`diffaugment`, :func:`ada`, :func:`dragan`,
-:func:`one_sided_gp`, :func:`bcr`, :func:`top_k`, :func:`path_length`, :func:`ema`, :func:`instance_noise`, :func:`replay`,
+:func:`one_sided_gp`, :func:`bcr`, :func:`top_k`, :func:`path_length`, :func:`ema`,
+:func:`instance_noise`, :func:`replay`,
 :func:`balance`, :func:`spectral_norm`, and every penalty through
 :func:`ganfn.penalties.as_part` (``GAN(parts=[...])`` takes a penalty as
 its part). :mod:`ganfn.recipes` returns part lists for known setups; write any
@@ -69,5 +70,6 @@ from .spectral_norm import spectral_norm
 __all__ = [
     "Part", "Hyper", "Ctx", "InitCtx", "Draw", "DTerm", "GTerm", "PartError", "check_part", "check_like",
     "every", "starting_at", "named", "wrap",
-    "diffaugment", "ada", "dragan", "one_sided_gp", "bcr", "top_k", "ema", "ema_decay", "instance_noise", "instance_noise_level", "path_length", "replay", "balance", "spectral_norm",
+    "diffaugment", "ada", "dragan", "one_sided_gp", "bcr", "top_k", "ema", "ema_decay", "instance_noise",
+    "instance_noise_level", "path_length", "replay", "balance", "spectral_norm",
 ]
