@@ -14,7 +14,7 @@ both papers), converted from the papers' image counts with ``batch_size``.
 """
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Any, Sequence
 
 from . import optim as _optim
 from . import parts as _parts
@@ -69,11 +69,13 @@ def r3gan(*, batch_size: int = 512, schedule_images: float = 20e6, gamma: Pair =
     """
     steps = steps_of(schedule_images, batch_size)
     g0, g1 = _pair("gamma", gamma)
-    out = [_penalties.as_part(_penalties.r1(_sched.cosine(g0, g1, steps))),
-           _penalties.as_part(_penalties.r2(_sched.cosine(g0, g1, steps)))]
+    # Any: these hyperparameters take schedules, which their annotations do not list yet.
+    gamma_s: Any = _sched.cosine(g0, g1, steps)
+    out = [_penalties.as_part(_penalties.r1(gamma_s)), _penalties.as_part(_penalties.r2(gamma_s))]
     if augment_p is not None:
         p0, p1 = _pair("augment_p", augment_p)
-        out.insert(0, _parts.diffaugment(augment, p=_sched.cosine(p0, p1, steps)))
+        p_s: Any = _sched.cosine(p0, p1, steps)
+        out.insert(0, _parts.diffaugment(augment, p=p_s))
     half = steps_of(ema_half_life_images, batch_size)  # the final half-life, in G updates
     out.append(_parts.ema(0.5 ** (1.0 / half), warmup=False, rampup=ema_half_life_images / schedule_images))
     return [check_part(p) for p in out]  # out-of-range values named now, not first at GAN(...)
@@ -89,8 +91,11 @@ def r3gan_optimizers(*, batch_size: int = 512, schedule_images: float = 20e6, lr
     steps = steps_of(schedule_images, batch_size)
     (l0, l1), (b0, b1) = _pair("lr", lr), _pair("beta2", beta2)
 
+    lr_s: Any = _sched.cosine(l0, l1, steps)  # Any: as in r3gan
+    beta2_s: Any = _sched.cosine(b0, b1, steps)
+
     def adam() -> _optim.Optimizer:
-        return _optim.adam(_sched.cosine(l0, l1, steps), betas=(beta1, _sched.cosine(b0, b1, steps)), eps=eps)
+        return _optim.adam(lr_s, betas=(beta1, beta2_s), eps=eps)
 
     return {"g_optimizer": adam(), "d_optimizer": adam()}
 

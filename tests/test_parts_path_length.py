@@ -3,15 +3,18 @@ lazy with StyleGAN2's weighting, pure, vmapped member equals single run, resumed
 bit-identically, on the StyleGAN2 generator (z only), and its bad arguments."""
 from __future__ import annotations
 
+import warnings
+
+import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import nn
 
 import ganfn
-from ganfn import checkpoint
+from ganfn import checkpoint, ensemble
 from ganfn.models import stylegan2
-from ganfn.testing import assert_pure, assert_trees_equal, assert_vmap_equivalent
+from ganfn.testing import assert_pure, assert_trees_close, assert_trees_equal, assert_vmap_equivalent
 
 torch.set_num_threads(1)
 B = 4
@@ -142,3 +145,22 @@ def test_path_length_refuses_non_image_samples_and_too_many_z_dims():
         assert "z_dims=4" in str(e)
     else:
         raise AssertionError("z_dims larger than the latent was accepted")
+
+
+@pytest.mark.slow
+def test_path_length_compiles_and_equals_eager():
+    torch._dynamo.reset()
+    gan = _linear(ganfn.parts.path_length(1.0, every=2))
+    state = ensemble.init_many(gan, [0, 1], [{"pl_weight": 0.5}, {}])
+    rng = torch.Generator().manual_seed(5)
+    reals = [torch.randn(B, 2, 2, 2, generator=rng) for _ in range(3)]
+    out = []
+    for compile_ in (True, False):
+        st_, rngs = state, ensemble.rngs([0, 1])
+        step = ensemble.make_step(gan, compile=compile_)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", RuntimeWarning)  # no silent fallback to eager
+            for r in reals:
+                st_, _ = step(st_, r, ensemble.draw_noise_many(gan, rngs, B))
+        out.append(st_)
+    assert_trees_close(out[0], out[1], "compiled vs eager", rtol=1e-4, atol=1e-5)
