@@ -29,7 +29,8 @@ def _r3gan(cfg: Any) -> tuple[list[Part], optim.Optimizer, optim.Optimizer]:
     20 Mimg). ``--penalty-weight``, ``--lr-g``/``--lr-d`` and ``--beta2`` set the
     schedules' starts, their ends keep the paper's ratios (gamma / 10, lr / 4, beta2 to
     0.99). ``--augment`` names the operations (``none``: no augmentation);
-    ``--ema-decay 0``: no EMA."""
+    ``--ema-decay 0``: no EMA. A resumed run keeps the schedules it started with
+    (they are in its checkpointed hyperparameters), whatever ``--steps`` it resumes to."""
     images = float(cfg.steps * cfg.batch_size)
     gamma = cfg.penalty_weight
     parts = recipes.r3gan(batch_size=cfg.batch_size, schedule_images=images, gamma=(gamma, gamma / 10),

@@ -73,3 +73,19 @@ def test_recipe_presets_refuse_options_the_recipe_has_no_place_for(name, kw, fla
 def test_other_presets_still_build_from_their_options():
     gan = P.build_gan(P.merge(P.from_preset("r3gan"), {"width": 8}), (1, 8, 8))
     assert "diffaugment" not in [p.name for p in gan.parts] and {"r1", "r2"} <= {p.name for p in gan.parts}
+
+
+def test_cli_trains_and_resumes_a_recipe_preset(tmp_path, capsys):
+    import json
+
+    from ganfn import cli
+
+    run = tmp_path / "run"
+    tiny = ["--data", "digits", "--width", "8", "--batch-size", "8", "--n-eval", "100", "--eval-every", "2",
+            "--log-every", "1", "--no-progress", "--checkpoint-every", "2"]
+    assert cli.main(["train", "--preset", "r3gan-cifar10", "--steps", "2", "--run-dir", str(run), *tiny]) == 0
+    assert json.loads((run / "config.json").read_text())["preset"] == "r3gan-cifar10"
+    # The resumed run rebuilds the recipe's GAN (its scheduled hyperparameters match the checkpoint's).
+    assert cli.main(["train", "--resume", str(run), "--steps", "4", "--no-progress"]) == 0
+    assert json.loads((run / "config.json").read_text())["preset"] == "r3gan-cifar10"
+    assert "resumed from" in capsys.readouterr().out
