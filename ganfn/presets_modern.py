@@ -25,8 +25,8 @@ _NOT_READ = ("optimizer", "weight_decay", "lr_decay", "lr_decay_every", "lr_line
 
 def _r3gan(cfg: Any) -> tuple[list[Part], optim.Optimizer, optim.Optimizer]:
     """R3GAN: the schedules span the whole run, ``steps * batch_size`` images (the
-    preset's defaults: the paper's 20 Mimg), the EMA half-life a quarter of it (5 of
-    20 Mimg). ``--penalty-weight``, ``--lr-g``/``--lr-d`` and ``--beta2`` set the
+    preset's defaults: the paper's 20 Mimg), the EMA half-life growing to a quarter of
+    it (5 of 20 Mimg). ``--penalty-weight``, ``--lr-g``/``--lr-d`` and ``--beta2`` set the
     schedules' starts, their ends keep the paper's ratios (gamma / 10, lr / 4, beta2 to
     0.99). ``--augment`` names the operations (``none``: no augmentation);
     ``--ema-decay 0``: no EMA. A resumed run keeps the schedules it started with

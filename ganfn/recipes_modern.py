@@ -56,12 +56,10 @@ def r3gan(*, batch_size: int = 512, schedule_images: float = 20e6, gamma: Pair =
       (``aug_scheduler``); ganfn's differentiable DiffAugment operations
       (``augment``) stand in for the ADA pipeline the official code uses.
       ``augment_p=None``: none.
-    - G's EMA with a half-life growing from 0 to ``ema_half_life_images``
-      (5 Mimg) over the schedule (``ema_scheduler``). The paper's half-life
-      follows a cosine; here it ramps linearly (:func:`ganfn.parts.ema`'s
-      ``rampup``, StyleGAN2's mechanism), to the same end at the same step:
-      a cosine of the decay itself would keep the average near the current
-      weights for most of the schedule.
+    - G's EMA with a half-life in images cosine from 0 to ``ema_half_life_images``
+      (5 Mimg) over the schedule (``ema_scheduler``), decay per update
+      ``0.5 ** (batch_size / half-life)`` (:func:`ganfn.parts.ema_half_life`;
+      hyperparameter ``ema_half_life.*``).
 
     ``batch_size`` (512 in the paper) converts image counts to steps: pass the
     run's. A CPU run that cannot show 20 Mimg should shrink ``schedule_images``
@@ -76,8 +74,10 @@ def r3gan(*, batch_size: int = 512, schedule_images: float = 20e6, gamma: Pair =
         p0, p1 = _pair("augment_p", augment_p)
         p_s: Any = _sched.cosine(p0, p1, steps)
         out.insert(0, _parts.diffaugment(augment, p=p_s))
-    half = steps_of(ema_half_life_images, batch_size)  # the final half-life, in G updates
-    out.append(_parts.ema(0.5 ** (1.0 / half), warmup=False, rampup=ema_half_life_images / schedule_images))
+    if not ema_half_life_images > 0:
+        raise ValueError(f"ema_half_life_images must be > 0, got {ema_half_life_images!r}")
+    half_s: Any = _sched.cosine(0.0, float(ema_half_life_images), steps)
+    out.append(_parts.ema_half_life(half_s, batch_size))
     return [check_part(p) for p in out]  # out-of-range values named now, not first at GAN(...)
 
 

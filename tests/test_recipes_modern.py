@@ -57,12 +57,28 @@ def test_r3gan_lr_beta2_augment_and_ema_schedules(step, batch):
     parts = {p.name: p for p in recipes.r3gan(batch_size=batch)}
     p = parts["diffaugment"].hparams["augment_p"].value
     assert float(p(n // 2)) == pytest.approx(0.275) and float(p(n)) == pytest.approx(0.55) and float(p(0)) == 0.0
-    # The EMA half-life (in images) ramps to 5 Mimg at the end of the 20 Mimg schedule.
-    hp = {k: torch.tensor(float(v.value if hasattr(v, "value") else v), dtype=torch.float64)
-          for k, v in parts["ema"].hparams.items()}
-    t = step * n // 200
-    half = math.log(0.5) / math.log(float(ema_decay(hp, torch.tensor(t), warmup=False))) if t else 0.0
-    assert half * batch == pytest.approx(min(5e6, 0.25 * t * batch), rel=2e-3, abs=batch)
+    # The EMA half-life (in images) follows the cosine from 0 to 5 Mimg.
+    half = parts["ema"].hparams["ema_half_life"].value
+    assert float(half(step * n // 200)) == pytest.approx(_cos(0.0, 5e6, step * n // 200, n), rel=1e-9, abs=1e-6)
+
+
+@settings(max_examples=8, deadline=None)
+@given(st.integers(0, 60), st.sampled_from([1, 8, 512]), st.floats(0.0, 1e4))
+def test_ema_half_life_sets_the_decay_per_update_from_images(step, batch, h_end):
+    gan = _linear([ganfn.parts.ema_half_life(ganfn.schedules.cosine(0.0, h_end, 40), batch)])
+    state = gan.init(0)._replace(step=torch.tensor(step))
+    avg = {k: torch.zeros_like(v) for k, v in state.g.params.items()}
+    state = state._replace(parts={"ema": {**state.parts["ema"], "params": avg}})
+    new, _ = gan.train_step(state, torch.randn(B, 2), gan.draw_noise(torch.Generator().manual_seed(0), B))
+    h = _cos(0.0, h_end, step, 40)
+    decay = 0.5 ** (batch / max(h, 1e-8))
+    want = {k: (1 - decay) * v.double() for k, v in new.g.params.items()}  # the average started at 0
+    for k, v in new.parts["ema"]["params"].items():
+        torch.testing.assert_close(v.double(), want[k], rtol=1e-5, atol=1e-7)
+    with pytest.raises(ValueError, match="batch_size"):
+        ganfn.parts.ema_half_life(100.0, 0)
+    with pytest.raises(ValueError, match="ema_half_life"):
+        ganfn.parts.ema_half_life(-1.0, 8)
 
 
 def test_stylegan2_ada_settings():
@@ -110,7 +126,7 @@ def _sg2_gan(**kw):
                      **recipes.stylegan2_ada_optimizers())
 
 
-CASES = {"r3gan": (_r3gan_gan, [{"r1_weight.start": 0.2}, {"augment_p.end": 0.3}]),
+CASES = {"r3gan": (_r3gan_gan, [{"r1_weight.start": 0.2}, {"augment_p.end": 0.3, "ema_half_life.end": 8.0}]),
          "stylegan2_ada": (lambda: _sg2_gan(pl_weight=2.0), [{"ada_target": 0.5}, {"pl_weight": 1.0}])}
 
 
@@ -144,7 +160,7 @@ def test_recipe_resumes_bit_identically(name, tmp_path):
 @pytest.mark.parametrize("call", [
     lambda: recipes.r3gan(gamma=(0.05,)), lambda: recipes.r3gan(gamma="ab"), lambda: recipes.r3gan(batch_size=0),
     lambda: recipes.r3gan(schedule_images=0), lambda: recipes.r3gan(gamma=(-1.0, 0.0)),
-    lambda: recipes.r3gan(augment_p=(0.0, 1.5)), lambda: recipes.r3gan_optimizers(beta2=(0.9, 1.0)),
+    lambda: recipes.r3gan(augment_p=(0.0, 1.5)), lambda: recipes.r3gan(ema_half_life_images=0), lambda: recipes.r3gan_optimizers(beta2=(0.9, 1.0)),
     lambda: recipes.r3gan_optimizers(lr=(1e-4,)), lambda: recipes.stylegan2_ada(r1_every=0),
     lambda: recipes.stylegan2_ada(ema_kimg=0), lambda: recipes.stylegan2_ada(batch_size=2.5),
     lambda: recipes.stylegan2_ada(ada_target=2.0), lambda: recipes.stylegan2_ada(ema_rampup=-0.1),

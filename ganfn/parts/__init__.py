@@ -39,7 +39,7 @@ hyperparameters namespaced ``"<name>/<key>"``). Any hyperparameter may be a
 
 Built-in parts: :func:`diffaugment`, :func:`ada`, :func:`dragan`,
 :func:`one_sided_gp`, :func:`bcr`, :func:`top_k`, :func:`path_length`, :func:`ema`,
-:func:`instance_noise`, :func:`replay`,
+:func:`ema_half_life`, :func:`instance_noise`, :func:`replay`,
 :func:`balance`, :func:`spectral_norm`, and every penalty through
 :func:`ganfn.penalties.as_part` (``GAN(parts=[...])`` takes a penalty as
 its part). :mod:`ganfn.recipes` returns part lists for known setups; write any
@@ -61,6 +61,7 @@ from .base import (
 )
 from .combinators import every, named, starting_at, wrap
 from .ema import ema, ema_decay
+from .ema_half_life import ema_half_life
 from .instance_noise import instance_noise, instance_noise_level
 from .path_length import path_length
 from .regularisers import bcr, dragan, one_sided_gp, top_k
@@ -70,6 +71,6 @@ from .spectral_norm import spectral_norm
 __all__ = [
     "Part", "Hyper", "Ctx", "InitCtx", "Draw", "DTerm", "GTerm", "PartError", "check_part", "check_like",
     "every", "starting_at", "named", "wrap",
-    "diffaugment", "ada", "dragan", "one_sided_gp", "bcr", "top_k", "ema", "ema_decay", "instance_noise",
+    "diffaugment", "ada", "dragan", "one_sided_gp", "bcr", "top_k", "ema", "ema_decay", "ema_half_life", "instance_noise",
     "instance_noise_level", "path_length", "replay", "balance", "spectral_norm",
 ]
