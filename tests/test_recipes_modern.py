@@ -160,7 +160,8 @@ def test_recipe_resumes_bit_identically(name, tmp_path):
 @pytest.mark.parametrize("call", [
     lambda: recipes.r3gan(gamma=(0.05,)), lambda: recipes.r3gan(gamma="ab"), lambda: recipes.r3gan(batch_size=0),
     lambda: recipes.r3gan(schedule_images=0), lambda: recipes.r3gan(gamma=(-1.0, 0.0)),
-    lambda: recipes.r3gan(augment_p=(0.0, 1.5)), lambda: recipes.r3gan(ema_half_life_images=0), lambda: recipes.r3gan_optimizers(beta2=(0.9, 1.0)),
+    lambda: recipes.r3gan(augment_p=(0.0, 1.5)), lambda: recipes.r3gan(ema_half_life_images=0),
+    lambda: recipes.r3gan_optimizers(beta2=(0.9, 1.0)),
     lambda: recipes.r3gan_optimizers(lr=(1e-4,)), lambda: recipes.stylegan2_ada(r1_every=0),
     lambda: recipes.stylegan2_ada(ema_kimg=0), lambda: recipes.stylegan2_ada(batch_size=2.5),
     lambda: recipes.stylegan2_ada(ada_target=2.0), lambda: recipes.stylegan2_ada(ema_rampup=-0.1),

@@ -71,6 +71,6 @@ from .spectral_norm import spectral_norm
 __all__ = [
     "Part", "Hyper", "Ctx", "InitCtx", "Draw", "DTerm", "GTerm", "PartError", "check_part", "check_like",
     "every", "starting_at", "named", "wrap",
-    "diffaugment", "ada", "dragan", "one_sided_gp", "bcr", "top_k", "ema", "ema_decay", "ema_half_life", "instance_noise",
-    "instance_noise_level", "path_length", "replay", "balance", "spectral_norm",
+    "diffaugment", "ada", "dragan", "one_sided_gp", "bcr", "top_k", "ema", "ema_decay", "ema_half_life",
+    "instance_noise", "instance_noise_level", "path_length", "replay", "balance", "spectral_norm",
 ]
