@@ -103,7 +103,7 @@ def r3gan_optimizers(*, batch_size: int = 512, schedule_images: float = 20e6, lr
 def stylegan2_ada(*, batch_size: int = 64, gamma: float = 0.01, r1_every: int = 16, ema_kimg: float = 500.0,
                   ema_rampup: float = 0.05, ada_target: float = 0.6, ada_kimg: float = 500.0,
                   augment: str = "color,translation,cutout", pl_weight: float = 0.0, pl_every: int = 4,
-                  z_dims: int | None = None) -> list[Part]:
+                  mixing_prob: float = 0.0, z_dims: int | None = None, num_ws: int | None = None) -> list[Part]:
     """StyleGAN2-ADA's parts (Karras et al., 2020, "Training Generative Adversarial
     Networks with Limited Data"; official ``train.py`` config ``cifar``). Use with
     ``loss="non_saturating"`` and :func:`stylegan2_ada_optimizers`.
@@ -118,7 +118,9 @@ def stylegan2_ada(*, batch_size: int = 64, gamma: float = 0.01, r1_every: int = 
       other configs use 2 (pass ``z_dims=G.z_dim`` for ``ganfn.models.stylegan2``).
     - G's EMA with a half-life of 500 kimg, ramped up over the first 5% of the
       images seen (``ema_rampup``): decay ``0.5 ** (batch_size / 500,000)``.
-    - Style mixing: 0 in the ``cifar`` config (0.9 elsewhere); not a part here.
+    - Style mixing (:func:`ganfn.parts.style_mixing`): off in the ``cifar``
+      config (``mixing_prob=0``, the default here), 0.9 in StyleGAN2's others;
+      it needs ``z_dims=G.z_dim, num_ws=G.num_ws``.
 
     ``batch_size`` (64 in ``cifar``) sets the EMA decay per update: pass the
     run's, so the half-life in images stays the paper's.
@@ -128,7 +130,12 @@ def stylegan2_ada(*, batch_size: int = 64, gamma: float = 0.01, r1_every: int = 
         raise ValueError(f"r1_every must be an int >= 1 (StyleGAN2 uses 16), got {r1_every!r}")
     if not ema_kimg > 0:
         raise ValueError(f"ema_kimg must be > 0, got {ema_kimg!r}")
-    out = [_parts.ada(augment, target=ada_target, speed_images=ada_kimg * 1000),
+    mixing = []
+    if mixing_prob:
+        if z_dims is None or num_ws is None:
+            raise ValueError("stylegan2_ada: mixing_prob needs the generator's z_dims=G.z_dim and num_ws=G.num_ws")
+        mixing = [_parts.style_mixing(mixing_prob, z_dim=z_dims, num_ws=num_ws)]
+    out = [*mixing, _parts.ada(augment, target=ada_target, speed_images=ada_kimg * 1000),
            _parts.every(r1_every, _penalties.as_part(_penalties.r1(gamma)))]
     if pl_weight:
         out.append(_parts.path_length(pl_weight, every=pl_every, z_dims=z_dims))

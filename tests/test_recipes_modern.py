@@ -93,6 +93,9 @@ def test_stylegan2_ada_settings():
     assert early == pytest.approx(0.5 ** (1 / 5.0), rel=1e-9)
     with_pl = [p.name for p in recipes.stylegan2_ada(pl_weight=2.0)]
     assert with_pl == ["ada", "r1", "path_length", "ema"]
+    ffhq = {p.name: p for p in recipes.stylegan2_ada(pl_weight=2.0, mixing_prob=0.9, z_dims=4, num_ws=6)}
+    assert list(ffhq) == ["style_mixing", "ada", "r1", "path_length", "ema"]
+    assert float(ffhq["style_mixing"].hparams["mixing_prob"].value) == 0.9
     opts = recipes.stylegan2_ada_optimizers()
     s = opts["d_optimizer"].init({"w": torch.zeros(2)})
     assert float(opts["d_optimizer"].lr(s)) == 0.0025 and float(s["hp"]["b2"]) == 0.99
@@ -122,12 +125,12 @@ def _sg2_gan(**kw):
     G, D = stylegan2(16, 3, z_dim=4, w_dim=4, mapping_layers=1, width=4, mbstd_group=2, residual=False,
                      generator=torch.Generator().manual_seed(0))
     return ganfn.GAN(G, D, latent_dim=G.latent_dim, loss="non_saturating",
-                     parts=recipes.stylegan2_ada(batch_size=B, r1_every=2, z_dims=G.z_dim, **kw),
+                     parts=recipes.stylegan2_ada(batch_size=B, r1_every=2, z_dims=G.z_dim, num_ws=G.num_ws, **kw),
                      **recipes.stylegan2_ada_optimizers())
 
 
 CASES = {"r3gan": (_r3gan_gan, [{"r1_weight.start": 0.2}, {"augment_p.end": 0.3, "ema_half_life.end": 8.0}]),
-         "stylegan2_ada": (lambda: _sg2_gan(pl_weight=2.0), [{"ada_target": 0.5}, {"pl_weight": 1.0}])}
+         "stylegan2_ada": (lambda: _sg2_gan(pl_weight=2.0, mixing_prob=0.9), [{"ada_target": 0.5}, {"pl_weight": 1.0}])}
 
 
 @pytest.mark.parametrize("name", sorted(CASES))
@@ -165,7 +168,7 @@ def test_recipe_resumes_bit_identically(name, tmp_path):
     lambda: recipes.r3gan_optimizers(lr=(1e-4,)), lambda: recipes.stylegan2_ada(r1_every=0),
     lambda: recipes.stylegan2_ada(ema_kimg=0), lambda: recipes.stylegan2_ada(batch_size=2.5),
     lambda: recipes.stylegan2_ada(ada_target=2.0), lambda: recipes.stylegan2_ada(ema_rampup=-0.1),
-    lambda: recipes.stylegan2_ada(pl_weight=2.0, pl_every=0),
+    lambda: recipes.stylegan2_ada(pl_weight=2.0, pl_every=0), lambda: recipes.stylegan2_ada(mixing_prob=0.9, z_dims=4),
 ])
 def test_bad_recipe_arguments_are_refused(call):
     with pytest.raises(ValueError):
