@@ -121,3 +121,27 @@ def test_style_mixing_cannot_be_started_late_and_a_bad_hook_is_named():
     gan = ganfn.GAN(G, D, latent_dim=G.latent_dim, parts=[bad])
     with pytest.raises(ganfn.parts.PartError, match="halver"):
         gan.train_step(gan.init(0), torch.rand(B, 3, 16, 16), gan.draw_noise(torch.Generator().manual_seed(0), B))
+
+
+@pytest.mark.slow
+def test_style_mixing_compiles_and_equals_eager():
+    import warnings
+
+    from ganfn import ensemble
+    from ganfn.testing import assert_trees_close
+
+    torch._dynamo.reset()
+    gan = _gan()
+    state = ensemble.init_many(gan, [0, 1], [{"mixing_prob": 1.0}, {}])
+    rng = torch.Generator().manual_seed(5)
+    reals = [torch.rand(B, 3, 16, 16, generator=rng) * 2 - 1 for _ in range(2)]
+    out = []
+    for compile_ in (True, False):
+        st_, rngs = state, ensemble.rngs([0, 1])
+        step = ensemble.make_step(gan, compile=compile_)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", RuntimeWarning)  # no silent fallback to eager
+            for r in reals:
+                st_, _ = step(st_, r, ensemble.draw_noise_many(gan, rngs, B))
+        out.append(st_)
+    assert_trees_close(out[0], out[1], "compiled vs eager", rtol=1e-4, atol=1e-5)
