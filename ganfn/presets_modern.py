@@ -20,7 +20,8 @@ __all__ = ["MODERN_PRESETS", "RECIPE_PRESETS", "recipe_gan"]
 # Options that build tricks the recipes do not have: with a recipe preset they must keep the preset's value.
 _NOT_READ = ("optimizer", "weight_decay", "lr_decay", "lr_decay_every", "lr_linear_decay", "grad_clip", "replay_size",
              "replay_fraction", "instance_noise", "instance_noise_anneal", "d_skip_accuracy", "g_skip_accuracy",
-             "spectral_norm", "lecam", "real_label", "fake_label", "penalty", "standing_stats")
+             "spectral_norm", "lecam", "real_label", "fake_label", "penalty")
+_ALSO_NOT_READ = {"r3gan-cifar10": ("r1_every", "ema_rampup", "ada_target")}  # R3GAN: no lazy R1, ramp or ADA
 
 
 def _r3gan(cfg: Any) -> tuple[list[Part], optim.Optimizer, optim.Optimizer]:
@@ -103,7 +104,7 @@ def recipe_gan(cfg: Any, baseline: Any, G: Any, D: Any, latent: Any, classes: in
     """The GAN of recipe preset ``cfg.preset``: its recipe's parts and optimizers
     for config ``cfg``, whose trick options must equal ``baseline``'s (the preset's
     own :class:`~ganfn.presets.Config`): the recipe has no place for them."""
-    changed = [k for k in _NOT_READ if getattr(cfg, k) != getattr(baseline, k)]
+    changed = [k for k in (*_NOT_READ, *_ALSO_NOT_READ.get(cfg.preset, ())) if getattr(cfg, k) != getattr(baseline, k)]
     if changed:
         opts = ", ".join("--" + k.replace("_", "-") for k in changed)
         raise ValueError(f"preset {cfg.preset} builds its GAN from ganfn.recipes; {opts} "

@@ -63,7 +63,7 @@ def test_stylegan2_ada_cifar10_builds_the_recipe_and_keeps_the_half_life_in_imag
 @pytest.mark.parametrize("name,kw,flag", [
     ("r3gan-cifar10", {"grad_clip": 1.0}, "--grad-clip"), ("r3gan-cifar10", {"penalty": "gp"}, "--penalty"),
     ("stylegan2-ada-cifar10", {"optimizer": "rmsprop", "lecam": 0.1}, "--optimizer, --lecam"),
-    ("stylegan2-ada-cifar10", {"ada_target": None}, "--ada-target"),
+    ("stylegan2-ada-cifar10", {"ada_target": None}, "--ada-target"), ("r3gan-cifar10", {"r1_every": 4}, "--r1-every"),
 ])
 def test_recipe_presets_refuse_options_the_recipe_has_no_place_for(name, kw, flag):
     with pytest.raises(ValueError, match=flag):
