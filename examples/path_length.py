@@ -6,7 +6,9 @@ the length ``||grad_z <G(z), y>||`` should not vary: the term is
 (decay ``pl_decay``) kept in the part's state. StyleGAN2 takes it every 4th G
 update with its weight times 4: ``ganfn.parts.every(4, path_length())``.
 
-Written with the public API only (``ganfn.parts``): G runs again through
+The built-in :func:`ganfn.parts.path_length` follows the official code more
+closely (running mean from 0, half the batch, image noise over H x W only);
+this one shows a newcomer's version. Written with the public API only (``ganfn.parts``): G runs again through
 ``GTerm.g_fn``, differentiable in G's parameters, so the term's gradient is a
 grad inside the grad of G's loss.
 """

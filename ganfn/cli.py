@@ -134,7 +134,8 @@ def make_parser() -> argparse.ArgumentParser:
 
 
 def _config_from_args(args: argparse.Namespace, parser: argparse.ArgumentParser) -> tuple[P.Config, str | None]:
-    given = {k: v for k, v in vars(args).items() if k in P.FIELDS}
+    # --preset not given is None, not absent: it must not clear a resumed run's preset (which builds its GAN).
+    given = {k: v for k, v in vars(args).items() if k in P.FIELDS and not (k == "preset" and v is None)}
     resume = getattr(args, "resume", None)
     try:
         if resume:

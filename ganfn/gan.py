@@ -289,6 +289,16 @@ class GAN:
             return {k: state.hparams[k] for k in keys}
         return _schedules.resolve(state.hparams, self._scheduled, tuple(keys), state.step)
 
+    def _g_latents(self, z: Tensor, state: TrainState, noise: dict) -> Tensor:
+        for p, fn in self.table.g_latents:  # training only: GAN.sample never comes here
+            out = fn(z, self.ctx(p, state, noise))
+            if not isinstance(out, Tensor) or out.shape[0] != z.shape[0] or out.dtype != z.dtype:
+                got = tuple(out.shape) if isinstance(out, Tensor) else type(out).__name__
+                raise PartError(f"part {p.name!r}: g_latents must return latents [{z.shape[0]}, ...] of dtype "
+                                f"{z.dtype}, got {got}")
+            z = out
+        return z
+
     def _d_weights(self, d_params: Params, state: TrainState) -> Params:
         for p, fn in self.table.d_weights:
             out = fn(d_params, self.ctx(p, state))
@@ -349,7 +359,8 @@ class GAN:
 
     def _d_batch(self, state: TrainState, real: Tensor, nd: UpdateNoise) -> tuple[Tensor, Tensor, Tensor, dict]:
         with torch.no_grad():
-            fake, g_buf = self.g_apply(state.g.params, state.g.buffers, nd.z, *nd.labels)
+            fake, g_buf = self.g_apply(state.g.params, state.g.buffers, self._g_latents(nd.z, state, nd.parts),
+                                       *nd.labels)
         fake = fake.detach()
         for p, fn in self.table.fake_for_d:
             out = fn(fake, self.ctx(p, state, nd.parts))
@@ -408,6 +419,7 @@ class GAN:
 
     def _g_loss(self, g_params: Params, state: TrainState, g_buffers: dict, d_buffers: dict, z: Tensor, noise: dict,
                 y: tuple, real_out: Tensor | None = None):
+        z = self._g_latents(z, state, noise)
         fake, g_buf = self.g_apply(g_params, g_buffers, z, *y)
         d_in = fake
         for p, fn in self.table.g_inputs:

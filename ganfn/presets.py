@@ -30,10 +30,12 @@ Presets (:data:`PRESETS`) reproduce common published and tutorial setups:
 - ``acgan-digits``: ACGAN on digits (Odena et al. 2017): the same G, an
   auxiliary-classifier D (spectral norm), BCE + class cross-entropy.
 - ``r3gan-cifar10``: R3GAN's CIFAR-10 setup (Huang et al., 2024; official
-  ``train.py`` preset ``CIFAR10``): the R3GAN networks, RpGAN + R1 + R2.
+  ``train.py`` preset ``CIFAR10``): the R3GAN networks, :func:`ganfn.recipes.r3gan`
+  (RpGAN + R1 + R2 with gamma, lr, Adam's beta2 and the EMA on schedules).
 - ``stylegan2-ada-cifar10``: StyleGAN2-ADA's ``cifar`` config (Karras et al.,
   2020, "Training Generative Adversarial Networks with Limited Data", Table 1
-  and ``train.py``): StyleGAN2 networks, non-saturating loss, lazy R1, ADA.
+  and ``train.py``): StyleGAN2 networks, :func:`ganfn.recipes.stylegan2_ada`
+  (non-saturating loss, lazy R1, EMA with ramp-up, ADA).
 - ``ring8-hinge``: the ring8 setup of ``bench/quality.py`` that meets the README's
   mode-coverage target: MLP (latent 2, 2 x 128), hinge + R1 0.1, Adam 2e-3
   (0.5, 0.9) decayed linearly to 0, EMA 0.999, batch 256, 8,000 steps.
@@ -56,6 +58,7 @@ from .gan import GAN
 from .init_from import weights_init_from
 from .metrics.card import ProtocolCard, weights_hash
 from .presets_folder import FolderChoice, choose, folder_evaluator, randconv_evaluator
+from .presets_modern import MODERN_PRESETS, RECIPE_PRESETS, recipe_gan
 
 __all__ = ["Config", "PRESETS", "DEFAULT_STEPS", "build", "build_gan", "model_args", "sample_shape", "load_data",
            "num_classes", "make_evaluator", "from_preset", "load_toml", "merge", "saved", "choose_folder", "is_folder"]
@@ -200,31 +203,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         data="digits", model="dcgan", d_norm="none", loss="rpgan", penalty="r1+r2", penalty_weight=0.1,
         optimizer="adam", lr_g=2e-4, lr_d=2e-4, beta1=0.0, beta2=0.99, ema_decay=0.999,
     ),
-    "r3gan-cifar10": dict(
-        # Huang et al. (2024), official train.py preset CIFAR10: width 768 per stage (3 * 1024 / 4),
-        # 2 blocks per stage, 96 groups in the 1536-channel bottleneck (ganfn: groups of 16), latent 64,
-        # RpGAN with R1 and R2 at gamma 0.05, Adam lr 2e-4 betas (0, 0.9), batch 512. The paper
-        # decays lr 2e-4 -> 5e-5, gamma 0.05 -> 0.005, raises beta2 0.9 -> 0.99 and the EMA
-        # half-life 0 -> 5 Mimg over 20 Mimg, and augments with probability up to 0.55: those
-        # schedules are not settings here, so this preset keeps their starting values and a
-        # fixed EMA. On a CPU pass --width 32 --batch-size 64 (the paper's size needs a GPU).
-        data="cifar10", model="r3gan", width=768, latent_dim=64, loss="rpgan", penalty="r1+r2", penalty_weight=0.05,
-        optimizer="adam", lr_g=2e-4, lr_d=2e-4, beta1=0.0, beta2=0.9, ema_decay=0.999, batch_size=512, steps=39063,
-    ),
-    "stylegan2-ada-cifar10": dict(
-        # Karras et al. (2020b), train.py config "cifar": 512 channels at every resolution
-        # (fmaps 1), 2 mapping layers, the plain ("orig") D with minibatch-std groups of 32,
-        # no style mixing and no path-length regularisation; lr 0.0025, Adam betas (0, 0.99),
-        # batch 64, R1 gamma 0.01 every 16 D steps, EMA half-life 500 kimg (decay
-        # 0.5 ** (64 / 500000)) ramped up over 5% of training, ADA target 0.6, 100,000 kimg.
-        # ganfn's ADA augments with its own differentiable ops (color, translation, cutout),
-        # not the paper's 18-op pipeline, and the lazy-R1 Adam compensation (lr and betas to
-        # the power 16/17) is not applied. On a CPU pass --width 32 --latent-dim 64.
-        data="cifar10", model="stylegan2", width=512, latent_dim=512, loss="non_saturating", penalty="r1",
-        penalty_weight=0.01, r1_every=16, optimizer="adam", lr_g=0.0025, lr_d=0.0025, beta1=0.0, beta2=0.99,
-        ema_decay=0.5 ** (64 / 500_000), ema_rampup=0.05, augment="color,translation,cutout", ada_target=0.6,
-        batch_size=64, steps=1_562_500,
-    ),
+    **MODERN_PRESETS,  # r3gan-cifar10, stylegan2-ada-cifar10: built from ganfn.recipes (ganfn/presets_modern.py)
     "dcgan-dogs": dict(
         ema_decay=None, data="data/dogs", image_size=64, model="dcgan", width=64, latent_dim=100,
         g_norm="batch", d_norm="batch",
@@ -390,6 +369,9 @@ def build_gan(cfg: Config, sample_shape: tuple[int, ...], classes: int | None = 
     if cfg.model == "acgan" and not cfg.conditional:
         raise ValueError("--model acgan is class-conditional: add --conditional (on data with labels)")
     G, D, latent = models.build(**model_args(cfg, sample_shape, classes))
+    if cfg.preset in RECIPE_PRESETS:  # the papers' schedules: built from ganfn.recipes
+        init = weights_init_from(cfg.init_from) if cfg.init_from else None
+        return recipe_gan(cfg, from_preset(cfg.preset), G, D, latent, classes, init)
 
     def opt(lr: float, updates: int) -> optim.Optimizer:
         if cfg.lr_decay is not None and cfg.lr_linear_decay:

@@ -11,8 +11,9 @@ A recipe is a function returning a list of :class:`~ganfn.parts.Part` s; pass it
 The loss, the optimizers and the update counts stay ``GAN``'s arguments; each
 recipe's docstring gives the paper's. :func:`classic` builds the classic
 stabilisation tricks in one fixed order (what ``GAN``'s removed keyword options
-built). To add a recipe (StyleGAN2-ADA, R3GAN), write a function returning a part
-list and add it to :data:`RECIPES`; schedules (:mod:`ganfn.schedules`) and
+built). :func:`r3gan` and :func:`stylegan2_ada` (:mod:`ganfn.recipes_modern`)
+come with ``*_optimizers`` helpers for their optimizer settings. To add a
+recipe, write a function returning a part list and add it to :data:`RECIPES`; schedules (:mod:`ganfn.schedules`) and
 combinators (:func:`ganfn.parts.every`, :func:`ganfn.parts.starting_at`) are how
 a recipe's hyperparameters move and act lazily.
 """
@@ -23,8 +24,10 @@ from typing import Any, Callable, Sequence
 from . import parts as _parts
 from . import penalties as _penalties
 from .parts.base import Part
+from .recipes_modern import r3gan, r3gan_optimizers, steps_of, stylegan2_ada, stylegan2_ada_optimizers
 
-__all__ = ["RECIPES", "classic", "dcgan", "wgan", "wgan_gp", "sngan"]
+__all__ = ["RECIPES", "classic", "dcgan", "wgan", "wgan_gp", "sngan", "r3gan", "r3gan_optimizers", "stylegan2_ada",
+           "stylegan2_ada_optimizers", "steps_of"]
 
 
 def _ema(decay: Any) -> list[Part]:
@@ -84,5 +87,6 @@ def classic(*, penalties: Sequence[Any] = (), spectral_norm: bool = False, sn_it
     return out + _ema(ema_decay)
 
 
-RECIPES: dict[str, Callable[..., list[Part]]] = {"dcgan": dcgan, "wgan": wgan, "wgan_gp": wgan_gp, "sngan": sngan}
-"""The recipes by name (``stylegan2_ada`` and ``r3gan`` join here when written)."""
+RECIPES: dict[str, Callable[..., list[Part]]] = {"dcgan": dcgan, "wgan": wgan, "wgan_gp": wgan_gp, "sngan": sngan,
+                                                 "r3gan": r3gan, "stylegan2_ada": stylegan2_ada}
+"""The recipes by name (the modern ones' optimizers: ``r3gan_optimizers``, ``stylegan2_ada_optimizers``)."""

@@ -8,7 +8,8 @@ and Improving the Image Quality of StyleGAN"), in plain PyTorch, for vmap.
   modulated, demodulated convolutions (one at 4x4), each followed by a noise
   input, a bias and leaky ReLU x sqrt 2; a 1x1 modulated toRGB (no
   demodulation) per resolution, summed into the upsampled image of the one
-  below. Every layer gets the same w (no style mixing).
+  below. Every layer gets the same w, unless the latent carries a second z
+  and a per-layer choice (style mixing, :func:`ganfn.parts.style_mixing`).
 - Discriminator ("resnet" D, or plain with ``residual=False``, the
   architecture StyleGAN2-ADA uses for CIFAR-10): fromRGB at full resolution,
   per resolution two 3x3 convs and a downsampling, residual shortcut
@@ -226,27 +227,42 @@ class StyleGAN2Generator(nn.Module):
             self.to_rgb.append(_ModConv(c, channels, 1, w_dim, demod=False, noise=False))
         self.noise_numel = sum(math.prod(s) for s in self.noise_shapes)
         self.latent_dim = self.z_dim + self.noise_numel
+        # One w per conv, and toRGB sharing the next conv's (the official code's num_ws).
+        self.num_ws = len(self.convs) + 1
         stylegan2_init(self, generator)
 
-    def forward(self, latent: Tensor) -> Tensor:
-        b = latent.shape[0]
-        latent = latent.reshape(b, -1)
-        if latent.shape[1] != self.latent_dim:
-            raise ValueError(f"StyleGAN2Generator takes latents [B, {self.latent_dim}] (z_dim {self.z_dim} + "
-                             f"{self.noise_numel} noise values), got {tuple(latent.shape)}")
-        z, rest = latent[:, : self.z_dim], latent[:, self.z_dim:]
+    def _map(self, z: Tensor) -> Tensor:
         w = z * torch.rsqrt(z.square().mean(1, keepdim=True) + 1e-8)
         for layer in self.mapping:
             w = layer(w)
+        return w
+
+    def forward(self, latent: Tensor) -> Tensor:
+        """Latents [B, latent_dim] (z, noise), or for style mixing [B, latent_dim +
+        z_dim + num_ws] (z, noise, a second z, then per w index 1: take the second
+        z's w, 0: the first's) -> images [B, channels, S, S]."""
+        b = latent.shape[0]
+        latent = latent.reshape(b, -1)
+        mixing = self.latent_dim + self.z_dim + self.num_ws
+        if latent.shape[1] not in (self.latent_dim, mixing):
+            raise ValueError(f"StyleGAN2Generator takes latents [B, {self.latent_dim}] (z_dim {self.z_dim} + "
+                             f"{self.noise_numel} noise values), or [B, {mixing}] with style mixing (+ a second z "
+                             f"and {self.num_ws} per-layer choices), got {tuple(latent.shape)}")
+        w = self._map(latent[:, : self.z_dim])
+        ws = [w] * self.num_ws
+        if latent.shape[1] == mixing:
+            w2, pick = self._map(latent[:, self.latent_dim: self.latent_dim + self.z_dim]), latent[:, -self.num_ws:]
+            ws = [torch.where(pick[:, i:i + 1] > 0.5, w2, w) for i in range(self.num_ws)]
         sizes = [math.prod(s) for s in self.noise_shapes]
-        noises = [n.reshape(b, *s) for n, s in zip(rest.split(sizes, dim=1), self.noise_shapes)]
+        rest = latent[:, self.z_dim: self.latent_dim]
+        noises = [n.reshape(b, *s) for n, s in zip(rest.split(sizes, dim=1), self.noise_shapes, strict=True)]
         x = self.const.weight[None].expand(b, -1, -1, -1)
-        x = self.convs[0](x, w, noises[0])
-        img = self.to_rgb[0](x, w)
+        x = self.convs[0](x, ws[0], noises[0])
+        img = self.to_rgb[0](x, ws[1])
         for i, to_rgb in enumerate(self.to_rgb[1:]):
-            x = self.convs[2 * i + 1](x, w, noises[2 * i + 1])
-            x = self.convs[2 * i + 2](x, w, noises[2 * i + 2])
-            img = bilinear_up(img) + to_rgb(x, w)
+            x = self.convs[2 * i + 1](x, ws[2 * i + 1], noises[2 * i + 1])
+            x = self.convs[2 * i + 2](x, ws[2 * i + 2], noises[2 * i + 2])
+            img = bilinear_up(img) + to_rgb(x, ws[2 * i + 3])
         return img
 
 

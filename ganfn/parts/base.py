@@ -147,6 +147,9 @@ class Part(NamedTuple):
       (ADA's ``p``), read from ``ctx.state`` after each step and reported as the
       step metric ``"<name>/<key>"``: the loop logs it like every metric, to the
       console, ``metrics.json`` and TensorBoard, without knowing the part.
+    - ``g_latents(z, ctx) -> z``: the latents G runs on in training (D's fakes
+      and G's update; never ``GAN.sample``), with the same batch size; the
+      trailing size may change when the generator takes both (style mixing).
     """
 
     name: str
@@ -167,6 +170,7 @@ class Part(NamedTuple):
     sample_weights: Callable[[Params, Ctx], Params] | None = None
     check: Callable[[Any], None] | None = None
     scalars: Callable[[Ctx], dict[str, Tensor]] | None = None
+    g_latents: Callable[[Tensor, Ctx], Tensor] | None = None
 
     def defaults(self) -> dict[str, Hyper]:
         """``hparams`` with every value as a :class:`Hyper`."""

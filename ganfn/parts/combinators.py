@@ -27,7 +27,7 @@ from .base import Ctx, Hyper, InitCtx, Part
 __all__ = ["every", "starting_at", "named", "wrap"]
 
 _CTX_AT = {"d_weights": 1, "fake_for_d": 1, "d_inputs": 2, "d_term": 1, "skip_d": 1, "after_d": 1, "g_inputs": 1,
-           "g_term": 1, "skip_g": 1, "after_g": 1, "sample_weights": 1}
+           "g_term": 1, "skip_g": 1, "after_g": 1, "sample_weights": 1, "g_latents": 1}
 
 
 def wrap(part: Part, inner: Callable[[Ctx], Ctx], outer_state: Callable[[Ctx, Any], Any], **changes: Any) -> Part:
@@ -139,6 +139,9 @@ def starting_at(step: int | float | Tensor, part: Part) -> Part:
     and sampling uses G's own weights. Everything is a ``torch.where`` on the
     step (valid under vmap and compile); the part's hooks run either way."""
     key = f"{part.name}_start_at"
+    if part.g_latents is not None:
+        raise ValueError(f"starting_at: part {part.name!r} changes G's latents (their size may change, so there is "
+                         "no 'off' to select); schedule its own hyperparameter instead (e.g. a piecewise probability)")
     if key in part.hparams:
         raise ValueError(f"starting_at: part {part.name!r} already has a start ({key!r}); wrap it once")
 

@@ -36,6 +36,7 @@ class Hooks(NamedTuple):
     sample_weights: tuple[tuple[Part, Callable[[Params, Ctx], Params]], ...]
     check: tuple[tuple[Part, Callable[[Any], None]], ...]
     scalars: tuple[tuple[Part, Callable[[Ctx], dict[str, Tensor]]], ...]
+    g_latents: tuple[tuple[Part, Callable[[Tensor, Ctx], Tensor]], ...]
 
 
 def hook_table(parts: Sequence[Part]) -> Hooks:
