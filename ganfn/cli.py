@@ -438,7 +438,7 @@ def _report(cfg: P.Config, hist: dict, evaluator: Any, members: Any, population:
             if population is not None:
                 m["lineage"] = population.lineage.lineage_text(i)
             rows_metrics.append(m)
-        table_members = [{"seed": s, **hp} for s, hp in zip(*members)]
+        table_members = [{"seed": s, **hp} for s, hp in zip(*members, strict=True)]
         if population is not None:  # the values each member ends with, its schedule beside them
             table_members = [{"seed": t["seed"], **{k: v for k, v in t.items() if k != "seed" and k not in population.space},
                               **{f"{k} (end)": v for k, v in population.lineage.final_values(i).items()},
@@ -535,7 +535,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     world = gd.setup()
     try:
         if world.rank != 0:
-            sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - closed with the process
+            sys.stdout = open(os.devnull, "w")
         return _run_train(cfg, resume, progress=not args.no_progress and sys.stderr.isatty(), parser=sub,
                           trackers=_trackers(args, sub))
     except KeyboardInterrupt:  # before training started, or a second signal while the files were being written

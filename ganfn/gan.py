@@ -190,7 +190,7 @@ class GAN:
         try:
             with torch.no_grad():
                 out, _ = self.g_apply(params, buffers, z, *self.labels.probe(2, z.device), train=False)
-        except Exception as e:  # noqa: BLE001 - re-raised naming the shapes and how G is called
+        except Exception as e:
             raise ValueError(f"the generator cannot take latents of shape {tuple(z.shape)} (latent_dim={self.latent_shape}) "
                              f"({how_called(self.num_classes)}): {e}") from e
         return tuple(out.shape[1:])

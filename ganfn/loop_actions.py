@@ -88,7 +88,7 @@ def log(run: "Run", step: int, metrics: Mapping[str, Tensor]) -> None:
     if run.population is not None and isinstance(rec.get("diverged"), list):
         # Halving freezes through the divergence flag: a halved member is recorded as halved.
         halved = run.population.lineage.halved_at(len(rec["diverged"]))
-        rec["diverged"] = [0.0 if h >= 0 else d for d, h in zip(rec["diverged"], halved)]
+        rec["diverged"] = [0.0 if h >= 0 else d for d, h in zip(rec["diverged"], halved, strict=True)]
         rec["halved"] = [float(h >= 0) for h in halved]
     run.history["train"].append(rec)
     if run.logger is not None:

@@ -13,7 +13,6 @@ import os
 import warnings
 from typing import Any, Callable
 
-
 from . import compiling
 
 __all__ = ["make_step", "with_fallback", "compile_disabled"]
@@ -38,7 +37,7 @@ def with_fallback(compiled: Callable, eager: Callable, what: str, check: Callabl
         if use_compiled[0]:
             try:
                 return compiled(state, real, noise)
-            except Exception as e:  # noqa: BLE001 - any compiler failure falls back to the same pure step
+            except Exception as e:
                 use_compiled[0] = False
                 msg = str(e).strip().splitlines()[0] if str(e).strip() else ""
                 warnings.warn(f"ganfn: torch.compile of {what} failed ({type(e).__name__}: {msg[:300]}); running it eagerly "

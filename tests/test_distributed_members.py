@@ -128,7 +128,7 @@ def spawned(tmp_path_factory):
 def _equal(a, b, what: str) -> None:
     la, lb = optree.tree_leaves(a, none_is_leaf=False), optree.tree_leaves(b, none_is_leaf=False)
     assert optree.tree_structure(a, none_is_leaf=False) == optree.tree_structure(b, none_is_leaf=False), what
-    for p, x, y in zip(optree.tree_paths(a, none_is_leaf=False), la, lb):
+    for p, x, y in zip(optree.tree_paths(a, none_is_leaf=False), la, lb, strict=True):
         assert torch.equal(x, y), f"{what} {p}: max diff {float((x.double() - y.double()).abs().max())}"
 
 
@@ -390,7 +390,7 @@ def test_pack_unpack_roundtrip_one_message_per_dtype(spec, seed):
     bufs = exploit.pack(leaves)
     assert len(bufs) == len({torch.uint8 if dt == torch.bool else dt for _, dt in spec})
     back = exploit.unpack([b.clone() for b in bufs], [torch.empty_like(x) for x in leaves])
-    assert all(x.dtype == y.dtype and x.shape == y.shape and torch.equal(x, y) for x, y in zip(leaves, back))
+    assert all(x.dtype == y.dtype and x.shape == y.shape and torch.equal(x, y) for x, y in zip(leaves, back, strict=True))
 
 
 def test_split_is_a_sweep_option_with_two_choices(capsys):

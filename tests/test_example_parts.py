@@ -23,9 +23,9 @@ from ganfn.testing import (
 )
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "examples"))
-from path_length import lazy_path_length, path_length  # noqa: E402
-from scheduled_r1 import scheduled_r1  # noqa: E402
-from zcr import zcr  # noqa: E402
+from path_length import lazy_path_length, path_length
+from scheduled_r1 import scheduled_r1
+from zcr import zcr
 
 torch.set_num_threads(1)
 B = 6
