@@ -376,7 +376,8 @@ def _run_train(cfg: P.Config, resume: str | None, progress: bool, parser: argpar
     if hist.get("interrupted"):
         stopped = hist["interrupted"]
         say(f"{parser.prog}: interrupted by {stopped['by']} at step {stopped['step']} of {cfg.steps}: checkpoint, "
-            f"samples.png, metrics.json and figures written to {run_dir}; continue with: {parser.prog} --resume {run_dir}")
+            f"samples.png, metrics.json and figures written to {run_dir}; "
+            f"continue with: {parser.prog} --resume {run_dir}")
         return EXIT_STATUS
     _report(cfg, hist, evaluator, members, population, compile_, time.perf_counter() - t0, run_dir)
     return 0
@@ -430,7 +431,8 @@ def _report(cfg: P.Config, hist: dict, evaluator: Any, members: Any, population:
                     m[k] = last[k][i]
             if final:
                 m.update({k: v for k, v in final[i].items()
-                          if k == primary or k in ("high_quality", "kl", "on_class_mode") or k.startswith(("intra-", "class-acc-"))})
+                          if k == primary or k in ("high_quality", "kl", "on_class_mode")
+                          or k.startswith(("intra-", "class-acc-"))})
             da, ha = hist.get("diverged_at"), hist.get("halved_at")
             m["diverged"] = bool(da is not None and isinstance(da, list) and da[i] >= 0)
             if population is not None and population.halving_at:
@@ -440,7 +442,8 @@ def _report(cfg: P.Config, hist: dict, evaluator: Any, members: Any, population:
             rows_metrics.append(m)
         table_members = [{"seed": s, **hp} for s, hp in zip(*members, strict=True)]
         if population is not None:  # the values each member ends with, its schedule beside them
-            table_members = [{"seed": t["seed"], **{k: v for k, v in t.items() if k != "seed" and k not in population.space},
+            table_members = [{"seed": t["seed"],
+                              **{k: v for k, v in t.items() if k != "seed" and k not in population.space},
                               **{f"{k} (end)": v for k, v in population.lineage.final_values(i).items()},
                               "schedule": population.lineage.schedule_text(i)} for i, t in enumerate(table_members)]
         from .population import Metric, ranking

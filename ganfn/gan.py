@@ -157,7 +157,8 @@ class GAN:
         self.num_classes: int | None = self.labels.num_classes
         self.g_optimizer = check_optimizer("g_optimizer", g_optimizer or _optim.adam(2e-4, (0.5, 0.999)))
         self.d_optimizer = check_optimizer("d_optimizer", d_optimizer or _optim.adam(2e-4, (0.5, 0.999)))
-        self.n_critic, self.n_gen, self.accumulation_steps = check_counts(n_critic=n_critic, n_gen=n_gen, accumulation_steps=accumulation_steps)
+        self.n_critic, self.n_gen, self.accumulation_steps = check_counts(
+            n_critic=n_critic, n_gen=n_gen, accumulation_steps=accumulation_steps)
         loss_hp = loss_hparams(self.loss)
         self.weight_init = weight_init
         self.g_apply = make_apply(generator)
@@ -185,14 +186,15 @@ class GAN:
 
     def _probe_sample_shape(self) -> tuple[int, ...]:
         p = next(self.generator.parameters(), None)
-        z = torch.zeros(2, *self.latent_shape, device=p.device if p is not None else None, dtype=p.dtype if p is not None else None)
+        z = torch.zeros(2, *self.latent_shape, device=p.device if p is not None else None,
+                        dtype=p.dtype if p is not None else None)
         params, buffers = extract(self.generator)
         try:
             with torch.no_grad():
                 out, _ = self.g_apply(params, buffers, z, *self.labels.probe(2, z.device), train=False)
         except Exception as e:
-            raise ValueError(f"the generator cannot take latents of shape {tuple(z.shape)} (latent_dim={self.latent_shape}) "
-                             f"({how_called(self.num_classes)}): {e}") from e
+            raise ValueError(f"the generator cannot take latents of shape {tuple(z.shape)} "
+                             f"(latent_dim={self.latent_shape}) ({how_called(self.num_classes)}): {e}") from e
         return tuple(out.shape[1:])
 
     def hooks(self, hook: str) -> tuple[Part, ...]:
@@ -329,7 +331,8 @@ class GAN:
                                      **self._loss_hp(hp), **self._loss_labels(yr, yf))
         pen, part_aux, scores = torch.zeros((), dtype=lr_.dtype, device=lr_.device), {}, self.loss.scores
         if self.table.d_term:
-            term = DTerm(lambda x: scores(self.d_apply(p, buffers, x, *yr)[0]), real, fake, scores(out_r), scores(out_f),
+            term = DTerm(lambda x: scores(self.d_apply(p, buffers, x, *yr)[0]), real, fake,
+                         scores(out_r), scores(out_f),
                          lambda x: scores(self.d_apply(p, buffers, x, *yf)[0]),
                          lambda z: self.g_apply(state.g.params, state.g.buffers, z, *yf)[0].detach())
             for pt, fn in self.table.d_term:

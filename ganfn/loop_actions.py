@@ -106,7 +106,8 @@ def member_samples(run: "Run") -> list[Tensor]:
 def member_figures(run: "Run") -> list[dict[str, float]]:
     """Each member's figures from the run's evaluator on the evaluation latents, with its standing statistics
     (a population split across ranks: every member's, gathered from its rank)."""
-    out = evaluate_members(run.evaluator, run.gan, run.state, run.eval_z, run.stacked, run.eval_y, standing=run.standing_stats)
+    out = evaluate_members(run.evaluator, run.gan, run.state, run.eval_z, run.stacked, run.eval_y,
+                           standing=run.standing_stats)
     return out if run.split is None else split_members.gather_objects(run.split, out, "an evaluation")
 
 
@@ -177,7 +178,8 @@ def population_round(run: "Run", step: int) -> None:
 
 
 def param_rows(run: "Run", config: Mapping[str, Any] | None) -> list[dict[str, Any]]:
-    """Each member's settings for the trackers: the run's config (plain values and None), its hyperparameters and seed."""
+    """Each member's settings for the trackers: the run's config (plain values and None), its hyperparameters and
+    seed."""
     base = {k: v for k, v in (config or {}).items() if v is None or isinstance(v, (int, float, str, bool))}
     return [{**base, **hp, "seed": s} for hp, s in zip(run.hp_list, run.seeds, strict=True)]
 
@@ -257,7 +259,8 @@ def write_outputs(run: "Run", config: Mapping | None) -> None:
         assert labels is not None  # several pictures: a stacked run
         for i, p in enumerate(pics):
             if by_class:
-                figures.class_rows(samples[i], run.gan.num_classes, path / f"samples_member{i:02d}.png", title=labels[i])
+                figures.class_rows(samples[i], run.gan.num_classes, path / f"samples_member{i:02d}.png",
+                                   title=labels[i])
             else:
                 tb.save_png(tb.labelled(tb.upscale(p, scale), labels[i]), path / f"samples_member{i:02d}.png")
         # All members' grids tiled into one picture, member 0 top left, each captioned
@@ -270,6 +273,7 @@ def write_outputs(run: "Run", config: Mapping | None) -> None:
     figures.run_figures(path, run.history, primary=ev.primary if ev else None, n_samples=ev.n_samples if ev else None,
                         higher_is_better=ev.higher_is_better if ev else None, samples=samples,
                         hparams=run.hp_list if run.stacked else None, seeds=run.seeds if run.stacked else None)
+    # "protocol": what the figures depend on
     out = {"config": dict(config) if config else None, "seeds": run.seeds, "hparams": run.hp_list, **run.history,
-           "protocol": ev.card._asdict() if ev is not None and ev.card is not None else None}  # what the figures depend on
+           "protocol": ev.card._asdict() if ev is not None and ev.card is not None else None}
     write_json(path / "metrics.json", out)

@@ -15,7 +15,8 @@ Any hyperparameter may also be a :mod:`ganfn.schedules` value (``lr``, a beta,
 ...): it is stored as its fields (``hp["lr.start"]``, ...) and evaluated at the
 update count on each update. The ``schedule=`` argument is a multiplier of the
 base learning rate (:func:`exponential_decay`, :func:`linear_warmup`,
-:func:`linear_decay`); :func:`clip_by_global_norm` wraps any optimizer. Results match ``torch.optim`` (see ``tests/test_optim.py``).
+:func:`linear_decay`); :func:`clip_by_global_norm` wraps any optimizer. Results match ``torch.optim``
+(see ``tests/test_optim.py``).
 """
 from __future__ import annotations
 
