@@ -491,7 +491,8 @@ def _trackers(args: argparse.Namespace, parser: argparse.ArgumentParser) -> list
 def negative_values(argv: Sequence[str]) -> list[str]:
     """``--opt -1e-4`` rewritten as ``--opt=-1e-4``: argparse reads ``-1e-4`` (unlike ``-1``) as an option
     and would stop with "expected one argument"; nothing after ``--`` is touched."""
-    out, i = [], 0
+    out: list[str] = []
+    i = 0
     while i < len(argv):
         arg = argv[i]
         if arg == "--":
@@ -514,6 +515,12 @@ def _is_number(text: str) -> bool:
     return True
 
 
+def _subcommand(parser: argparse.ArgumentParser, name: str) -> argparse.ArgumentParser:
+    """The parser of subcommand ``name`` (its ``error`` names the subcommand in its usage line)."""
+    action = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    return action.choices[name]
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``ganfn`` console script; returns the exit status."""
     parser = make_parser()
@@ -525,8 +532,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command in ("sample", "export"):
         from . import cli_sample
 
-        return cli_sample.run(args, parser._subparsers._group_actions[0].choices[args.command])
-    sub = parser._subparsers._group_actions[0].choices[args.command]  # the subcommand's parser, for its errors
+        return cli_sample.run(args, _subcommand(parser, args.command))
+    sub = _subcommand(parser, args.command)  # the subcommand's parser, for its errors
     cfg, resume = _config_from_args(args, sub)
     if args.command == "sweep" and not cfg.grid:
         sub.error("the following arguments are required: --grid (or --resume RUN_DIR of a sweep)")

@@ -352,6 +352,7 @@ def _finish(run: Run, step: int, last_metrics: Mapping[str, Tensor], wall: float
             run.logger.log_params([{**row, **{f"{k}_end": v for k, v in lin.final_values(i).items()}}
                                    for i, row in enumerate(act.param_rows(run, config))])
         run.logger.log_summary(h["final"].get("figures") or [{} for _ in run.seeds])
+        assert run.run_path is not None  # _start makes a logger only for a run with a directory
         for f in act.output_files(run.run_path):
             run.logger.log_artifact(f)
         run.logger.close()

@@ -100,7 +100,8 @@ def linear_decay(total_steps: int, end: float = 0.0) -> Schedule:
     ``end``: :func:`ganfn.schedules.linear` ``(1, end, total_steps)`` as a multiplier."""
     if total_steps < 1:
         raise ValueError(f"total_steps must be >= 1, got {total_steps}")
-    return _sched.linear(1.0, end, total_steps)
+    # mypy does not see a NamedTuple's __call__ as making it callable; Schedule.__call__ takes a step tensor.
+    return _sched.linear(1.0, end, total_steps)  # type: ignore[return-value]
 
 
 # -- hyperparameter handling ----------------------------------------------------------

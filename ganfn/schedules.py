@@ -25,7 +25,7 @@ functions of the step, computed in float64, with no data-dependent control flow.
 from __future__ import annotations
 
 import math
-from typing import Any, Mapping, NamedTuple, Sequence
+from typing import Any, Mapping, NamedTuple, Sequence, TypeGuard
 
 import torch
 from torch import Tensor
@@ -59,7 +59,7 @@ class Schedule(NamedTuple):
             check_range(f"{name}.{f}", v, valid if f in self.value_fields else _STEPS)
 
 
-def is_schedule(value: Any) -> bool:
+def is_schedule(value: Any) -> TypeGuard[Schedule]:
     """Whether ``value`` is a :class:`Schedule` (else a plain number or tensor)."""
     return isinstance(value, Schedule)
 
