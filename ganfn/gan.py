@@ -38,6 +38,7 @@ from . import penalties as _penalties
 from . import sampling as _sampling
 from . import schedules as _schedules
 from . import step as _step
+from .accumulation import accumulate, tree_mean
 from .functional import Params, extract, fresh_copies, has_batch_stats, make_apply
 from .gan_parts import (
     PartInfo,
@@ -50,7 +51,7 @@ from .gan_parts import (
     validate_parts,
 )
 from .grads import value_and_grad
-from .hparams import apply_overrides, expand, make_hparams
+from .hparams import aliases, apply_overrides, expand, make_hparams
 from .inputs import check_batch, check_compatible, check_step_inputs, how_called
 from .labels import Labelling, check_setup, class_labels
 from .parts.base import Ctx, DTerm, GTerm, InitCtx, Part, PartError, check_like
@@ -60,36 +61,6 @@ from .tree import in_transform, tree_map
 from .tree import replace as _replace
 
 __all__ = ["GAN", "TrainState", "Noise", "UpdateNoise", "in_transform"]
-
-
-def _mean(xs: Sequence[Any]) -> Any:
-    return xs[0] if len(xs) == 1 else tree_map(lambda *v: torch.stack(v).mean(0), *xs)
-
-
-def _accumulate(k: int, n: int, one: Callable, carry: Any) -> tuple[list, Any]:
-    """``one(cut, carry) -> (out, carry)`` on ``k`` micro-batches of a batch of ``n``:
-    ``cut`` slices a pytree of batch-leading tensors to the micro-batch, ``carry``
-    threads the buffers (BatchNorm statistics) from one micro-batch to the next.
-    Returns the ``k`` outputs and the last carry."""
-    if k == 1:
-        out, carry = one(lambda tree: tree, carry)
-        return [out], carry
-    m, outs = n // k, []
-    for j in range(k):
-        sl = slice(j * m, (j + 1) * m)
-        out, carry = one(lambda tree: tree_map(lambda x: x[sl], tree), carry)  # noqa: B023 - called before sl moves on
-        outs.append(out)
-    return outs, carry
-
-
-def _aliases(hp: dict) -> dict[str, str]:
-    """The flat keys of namespaced hyperparameters (``ema_decay`` for
-    ``ema_slow/ema_decay``: ``parts.named``) where exactly one part declares them."""
-    short: dict[str, list[str]] = {}
-    for k in hp:
-        if "/" in k:
-            short.setdefault(k.split("/", 1)[1], []).append(k)
-    return {s: ks[0] for s, ks in short.items() if len(ks) == 1 and s not in hp}
 
 
 class GAN:
@@ -171,7 +142,7 @@ class GAN:
         self._hp, self._scheduled = expand({**loss_hp, **{k: h for p in self.parts for k, h in p.defaults().items()}})
         self._loss_keys: tuple[str, ...] = tuple(loss_hp)
         self.defaults: dict[str, float | Tensor] = {k: h.value for k, h in self._hp.items()}
-        self.aliases: dict[str, str] = _aliases(self._hp)
+        self.aliases: dict[str, str] = aliases(self._hp)
         self._sample_shape: tuple[int, ...] = self._probe_sample_shape()  # fixed at construction
         self.table: Hooks = hook_table(self.parts)  # built once, typed: the step calls hook functions directly
         self.gates_d, self.gates_g = bool(self.table.skip_d), bool(self.table.skip_g)
@@ -389,9 +360,9 @@ class GAN:
                                  scale=scale)
             return out, out[2][0]
 
-        outs, buf = _accumulate(self.accumulation_steps, real.shape[0], one, state.d.buffers)
-        loss, grads = _mean([o[0] for o in outs]), _mean([o[1] for o in outs])
-        return loss, grads, DAux(buf, g_buf, fake, *_mean([o[2][1:] for o in outs]))
+        outs, buf = accumulate(self.accumulation_steps, real.shape[0], one, state.d.buffers)
+        loss, grads = tree_mean([o[0] for o in outs]), tree_mean([o[1] for o in outs])
+        return loss, grads, DAux(buf, g_buf, fake, *tree_mean([o[2][1:] for o in outs]))
 
     def d_skip(self, state: TrainState, aux: DAux) -> Tensor:
         """Whether a part gates this D update off (a bool tensor), given ``d_grads``' aux."""
@@ -466,9 +437,9 @@ class GAN:
                                  scale=scale)
             return out, (out[2].g_buffers, out[2].d_buffers)
 
-        outs, (gb, db) = _accumulate(self.accumulation_steps, z.shape[0], one, (state.g.buffers, state.d.buffers))
-        loss, grads = _mean([o[0] for o in outs]), _mean([o[1] for o in outs])
-        return loss, grads, GAux(gb, db, _mean([o[2].parts for o in outs]))
+        outs, (gb, db) = accumulate(self.accumulation_steps, z.shape[0], one, (state.g.buffers, state.d.buffers))
+        loss, grads = tree_mean([o[0] for o in outs]), tree_mean([o[1] for o in outs])
+        return loss, grads, GAux(gb, db, tree_mean([o[2].parts for o in outs]))
 
     def g_skip(self, state: TrainState, d_aux: DAux) -> Tensor:
         """Whether a part gates this G update off, given the last D update's aux."""
