@@ -107,13 +107,31 @@ def _population(cfg: P.Config, gan: Any, evaluator: Any, parser: argparse.Argume
         parser.error(str(e))
 
 
+def _run_dir(cfg: P.Config, resume: str | None, parser: argparse.ArgumentParser) -> Path:
+    """The run's folder, kept in ``cfg.run_dir``: ``runs/<time>-<preset or data>`` when not given (rank 0's name on
+    every rank); a usage error when it already holds a run and this is not ``--resume``."""
+    from . import checkpoint
+    from . import distributed as gd
+    from .distributed import shards
+
+    if cfg.run_dir is None:
+        name = Path(cfg.data).name if cfg.data not in P.gdata.NAMES else cfg.data
+        cfg.run_dir = str(Path("runs") / f"{time.strftime('%Y%m%d-%H%M%S')}-{cfg.preset or name}")
+    cfg.run_dir = gd.broadcast_object(cfg.run_dir)  # the clock may differ across ranks: rank 0's name
+    run_dir = Path(cfg.run_dir)
+    if not resume and (checkpoint.CheckpointManager(run_dir / "checkpoints").latest() is not None
+                       or shards.shards(run_dir / "checkpoints")):
+        parser.error(f"--run-dir {run_dir} already holds a run (checkpoints in {run_dir / 'checkpoints'}); "
+                     f"continue it with --resume {run_dir}, or choose another --run-dir: a new run would overwrite it")
+    return run_dir
+
+
 def run(cfg: P.Config, resume: str | None, progress: bool, parser: argparse.ArgumentParser,
         trackers: Sequence[Any] = ()) -> int:
     """Train the run ``cfg`` describes (checked by the caller; ``resume``: the run folder or checkpoint to continue),
     printing its start, its end-of-run report and how to continue it; returns the exit status. Bad input is a usage
     error of ``parser``."""
-    from . import checkpoint, loop
-    from .distributed import shards
+    from . import loop
 
     if not cfg.device.startswith("cuda"):
         from .allocator import tune_cpu_allocator
@@ -143,15 +161,7 @@ def run(cfg: P.Config, resume: str | None, progress: bool, parser: argparse.Argu
     if world.distributed and world.rank == 0:
         gd.barrier()
     population = _population(cfg, gan, evaluator, parser)
-    if cfg.run_dir is None:
-        name = Path(cfg.data).name if cfg.data not in P.gdata.NAMES else cfg.data
-        cfg.run_dir = str(Path("runs") / f"{time.strftime('%Y%m%d-%H%M%S')}-{cfg.preset or name}")
-    cfg.run_dir = gd.broadcast_object(cfg.run_dir)  # the clock may differ across ranks: rank 0's name
-    run_dir = Path(cfg.run_dir)
-    if not resume and (checkpoint.CheckpointManager(run_dir / "checkpoints").latest() is not None
-                       or shards.shards(run_dir / "checkpoints")):
-        parser.error(f"--run-dir {run_dir} already holds a run (checkpoints in {run_dir / 'checkpoints'}); "
-                     f"continue it with --resume {run_dir}, or choose another --run-dir: a new run would overwrite it")
+    run_dir = _run_dir(cfg, resume, parser)
     n_members = len(members[0]) if members else 1
     compile_ = auto_compile(n_members, cfg.steps) if cfg.compile is None else cfg.compile
     say(f"{parser.prog}: {cfg.model} on {cfg.data} {tuple(gan.sample_shape)}{_size_note(cfg, gan)}, loss {cfg.loss}"
