@@ -29,25 +29,8 @@ from torch import Tensor
 
 Target = float | Tensor
 
-__all__ = [
-    "LossPair",
-    "minimax",
-    "non_saturating",
-    "wasserstein",
-    "hinge",
-    "least_squares",
-    "get",
-    "with_targets",
-    "bce",
-    "LOSSES",
-    "bce_with_logits",
-    "rpgan",
-    "ragan",
-    "RELATIVISTIC",
-    "top_k_mask",
-    "top_k_count",
-    "top_k",
-]
+__all__ = ["LossPair", "minimax", "non_saturating", "wasserstein", "hinge", "least_squares", "get", "with_targets",
+           "bce", "LOSSES", "bce_with_logits", "rpgan", "ragan", "RELATIVISTIC", "top_k_mask", "top_k_count", "top_k"]
 
 
 def _identity(out: Any) -> Any:
