@@ -270,7 +270,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     world = gd.setup()
     try:
         if world.rank != 0:
-            sys.stdout = open(os.devnull, "w")
+            sys.stdout = open(os.devnull, "w")  # closed with the process
         trackers = _trackers(args, sub)
         _check(cfg, sub)
         _grid_penalty(cfg, sub, say)

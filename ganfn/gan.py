@@ -163,7 +163,7 @@ class GAN:
         try:
             with torch.no_grad():
                 out, _ = self.g_apply(params, buffers, z, *self.labels.probe(2, z.device), train=False)
-        except Exception as e:
+        except Exception as e:  # re-raised naming the shapes and how G is called
             raise ValueError(f"the generator cannot take latents of shape {tuple(z.shape)} "
                              f"(latent_dim={self.latent_shape}) ({how_called(self.num_classes)}): {e}") from e
         return tuple(out.shape[1:])

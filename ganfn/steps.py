@@ -38,7 +38,7 @@ def with_fallback(compiled: Callable, eager: Callable, what: str, check: Callabl
         if use_compiled[0]:
             try:
                 return compiled(state, real, noise)
-            except Exception as e:
+            except Exception as e:  # any compiler failure falls back to the same pure step
                 use_compiled[0] = False
                 msg = str(e).strip().splitlines()[0] if str(e).strip() else ""
                 warnings.warn(f"ganfn: torch.compile of {what} failed ({type(e).__name__}: {msg[:300]}); "
