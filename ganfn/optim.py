@@ -34,20 +34,8 @@ from .validate import Range, check_range
 Schedule = Callable[[Tensor], Tensor]
 Hyper = float | Tensor
 
-__all__ = [
-    "Optimizer",
-    "sgd",
-    "adam",
-    "adamw",
-    "rmsprop",
-    "clip_by_global_norm",
-    "loss_scaled",
-    "constant",
-    "exponential_decay",
-    "linear_warmup",
-    "linear_decay",
-    "get",
-]
+__all__ = ["Optimizer", "sgd", "adam", "adamw", "rmsprop", "clip_by_global_norm", "loss_scaled", "constant",
+           "exponential_decay", "linear_warmup", "linear_decay", "get"]
 
 
 class Optimizer(NamedTuple):
