@@ -94,7 +94,8 @@ def _fid_figures(args: argparse.Namespace, data: Any, parser: argparse.ArgumentP
         return {**out, "KID": float(kid), "KID-std": float(kid_std), "n_ref_KID": real_kid.shape[0]}
 
     src = f"statistics file {args.fid_ref_stats}" if args.fid_ref_stats else _fid_reference(cfg, data)
-    card = ProtocolCard("FID", f"Inception-v3 pool3 (2048 features) from {args.fid_weights}", sha256_file(args.fid_weights),
+    card = ProtocolCard("FID", f"Inception-v3 pool3 (2048 features) from {args.fid_weights}",
+                        sha256_file(args.fid_weights),
                         "quantised to uint8 as a PNG; bilinear (no antialias) to 299x299, as pytorch-fid",
                         None, ref.n, src)
     return figures, card

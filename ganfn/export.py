@@ -169,7 +169,8 @@ def load_generator(path: str | os.PathLike, *, map_location: str | torch.device 
     except Exception as e:  # re-raised with the path named
         raise ValueError(f"{path} is not a readable exported generator: {e}") from e
     if not isinstance(obj, dict) or obj.get("format") != FORMAT:
-        raise ValueError(f"{path} is not an exported ganfn generator (no '{FORMAT}' marker); write one with ganfn export")
+        raise ValueError(f"{path} is not an exported ganfn generator (no '{FORMAT}' marker); "
+                         "write one with ganfn export")
     if obj.get("version") != VERSION:
         raise ValueError(f"{path} is an exported generator of version {obj.get('version')}, but this ganfn reads "
                          f"version {VERSION}: export it again with this release")

@@ -31,8 +31,8 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from torch import Tensor
 
-__all__ = ["curves", "training_figure", "training_plot", "heatmap", "sweep_heatmap", "member_rows", "class_rows", "class_rows_plot",
-           "population_curves", "run_figures", "series"]
+__all__ = ["curves", "training_figure", "training_plot", "heatmap", "sweep_heatmap", "member_rows", "class_rows",
+           "class_rows_plot", "population_curves", "run_figures", "series"]
 
 LOSS_KEYS = ("d_loss", "g_loss")
 

@@ -38,6 +38,7 @@ from . import penalties as _penalties
 from . import sampling as _sampling
 from . import schedules as _schedules
 from . import step as _step
+from .accumulation import accumulate, tree_mean
 from .functional import Params, extract, fresh_copies, has_batch_stats, make_apply
 from .gan_parts import (
     PartInfo,
@@ -50,7 +51,7 @@ from .gan_parts import (
     validate_parts,
 )
 from .grads import value_and_grad
-from .hparams import apply_overrides, expand, make_hparams
+from .hparams import aliases, apply_overrides, expand, make_hparams
 from .inputs import check_batch, check_compatible, check_step_inputs, how_called
 from .labels import Labelling, check_setup, class_labels
 from .parts.base import Ctx, DTerm, GTerm, InitCtx, Part, PartError, check_like
@@ -60,36 +61,6 @@ from .tree import in_transform, tree_map
 from .tree import replace as _replace
 
 __all__ = ["GAN", "TrainState", "Noise", "UpdateNoise", "in_transform"]
-
-
-def _mean(xs: Sequence[Any]) -> Any:
-    return xs[0] if len(xs) == 1 else tree_map(lambda *v: torch.stack(v).mean(0), *xs)
-
-
-def _accumulate(k: int, n: int, one: Callable, carry: Any) -> tuple[list, Any]:
-    """``one(cut, carry) -> (out, carry)`` on ``k`` micro-batches of a batch of ``n``:
-    ``cut`` slices a pytree of batch-leading tensors to the micro-batch, ``carry``
-    threads the buffers (BatchNorm statistics) from one micro-batch to the next.
-    Returns the ``k`` outputs and the last carry."""
-    if k == 1:
-        out, carry = one(lambda tree: tree, carry)
-        return [out], carry
-    m, outs = n // k, []
-    for j in range(k):
-        sl = slice(j * m, (j + 1) * m)
-        out, carry = one(lambda tree: tree_map(lambda x: x[sl], tree), carry)  # noqa: B023 - called before sl moves on
-        outs.append(out)
-    return outs, carry
-
-
-def _aliases(hp: dict) -> dict[str, str]:
-    """The flat keys of namespaced hyperparameters (``ema_decay`` for
-    ``ema_slow/ema_decay``: ``parts.named``) where exactly one part declares them."""
-    short: dict[str, list[str]] = {}
-    for k in hp:
-        if "/" in k:
-            short.setdefault(k.split("/", 1)[1], []).append(k)
-    return {s: ks[0] for s, ks in short.items() if len(ks) == 1 and s not in hp}
 
 
 class GAN:
@@ -157,7 +128,8 @@ class GAN:
         self.num_classes: int | None = self.labels.num_classes
         self.g_optimizer = check_optimizer("g_optimizer", g_optimizer or _optim.adam(2e-4, (0.5, 0.999)))
         self.d_optimizer = check_optimizer("d_optimizer", d_optimizer or _optim.adam(2e-4, (0.5, 0.999)))
-        self.n_critic, self.n_gen, self.accumulation_steps = check_counts(n_critic=n_critic, n_gen=n_gen, accumulation_steps=accumulation_steps)
+        self.n_critic, self.n_gen, self.accumulation_steps = check_counts(
+            n_critic=n_critic, n_gen=n_gen, accumulation_steps=accumulation_steps)
         loss_hp = loss_hparams(self.loss)
         self.weight_init = weight_init
         self.g_apply = make_apply(generator)
@@ -170,7 +142,7 @@ class GAN:
         self._hp, self._scheduled = expand({**loss_hp, **{k: h for p in self.parts for k, h in p.defaults().items()}})
         self._loss_keys: tuple[str, ...] = tuple(loss_hp)
         self.defaults: dict[str, float | Tensor] = {k: h.value for k, h in self._hp.items()}
-        self.aliases: dict[str, str] = _aliases(self._hp)
+        self.aliases: dict[str, str] = aliases(self._hp)
         self._sample_shape: tuple[int, ...] = self._probe_sample_shape()  # fixed at construction
         self.table: Hooks = hook_table(self.parts)  # built once, typed: the step calls hook functions directly
         self.gates_d, self.gates_g = bool(self.table.skip_d), bool(self.table.skip_g)
@@ -185,14 +157,15 @@ class GAN:
 
     def _probe_sample_shape(self) -> tuple[int, ...]:
         p = next(self.generator.parameters(), None)
-        z = torch.zeros(2, *self.latent_shape, device=p.device if p is not None else None, dtype=p.dtype if p is not None else None)
+        z = torch.zeros(2, *self.latent_shape, device=p.device if p is not None else None,
+                        dtype=p.dtype if p is not None else None)
         params, buffers = extract(self.generator)
         try:
             with torch.no_grad():
                 out, _ = self.g_apply(params, buffers, z, *self.labels.probe(2, z.device), train=False)
-        except Exception as e:  # noqa: BLE001 - re-raised naming the shapes and how G is called
-            raise ValueError(f"the generator cannot take latents of shape {tuple(z.shape)} (latent_dim={self.latent_shape}) "
-                             f"({how_called(self.num_classes)}): {e}") from e
+        except Exception as e:  # re-raised naming the shapes and how G is called
+            raise ValueError(f"the generator cannot take latents of shape {tuple(z.shape)} "
+                             f"(latent_dim={self.latent_shape}) ({how_called(self.num_classes)}): {e}") from e
         return tuple(out.shape[1:])
 
     def hooks(self, hook: str) -> tuple[Part, ...]:
@@ -339,7 +312,8 @@ class GAN:
                                      **self._loss_hp(hp), **self._loss_labels(yr, yf))
         pen, part_aux, scores = torch.zeros((), dtype=lr_.dtype, device=lr_.device), {}, self.loss.scores
         if self.table.d_term:
-            term = DTerm(lambda x: scores(self.d_apply(p, buffers, x, *yr)[0]), real, fake, scores(out_r), scores(out_f),
+            term = DTerm(lambda x: scores(self.d_apply(p, buffers, x, *yr)[0]), real, fake,
+                         scores(out_r), scores(out_f),
                          lambda x: scores(self.d_apply(p, buffers, x, *yf)[0]),
                          lambda z: self.g_apply(state.g.params, state.g.buffers, z, *yf)[0].detach())
             for pt, fn in self.table.d_term:
@@ -397,9 +371,9 @@ class GAN:
                                  scale=scale)
             return out, out[2][0]
 
-        outs, buf = _accumulate(self.accumulation_steps, real.shape[0], one, state.d.buffers)
-        loss, grads = _mean([o[0] for o in outs]), _mean([o[1] for o in outs])
-        return loss, grads, DAux(buf, g_buf, fake, *_mean([o[2][1:] for o in outs]))
+        outs, buf = accumulate(self.accumulation_steps, real.shape[0], one, state.d.buffers)
+        loss, grads = tree_mean([o[0] for o in outs]), tree_mean([o[1] for o in outs])
+        return loss, grads, DAux(buf, g_buf, fake, *tree_mean([o[2][1:] for o in outs]))
 
     def d_skip(self, state: TrainState, aux: DAux) -> Tensor:
         """Whether a part gates this D update off (a bool tensor), given ``d_grads``' aux."""
@@ -475,9 +449,9 @@ class GAN:
                                  scale=scale)
             return out, (out[2].g_buffers, out[2].d_buffers)
 
-        outs, (gb, db) = _accumulate(self.accumulation_steps, z.shape[0], one, (state.g.buffers, state.d.buffers))
-        loss, grads = _mean([o[0] for o in outs]), _mean([o[1] for o in outs])
-        return loss, grads, GAux(gb, db, _mean([o[2].parts for o in outs]))
+        outs, (gb, db) = accumulate(self.accumulation_steps, z.shape[0], one, (state.g.buffers, state.d.buffers))
+        loss, grads = tree_mean([o[0] for o in outs]), tree_mean([o[1] for o in outs])
+        return loss, grads, GAux(gb, db, tree_mean([o[2].parts for o in outs]))
 
     def g_skip(self, state: TrainState, d_aux: DAux) -> Tensor:
         """Whether a part gates this G update off, given the last D update's aux."""

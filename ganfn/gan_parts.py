@@ -8,8 +8,8 @@ from . import penalties as _penalties
 from .parts.base import Hyper, Part, check_part
 from .validate import Range, check_range
 
-__all__ = ["PartInfo", "REMOVED", "check_counts", "check_optimizer", "check_spectral_norm", "latent_shape_of", "loss_hparams",
-           "refuse_removed", "validate_parts"]
+__all__ = ["PartInfo", "REMOVED", "check_counts", "check_optimizer", "check_spectral_norm", "latent_shape_of",
+           "loss_hparams", "refuse_removed", "validate_parts"]
 
 
 def latent_shape_of(latent_dim: int | Sequence[int]) -> tuple[int, ...]:
@@ -41,8 +41,9 @@ def loss_hparams(loss: Any) -> dict[str, Hyper]:
     target is a probability, in [0, 1]) and the loss's own (e.g. a mixture's weight)."""
     bce = loss.name in ("minimax", "non_saturating")
     t = loss.targets
-    hp = {"real_label": Hyper(t["real_label"], Range(0.0, 1.0) if bce else Range()), "fake_label": Hyper(t["fake_label"]),
-          "g_target": Hyper(t["g_target"]), **{k: Hyper(v) for k, v in loss.hparams.items()}}
+    hp = {"real_label": Hyper(t["real_label"], Range(0.0, 1.0) if bce else Range()),
+          "fake_label": Hyper(t["fake_label"]), "g_target": Hyper(t["g_target"]),
+          **{k: Hyper(v) for k, v in loss.hparams.items()}}
     for k, h in hp.items():
         check_range(k, h.value, h.range)
     return hp
@@ -79,9 +80,9 @@ def check_spectral_norm(discriminator: Any, parts: Sequence[Part]) -> None:
     """``ValueError`` when the discriminator declares ``wants_spectral_norm`` but
     no part reparametrises D's weights (spectral norm is no longer implicit)."""
     if getattr(discriminator, "wants_spectral_norm", False) and not any(p.d_weights is not None for p in parts):
-        raise ValueError(f"the discriminator ({type(discriminator).__name__}) declares wants_spectral_norm, but no part "
-                         "normalises its weights: add ganfn.parts.spectral_norm() to parts= (ganfn.recipes.sngan()), or set "
-                         "its wants_spectral_norm = False to train it without")
+        raise ValueError(f"the discriminator ({type(discriminator).__name__}) declares wants_spectral_norm, "
+                         "but no part normalises its weights: add ganfn.parts.spectral_norm() to parts= "
+                         "(ganfn.recipes.sngan()), or set its wants_spectral_norm = False to train it without")
 
 
 class PartInfo(NamedTuple):

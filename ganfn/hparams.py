@@ -16,7 +16,7 @@ from . import schedules as _sched
 from .parts.base import Hyper
 from .validate import Range, check_range
 
-__all__ = ["OPT_ALIASES", "apply_overrides", "expand", "make_hparams"]
+__all__ = ["OPT_ALIASES", "aliases", "apply_overrides", "expand", "make_hparams"]
 
 OPT_ALIASES = {"lr": "lr", "b1": "b1", "b2": "b2", "beta1": "b1", "beta2": "b2", "eps": "eps",
                "weight_decay": "weight_decay", "momentum": "momentum", "alpha": "alpha",
@@ -75,3 +75,13 @@ def apply_overrides(overrides: Mapping[str, float | Tensor], defaults: Mapping[s
         else:
             known = sorted(set(hp) | {f"{a}_{n}" for a in OPT_ALIASES for n in "gd"})
             raise ValueError(f"unknown hyperparameter {key!r}; known: {known}")
+
+
+def aliases(hp: dict) -> dict[str, str]:
+    """The flat keys of namespaced hyperparameters (``ema_decay`` for
+    ``ema_slow/ema_decay``: ``parts.named``) where exactly one part declares them."""
+    short: dict[str, list[str]] = {}
+    for k in hp:
+        if "/" in k:
+            short.setdefault(k.split("/", 1)[1], []).append(k)
+    return {s: ks[0] for s, ks in short.items() if len(ks) == 1 and s not in hp}

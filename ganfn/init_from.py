@@ -50,7 +50,8 @@ def load_weights(spec: str | os.PathLike) -> dict[str, dict[str, Tensor]]:
     state = ck["state"]
     stacked = state.step.dim() == 1
     if member is not None and not stacked:
-        raise ValueError(f"--init-from {spec}: member {member} asked for, but {path} is a single run (drop ':{member}')")
+        raise ValueError(f"--init-from {spec}: member {member} asked for, but {path} is a single run "
+                         f"(drop ':{member}')")
     k = member or 0
     if stacked and not 0 <= k < state.step.shape[0]:
         raise ValueError(f"--init-from {spec}: the run has {state.step.shape[0]} members, no member {k}")

@@ -75,7 +75,8 @@ def check_step_inputs(gan: Any, state: TrainState, real: Any, noise: Noise) -> N
 def how_called(num_classes: int | None) -> str:
     """How a GAN calls G and D, for error messages."""
     if num_classes:
-        return f"this GAN is conditional (num_classes={num_classes}), so it calls G(z, y) and D(x, y) with int64 labels y [B]"
+        return (f"this GAN is conditional (num_classes={num_classes}), so it calls G(z, y) and D(x, y) "
+                "with int64 labels y [B]")
     return "this GAN is unconditional, so it calls G(z) and D(x); for class-conditional networks pass num_classes=K"
 
 

@@ -195,7 +195,8 @@ def _start(run: Run, config: Mapping[str, Any] | None, trackers: Sequence[Tracke
     evaluator, population = run.evaluator, run.population
     if run.run_path is not None and run.main:
         members = len(run.seeds) if run.stacked else None
-        run.logger = fanout([tb.TensorBoardLogger(run.run_path / "tb", members), *(t(run.run_path, members) for t in trackers)])
+        run.logger = fanout([tb.TensorBoardLogger(run.run_path / "tb", members),
+                             *(t(run.run_path, members) for t in trackers)])
         run.logger.log_params(act.param_rows(run, config))
         if config is not None:
             run.run_path.mkdir(parents=True, exist_ok=True)
@@ -337,7 +338,8 @@ def _finish(run: Run, step: int, last_metrics: Mapping[str, Tensor], wall: float
         h["last"] = {"step": step, **{k: act.to_float(v) for k, v in last_metrics.items()}}
     if run.population is not None:
         h["population"] = run.population.lineage.to_dict()
-        h["diverged_at"], h["halved_at"] = run.population.lineage.split_frozen(h["diverged_at"])  # halving is not divergence
+        # halving is not divergence
+        h["diverged_at"], h["halved_at"] = run.population.lineage.split_frozen(h["diverged_at"])
     h["steps_run"] = step - run.start
     h["wall_time_s"] = wall
     h["steps_per_s"] = (step - run.start) / wall if wall > 0 else None
@@ -350,6 +352,7 @@ def _finish(run: Run, step: int, last_metrics: Mapping[str, Tensor], wall: float
             run.logger.log_params([{**row, **{f"{k}_end": v for k, v in lin.final_values(i).items()}}
                                    for i, row in enumerate(act.param_rows(run, config))])
         run.logger.log_summary(h["final"].get("figures") or [{} for _ in run.seeds])
+        assert run.run_path is not None  # _start makes a logger only for a run with a directory
         for f in act.output_files(run.run_path):
             run.logger.log_artifact(f)
         run.logger.close()

@@ -85,10 +85,11 @@ def log(run: "Run", step: int, metrics: Mapping[str, Tensor]) -> None:
     # Only at multiples of log_every (never "at the end"): a run stopped and
     # resumed must keep exactly the history of one that was not.
     rec = {"step": step, **{k: to_float(v) for k, v in metrics.items()}}
-    if run.population is not None and isinstance(rec.get("diverged"), list):
+    diverged = rec.get("diverged")
+    if run.population is not None and isinstance(diverged, list):
         # Halving freezes through the divergence flag: a halved member is recorded as halved.
-        halved = run.population.lineage.halved_at(len(rec["diverged"]))
-        rec["diverged"] = [0.0 if h >= 0 else d for d, h in zip(rec["diverged"], halved)]
+        halved = run.population.lineage.halved_at(len(diverged))
+        rec["diverged"] = [0.0 if h >= 0 else d for d, h in zip(diverged, halved, strict=True)]
         rec["halved"] = [float(h >= 0) for h in halved]
     run.history["train"].append(rec)
     if run.logger is not None:
@@ -106,7 +107,10 @@ def member_samples(run: "Run") -> list[Tensor]:
 def member_figures(run: "Run") -> list[dict[str, float]]:
     """Each member's figures from the run's evaluator on the evaluation latents, with its standing statistics
     (a population split across ranks: every member's, gathered from its rank)."""
-    out = evaluate_members(run.evaluator, run.gan, run.state, run.eval_z, run.stacked, run.eval_y, standing=run.standing_stats)
+    # setup draws the evaluation latents whenever there is an evaluator, and figures are asked for only then
+    assert run.evaluator is not None and run.eval_z is not None
+    out = evaluate_members(run.evaluator, run.gan, run.state, run.eval_z, run.stacked, run.eval_y,
+                           standing=run.standing_stats)
     return out if run.split is None else split_members.gather_objects(run.split, out, "an evaluation")
 
 
@@ -177,7 +181,8 @@ def population_round(run: "Run", step: int) -> None:
 
 
 def param_rows(run: "Run", config: Mapping[str, Any] | None) -> list[dict[str, Any]]:
-    """Each member's settings for the trackers: the run's config (plain values and None), its hyperparameters and seed."""
+    """Each member's settings for the trackers: the run's config (plain values and None), its hyperparameters and
+    seed."""
     base = {k: v for k, v in (config or {}).items() if v is None or isinstance(v, (int, float, str, bool))}
     return [{**base, **hp, "seed": s} for hp, s in zip(run.hp_list, run.seeds, strict=True)]
 
@@ -246,18 +251,20 @@ def write_outputs(run: "Run", config: Mapping | None) -> None:
     ref = run.evaluator.reference if run.evaluator else None
     pics = [picture(s, ref, _cols(run)) for s in samples]
     scale = max(1, 480 // max(pics[0].shape[-1], 1)) if samples[0].dim() == 4 else 1
-    by_class = run.fixed_y is not None and samples[0].dim() == 4  # one row per class: each row labelled with it
+    # one row per class, each labelled with it (fixed classes come only with a conditional GAN's num_classes)
+    classes = run.gan.num_classes if run.fixed_y is not None and samples[0].dim() == 4 else None
     if len(pics) == 1:
-        if by_class:
-            figures.class_rows(samples[0], run.gan.num_classes, path / "samples.png")
+        if classes is not None:
+            figures.class_rows(samples[0], classes, path / "samples.png")
         else:
             tb.save_png(pics[0], path / "samples.png", scale=scale)
     else:
         labels = member_labels(run)
         assert labels is not None  # several pictures: a stacked run
         for i, p in enumerate(pics):
-            if by_class:
-                figures.class_rows(samples[i], run.gan.num_classes, path / f"samples_member{i:02d}.png", title=labels[i])
+            if classes is not None:
+                figures.class_rows(samples[i], classes, path / f"samples_member{i:02d}.png",
+                                   title=labels[i])
             else:
                 tb.save_png(tb.labelled(tb.upscale(p, scale), labels[i]), path / f"samples_member{i:02d}.png")
         # All members' grids tiled into one picture, member 0 top left, each captioned
@@ -270,6 +277,7 @@ def write_outputs(run: "Run", config: Mapping | None) -> None:
     figures.run_figures(path, run.history, primary=ev.primary if ev else None, n_samples=ev.n_samples if ev else None,
                         higher_is_better=ev.higher_is_better if ev else None, samples=samples,
                         hparams=run.hp_list if run.stacked else None, seeds=run.seeds if run.stacked else None)
+    # "protocol": what the figures depend on
     out = {"config": dict(config) if config else None, "seeds": run.seeds, "hparams": run.hp_list, **run.history,
-           "protocol": ev.card._asdict() if ev is not None and ev.card is not None else None}  # what the figures depend on
+           "protocol": ev.card._asdict() if ev is not None and ev.card is not None else None}
     write_json(path / "metrics.json", out)

@@ -85,7 +85,8 @@ class Run:
     standing_stats: int = 0  # batches of standing BatchNorm statistics for samples and figures (0: the live G's)
     t0: float = 0.0
     extra: dict = field(default_factory=dict)
-    split: Any = None  # a population split across ranks (ganfn.distributed.members.Split): state, rngs are this rank's members
+    # a population split across ranks (ganfn.distributed.members.Split): state, rngs are this rank's members
+    split: Any = None
 
 
 def check_args(gan: GAN, steps: int, batch_size: int, precision: str, on_nonfinite: str, every: Mapping[str, int],
@@ -112,7 +113,8 @@ def check_args(gan: GAN, steps: int, batch_size: int, precision: str, on_nonfini
 
 
 def _members(gan: GAN, seed: int, seeds: Sequence[int] | None, hparams: Any, device: torch.device, compile: bool,
-             world: Any, split: str = "batch") -> tuple[bool, list[int], list[dict], TrainState, list[torch.Generator], Callable, Any]:
+             world: Any, split: str = "batch"
+             ) -> tuple[bool, list[int], list[dict], TrainState, list[torch.Generator], Callable, Any]:
     """The initial state, RNGs and step function of a single or stacked run (split across ranks:
     this rank's members' state and RNGs, and the :class:`~ganfn.distributed.members.Split`)."""
     if seeds is not None:
@@ -129,7 +131,8 @@ def _members(gan: GAN, seed: int, seeds: Sequence[int] | None, hparams: Any, dev
             step_fn = split_members.make_step(sp, steps.make_step(gan, members=True, compile=compile))
             return True, seeds, hp_list, state, ensemble.rngs(seeds[sp.lo:sp.hi], device), step_fn, sp
         state = ensemble.init_many(gan, seeds, hp_list)
-        step_fn = steps.make_step(gan, members=True, reduce="all_reduce" if world.distributed else None, compile=compile)
+        step_fn = steps.make_step(gan, members=True, reduce="all_reduce" if world.distributed else None,
+                                  compile=compile)
         return True, seeds, hp_list, state, ensemble.rngs(seeds, device), step_fn, None
     if split == "members":
         raise ValueError("split='members' (--split members) spreads the members of a population over the ranks: "
@@ -202,8 +205,9 @@ def _resolve_resume(resume: str | os.PathLike, device: torch.device) -> tuple[Pa
 def setup(gan: GAN, data: Tensor | Callable, *, steps: int, device: str | torch.device = "cpu",
           run_dir: str | os.PathLike | None = None, seed: int = 0, seeds: Sequence[int] | None = None,
           hparams: Any = None, data_seed: int | None = None, evaluator: Evaluator | None = None, keep: int = 3,
-          resume: bool | str | os.PathLike = False, compile: bool = False, print_fn: Callable[[str], None] | None = None,
-          n_fixed: int = 64, population: Any = None, split: str = "batch") -> Run:
+          resume: bool | str | os.PathLike = False, compile: bool = False,
+          print_fn: Callable[[str], None] | None = None, n_fixed: int = 64, population: Any = None,
+          split: str = "batch") -> Run:
     """A :class:`Run` ready to train: state (fresh or resumed), RNGs, step function, data position, fixed latents.
 
     Writes nothing. Raises :class:`FinishedRunError` when resuming a run already
@@ -222,7 +226,8 @@ def setup(gan: GAN, data: Tensor | Callable, *, steps: int, device: str | torch.
     say = (print_fn or default_print) if main else (lambda _msg: None)
     if split not in SPLITS:
         raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
-    stacked, seeds, hp_list, state, rngs, step_fn, sp = _members(gan, seed, seeds, hparams, device, compile, world, split)
+    stacked, seeds, hp_list, state, rngs, step_fn, sp = _members(gan, seed, seeds, hparams, device, compile, world,
+                                                                 split)
     state = tree_map(lambda t: t.to(device), state)
     like = state.g.params[next(iter(state.g.params))]
     is_sampler = callable(data) and not isinstance(data, Tensor)

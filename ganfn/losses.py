@@ -29,25 +29,8 @@ from torch import Tensor
 
 Target = float | Tensor
 
-__all__ = [
-    "LossPair",
-    "minimax",
-    "non_saturating",
-    "wasserstein",
-    "hinge",
-    "least_squares",
-    "get",
-    "with_targets",
-    "bce",
-    "LOSSES",
-    "bce_with_logits",
-    "rpgan",
-    "ragan",
-    "RELATIVISTIC",
-    "top_k_mask",
-    "top_k_count",
-    "top_k",
-]
+__all__ = ["LossPair", "minimax", "non_saturating", "wasserstein", "hinge", "least_squares", "get", "with_targets",
+           "bce", "LOSSES", "bce_with_logits", "rpgan", "ragan", "RELATIVISTIC", "top_k_mask", "top_k_count", "top_k"]
 
 
 def _identity(out: Any) -> Any:
@@ -218,7 +201,8 @@ assumes the default targets.
 
 def _need_real(real_out: Tensor | None, name: str) -> Tensor:
     if real_out is None:
-        raise ValueError(f"{name}'s generator loss compares fake with real outputs: pass real_out= (D's outputs on a real batch)")
+        raise ValueError(f"{name}'s generator loss compares fake with real outputs: "
+                         "pass real_out= (D's outputs on a real batch)")
     return _rows(real_out)
 
 
@@ -229,10 +213,11 @@ def _rows(x: Tensor) -> Tensor:
 
 def _check_paired(real: Tensor, fake: Tensor, name: str) -> None:
     if real.shape[0] != fake.shape[0]:
-        raise ValueError(f"{name} pairs real sample i with fake sample i: batch sizes differ ({real.shape[0]} real, {fake.shape[0]} fake)")
+        raise ValueError(f"{name} pairs real sample i with fake sample i: batch sizes differ "
+                         f"({real.shape[0]} real, {fake.shape[0]} fake)")
     if real.shape != fake.shape:
-        raise ValueError(f"{name} pairs real and fake scores patch by patch: D gave {real.shape[1]} scores per real sample "
-                         f"but {fake.shape[1]} per fake one")
+        raise ValueError(f"{name} pairs real and fake scores patch by patch: "
+                         f"D gave {real.shape[1]} scores per real sample but {fake.shape[1]} per fake one")
 
 
 def _softplus(x: Tensor) -> Tensor:
@@ -273,7 +258,8 @@ size. Targets do not apply and are ignored.
 
 def _ra_d_parts(real_out, fake_out, *, reduction="mean", **_):
     r, f = _rows(real_out), _rows(fake_out)
-    return _reduce(_per_sample(_softplus(-(r - f.mean()))), reduction), _reduce(_per_sample(_softplus(f - r.mean())), reduction)
+    return (_reduce(_per_sample(_softplus(-(r - f.mean()))), reduction),
+            _reduce(_per_sample(_softplus(f - r.mean())), reduction))
 
 
 def _ra_g(fake_out, *, real_out: Tensor | None = None, reduction="mean", **_):
@@ -324,8 +310,8 @@ def get(loss: str | LossPair) -> LossPair:
     )
 
 
-def with_targets(loss: str | LossPair, *, real_label: float | Tensor | None = None, fake_label: float | Tensor | None = None,
-                 g_target: float | Tensor | None = None) -> LossPair:
+def with_targets(loss: str | LossPair, *, real_label: float | Tensor | None = None,
+                 fake_label: float | Tensor | None = None, g_target: float | Tensor | None = None) -> LossPair:
     """``loss`` with its own targets (``None`` keeps the loss's): ``real_label=0.9``
     is one-sided label smoothing (Salimans et al., 2016). A ``GAN`` keeps them per
     member as hyperparameters of the same names."""
@@ -334,7 +320,8 @@ def with_targets(loss: str | LossPair, *, real_label: float | Tensor | None = No
     return lp._replace(targets={**lp.targets, **{k: v for k, v in given.items() if v is not None}})
 
 
-def bce(*, real_label: float | Tensor = 1.0, fake_label: float | Tensor = 0.0, g_target: float | Tensor = 1.0) -> LossPair:
+def bce(*, real_label: float | Tensor = 1.0, fake_label: float | Tensor = 0.0,
+        g_target: float | Tensor = 1.0) -> LossPair:
     """The non-saturating BCE loss with its targets, e.g. ``bce(real_label=0.9)``."""
     return with_targets(non_saturating, real_label=real_label, fake_label=fake_label, g_target=g_target)
 

@@ -15,7 +15,8 @@ Any hyperparameter may also be a :mod:`ganfn.schedules` value (``lr``, a beta,
 ...): it is stored as its fields (``hp["lr.start"]``, ...) and evaluated at the
 update count on each update. The ``schedule=`` argument is a multiplier of the
 base learning rate (:func:`exponential_decay`, :func:`linear_warmup`,
-:func:`linear_decay`); :func:`clip_by_global_norm` wraps any optimizer. Results match ``torch.optim`` (see ``tests/test_optim.py``).
+:func:`linear_decay`); :func:`clip_by_global_norm` wraps any optimizer. Results match ``torch.optim``
+(see ``tests/test_optim.py``).
 """
 from __future__ import annotations
 
@@ -33,20 +34,8 @@ from .validate import Range, check_range
 Schedule = Callable[[Tensor], Tensor]
 Hyper = float | Tensor
 
-__all__ = [
-    "Optimizer",
-    "sgd",
-    "adam",
-    "adamw",
-    "rmsprop",
-    "clip_by_global_norm",
-    "loss_scaled",
-    "constant",
-    "exponential_decay",
-    "linear_warmup",
-    "linear_decay",
-    "get",
-]
+__all__ = ["Optimizer", "sgd", "adam", "adamw", "rmsprop", "clip_by_global_norm", "loss_scaled", "constant",
+           "exponential_decay", "linear_warmup", "linear_decay", "get"]
 
 
 class Optimizer(NamedTuple):
@@ -99,7 +88,8 @@ def linear_decay(total_steps: int, end: float = 0.0) -> Schedule:
     ``end``: :func:`ganfn.schedules.linear` ``(1, end, total_steps)`` as a multiplier."""
     if total_steps < 1:
         raise ValueError(f"total_steps must be >= 1, got {total_steps}")
-    return _sched.linear(1.0, end, total_steps)
+    # mypy does not see a NamedTuple's __call__ as making it callable; Schedule.__call__ takes a step tensor.
+    return _sched.linear(1.0, end, total_steps)  # type: ignore[return-value]
 
 
 # -- hyperparameter handling ----------------------------------------------------------
@@ -272,6 +262,60 @@ def sgd(lr: Hyper, momentum: Hyper = 0.0, *, nesterov: bool = False, dampening: 
     return _make("sgd", hypers, ("momentum_buffer",) if use_momentum else (), step, schedule, fixed)
 
 
+def _adam_scalars(hp: dict, t: Any, sqrt: Callable, use_wd: bool) -> dict:
+    """Adam's per-update coefficients from the hyperparameters ``hp`` at update ``t = count + 1``."""
+    # From 0-d float64 tensors (t as float64, sqrt = torch.sqrt) or from the same values as Python floats (math.sqrt):
+    # both are IEEE float64 arithmetic, op for op, so they agree to the bit (tests/test_optim_foreach.py).
+    # torch.optim.Adam's p -= s * m / (sqrt(v) / c + eps), with s = lr / (1 - b1^t) and c = sqrt(1 - b2^t), rewritten
+    # as p += (-s c) * m / (sqrt(v) + eps c), which is one addcdiv, and v = b2 v + (1 - b2) g^2 as lerp(v, g^2, 1 - b2):
+    # equal up to round-off, and 6 passes over the parameters (8 off the CPU) instead of 11.
+    bc2_sqrt = sqrt(1 - hp["b2"] ** t)
+    return {
+        **({"decay": 1 - hp["lr"] * hp["weight_decay"], "wd": hp["weight_decay"]} if use_wd else {}),
+        "w1": 1 - hp["b1"],
+        "w2": 1 - hp["b2"],
+        "eps_c": hp["eps"] * bc2_sqrt,
+        "neg_step_c": -(hp["lr"] / (1 - hp["b1"] ** t) * bc2_sqrt),
+    }
+
+
+def _adam_foreach(flat: tuple, hp: dict, count: Tensor, use_wd: bool, decoupled: bool) -> tuple[PyTree, dict]:
+    """One Adam update of a whole leaf list (``flat`` from :func:`_foreach_lists`) as foreach calls: the per-leaf
+    path's arithmetic op for op (bit-identical: tests/test_optim_foreach.py). The new parameters and slots."""
+    # In-place ops touch only fresh temporaries, never an input.
+    treedef, p, (g, m, v) = flat
+    n, dtype = len(p), p[0].dtype
+    host = p[0].device.type == "cpu" and dtype in (torch.float32, torch.float64)
+    if host:
+        # Reading a CPU scalar costs no synchronisation: the coefficients as Python floats save ~30 tensor
+        # dispatches per update, and make the last pass one addcdiv (whose value must be a number). Each op casts
+        # a float to the parameters' dtype as the tensor path does below.
+        c = _adam_scalars({k: x.item() for k, x in hp.items()}, count.item() + 1.0, math.sqrt, use_wd)
+        w = lambda x: x
+    else:
+        # Other dtypes would cast a number to float32 (their op math), not to their own dtype as the per-leaf path
+        # does; CUDA would synchronise.
+        c = {k: x.to(dtype) for k, x in _adam_scalars(hp, (count + 1).to(torch.float64), torch.sqrt, use_wd).items()}
+        w = lambda x: [x] * n
+    if use_wd and decoupled:
+        p = torch._foreach_mul(p, c["decay"])
+    elif use_wd:
+        g = torch._foreach_add(g, torch._foreach_mul(p, c["wd"]))
+    m = torch._foreach_lerp(m, g, w(c["w1"]))
+    v = torch._foreach_lerp(v, torch._foreach_mul(g, g), w(c["w2"]))
+    denom = torch._foreach_sqrt(v)
+    torch._foreach_add_(denom, c["eps_c"])
+    if host:
+        # addcdiv computes p + (value * m) / denom, as the per-leaf path does.
+        new_p = torch._foreach_addcdiv(p, m, denom, c["neg_step_c"])
+    else:
+        upd = torch._foreach_mul(m, c["neg_step_c"])
+        torch._foreach_div_(upd, denom)
+        new_p = torch._foreach_add(p, upd)
+    unflat = lambda xs: optree.tree_unflatten(treedef, xs)
+    return unflat(new_p), {"mu": unflat(m), "nu": unflat(v)}
+
+
 def _adam_like(name: str, lr, b1, b2, eps, weight_decay, decoupled: bool, schedule) -> Optimizer:
     check_range("lr", lr, Range(0.0))
     check_range("beta1", b1, Range(0.0, 1.0, high_open=True))
@@ -280,65 +324,11 @@ def _adam_like(name: str, lr, b1, b2, eps, weight_decay, decoupled: bool, schedu
     check_range("weight_decay", weight_decay, Range(0.0))
     use_wd = not _is_zero(weight_decay)
 
-    def scalars(hp: dict, t, sqrt: Callable) -> dict:
-        # The per-update coefficients, from 0-d float64 tensors (t = count + 1 as
-        # float64, sqrt = torch.sqrt) or from the same values as Python floats
-        # (math.sqrt): both are IEEE float64 arithmetic, op for op, so they agree
-        # to the bit (tests/test_optim_foreach.py).
-        # torch.optim.Adam's p -= s * m / (sqrt(v) / c + eps), with s = lr / (1 - b1^t)
-        # and c = sqrt(1 - b2^t), rewritten as p += (-s c) * m / (sqrt(v) + eps c),
-        # which is one addcdiv, and v = b2 v + (1 - b2) g^2 as lerp(v, g^2, 1 - b2):
-        # equal up to round-off, and 6 passes over the parameters (8 off the CPU) instead of 11.
-        bc2_sqrt = sqrt(1 - hp["b2"] ** t)
-        return {
-            **({"decay": 1 - hp["lr"] * hp["weight_decay"], "wd": hp["weight_decay"]} if use_wd else {}),
-            "w1": 1 - hp["b1"],
-            "w2": 1 - hp["b2"],
-            "eps_c": hp["eps"] * bc2_sqrt,
-            "neg_step_c": -(hp["lr"] / (1 - hp["b1"] ** t) * bc2_sqrt),
-        }
-
     def step(grads, params, slots, hp, count):
-        from_tensors = lambda: scalars(hp, (count + 1).to(torch.float64), torch.sqrt)
         flat = _foreach_lists(params, (grads, slots["mu"], slots["nu"]), hp)
         if flat is not None:
-            # The same arithmetic as `leaf` below, op for op, as foreach calls over
-            # the whole leaf list (bit-identical: tests/test_optim_foreach.py).
-            # In-place ops touch only fresh temporaries, never an input.
-            treedef, p, (g, m, v) = flat
-            n, dtype = len(p), p[0].dtype
-            host = p[0].device.type == "cpu" and dtype in (torch.float32, torch.float64)
-            if host:
-                # Reading a CPU scalar costs no synchronisation: the coefficients as
-                # Python floats save ~30 tensor dispatches per update, and make the
-                # last pass one addcdiv (whose value must be a number). Each op casts
-                # a float to the parameters' dtype as the tensor path does below.
-                c = scalars({k: x.item() for k, x in hp.items()}, count.item() + 1.0, math.sqrt)
-                w = lambda x: x
-            else:
-                # Other dtypes would cast a number to float32 (their op math), not to
-                # their own dtype as `leaf` does; CUDA would synchronise.
-                c = {k: x.to(dtype) for k, x in from_tensors().items()}
-                w = lambda x: [x] * n
-            if use_wd and decoupled:
-                p = torch._foreach_mul(p, c["decay"])
-            elif use_wd:
-                g = torch._foreach_add(g, torch._foreach_mul(p, c["wd"]))
-            m = torch._foreach_lerp(m, g, w(c["w1"]))
-            v = torch._foreach_lerp(v, torch._foreach_mul(g, g), w(c["w2"]))
-            denom = torch._foreach_sqrt(v)
-            torch._foreach_add_(denom, c["eps_c"])
-            if host:
-                # addcdiv computes p + (value * m) / denom, as `leaf` does.
-                new_p = torch._foreach_addcdiv(p, m, denom, c["neg_step_c"])
-            else:
-                upd = torch._foreach_mul(m, c["neg_step_c"])
-                torch._foreach_div_(upd, denom)
-                new_p = torch._foreach_add(p, upd)
-            unflat = lambda xs: optree.tree_unflatten(treedef, xs)
-            return unflat(new_p), {"mu": unflat(m), "nu": unflat(v)}
-
-        sc = from_tensors()
+            return _adam_foreach(flat, hp, count, use_wd, decoupled)
+        sc = _adam_scalars(hp, (count + 1).to(torch.float64), torch.sqrt, use_wd)
         if torch.compiler.is_compiling():
             sc = _computed_once(sc)
 

@@ -32,8 +32,8 @@ from torch import Tensor
 
 from .ensemble import freeze, frozen, num_members
 
-__all__ = ["Bounds", "Metric", "metric", "ranking", "hyperparameters", "set_hyperparameters", "check_space", "draw_in", "rank", "scores_from_figures",
-           "exploit_explore", "halve", "refill"]
+__all__ = ["Bounds", "Metric", "metric", "ranking", "hyperparameters", "set_hyperparameters", "check_space", "draw_in",
+           "rank", "scores_from_figures", "exploit_explore", "halve", "refill"]
 
 
 class Bounds(NamedTuple):

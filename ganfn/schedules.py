@@ -25,7 +25,7 @@ functions of the step, computed in float64, with no data-dependent control flow.
 from __future__ import annotations
 
 import math
-from typing import Any, Mapping, NamedTuple, Sequence
+from typing import Any, Mapping, NamedTuple, Sequence, TypeGuard
 
 import torch
 from torch import Tensor
@@ -59,7 +59,7 @@ class Schedule(NamedTuple):
             check_range(f"{name}.{f}", v, valid if f in self.value_fields else _STEPS)
 
 
-def is_schedule(value: Any) -> bool:
+def is_schedule(value: Any) -> TypeGuard[Schedule]:
     """Whether ``value`` is a :class:`Schedule` (else a plain number or tensor)."""
     return isinstance(value, Schedule)
 
@@ -91,7 +91,8 @@ def piecewise(boundaries: Sequence[Value], values: Sequence[Value]) -> Schedule:
     """``values[0]`` before step ``boundaries[0]``, ``values[i]`` from step
     ``boundaries[i-1]`` on (``len(values) == len(boundaries) + 1``)."""
     if len(values) != len(boundaries) + 1:
-        raise ValueError(f"piecewise needs one value more than boundaries, got {len(values)} values and {len(boundaries)} boundaries")
+        raise ValueError(f"piecewise needs one value more than boundaries, got {len(values)} values and "
+                         f"{len(boundaries)} boundaries")
     plain = [float(b) for b in boundaries if not isinstance(b, Tensor)]
     if plain != sorted(plain):
         raise ValueError(f"piecewise boundaries must be increasing, got {list(boundaries)}")
@@ -100,7 +101,9 @@ def piecewise(boundaries: Sequence[Value], values: Sequence[Value]) -> Schedule:
 
 
 def _f64(v: Value, like: Tensor) -> Tensor:
-    return torch.as_tensor(v, dtype=torch.float64, device=like.device) if not isinstance(v, Tensor) else v.to(torch.float64)
+    if isinstance(v, Tensor):
+        return v.to(torch.float64)
+    return torch.as_tensor(v, dtype=torch.float64, device=like.device)
 
 
 def at(kind: str, fields: Mapping[str, Value], step: int | Tensor) -> Tensor:
@@ -132,7 +135,8 @@ def flat(key: str, value: Any) -> dict[str, Any]:
     return {key: value}
 
 
-def resolve(hp: Mapping[str, Tensor], scheduled: Mapping[str, Schedule], keys: Sequence[str], step: Tensor) -> dict[str, Tensor]:
+def resolve(hp: Mapping[str, Tensor], scheduled: Mapping[str, Schedule], keys: Sequence[str],
+            step: Tensor) -> dict[str, Tensor]:
     """``{key: value at step}`` for ``keys``: a plain key read from ``hp``, a
     scheduled one (its template in ``scheduled``) evaluated from its stored
     fields ``hp["<key>.<field>"]`` (so each member's own end points are used)."""

@@ -1,4 +1,5 @@
-"""One step factory: every train step a run uses (single, members, data-parallel, compiled) comes from :func:`make_step`.
+"""One step factory: every train step a run uses (single, members, data-parallel, compiled) comes from
+:func:`make_step`.
 
 All of them run :func:`ganfn.step.run`; they differ in how the primitives are
 lifted (one state, ``vmap`` over stacked members) and in the reduce between
@@ -12,7 +13,6 @@ from __future__ import annotations
 import os
 import warnings
 from typing import Any, Callable
-
 
 from . import compiling
 
@@ -38,19 +38,20 @@ def with_fallback(compiled: Callable, eager: Callable, what: str, check: Callabl
         if use_compiled[0]:
             try:
                 return compiled(state, real, noise)
-            except Exception as e:  # noqa: BLE001 - any compiler failure falls back to the same pure step
+            except Exception as e:  # any compiler failure falls back to the same pure step
                 use_compiled[0] = False
                 msg = str(e).strip().splitlines()[0] if str(e).strip() else ""
-                warnings.warn(f"ganfn: torch.compile of {what} failed ({type(e).__name__}: {msg[:300]}); running it eagerly "
-                              "instead (same results, slower). Pass compile=False (or set GANFN_NO_COMPILE=1) to skip the attempt.",
+                warnings.warn(f"ganfn: torch.compile of {what} failed ({type(e).__name__}: {msg[:300]}); "
+                              "running it eagerly instead (same results, slower). "
+                              "Pass compile=False (or set GANFN_NO_COMPILE=1) to skip the attempt.",
                               RuntimeWarning, stacklevel=2)
         return eager(state, real, noise)
 
     return step
 
 
-def make_step(gan: Any, *, members: bool = False, reduce: str | None = None, compile: bool | str = False, isolate: bool = True,
-              shared_data: bool = True) -> Step:
+def make_step(gan: Any, *, members: bool = False, reduce: str | None = None, compile: bool | str = False,
+              isolate: bool = True, shared_data: bool = True) -> Step:
     """The ``step(state, real, noise) -> (state, metrics)`` of a run of ``gan``.
 
     ``members``: a stacked state of S members, vmapped (:func:`ganfn.ensemble.make_step`;
@@ -73,5 +74,6 @@ def make_step(gan: Any, *, members: bool = False, reduce: str | None = None, com
         return gan.train_step
     kw: dict[str, Any] = {}
     if isinstance(compile, str):
-        kw["mode" if compile in ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs") else "backend"] = compile
+        modes = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+        kw["mode" if compile in modes else "backend"] = compile
     return with_fallback(compiling.compile(gan.train_step, **kw), gan.train_step, "train_step")

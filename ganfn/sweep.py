@@ -113,7 +113,8 @@ def _sort_key(value: Any, descending: bool) -> tuple:
 
 
 def rows(members: Sequence[Mapping[str, Any]], metrics: Mapping[str, Any] | Sequence[Mapping[str, Any]] | None = None,
-         *, sort_by: str | Sequence[str] | None = None, descending: bool | Sequence[bool] = False) -> list[dict[str, Any]]:
+         *, sort_by: str | Sequence[str] | None = None,
+         descending: bool | Sequence[bool] = False) -> list[dict[str, Any]]:
     """One row per member: ``{"member": i, **members[i], **metrics of member i}``.
 
     ``metrics`` is a dict of per-member sequences / [S] tensors (an ensemble's
@@ -175,8 +176,8 @@ def _fmt(v: Any) -> str:
 
 
 def table(members: Sequence[Mapping[str, Any]], metrics: Mapping[str, Any] | Sequence[Mapping[str, Any]] | None = None,
-          *, sort_by: str | Sequence[str] | None = None, descending: bool | Sequence[bool] = False, columns: Sequence[str] | None = None,
-          with_summary: bool = False) -> str:
+          *, sort_by: str | Sequence[str] | None = None, descending: bool | Sequence[bool] = False,
+          columns: Sequence[str] | None = None, with_summary: bool = False) -> str:
     """A plain-text (markdown) table of :func:`rows`, optionally followed by a
     ``mean ± std`` line over the non-diverged members (``with_summary``).
 

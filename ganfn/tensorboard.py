@@ -25,7 +25,8 @@ from torch import Tensor
 
 from .loggers.base import member_scalars
 
-__all__ = ["image_grid", "scatter_image", "curve_image", "save_png", "upscale", "labelled", "TensorBoardLogger", "member_dirs"]
+__all__ = ["image_grid", "scatter_image", "curve_image", "save_png", "upscale", "labelled", "TensorBoardLogger",
+           "member_dirs"]
 
 _COLORS = [(31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40), (148, 103, 189), (140, 86, 75)]
 

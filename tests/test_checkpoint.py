@@ -27,8 +27,8 @@ def _assert_same(a, b):
 
 
 def test_round_trip_keeps_every_leaf(tmp_path):
-    gan = _gan(parts=ganfn.recipes.classic(penalties=[ganfn.penalties.gradient_penalty()], spectral_norm=True, replay_size=4,
-                                           ema_decay=0.99))
+    gan = _gan(parts=ganfn.recipes.classic(penalties=[ganfn.penalties.gradient_penalty()], spectral_norm=True,
+                                           replay_size=4, ema_decay=0.99))
     state = gan.init(3, lr_d=1e-3, gp_weight=5.0)
     rng = torch.Generator().manual_seed(0)
     state, _ = gan.train_step(state, torch.randn(8, 2), gan.draw_noise(rng, 8))

@@ -4,7 +4,7 @@ import json
 import pytest
 import torch
 
-from ganfn import cli
+from ganfn import cli, cli_train
 from ganfn import presets as P
 
 torch.set_num_threads(1)
@@ -236,10 +236,10 @@ def test_first_lenet_training_is_announced(tmp_path, capsys, monkeypatch):
     from ganfn.metrics import lenet
 
     monkeypatch.setattr(lenet, "cache_path", lambda *a, **k: tmp_path / "lenet.pt")
-    cli._announce_lenet(P.Config())
+    cli_train._announce_lenet(P.Config())
     assert "training the LeNet that scores digits" in capsys.readouterr().out
     (tmp_path / "lenet.pt").write_bytes(b"")
-    cli._announce_lenet(P.Config())
+    cli_train._announce_lenet(P.Config())
     assert capsys.readouterr().out == ""
 
 
@@ -272,14 +272,16 @@ def _cfg(argv):
 
 
 def test_compile_is_chosen_by_the_run_size_unless_given():
-    assert cli.auto_compile(4, 1000) and cli.auto_compile(16, P.DEFAULT_STEPS)
-    assert not cli.auto_compile(1, 10**6) and not cli.auto_compile(3, 10**6) and not cli.auto_compile(16, 999)
+    assert cli_train.auto_compile(4, 1000) and cli_train.auto_compile(16, P.DEFAULT_STEPS)
+    assert not cli_train.auto_compile(1, 10**6) and not cli_train.auto_compile(3, 10**6)
+    assert not cli_train.auto_compile(16, 999)
     assert _cfg([]).compile is None  # not given: auto
     assert _cfg(["--compile"]).compile is True and _cfg(["--no-compile"]).compile is False
 
 
 def test_speed_line_reports_member_steps_and_the_compile_apart():
     hist = {"steps_per_s": 10.0, "first_step_s": 30.0, "steps_run": 401, "wall_time_s": 40.0}
-    assert cli._rates(hist, 4, compiled=True) == ("10.0 steps/s of training = 40.0 member-steps/s; first step 30.0 s "
-                                                  "(compile included), then 40.0 steps/s = 160.0 member-steps/s")
-    assert cli._rates(hist, 1, compiled=False) == "10.0 steps/s of training"
+    assert cli_train._rates(hist, 4, compiled=True) == ("10.0 steps/s of training = 40.0 member-steps/s; "
+                                                        "first step 30.0 s (compile included), "
+                                                        "then 40.0 steps/s = 160.0 member-steps/s")
+    assert cli_train._rates(hist, 1, compiled=False) == "10.0 steps/s of training"

@@ -21,7 +21,8 @@ def _folder(root: Path, n: int = 8, size: int = 8, mode: str = "L", h: int | Non
     root.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(0)
     for i in range(n):
-        Image.fromarray(rng.integers(0, 256, (h or size, size, 3), dtype=np.uint8)).convert(mode).save(root / f"{i:02d}.png")
+        pixels = rng.integers(0, 256, (h or size, size, 3), dtype=np.uint8)
+        Image.fromarray(pixels).convert(mode).save(root / f"{i:02d}.png")
     return root
 
 
@@ -154,7 +155,8 @@ def test_a_folder_run_saved_before_the_scan_is_rebuilt_at_its_old_shape(tmp_path
     run = tmp_path / "run"
     _train(["--data", str(imgs), "--image-size", "8", "--channels", "3", "--run-dir", str(run)], capsys)
     cfg_file = run / "config.json"
-    old = {k: v for k, v in json.loads(cfg_file.read_text()).items() if k not in ("channels", "max_images", "skip_bad_images")}
+    old = {k: v for k, v in json.loads(cfg_file.read_text()).items()
+           if k not in ("channels", "max_images", "skip_bad_images")}
     assert (P.saved(old).channels, P.saved(old).image_size) == (3, 8)
     old["image_size"] = None
     assert (P.saved(old).channels, P.saved(old).image_size) == (3, 64)  # the old folder default

@@ -35,7 +35,8 @@ def _pens(penalty) -> list:
 def cond_gan(k: int = K, penalty=None, ema: float | None = None, **kw) -> ganfn.GAN:
     G = models.CondMLPGenerator(3, 2, k, 16, 2, out_act=None)
     D = models.CondMLPDiscriminator(2, k, 16, 2)
-    return ganfn.GAN(G, D, latent_dim=3, num_classes=k, parts=recipes.classic(penalties=_pens(penalty), ema_decay=ema), **kw)
+    return ganfn.GAN(G, D, latent_dim=3, num_classes=k, parts=recipes.classic(penalties=_pens(penalty), ema_decay=ema),
+                     **kw)
 
 
 def proj_gan(sn: bool = True, penalty=None, ema: float | None = None, **kw) -> ganfn.GAN:

@@ -52,8 +52,8 @@ SCENARIOS = {
     "wgan_gp": dict(loss="wasserstein", parts=ganfn.recipes.wgan_gp(), n_critic=3, accumulation_steps=2),
     # R1, label smoothing, EMA, spectral norm, instance noise, D skipping by accuracy.
     "ns_extras": dict(loss=ganfn.losses.bce(real_label=0.9), n_gen=2,
-                      parts=ganfn.recipes.classic(penalties=[ganfn.penalties.r1()], spectral_norm=True, instance_noise=0.1,
-                                                  d_skip_accuracy=0.55, ema_decay=0.9)),
+                      parts=ganfn.recipes.classic(penalties=[ganfn.penalties.r1()], spectral_norm=True,
+                                                  instance_noise=0.1, d_skip_accuracy=0.55, ema_decay=0.9)),
     # Weight clipping with RMSprop (WGAN).
     "wgan_clip": dict(loss="wasserstein", parts=ganfn.recipes.wgan(0.01), n_critic=2,
                       g_optimizer=ganfn.optim.rmsprop(5e-3), d_optimizer=ganfn.optim.rmsprop(5e-3)),

@@ -101,7 +101,8 @@ def _worker(rank: int, port: int, out: str) -> None:
                         "checkpoint_every": None, "steps": 4})
         # One process's shards (step 4), resumed by two ranks.
         resumed = _fit(Path(out) / "one_split", resume=True)
-        torch.save({"state": state, "hist": hist, "uneven": uneven, "resumed": resumed}, os.path.join(out, f"rank{rank}.pt"))
+        torch.save({"state": state, "hist": hist, "uneven": uneven, "resumed": resumed},
+                   os.path.join(out, f"rank{rank}.pt"))
     finally:
         gd.teardown()
 
@@ -128,7 +129,7 @@ def spawned(tmp_path_factory):
 def _equal(a, b, what: str) -> None:
     la, lb = optree.tree_leaves(a, none_is_leaf=False), optree.tree_leaves(b, none_is_leaf=False)
     assert optree.tree_structure(a, none_is_leaf=False) == optree.tree_structure(b, none_is_leaf=False), what
-    for p, x, y in zip(optree.tree_paths(a, none_is_leaf=False), la, lb):
+    for p, x, y in zip(optree.tree_paths(a, none_is_leaf=False), la, lb, strict=True):
         assert torch.equal(x, y), f"{what} {p}: max diff {float((x.double() - y.double()).abs().max())}"
 
 
@@ -308,9 +309,10 @@ def test_torchrun_sweep_split_members_resumes_and_matches_one_process(tmp_path):
               "--batch-size", "32", "--n-eval", "200", "--eval-every", "2", "--log-every", "2", "--image-every", "4",
               "--pbt-every", "2", "--halving-at", "4", "--checkpoint-every", "2", "--no-progress"]
     split = tmp_path / "split"
-    for args in (["--steps", "5", "--run-dir", str(split), "--split", "members"], ["--resume", str(split), "--steps", "8"]):
-        torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-addr", "127.0.0.1",
-                    "--master-port", str(_free_port()), "-m", "ganfn"]
+    for args in (["--steps", "5", "--run-dir", str(split), "--split", "members"],
+                 ["--resume", str(split), "--steps", "8"]):
+        torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2",
+                    "--master-addr", "127.0.0.1", "--master-port", str(_free_port()), "-m", "ganfn"]
         r = subprocess.run(torchrun + common + args, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=240)
         assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-3000:]
         assert r.stdout.count("members split across 2 ranks: rank 0: 0-3, rank 1: 4-7") == 1  # rank 0 alone prints
@@ -390,7 +392,8 @@ def test_pack_unpack_roundtrip_one_message_per_dtype(spec, seed):
     bufs = exploit.pack(leaves)
     assert len(bufs) == len({torch.uint8 if dt == torch.bool else dt for _, dt in spec})
     back = exploit.unpack([b.clone() for b in bufs], [torch.empty_like(x) for x in leaves])
-    assert all(x.dtype == y.dtype and x.shape == y.shape and torch.equal(x, y) for x, y in zip(leaves, back))
+    assert all(x.dtype == y.dtype and x.shape == y.shape and torch.equal(x, y)
+               for x, y in zip(leaves, back, strict=True))
 
 
 def test_split_is_a_sweep_option_with_two_choices(capsys):

@@ -23,9 +23,9 @@ from ganfn.testing import (
 )
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "examples"))
-from path_length import lazy_path_length, path_length  # noqa: E402
-from scheduled_r1 import scheduled_r1  # noqa: E402
-from zcr import zcr  # noqa: E402
+from path_length import lazy_path_length, path_length
+from scheduled_r1 import scheduled_r1
+from zcr import zcr
 
 torch.set_num_threads(1)
 B = 6
@@ -61,7 +61,8 @@ def test_path_length_of_a_linear_generator_is_the_closed_form(seed):
     lengths = (ng.parts["path_length"]["y"].double() @ W).norm(dim=1)
     torch.testing.assert_close(aux.parts["path_length"]["metrics"]["length"], lengths.mean(), rtol=1e-5, atol=1e-7)
     new, _ = gan.train_step(state, real, noise)
-    torch.testing.assert_close(new.parts["path_length"]["mean"], lengths.mean(), rtol=1e-5, atol=1e-7)  # the first sets it
+    # the first step sets it
+    torch.testing.assert_close(new.parts["path_length"]["mean"], lengths.mean(), rtol=1e-5, atol=1e-7)
 
 
 def test_lazy_path_length_runs_on_every_second_g_update_only():
@@ -85,8 +86,10 @@ def test_zcr_on_linear_networks_is_the_closed_form(seed):
     W, v = state.g.params["weight"].double(), state.d.params["weight"].double().reshape(-1)
     d_gap = ((nd.parts["zcr"]["dz"].double() @ W.T) @ v).square().mean()  # D(G(z)) - D(G(z+dz)) = -v.W dz
     g_dist = (ng.parts["zcr"]["dz"].double() @ W.T).square().sum(1).mean()
-    torch.testing.assert_close(gan.d_grads(state, real, nd)[2].parts["zcr"]["metrics"]["d_gap"].double(), d_gap, rtol=1e-4, atol=1e-7)
-    torch.testing.assert_close(gan.g_grads(state, ng)[2].parts["zcr"]["metrics"]["g_dist"].double(), g_dist, rtol=1e-4, atol=1e-7)
+    torch.testing.assert_close(gan.d_grads(state, real, nd)[2].parts["zcr"]["metrics"]["d_gap"].double(), d_gap,
+                               rtol=1e-4, atol=1e-7)
+    torch.testing.assert_close(gan.g_grads(state, ng)[2].parts["zcr"]["metrics"]["g_dist"].double(), g_dist,
+                               rtol=1e-4, atol=1e-7)
     plain = _linear(ganfn.parts.Part("none"))
     base = plain.g_grads(plain.init(seed), ng)[0]
     torch.testing.assert_close(gan.g_grads(state, ng)[0].double(), base.double() - 0.5 * g_dist, rtol=1e-4, atol=1e-6)
@@ -136,7 +139,8 @@ def test_example_part_resumes_bit_identically(name, tmp_path):
 @pytest.mark.parametrize("name", sorted(MAKERS))
 def test_example_part_compiles_and_equals_eager(name):
     torch._dynamo.reset()
-    # A BCE loss: the hinge loss can give D's last bias an exactly-zero gradient, whose rounding noise Adam makes a full step.
+    # A BCE loss: the hinge loss can give D's last bias an exactly-zero gradient, whose rounding noise Adam makes a
+    # full step.
     gan = _gan(MAKERS[name](), loss="non_saturating")
     state = ensemble.init_many(gan, [0, 1], HPARAMS[name])
     rng = torch.Generator().manual_seed(5)

@@ -94,7 +94,8 @@ def test_interpolate_writes_one_grid_of_slerped_latents(runs, tmp_path, capsys):
                                                ("cond", None, 4), ("points", None, None)])
 def test_exported_generator_equals_gan_sample(runs, tmp_path, capsys, name, member, klass):
     f = tmp_path / "g.pt"
-    _run(["export", str(runs / name), "--out", str(f), *(["--member", str(member)] if member is not None else [])], capsys)
+    _run(["export", str(runs / name), "--out", str(f), *(["--member", str(member)] if member is not None else [])],
+         capsys)
     g = ganfn.load_generator(f)
     assert isinstance(g, torch.nn.Module) and not g.training
     z = _latents(runs / name, 6, seed=3)

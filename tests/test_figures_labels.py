@@ -20,7 +20,8 @@ torch.set_num_threads(1)
 def _history(values, key="FD-LeNet"):
     """A fit history whose figure ``key`` takes ``values`` at steps 0, 100, ...
     (each a float, or a list of floats for a stacked run)."""
-    recs = [{"step": 100 * i, "figures": [{key: x} for x in (v if isinstance(v, list) else [v])]} for i, v in enumerate(values)]
+    recs = [{"step": 100 * i, "figures": [{key: x} for x in (v if isinstance(v, list) else [v])]}
+            for i, v in enumerate(values)]
     return {"train": [{"step": 1, "d_loss": 1.0, "g_loss": 1.0}], "initial": recs[0], "eval": recs[1:]}
 
 
@@ -44,7 +45,8 @@ def test_log_axis_exactly_when_positive_values_span_a_factor_of_ten(values, memb
     assert (_quality_axis(fig).get_yscale() == "log") == want
 
 
-@pytest.mark.parametrize("values", [[0.0, 2.0, 8.0], [-0.01, 0.5, 3.0], [math.nan, 1.0, 1.5]], ids=["modes-from-0", "negative-kid", "narrow"])
+@pytest.mark.parametrize("values", [[0.0, 2.0, 8.0], [-0.01, 0.5, 3.0], [math.nan, 1.0, 1.5]],
+                         ids=["modes-from-0", "negative-kid", "narrow"])
 def test_linear_axis_for_zero_negative_or_narrow_figures(values):
     fig = figures.training_plot(_history(values, "modes"), primary="modes")
     assert _quality_axis(fig).get_yscale() == "linear"

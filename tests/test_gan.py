@@ -160,8 +160,8 @@ def test_train_step_equals_imperative_pytorch_loop():
     torch.manual_seed(0)
     G, D = small_gan_modules()
     G, D = G.double(), D.double()
-    gan = ganfn.GAN(G, D, latent_dim=3, g_optimizer=optim.adam(1e-2, (0.5, 0.999)), d_optimizer=optim.adam(1e-2, (0.5, 0.999)),
-                    loss=losses.bce(real_label=0.9))
+    gan = ganfn.GAN(G, D, latent_dim=3, g_optimizer=optim.adam(1e-2, (0.5, 0.999)),
+                    d_optimizer=optim.adam(1e-2, (0.5, 0.999)), loss=losses.bce(real_label=0.9))
     state = gan.init(0, reinit=False)
     rng = torch.Generator().manual_seed(0)
     Gi, Di = copy.deepcopy(G), copy.deepcopy(D)
@@ -353,9 +353,11 @@ def test_bad_hyperparameters_raise(kw, msg):
 
 def test_bad_construction_raises():
     G, D = small_gan_modules()
-    for kw, msg in [(dict(loss="wgan_gpp"), "unknown loss 'wgan_gpp'"), (dict(loss=losses.bce(real_label=float("nan"))), "real_label"),
-                    (dict(n_critic=0), "n_critic"), (dict(parts=[parts.ema(1.5)]), "ema_decay"), (dict(latent_dim=0), "latent_dim"),
-                    (dict(g_optimizer=torch.optim.Adam), "ganfn.optim.Optimizer"), (dict(parts=["gp"]), "ganfn.parts.Part")]:
+    for kw, msg in [(dict(loss="wgan_gpp"), "unknown loss 'wgan_gpp'"),
+                    (dict(loss=losses.bce(real_label=float("nan"))), "real_label"),
+                    (dict(n_critic=0), "n_critic"), (dict(parts=[parts.ema(1.5)]), "ema_decay"),
+                    (dict(latent_dim=0), "latent_dim"), (dict(g_optimizer=torch.optim.Adam), "ganfn.optim.Optimizer"),
+                    (dict(parts=["gp"]), "ganfn.parts.Part")]:
         with pytest.raises((ValueError, TypeError), match=msg):
             ganfn.GAN(G, D, **{"latent_dim": 3, **kw})
     with pytest.raises(ValueError, match="lr"):

@@ -1,4 +1,5 @@
-"""The slim GAN: parts run in the order listed, removed short-hands name their part, recipes, losses own their targets."""
+"""The slim GAN: parts run in the order listed, removed short-hands name their part, recipes, losses own their
+targets."""
 from __future__ import annotations
 
 import pytest
@@ -17,7 +18,8 @@ B = 4
 
 
 def _nets():
-    return nn.Sequential(nn.Linear(3, 8), nn.Tanh(), nn.Linear(8, 2)), nn.Sequential(nn.Linear(2, 8), nn.LeakyReLU(0.2), nn.Linear(8, 1))
+    return (nn.Sequential(nn.Linear(3, 8), nn.Tanh(), nn.Linear(8, 2)),
+            nn.Sequential(nn.Linear(2, 8), nn.LeakyReLU(0.2), nn.Linear(8, 1)))
 
 
 def _project_to_zero() -> Part:
@@ -47,7 +49,8 @@ def test_ema_listed_after_a_projection_averages_the_projected_weights(decay, see
         # Projection first: the EMA takes in the projected (zero) weights.
         torch.testing.assert_close(s1.parts["ema"]["params"][k], decay * e0, rtol=1e-6, atol=1e-7)
         # EMA first: it takes in G's updated, unprojected weights.
-        torch.testing.assert_close(b1.parts["ema"]["params"][k], torch.lerp(e0, f1.g.params[k], 1 - decay), rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(b1.parts["ema"]["params"][k], torch.lerp(e0, f1.g.params[k], 1 - decay),
+                                   rtol=1e-5, atol=1e-6)
     assert not torch.allclose(s1.parts["ema"]["params"]["0.weight"], b1.parts["ema"]["params"]["0.weight"])
 
 

@@ -51,7 +51,8 @@ def test_the_first_signal_is_noted_a_second_raises_and_the_handlers_come_back():
 def test_a_handler_python_did_not_set_is_restored_as_the_default(monkeypatch):
     calls = []
     real = signal.signal
-    monkeypatch.setattr(signal, "signal", lambda s, h: calls.append((s, h)) or (None if len(calls) <= 2 else real(s, h)))
+    monkeypatch.setattr(signal, "signal",
+                        lambda s, h: calls.append((s, h)) or (None if len(calls) <= 2 else real(s, h)))
     with deferred_signals():
         pass
     assert calls[2:] == [(signal.SIGINT, signal.SIG_DFL), (signal.SIGTERM, signal.SIG_DFL)]
@@ -85,7 +86,8 @@ def test_fit_stopped_at_any_step_writes_its_files_and_resumes_bit_identically(tm
     kw.update(seeds=[1, 2], hparams=[{"lr_d": 1e-3}, {"lr_d": 3e-4}]) if stacked else kw.update(seed=1)
     full, h_full = fit(gan, data.ring8, run_dir=tmp / "full", **kw)
     part, h_part = fit(gan, data.ring8, run_dir=tmp / "cut", stop=_stop_after(at), **kw)
-    assert h_part["interrupted"] == {"by": "test", "step": at} and h_part["stopped"] == f"interrupted (test) at step {at}"
+    assert h_part["interrupted"] == {"by": "test", "step": at}
+    assert h_part["stopped"] == f"interrupted (test) at step {at}"
     assert checkpoint.CheckpointManager(tmp / "cut" / "checkpoints").latest().name == f"ckpt-{at:08d}.pt"
     assert all((tmp / "cut" / f).is_file() for f in ("samples.png", "losses.png", "metrics.json"))
     assert json.loads((tmp / "cut" / "metrics.json").read_text())["interrupted"]["step"] == at
@@ -184,6 +186,7 @@ def test_sigint_stops_a_run_that_started_with_sigint_ignored(tmp_path):
     # As `cmd &` in a script starts it: Python then installs no KeyboardInterrupt handler of its own.
     run = tmp_path / "run"
     run.mkdir()
-    proc = _start(["train", *RING, "--steps", "1000000"], run, preexec=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
+    proc = _start(["train", *RING, "--steps", "1000000"], run,
+                  preexec=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
     out, err = _interrupt_when_training(proc, run, signal.SIGINT)
     _check_interrupted(proc, out, err, run, "ganfn train", "SIGINT")

@@ -72,7 +72,8 @@ def test_a_missing_tracker_package_is_named_with_its_extra(tmp_path, capsys, mon
     import importlib.util
 
     real = importlib.util.find_spec
-    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name in ("mlflow", "wandb") else real(name, *a))
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name in ("mlflow", "wandb") else real(name, *a))
     for flag in ("mlflow", "wandb"):
         with pytest.raises(SystemExit) as e:
             cli.main(["train", f"--{flag}", "--run-dir", str(tmp_path / "r"), "--steps", "1"])
@@ -236,7 +237,8 @@ def _wandb_run(run_file: Path) -> dict:
             row = {i.key or "/".join(i.nested_key): json.loads(i.value_json) for i in rec.history.item}
             run["history"].setdefault(row.pop("_step"), {}).update(row)
         elif kind == "summary":
-            run["summary"].update({i.key or "/".join(i.nested_key): json.loads(i.value_json) for i in rec.summary.update})
+            run["summary"].update({i.key or "/".join(i.nested_key): json.loads(i.value_json)
+                                   for i in rec.summary.update})
         elif kind == "files":
             run["files"] |= {f.path for f in rec.files.files}
     return run

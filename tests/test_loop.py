@@ -314,7 +314,8 @@ def test_standing_stats_reach_the_figures_and_bad_values_are_refused(tmp_path):
     from ganfn.evaluation import evaluate_members
 
     G = nn.Sequential(nn.Linear(3, 5, bias=False), nn.BatchNorm1d(5), nn.Tanh(), nn.Linear(5, 2))
-    gan = ganfn.GAN(G, nn.Sequential(nn.Linear(2, 8), nn.LeakyReLU(0.2), nn.Linear(8, 1)), latent_dim=3, parts=[parts.ema(0.5)])
+    gan = ganfn.GAN(G, nn.Sequential(nn.Linear(2, 8), nn.LeakyReLU(0.2), nn.Linear(8, 1)), latent_dim=3,
+                    parts=[parts.ema(0.5)])
     ev = Evaluator(lambda s: {"m": float(s.mean())}, "m", n_samples=16)
     sampler = lambda n, g: torch.randn(n, 2, generator=g) + 3
     state, hist = fit(gan, sampler, steps=6, batch_size=8, eval_every=3, evaluator=ev, standing_stats=2, **QUIET)

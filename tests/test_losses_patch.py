@@ -126,7 +126,8 @@ class _Patch(nn.Module):
 
     def __init__(self):
         super().__init__()
-        self.net = nn.Sequential(nn.Conv2d(1, 4, 3, stride=2, padding=1), nn.LeakyReLU(0.2), nn.Conv2d(4, 1, 3, padding=1))
+        self.net = nn.Sequential(nn.Conv2d(1, 4, 3, stride=2, padding=1), nn.LeakyReLU(0.2),
+                                 nn.Conv2d(4, 1, 3, padding=1))
 
     def forward(self, x):
         return self.net(x)
@@ -144,7 +145,8 @@ def test_a_patch_discriminator_trains_with_per_patch_loss_accuracy_and_penalties
     out = gan.d_apply(state.d.params, state.d.buffers, torch.cat([real, aux.fake]))[0]
     assert out.shape == (12, 1, 4, 4)
     o_r, o_f = out[:6], out[6:]
-    want = {"non_saturating": (_bce(o_r, 1.0), _bce(o_f, 0.0)), "hinge": (F.relu(1 - o_r).mean(), F.relu(1 + o_f).mean()),
+    want = {"non_saturating": (_bce(o_r, 1.0), _bce(o_f, 0.0)),
+            "hinge": (F.relu(1 - o_r).mean(), F.relu(1 + o_f).mean()),
             "least_squares": (0.5 * F.mse_loss(o_r, _full(o_r, 1.0)), 0.5 * F.mse_loss(o_f, _full(o_f, 0.0)))}[loss]
     torch.testing.assert_close((aux.d_loss_real, aux.d_loss_fake), want)
     thr = 0.5 if loss == "least_squares" else 0.0

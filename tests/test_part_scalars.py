@@ -69,7 +69,8 @@ def test_ada_reports_its_p_after_every_step_single_and_stacked(p0, speed, seed):
     assert ms["ada/p"].shape == (2,) and torch.equal(ms["ada/p"], new_s.parts["ada"]["p"])
 
 
-@pytest.mark.parametrize("bad", [lambda ctx: {"n": torch.zeros(3)}, lambda ctx: {"n": 1.0}, lambda ctx: torch.zeros(())],
+@pytest.mark.parametrize("bad", [lambda ctx: {"n": torch.zeros(3)}, lambda ctx: {"n": 1.0},
+                                 lambda ctx: torch.zeros(())],
                          ids=["not-0d", "not-a-tensor", "not-a-dict"])
 def test_a_scalars_hook_that_breaks_the_protocol_is_named(bad):
     G, D, latent = models.build("mlp", (2,), hidden=8, depth=1)

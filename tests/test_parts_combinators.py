@@ -66,8 +66,8 @@ def test_every_counts_its_networks_updates_and_reports_nan_where_not_computed():
 
 
 def test_every_eager_skip_equals_the_masked_vmapped_term():
-    assert_vmap_equivalent(_gan(parts.every(2, _g_energy()), penalties.as_part(penalties.r1(1.0, every=3))), [0, 1], steps=4,
-                           batch_size=B)
+    assert_vmap_equivalent(_gan(parts.every(2, _g_energy()), penalties.as_part(penalties.r1(1.0, every=3))), [0, 1],
+                           steps=4, batch_size=B)
 
 
 def test_every_refuses_what_it_cannot_make_lazy():
@@ -90,7 +90,8 @@ def test_starting_at_switches_a_term_on_at_its_step_per_member():
         loss = gan.g_grads(s0._replace(step=torch.tensor(step)), noise)[0]
         want = plain.g_grads(sp, noise)[0] if step >= 2 else base
         torch.testing.assert_close(loss, want.to(loss.dtype))
-    assert_vmap_equivalent(gan, [0, 1], steps=3, batch_size=B, hparams=[{"energy_start_at": 1.0}, {"energy_start_at": 5.0}])
+    assert_vmap_equivalent(gan, [0, 1], steps=3, batch_size=B,
+                           hparams=[{"energy_start_at": 1.0}, {"energy_start_at": 5.0}])
 
 
 def test_starting_at_holds_an_after_hook_until_its_step():

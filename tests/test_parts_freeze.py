@@ -48,7 +48,8 @@ def test_unknown_prefix_is_named():
 
 
 @pytest.mark.parametrize("make, k, want", [
-    (lambda: M.stylegan2(16, 3, z_dim=4, w_dim=4, mapping_layers=1, width=4)[1], 1, ["from_rgb", "conv0.0", "conv1.0", "skip.0"]),
+    (lambda: M.stylegan2(16, 3, z_dim=4, w_dim=4, mapping_layers=1, width=4)[1], 1,
+     ["from_rgb", "conv0.0", "conv1.0", "skip.0"]),
     (lambda: M.ResNetDiscriminator(8, 3, 4), 2, ["blocks.0", "blocks.1"]),
     (lambda: M.r3gan(16, 3, width=[8, 8, 4], blocks=1, group_channels=4)[1], 1, ["inp", "stages.0", "widen.0"]),
 ])

@@ -68,14 +68,15 @@ def test_a_refilled_slot_is_no_longer_halved():
     assert lin.final_values(2) == {"lr_d": 0.5} and lin.final_values(1) == {"lr_d": 1.0}
 
 
-TINY = ["--steps", "4", "--batch-size", "16", "--n-eval", "200", "--eval-every", "2", "--log-every", "1", "--no-progress",
-        "--data", "ring8", "--model", "mlp"]
+TINY = ["--steps", "4", "--batch-size", "16", "--n-eval", "200", "--eval-every", "2", "--log-every", "1",
+        "--no-progress", "--data", "ring8", "--model", "mlp"]
 
 
 def _table(out: str) -> list[dict[str, str]]:
     lines = [line for line in out.splitlines() if line.startswith("| ")]
     head = [c.strip() for c in lines[0].strip("|").split("|")]
-    return [dict(zip(head, (c.strip() for c in line.strip("|").split("|")), strict=True)) for line in lines[1:] if not line.startswith("| mean")]
+    return [dict(zip(head, (c.strip() for c in line.strip("|").split("|")), strict=True))
+            for line in lines[1:] if not line.startswith("| mean")]
 
 
 def test_sweep_table_shows_halving_and_the_values_members_end_with(tmp_path, capsys):
@@ -112,7 +113,8 @@ figure = st.one_of(st.floats(0, 1, allow_nan=False), st.just(math.nan))
 def test_modes_ties_break_on_high_quality_then_kl_in_rank_and_table(rows):
     order = population.ranking("modes")
     assert [m.name for m in order] == ["modes", "high_quality", "kl"]
-    scores, dirs = population.scores_from_figures([dict(zip(["modes", "high_quality", "kl"], r, strict=True)) for r in rows], order)
+    scores, dirs = population.scores_from_figures(
+        [dict(zip(["modes", "high_quality", "kl"], r, strict=True)) for r in rows], order)
     want = _expected(rows)
     assert population.rank(scores, dirs).tolist() == want
     table = sweep.rows([{} for _ in rows], [dict(zip(["modes", "high_quality", "kl"], r, strict=True)) for r in rows],
@@ -133,8 +135,9 @@ def test_tensorboard_hparams_record_the_values_members_end_with(tmp_path):
 
     sched = Schedule({"lr_d": (1e-4, 1e-2)}, every=2, fraction=0.5, metrics=(population.Metric("m", True),), seed=0,
                      perturb=(0.5,), resample_probability=0.0)
-    _, hist = fit(_gan(), data.ring8, steps=4, batch_size=16, eval_every=2, seeds=[0, 1], hparams=[{"lr_d": 1e-3}, {"lr_d": 2e-3}],
-                  evaluator=_evaluator(), population=sched, run_dir=tmp_path, **QUIET)
+    _, hist = fit(_gan(), data.ring8, steps=4, batch_size=16, eval_every=2, seeds=[0, 1],
+                  hparams=[{"lr_d": 1e-3}, {"lr_d": 2e-3}], evaluator=_evaluator(), population=sched, run_dir=tmp_path,
+                  **QUIET)
     lin = Lineage.from_dict(hist["population"])
     copied = next(e["member"] for e in lin.events if e["kind"] == "copy")
     acc = EventAccumulator(str(tmp_path / "tb" / f"member_{copied:02d}"))

@@ -46,7 +46,8 @@ def python_blocks() -> list[tuple[str, str]]:
 
 def not_run(pages: list[str] | None = None) -> set[str]:
     """The commands of plain fenced blocks whose first line starts with ``# Needs ``: parsed, never run."""
-    return {c for text in (TEXTS.values() if pages is None else pages) for lang, block in fenced_blocks(text) if lang == "" and block.startswith(CLUSTER)
+    return {c for text in (TEXTS.values() if pages is None else pages)
+            for lang, block in fenced_blocks(text) if lang == "" and block.startswith(CLUSTER)
             for c in _page_commands(block.join(["```\n", "```\n"]))}
 
 

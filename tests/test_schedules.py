@@ -19,7 +19,8 @@ counts = st.integers(1, 10_000)
 
 
 def _gan(*ps, g_opt=None):
-    return ganfn.GAN(nn.Linear(3, 2), nn.Linear(2, 1), latent_dim=3, loss="wasserstein", parts=list(ps), g_optimizer=g_opt)
+    return ganfn.GAN(nn.Linear(3, 2), nn.Linear(2, 1), latent_dim=3, loss="wasserstein", parts=list(ps),
+                     g_optimizer=g_opt)
 
 
 @given(finite, finite, counts, st.integers(0, 1000), st.sampled_from([schedules.linear, schedules.cosine]))
@@ -98,7 +99,8 @@ def test_a_scheduled_weight_scales_the_penalty_as_its_value_does():
 
 
 def test_a_sweep_over_a_schedules_end_points_runs_vmapped_as_single_members():
-    gan = _gan(parts.ema(schedules.linear(0.5, 0.99, 3)), penalties.as_part(penalties.r1(schedules.cosine(1.0, 0.1, 2))),
+    gan = _gan(parts.ema(schedules.linear(0.5, 0.99, 3)),
+               penalties.as_part(penalties.r1(schedules.cosine(1.0, 0.1, 2))),
                g_opt=optim.adam(schedules.linear(1e-3, 1e-4, 2), (0.5, schedules.linear(0.9, 0.99, 2))))
     hps = [{"ema_decay.end": 0.9, "r1_weight.start": 2.0, "lr.end_g": 5e-4, "b2.start_g": 0.95}, {}]
     assert_vmap_equivalent(gan, [0, 1], steps=3, batch_size=4, hparams=hps)

@@ -20,7 +20,8 @@ def _gan():
 
 
 def _inputs(gan):
-    return gan.init(0), torch.randn(B, 2, generator=torch.Generator().manual_seed(1)), gan.draw_noise(torch.Generator().manual_seed(0), B)
+    return (gan.init(0), torch.randn(B, 2, generator=torch.Generator().manual_seed(1)),
+            gan.draw_noise(torch.Generator().manual_seed(0), B))
 
 
 def test_an_uncompiled_single_step_is_the_train_step_itself():

@@ -64,7 +64,8 @@ def test_sweep_members_reach_the_stacked_state():
     D = torch.nn.Sequential(torch.nn.Linear(2, 8), torch.nn.ReLU(), torch.nn.Linear(8, 1))
     gan = ganfn.GAN(G, D, latent_dim=3, loss=ganfn.losses.mixture("hinge", "non_saturating"),
                     parts=ganfn.recipes.wgan_gp())
-    members = sweep.grid({"lr_d": [1e-4, 4e-4], "b1_g": [0.0, 0.5], "gp_weight": [1, 10], "real_label": [0.9], "loss_mix": [0.0, 1.0]})
+    members = sweep.grid({"lr_d": [1e-4, 4e-4], "b1_g": [0.0, 0.5], "gp_weight": [1, 10], "real_label": [0.9],
+                          "loss_mix": [0.0, 1.0]})
     state = ensemble.init_many(gan, [0] * len(members), members)
     assert state.d.opt["hp"]["lr"].tolist() == [m["lr_d"] for m in members]
     assert state.g.opt["hp"]["b1"].tolist() == [m["b1_g"] for m in members]

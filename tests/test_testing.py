@@ -193,7 +193,8 @@ class DStepMovesG(ganfn.GAN):
 
 
 def test_grads_isolated_passes_on_core():
-    for kw in ({}, dict(parts=recipes.wgan_gp(ema_decay=0.9), loss="wasserstein"), dict(parts=recipes.classic(spectral_norm=True, replay_size=16))):
+    for kw in ({}, dict(parts=recipes.wgan_gp(ema_decay=0.9), loss="wasserstein"),
+               dict(parts=recipes.classic(spectral_norm=True, replay_size=16))):
         gan = make_gan(**kw)
         assert_grads_isolated(gan, *inputs(gan))
 

@@ -63,7 +63,7 @@ class Split(NamedTuple):
 
     def owner(self, member: int) -> int:
         """The rank that holds global member ``member``."""
-        for r, (s, c) in enumerate(zip(self.starts, self.counts)):
+        for r, (s, c) in enumerate(zip(self.starts, self.counts, strict=True)):
             if s <= member < s + c:
                 return r
         raise ValueError(f"member {member} is not in this population of {self.members}")
@@ -88,16 +88,18 @@ def split(world: World, n_members: int) -> Split:
 
 def describe(s: Split) -> str:
     """One line naming each rank's members, and whether the split is uneven."""
-    blocks = ", ".join(f"rank {r}: {a}-{a + c - 1}" if c > 1 else f"rank {r}: {a}" for r, (a, c) in enumerate(zip(s.starts, s.counts)))
+    blocks = ", ".join(f"rank {r}: {a}-{a + c - 1}" if c > 1 else f"rank {r}: {a}"
+                       for r, (a, c) in enumerate(zip(s.starts, s.counts, strict=True)))
     uneven = "" if len(set(s.counts)) == 1 else f" (uneven: {s.members} members on {s.size} ranks)"
     return f"members split across {s.size} ranks: {blocks}{uneven}"
 
 
 def lost_rank(what: str, error: BaseException) -> RuntimeError:
     """The error a rank raises when a collective fails: another rank died or stopped answering."""
-    return RuntimeError(f"--split members: this rank lost contact with the other ranks during {what} ({type(error).__name__}: "
-                        f"{str(error).splitlines()[0] if str(error) else ''}). A rank died or hung; the job stops. "
-                        "The newest complete checkpoint (every rank's shard written) resumes the population with --resume.")
+    return RuntimeError(f"--split members: this rank lost contact with the other ranks during {what} "
+                        f"({type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}). "
+                        "A rank died or hung; the job stops. The newest complete checkpoint "
+                        "(every rank's shard written) resumes the population with --resume.")
 
 
 def _guard(what: str, fn: Callable[[], Any]) -> Any:
@@ -129,8 +131,8 @@ def gather(s: Split, tree: Any, what: str = "a gather") -> Any:
         buf[:n] = torch.cat(cols, 1)
         parts = [torch.empty_like(buf) for _ in range(s.size)]
         _guard(what, functools.partial(dist.all_gather, parts, buf))
-        full = torch.cat([p[:c] for p, c in zip(parts, s.counts)])
-        for i, block in zip(idx, full.split(widths, 1)):
+        full = torch.cat([p[:c] for p, c in zip(parts, s.counts, strict=True)])
+        for i, block in zip(idx, full.split(widths, 1), strict=True):
             out[i] = block.reshape(s.members, *leaves[i].shape[1:]).to(dtype)
     return optree.tree_unflatten(treedef, out)
 

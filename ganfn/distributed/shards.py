@@ -115,7 +115,8 @@ def load(directory: Path, s: Split, *, map_location: Any = "cpu") -> tuple[Path,
         try:
             c, ok = _load_part(directory, step, s, map_location), 1
         except (ckpt.CorruptCheckpointError, ValueError) as e:
-            warnings.warn(f"step-{step} shards in {directory} are damaged ({e}); trying an older step", RuntimeWarning, stacklevel=2)
+            warnings.warn(f"step-{step} shards in {directory} are damaged ({e}); trying an older step",
+                          RuntimeWarning, stacklevel=2)
             c, ok = None, 0
         if s.distributed:  # every rank must resume the same step: the newest that verifies everywhere
             flag = torch.tensor([ok], device="cuda" if dist.get_backend() == "nccl" else "cpu")

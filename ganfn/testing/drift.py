@@ -34,7 +34,8 @@ def _run_both(gan: Any, seeds: Sequence[int], steps: int, batch_size: int,
     states = [gan.init(s) for s in seeds]
     noise_rngs = [torch.Generator().manual_seed(s) for s in seeds]
     data_rngs = [torch.Generator().manual_seed(s + 1) for s in seeds]
-    inputs = [[(data(batch_size, dr), gan.draw_noise(nr, batch_size)) for nr, dr in zip(noise_rngs, data_rngs)]
+    inputs = [[(data(batch_size, dr), gan.draw_noise(nr, batch_size))
+               for nr, dr in zip(noise_rngs, data_rngs, strict=True)]
               for _ in range(steps)]
     singles = []
     for i, st in enumerate(states):
@@ -66,7 +67,7 @@ def member_drift(gan: Any, seeds: Sequence[int], steps: int = 2, *, batch_size: 
     for net in ("g", "d"):
         for k in getattr(singles[0], net).params:
             diffs: list[Tensor] = [(getattr(a, net).params[k] - getattr(b, net).params[k]).abs().max()
-                                   for a, b in zip(singles, vmapped)]
+                                   for a, b in zip(singles, vmapped, strict=True)]
             out[f"{net}.{k}"] = float(torch.stack(diffs).max())
     return out
 
