@@ -135,9 +135,14 @@ class StreamingImages:
 
     def _restart(self, position: Position, total: int) -> None:
         self.close()
-        kw = dict(prefetch_factor=self.prefetch, worker_init_fn=_one_thread, persistent_workers=False) if self.workers else {}
-        loader = torch.utils.data.DataLoader(_Decoded(self.files), batch_sampler=self._plans(position, total),
-                                             num_workers=self.workers, collate_fn=_stack, **kw)
+        if self.workers:  # worker options are refused by DataLoader without workers
+            loader = torch.utils.data.DataLoader(_Decoded(self.files), batch_sampler=self._plans(position, total),
+                                                 num_workers=self.workers, collate_fn=_stack,
+                                                 prefetch_factor=self.prefetch, worker_init_fn=_one_thread,
+                                                 persistent_workers=False)
+        else:
+            loader = torch.utils.data.DataLoader(_Decoded(self.files), batch_sampler=self._plans(position, total),
+                                                 num_workers=0, collate_fn=_stack)
         self._it = _batches(loader)
 
     def batch_at(self, position: Position, total: int) -> tuple[Tensor, Position]:
@@ -146,6 +151,7 @@ class StreamingImages:
         key = (tuple(sorted(position.items())), total)
         if self._it is None or self._expect != key:
             self._restart(position, total)
+        assert self._it is not None  # _restart made it
         try:
             batch = next(self._it)
         except BadImageError:
