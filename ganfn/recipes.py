@@ -60,7 +60,8 @@ def sngan(n_iters: int = 1, *, ema_decay: float | None = None) -> list[Part]:
     return [_parts.spectral_norm(n_iters), *_ema(ema_decay)]
 
 
-def classic(*, penalties: Sequence[Any] = (), spectral_norm: bool = False, sn_iters: int = 1, instance_noise: float = 0.0,
+def classic(*, penalties: Sequence[Any] = (), spectral_norm: bool = False, sn_iters: int = 1,
+            instance_noise: float = 0.0,
             instance_noise_anneal: int | None = None, replay_size: int = 0, replay_fraction: float = 0.5,
             d_skip_accuracy: float | None = None, g_skip_accuracy: float | None = None,
             ema_decay: float | None = None) -> list[Part]:

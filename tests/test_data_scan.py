@@ -33,7 +33,8 @@ def _truncated_jpeg(path: Path) -> Path:
     return path
 
 
-@given(st.lists(st.tuples(st.sampled_from(GREY + COLOUR), st.integers(3, 20), st.integers(3, 20)), min_size=1, max_size=5))
+@given(st.lists(st.tuples(st.sampled_from(GREY + COLOUR), st.integers(3, 20), st.integers(3, 20)),
+                min_size=1, max_size=5))
 def test_scan_reads_modes_and_sizes_from_headers(specs):
     with tempfile.TemporaryDirectory() as tmp:
         for i, (mode, w, h) in enumerate(specs):

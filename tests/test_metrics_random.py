@@ -34,7 +34,8 @@ def test_extractor_shapes_and_uint8_equals_float(n, c, size):
     assert f.shape == (n, 112) and torch.isfinite(f).all()
     assert torch.allclose(f, ext(D.to_unit_range(x8)).features)
     grey = D.to_unit_range(x8[:, :1])
-    assert torch.allclose(ext(grey).features, ext(grey.expand(-1, 3, -1, -1)).features)  # grey == RGB with equal channels
+    # grey == RGB with equal channels
+    assert torch.allclose(ext(grey).features, ext(grey.expand(-1, 3, -1, -1)).features)
 
 
 def test_extractor_rejects_other_channel_counts():

@@ -20,7 +20,8 @@ def test_size_is_the_smallest_the_model_takes_not_below_the_median_side(sides, m
         assert c.size == min(side, AUTO_MAX_SIZE)
     else:
         assert c.size & (c.size - 1) == 0 and c.size >= 8  # a size the conv models take
-        assert c.size == AUTO_MAX_SIZE if side > AUTO_MAX_SIZE else (c.size >= side and (c.size == 8 or c.size // 2 < side))
+        assert (c.size == AUTO_MAX_SIZE if side > AUTO_MAX_SIZE
+                else (c.size >= side and (c.size == 8 or c.size // 2 < side)))
     assert f"{side}x{side} -> {c.size}x{c.size}" in c.note
     P.build_gan(P.Config(model=model), (c.channels, c.size, c.size))  # the model accepts it
 

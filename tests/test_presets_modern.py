@@ -12,7 +12,8 @@ from ganfn.models.stylegan2 import StyleGAN2Discriminator, StyleGAN2Generator
 
 def test_r3gan_cifar10_is_the_official_cifar10_config():
     cfg = P.from_preset("r3gan-cifar10")
-    assert (cfg.loss, cfg.penalty, cfg.penalty_weight, cfg.beta1, cfg.beta2, cfg.batch_size) == ("rpgan", "r1+r2", 0.05, 0.0, 0.9, 512)
+    got = (cfg.loss, cfg.penalty, cfg.penalty_weight, cfg.beta1, cfg.beta2, cfg.batch_size)
+    assert got == ("rpgan", "r1+r2", 0.05, 0.0, 0.9, 512)
     gan = P.build_gan(P.merge(cfg, {"width": 32}), (3, 32, 32))  # the paper's 768 is GPU-sized
     G, D = gan.generator, gan.discriminator
     assert isinstance(G, R3GANGenerator) and isinstance(D, R3GANDiscriminator)
@@ -23,7 +24,8 @@ def test_r3gan_cifar10_is_the_official_cifar10_config():
 
 def test_stylegan2_ada_cifar10_is_the_official_cifar_config():
     cfg = P.from_preset("stylegan2-ada-cifar10")
-    assert (cfg.lr_g, cfg.beta1, cfg.beta2, cfg.batch_size, cfg.r1_every, cfg.penalty_weight) == (0.0025, 0.0, 0.99, 64, 16, 0.01)
+    got = (cfg.lr_g, cfg.beta1, cfg.beta2, cfg.batch_size, cfg.r1_every, cfg.penalty_weight)
+    assert got == (0.0025, 0.0, 0.99, 64, 16, 0.01)
     assert cfg.ema_decay == pytest.approx(0.5 ** (64 / 500_000)) and cfg.ada_target == 0.6
     gan = P.build_gan(P.merge(cfg, {"width": 8, "latent_dim": 16}), (3, 32, 32))
     G, D = gan.generator, gan.discriminator

@@ -28,7 +28,6 @@ from . import roots
 from .batching import Position, Sampler, batch_indices, epoch_indices, flip_bits, loader_init, next_batch
 from .cifar import cifar10
 from .folder import BadImageError, ImageFiles
-from .stacked_digits import STACKED_MODES, stacked_digits, stacked_digits_sampler
 from .images import (
     DIGITS_TRAIN_SIZE,
     IMAGE_EXTENSIONS,
@@ -45,6 +44,7 @@ from .images import (
 )
 from .scan import FolderScan, scan_images
 from .sources import ImageSource, InMemoryImages, StreamingImages, images_source, in_order, preload
+from .stacked_digits import STACKED_MODES, stacked_digits, stacked_digits_sampler
 from .toy import (
     GRID25_STD,
     RING8_STD,
@@ -111,7 +111,8 @@ __all__ = [
 SAMPLERS: dict[str, Sampler] = {"ring8": ring8, "grid25": grid25}
 LABELLED_SAMPLERS: dict[str, Sampler] = {"ring8": ring8_labelled, "grid25": grid25_labelled}
 NAMES = ("ring8", "grid25", "digits", "stacked_digits", "mnist", "fashion_mnist", "cifar10", "mnist5k")
-NUM_CLASSES = {"ring8": 8, "grid25": 25, "digits": 10, "stacked_digits": STACKED_MODES, "mnist": 10, "fashion_mnist": 10,
+NUM_CLASSES = {"ring8": 8, "grid25": 25, "digits": 10, "stacked_digits": STACKED_MODES, "mnist": 10,
+               "fashion_mnist": 10,
                "cifar10": 10, "mnist5k": 10}
 """Classes of each named data set's labels (a folder has one per sub-folder)."""
 

@@ -185,8 +185,9 @@ def in_order(data: Tensor | InMemoryImages | StreamingImages, batch_size: int = 
     elif isinstance(data, InMemoryImages):
         yield from torch.split(data.images, batch_size)
     elif isinstance(data, StreamingImages):
-        yield from _batches(torch.utils.data.DataLoader(_Decoded(data.files), batch_size=batch_size, num_workers=workers,
-                                                        collate_fn=_stack, worker_init_fn=_one_thread if workers else None))
+        yield from _batches(torch.utils.data.DataLoader(_Decoded(data.files), batch_size=batch_size,
+                                                        num_workers=workers, collate_fn=_stack,
+                                                        worker_init_fn=_one_thread if workers else None))
     else:
         raise TypeError(f"in_order needs images (a tensor or an image source), got {type(data).__name__}")
 

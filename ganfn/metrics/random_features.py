@@ -33,7 +33,8 @@ from ..data.images import resize, to_unit_range
 from .card import weights_hash
 from .extractor import Features
 
-__all__ = ["RandomConvExtractor", "random_conv_extractor", "random_conv_init", "random_conv_apply", "INPUT_SIZE", "WIDTHS"]
+__all__ = ["RandomConvExtractor", "random_conv_extractor", "random_conv_init", "random_conv_apply", "INPUT_SIZE",
+           "WIDTHS"]
 
 INPUT_SIZE = 32
 WIDTHS = (16, 32, 64)

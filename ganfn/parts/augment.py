@@ -96,6 +96,7 @@ def ada(policy: str | Sequence[str] = "color,translation,cutout", *, target: flo
                                   interval=interval, speed_images=ctx.hp["ada_speed"])
         return d_params, new._asdict()
 
-    hparams = {"ada_target": Hyper(target, Range(-1.0, 1.0)), "ada_speed": Hyper(speed_images, Range(0.0, low_open=True))}
+    hparams = {"ada_target": Hyper(target, Range(-1.0, 1.0)),
+               "ada_speed": Hyper(speed_images, Range(0.0, low_open=True))}
     return Part("ada", hparams, init=init, d_term=d_term, after_d=after_d, scalars=lambda ctx: {"p": ctx.state["p"]},
                 **_hooks(ops, lambda ctx: ctx.state["p"]))

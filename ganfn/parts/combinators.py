@@ -99,7 +99,8 @@ def every(k: int, part: Part, *, scale: bool = True) -> Part:
         val, own = term_fn(x, inner(ctx))
         due = torch.remainder(count, k) == 0
         val = torch.where(due, val * k if scale else val, torch.zeros_like(val))
-        out = {"due": due.to(val.dtype), "metrics": {"term": torch.where(due, val, torch.full_like(val, float("nan"))).detach()}}
+        shown = torch.where(due, val, torch.full_like(val, float("nan"))).detach()
+        out = {"due": due.to(val.dtype), "metrics": {"term": shown}}
         # The part's own aux (for its after-hook) where it has one; an eager update that is not due has none.
         return val, {**out, "inner": own} if own_after is not None and own else out
 
