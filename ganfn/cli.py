@@ -19,8 +19,8 @@ import torch
 
 from . import cli_train
 from . import presets as P
-from .cli_help import HELP
 from .cli_train import say
+from .config import help_text
 from .interrupt import EXIT_STATUS
 from .validate import Range, check_range
 
@@ -51,14 +51,13 @@ def _field_type(name: str) -> type:
 
 
 def _help(name: str) -> str:
-    """An option's help with its default: the Config default, or the text's own "(default: ...)" where None means
-    more."""
-    text = HELP.get(name, name)
+    """An option's help (the Config field's metadata) with its default: the Config default, or the text's own
+    "(default: ...)" where None means more (tests/test_config.py checks that every such text says so)."""
+    text = help_text(P.FIELDS[name])
     default = P.FIELDS[name].default
-    if "(default" in text or "Default:" in text or P.FIELDS[name].type in ("bool", bool) or name == "grid":
+    if "(default" in text or "Default:" in text or P.FIELDS[name].type in ("bool", bool) or name == "grid" \
+            or default is None:
         return text
-    if default is None:
-        raise AssertionError(f"HELP[{name!r}] must say what its default (None) means")  # caught by the --help test
     return f"{text} (default: {default})"
 
 

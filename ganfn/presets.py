@@ -44,7 +44,6 @@ from __future__ import annotations
 
 import dataclasses
 import sys
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -53,6 +52,7 @@ from torch import Tensor
 
 from . import data as gdata
 from . import losses, models, optim, parts, penalties, recipes
+from .config import DEFAULT_STEPS, FIELDS, Config
 from .evaluation import Evaluator
 from .gan import GAN
 from .init_from import weights_init_from
@@ -63,99 +63,8 @@ from .presets_modern import MODERN_PRESETS, RECIPE_PRESETS, recipe_gan
 __all__ = ["Config", "PRESETS", "DEFAULT_STEPS", "build", "build_gan", "model_args", "sample_shape", "load_data",
            "num_classes", "make_evaluator", "from_preset", "load_toml", "merge", "saved", "choose_folder", "is_folder"]
 
-DEFAULT_STEPS = 10000
 
 
-@dataclass
-class Config:
-    """Every setting of a training run (see ``ganfn train --help`` for each one)."""
-
-    # data and model
-    data: str = "digits"
-    conditional: bool = False
-    image_size: int | None = None
-    data_root: str | None = None
-    data_workers: int = 2
-    preload: bool = False
-    flip: bool = False
-    channels: int | None = None
-    max_images: int | None = None
-    skip_bad_images: bool = False
-    model: str = "dcgan"
-    init_from: str | None = None
-    width: int = 64
-    latent_dim: int | None = 32
-    hidden: int | None = None
-    depth: int | None = None
-    g_norm: str = "batch"
-    d_norm: str = "none"
-    # objective
-    loss: str = "non_saturating"
-    penalty: str | None = None
-    penalty_weight: float | None = None
-    r1_every: int | None = None
-    lecam: float | None = None
-    augment: str | None = None
-    ada_target: float | None = None
-    spectral_norm: bool = False
-    real_label: float = 1.0
-    fake_label: float = 0.0
-    # optimisation
-    optimizer: str = "adam"
-    lr_g: float = 2e-4
-    lr_d: float = 2e-4
-    beta1: float = 0.5
-    beta2: float = 0.999
-    weight_decay: float = 0.0
-    lr_decay: float | None = None
-    lr_decay_every: int = 1
-    lr_linear_decay: bool = False
-    grad_clip: float | None = None
-    ema_decay: float | None = 0.999
-    ema_rampup: float | None = None
-    standing_stats: int = 0
-    # balancing
-    n_critic: int = 1
-    n_gen: int = 1
-    d_skip_accuracy: float | None = None
-    g_skip_accuracy: float | None = None
-    replay_size: int = 0
-    replay_fraction: float = 0.5
-    instance_noise: float = 0.0
-    instance_noise_anneal: int | None = None
-    # run
-    steps: int = DEFAULT_STEPS
-    batch_size: int = 64
-    seed: int = 0
-    seeds: int = 1
-    grid: str | None = None
-    pbt_every: int | None = None
-    pbt_fraction: float = 0.25
-    pbt_space: str | None = None
-    pbt_metric: str | None = None
-    halving_at: str | None = None
-    halving_refill: bool = False
-    split: str = "batch"
-    device: str = "cpu"
-    threads: int | None = 1
-    precision: str = "fp32"
-    compile: bool | None = None
-    log_every: int = 50
-    image_every: int = 500
-    eval_every: int = 500
-    n_eval: int = 1000
-    checkpoint_every: int | None = 1000
-    keep: int = 3
-    patience: int | None = None
-    on_nonfinite: str = "stop"
-    run_dir: str | None = None
-    preset: str | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-
-FIELDS = {f.name: f for f in dataclasses.fields(Config)}
 
 PRESETS: dict[str, dict[str, Any]] = {
     "lightning-bce": dict(

@@ -83,8 +83,8 @@ from .layers import check_norm as _check_norm
 from .layers import n_doublings as _n_doublings
 from .layers import norm2d as _norm2d
 from .linear import Linear
-from .resnet import ResNetDiscriminator, ResNetGenerator
 from .r3gan import R3GANDiscriminator, R3GANGenerator, r3gan  # the function shadows the module's name
+from .resnet import ResNetDiscriminator, ResNetGenerator
 from .stylegan2 import MinibatchStd, StyleGAN2Discriminator, StyleGAN2Generator, stylegan2  # likewise
 
 # ------------------------------------------------------------------ MLP -----
