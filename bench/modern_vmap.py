@@ -8,6 +8,9 @@ Times one training step of S members two ways, interleaved round by round
 sequential ``gan.train_step`` calls. R3GAN: RpGAN + R1 + R2 (0.05), Adam (0,
 0.9); StyleGAN2 (the StyleGAN2-ADA cifar layout): non-saturating + R1 (0.01),
 Adam (0, 0.99). Ratio > 1: the vmapped step has the higher throughput.
+``--plain`` also times, in the same rounds, the vmapped step with R3GAN's
+convolutions left to vmap's own batching rule (members folded into the
+groups) instead of ``ganfn.models.member_conv`` (one convolution per member).
 """
 from __future__ import annotations
 
@@ -19,7 +22,7 @@ import torch
 
 import ganfn
 from ganfn import optim, penalties
-from ganfn.models import r3gan, stylegan2
+from ganfn.models import member_conv, r3gan, stylegan2
 
 
 def _gan(name: str, size: int, width: int) -> ganfn.GAN:
@@ -43,8 +46,21 @@ def _clock(fn, device: str) -> float:
     return time.perf_counter() - t
 
 
-def _time_model(name: str, a: argparse.Namespace) -> tuple[float, float]:
-    """(vmapped, sequential) median seconds per step of ``a.members`` members."""
+def _plain(fn):
+    """``fn`` with ``member_conv2d`` falling back to ``F.conv2d`` under vmap."""
+    def run():
+        real = member_conv._under_vmap
+        member_conv._under_vmap = lambda: False
+        try:
+            return fn()
+        finally:
+            member_conv._under_vmap = real
+    return run
+
+
+def _time_model(name: str, a: argparse.Namespace) -> tuple[float, float, float | None]:
+    """(vmapped, sequential, vmapped with plain convs or None) median seconds
+    per step of ``a.members`` members."""
     gan = _gan(name, a.size, a.width)
     states = [ganfn.tree_map(lambda t: t.to(a.device), gan.init(s)) for s in range(a.members)]
     rngs = [torch.Generator().manual_seed(s) for s in range(a.members)]
@@ -57,14 +73,17 @@ def _time_model(name: str, a: argparse.Namespace) -> tuple[float, float]:
         return vstep(stacked, sreal, snoise)
 
     def seq():
-        return [gan.train_step(s, r, n) for s, r, n in zip(states, real, noise)]
+        return [gan.train_step(s, r, n) for s, r, n in zip(states, real, noise, strict=True)]
 
-    vm(), seq()  # warm-up
-    tv, ts = [], []
+    forms = [vm, seq] + ([_plain(vm)] if a.plain else [])
+    times: list[list[float]] = [[] for _ in forms]
+    for f in forms:
+        f()  # warm-up
     for _ in range(a.rounds):
-        tv.append(_clock(vm, a.device))
-        ts.append(_clock(seq, a.device))
-    return statistics.median(tv), statistics.median(ts)
+        for f, t in zip(forms, times, strict=True):
+            t.append(_clock(f, a.device))
+    med = [statistics.median(t) for t in times]
+    return med[0], med[1], med[2] if a.plain else None
 
 
 def main() -> None:
@@ -76,12 +95,14 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--models", default="r3gan,stylegan2")
+    ap.add_argument("--plain", action="store_true", help="also time the vmapped step with plain convolutions")
     a = ap.parse_args()
     torch.set_num_threads(1)
     for name in a.models.split(","):
-        v, s = _time_model(name, a)
+        v, s, p = _time_model(name, a)
+        plain = "" if p is None else f"; plain-conv vmap {p * 1e3:.0f} ms/step, ratio {s / p:.2f}"
         print(f"{name}-{a.size} width {a.width} batch {a.batch}, S={a.members}: vmap {v * 1e3:.0f} ms/step, "
-              f"sequential {s * 1e3:.0f} ms/step, throughput ratio {s / v:.2f}")
+              f"sequential {s * 1e3:.0f} ms/step, throughput ratio {s / v:.2f}{plain}", flush=True)
 
 
 if __name__ == "__main__":
