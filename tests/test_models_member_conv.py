@@ -19,6 +19,7 @@ import ganfn
 from ganfn import optim, penalties
 from ganfn.models import member_conv, r3gan
 from ganfn.models.member_conv import member_conv2d
+from ganfn.models.r3gan import bilinear_down
 from ganfn.testing import assert_vmap_equivalent
 
 torch.set_num_threads(1)
@@ -120,3 +121,22 @@ def test_r3gan_members_with_per_member_convs_equal_their_single_runs(always):
                     d_optimizer=optim.adam(2e-4, (0.0, 0.9)), parts=parts)
     assert_vmap_equivalent(gan, [0, 1, 2], steps=2, batch_size=4)
     assert always  # the per-member form ran
+
+
+@given(S=st.integers(1, 3), B=st.integers(1, 3), C=st.integers(1, 4), h=st.sampled_from([2, 4, 8]),
+       seed=st.integers(0, 2**16))
+@settings(max_examples=10, deadline=None)
+def test_vmapped_bilinear_down_equals_each_member(S, B, C, h, seed):
+    """Under vmap the depthwise form; each member's single run the single-channel one."""
+    x = torch.randn(S, B, C, h, h, dtype=torch.double, generator=torch.Generator().manual_seed(seed))
+
+    def f(x):
+        return bilinear_down(x).sin().square().sum()
+
+    def r1(x):
+        return grad(f)(x).square().sum()
+    out, g, gg = vmap(bilinear_down)(x), vmap(grad(f))(x), vmap(grad(r1))(x)
+    for i in range(S):
+        torch.testing.assert_close(out[i], bilinear_down(x[i]), rtol=1e-12, atol=1e-12)
+        torch.testing.assert_close(g[i], grad(f)(x[i]), rtol=1e-12, atol=1e-12)
+        torch.testing.assert_close(gg[i], grad(r1)(x[i]), rtol=1e-12, atol=1e-12)
