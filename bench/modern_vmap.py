@@ -3,19 +3,22 @@
     nice python bench/modern_vmap.py                          # S = 4, 32 px, width 16, batch 32
     python bench/modern_vmap.py --members 8 --width 32 --device cuda
 
-Times one training step of S members two ways, interleaved round by round
-(median over rounds): ``vmap(gan.train_step)`` over the stacked states, and S
-sequential ``gan.train_step`` calls. R3GAN: RpGAN + R1 + R2 (0.05), Adam (0,
+Times one training step of S members two ways, interleaved round by round,
+each round in a rotated order (median over rounds): ``vmap(gan.train_step)``
+over the stacked states, and S sequential ``gan.train_step`` calls; on the CPU
+by the process's CPU time (1 thread). R3GAN: RpGAN + R1 + R2 (0.05), Adam (0,
 0.9); StyleGAN2 (the StyleGAN2-ADA cifar layout): non-saturating + R1 (0.01),
 Adam (0, 0.99). Ratio > 1: the vmapped step has the higher throughput.
-``--plain`` also times, in the same rounds, the vmapped step with R3GAN's
-convolutions left to vmap's own batching rule (members folded into the
-groups) instead of ``ganfn.models.member_conv`` (one convolution per member).
+``--plain`` also times, in the same rounds, the vmapped step without R3GAN's
+vmap-specific forms: its convolutions left to vmap's own batching rule
+(members folded into the groups) instead of ``ganfn.models.member_conv`` (one
+convolution per member), and ``bilinear_down`` as one single-channel filter.
 """
 from __future__ import annotations
 
 import argparse
 import statistics
+import sys
 import time
 
 import torch
@@ -37,24 +40,31 @@ def _gan(name: str, size: int, width: int) -> ganfn.GAN:
 
 
 def _clock(fn, device: str) -> float:
+    """Seconds ``fn`` takes: wall time on a GPU; on the CPU this process's
+    CPU time, which other jobs on a shared machine inflate far less."""
+    clock = time.perf_counter if device == "cuda" else time.process_time
     if device == "cuda":
         torch.cuda.synchronize()
-    t = time.perf_counter()
+    t = clock()
     fn()
     if device == "cuda":
         torch.cuda.synchronize()
-    return time.perf_counter() - t
+    return clock() - t
+
+
+r3gan_mod = sys.modules["ganfn.models.r3gan"]  # the module (``ganfn.models.r3gan`` is the function)
 
 
 def _plain(fn):
-    """``fn`` with ``member_conv2d`` falling back to ``F.conv2d`` under vmap."""
+    """``fn`` with R3GAN's vmap-specific forms off: ``member_conv2d`` and
+    ``bilinear_down`` take their single-run code under vmap too (the code before them)."""
     def run():
         real = member_conv._under_vmap
-        member_conv._under_vmap = lambda: False
+        member_conv._under_vmap = r3gan_mod._under_vmap = lambda: False
         try:
             return fn()
         finally:
-            member_conv._under_vmap = real
+            member_conv._under_vmap = r3gan_mod._under_vmap = real
     return run
 
 
@@ -79,9 +89,10 @@ def _time_model(name: str, a: argparse.Namespace) -> tuple[float, float, float |
     times: list[list[float]] = [[] for _ in forms]
     for f in forms:
         f()  # warm-up
-    for _ in range(a.rounds):
-        for f, t in zip(forms, times, strict=True):
-            t.append(_clock(f, a.device))
+    for r in range(a.rounds):
+        for i in range(len(forms)):  # each round starts with the next form: no form always runs first
+            j = (i + r) % len(forms)
+            times[j].append(_clock(forms[j], a.device))
     med = [statistics.median(t) for t in times]
     return med[0], med[1], med[2] if a.plain else None
 
@@ -95,7 +106,8 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--models", default="r3gan,stylegan2")
-    ap.add_argument("--plain", action="store_true", help="also time the vmapped step with plain convolutions")
+    ap.add_argument("--plain", action="store_true",
+                    help="also time the vmapped step without R3GAN's vmap-specific forms (as before them)")
     a = ap.parse_args()
     torch.set_num_threads(1)
     for name in a.models.split(","):
