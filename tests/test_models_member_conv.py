@@ -33,7 +33,7 @@ def per_member(min_macs: int = 0):
     real = member_conv._loop
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(member_conv, "MEMBER_MIN_MACS", min_macs)
-        mp.setattr(member_conv, "_loop", lambda *a: calls.append(1) or real(*a))
+        mp.setattr(member_conv, "_loop", lambda *a, **k: calls.append(1) or real(*a, **k))
         yield calls
 
 

@@ -69,17 +69,18 @@ def _op(fn: Any) -> Any:
     return fn.apply if _interpreters() else fn.forward
 
 
-def _loop(fn: Any, info: Any, in_dims: tuple, args: tuple, n_tensors: int) -> tuple[Tensor, int]:
-    """``fn`` once per member (unbatched tensors shared), outputs stacked on dim 1.
+def _loop(fn: Any, info: Any, in_dims: tuple, args: tuple, n_tensors: int, out_dim: int = 1) -> tuple[Tensor, int]:
+    """``fn`` once per member (unbatched tensors shared), outputs stacked on ``out_dim``.
 
-    Dim 1, as vmap's own convolution rule leaves its output ([B, S, O, H, W]
-    when the members fold into the groups): the activations around this layer
-    keep one layout, so their elementwise kernels and gradients stay on their
-    contiguous paths instead of mixing [S, B] and [B, S] strides."""
+    Activations on dim 1, as vmap's own convolution rule leaves its output
+    ([B, S, O, H, W] when the members fold into the groups), weight gradients
+    on dim 0, as the stacked parameters: the tensors each meets in elementwise
+    ops (residual adds, activation gradients, Adam) share its layout, so those
+    kernels stay on their contiguous paths instead of mixing strides."""
     size, fn = info.batch_size, _op(fn)
     pairs = list(zip(args[:n_tensors], in_dims[:n_tensors], strict=True))
     outs = [fn(*[a if d is None else a.select(d, i) for a, d in pairs], *args[n_tensors:]) for i in range(size)]
-    return torch.stack(outs, 1), 1
+    return torch.stack(outs, out_dim), out_dim
 
 
 def _fold_batch(fn: Any, x: Tensor, x_dim: int, w: Tensor, *rest: Any) -> tuple[Tensor, int]:
@@ -166,7 +167,7 @@ class _ConvW(torch.autograd.Function):
     @staticmethod
     def vmap(info: Any, in_dims: tuple, x: Tensor, g: Tensor, w_shape: tuple[int, ...], pad: _Pad,
              groups: int) -> tuple[Tensor, int]:
-        return _loop(_ConvW, info, in_dims, (x, g, w_shape, pad, groups), 2)
+        return _loop(_ConvW, info, in_dims, (x, g, w_shape, pad, groups), 2, out_dim=0)
 
 
 def _macs(x: Tensor, w: Tensor, pad: _Pad) -> int:
