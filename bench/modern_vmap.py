@@ -13,6 +13,8 @@ Adam (0, 0.99). Ratio > 1: the vmapped step has the higher throughput.
 vmap-specific forms: its convolutions left to vmap's own batching rule
 (members folded into the groups) instead of ``ganfn.models.member_conv`` (one
 convolution per member), and ``bilinear_down`` as one single-channel filter.
+``--member-conv`` also times it with R3GAN's convolutions replaced by
+``ganfn.models.member_conv.member_conv2d`` (opt-in: one convolution per member).
 """
 from __future__ import annotations
 
@@ -68,9 +70,22 @@ def _plain(fn):
     return run
 
 
-def _time_model(name: str, a: argparse.Namespace) -> tuple[float, float, float | None]:
-    """(vmapped, sequential, vmapped with plain convs or None) median seconds
-    per step of ``a.members`` members."""
+def _member(fn):
+    """``fn`` with R3GAN's convolutions in the per-member form under vmap."""
+    def run():
+        conv = r3gan_mod._Conv
+        real, conv.forward = conv.forward, lambda self, x: member_conv.member_conv2d(x, self.weight, self.padding,
+                                                                                   self.groups)
+        try:
+            return fn()
+        finally:
+            conv.forward = real
+    return run
+
+
+def _time_model(name: str, a: argparse.Namespace) -> list[float]:
+    """Median seconds per step of ``a.members`` members: vmapped, sequential,
+    then (if asked) vmapped without R3GAN's vmap forms and with member convs."""
     gan = _gan(name, a.size, a.width)
     states = [ganfn.tree_map(lambda t: t.to(a.device), gan.init(s)) for s in range(a.members)]
     rngs = [torch.Generator().manual_seed(s) for s in range(a.members)]
@@ -85,7 +100,7 @@ def _time_model(name: str, a: argparse.Namespace) -> tuple[float, float, float |
     def seq():
         return [gan.train_step(s, r, n) for s, r, n in zip(states, real, noise, strict=True)]
 
-    forms = [vm, seq] + ([_plain(vm)] if a.plain else [])
+    forms = [vm, seq] + ([_plain(vm)] if a.plain else []) + ([_member(vm)] if a.member_conv else [])
     times: list[list[float]] = [[] for _ in forms]
     for f in forms:
         f()  # warm-up
@@ -93,8 +108,7 @@ def _time_model(name: str, a: argparse.Namespace) -> tuple[float, float, float |
         for i in range(len(forms)):  # each round starts with the next form: no form always runs first
             j = (i + r) % len(forms)
             times[j].append(_clock(forms[j], a.device))
-    med = [statistics.median(t) for t in times]
-    return med[0], med[1], med[2] if a.plain else None
+    return [statistics.median(t) for t in times]
 
 
 def main() -> None:
@@ -108,11 +122,15 @@ def main() -> None:
     ap.add_argument("--models", default="r3gan,stylegan2")
     ap.add_argument("--plain", action="store_true",
                     help="also time the vmapped step without R3GAN's vmap-specific forms (as before them)")
+    ap.add_argument("--member-conv", action="store_true",
+                    help="also time the vmapped step with R3GAN's convolutions one per member")
     a = ap.parse_args()
     torch.set_num_threads(1)
     for name in a.models.split(","):
-        v, s, p = _time_model(name, a)
-        plain = "" if p is None else f"; plain-conv vmap {p * 1e3:.0f} ms/step, ratio {s / p:.2f}"
+        v, s, *more = _time_model(name, a)
+        labels = ["vmap without the vmap forms"] * a.plain + ["vmap with member convs"] * a.member_conv
+        plain = "".join(f"; {lab} {p * 1e3:.0f} ms/step, ratio {s / p:.2f}"
+                        for lab, p in zip(labels, more, strict=True))
         print(f"{name}-{a.size} width {a.width} batch {a.batch}, S={a.members}: vmap {v * 1e3:.0f} ms/step, "
               f"sequential {s * 1e3:.0f} ms/step, throughput ratio {s / v:.2f}{plain}", flush=True)
 

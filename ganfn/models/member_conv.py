@@ -1,6 +1,7 @@
 """A stride-1 convolution that, under ``torch.func.vmap`` with per-member
 weights, runs one convolution per member instead of one folded grouped
-convolution.
+convolution. Opt-in: no ganfn model uses it, because in a whole R3GAN-32 step
+it did not pay (below).
 
 vmap's batching rule for ``conv2d`` with a batched weight folds the S members
 into the groups: one convolution with ``S * groups`` groups over ``[B, S * C,
@@ -18,6 +19,15 @@ each differentiable through the other two (so gradients of any order exist,
 R1 and R2 included), each with a ``vmap`` rule that loops over the members,
 or folds them into the batch where the weight is shared. Outside eager vmap
 (single runs, ``torch.compile``) the layer is ``F.conv2d`` exactly.
+
+Measured (CPU, 1 thread, S = 4; ``bench/README_models.md``): alone, a 3x3
+grouped convolution with an R1-style double backward at batch 32, 32x32, ran
+241 ms per member-looped step against 321 ms folded (a loop of single runs:
+234 ms). Inside R3GAN-32's vmapped training step (width 16, batch 32), the
+same layers made the step slower, 3.0 s against 2.8 s: there the activations
+already sit in vmap's [B, S] layout, which the folded convolution reads as it
+is, while the per-member form reads strided slices and pays a stack copy per
+call and about 1 ms of torch.func Python per call.
 """
 from __future__ import annotations
 
@@ -69,6 +79,13 @@ def _op(fn: Any) -> Any:
     return fn.apply if _interpreters() else fn.forward
 
 
+def _conv_grads(x: Tensor, gy: Tensor, w: Tensor, pad: _Pad, groups: int) -> tuple[Tensor, Tensor]:
+    # one kernel call for both gradients: about 2/3 of the time of two calls
+    gx, gw, _ = torch.ops.aten.convolution_backward(gy, x, w, None, [1, 1], list(pad), [1, 1], False, [0, 0], groups,
+                                                    [True, True, False])
+    return gx, gw
+
+
 def _loop(fn: Any, info: Any, in_dims: tuple, args: tuple, n_tensors: int, out_dim: int = 1) -> tuple[Tensor, int]:
     """``fn`` once per member (unbatched tensors shared), outputs stacked on ``out_dim``.
 
@@ -106,6 +123,8 @@ class _Conv(torch.autograd.Function):
     @staticmethod
     def backward(ctx: Any, gy: Tensor) -> tuple:
         x, w = ctx.saved_tensors
+        if ctx.needs_input_grad[0] and ctx.needs_input_grad[1]:
+            return (*_ConvGrads.apply(x, gy, w, ctx.pad, ctx.groups), None, None)
         gx = _ConvT.apply(gy, w, ctx.pad, ctx.groups) if ctx.needs_input_grad[0] else None
         gw = _ConvW.apply(x, gy, tuple(w.shape), ctx.pad, ctx.groups) if ctx.needs_input_grad[1] else None
         return gx, gw, None, None
@@ -168,6 +187,38 @@ class _ConvW(torch.autograd.Function):
     def vmap(info: Any, in_dims: tuple, x: Tensor, g: Tensor, w_shape: tuple[int, ...], pad: _Pad,
              groups: int) -> tuple[Tensor, int]:
         return _loop(_ConvW, info, in_dims, (x, g, w_shape, pad, groups), 2, out_dim=0)
+
+
+class _ConvGrads(torch.autograd.Function):
+    """(gx, gw) = both gradients of conv2d(x, w) for output gradient gy, in one kernel call."""
+
+    @staticmethod
+    def forward(x: Tensor, gy: Tensor, w: Tensor, pad: _Pad, groups: int) -> tuple[Tensor, Tensor]:
+        return _conv_grads(x, gy, w, pad, groups)
+
+    @staticmethod
+    def setup_context(ctx: Any, inputs: tuple, output: tuple) -> None:
+        x, gy, w, ctx.pad, ctx.groups = inputs
+        ctx.save_for_backward(x, gy, w)
+
+    @staticmethod
+    def backward(ctx: Any, ggx: Tensor, ggw: Tensor) -> tuple:
+        # gx = convT(gy, w), gw = convW(x, gy): the adjoints of _ConvT and _ConvW, summed over both outputs
+        x, gy, w = ctx.saved_tensors
+        p, g, need = ctx.pad, ctx.groups, ctx.needs_input_grad
+        dx = _ConvT.apply(gy, ggw, p, g) if need[0] else None
+        dgy = _Conv.apply(ggx, w, p, g) + _Conv.apply(x, ggw, p, g) if need[1] else None
+        dw = _ConvW.apply(ggx, gy, tuple(w.shape), p, g) if need[2] else None
+        return dx, dgy, dw, None, None
+
+    @staticmethod
+    def vmap(info: Any, in_dims: tuple, x: Tensor, gy: Tensor, w: Tensor, pad: _Pad,
+             groups: int) -> tuple[tuple[Tensor, Tensor], tuple[int, int]]:
+        fn = _op(_ConvGrads)
+        pairs = list(zip((x, gy, w), in_dims[:3], strict=True))
+        outs = [fn(*[a if d is None else a.select(d, i) for a, d in pairs], pad, groups)
+                for i in range(info.batch_size)]
+        return (torch.stack([o[0] for o in outs], 1), torch.stack([o[1] for o in outs], 0)), (1, 0)
 
 
 def _macs(x: Tensor, w: Tensor, pad: _Pad) -> int:

@@ -44,7 +44,6 @@ from torch import Tensor, nn
 
 from .layers import check_labels_arg
 from .linear import _under_vmap
-from .member_conv import member_conv2d
 
 __all__ = ["R3GANDiscriminator", "R3GANGenerator", "bilinear_down", "bilinear_up", "r3gan"]
 
@@ -75,12 +74,9 @@ def bilinear_down(x: Tensor) -> Tensor:
 
 
 class _Conv(nn.Conv2d):
-    """Bias-free stride-1 conv whose ``reset_parameters`` draws N(0, gain^2 / fan_in)
+    """Bias-free conv whose ``reset_parameters`` draws N(0, gain^2 / fan_in)
     (``gain`` 0: zeros), so that ``GAN.init``'s re-initialisation (each
-    submodule's ``reset_parameters()``) keeps the fix-up scheme. Under eager
-    ``vmap`` it runs one convolution per member (:func:`member_conv2d`: the
-    folded grouped convolution's backward is slow on the CPU); elsewhere
-    ``nn.Conv2d`` exactly."""
+    submodule's ``reset_parameters()``) keeps the fix-up scheme."""
 
     def __init__(self, c_in: int, c_out: int, kernel: int = 1, groups: int = 1, gain: float = 1.0,
                  padding: int | None = None) -> None:
@@ -90,9 +86,6 @@ class _Conv(nn.Conv2d):
     def reset_parameters(self, generator: torch.Generator | None = None) -> None:
         with torch.no_grad():
             nn.init.normal_(self.weight, 0.0, self.gain / math.sqrt(self.weight[0].numel()), generator=generator)
-
-    def forward(self, x: Tensor) -> Tensor:
-        return member_conv2d(x, self.weight, self.padding, self.groups)  # type: ignore[arg-type]
 
 
 class _Linear(nn.Linear):
