@@ -43,6 +43,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .layers import check_labels_arg
+from .linear import _under_vmap
 
 __all__ = ["R3GANDiscriminator", "R3GANGenerator", "bilinear_down", "bilinear_up", "r3gan"]
 
@@ -59,11 +60,15 @@ def bilinear_up(x: Tensor) -> Tensor:
 def bilinear_down(x: Tensor) -> Tensor:
     """[B, C, H, W] -> [B, C, H/2, W/2]: the triangle filter [1, 3, 3, 1]/8 in
     each axis at stride 2 (the bilinear kernel, anti-aliased), edges replicated.
-    One fixed single-channel filter over ``B * C`` maps, so under ``vmap`` the
-    members fold into the batch."""
+    One fixed single-channel filter over ``B * C`` maps; under eager ``vmap``
+    the same filter as a depthwise convolution over ``[S * B, C]`` (the same
+    outputs, gradients equal to round-off), whose backward ran 2x faster
+    there than the single-channel one over ``S * B * C`` maps."""
     b, c, h, w = x.shape
     taps = x.new_tensor([1.0, 3.0, 3.0, 1.0]) / 8
     kernel = (taps[:, None] * taps[None, :])[None, None]
+    if _under_vmap():
+        return F.conv2d(F.pad(x, (1, 1, 1, 1), mode="replicate"), kernel.expand(c, 1, 4, 4), stride=2, groups=c)
     y = F.pad(x.reshape(b * c, 1, h, w), (1, 1, 1, 1), mode="replicate")
     return F.conv2d(y, kernel, stride=2).reshape(b, c, h // 2, w // 2)
 
@@ -219,7 +224,7 @@ class R3GANDiscriminator(nn.Module):
 
     def forward(self, x: Tensor, y: Tensor | None = None) -> Tensor:
         h = self.inp(x)
-        for stage, widen in zip(self.stages, self.widen):
+        for stage, widen in zip(self.stages, self.widen, strict=False):
             h = widen(bilinear_down(stage(h)))
         out = self.head(self.basis(self.stages[-1](h)).reshape(x.shape[0], -1))
         if self.embed is None:
