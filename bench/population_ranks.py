@@ -44,7 +44,8 @@ def child(args: argparse.Namespace) -> None:
     try:
         seeds = list(range(args.members))
         hps = [{"lr_d": 1e-3 * (1 + i % 4)} for i in seeds]
-        _, hist = fit(make_gan(args.model), data.ring8, steps=args.steps, batch_size=args.batch, seeds=seeds, hparams=hps,
+        _, hist = fit(make_gan(args.model), data.ring8, steps=args.steps, batch_size=args.batch, seeds=seeds,
+                      hparams=hps,
                       log_every=args.steps, image_every=args.steps, eval_every=args.steps, checkpoint_every=None,
                       progress=False, print_fn=lambda _m: None, split="members" if gd.is_distributed() else "batch")
         # Leave out the first step (allocation warm-up) so both variants time the same steady state.
@@ -68,7 +69,8 @@ def _run(args: argparse.Namespace, world: int) -> float:
     for r in range(world):
         env = {**os.environ, "OMP_NUM_THREADS": "1", "GLOO_SOCKET_IFNAME": "lo"}
         if world > 1:
-            env.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(r), WORLD_SIZE=str(world), LOCAL_RANK=str(r))
+            env.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(r), WORLD_SIZE=str(world),
+                       LOCAL_RANK=str(r))
         procs.append(subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, text=True, cwd=tempfile.gettempdir()))
     rates = []
     for p in procs:
@@ -86,7 +88,8 @@ def state_bytes(model: str) -> dict[str, int]:
     light = exploit.light_leaves(state)
     leaves = ganfn.tree.leaves(state)
     size = [x[0].numel() * x.element_size() for x in leaves]
-    return {"copied": sum(s for s, m in zip(size, light) if not m), "gathered": sum(s for s, m in zip(size, light) if m)}
+    pairs = list(zip(size, light, strict=True))
+    return {"copied": sum(s for s, m in pairs if not m), "gathered": sum(s for s, m in pairs if m)}
 
 
 def main() -> None:

@@ -101,8 +101,8 @@ def test_init_uses_only_the_given_generator():
         a = r3gan(16, 3, **TINY, generator=gen(3))
         torch.manual_seed(2)  # a different global RNG state changes nothing
         b = r3gan(16, 3, **TINY, generator=gen(3))
-    for x, y in zip(a, b):
-        assert all(torch.equal(p, q) for p, q in zip(x.parameters(), y.parameters()))
+    for x, y in zip(a, b, strict=True):
+        assert all(torch.equal(p, q) for p, q in zip(x.parameters(), y.parameters(), strict=True))
     c, _ = r3gan(16, 3, **TINY, generator=gen(4))
     assert not torch.equal(c.basis.weight, a[0].basis.weight)
 

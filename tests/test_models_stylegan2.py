@@ -136,11 +136,12 @@ def test_init_uses_only_the_given_generator():
         a = stylegan2(8, 3, **TINY, generator=gen(3))
         torch.manual_seed(2)
         b = stylegan2(8, 3, **TINY, generator=gen(3))
-    for x, y in zip(a, b):
-        assert all(torch.equal(p, q) for p, q in zip(x.parameters(), y.parameters()))
+    for x, y in zip(a, b, strict=True):
+        assert all(torch.equal(p, q) for p, q in zip(x.parameters(), y.parameters(), strict=True))
 
 
-@pytest.mark.parametrize("bad, match", [({"image_size": 12}, "power of two"), ({"width": [4, 4, 4]}, "one per resolution")])
+@pytest.mark.parametrize("bad, match", [({"image_size": 12}, "power of two"),
+                                        ({"width": [4, 4, 4]}, "one per resolution")])
 def test_bad_arguments_rejected(bad, match):
     with pytest.raises(ValueError, match=match):
         stylegan2(**({"image_size": 8, "channels": 3} | TINY | bad))

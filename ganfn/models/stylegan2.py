@@ -87,7 +87,8 @@ class _EqConv(nn.Module):
     """Conv with equalised learning rate, optional downsampling first (bilinear),
     bias and leaky ReLU x sqrt 2: [B, c_in, H, W] -> [B, c_out, H', W']."""
 
-    def __init__(self, c_in: int, c_out: int, kernel: int, *, down: bool = False, bias: bool = True, act: bool = True) -> None:
+    def __init__(self, c_in: int, c_out: int, kernel: int, *, down: bool = False, bias: bool = True,
+                 act: bool = True) -> None:
         super().__init__()
         self.weight = nn.Parameter(torch.zeros(c_out, c_in, kernel, kernel))
         self.bias = nn.Parameter(torch.zeros(c_out)) if bias else None
@@ -282,7 +283,8 @@ class StyleGAN2Discriminator(nn.Module):
         self.from_rgb = _EqConv(channels, ws[0], 1)
         self.conv0 = nn.ModuleList([_EqConv(c, c, 3) for c in ws[:-1]])
         self.conv1 = nn.ModuleList([_EqConv(c, n, 3, down=True) for c, n in itertools.pairwise(ws)])
-        self.skip = nn.ModuleList([_EqConv(c, n, 1, down=True, bias=False, act=False) for c, n in itertools.pairwise(ws)]
+        self.skip = nn.ModuleList([_EqConv(c, n, 1, down=True, bias=False, act=False)
+                                   for c, n in itertools.pairwise(ws)]
                                   if residual else [])
         self.mbstd = MinibatchStd(mbstd_group, mbstd_features)
         c = ws[-1]
@@ -293,7 +295,7 @@ class StyleGAN2Discriminator(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         h = self.from_rgb(x)
-        for i, (c0, c1) in enumerate(zip(self.conv0, self.conv1)):
+        for i, (c0, c1) in enumerate(zip(self.conv0, self.conv1, strict=True)):
             y = c1(c0(h))
             h = (self.skip[i](h) + y) * (1 / _SQRT2) if self.residual else y
         h = self.conv(self.mbstd(h))
