@@ -106,10 +106,10 @@ def make_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="{train,sweep,eval,sample,export}")
     sub.required = True
     t = sub.add_parser("train",
-                       help="train a GAN (no options: a DCGAN on scikit-learn's digits, 3.5 minutes on a loaded "
+                       help="train a GAN (no options: a DCGAN on scikit-learn's digits, about a minute on a "
                             "2-core CPU)",
                        description="Train a GAN. With no options: a small DCGAN on scikit-learn's 8x8 digits "
-                                   f"({P.DEFAULT_STEPS} steps, 3.5 minutes on a loaded 2-core CPU), "
+                                   f"({P.DEFAULT_STEPS} steps, about a minute on a 2-core CPU), "
                                    "writing TensorBoard logs, samples.png, losses.png, metrics.json and "
                                    "checkpoints under runs/.", epilog=ENV_HELP)
     _add_train_options(t, sweep=False)
