@@ -115,3 +115,44 @@ def fake_data_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture
 def modules() -> tuple[nn.Module, nn.Module]:
     return small_gan_modules()
+
+
+def compiled_and_eager(gan, state, reals, batch_size: int, seeds=(0, 1)):
+    """``(state, metrics)`` after one vmapped step per batch in ``reals`` from the stacked ``state``, compiled and
+    eager (in that order), each with fresh per-member RNGs from ``seeds``; a compile that falls back to eager fails
+    the test."""
+    import warnings
+
+    from ganfn import ensemble
+
+    torch._dynamo.reset()
+    out = []
+    for compile_ in (True, False):
+        st, rngs = state, ensemble.rngs(list(seeds))
+        step = ensemble.make_step(gan, compile=compile_)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", RuntimeWarning)  # no silent fallback to eager
+            for r in reals:
+                st, m = step(st, r, ensemble.draw_noise_many(gan, rngs, batch_size))
+        out.append((st, m))
+    return out[0], out[1]
+
+
+def run_cli(argv, capsys) -> str:
+    """``ganfn`` with ``argv`` in this process; its stdout (the test fails, with stderr, unless it exits 0)."""
+    from ganfn import cli
+
+    code = cli.main(argv)
+    out = capsys.readouterr()
+    assert code == 0, out.err
+    return out.out
+
+
+def cli_error(argv, capsys) -> str:
+    """``ganfn`` with ``argv``, which must stop with a usage error (status 2); its stderr."""
+    from ganfn import cli
+
+    with pytest.raises(SystemExit) as e:
+        cli.main(argv)
+    assert e.value.code == 2
+    return capsys.readouterr().err

@@ -3,6 +3,7 @@ import json
 
 import pytest
 import torch
+from conftest import cli_error, run_cli
 
 from ganfn import cli, cli_train
 from ganfn import presets as P
@@ -12,18 +13,7 @@ TINY = ["--steps", "4", "--batch-size", "16", "--n-eval", "200", "--eval-every",
         "--no-progress"]
 
 
-def _run(argv, capsys):
-    code = cli.main(argv)
-    out = capsys.readouterr()
-    assert code == 0, out.err
-    return out.out
-
-
-def _error(argv, capsys):
-    with pytest.raises(SystemExit) as e:
-        cli.main(argv)
-    assert e.value.code == 2
-    return capsys.readouterr().err
+_run, _error = run_cli, cli_error  # ganfn in this process: its stdout, or its usage error
 
 
 def test_help_documents_every_option(capsys):

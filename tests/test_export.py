@@ -6,6 +6,7 @@ import pickle
 import numpy as np
 import pytest
 import torch
+from conftest import cli_error, run_cli
 from hypothesis import assume, given
 from hypothesis import strategies as st
 from PIL import Image
@@ -19,18 +20,7 @@ TINY = ["--steps", "2", "--batch-size", "8", "--n-eval", "50", "--eval-every", "
         "--width", "4"]
 
 
-def _run(argv, capsys):
-    code = cli.main(argv)
-    out = capsys.readouterr()
-    assert code == 0, out.err
-    return out.out
-
-
-def _error(argv, capsys):
-    with pytest.raises(SystemExit) as e:
-        cli.main(argv)
-    assert e.value.code == 2
-    return capsys.readouterr().err
+_run, _error = run_cli, cli_error  # ganfn in this process: its stdout, or its usage error
 
 
 @pytest.fixture(scope="module")

@@ -3,12 +3,11 @@ built-in one; the built-in parts' own rules (EMA warm-up, instance-noise anneali
 from __future__ import annotations
 
 import math
-import warnings
 
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import small_gan_modules
+from conftest import compiled_and_eager, small_gan_modules
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -136,16 +135,7 @@ def test_user_part_under_torch_compile_equals_eager():
     state = ensemble.init_many(gan, [0, 1], [{"lecam_weight": 1.0}, {}])
     rng = torch.Generator().manual_seed(5)
     reals = [torch.randn(B, 2, generator=rng) for _ in range(3)]
-    out = []
-    for compile_ in (True, False):
-        st_, rngs = state, ensemble.rngs([0, 1])
-        step = ensemble.make_step(gan, compile=compile_)
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", RuntimeWarning)  # no silent fallback to eager
-            for r in reals:
-                st_, m = step(st_, r, ensemble.draw_noise_many(gan, rngs, B))
-        out.append((st_, m))
-    assert_trees_close(out[0], out[1], "compiled vs eager", rtol=1e-4, atol=1e-5)
+    assert_trees_close(*compiled_and_eager(gan, state, reals, B), "compiled vs eager", rtol=1e-4, atol=1e-5)
 
 
 def _broken(hook: str) -> Part:

@@ -3,10 +3,9 @@ lazy with StyleGAN2's weighting, pure, vmapped member equals single run, resumed
 bit-identically, on the StyleGAN2 generator (z only), and its bad arguments."""
 from __future__ import annotations
 
-import warnings
-
 import pytest
 import torch
+from conftest import compiled_and_eager
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import nn
@@ -154,13 +153,5 @@ def test_path_length_compiles_and_equals_eager():
     state = ensemble.init_many(gan, [0, 1], [{"pl_weight": 0.5}, {}])
     rng = torch.Generator().manual_seed(5)
     reals = [torch.randn(B, 2, 2, 2, generator=rng) for _ in range(3)]
-    out = []
-    for compile_ in (True, False):
-        st_, rngs = state, ensemble.rngs([0, 1])
-        step = ensemble.make_step(gan, compile=compile_)
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", RuntimeWarning)  # no silent fallback to eager
-            for r in reals:
-                st_, _ = step(st_, r, ensemble.draw_noise_many(gan, rngs, B))
-        out.append(st_)
-    assert_trees_close(out[0], out[1], "compiled vs eager", rtol=1e-4, atol=1e-5)
+    (compiled, _), (eager, _) = compiled_and_eager(gan, state, reals, B)
+    assert_trees_close(compiled, eager, "compiled vs eager", rtol=1e-4, atol=1e-5)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from conftest import compiled_and_eager
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -125,7 +126,6 @@ def test_style_mixing_cannot_be_started_late_and_a_bad_hook_is_named():
 
 @pytest.mark.slow
 def test_style_mixing_compiles_and_equals_eager():
-    import warnings
 
     from ganfn import ensemble
     from ganfn.testing import assert_trees_close
@@ -135,13 +135,5 @@ def test_style_mixing_compiles_and_equals_eager():
     state = ensemble.init_many(gan, [0, 1], [{"mixing_prob": 1.0}, {}])
     rng = torch.Generator().manual_seed(5)
     reals = [torch.rand(B, 3, 16, 16, generator=rng) * 2 - 1 for _ in range(2)]
-    out = []
-    for compile_ in (True, False):
-        st_, rngs = state, ensemble.rngs([0, 1])
-        step = ensemble.make_step(gan, compile=compile_)
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", RuntimeWarning)  # no silent fallback to eager
-            for r in reals:
-                st_, _ = step(st_, r, ensemble.draw_noise_many(gan, rngs, B))
-        out.append(st_)
-    assert_trees_close(out[0], out[1], "compiled vs eager", rtol=1e-4, atol=1e-5)
+    (compiled, _), (eager, _) = compiled_and_eager(gan, state, reals, B)
+    assert_trees_close(compiled, eager, "compiled vs eager", rtol=1e-4, atol=1e-5)
