@@ -33,6 +33,7 @@ __all__ = [
     "assert_grads_isolated",
     "assert_accumulation_equivalent",
     "assert_vmap_equivalent",
+    "single_and_vmapped_runs",
     "assert_trees_close",
     "assert_trees_equal",
 ]
@@ -386,19 +387,18 @@ def _default_data(gan: Any) -> Callable[[int, torch.Generator], Any]:
     return data
 
 
-def assert_vmap_equivalent(gan: Any, seeds: Sequence[int], steps: int = 2, *, batch_size: int = 8,
-                           data: Callable[[int, torch.Generator], Tensor] | None = None,
-                           hparams: Sequence[dict[str, Any]] | None = None,
-                           rtol: float = 1e-4, atol: float = 1e-5) -> None:
-    """Assert that ``torch.func.vmap(gan.train_step)`` over stacked states equals
-    running each member alone.
+def single_and_vmapped_runs(gan: Any, seeds: Sequence[int], steps: int, *, batch_size: int,
+                            data: Callable[[int, torch.Generator], Any] | None = None,
+                            hparams: Sequence[dict[str, Any]] | None = None,
+                            ) -> tuple[list[Any], list[list[dict]], list[Any], list[dict]]:
+    """Each member run alone and all of them as one ``torch.func.vmap``-ed run, on the same inputs.
 
     Member ``i`` is ``gan.init(seeds[i], **hparams[i])``; its noise comes from a
     generator seeded ``seeds[i]`` and its data from ``data(n, generator)`` (a
     standard normal batch by default, with uniform labels for a conditional
-    GAN) with a generator seeded ``seeds[i] + 1``.
-    Both runs take ``steps`` steps on the same inputs; final states and every
-    step's metrics are compared.
+    GAN) with a generator seeded ``seeds[i] + 1``. Returns ``(single states,
+    single metrics [member][step], vmapped states unstacked, vmapped metrics
+    [step], each value [S])`` after ``steps`` steps.
     """
     seeds = list(seeds)
     if not seeds:
@@ -427,10 +427,32 @@ def assert_vmap_equivalent(gan: Any, seeds: Sequence[int], steps: int = 2, *, ba
         single_metrics.append(ms)
     stacked = stack(states)
     vstep = torch.func.vmap(gan.train_step)
-    for t in range(steps):
-        real = tree_map(lambda *ts: torch.stack(ts), *[inputs[t][i][0] for i in range(len(seeds))])
-        noise = stack([inputs[t][i][1] for i in range(len(seeds))])
-        stacked, m = vstep(stacked, real, noise)
+    vmapped_metrics = []
+    for row in inputs:
+        real = tree_map(lambda *ts: torch.stack(ts), *[r for r, _ in row])
+        stacked, m = vstep(stacked, real, stack([n for _, n in row]))
+        vmapped_metrics.append(m)
+    return singles, single_metrics, unstack(stacked), vmapped_metrics
+
+
+def assert_vmap_equivalent(gan: Any, seeds: Sequence[int], steps: int = 2, *, batch_size: int = 8,
+                           data: Callable[[int, torch.Generator], Tensor] | None = None,
+                           hparams: Sequence[dict[str, Any]] | None = None,
+                           rtol: float = 1e-4, atol: float = 1e-5) -> None:
+    """Assert that ``torch.func.vmap(gan.train_step)`` over stacked states equals
+    running each member alone.
+
+    Member ``i`` is ``gan.init(seeds[i], **hparams[i])``; its noise comes from a
+    generator seeded ``seeds[i]`` and its data from ``data(n, generator)`` (a
+    standard normal batch by default, with uniform labels for a conditional
+    GAN) with a generator seeded ``seeds[i] + 1``.
+    Both runs take ``steps`` steps on the same inputs; final states and every
+    step's metrics are compared.
+    """
+    seeds = list(seeds)
+    singles, single_metrics, vmapped, vmapped_metrics = single_and_vmapped_runs(
+        gan, seeds, steps, batch_size=batch_size, data=data, hparams=hparams)
+    for t, m in enumerate(vmapped_metrics):
         for i in range(len(seeds)):
             try:
                 assert_trees_close(single_metrics[i][t], {k: v[i] for k, v in m.items()}, "metrics", rtol=rtol,
@@ -438,7 +460,7 @@ def assert_vmap_equivalent(gan: Any, seeds: Sequence[int], steps: int = 2, *, ba
             except AssertionError as e:
                 raise AssertionError(f"vmapped step {t + 1} differs from the single run of member {i} (seed "
                                      f"{seeds[i]}): {e}") from None
-    for i, st in enumerate(unstack(stacked)):
+    for i, st in enumerate(vmapped):
         try:
             assert_trees_close(singles[i], st, "states", rtol=rtol, atol=atol, root="state")
         except AssertionError as e:

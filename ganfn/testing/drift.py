@@ -21,32 +21,9 @@ import torch
 from torch import Tensor, nn
 from torch.func import functional_call
 
-from ..ensemble import stack, unstack
-from ..tree import tree_map
+from .checks import single_and_vmapped_runs
 
 __all__ = ["dead_parameters", "member_drift"]
-
-
-def _run_both(gan: Any, seeds: Sequence[int], steps: int, batch_size: int,
-              data: Callable[[int, torch.Generator], Any]) -> tuple[list[Any], list[Any]]:
-    """(single-run states, unstacked vmapped states) after ``steps`` steps, on
-    the inputs :func:`ganfn.testing.assert_vmap_equivalent` uses."""
-    states = [gan.init(s) for s in seeds]
-    noise_rngs = [torch.Generator().manual_seed(s) for s in seeds]
-    data_rngs = [torch.Generator().manual_seed(s + 1) for s in seeds]
-    inputs = [[(data(batch_size, dr), gan.draw_noise(nr, batch_size))
-               for nr, dr in zip(noise_rngs, data_rngs, strict=True)]
-              for _ in range(steps)]
-    singles = []
-    for i, st in enumerate(states):
-        for t in range(steps):
-            st, _ = gan.train_step(st, *inputs[t][i])
-        singles.append(st)
-    stacked, vstep = stack(states), torch.func.vmap(gan.train_step)
-    for row in inputs:
-        real = tree_map(lambda *ts: torch.stack(ts), *[r for r, _ in row])
-        stacked, _ = vstep(stacked, real, stack([n for _, n in row]))
-    return singles, unstack(stacked)
 
 
 def member_drift(gan: Any, seeds: Sequence[int], steps: int = 2, *, batch_size: int = 4,
@@ -62,7 +39,7 @@ def member_drift(gan: Any, seeds: Sequence[int], steps: int = 2, *, batch_size: 
     if getattr(gan, "n_critic", 1) != 1:
         raise ValueError("member_drift compares n_critic=1 setups; build the GAN with n_critic=1")
     data = data or (lambda n, g: torch.randn(n, *gan.sample_shape, generator=g))
-    singles, vmapped = _run_both(gan, list(seeds), steps, batch_size, data)
+    singles, _, vmapped, _ = single_and_vmapped_runs(gan, seeds, steps, batch_size=batch_size, data=data)
     out: dict[str, float] = {}
     for net in ("g", "d"):
         for k in getattr(singles[0], net).params:
