@@ -156,3 +156,22 @@ def cli_error(argv, capsys) -> str:
         cli.main(argv)
     assert e.value.code == 2
     return capsys.readouterr().err
+
+
+def assert_resumes_bit_identically(gan, batches, stop: int, path) -> None:
+    """Train ``gan.init(0)`` on every ``(real, noise)`` of ``batches``, and again with a checkpoint saved to ``path``
+    and loaded after the first ``stop`` of them: both final states must be equal bit for bit."""
+    from ganfn import checkpoint
+    from ganfn.testing import assert_trees_equal
+
+    straight = gan.init(0)
+    for real, noise in batches:
+        straight, _ = gan.train_step(straight, real, noise)
+    half = gan.init(0)
+    for real, noise in batches[:stop]:
+        half, _ = gan.train_step(half, real, noise)
+    checkpoint.save(path, half, step=stop)
+    resumed = checkpoint.load(path)["state"]
+    for real, noise in batches[stop:]:
+        resumed, _ = gan.train_step(resumed, real, noise)
+    assert_trees_equal(resumed, straight, "resumed vs uninterrupted")

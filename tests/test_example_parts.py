@@ -7,17 +7,16 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import compiled_and_eager, small_gan_modules
+from conftest import assert_resumes_bit_identically, compiled_and_eager, small_gan_modules
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import nn
 
 import ganfn
-from ganfn import checkpoint, ensemble
+from ganfn import ensemble
 from ganfn.testing import (
     assert_pure,
     assert_trees_close,
-    assert_trees_equal,
     assert_vmap_equivalent,
 )
 
@@ -121,17 +120,7 @@ def test_example_part_resumes_bit_identically(name, tmp_path):
     gan = _gan(MAKERS[name]())
     rng, data = torch.Generator().manual_seed(0), torch.Generator().manual_seed(1)
     batches = [(torch.randn(B, 2, generator=data), gan.draw_noise(rng, B)) for _ in range(4)]
-    straight = gan.init(0)
-    for real, noise in batches:
-        straight, _ = gan.train_step(straight, real, noise)
-    half = gan.init(0)
-    for real, noise in batches[:2]:
-        half, _ = gan.train_step(half, real, noise)
-    checkpoint.save(tmp_path / "ck.pt", half, step=2)
-    resumed = checkpoint.load(tmp_path / "ck.pt")["state"]
-    for real, noise in batches[2:]:
-        resumed, _ = gan.train_step(resumed, real, noise)
-    assert_trees_equal(resumed, straight, "resumed vs uninterrupted")
+    assert_resumes_bit_identically(gan, batches, 2, tmp_path / "ck.pt")
 
 
 @pytest.mark.slow

@@ -5,15 +5,15 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import compiled_and_eager
+from conftest import assert_resumes_bit_identically, compiled_and_eager
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import nn
 
 import ganfn
-from ganfn import checkpoint, ensemble
+from ganfn import ensemble
 from ganfn.models import stylegan2
-from ganfn.testing import assert_pure, assert_trees_close, assert_trees_equal, assert_vmap_equivalent
+from ganfn.testing import assert_pure, assert_trees_close, assert_vmap_equivalent
 
 torch.set_num_threads(1)
 B = 4
@@ -97,16 +97,7 @@ def test_path_length_step_is_pure_and_vmapped_members_equal_single_runs():
 def test_path_length_resumes_bit_identically(tmp_path):
     gan = _linear(ganfn.parts.path_length(1.0, every=2))
     batches = _batches(gan, 4, (2, 2, 2))
-    straight = gan.init(0)
-    for real, noise in batches:
-        straight, _ = gan.train_step(straight, real, noise)
-    half = gan.init(0)
-    for real, noise in batches[:3]:
-        half, _ = gan.train_step(half, real, noise)
-    checkpoint.save(tmp_path / "ck.pt", half, step=3)
-    resumed = checkpoint.load(tmp_path / "ck.pt")["state"]
-    resumed, _ = gan.train_step(resumed, *batches[3])
-    assert_trees_equal(resumed, straight, "resumed vs uninterrupted")
+    assert_resumes_bit_identically(gan, batches, 3, tmp_path / "ck.pt")
 
 
 def test_path_length_takes_a_schedule_for_its_weight():

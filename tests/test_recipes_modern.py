@@ -7,15 +7,16 @@ import math
 
 import pytest
 import torch
+from conftest import assert_resumes_bit_identically
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import nn
 
 import ganfn
-from ganfn import checkpoint, recipes
+from ganfn import recipes
 from ganfn.models import r3gan, stylegan2
 from ganfn.parts import ema_decay
-from ganfn.testing import assert_pure, assert_trees_equal, assert_vmap_equivalent
+from ganfn.testing import assert_pure, assert_vmap_equivalent
 
 torch.set_num_threads(1)
 B = 4
@@ -149,15 +150,7 @@ def test_recipe_resumes_bit_identically(name, tmp_path):
     gan = CASES[name][0]()
     rng, data = torch.Generator().manual_seed(0), torch.Generator().manual_seed(1)
     batches = [(torch.rand(B, 3, 16, 16, generator=data) * 2 - 1, gan.draw_noise(rng, B)) for _ in range(3)]
-    straight = gan.init(0)
-    for real, noise in batches:
-        straight, _ = gan.train_step(straight, real, noise)
-    half = gan.init(0)
-    for real, noise in batches[:2]:
-        half, _ = gan.train_step(half, real, noise)
-    checkpoint.save(tmp_path / "ck.pt", half, step=2)
-    resumed, _ = gan.train_step(checkpoint.load(tmp_path / "ck.pt")["state"], *batches[2])
-    assert_trees_equal(resumed, straight, "resumed vs uninterrupted")
+    assert_resumes_bit_identically(gan, batches, 2, tmp_path / "ck.pt")
 
 
 @pytest.mark.parametrize("call", [
