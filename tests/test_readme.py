@@ -40,8 +40,10 @@ def fenced_blocks(text: str) -> list[tuple[str, str]]:
 
 
 def python_blocks() -> list[tuple[str, str]]:
-    """``(page, code)`` of every ```python block of the README and the docs."""
-    return [(page, code) for page, text in TEXTS.items() for lang, code in fenced_blocks(text) if lang == "python"]
+    """``(page, code)`` of every distinct ```python block of the README and the docs (a block shown on two pages,
+    such as the README's loop, is run once, under the first page)."""
+    blocks = [(page, code) for page, text in TEXTS.items() for lang, code in fenced_blocks(text) if lang == "python"]
+    return [(page, code) for i, (page, code) in enumerate(blocks) if code not in (c for _, c in blocks[:i])]
 
 
 def not_run(pages: list[str] | None = None) -> set[str]:
