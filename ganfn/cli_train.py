@@ -98,7 +98,7 @@ def _population(cfg: P.Config, gan: Any, evaluator: Any, parser: argparse.Argume
         halving = [int(x) for x in cfg.halving_at.split(",") if x.strip()] if cfg.halving_at else []
         from .population import Metric, ranking
 
-        default = ranking(Metric(evaluator.primary, evaluator.higher_is_better))
+        default = ranking(Metric(evaluator.primary, evaluator.higher_is_better), evaluator.ties)
         names = [m.strip() for m in cfg.pbt_metric.split(",") if m.strip()] if cfg.pbt_metric else default
         return lineage.Schedule(space, every=cfg.pbt_every, fraction=cfg.pbt_fraction, halving_at=halving,
                                 metrics=names, seed=cfg.seed,
@@ -274,7 +274,7 @@ def _report(cfg: P.Config, hist: dict, evaluator: Any, members: Any, population:
                               "schedule": population.lineage.schedule_text(i)} for i, t in enumerate(table_members)]
         from .population import Metric, ranking
 
-        order = ranking(Metric(primary, evaluator.higher_is_better)) if (primary and cfg.grid) else []
+        order = ranking(Metric(primary, evaluator.higher_is_better), evaluator.ties) if (primary and cfg.grid) else []
         say(sweep.table(table_members, rows_metrics, sort_by=[m.name for m in order] or None,
                         descending=[m.higher_is_better for m in order], with_summary=True))
     else:

@@ -34,6 +34,9 @@ class Evaluator:
     ``card``: what the figure depends on (:class:`ganfn.metrics.card.ProtocolCard`),
     printed with the scores and saved in ``metrics.json``; None for the 2-D
     mixtures' mode coverage (no feature extractor).
+    ``ties``: other figures of ``fn``'s that break ties in ``primary`` when
+    members are ranked (sweep tables, population rounds), in order; None for
+    :func:`ganfn.population.ranking`'s default.
     """
 
     fn: Callable[..., dict[str, float]]  # fn(samples) or, conditional, fn(samples, labels)
@@ -42,6 +45,7 @@ class Evaluator:
     n_samples: int = 1000
     reference: Tensor | None = None
     card: ProtocolCard | None = None
+    ties: tuple[str, ...] | None = None
 
 
 def sample_members(gan: GAN, state: TrainState, z: Tensor, stacked: bool, y: Tensor | None = None, *,

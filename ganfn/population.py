@@ -71,14 +71,19 @@ def metric(name: str | Metric) -> Metric:
                      "higher_is_better=True/False)")
 
 
-def ranking(primary: str | Metric) -> list[Metric]:
+def ranking(primary: str | Metric, ties: Sequence[str | Metric] | None = None) -> list[Metric]:
     """The figures that rank members, in order, for a run whose quality figure is
-    ``primary``: mode coverage (``modes``) ties often (every member at 0 modes
-    early on, or at 8/8 late), so it is followed by the high-quality fraction
-    (higher better) and then the KL of the mode histogram to uniform (lower
-    better); any other figure ranks alone."""
+    ``primary``, then ``ties`` (the figures that break its ties, each with its
+    direction from :func:`metric`). Without ``ties``: mode coverage (``modes``)
+    ties often (every member at 0 modes early on, or at 8/8 late), so it is
+    followed by the high-quality fraction (higher better) and then the KL of the
+    mode histogram to uniform (lower better); any other figure ranks alone.
+    An evaluator that computes other figures beside ``modes`` (stacked digits
+    have no high-quality fraction) names them in ``ties``."""
     first = metric(primary)
-    return [first, metric("high_quality"), metric("kl")] if first.name == "modes" else [first]
+    if ties is None:
+        ties = ("high_quality", "kl") if first.name == "modes" else ()
+    return [first, *(metric(t) for t in ties)]
 
 
 def _named_path(accessor: Any) -> tuple:

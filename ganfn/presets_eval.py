@@ -126,7 +126,7 @@ def _stacked_digits_evaluator(n: int | None) -> Evaluator:
         n, 0, f"no real images: the uniform distribution over the 1,000 modes (modes covered, reverse KL in nats, "
         f"as StackedMNIST is scored); at {n} samples a perfect generator's KL is about {999 / (2 * n):.3g} "
         "(finite-sample bias)")
-    return Evaluator(modes, "modes", higher_is_better=True, n_samples=n, card=card)
+    return Evaluator(modes, "modes", higher_is_better=True, n_samples=n, card=card, ties=("kl",))
 
 
 def _cifar10_evaluator(root: str | None, n: int) -> Evaluator:

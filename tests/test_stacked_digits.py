@@ -109,3 +109,28 @@ def test_evaluator_uses_the_protocol_sample_count(monkeypatch, tmp_path):
     collapsed = real.clone()
     collapsed[:, 0] = real[0, 0]
     assert ev.fn(collapsed)["modes"] <= 100 + 20  # one first digit (LeNet errors add a few)
+
+
+def test_a_sweep_on_stacked_digits_ranks_by_modes_then_kl(tmp_path, capsys):
+    """Stacked digits have no high-quality fraction: the sweep table ranks by modes, then KL."""
+    from ganfn.cli import main
+
+    assert main(["sweep", "--data", "stacked_digits", "--width", "4", "--grid", "lr_d=1e-3,3e-3", "--seeds", "2",
+                 "--steps", "2", "--batch-size", "8", "--n-eval", "300", "--eval-every", "2", "--no-progress",
+                 "--no-compile", "--run-dir", str(tmp_path / "run")]) == 0
+    lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| ")]
+    header = [c.strip() for c in lines[0].strip("|").split("|")]
+    rows = [dict(zip(header, (c.strip() for c in line.strip("|").split("|")), strict=True))
+            for line in lines[1:] if line.startswith("| ") and line[2].isdigit()]
+    assert len(rows) == 4 and "high_quality" not in header
+    keys = [(-float(r["modes"]), float(r["kl"])) for r in rows]
+    assert keys == sorted(keys)
+
+
+def test_ranking_takes_the_evaluators_tie_breakers():
+    from ganfn import population
+
+    assert [m.name for m in population.ranking("modes", ("kl",))] == ["modes", "kl"]
+    assert population.ranking("modes", ("kl",))[1] == population.Metric("kl", False)
+    with pytest.raises(ValueError, match="direction unknown"):
+        population.ranking("modes", ("sharpness",))
