@@ -94,9 +94,19 @@ def setup(backend: str | None = None, *, timeout_s: float = 300.0) -> World:
 
 
 def teardown() -> None:
-    """Leave the process group (a no-op without one)."""
-    if is_distributed():
-        dist.destroy_process_group()
+    """Leave the process group (a no-op without one).
+
+    Every rank first waits at a barrier, so that none tears its connections
+    down while a peer is still finishing its last collective (rank 0 writes the
+    run's files after the others are done); a peer already gone is no reason to
+    keep this one from exiting."""
+    if not is_distributed():
+        return
+    try:
+        dist.barrier()
+    except (RuntimeError, ConnectionError):
+        pass
+    dist.destroy_process_group()
 
 
 def barrier(group: Any = None) -> None:
