@@ -182,6 +182,10 @@ def fit(
         run.bar.close()
         _save_before_bad_image(run, e, time.perf_counter() - t0, config)
         raise
+    except BaseException:
+        if run.logger is not None:  # called with the error in flight: a tracker's run ends as failed, not open
+            run.logger.close()
+        raise
     finally:
         run.bar.close()
         _close_workers(run.data)

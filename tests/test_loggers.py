@@ -271,3 +271,59 @@ def test_wandb_offline_run_files_hold_every_tensorboard_scalar(tmp_path, monkeyp
     assert {"samples.png", "losses.png", "metrics.json", "config.json"} <= parent["files"]
     assert (files[0].parent / "files" / "metrics.json").exists() or any(
         (f.parent / "files" / "metrics.json").exists() for f in files)
+
+
+# ------------------------------------------------------------------------------------------------ a run that fails
+
+
+class _Recorder:
+    """A tracker that records each close and how the run ended."""
+
+    def __init__(self) -> None:
+        self.closed: list[str | None] = []
+
+    def log_params(self, params): ...
+    def log_scalars(self, step, values): ...
+    def log_images(self, step, name, images): ...
+    def log_summary(self, figures): ...
+    def log_artifact(self, path): ...
+
+    def close(self) -> None:
+        self.closed.append(loggers.failure())
+
+
+def _failing_data(at: int, error: BaseException):
+    calls = {"n": 0}
+
+    def sample(n, generator):
+        calls["n"] += 1
+        if calls["n"] > at:
+            raise error
+        return data.ring8(n, generator)
+    return sample
+
+
+@pytest.mark.parametrize("error, ended", [(RuntimeError("disk full"), "failed"), (KeyboardInterrupt(), "killed"),
+                                          (None, None)])
+def test_trackers_are_closed_once_with_how_the_run_ended(tmp_path, error, ended):
+    G, D, latent = models.build("mlp", (2,), hidden=8, depth=1)
+    rec = _Recorder()
+    sampler = data.ring8 if error is None else _failing_data(3, error)
+    run = lambda: fit(ganfn.GAN(G, D, latent_dim=latent), sampler, steps=6, batch_size=8,
+                      run_dir=tmp_path, progress=False, print_fn=lambda s: None, trackers=[lambda d, m: rec])
+    if error is None:
+        run()
+    else:
+        with pytest.raises(type(error)):
+            run()
+    assert rec.closed == [ended]
+
+
+def test_a_failed_run_ends_failed_in_mlflow(tmp_path):
+    pytest.importorskip("mlflow", reason="MLflow is not installed (pip install 'ganfn[mlflow]')")
+    G, D, latent = models.build("mlp", (2,), hidden=8, depth=1)
+    with pytest.raises(RuntimeError, match="disk full"):
+        fit(ganfn.GAN(G, D, latent_dim=latent), _failing_data(3, RuntimeError("disk full")), steps=6, batch_size=8,
+            run_dir=tmp_path, progress=False, print_fn=lambda s: None, trackers=[loggers.mlflow()])
+    _, runs = _mlflow_runs((tmp_path / "mlruns").resolve().as_uri())
+    assert [r.info.status for r in runs] == ["FAILED"]

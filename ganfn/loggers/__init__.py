@@ -16,9 +16,10 @@ from __future__ import annotations
 import importlib.util
 from pathlib import Path
 
-from .base import Fanout, Logger, Tracker, fanout, member_scalars, plain_params
+from .base import Fanout, Logger, Tracker, failure, fanout, member_scalars, plain_params
 
-__all__ = ["Logger", "Tracker", "Fanout", "fanout", "member_scalars", "plain_params", "mlflow", "wandb", "require"]
+__all__ = ["Logger", "Tracker", "Fanout", "fanout", "failure", "member_scalars", "plain_params", "mlflow", "wandb",
+           "require"]
 
 _EXTRA = {"mlflow": "mlflow", "wandb": "wandb"}
 

@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import math
 import os
+import sys
 from pathlib import Path
 from typing import Any, Callable, Mapping, Protocol, Sequence, runtime_checkable
 
 import torch
 from torch import Tensor
 
-__all__ = ["Logger", "Tracker", "Fanout", "fanout", "member_scalars", "plain_params"]
+__all__ = ["Logger", "Tracker", "Fanout", "fanout", "member_scalars", "plain_params", "failure"]
 
 
 @runtime_checkable
@@ -39,7 +40,9 @@ class Logger(Protocol):
         """A file the whole run leaves (a figure, ``samples.png``, ``metrics.json``)."""
 
     def close(self) -> None:
-        """Flush and finish; nothing is logged after this."""
+        """Flush and finish; nothing is logged after this. When training fails, ``fit``
+        calls it while the exception is being handled, so ``sys.exc_info()`` tells a
+        tracker to mark its run as failed (the MLflow and W&B loggers do)."""
 
 
 #: ``tracker(run_dir, members) -> Logger``: how ``fit`` makes a tracker's logger once the run starts writing.
@@ -57,6 +60,16 @@ def member_scalars(values: Mapping[str, Any], members: int | None) -> list[dict[
             if math.isfinite(x):
                 out[i][name] = x
     return out
+
+
+def failure() -> str | None:
+    """How the run a logger is closing ended, read from the exception in flight:
+    None when none is (the run finished), ``"killed"`` for an interrupt
+    (``KeyboardInterrupt``, ``SystemExit``), ``"failed"`` for any other error."""
+    error = sys.exc_info()[1]
+    if error is None:
+        return None
+    return "killed" if isinstance(error, (KeyboardInterrupt, SystemExit)) else "failed"
 
 
 def plain_params(params: Mapping[str, Any]) -> dict[str, int | float | str | bool]:

@@ -24,7 +24,7 @@ from typing import Any, Mapping, Sequence
 
 from torch import Tensor
 
-from .base import member_scalars, plain_params
+from .base import failure, member_scalars, plain_params
 
 __all__ = ["MLflowLogger", "tracking_uri", "key"]
 
@@ -111,6 +111,7 @@ class MLflowLogger:
         self.client.log_artifact(self.parent, str(path))
 
     def close(self) -> None:
+        status = {None: "FINISHED", "failed": "FAILED", "killed": "KILLED"}[failure()]
         for run_id in dict.fromkeys([*self.runs, self.parent]):
-            self.client.set_terminated(run_id, "FINISHED")
+            self.client.set_terminated(run_id, status)
         self._tmp.cleanup()

@@ -17,7 +17,7 @@ from typing import Any, Mapping, Sequence
 
 from torch import Tensor
 
-from .base import member_scalars, plain_params
+from .base import failure, member_scalars, plain_params
 
 __all__ = ["WandbLogger"]
 
@@ -77,5 +77,6 @@ class WandbLogger:
         self.parent.save(str(p), base_path=str(p.parent), policy="now")
 
     def close(self) -> None:
+        code = 0 if failure() is None else 1  # W&B shows a run that exits non-zero as failed
         for run in dict.fromkeys([*self.runs, self.parent]):
-            run.finish()
+            run.finish(exit_code=code)
