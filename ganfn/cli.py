@@ -192,6 +192,8 @@ def _check(cfg: P.Config, parser: argparse.ArgumentParser) -> None:
     for name in ("steps", "batch_size", "seeds", "n_critic", "n_gen", "log_every", "image_every", "eval_every", "keep",
                  "n_eval"):
         v = getattr(cfg, name)
+        if v is None and name == "n_eval":  # the figure's own protocol
+            continue
         if not isinstance(v, int) or v < (0 if name == "steps" else 1):
             parser.error(f"--{name.replace('_', '-')} must be an integer >= {0 if name == 'steps' else 1}, got {v!r}")
     for name in ("lr_g", "lr_d"):  # the library allows 0 (a frozen network); a command-line run needs both to learn

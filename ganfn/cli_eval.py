@@ -9,6 +9,7 @@ from typing import Any
 import torch
 
 from . import presets as P
+from .evaluation import DEFAULT_EVAL_SAMPLES
 
 __all__ = ["run_eval"]
 
@@ -43,7 +44,7 @@ def run_eval(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     if evaluator is None and not args.fid_weights:
         parser.error(f"eval: no offline quality figure for data {cfg.data!r} (available for ring8, grid25, digits, "
                      "stacked_digits, fashion_mnist, cifar10 and image folders); pass --fid-weights FILE for FID")
-    n_eval = args.n_eval or (evaluator.n_samples if evaluator else cfg.n_eval)
+    n_eval = args.n_eval or (evaluator.n_samples if evaluator else cfg.n_eval or DEFAULT_EVAL_SAMPLES)
     fid, fid_card = _fid_figures(args, data, parser, cfg) if args.fid_weights else (None, None)
     state = c["state"]
     stacked = state.step.dim() == 1

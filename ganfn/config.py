@@ -172,7 +172,8 @@ class Config:
     log_every: int = opt(50, 'steps between TensorBoard scalar logs')
     image_every: int = opt(500, 'steps between TensorBoard sample grids (fixed noise)')
     eval_every: int = opt(500, 'steps between quality evaluations (FD-LeNet(digits) or mode coverage)')
-    n_eval: int = opt(1000, 'generated samples per quality evaluation')
+    n_eval: int | None = opt(None, "generated samples per quality evaluation (default: the figure's protocol: "
+                             "26,000 for stacked_digits' modes, 1,000 otherwise)")
     checkpoint_every: int | None = opt(1000, 'steps between checkpoints (0: only at the end)')
     keep: int = opt(3, 'checkpoints to keep')
     patience: int | None = opt(None,

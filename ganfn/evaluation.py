@@ -17,7 +17,11 @@ from . import ensemble
 from .gan import GAN, TrainState
 from .metrics.card import ProtocolCard
 
-__all__ = ["Evaluator", "sample_members", "evaluate_members", "update_best"]
+__all__ = ["DEFAULT_EVAL_SAMPLES", "Evaluator", "sample_members", "evaluate_members", "update_best"]
+
+
+DEFAULT_EVAL_SAMPLES = 1000
+"""Generated samples per evaluation unless a figure's protocol says otherwise."""
 
 
 @dataclass
@@ -42,7 +46,7 @@ class Evaluator:
     fn: Callable[..., dict[str, float]]  # fn(samples) or, conditional, fn(samples, labels)
     primary: str
     higher_is_better: bool = False
-    n_samples: int = 1000
+    n_samples: int = DEFAULT_EVAL_SAMPLES
     reference: Tensor | None = None
     card: ProtocolCard | None = None
     ties: tuple[str, ...] | None = None

@@ -3,7 +3,6 @@
 protocol card that determines it (:class:`ganfn.metrics.card.ProtocolCard`)."""
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -11,7 +10,7 @@ import torch
 from torch import Tensor
 
 from . import data as gdata
-from .evaluation import Evaluator
+from .evaluation import DEFAULT_EVAL_SAMPLES, Evaluator
 from .metrics.card import ProtocolCard, weights_hash
 from .presets_folder import folder_evaluator, randconv_evaluator
 
@@ -19,11 +18,6 @@ if TYPE_CHECKING:
     from .presets import Config
 
 __all__ = ["make_evaluator", "is_folder"]
-
-
-def _default(cfg: Config, name: str) -> Any:
-    """The default of the config field ``name`` (to tell a value the user gave from the default)."""
-    return next(f.default for f in dataclasses.fields(cfg) if f.name == name)
 
 
 def is_folder(cfg: Config) -> bool:
@@ -45,7 +39,7 @@ def make_evaluator(cfg: Config, n_samples: int | None = None, data: Any = None) 
     classes; on the mixtures the fraction of class-k samples nearest mode k."""
     from . import metrics
 
-    n = n_samples or cfg.n_eval
+    n = n_samples or cfg.n_eval or DEFAULT_EVAL_SAMPLES
     if cfg.data in ("ring8", "grid25"):
         centers = gdata.ring8_centers() if cfg.data == "ring8" else gdata.grid25_centers()
         std = gdata.RING8_STD if cfg.data == "ring8" else gdata.GRID25_STD
@@ -76,7 +70,7 @@ def make_evaluator(cfg: Config, n_samples: int | None = None, data: Any = None) 
                          card=_lenet_card(ext, n, len(test_y), "scikit-learn digits, test split: 397 held-out images "
                                                                "(ganfn.data.digits_split, randperm seed 0)"))
     if cfg.data == "stacked_digits":
-        return _stacked_digits_evaluator(n_samples or (cfg.n_eval if cfg.n_eval != _default(cfg, "n_eval") else None))
+        return _stacked_digits_evaluator(n_samples or cfg.n_eval)
     if cfg.data == "fashion_mnist":
         root = cfg.data_root or gdata.roots.fashion_mnist_root()
         ext = metrics.lenet_extractor("fashion-mnist", root=root)

@@ -103,6 +103,9 @@ def test_evaluator_uses_the_protocol_sample_count(monkeypatch, tmp_path):
     ev = P.make_evaluator(cfg)
     assert ev.primary == "modes" and ev.higher_is_better and ev.n_samples == 26_000
     assert P.make_evaluator(cfg, 500).n_samples == 500
+    # --n-eval 1000 is the user's, even though 1,000 is other figures' default
+    assert P.make_evaluator(P.merge(P.Config(), {"data": "stacked_digits", "n_eval": 1000})).n_samples == 1000
+    assert P.make_evaluator(P.merge(P.Config(), {"data": "ring8"})).n_samples == 1000
     real = stacked_digits(2000, gen(5))
     figs = ev.fn(real)  # real stacked digits, scored by the trained LeNet: nearly every mode
     assert figs["modes"] > 800 and figs["kl"] < 0.5
