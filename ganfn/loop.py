@@ -240,9 +240,12 @@ def _diverged(run: Run, step: int, new_state: TrainState, metrics: Mapping[str, 
         if not bool(metrics["diverged"].all()):
             return False
         run.state = new_state
-        run.history["stopped"] = "all members diverged"
+        # successive halving freezes members through the same flag: they were not lost to divergence
+        halved = sum(h >= 0 for h in run.population.lineage.halved_at(len(run.seeds))) if run.population else 0
+        run.history["stopped"] = "all members diverged" + (" or were halved" if halved else "")
         run.history["diverged_at"] = act.to_float(act.gathered(run, new_state.diverged_at))
-        run.say(f"step {step + 1}: every member has diverged; stopping")
+        who = f"every member still training ({halved} halved earlier)" if halved else "every member"
+        run.say(f"step {step + 1}: {who} has diverged; stopping")
         return True
     try:
         check_finite(metrics, step)

@@ -443,3 +443,32 @@ def test_bench_traffic_figure_is_twelve_bytes_a_parameter_with_adam():
     b = state_bytes("mlp")
     assert 12 * params <= b["copied"] <= 12 * params + 64
     assert b["gathered"] == 120
+
+
+# -- every member of one rank diverges: the others go on ------------------------------------------------------
+
+_ONE_RANK_DIVERGES = dict(KW, hparams=[{"lr_d": 1e38 if i < 4 else 1e-3} for i in range(8)], checkpoint_every=None)
+
+
+def _worker_one_rank_diverges(rank: int, port: int, out: str) -> None:
+    from ganfn import distributed as gd
+
+    _join_group(rank, port, timeout_s=30)  # a rank left behind would wait here 30 s, then fail
+    try:
+        _, hist = fit(_gan(), data.ring8, evaluator=_evaluator(), split="members", **_ONE_RANK_DIVERGES)
+        torch.save(hist, os.path.join(out, f"diverged{rank}.pt"))
+    finally:
+        gd.teardown()
+
+
+def test_a_rank_whose_members_all_diverged_keeps_stepping_with_the_others(tmp_path):
+    """Members 0-3 (all of rank 0's) diverge at the first step: rank 0 must not stop while rank 1's members
+    train, or rank 1 waits alone at the next collective. Both end as one process does."""
+    _, one = fit(_gan(), data.ring8, evaluator=_evaluator(), **_ONE_RANK_DIVERGES)
+    assert one["stopped"] == "steps" and one["diverged_at"][:4] == [0.0] * 4 and one["diverged_at"][4:] == [-1.0] * 4
+    mp.start_processes(_worker_one_rank_diverges, args=(_free_port(), str(tmp_path)), nprocs=WORLD, join=True,
+                       start_method="spawn")
+    for r in range(WORLD):
+        hist = torch.load(tmp_path / f"diverged{r}.pt", weights_only=False)
+        assert hist["stopped"] == "steps" and hist["steps_run"] == 8, (r, hist["stopped"])
+        assert hist["diverged_at"] == one["diverged_at"] and hist["eval"] == one["eval"]

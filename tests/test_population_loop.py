@@ -136,3 +136,25 @@ def test_population_curves_figure(tmp_path):
     assert figures.population_curves(evals, "m", tmp_path / "c.png", events=events).stat().st_size > 0
     with pytest.raises(ValueError, match="at least one"):
         figures.population_curves([], "m", tmp_path / "d.png")
+
+
+class _NaNAfter:
+    """ring8 batches that turn NaN from the k-th call on: every member still training diverges then."""
+
+    def __init__(self, k):
+        self.k, self.calls = k, 0
+
+    def __call__(self, n, gen):
+        self.calls += 1
+        x = data.ring8(n, gen)
+        return x * float("nan") if self.calls > self.k else x
+
+
+def test_a_stop_after_halving_says_the_halved_members_did_not_diverge():
+    said = []
+    _, hist = fit(_gan(), _NaNAfter(6), evaluator=_evaluator(), population=_schedule(),
+                  **{**KW, "print_fn": said.append})
+    assert hist["stopped"] == "all members diverged or were halved" and hist["steps_run"] == 7
+    assert sorted(hist["halved_at"]) == [-1] * 4 + [4] * 4
+    assert all((d == 6) != (h == 4) for d, h in zip(hist["diverged_at"], hist["halved_at"], strict=True))
+    assert any("every member still training (4 halved earlier) has diverged" in line for line in said)
