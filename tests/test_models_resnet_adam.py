@@ -14,7 +14,7 @@ import torch
 import ganfn
 import ganfn.models as M
 from ganfn import optim
-from ganfn.testing.drift import dead_parameters, member_drift
+from ganfn.testing.drift import assert_no_member_drift, dead_parameters
 
 torch.set_num_threads(1)
 
@@ -42,6 +42,16 @@ def test_vmapped_resnet_members_do_not_drift_under_adam():
     G, D = M.ResNetGenerator(16, 8, 3, 32), M.ResNetDiscriminator(8, 3, 32)
     gan = ganfn.GAN(G, D, latent_dim=16, g_optimizer=optim.adam(2e-4, (0.0, 0.9)),
                     d_optimizer=optim.adam(2e-4, (0.0, 0.9)), parts=ganfn.recipes.sngan())  # SNGAN: spectral norm on D
-    drift = member_drift(gan, [0, 1, 2], steps=2)
-    worst = max(drift, key=drift.get)
-    assert drift[worst] < 1e-5, f"{worst} drifts by {drift[worst]:.2e}"
+    assert_no_member_drift(gan, [0, 1, 2], steps=2, atol=1e-5)
+
+
+def test_member_drift_check_names_a_bias_before_batch_norm():
+    """The broken input the drift check must catch: under Adam, a bias right before a batch norm
+    (true gradient zero) walks away from its single run."""
+    G = torch.nn.Sequential(torch.nn.Linear(4, 32), torch.nn.BatchNorm1d(32), torch.nn.ReLU(), torch.nn.Linear(32, 2))
+    D = torch.nn.Sequential(torch.nn.Linear(2, 32), torch.nn.LeakyReLU(0.2), torch.nn.Linear(32, 1),
+                            torch.nn.Flatten(0))
+    gan = ganfn.GAN(G, D, latent_dim=4, g_optimizer=optim.adam(2e-4, (0.0, 0.9)),
+                    d_optimizer=optim.adam(2e-4, (0.0, 0.9)))
+    with pytest.raises(AssertionError, match=r"g\.0\.bias drifts by"):
+        assert_no_member_drift(gan, [0, 1, 2], steps=2, batch_size=8)

@@ -23,7 +23,7 @@ from torch.func import functional_call
 
 from .checks import single_and_vmapped_runs
 
-__all__ = ["dead_parameters", "member_drift"]
+__all__ = ["assert_no_member_drift", "dead_parameters", "member_drift"]
 
 
 def member_drift(gan: Any, seeds: Sequence[int], steps: int = 2, *, batch_size: int = 4,
@@ -47,6 +47,19 @@ def member_drift(gan: Any, seeds: Sequence[int], steps: int = 2, *, batch_size: 
                                    for a, b in zip(singles, vmapped, strict=True)]
             out[f"{net}.{k}"] = float(torch.stack(diffs).max())
     return out
+
+
+def assert_no_member_drift(gan: Any, seeds: Sequence[int], steps: int = 2, *, atol: float = 1e-5,
+                           batch_size: int = 4, data: Callable[[int, torch.Generator], Any] | None = None) -> None:
+    """Raise ``AssertionError`` naming the worst parameter when any G or D parameter of
+    a vmapped member differs from its single run by ``atol`` or more after ``steps``
+    train steps (:func:`member_drift`, same arguments)."""
+    drift = member_drift(gan, seeds, steps, batch_size=batch_size, data=data)
+    worst = max(drift, key=drift.get)
+    if not drift[worst] < atol:
+        raise AssertionError(f"{worst} drifts by {drift[worst]:.2e} (tolerance {atol:.0e}): a vmapped member "
+                             "left its single run; a parameter with a zero true gradient (see dead_parameters) "
+                             "does this under Adam")
 
 
 def dead_parameters(net: nn.Module, *inputs: Tensor, rel: float = 1e-9, seed: int = 0) -> list[str]:
