@@ -175,3 +175,17 @@ def assert_resumes_bit_identically(gan, batches, stop: int, path) -> None:
     for real, noise in batches[stop:]:
         resumed, _ = gan.train_step(resumed, real, noise)
     assert_trees_equal(resumed, straight, "resumed vs uninterrupted")
+
+
+class NaNAfter:
+    """A ring8 sampler whose batches turn NaN from the k-th call on (to force a divergence)."""
+
+    def __init__(self, k: int) -> None:
+        self.k, self.calls = k, 0
+
+    def __call__(self, n: int, gen: torch.Generator) -> torch.Tensor:
+        from ganfn import data
+
+        self.calls += 1
+        x = data.ring8(n, gen)
+        return x * float("nan") if self.calls > self.k else x

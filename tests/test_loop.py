@@ -4,6 +4,7 @@ import math
 
 import pytest
 import torch
+from conftest import NaNAfter
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -69,18 +70,6 @@ def test_resume_from_sampler_data_and_explicit_path(tmp_path):
     fit(gan, data.ring8, run_dir=tmp_path, checkpoint_every=2, **{**kw, "steps": 5}, keep=10)
     resumed, _ = fit(gan, data.ring8, resume=tmp_path / "checkpoints" / "ckpt-00000002.pt", **kw)
     assert _same(full, resumed)
-
-
-class NaNAfter:
-    """A sampler whose batches turn NaN from the k-th call on (to force a divergence)."""
-
-    def __init__(self, k):
-        self.k, self.calls = k, 0
-
-    def __call__(self, n, gen):
-        self.calls += 1
-        x = data.ring8(n, gen)
-        return x * float("nan") if self.calls > self.k else x
 
 
 def test_nonfinite_stop_rollback_raise(tmp_path):

@@ -3,6 +3,7 @@ import json
 
 import pytest
 import torch
+from conftest import NaNAfter
 
 import ganfn
 import ganfn.population
@@ -138,21 +139,9 @@ def test_population_curves_figure(tmp_path):
         figures.population_curves([], "m", tmp_path / "d.png")
 
 
-class _NaNAfter:
-    """ring8 batches that turn NaN from the k-th call on: every member still training diverges then."""
-
-    def __init__(self, k):
-        self.k, self.calls = k, 0
-
-    def __call__(self, n, gen):
-        self.calls += 1
-        x = data.ring8(n, gen)
-        return x * float("nan") if self.calls > self.k else x
-
-
 def test_a_stop_after_halving_says_the_halved_members_did_not_diverge():
     said = []
-    _, hist = fit(_gan(), _NaNAfter(6), evaluator=_evaluator(), population=_schedule(),
+    _, hist = fit(_gan(), NaNAfter(6), evaluator=_evaluator(), population=_schedule(),
                   **{**KW, "print_fn": said.append})
     assert hist["stopped"] == "all members diverged or were halved" and hist["steps_run"] == 7
     assert sorted(hist["halved_at"]) == [-1] * 4 + [4] * 4
