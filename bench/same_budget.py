@@ -47,8 +47,8 @@ def ganfn(args: list[str]) -> list[str]:
 
 
 def start(arm: str, args: list[str], out: Path) -> tuple[subprocess.Popen, float]:
-    log = open(out / f"{arm}.log", "w")  # closed with the process
-    return subprocess.Popen(ganfn(args), stdout=log, stderr=subprocess.STDOUT), time.perf_counter()
+    with open(out / f"{arm}.log", "w") as log:  # the child keeps its own copy of the descriptor
+        return subprocess.Popen(ganfn(args), stdout=log, stderr=subprocess.STDOUT), time.perf_counter()
 
 
 def wait(p: subprocess.Popen, t0: float, limit: float | None) -> tuple[float, float, bool]:
@@ -89,7 +89,7 @@ def main() -> None:
     for a, (p, t0) in probes.items():
         wait(p, t0, None)
         m = json.loads((out / f"{a}-probe" / "metrics.json").read_text())
-        rate[a] = m["steps_run"] / m["wall_time_s"]
+        rate[a] = m["steps_per_s"]
     steps = {a: max(2, int(args.budget * r)) for a, r in rate.items()}
     print(f"{args.data}: budget {args.budget:.0f} s of training per arm, {args.seeds} vmapped seeds, 1 thread each; "
           "probe rates " + ", ".join(f"{a} {r:.2f} steps/s -> {steps[a]} steps" for a, r in rate.items()))
