@@ -55,7 +55,7 @@ def assert_no_member_drift(gan: Any, seeds: Sequence[int], steps: int = 2, *, at
     a vmapped member differs from its single run by ``atol`` or more after ``steps``
     train steps (:func:`member_drift`, same arguments)."""
     drift = member_drift(gan, seeds, steps, batch_size=batch_size, data=data)
-    worst = max(drift, key=drift.get)
+    worst = max(drift, key=lambda k: drift[k])
     if not drift[worst] < atol:
         raise AssertionError(f"{worst} drifts by {drift[worst]:.2e} (tolerance {atol:.0e}): a vmapped member "
                              "left its single run; a parameter with a zero true gradient (see dead_parameters) "
